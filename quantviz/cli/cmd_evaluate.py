@@ -1,0 +1,62 @@
+"""``quantviz evaluate MODEL``: float vs quantized metrics and sizes."""
+from __future__ import annotations
+
+import sys
+
+from .common import ProgressBar, add_common_args, add_model_args, fmt_bytes, fmt_metric, open_session, print_json, table
+
+
+def register(sub) -> None:
+    p = sub.add_parser("evaluate", help="float vs quantized metrics and sizes for a config or preset")
+    add_model_args(p)
+    p.add_argument("--stream", action="store_true", help="print the metric estimate after every batch (stderr, or JSON lines with --json)")
+    add_common_args(p)
+    p.set_defaults(func=run)
+
+
+def evaluation_report(session, result) -> dict:
+    size = result.size
+    return {
+        "model": session.name,
+        "config": result.config,
+        "float": {"metrics": result.float_metrics, "size_bytes": size["float_bytes"]},
+        "quantized": {"metrics": result.metrics, "size_bytes": size["quantized_bytes"],
+                      "compression": size["compression"], "avg_bits": size["avg_bits"]},
+        "samples": len(session.eval_data),
+        "layers": len(session.layers),
+    }
+
+
+def run(args) -> int:
+    import json
+
+    session = open_session(args)
+    bar = ProgressBar(True if args.progress else None)
+
+    def on_estimate(snap):
+        if not args.stream:
+            return
+        if args.json:
+            sys.stdout.write(json.dumps({"estimate": snap}) + "\n")
+        else:
+            parts = [f"{k} {fmt_metric(k, v)} [{fmt_metric(k, snap['bands'][k][0])}, {fmt_metric(k, snap['bands'][k][1])}]"
+                     for k, v in snap["metrics"].items() if k in snap["bands"]]
+            print(f"after {snap['samples']} samples: " + "; ".join(parts), file=sys.stderr)
+
+    try:
+        res = session.check(label=(args.preset or args.config or "W8"), progress=bar, on_estimate=on_estimate)
+    finally:
+        bar.close()
+    rep = evaluation_report(session, res)
+    if args.json:
+        print_json(rep)
+        return 0
+    fm, qm = rep["float"]["metrics"], rep["quantized"]["metrics"]
+    names = [n for n in ("accuracy", "top1_agreement", "sqnr_db", "cosine") if n in qm] + sorted(set(qm) - {"accuracy", "top1_agreement", "sqnr_db", "cosine"})
+    rows = [[n, fmt_metric(n, fm.get(n)), fmt_metric(n, qm.get(n))] for n in names]
+    rows.append(["size", fmt_bytes(rep["float"]["size_bytes"]), fmt_bytes(rep["quantized"]["size_bytes"])])
+    rows.append(["avg bits / weight", "32", f"{rep['quantized']['avg_bits']:.2f}"])
+    print(f"{session.name}: {rep['samples']} samples, {rep['layers']} quantizable layers, config {res.label}")
+    print(table(rows, ["metric", "float", "quantized"], "lrr"))
+    print(f"compression {rep['quantized']['compression']:.2f}x")
+    return 0

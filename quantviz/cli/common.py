@@ -1,0 +1,162 @@
+"""Shared CLI plumbing: model options, opening a session, progress, output."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+from ..core.errors import QuantvizError
+
+
+class CLIError(QuantvizError):
+    pass
+
+
+def add_model_args(p: argparse.ArgumentParser, *, data: bool = True, config: bool = True) -> None:
+    p.add_argument("model", metavar="MODEL",
+                   help="demo | recipe.py | TorchScript .pt | torch.export .pt2 | pickled module .pt (needs --trust) | Hugging Face folder")
+    if data:
+        p.add_argument("--data", metavar="D", help="evaluation data: .npz (x[, y]), .pt, image folder, or text file")
+        p.add_argument("--calib", metavar="D", help="calibration data (default: the source's own, else the first --calib-samples of --data)")
+        p.add_argument("--calib-samples", type=int, default=512, metavar="N", help="samples used for calibration when taken from --data (default 512)")
+        p.add_argument("--batch-size", type=int, default=64, metavar="N", help="batch size for calibration and evaluation (default 64)")
+    if config:
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--config", metavar="CFG", help="quantviz config JSON")
+        g.add_argument("--preset", metavar="NAME", help="a preset: float, W8A8, W8, W6, W4A8, W4, W4G32, W3, W2")
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust", action="store_true", help="allow loading pickled modules (unpickling runs code from the file)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: all cores but one)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs (default cpu)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is not a terminal")
+
+
+def setup_runtime(args) -> None:
+    import torch
+
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise CLIError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    else:
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1) if (os.cpu_count() or 1) > 2 else (os.cpu_count() or 1))
+    if getattr(args, "device", "cpu") == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda: CUDA is not available on this machine")
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (only on a terminal unless forced)."""
+
+    def __init__(self, enabled: bool | None = None, width: int = 30):
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.width = width
+        self._last = 0.0
+        self._shown = False
+
+    def __call__(self, done: int, total: int, message: str = "") -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if done < total and now - self._last < 0.1:
+            return
+        self._last = now
+        frac = done / total if total else 1.0
+        fill = int(round(self.width * frac))
+        bar = "#" * fill + "-" * (self.width - fill)
+        sys.stderr.write(f"\r[{bar}] {frac * 100:5.1f}% {message[:40]:<40}")
+        sys.stderr.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        if self._shown:
+            sys.stderr.write("\r" + " " * (self.width + 52) + "\r")
+            sys.stderr.flush()
+            self._shown = False
+
+
+def load_config_arg(args):
+    from ..io.config import load_config, preset
+
+    if getattr(args, "config", None):
+        return load_config(args.config)
+    if getattr(args, "preset", None):
+        return preset(args.preset)
+    return None
+
+
+def open_session(args, *, prepare: bool = True, default_preset: str = "W8"):
+    from ..io.config import preset
+    from ..session import Session
+
+    cfg = load_config_arg(args) or preset(default_preset)
+    bar = ProgressBar(True if getattr(args, "progress", False) else None)
+    try:
+        s = Session.open(args.model, data=getattr(args, "data", None), calib=getattr(args, "calib", None),
+                         trust=args.trust, config=cfg, device=args.device,
+                         batch_size=getattr(args, "batch_size", 64), calib_samples=getattr(args, "calib_samples", 512),
+                         prepare=prepare, progress=bar)
+    finally:
+        bar.close()
+    return s
+
+
+def clean_json(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_json(v) for v in obj]
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(clean_json(obj), indent=2) + "\n")
+
+
+def table(rows: list[list[str]], header: list[str], align: str | None = None) -> str:
+    """A plain-text table; ``align`` is a string of l / r per column."""
+    cols = len(header)
+    align = align or "l" * cols
+    widths = [len(h) for h in header]
+    for r in rows:
+        for i, c in enumerate(r):
+            widths[i] = max(widths[i], len(c))
+
+    def fmt(r):
+        return "  ".join(c.rjust(widths[i]) if align[i] == "r" else c.ljust(widths[i]) for i, c in enumerate(r)).rstrip()
+
+    lines = [fmt(header), "  ".join("-" * w for w in widths)]
+    lines += [fmt(r) for r in rows]
+    return "\n".join(lines)
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def fmt_metric(name: str, v: float | None) -> str:
+    if v is None:
+        return "-"
+    if name in ("accuracy", "top1_agreement"):
+        return f"{v * 100:.2f}%"
+    if name == "sqnr_db":
+        return f"{v:.1f} dB" if v < 199.9 else "identical"
+    if name == "cosine":
+        return f"{v:.5f}"
+    return f"{v:.4g}"

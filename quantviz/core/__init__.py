@@ -1,0 +1,1 @@
+"""The Qt-free engine: torch + numpy only."""

@@ -1,0 +1,1 @@
+"""Optional real-quantization backends (torchao, ONNX Runtime)."""

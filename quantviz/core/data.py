@@ -1,0 +1,123 @@
+"""Data sets, batching and calling a model on a batch.
+
+A :class:`Dataset` holds inputs ``x`` (a tensor with the sample axis first, or
+a dict of such tensors for keyword inputs such as a tokenizer's output) and
+optional labels ``y``. It is small enough to live in memory: quantviz works on
+calibration / evaluation samples, not on training sets.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+
+from .errors import QuantvizError
+
+Inputs = Any  # torch.Tensor | dict[str, torch.Tensor] | tuple[torch.Tensor, ...]
+
+
+class DataError(QuantvizError, ValueError):
+    """Data that cannot be used (wrong format, empty, does not fit the model)."""
+
+
+@dataclass
+class Dataset:
+    x: Inputs
+    y: torch.Tensor | None = None
+    name: str = "data"
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = self._n()
+        if n == 0:
+            raise DataError(f"{self.name}: no samples")
+        if self.y is not None:
+            self.y = torch.as_tensor(self.y)
+            if self.y.shape[0] != n:
+                raise DataError(f"{self.name}: {n} inputs but {self.y.shape[0]} labels")
+
+    def _n(self) -> int:
+        x = self.x
+        if isinstance(x, torch.Tensor):
+            return int(x.shape[0]) if x.dim() else 0
+        if isinstance(x, Mapping):
+            vals = list(x.values())
+            return int(vals[0].shape[0]) if vals else 0
+        if isinstance(x, (tuple, list)):
+            return int(x[0].shape[0]) if x else 0
+        raise DataError(f"{self.name}: unsupported input type {type(x).__name__}")
+
+    def __len__(self) -> int:
+        return self._n()
+
+    @property
+    def has_labels(self) -> bool:
+        return self.y is not None
+
+    def _take(self, sl) -> Inputs:
+        x = self.x
+        if isinstance(x, torch.Tensor):
+            return x[sl]
+        if isinstance(x, Mapping):
+            return {k: v[sl] for k, v in x.items()}
+        return tuple(v[sl] for v in x)
+
+    def batches(self, batch_size: int = 64) -> Iterator[tuple[Inputs, torch.Tensor | None]]:
+        n = len(self)
+        for start in range(0, n, batch_size):
+            sl = slice(start, min(start + batch_size, n))
+            yield self._take(sl), (self.y[sl] if self.y is not None else None)
+
+    def num_batches(self, batch_size: int = 64) -> int:
+        return (len(self) + batch_size - 1) // batch_size
+
+    def subset(self, n: int, name: str | None = None) -> "Dataset":
+        n = min(int(n), len(self))
+        sl = slice(0, n)
+        return Dataset(self._take(sl), self.y[sl] if self.y is not None else None, name or self.name, dict(self.meta))
+
+    def first_input(self) -> Inputs:
+        return self._take(slice(0, 1))
+
+
+def to_device(inputs: Inputs, device: torch.device | str) -> Inputs:
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device)
+    if isinstance(inputs, Mapping):
+        return {k: to_device(v, device) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(to_device(v, device) for v in inputs)
+    return inputs
+
+
+def call_model(model: Callable, inputs: Inputs) -> Any:
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def output_tensor(out: Any) -> torch.Tensor:
+    """The main output tensor of a model call (logits for HF models)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(out, Mapping):
+        if isinstance(out.get("logits"), torch.Tensor):
+            return out["logits"]
+        for v in out.values():
+            if isinstance(v, torch.Tensor):
+                return v
+    if isinstance(out, (tuple, list)):
+        for v in out:
+            if isinstance(v, torch.Tensor):
+                return v
+            try:
+                return output_tensor(v)
+            except TypeError:
+                continue
+    raise TypeError(f"model output of type {type(out).__name__} holds no tensor")

@@ -1,0 +1,226 @@
+"""Float vs quantized evaluation with metrics that stream batch by batch.
+
+Metric names (stable, used by the CLI's JSON, sensitivity and search):
+
+* ``accuracy``: top-1 accuracy against labels (a fraction in [0, 1]), when
+  the data has integer class labels;
+* ``sqnr_db``: output SQNR of the quantized model against the float model,
+  ``10 log10(sum f^2 / sum (f - q)^2)`` over all outputs, capped at
+  ``SQNR_CAP_DB`` (identical outputs);
+* ``cosine``: mean per-sample cosine similarity of the outputs;
+* ``top1_agreement``: fraction of samples (tokens) whose argmax agrees with
+  the float model's, for outputs with a class axis;
+* anything a recipe's ``evaluate(model, data)`` returns.
+
+While streaming, :meth:`MetricStream.snapshot` gives each metric an
+uncertainty band: a 95 % Wilson interval for proportions, a normal interval
+(1.96 standard errors) for the others.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .data import Dataset
+from .errors import ModelError
+from .fakequant import iterate_outputs
+from .progress import Progress, null_progress
+
+SQNR_CAP_DB = 200.0
+Z95 = 1.959963984540054
+LOWER_IS_BETTER_SUFFIXES = ("loss", "perplexity", "error", "mse")
+
+
+def higher_is_better(metric: str) -> bool:
+    return not metric.lower().endswith(LOWER_IS_BETTER_SUFFIXES)
+
+
+def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float]:
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _db(ratio: float) -> float:
+    if ratio <= 0:
+        return -SQNR_CAP_DB
+    if math.isinf(ratio):
+        return SQNR_CAP_DB
+    return float(min(SQNR_CAP_DB, 10 * math.log10(ratio)))
+
+
+def is_classifier_output(out: torch.Tensor) -> bool:
+    return out.dim() >= 2 and out.shape[-1] > 1
+
+
+class MetricStream:
+    """Accumulates metrics of quantized outputs against float outputs / labels."""
+
+    def __init__(self, total_samples: int | None = None):
+        self.total = total_samples
+        self.n = 0
+        self.s = self.nn = self.s2 = self.n2 = self.sn = 0.0  # per-sample signal / noise moments
+        self.cos_sum = self.cos_sq = 0.0
+        self.agree = 0.0
+        self.agree_n = 0.0
+        self.correct = 0.0
+        self.labelled = 0
+        self.float_correct = 0.0
+
+    def update(self, fout: torch.Tensor, qout: torch.Tensor, labels: torch.Tensor | None) -> None:
+        if fout.shape != qout.shape:
+            raise ModelError(f"quantized output shape {tuple(qout.shape)} differs from float {tuple(fout.shape)}")
+        if not torch.isfinite(qout).all():
+            raise ModelError("quantized model produced NaN/Inf outputs")
+        b = fout.shape[0] if fout.dim() else 1
+        f = fout.reshape(b, -1).double()
+        q = qout.reshape(b, -1).double()
+        sig = (f**2).sum(dim=1)
+        noise = ((f - q) ** 2).sum(dim=1)
+        self.s += float(sig.sum())
+        self.nn += float(noise.sum())
+        self.s2 += float((sig**2).sum())
+        self.n2 += float((noise**2).sum())
+        self.sn += float((sig * noise).sum())
+        fn = f.norm(dim=1)
+        qn = q.norm(dim=1)
+        cos = (f * q).sum(dim=1) / (fn * qn).clamp_min(1e-30)
+        cos = torch.where((fn == 0) & (qn == 0), torch.ones_like(cos), cos)
+        self.cos_sum += float(cos.sum())
+        self.cos_sq += float((cos**2).sum())
+        self.n += b
+        if is_classifier_output(fout):
+            fa = fout.argmax(dim=-1)
+            qa = qout.argmax(dim=-1)
+            self.agree += float((fa == qa).sum())
+            self.agree_n += fa.numel()
+            if labels is not None and labels.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8) and labels.shape == fa.shape:
+                self.correct += float((qa == labels).sum())
+                self.float_correct += float((fa == labels).sum())
+                self.labelled += labels.numel()
+
+    def _sqnr_band(self) -> tuple[float, float, float]:
+        if self.nn == 0:
+            return SQNR_CAP_DB, SQNR_CAP_DB, SQNR_CAP_DB
+        r = self.s / self.nn
+        n = self.n
+        if n < 2:
+            return _db(r), -SQNR_CAP_DB, SQNR_CAP_DB
+        ms, mn = self.s / n, self.nn / n
+        var_s = max(self.s2 / n - ms**2, 0.0)
+        var_n = max(self.n2 / n - mn**2, 0.0)
+        cov = self.sn / n - ms * mn
+        var_r = max((var_s - 2 * r * cov + r * r * var_n) / (n * mn * mn), 0.0)
+        if self.total:  # finite population correction
+            var_r *= max(0.0, (self.total - n) / max(self.total - 1, 1))
+        se = math.sqrt(var_r)
+        return _db(r), _db(r - Z95 * se), _db(r + Z95 * se)
+
+    def snapshot(self) -> dict:
+        """``{"metrics": {...}, "bands": {name: [lo, hi]}, "samples": n}``."""
+        metrics: dict[str, float] = {}
+        bands: dict[str, list[float]] = {}
+        fpc = 1.0
+        if self.total and self.n:
+            fpc = math.sqrt(max(0.0, (self.total - self.n) / max(self.total - 1, 1)))
+        if self.labelled:
+            acc = self.correct / self.labelled
+            metrics["accuracy"] = acc
+            lo, hi = wilson(self.correct, self.labelled)
+            bands["accuracy"] = [acc - (acc - lo) * fpc, acc + (hi - acc) * fpc]
+        if self.n:
+            v, lo, hi = self._sqnr_band()
+            metrics["sqnr_db"] = v
+            bands["sqnr_db"] = [lo, hi]
+            c = self.cos_sum / self.n
+            sd = math.sqrt(max(self.cos_sq / self.n - c * c, 0.0))
+            half = Z95 * sd / math.sqrt(self.n) * fpc
+            metrics["cosine"] = c
+            bands["cosine"] = [c - half, min(1.0, c + half)]
+        if self.agree_n:
+            a = self.agree / self.agree_n
+            metrics["top1_agreement"] = a
+            lo, hi = wilson(self.agree, self.agree_n)
+            bands["top1_agreement"] = [a - (a - lo) * fpc, a + (hi - a) * fpc]
+        return {"metrics": metrics, "bands": bands, "samples": self.n}
+
+
+@dataclass
+class FloatReference:
+    """Float outputs and metrics on an evaluation set, computed once."""
+
+    outputs: list[torch.Tensor]
+    labels: list[torch.Tensor | None]
+    metrics: dict
+    batch_size: int
+    num_samples: int
+    extra: dict = field(default_factory=dict)
+
+
+def float_reference(model, data: Dataset, *, device="cpu", batch_size: int = 64,
+                    evaluate_fn: Callable | None = None, progress: Progress = null_progress,
+                    cancel: Callable[[], bool] = lambda: False) -> FloatReference:
+    outs, labels = [], []
+    total = data.num_batches(batch_size)
+    stream = MetricStream(len(data))
+    for i, out, y in iterate_outputs(model, data, device=device, batch_size=batch_size, cancel=cancel):
+        if not torch.isfinite(out).all():
+            raise ModelError(f"the float model produces NaN/Inf outputs on {data.name}")
+        outs.append(out)
+        labels.append(y)
+        stream.update(out, out, y)
+        progress(i + 1, total, "float reference")
+    snap = stream.snapshot()["metrics"]
+    metrics = {"sqnr_db": SQNR_CAP_DB, "cosine": 1.0}
+    if stream.labelled:
+        metrics["accuracy"] = stream.float_correct / stream.labelled
+    if stream.agree_n:
+        metrics["top1_agreement"] = 1.0
+    del snap
+    if evaluate_fn is not None:
+        metrics.update(_user_metrics(evaluate_fn, model, data))
+    return FloatReference(outs, labels, metrics, batch_size, len(data))
+
+
+def _user_metrics(evaluate_fn, model, data) -> dict:
+    try:
+        res = evaluate_fn(model, data)
+    except Exception as exc:
+        raise ModelError(f"the recipe's evaluate() raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    if not isinstance(res, dict):
+        raise ModelError(f"the recipe's evaluate() returned {type(res).__name__}, expected a dict of metrics")
+    out = {}
+    for k, v in res.items():
+        try:
+            out[str(k)] = float(v)
+        except (TypeError, ValueError):
+            raise ModelError(f"the recipe's evaluate() returned a non-numeric metric {k!r}") from None
+    return out
+
+
+def evaluate_quantized(qmodel, data: Dataset, ref: FloatReference, *, device="cpu",
+                       evaluate_fn: Callable | None = None, progress: Progress = null_progress,
+                       cancel: Callable[[], bool] = lambda: False,
+                       on_estimate: Callable[[dict], None] | None = None) -> dict:
+    """Metrics of ``qmodel`` against the float reference; streams estimates."""
+    stream = MetricStream(ref.num_samples)
+    total = len(ref.outputs)
+    for i, out, y in iterate_outputs(qmodel, data, device=device, batch_size=ref.batch_size, cancel=cancel):
+        stream.update(ref.outputs[i], out, y)
+        progress(i + 1, total, "evaluating")
+        if on_estimate is not None and i + 1 < total:
+            snap = stream.snapshot()
+            snap["final"] = False
+            snap["batches"] = (i + 1, total)
+            on_estimate(snap)
+    metrics = stream.snapshot()["metrics"]
+    if evaluate_fn is not None:
+        metrics.update(_user_metrics(evaluate_fn, qmodel, data))
+    return metrics

@@ -1,0 +1,237 @@
+"""Simulated quantization of a model: :class:`QuantSim`.
+
+``QuantSim`` keeps two copies of the (BatchNorm-folded) model: the float
+reference and a twin whose quantizable layers carry fake-quantized weights.
+Activation quantization is a forward pre-hook on each quantized layer of the
+twin: **the activation settings of layer L apply to L's input** (per-tensor),
+so every quantized layer consumes a quantized tensor, as in a QDQ graph.
+Embedding inputs are indices and are never quantized.
+
+Quantized weights and their qparams are cached per ``(layer, WeightSpec)``;
+applying a new config only touches layers whose settings changed.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from .data import Dataset, call_model, to_device
+from .errors import Cancelled, ModelError, QuantvizError
+from .layers import LayerInfo, fold_batchnorm, inventory
+from .observers import HistogramObserver, histogram_of
+from .progress import Progress, null_progress
+from .qparams import QParams, compute_qparams, fake_quantize, sqnr_db
+from .ranges import RangeError, activation_range, group_matrix, weight_range
+from .spec import ActSpec, LayerSpec, WeightSpec
+
+
+@dataclass
+class WeightQuant:
+    tensor: torch.Tensor  # fake-quantized weight (same shape/dtype as the float one)
+    qparams: QParams
+    sqnr_db: float
+    mse: float
+    clipped_fraction: float
+
+
+class QuantSim:
+    def __init__(self, model: nn.Module, *, fold_bn: bool = True, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        base = copy.deepcopy(model).eval()
+        self.folded_pairs: list[tuple[str, str]] = []
+        if fold_bn:
+            try:
+                base, self.folded_pairs = fold_batchnorm(base, inplace=True)
+            except Exception:  # a model we cannot analyse stays unfolded
+                self.folded_pairs = []
+        self.fold_bn = fold_bn
+        for p in base.parameters():
+            p.requires_grad_(False)
+        self.float_model = base.to(self.device).eval()
+        self.qmodel = copy.deepcopy(self.float_model).eval()
+        self.layers: list[LayerInfo] = inventory(self.float_model)
+        self.by_name = {l.name: l for l in self.layers}
+        self._fmods = {l.name: self.float_model.get_submodule(l.name) for l in self.layers}
+        self._qmods = {l.name: self.qmodel.get_submodule(l.name) for l in self.layers}
+        self._float_w = {n: m.weight.detach().clone() for n, m in self._fmods.items()}
+        self._wcache: dict[tuple[str, WeightSpec], WeightQuant] = {}
+        self._applied_w: dict[str, WeightSpec | None] = {}
+        self.act_obs: dict[str, HistogramObserver] = {}
+        self._act_qp: dict[str, QParams | None] = {}
+        self._act_spec: dict[str, ActSpec] = {}
+        self._hooks = []
+        for l in self.layers:
+            if l.has_activation_input:
+                self._hooks.append(self._qmods[l.name].register_forward_pre_hook(self._make_act_hook(l.name)))
+
+    # ----------------------------------------------------------- weights
+    def float_weight(self, name: str) -> torch.Tensor:
+        return self._float_w[name]
+
+    def quantize_weight(self, name: str, spec: WeightSpec) -> WeightQuant | None:
+        """The fake-quantized weight of ``name`` under ``spec`` (cached)."""
+        if spec.bits is None:
+            return None
+        key = (name, spec)
+        hit = self._wcache.get(key)
+        if hit is not None:
+            return hit
+        info = self.by_name[name]
+        w = self._float_w[name].float().cpu()
+        gs = spec.effective_group_size()
+        try:
+            m = group_matrix(w, spec.granularity, info.channel_axis, gs)
+            lo, hi = weight_range(m, spec.range, spec.bits, spec.symmetric)
+        except RangeError as exc:
+            raise RangeError(f"layer {name}: {exc}") from exc
+        qp = compute_qparams(lo, hi, spec.bits, spec.symmetric)
+        axis = None if spec.granularity == "per_tensor" else info.channel_axis
+        wq = fake_quantize(w, qp, axis=axis, group_size=gs)
+        glo, ghi = qp.grid_range()
+        mg = group_matrix(w, spec.granularity, info.channel_axis, gs)
+        clipped = float(((mg < glo.view(-1, 1) - 1e-12 * 0) | (mg > ghi.view(-1, 1))).float().mean())
+        err = float(torch.mean((wq - w) ** 2))
+        res = WeightQuant(wq.to(self._float_w[name].dtype), qp, sqnr_db(w, wq), err, clipped)
+        if len(self._wcache) > 4 * max(len(self.layers), 64):
+            self._wcache.clear()
+        self._wcache[key] = res
+        return res
+
+    # ------------------------------------------------------- activations
+    def _make_act_hook(self, name: str):
+        def hook(mod, args):
+            qp = self._act_qp.get(name)
+            if qp is None or not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
+                return None
+            x = args[0]
+            xq = torch.fake_quantize_per_tensor_affine(x, float(qp.scale[0]), int(qp.zero_point[0]), qp.qmin, qp.qmax)
+            return (xq,) + tuple(args[1:])
+
+        return hook
+
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.act_obs)
+
+    @torch.no_grad()
+    def calibrate(self, data: Dataset, *, batch_size: int = 64, progress: Progress = null_progress,
+                  cancel: Callable[[], bool] = lambda: False) -> None:
+        """Stream the inputs of every quantizable layer into histograms (float model)."""
+        observers = {l.name: HistogramObserver() for l in self.layers if l.has_activation_input}
+        hooks = []
+        for name, obs in observers.items():
+            def hook(mod, args, _obs=obs):
+                if args and isinstance(args[0], torch.Tensor):
+                    _obs.update(args[0])
+            hooks.append(self._fmods[name].register_forward_pre_hook(hook))
+        total = data.num_batches(batch_size)
+        try:
+            for i, (x, _) in enumerate(data.batches(batch_size)):
+                if cancel():
+                    raise Cancelled("calibration cancelled")
+                try:
+                    call_model(self.float_model, to_device(x, self.device))
+                except QuantvizError:
+                    raise
+                except Exception as exc:
+                    raise ModelError(f"model raised {type(exc).__name__} during calibration: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+                progress(i + 1, total, "calibrating")
+        finally:
+            for h in hooks:
+                h.remove()
+        bad = [n for n, o in observers.items() if o.nonfinite]
+        if bad:
+            raise ModelError(f"calibration produced NaN/Inf activations at the input of {bad[0]}"
+                             + (f" (and {len(bad) - 1} more layers)" if len(bad) > 1 else ""))
+        self.act_obs = {n: o for n, o in observers.items() if o.count}
+        self._act_spec.clear()  # force qparams to be recomputed
+
+    def activation_qparams(self, name: str, spec: ActSpec) -> QParams | None:
+        if spec.bits is None or name not in self.act_obs:
+            return None
+        h = self.act_obs[name].histogram()
+        try:
+            lo, hi = activation_range(h, spec.range, spec.bits, spec.symmetric)
+        except RangeError as exc:
+            raise RangeError(f"layer {name} activation: {exc}") from exc
+        return compute_qparams(lo, hi, spec.bits, spec.symmetric)
+
+    def activation_sqnr(self, name: str, spec: ActSpec) -> float | None:
+        """SQNR of quantizing this layer's input, estimated from its histogram."""
+        qp = self.activation_qparams(name, spec)
+        if qp is None:
+            return None
+        h = self.act_obs[name].histogram()
+        c = torch.tensor(h.centers, dtype=torch.float32).clamp(h.min, h.max)
+        w = torch.tensor(h.counts, dtype=torch.float64)
+        q = torch.fake_quantize_per_tensor_affine(c, float(qp.scale[0]), int(qp.zero_point[0]), qp.qmin, qp.qmax)
+        noise = float((w * (c.double() - q.double()) ** 2).sum())
+        sig = float((w * c.double() ** 2).sum())
+        if noise == 0:
+            return float("inf")
+        import math
+
+        return 10 * math.log10(max(sig, 1e-300) / noise)
+
+    # ------------------------------------------------------------- apply
+    @torch.no_grad()
+    def apply(self, specs: dict[str, LayerSpec]) -> list[str]:
+        """Make the twin model simulate ``specs``; returns the layers that changed."""
+        changed = []
+        for l in self.layers:
+            spec = specs.get(l.name)
+            wspec = spec.weight if spec is not None and spec.weight.bits is not None else None
+            if self._applied_w.get(l.name, "unset") != wspec:
+                mod = self._qmods[l.name]
+                if wspec is None:
+                    mod.weight.data.copy_(self._float_w[l.name])
+                else:
+                    mod.weight.data.copy_(self.quantize_weight(l.name, wspec).tensor.to(mod.weight.device))
+                self._applied_w[l.name] = wspec
+                changed.append(l.name)
+            aspec = spec.activation if spec is not None else ActSpec(bits=None)
+            if not l.has_activation_input:
+                continue
+            if self._act_spec.get(l.name) != aspec:
+                if aspec.bits is not None and not self.calibrated:
+                    raise QuantvizError("activation quantization needs calibration data (calibrate first)")
+                self._act_qp[l.name] = self.activation_qparams(l.name, aspec)
+                self._act_spec[l.name] = aspec
+                if l.name not in changed:
+                    changed.append(l.name)
+        return changed
+
+    def weight_histogram(self, name: str, bins: int = 256):
+        return histogram_of(self._float_w[name].float().cpu(), bins=bins)
+
+    def close(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+
+
+def run_model(model: nn.Module, inputs, device) -> torch.Tensor:
+    from .data import output_tensor
+
+    return output_tensor(call_model(model, to_device(inputs, device)))
+
+
+def iterate_outputs(model: nn.Module, data: Dataset, *, device, batch_size: int = 64,
+                    cancel: Callable[[], bool] = lambda: False) -> Iterable[tuple[int, torch.Tensor, torch.Tensor | None]]:
+    """Yield ``(batch_index, output, labels)`` running ``model`` batch by batch."""
+    with torch.no_grad():
+        for i, (x, y) in enumerate(data.batches(batch_size)):
+            if cancel():
+                raise Cancelled()
+            try:
+                out = run_model(model, x, device)
+            except QuantvizError:
+                raise
+            except Exception as exc:
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                raise ModelError(f"model raised {type(exc).__name__}: {first}") from exc
+            yield i, out.detach().float().cpu(), y

@@ -1,0 +1,164 @@
+"""Integer grids, scale / zero-point computation and fake quantization.
+
+Conventions follow torch's observers (``torch.ao.quantization.MinMaxObserver``)
+and torchao's ``choose_qparams_affine``:
+
+* a *symmetric* b-bit grid is signed, ``[-2**(b-1), 2**(b-1) - 1]`` with zero
+  point 0 and ``scale = max(|lo|, |hi|) / ((qmax - qmin) / 2)``;
+* an *asymmetric* b-bit grid is unsigned, ``[0, 2**b - 1]`` with
+  ``scale = (hi' - lo') / (qmax - qmin)`` and
+  ``zero_point = qmin - round(lo' / scale)`` clamped into the grid, where
+  ``lo' = min(lo, 0)`` and ``hi' = max(hi, 0)`` so that 0 is exactly
+  representable;
+* scales are at least ``float32`` epsilon;
+* rounding is round-half-to-even (``torch.round``) and values are clamped to
+  ``[qmin, qmax]``; fake quantization is ``(clamp(round(x / s) + z) - z) * s``
+  evaluated exactly as torch's ``fake_quantize_per_*_affine`` kernels do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+EPS = float(torch.finfo(torch.float32).eps)
+
+MIN_BITS = 2
+MAX_BITS = 16
+
+
+def qrange(bits: int, symmetric: bool) -> tuple[int, int]:
+    """Return ``(qmin, qmax)`` of the integer grid for ``bits`` bits."""
+    if not (MIN_BITS <= int(bits) <= MAX_BITS):
+        raise ValueError(f"bits must be in {MIN_BITS}..{MAX_BITS}, got {bits}")
+    if symmetric:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+@dataclass
+class QParams:
+    """Quantization parameters of one tensor.
+
+    ``scale`` and ``zero_point`` are 1-D tensors with one entry per
+    quantization group (a single entry for per-tensor); ``lo`` / ``hi`` are the
+    clip range each group was computed from.
+    """
+
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+    qmin: int
+    qmax: int
+    lo: torch.Tensor
+    hi: torch.Tensor
+    bits: int
+    symmetric: bool
+
+    @property
+    def groups(self) -> int:
+        return int(self.scale.numel())
+
+    def grid_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The float values of the lowest and highest grid points per group."""
+        return ((self.qmin - self.zero_point) * self.scale, (self.qmax - self.zero_point) * self.scale)
+
+    def to_dict(self) -> dict:
+        return {
+            "bits": self.bits,
+            "symmetric": self.symmetric,
+            "qmin": self.qmin,
+            "qmax": self.qmax,
+            "scale": [float(v) for v in self.scale.flatten()],
+            "zero_point": [int(v) for v in self.zero_point.flatten()],
+            "min": [float(v) for v in self.lo.flatten()],
+            "max": [float(v) for v in self.hi.flatten()],
+        }
+
+
+def compute_qparams(lo: torch.Tensor | float, hi: torch.Tensor | float, bits: int, symmetric: bool) -> QParams:
+    """Scale and zero point from a clip range, as torch's min-max observers do."""
+    lo_t = torch.as_tensor(lo, dtype=torch.float32).flatten()
+    hi_t = torch.as_tensor(hi, dtype=torch.float32).flatten()
+    lo_t = torch.nan_to_num(lo_t, nan=0.0, posinf=0.0, neginf=0.0)
+    hi_t = torch.nan_to_num(hi_t, nan=0.0, posinf=0.0, neginf=0.0)
+    hi_t = torch.maximum(hi_t, lo_t)
+    qmin, qmax = qrange(bits, symmetric)
+    lo_neg = torch.clamp(lo_t, max=0.0)
+    hi_pos = torch.clamp(hi_t, min=0.0)
+    if symmetric:
+        amax = torch.maximum(-lo_neg, hi_pos)
+        scale = amax / (float(qmax - qmin) / 2)
+        scale = torch.clamp(scale, min=EPS)
+        zp = torch.zeros_like(scale, dtype=torch.int32)
+    else:
+        scale = (hi_pos - lo_neg) / float(qmax - qmin)
+        scale = torch.clamp(scale, min=EPS)
+        zp = qmin - torch.round(lo_neg / scale)
+        zp = torch.clamp(zp, qmin, qmax).to(torch.int32)
+    return QParams(scale=scale, zero_point=zp, qmin=qmin, qmax=qmax, lo=lo_t, hi=hi_t, bits=int(bits), symmetric=bool(symmetric))
+
+
+def fake_quantize(x: torch.Tensor, qp: QParams, axis: int | None = None, group_size: int | None = None) -> torch.Tensor:
+    """Quantize and dequantize ``x`` on the grid of ``qp``.
+
+    ``axis`` selects per-channel quantization along that axis; ``group_size``
+    (with ``axis``) splits every channel's remaining elements, flattened in
+    row-major order after moving ``axis`` first, into groups of that size.
+    """
+    x = x.detach().float()
+    if axis is None:
+        return torch.fake_quantize_per_tensor_affine(
+            x, float(qp.scale[0]), int(qp.zero_point[0]), qp.qmin, qp.qmax
+        )
+    if group_size is None:
+        return torch.fake_quantize_per_channel_affine(
+            x.contiguous(), qp.scale, qp.zero_point, axis, qp.qmin, qp.qmax
+        )
+    moved = x.movedim(axis, 0)
+    shape = moved.shape
+    grouped = moved.reshape(shape[0], -1)
+    n = grouped.shape[1]
+    pad = (-n) % group_size
+    if pad:
+        grouped = torch.nn.functional.pad(grouped, (0, pad))
+    flat = grouped.reshape(-1, group_size).contiguous()
+    out = torch.fake_quantize_per_channel_affine(flat, qp.scale, qp.zero_point, 0, qp.qmin, qp.qmax)
+    out = out.reshape(shape[0], -1)[:, :n].reshape(shape).movedim(0, axis)
+    return out.contiguous()
+
+
+def quantize_int(x: torch.Tensor, qp: QParams, axis: int | None = None, group_size: int | None = None) -> torch.Tensor:
+    """The integer codes (int64) that :func:`fake_quantize` would dequantize."""
+    x = x.detach().float()
+    if axis is None:
+        s, z = qp.scale[0], qp.zero_point[0].float()
+        return torch.clamp(torch.round(x * (1.0 / s)) + z, qp.qmin, qp.qmax).long()
+    moved = x.movedim(axis, 0)
+    shape = moved.shape
+    if group_size is None:
+        view = moved.reshape(shape[0], -1)
+        s = qp.scale.view(-1, 1)
+        z = qp.zero_point.view(-1, 1).float()
+        q = torch.clamp(torch.round(view * (1.0 / s)) + z, qp.qmin, qp.qmax)
+        return q.reshape(shape).movedim(0, axis).long()
+    grouped = moved.reshape(shape[0], -1)
+    n = grouped.shape[1]
+    pad = (-n) % group_size
+    if pad:
+        grouped = torch.nn.functional.pad(grouped, (0, pad))
+    flat = grouped.reshape(-1, group_size)
+    q = torch.clamp(torch.round(flat * (1.0 / qp.scale.view(-1, 1))) + qp.zero_point.view(-1, 1).float(), qp.qmin, qp.qmax)
+    return q.reshape(shape[0], -1)[:, :n].reshape(shape).movedim(0, axis).long()
+
+
+def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio in dB (inf when identical)."""
+    ref = ref.detach().double().flatten()
+    test = test.detach().double().flatten()
+    noise = float(torch.sum((ref - test) ** 2))
+    signal = float(torch.sum(ref**2))
+    if noise == 0.0:
+        return float("inf")
+    if signal == 0.0:
+        return float("-inf")
+    return 10.0 * float(torch.log10(torch.tensor(signal / noise)))

@@ -1,0 +1,107 @@
+"""Exact model size under a per-layer config.
+
+Counting rules (documented in the README):
+
+* a quantized weight costs ``ceil(numel * bits / 8)`` bytes (bit-packed);
+* each quantization group (1 per tensor, 1 per output channel, or 1 per group
+  of ``group_size``) adds a float32 scale (4 bytes) and, when asymmetric, a
+  zero point of ``ceil(bits / 8)`` bytes;
+* everything else — float weights, biases, norms, other parameters and
+  floating-point buffers — costs its dtype's size;
+* ``avg_bits`` is the weight bits averaged over the weight elements of all
+  quantizable layers (a float layer counts as its dtype's bits), without the
+  scale overhead.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import nn
+
+from .layers import LayerInfo
+from .spec import LayerSpec
+
+
+@dataclass
+class SizeReport:
+    float_bytes: int
+    quantized_bytes: int
+    avg_bits: float
+    per_layer: dict[str, int]  # bytes of each quantizable layer's weight (with overhead)
+    float_per_layer: dict[str, int]
+
+    @property
+    def compression(self) -> float:
+        return self.float_bytes / self.quantized_bytes if self.quantized_bytes else float("inf")
+
+    def to_dict(self) -> dict:
+        return {
+            "float_bytes": self.float_bytes,
+            "quantized_bytes": self.quantized_bytes,
+            "compression": self.compression,
+            "avg_bits": self.avg_bits,
+        }
+
+
+def num_groups(info: LayerInfo, spec: LayerSpec) -> int:
+    w = spec.weight
+    if w.granularity == "per_tensor":
+        return 1
+    ch = info.channels
+    if w.granularity == "per_channel":
+        return ch
+    per_ch = info.weight_numel // max(ch, 1)
+    return ch * math.ceil(per_ch / w.effective_group_size())
+
+
+def layer_weight_bytes(info: LayerInfo, spec: LayerSpec | None, float_itemsize: int = 4) -> int:
+    if spec is None or spec.weight.bits is None:
+        return info.weight_numel * float_itemsize
+    bits = spec.weight.bits
+    groups = num_groups(info, spec)
+    zp = 0 if spec.weight.symmetric else math.ceil(bits / 8)
+    return math.ceil(info.weight_numel * bits / 8) + groups * (4 + zp)
+
+
+def model_size(model: nn.Module, layers: list[LayerInfo], specs: dict[str, LayerSpec]) -> SizeReport:
+    weight_ids = set()
+    itemsize: dict[str, int] = {}
+    for l in layers:
+        w = model.get_submodule(l.name).weight
+        weight_ids.add(id(w))
+        itemsize[l.name] = w.element_size()
+    other = 0
+    seen = set()
+    for p in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
+        if id(p) in seen or id(p) in weight_ids:
+            continue
+        seen.add(id(p))
+        other += p.numel() * p.element_size()
+    per_layer = {l.name: layer_weight_bytes(l, specs.get(l.name), itemsize[l.name]) for l in layers}
+    float_per_layer = {l.name: l.weight_numel * itemsize[l.name] for l in layers}
+    total_w = sum(l.weight_numel for l in layers)
+    bit_sum = 0.0
+    for l in layers:
+        s = specs.get(l.name)
+        b = s.weight.bits if s is not None and s.weight.bits is not None else itemsize[l.name] * 8
+        bit_sum += b * l.weight_numel
+    return SizeReport(
+        float_bytes=int(other + sum(float_per_layer.values())),
+        quantized_bytes=int(other + sum(per_layer.values())),
+        avg_bits=bit_sum / total_w if total_w else 0.0,
+        per_layer=per_layer,
+        float_per_layer=float_per_layer,
+    )
+
+
+def float_model_bytes(model: nn.Module) -> int:
+    seen, total = set(), 0
+    for t in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
+
+
+__all__ = ["SizeReport", "model_size", "layer_weight_bytes", "num_groups", "float_model_bytes"]

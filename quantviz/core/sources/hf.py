@@ -1,0 +1,219 @@
+"""Hugging Face ``transformers`` model folders (``save_pretrained`` output).
+
+Loaded offline (``local_files_only=True``). The model class follows
+``config.json``'s ``architectures``: ``*ForSequenceClassification`` ->
+``AutoModelForSequenceClassification``, ``*ForCausalLM`` / ``*LMHeadModel`` ->
+``AutoModelForCausalLM``, anything else -> ``AutoModel``. A folder whose
+config names its own code (``auto_map``) needs ``trust``.
+
+Text data (``.txt``), read with the folder's tokenizer:
+
+* one sample per line; blank lines are skipped;
+* for a sequence-classification model a line may be ``label<TAB>text``; the
+  label is an integer class index or a name from ``config.label2id``. Either
+  every line has a label or none does;
+* tokens are padded to the longest line, at most ``MAX_TOKENS`` (128);
+  inputs are ``{"input_ids", "attention_mask"}``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..data import DataError, Dataset
+from ..errors import Cancelled, SourceError, TrustRequired, one_line
+from .base import ModelBundle
+from .datafiles import load_file, make_dataset
+
+MAX_TOKENS = 128
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "tokenizer.model",
+    "sentencepiece.bpe.model",
+)
+
+
+def is_hf_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def _read_config(folder: Path) -> dict:
+    cfg_path = folder / "config.json"
+    label = f"{folder.name}/config.json"
+    try:
+        text = cfg_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{label}: cannot be read ({one_line(exc)})") from exc
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SourceError(f"{label}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    if not isinstance(cfg, dict):
+        raise SourceError(f"{label}: expected a JSON object, found {type(cfg).__name__}")
+    if "model_type" not in cfg and "auto_map" not in cfg:
+        raise SourceError(f"{label}: has no 'model_type', so transformers cannot tell which model it describes")
+    return cfg
+
+
+def _auto_class_name(cfg: dict) -> str:
+    archs = cfg.get("architectures") or []
+    archs = [a for a in archs if isinstance(a, str)]
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return "AutoModelForSequenceClassification"
+    if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
+        return "AutoModelForCausalLM"
+    return "AutoModel"
+
+
+@contextlib.contextmanager
+def _quiet_transformers(transformers):
+    logging = transformers.utils.logging
+    level = logging.get_verbosity()
+    bars = logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+        if bars:
+            logging.enable_progress_bar()
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return any((folder / f).is_file() for f in TOKENIZER_FILES)
+
+
+def _parse_lines(lines: list[str], name: str, label2id: dict | None, num_labels: int | None):
+    texts, labels = [], []
+    for i, line in enumerate(lines, start=1):
+        if label2id is not None and "\t" in line:
+            head, text = line.split("\t", 1)
+            head = head.strip()
+            if head.lstrip("-").isdigit():
+                lab = int(head)
+            elif head in label2id:
+                lab = int(label2id[head])
+            else:
+                raise DataError(f"{name}: line {i}: unknown label {head!r} (use a class index or one of {sorted(label2id)})")
+            if num_labels is not None and not 0 <= lab < num_labels:
+                raise DataError(f"{name}: line {i}: label {lab} out of range (the model has {num_labels} classes)")
+            labels.append(lab)
+            texts.append(text)
+        else:
+            labels.append(None)
+            texts.append(line)
+    has = [lab is not None for lab in labels]
+    if any(has) and not all(has):
+        first = has.index(False) + 1 if any(has) else 1
+        raise DataError(f"{name}: line {first} has no label; give every line as 'label<TAB>text' or none")
+    return texts, (labels if all(has) else None)
+
+
+def make_text_loader(tokenizer, config, is_classifier: bool) -> Callable[[str], Dataset]:
+    """A ``load_data`` that tokenizes ``.txt`` files and reads other formats as usual."""
+
+    def load_data(path: str) -> Dataset:
+        p = Path(path).expanduser()
+        if p.suffix.lower() != ".txt" or not p.is_file():
+            return load_file(p)
+        name = p.name
+        try:
+            raw = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"{name}: cannot be read as UTF-8 text ({one_line(exc)})") from exc
+        lines = [ln.rstrip("\r") for ln in raw.split("\n") if ln.strip()]
+        if not lines:
+            raise DataError(f"{name}: the file is empty (expected one text sample per line)")
+        label2id = None
+        num_labels = None
+        if is_classifier:
+            label2id = dict(getattr(config, "label2id", None) or {})
+            num_labels = getattr(config, "num_labels", None)
+        texts, labels = _parse_lines(lines, name, label2id, num_labels)
+        if getattr(tokenizer, "pad_token", None) is None:
+            eos = getattr(tokenizer, "eos_token", None)
+            if eos is None:
+                raise DataError(f"{name}: the tokenizer has no padding token, so lines of different length cannot be batched")
+            tokenizer.pad_token = eos
+        try:
+            enc = tokenizer(texts, padding="longest", truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+        except Exception as exc:  # noqa: BLE001 - tokenizer failures are data problems
+            raise DataError(f"{name}: the tokenizer failed ({one_line(exc)})") from exc
+        x = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        y = torch.tensor(labels, dtype=torch.long) if labels is not None else None
+        meta = {"texts": len(texts), "max_tokens": MAX_TOKENS}
+        return make_dataset(x, y, name, meta)
+
+    return load_data
+
+
+def load_hf_folder(folder: Path, reference: str, *, trust: bool = False, cancel=None) -> ModelBundle:
+    name = folder.name
+    cfg = _read_config(folder)
+    if not any((folder / f).is_file() for f in WEIGHT_FILES) and not any(folder.glob("*.safetensors")):
+        raise SourceError(
+            f"{name}: a Hugging Face folder without model weights (model.safetensors or pytorch_model.bin missing)"
+        )
+    if cfg.get("auto_map") and not trust:
+        raise TrustRequired(
+            f"{name}/config.json names custom model code (auto_map): loading it runs code from the folder. "
+            "Pass --trust (CLI) or confirm in the app only if you trust its origin."
+        )
+    try:
+        import transformers
+    except ImportError as exc:
+        raise SourceError(f"{name}: loading Hugging Face models needs transformers: pip install quantviz[hf]") from exc
+    if cancel is not None and cancel():
+        raise Cancelled()
+    auto_name = _auto_class_name(cfg)
+    auto_cls = getattr(transformers, auto_name)
+    with _quiet_transformers(transformers):
+        try:
+            model = auto_cls.from_pretrained(str(folder), local_files_only=True, trust_remote_code=bool(trust))
+        except Exception as exc:  # noqa: BLE001 - transformers raises OSError/ValueError/KeyError/...
+            raise SourceError(f"{name}: cannot load the Hugging Face model with {auto_name} ({one_line(exc)})") from exc
+        if cancel is not None and cancel():
+            raise Cancelled()
+        tokenizer = None
+        tok_error = None
+        if _has_tokenizer(folder):
+            try:
+                tokenizer = transformers.AutoTokenizer.from_pretrained(
+                    str(folder), local_files_only=True, trust_remote_code=bool(trust)
+                )
+            except Exception as exc:  # noqa: BLE001
+                tok_error = one_line(exc)
+    model.eval()
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "use_cache", None):
+        config.use_cache = False  # no key/value caches while measuring
+    is_classifier = auto_name == "AutoModelForSequenceClassification"
+    meta: dict = {
+        "path": str(folder),
+        "auto_class": auto_name,
+        "architectures": cfg.get("architectures"),
+        "model_type": cfg.get("model_type"),
+        "tokenizer": type(tokenizer).__name__ if tokenizer is not None else None,
+        "text_format": "one sample per line" + ("; 'label<TAB>text' for labels" if is_classifier else ""),
+    }
+    if tok_error:
+        meta["note"] = f"tokenizer could not be loaded ({tok_error}); give tokenized data (.npz with input_ids)"
+    elif tokenizer is None:
+        meta["note"] = "no tokenizer in the folder; give tokenized data (.npz with input_ids, attention_mask)"
+    load_data = make_text_loader(tokenizer, config, is_classifier) if tokenizer is not None else None
+    return ModelBundle(model=model, name=name, kind="hf", reference=reference, load_data=load_data, meta=meta)

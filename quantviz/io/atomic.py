@@ -1,0 +1,65 @@
+"""Atomic file writes: a temporary file in the target folder, then rename.
+
+A reader (or a crash) sees either the old file or the complete new one,
+never a partial file; a failed write leaves nothing behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ..core.errors import QuantvizError
+
+
+class OutputExists(QuantvizError):
+    pass
+
+
+def check_writable(path: str | os.PathLike, force: bool) -> Path:
+    p = Path(path)
+    if p.exists() and not force:
+        raise OutputExists(f"{p}: already exists (pass --force to replace it)")
+    if p.exists() and p.is_dir():
+        raise QuantvizError(f"{p}: is a directory")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.exists():
+        raise QuantvizError(f"{p}: folder {parent} does not exist")
+    return p
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, force: bool = True) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it over ``path``."""
+    target = check_writable(path, force)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, *, force: bool = True) -> Path:
+    with atomic_path(path, force=force) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str, *, force: bool = True) -> Path:
+    return write_bytes(path, text.encode("utf-8"), force=force)
+
+
+def write_with(path: str | os.PathLike, writer: Callable[[Path], None], *, force: bool = True) -> Path:
+    """Call ``writer(tmp_path)`` and atomically move the result to ``path``."""
+    with atomic_path(path, force=force) as tmp:
+        writer(tmp)
+    return Path(path)

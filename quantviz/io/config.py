@@ -1,0 +1,385 @@
+"""The quantviz config file: schema, validation, migration, presets, resolution.
+
+A config is a set of *partial* settings merged field by field, lowest first::
+
+    built-in defaults < "default" < "rules" (in order) < "layers"[name]
+
+``rules`` entries match by module type (``{"match": {"type": "Linear"}}``) or
+by a regular expression searched in the layer name
+(``{"match": {"pattern": "^features\\."}}``), like torchao's ``FqnToConfig``.
+``"bits": null`` means the tensor stays float.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..core.errors import QuantvizError
+from ..core.layers import LayerInfo
+from ..core.qparams import MAX_BITS, MIN_BITS
+from ..core.spec import GRANULARITIES, RANGE_METHODS, ActSpec, LayerSpec, RangeSpec, WeightSpec
+from . import atomic
+
+FORMAT = "quantviz-config"
+CURRENT_VERSION = 1
+
+WEIGHT_KEYS = {"bits", "granularity", "group_size", "symmetric", "range"}
+ACT_KEYS = {"bits", "symmetric", "range", "granularity"}
+RANGE_KEYS = {"method", "p", "lo", "hi"}
+BUILTIN_WEIGHT = {"bits": 8, "granularity": "per_channel", "symmetric": True, "range": {"method": "minmax"}}
+BUILTIN_ACT = {"bits": None, "symmetric": False, "granularity": "per_tensor", "range": {"method": "minmax"}}
+
+
+class ConfigError(QuantvizError, ValueError):
+    pass
+
+
+# ------------------------------------------------------------ validation
+def _fail(where: str, msg: str) -> None:
+    raise ConfigError(f"{where}: {msg}")
+
+
+def _check_bits(v: Any, where: str) -> None:
+    if v is None:
+        return
+    if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        else:
+            _fail(where, f"bits must be an integer {MIN_BITS}..{MAX_BITS} or null, got {json.dumps(v)}")
+    if not MIN_BITS <= v <= MAX_BITS:
+        _fail(where, f"bits {v} is outside {MIN_BITS}..{MAX_BITS} (use null to keep it float)")
+
+
+def _check_number(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        _fail(where, f"must be a finite number, got {json.dumps(v)}")
+    return float(v)
+
+
+def _check_range(r: Any, where: str) -> None:
+    if not isinstance(r, dict):
+        _fail(where, f"must be an object like {{\"method\": \"minmax\"}}, got {json.dumps(r)}")
+    unknown = set(r) - RANGE_KEYS
+    if unknown:
+        _fail(where, f"unknown key {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(RANGE_KEYS))})")
+    m = r.get("method")
+    if m is not None and m not in RANGE_METHODS:
+        _fail(f"{where}.method", f"unknown method {json.dumps(m)} (allowed: {', '.join(RANGE_METHODS)})")
+    if "p" in r and r["p"] is not None:
+        p = _check_number(r["p"], f"{where}.p")
+        if not 0 < p <= 100:
+            _fail(f"{where}.p", f"percentile {r['p']} is outside (0, 100]")
+    for k in ("lo", "hi"):
+        if k in r and r[k] is not None:
+            _check_number(r[k], f"{where}.{k}")
+    if m == "manual":
+        if r.get("lo") is None or r.get("hi") is None:
+            _fail(where, "a manual range needs both lo and hi")
+        if float(r["lo"]) >= float(r["hi"]):
+            _fail(where, f"lo ({r['lo']}) must be smaller than hi ({r['hi']})")
+
+
+def _check_tensor(d: Any, where: str, kind: str) -> None:
+    if not isinstance(d, dict):
+        _fail(where, f"must be an object, got {json.dumps(d)}")
+    allowed = WEIGHT_KEYS if kind == "weight" else ACT_KEYS
+    unknown = set(d) - allowed
+    if unknown:
+        _fail(where, f"unknown key {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(allowed))})")
+    if "bits" in d:
+        _check_bits(d["bits"], f"{where}.bits")
+    if "symmetric" in d and not isinstance(d["symmetric"], bool):
+        _fail(f"{where}.symmetric", f"must be true or false, got {json.dumps(d['symmetric'])}")
+    if "granularity" in d:
+        g = d["granularity"]
+        allowed_g = GRANULARITIES if kind == "weight" else ("per_tensor",)
+        if g not in allowed_g:
+            _fail(f"{where}.granularity", f"unknown granularity {json.dumps(g)} (allowed: {', '.join(allowed_g)})")
+    if "group_size" in d and d["group_size"] is not None:
+        gs = d["group_size"]
+        if isinstance(gs, bool) or not isinstance(gs, int) or gs < 1:
+            _fail(f"{where}.group_size", f"must be a positive integer, got {json.dumps(gs)}")
+    if "range" in d:
+        _check_range(d["range"], f"{where}.range")
+
+
+def _check_partial(d: Any, where: str) -> None:
+    if not isinstance(d, dict):
+        _fail(where, f"must be an object with \"weight\" and/or \"activation\", got {json.dumps(d)}")
+    unknown = set(d) - {"weight", "activation"}
+    if unknown:
+        _fail(where, f"unknown key {sorted(unknown)[0]!r} (allowed: weight, activation)")
+    for k in ("weight", "activation"):
+        if k in d:
+            _check_tensor(d[k], f"{where}.{k}", k)
+
+
+# ------------------------------------------------------------- migration
+# version -> function(dict) -> dict of version + 1. Add an entry whenever the
+# format changes, and keep a file of the old version under tests/data/.
+MIGRATIONS: dict[int, Any] = {}
+
+
+def migrate(obj: dict, where: str = "config") -> dict:
+    v = obj.get("version")
+    if v is None:
+        _fail(where, "missing \"version\" (this does not look like a quantviz config)")
+    if isinstance(v, bool) or not isinstance(v, int):
+        _fail(f"{where}.version", f"must be an integer, got {json.dumps(v)}")
+    if v > CURRENT_VERSION:
+        _fail(f"{where}.version", f"version {v} is newer than this quantviz understands ({CURRENT_VERSION}); upgrade quantviz")
+    if v < 1:
+        _fail(f"{where}.version", f"unknown version {v}")
+    obj = copy.deepcopy(obj)
+    while obj["version"] < CURRENT_VERSION:
+        obj = MIGRATIONS[obj["version"]](obj)
+    return obj
+
+
+# ---------------------------------------------------------------- config
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "range":
+            out[k] = _merge(out[k], v)
+        elif k == "range" and isinstance(v, dict) and isinstance(out.get(k), dict):
+            # a new method replaces the old range's parameters
+            out[k] = copy.deepcopy(v) if "method" in v and v.get("method") != out[k].get("method") else _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _range_spec(r: dict) -> RangeSpec:
+    return RangeSpec(method=r.get("method", "minmax"), p=r.get("p"), lo=r.get("lo"), hi=r.get("hi"))
+
+
+def spec_from_dicts(w: dict, a: dict) -> LayerSpec:
+    bits = w.get("bits")
+    abits = a.get("bits")
+    return LayerSpec(
+        weight=WeightSpec(
+            bits=int(bits) if bits is not None else None,
+            granularity=w.get("granularity", "per_channel"),
+            group_size=w.get("group_size"),
+            symmetric=bool(w.get("symmetric", True)),
+            range=_range_spec(w.get("range", {})),
+        ),
+        activation=ActSpec(
+            bits=int(abits) if abits is not None else None,
+            symmetric=bool(a.get("symmetric", False)),
+            range=_range_spec(a.get("range", {})),
+        ),
+    )
+
+
+@dataclass
+class QuantConfig:
+    default: dict = field(default_factory=dict)
+    rules: list = field(default_factory=list)
+    layers: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    name: str | None = None
+    extra: dict = field(default_factory=dict)  # unknown top-level keys, kept for round trips
+
+    # -------------------------------------------------------- parsing
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "config") -> "QuantConfig":
+        if not isinstance(obj, dict):
+            _fail(where, f"must be a JSON object, got {type(obj).__name__}")
+        fmt = obj.get("format")
+        if fmt is not None and fmt != FORMAT:
+            _fail(f"{where}.format", f"expected \"{FORMAT}\", got {json.dumps(fmt)}")
+        obj = migrate(obj, where)
+        default = obj.get("default", {})
+        _check_partial(default, f"{where}.default")
+        rules = obj.get("rules", [])
+        if not isinstance(rules, list):
+            _fail(f"{where}.rules", "must be a list")
+        for i, r in enumerate(rules):
+            w = f"{where}.rules[{i}]"
+            if not isinstance(r, dict) or not isinstance(r.get("match"), dict):
+                _fail(w, "must be an object with a \"match\" object")
+            m = r["match"]
+            if set(m) - {"type", "pattern"} or not m:
+                _fail(f"{w}.match", "must have \"type\" and/or \"pattern\"")
+            if "pattern" in m:
+                try:
+                    re.compile(m["pattern"])
+                except (re.error, TypeError) as exc:
+                    _fail(f"{w}.match.pattern", f"invalid regular expression: {exc}")
+            _check_partial({k: v for k, v in r.items() if k != "match"}, w)
+        layers = obj.get("layers", {})
+        if not isinstance(layers, dict):
+            _fail(f"{where}.layers", "must be an object keyed by layer name")
+        for name, d in layers.items():
+            _check_partial(d, f"{where}.layers.{name}")
+        options = obj.get("options", {})
+        if not isinstance(options, dict):
+            _fail(f"{where}.options", "must be an object")
+        if "fold_bn" in options and not isinstance(options["fold_bn"], bool):
+            _fail(f"{where}.options.fold_bn", "must be true or false")
+        known = {"format", "version", "default", "rules", "layers", "options", "name"}
+        extra = {k: v for k, v in obj.items() if k not in known}
+        return cls(copy.deepcopy(default), copy.deepcopy(rules), copy.deepcopy(layers), copy.deepcopy(options),
+                   obj.get("name"), copy.deepcopy(extra))
+
+    def to_dict(self) -> dict:
+        d: dict = {"format": FORMAT, "version": CURRENT_VERSION}
+        if self.name:
+            d["name"] = self.name
+        d["default"] = copy.deepcopy(self.default)
+        if self.rules:
+            d["rules"] = copy.deepcopy(self.rules)
+        d["layers"] = copy.deepcopy(self.layers)
+        if self.options:
+            d["options"] = copy.deepcopy(self.options)
+        d.update(copy.deepcopy(self.extra))
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def copy(self) -> "QuantConfig":
+        return QuantConfig.from_dict(self.to_dict())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, QuantConfig) and self.to_dict() == other.to_dict()
+
+    @property
+    def fold_bn(self) -> bool:
+        return bool(self.options.get("fold_bn", True))
+
+    # ----------------------------------------------------- validation
+    def check_layers(self, names: Iterable[str], where: str = "config") -> None:
+        names = list(names)
+        known = set(names)
+        for name in self.layers:
+            if name not in known:
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                _fail(f"{where}.layers.{name}", f"no quantizable layer of that name in the model{hint}")
+
+    # ----------------------------------------------------- resolution
+    def resolve(self, info: LayerInfo) -> LayerSpec:
+        w = _merge(BUILTIN_WEIGHT, self.default.get("weight", {}))
+        a = _merge(BUILTIN_ACT, self.default.get("activation", {}))
+        for r in self.rules:
+            m = r["match"]
+            if "type" in m and m["type"] != info.type:
+                continue
+            if "pattern" in m and not re.search(m["pattern"], info.name):
+                continue
+            w = _merge(w, r.get("weight", {}))
+            a = _merge(a, r.get("activation", {}))
+        o = self.layers.get(info.name, {})
+        w = _merge(w, o.get("weight", {}))
+        a = _merge(a, o.get("activation", {}))
+        if not info.has_activation_input:
+            a = dict(a, bits=None)
+        return spec_from_dicts(w, a)
+
+    def resolve_all(self, layers: Iterable[LayerInfo]) -> dict[str, LayerSpec]:
+        return {l.name: self.resolve(l) for l in layers}
+
+    # -------------------------------------------------------- editing
+    def set_layer(self, name: str, patch: dict) -> None:
+        """Merge a partial ``{"weight": {...}, "activation": {...}}`` into a layer."""
+        _check_partial(patch, f"layers.{name}")
+        self.layers[name] = _merge(self.layers.get(name, {}), patch)
+
+    def clear_layer(self, name: str) -> None:
+        self.layers.pop(name, None)
+
+
+def layer_patch_from_spec(spec: LayerSpec) -> dict:
+    """A full per-layer entry that reproduces ``spec`` exactly."""
+    return spec.to_dict()
+
+
+def config_from_specs(specs: dict[str, LayerSpec], default: dict | None = None, name: str | None = None) -> QuantConfig:
+    cfg = QuantConfig(default=copy.deepcopy(default) if default else {}, name=name)
+    for n, s in specs.items():
+        cfg.layers[n] = s.to_dict()
+    return cfg
+
+
+# --------------------------------------------------------------- presets
+def _w(bits, granularity="per_channel", group_size=None):
+    d = {"bits": bits, "granularity": granularity, "symmetric": True, "range": {"method": "minmax"}}
+    if group_size:
+        d["group_size"] = group_size
+    return d
+
+
+_A8 = {"bits": 8, "symmetric": False, "range": {"method": "minmax"}}
+_AF = {"bits": None}
+
+PRESETS: dict[str, dict] = {
+    "float": {"weight": {"bits": None}, "activation": _AF},
+    "W8A8": {"weight": _w(8), "activation": _A8},
+    "W8": {"weight": _w(8), "activation": _AF},
+    "W6": {"weight": _w(6), "activation": _AF},
+    "W4A8": {"weight": _w(4), "activation": _A8},
+    "W4": {"weight": _w(4), "activation": _AF},
+    "W4G32": {"weight": _w(4, "per_group", 32), "activation": _AF},
+    "W3": {"weight": _w(3), "activation": _AF},
+    "W2": {"weight": _w(2), "activation": _AF},
+}
+PRESET_HELP = {
+    "float": "nothing quantized (the float model)",
+    "W8A8": "weights int8 symmetric per-channel min-max; activations uint8 asymmetric per-tensor min-max",
+    "W8": "weights int8 symmetric per-channel min-max; activations float",
+    "W6": "weights 6-bit symmetric per-channel min-max; activations float",
+    "W4A8": "weights int4 symmetric per-channel min-max; activations uint8 asymmetric per-tensor min-max",
+    "W4": "weights int4 symmetric per-channel min-max; activations float",
+    "W4G32": "weights int4 symmetric per-group (32) min-max; activations float",
+    "W3": "weights 3-bit symmetric per-channel min-max; activations float",
+    "W2": "weights 2-bit symmetric per-channel min-max; activations float",
+}
+
+
+def preset(name: str) -> QuantConfig:
+    key = {k.lower(): k for k in PRESETS}.get(str(name).lower())
+    if key is None:
+        raise ConfigError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
+    return QuantConfig(default=copy.deepcopy(PRESETS[key]), name=key)
+
+
+# ------------------------------------------------------------------ files
+def parse_config_text(text: str, where: str = "config") -> QuantConfig:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    return QuantConfig.from_dict(obj, where)
+
+
+def load_config(path: str | Path) -> QuantConfig:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a folder, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read ({exc.strerror})") from None
+    if not raw.strip():
+        raise ConfigError(f"{p}: empty file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file (a quantviz config is JSON)") from None
+    return parse_config_text(text, p.name)
+
+
+def save_config(cfg: QuantConfig, path: str | Path, *, force: bool = True) -> Path:
+    return atomic.write_text(path, cfg.to_json(), force=force)

@@ -1,0 +1,418 @@
+"""The session: the single source of truth while a model is open (no Qt).
+
+It owns the loaded model (:class:`ModelBundle`), the simulation
+(:class:`QuantSim`), the data, the current :class:`QuantConfig` with its undo
+history, cached statistics and every re-check result. Front ends call its
+methods; it reports changes through :attr:`Session.events`:
+
+* ``config_changed`` (label, layers) after every edit, undo or redo;
+* ``result`` (result) when a re-check finished;
+* ``estimate`` (generation, snapshot) while a re-check streams;
+* ``loaded`` (session) once a model is open and prepared.
+
+Long methods take ``progress`` and ``cancel`` and are safe to run on a worker
+thread; they hold :attr:`lock` while they use the simulation.
+"""
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from ..core import sources
+from ..core.data import Dataset
+from ..core.errors import QuantvizError
+from ..core.evaluate import FloatReference, evaluate_quantized, float_reference
+from ..core.fakequant import QuantSim
+from ..core.layers import LayerInfo
+from ..core.progress import Progress, null_progress, scaled
+from ..core.size import SizeReport, model_size
+from ..core.spec import LayerSpec
+from ..io import atomic
+from ..io.config import ConfigError, QuantConfig, preset
+from .events import Events
+from .undo import Edit, UndoHistory
+
+SESSION_FORMAT = "quantviz-session"
+SESSION_VERSION = 1
+DEFAULT_CALIB_SAMPLES = 512
+
+
+class SessionError(QuantvizError):
+    pass
+
+
+@dataclass
+class CheckResult:
+    generation: int
+    label: str
+    config: dict
+    metrics: dict
+    float_metrics: dict
+    size: dict
+    timestamp: float = field(default_factory=time.time)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "generation": self.generation,
+            "label": self.label,
+            "config": self.config,
+            "metrics": self.metrics,
+            "float_metrics": self.float_metrics,
+            "size": self.size,
+            "timestamp": self.timestamp,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CheckResult":
+        return cls(int(d.get("generation", 0)), str(d.get("label", "")), dict(d["config"]), dict(d["metrics"]),
+                   dict(d.get("float_metrics", {})), dict(d["size"]), float(d.get("timestamp", 0.0)),
+                   float(d.get("seconds", 0.0)))
+
+
+def _finite(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+class Session:
+    def __init__(self, bundle: sources.ModelBundle, *, eval_data: Dataset, calib_data: Dataset,
+                 config: QuantConfig | None = None, device: str = "cpu", batch_size: int = 64,
+                 data_ref: str | None = None, calib_ref: str | None = None):
+        self.bundle = bundle
+        self.eval_data = eval_data
+        self.calib_data = calib_data
+        self.device = device
+        self.batch_size = batch_size
+        self.data_ref = data_ref
+        self.calib_ref = calib_ref
+        self.events = Events()
+        self.lock = threading.RLock()
+        self.history = UndoHistory()
+        self.results: list[CheckResult] = []
+        self.extras: dict = {}  # sensitivity / search results etc., saved with the session
+        self._generation = 0
+        self._config = (config or preset("W8")).copy()
+        self.sim = QuantSim(bundle.model, fold_bn=self._config.fold_bn, device=device)
+        self._config.check_layers(self.layer_names)
+        self.reference: FloatReference | None = None
+        self._prepared = False
+
+    # --------------------------------------------------------- opening
+    @classmethod
+    def open(cls, reference: str, *, data: str | None = None, calib: str | None = None, trust: bool = False,
+             config: QuantConfig | None = None, device: str = "cpu", batch_size: int = 64,
+             calib_samples: int = DEFAULT_CALIB_SAMPLES, prepare: bool = True,
+             progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False) -> "Session":
+        progress(0, 1000, f"loading {reference}")
+        bundle = sources.load_model(reference, trust=trust, cancel=cancel)
+        eval_data = sources.load_data(data, bundle) if data else bundle.eval
+        if eval_data is None:
+            raise SessionError(f"{reference}: this model carries no data; pass --data (an .npz with x[, y], an image folder, or a text file)")
+        if calib:
+            calib_data = sources.load_data(calib, bundle)
+        elif data or bundle.calib is None:
+            calib_data = eval_data.subset(calib_samples, name=f"{eval_data.name} (first {min(calib_samples, len(eval_data))})")
+        else:
+            calib_data = bundle.calib
+        sources.check_fits(bundle, eval_data)
+        s = cls(bundle, eval_data=eval_data, calib_data=calib_data, config=config, device=device,
+                batch_size=batch_size, data_ref=data, calib_ref=calib)
+        if prepare:
+            s.prepare(progress=scaled(progress, 0.1, 1.0), cancel=cancel)
+        return s
+
+    def prepare(self, *, progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False) -> None:
+        """Calibrate activation statistics and compute the float reference."""
+        with self.lock:
+            self.sim.calibrate(self.calib_data, batch_size=self.batch_size, progress=scaled(progress, 0.0, 0.5), cancel=cancel)
+            self.reference = float_reference(self.sim.float_model, self.eval_data, device=self.device,
+                                             batch_size=self.batch_size, evaluate_fn=self.bundle.evaluate_fn,
+                                             progress=scaled(progress, 0.5, 1.0), cancel=cancel)
+            self._prepared = True
+        self.events.emit("loaded", session=self)
+
+    @property
+    def prepared(self) -> bool:
+        return self._prepared
+
+    # ----------------------------------------------------------- layers
+    @property
+    def layers(self) -> list[LayerInfo]:
+        return self.sim.layers
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [l.name for l in self.sim.layers]
+
+    def layer(self, name: str) -> LayerInfo:
+        try:
+            return self.sim.by_name[name]
+        except KeyError:
+            raise SessionError(f"no quantizable layer named {name!r}") from None
+
+    @property
+    def name(self) -> str:
+        return self.bundle.name
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.sim.float_model.parameters())
+
+    # ----------------------------------------------------------- config
+    @property
+    def config(self) -> QuantConfig:
+        return self._config
+
+    @property
+    def specs(self) -> dict[str, LayerSpec]:
+        return self._config.resolve_all(self.layers)
+
+    def spec(self, name: str) -> LayerSpec:
+        return self._config.resolve(self.layer(name))
+
+    def set_config(self, cfg: QuantConfig, label: str = "set config", *, record: bool = True) -> None:
+        cfg.check_layers(self.layer_names)
+        if cfg.fold_bn != self.sim.fold_bn:
+            raise ConfigError("config: options.fold_bn differs from the open session; reopen the model to change BatchNorm folding")
+        before = self._config.to_dict()
+        # validate resolution (bad manual ranges etc. surface here)
+        new = cfg.copy()
+        new.resolve_all(self.layers)
+        self._config = new
+        after = new.to_dict()
+        if record:
+            self.history.push(Edit(label, before, after))
+        changed = self._changed_layers(before, after)
+        self.events.emit("config_changed", label=label, layers=changed)
+
+    def _changed_layers(self, before: dict, after: dict) -> list[str]:
+        a = QuantConfig.from_dict(before).resolve_all(self.layers)
+        b = QuantConfig.from_dict(after).resolve_all(self.layers)
+        return [n for n in self.layer_names if a[n] != b[n]]
+
+    def edit_layers(self, names: Iterable[str], patch: dict, label: str | None = None) -> None:
+        """Merge ``patch`` (``{"weight": {...}, "activation": {...}}``) into each layer."""
+        names = list(names)
+        for n in names:
+            self.layer(n)
+        cfg = self._config.copy()
+        for n in names:
+            cfg.set_layer(n, patch)
+        self.set_config(cfg, label or f"edit {len(names)} layer(s)")
+
+    def layers_of_type(self, type_name: str) -> list[str]:
+        return [l.name for l in self.layers if l.type == type_name]
+
+    def layers_matching(self, pattern: str) -> list[str]:
+        import re
+
+        try:
+            rx = re.compile(pattern)
+        except re.error as exc:
+            raise SessionError(f"invalid pattern {pattern!r}: {exc}") from None
+        return [l.name for l in self.layers if rx.search(l.name)]
+
+    def apply_preset(self, name: str, layers: Iterable[str] | None = None) -> None:
+        p = preset(name)
+        if layers is None:
+            cfg = p.copy()
+            cfg.options = dict(self._config.options)
+            self.set_config(cfg, f"preset {p.name}")
+            return
+        layers = list(layers)
+        cfg = self._config.copy()
+        for n in layers:
+            spec = p.resolve(self.layer(n))
+            cfg.layers[n] = spec.to_dict()
+        self.set_config(cfg, f"preset {p.name} on {len(layers)} layer(s)")
+
+    def set_range(self, name: str, kind: str, lo: float, hi: float) -> None:
+        """Make ``kind`` ("weight" / "activation") of layer ``name`` use manual [lo, hi]."""
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
+            raise ConfigError(f"layers.{name}.{kind}.range: lo ({lo:g}) must be smaller than hi ({hi:g})")
+        self.edit_layers([name], {kind: {"range": {"method": "manual", "lo": float(lo), "hi": float(hi)}}},
+                         f"{kind} range of {name} = [{lo:.4g}, {hi:.4g}]")
+
+    def undo(self) -> bool:
+        e = self.history.undo()
+        if e is None:
+            return False
+        self._config = QuantConfig.from_dict(e.before)
+        self.events.emit("config_changed", label=f"undo {e.label}", layers=self._changed_layers(e.after, e.before))
+        return True
+
+    def redo(self) -> bool:
+        e = self.history.redo()
+        if e is None:
+            return False
+        self._config = QuantConfig.from_dict(e.after)
+        self.events.emit("config_changed", label=f"redo {e.label}", layers=self._changed_layers(e.before, e.after))
+        return True
+
+    # ------------------------------------------------------ statistics
+    def layer_row(self, name: str, spec: LayerSpec | None = None) -> dict:
+        """Everything the layer table shows for one layer (cheap after first call)."""
+        info = self.layer(name)
+        spec = spec or self.spec(name)
+        row = {
+            "name": name,
+            "type": info.type,
+            "params": info.params,
+            "weight_shape": list(info.weight_shape),
+            "weight_bits": spec.weight.bits,
+            "act_bits": spec.activation.bits if info.has_activation_input else None,
+            "granularity": spec.weight.granularity,
+            "group_size": spec.weight.effective_group_size(),
+            "symmetric": spec.weight.symmetric,
+            "range": spec.weight.range.describe(),
+            "act_range": spec.activation.range.describe(),
+            "weight_sqnr_db": None,
+            "act_sqnr_db": None,
+            "clipped": None,
+        }
+        with self.lock:
+            wq = self.sim.quantize_weight(name, spec.weight)
+            if wq is not None:
+                row["weight_sqnr_db"] = wq.sqnr_db
+                row["clipped"] = wq.clipped_fraction
+            if info.has_activation_input and spec.activation.bits is not None and self.sim.calibrated:
+                row["act_sqnr_db"] = self.sim.activation_sqnr(name, spec.activation)
+        from ..core.size import layer_weight_bytes
+
+        row["size_bytes"] = layer_weight_bytes(info, spec)
+        sens = self.extras.get("sensitivity_score", {}).get(name)
+        row["sensitivity"] = sens
+        return row
+
+    def weight_stats(self, name: str) -> dict:
+        w = self.sim.float_weight(name).float()
+        std = float(w.std()) if w.numel() > 1 else 0.0
+        amax = float(w.abs().max())
+        return {"min": float(w.min()), "max": float(w.max()), "mean": float(w.mean()), "std": std,
+                "absmax": amax, "absmax_over_std": amax / std if std > 0 else None,
+                "zero": amax == 0.0}
+
+    def size(self, specs: dict[str, LayerSpec] | None = None) -> SizeReport:
+        return model_size(self.sim.float_model, self.layers, specs if specs is not None else self.specs)
+
+    # --------------------------------------------------------- re-check
+    def next_generation(self) -> int:
+        self._generation += 1
+        return self._generation
+
+    def check(self, *, config: QuantConfig | None = None, label: str | None = None, generation: int | None = None,
+              progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False,
+              on_estimate: Callable[[dict], None] | None = None, record: bool = True) -> CheckResult:
+        """Evaluate ``config`` (default: the current one) against the float model."""
+        if not self._prepared:
+            raise SessionError("the session is not prepared (calibration and float reference missing)")
+        cfg = (config or self._config).copy()
+        gen = generation if generation is not None else self.next_generation()
+        specs = cfg.resolve_all(self.layers)
+        t0 = time.perf_counter()
+
+        def estimate(snap):
+            snap["generation"] = gen
+            if on_estimate:
+                on_estimate(snap)
+            self.events.emit("estimate", generation=gen, snapshot=snap)
+
+        with self.lock:
+            self.sim.apply(specs)
+            metrics = evaluate_quantized(self.sim.qmodel, self.eval_data, self.reference, device=self.device,
+                                         evaluate_fn=self.bundle.evaluate_fn, progress=progress, cancel=cancel,
+                                         on_estimate=estimate)
+        size = self.size(specs)
+        res = CheckResult(gen, label or cfg.name or "custom", cfg.to_dict(), metrics, dict(self.reference.metrics),
+                          size.to_dict(), seconds=time.perf_counter() - t0)
+        if record:
+            self.results.append(res)
+            self.events.emit("result", result=res)
+        return res
+
+    # ------------------------------------------------------ persistence
+    def to_dict(self) -> dict:
+        return {
+            "format": SESSION_FORMAT,
+            "version": SESSION_VERSION,
+            "model": self.bundle.reference,
+            "data": self.data_ref,
+            "calib": self.calib_ref,
+            "config": self._config.to_dict(),
+            "results": [r.to_dict() for r in self.results],
+            "extras": self.extras,
+        }
+
+    def save(self, path: str | Path, *, force: bool = True) -> Path:
+        text = json.dumps(sanitize(self.to_dict()), indent=1, default=_json_default, allow_nan=False)
+        return atomic.write_text(path, text + "\n", force=force)
+
+    @staticmethod
+    def read_file(path: str | Path) -> dict:
+        p = Path(path)
+        try:
+            obj = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SessionError(f"{p}: no such file") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SessionError(f"{p}: not a quantviz session file ({type(exc).__name__})") from None
+        if not isinstance(obj, dict) or obj.get("format") != SESSION_FORMAT:
+            raise SessionError(f"{p}: not a quantviz session file (missing \"format\": \"{SESSION_FORMAT}\")")
+        if obj.get("version") != SESSION_VERSION:
+            raise SessionError(f"{p}: unsupported session version {obj.get('version')!r}")
+        QuantConfig.from_dict(obj.get("config"), f"{p.name}: config")
+        return obj
+
+    @classmethod
+    def load(cls, path: str | Path, *, trust: bool = False, device: str = "cpu",
+             progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False) -> "Session":
+        obj = cls.read_file(path)
+        cfg = QuantConfig.from_dict(obj["config"])
+        s = cls.open(obj["model"], data=obj.get("data"), calib=obj.get("calib"), trust=trust, config=cfg,
+                     device=device, progress=progress, cancel=cancel)
+        s.results = [CheckResult.from_dict(r) for r in obj.get("results", [])]
+        s.extras = dict(obj.get("extras", {}))
+        if s.results:
+            s._generation = max(r.generation for r in s.results)
+        return s
+
+
+def _json_default(o):
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, float):
+        return _finite(o)
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:
+        pass
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def sanitize(obj):
+    """Replace non-finite floats by None, recursively (for strict JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: sanitize(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [sanitize(v) for v in obj]
+    return obj
+
+
+__all__ = ["Session", "SessionError", "CheckResult", "sanitize"]

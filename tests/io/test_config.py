@@ -1,0 +1,112 @@
+"""The config file: the documented minimal form, validation, resolution, presets."""
+import json
+from pathlib import Path
+
+import pytest
+
+from quantviz.core.layers import LayerInfo
+from quantviz.io.config import PRESETS, ConfigError, QuantConfig, load_config, parse_config_text, preset, save_config
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def info(name, type_="Conv2d", act=True):
+    return LayerInfo(name, type_, (8, 4, 3, 3), 296, 0, act, 0)
+
+
+def test_minimal_form_loads_resolves_and_round_trips(tmp_path):
+    cfg = load_config(DATA / "config_v1_minimal.json")
+    s = cfg.resolve(info("features.3"))
+    assert s.weight.bits == 4 and s.weight.range.method == "mse"
+    assert s.weight.granularity == "per_channel" and s.weight.symmetric is True  # from default
+    assert s.activation.bits is None
+    assert cfg.resolve(info("classifier", "Linear")).weight.bits is None
+    assert cfg.resolve(info("features.0")).weight.bits == 8
+    out = tmp_path / "c.json"
+    save_config(cfg, out)
+    again = load_config(out)
+    assert again == cfg
+    original = json.loads((DATA / "config_v1_minimal.json").read_text())
+    saved = json.loads(out.read_text())
+    for key in ("format", "version", "default", "layers"):
+        assert saved[key] == original[key]
+
+
+def test_rules_by_type_and_pattern_and_field_by_field_override():
+    cfg = QuantConfig.from_dict({
+        "format": "quantviz-config", "version": 1,
+        "default": {"weight": {"bits": 8}, "activation": {"bits": 8}},
+        "rules": [{"match": {"type": "Linear"}, "weight": {"bits": 4, "granularity": "per_group", "group_size": 16}},
+                  {"match": {"pattern": r"^head"}, "activation": {"bits": None}}],
+        "layers": {"head.fc": {"weight": {"symmetric": False}}},
+    })
+    s = cfg.resolve(info("head.fc", "Linear"))
+    assert (s.weight.bits, s.weight.granularity, s.weight.group_size, s.weight.symmetric) == (4, "per_group", 16, False)
+    assert s.activation.bits is None
+    s = cfg.resolve(info("body.conv"))
+    assert s.weight.bits == 8 and s.activation.bits == 8
+    emb = cfg.resolve(info("emb", "Embedding", act=False))
+    assert emb.activation.bits is None  # embeddings take indices
+
+
+@pytest.mark.parametrize("bits", [0, 1, 17, -3, "eight", True, 4.5])
+def test_bad_bits_name_the_field(bits):
+    obj = {"format": "quantviz-config", "version": 1, "default": {}, "layers": {"a.b": {"weight": {"bits": bits}}}}
+    with pytest.raises(ConfigError, match=r"layers\.a\.b\.weight\.bits"):
+        QuantConfig.from_dict(obj)
+
+
+@pytest.mark.parametrize("rng,needle", [
+    ({"method": "percentile", "p": 0}, "outside"),
+    ({"method": "percentile", "p": 101}, "outside"),
+    ({"method": "manual", "lo": 1.0, "hi": 1.0}, "smaller"),
+    ({"method": "manual", "lo": 2.0, "hi": -1.0}, "smaller"),
+    ({"method": "manual", "lo": 0.0}, "both"),
+    ({"method": "magic"}, "unknown method"),
+])
+def test_bad_ranges(rng, needle):
+    obj = {"format": "quantviz-config", "version": 1, "default": {"weight": {"range": rng}}}
+    with pytest.raises(ConfigError, match=needle) as e:
+        QuantConfig.from_dict(obj)
+    assert "default.weight.range" in str(e.value)
+
+
+def test_malformed_json_unknown_version_and_unknown_layer(tmp_path):
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        parse_config_text("{nope")
+    with pytest.raises(ConfigError, match="newer"):
+        QuantConfig.from_dict({"format": "quantviz-config", "version": 99})
+    with pytest.raises(ConfigError, match="missing \"version\""):
+        QuantConfig.from_dict({"format": "quantviz-config"})
+    with pytest.raises(ConfigError, match="format"):
+        QuantConfig.from_dict({"format": "something-else", "version": 1})
+    p = tmp_path / "empty.json"
+    p.write_text("")
+    with pytest.raises(ConfigError, match="empty.json: empty file"):
+        load_config(p)
+    cfg = QuantConfig.from_dict({"format": "quantviz-config", "version": 1, "layers": {"features.30": {"weight": {"bits": 4}}}})
+    with pytest.raises(ConfigError, match="did you mean features.3"):
+        cfg.check_layers(["features.0", "features.3"])
+
+
+def test_messages_are_one_line():
+    for bad in ["[1, 2]", '{"version": 1, "default": 5}', '{"version": 1, "layers": {"x": {"weight": {"bits": 99}}}}']:
+        with pytest.raises(ConfigError) as e:
+            parse_config_text(bad, "cfg.json")
+        assert "\n" not in str(e.value) and str(e.value).startswith("cfg.json")
+
+
+def test_presets_documented_settings():
+    assert {"float", "W8A8", "W8", "W6", "W4A8", "W4", "W3", "W2"} <= set(PRESETS)
+    s = preset("W4A8").resolve(info("x"))
+    assert (s.weight.bits, s.weight.granularity, s.weight.symmetric, s.weight.range.method) == (4, "per_channel", True, "minmax")
+    assert (s.activation.bits, s.activation.symmetric) == (8, False)
+    assert preset("w8").resolve(info("x")).activation.bits is None
+    assert preset("float").resolve(info("x")).weight.bits is None
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset("W9")
+
+
+def test_unknown_top_level_keys_survive_round_trip():
+    obj = {"format": "quantviz-config", "version": 1, "default": {}, "layers": {}, "qparams": {"a": 1}}
+    assert QuantConfig.from_dict(obj).to_dict()["qparams"] == {"a": 1}
