@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -43,6 +44,12 @@ class TinyNet(nn.Module):
         return self.fc2(torch.relu(self.fc1(x)))
 
 
+def save_scripted(model: nn.Module, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated upstream
+        torch.jit.save(torch.jit.script(model), str(path))
+
+
 def bundle_for(model: nn.Module, name: str = "tiny", kind: str = "recipe") -> ModelBundle:
     return ModelBundle(model=model.eval(), name=name, kind=kind, reference=name)
 
@@ -72,6 +79,28 @@ def test_demo_loads(monkeypatch):
     with torch.no_grad():
         acc = (b.model(b.eval.x).argmax(1) == b.eval.y).float().mean().item()
     assert acc > 0.8
+
+
+def test_demo_loader_with_stand_in_resources(monkeypatch, tmp_path):
+    from quantviz.core.sources.demo_model import DemoNet
+
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    torch.save(DemoNet().state_dict(), demo / "demo_cnn.pt")
+    rng = np.random.default_rng(0)
+    for name, n in (("digits_calib.npz", 16), ("digits_test.npz", 20)):
+        np.savez(demo / name, x=rng.random((n, 1, 8, 8), dtype=np.float32), y=np.arange(n) % 10)
+    (demo / "meta.json").write_text(json.dumps({"float_accuracy": 0.97}))
+    monkeypatch.setenv("QUANTVIZ_RESOURCES", str(tmp_path))
+    b = load_model("demo")
+    assert b.kind == "demo" and b.name == "digits-cnn (demo)"
+    assert len(b.calib) == 16 and len(b.eval) == 20 and b.meta["float_accuracy"] == 0.97
+    assert not b.model.training
+    check_fits(b, b.eval)
+    (demo / "demo_cnn.pt").write_bytes(b"garbage")
+    with pytest.raises(SourceError) as err:
+        load_model("demo")
+    assert_one_line(err, "demo_cnn.pt")
 
 
 def test_demo_missing_files(monkeypatch, tmp_path):
@@ -297,7 +326,7 @@ def net_module(tmp_path):
 def test_torchscript_loads(tmp_path, fname):
     m = TinyNet().eval()
     path = tmp_path / fname
-    torch.jit.save(torch.jit.script(m), str(path))
+    save_scripted(m, path)
     b = load_model(str(path))
     assert b.kind == "torchscript" and b.name == fname
     assert "RecursiveScriptModule" in b.meta["note"]
@@ -497,7 +526,7 @@ def test_missing_path_and_plain_folder(tmp_path):
 
 def test_cancel_before_loading(tmp_path):
     path = tmp_path / "m.pt"
-    torch.jit.save(torch.jit.script(TinyNet()), str(path))
+    save_scripted(TinyNet(), path)
     with pytest.raises(Cancelled):
         load_model(str(path), cancel=lambda: True)
 
@@ -555,7 +584,7 @@ def test_hf_classifier_with_text_data(bert_dir, tmp_path):
 
 @pytest.mark.parametrize(
     "content, expect",
-    [("", "empty"), ("pos\tgood\nbad movie\n", "line 2 has no label"), ("meh\tgood\n", "unknown label"),
+    [("", "empty"), ("pos\tgood\n\nbad movie\n", "line 3 has no label"), ("meh\tgood\n", "unknown label"),
      ("7\tgood\n", "out of range")],
 )
 def test_hf_text_errors(bert_dir, tmp_path, content, expect):

@@ -101,6 +101,8 @@ def coerce_dataset(value: Any, name: str) -> Dataset:
     """
     if isinstance(value, Dataset):
         _check_finite(value.x, name)
+        if value.name == "data":  # the default: say where it came from
+            value.name = name
         return value
     if isinstance(value, Mapping):
         if "x" not in value:
@@ -123,7 +125,7 @@ def coerce_dataset(value: Any, name: str) -> Dataset:
 def load_npz(path: Path) -> Dataset:
     name = path.name
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
             keys = list(npz.files)
             if "x" in keys:
                 x: Any = npz["x"]
@@ -185,7 +187,7 @@ def _image_files(folder: Path) -> tuple[list[Path], list[int] | None, list[str]]
 def load_image_folder(folder: Path) -> Dataset:
     name = folder.name + "/"
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
     except ImportError as exc:  # pragma: no cover - pillow ships with the test env
         raise DataError(f"{name}: reading image folders needs Pillow: pip install quantviz[images]") from exc
     files, labels, classes = _image_files(folder)
@@ -199,7 +201,7 @@ def load_image_folder(folder: Path) -> Dataset:
             with Image.open(f) as im:
                 im.load()
                 images.append(im.copy())
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, DecompressionBombError, ...
             rel = f.relative_to(folder.parent)
             raise DataError(f"{rel}: not a readable image ({one_line(exc)})") from exc
     gray = all(im.mode in _GRAY_MODES for im in images)
@@ -237,7 +239,8 @@ def load_file(path: str | Path) -> Dataset:
         return load_npz(p)
     if suffix == ".npy":
         try:
-            arr = np.load(p, allow_pickle=False)
+            with open(p, "rb") as fh:
+                arr = np.load(fh, allow_pickle=False)
         except Exception as exc:  # noqa: BLE001
             raise DataError(f"{name}: not a readable .npy file ({one_line(exc)})") from exc
         return make_dataset(arr, None, name)

@@ -98,9 +98,10 @@ def _has_tokenizer(folder: Path) -> bool:
     return any((folder / f).is_file() for f in TOKENIZER_FILES)
 
 
-def _parse_lines(lines: list[str], name: str, label2id: dict | None, num_labels: int | None):
+def _parse_lines(lines: list[tuple[int, str]], name: str, label2id: dict | None, num_labels: int | None):
+    """``lines`` holds (line number, text) pairs; returns texts and labels (or None)."""
     texts, labels = [], []
-    for i, line in enumerate(lines, start=1):
+    for i, line in lines:
         if label2id is not None and "\t" in line:
             head, text = line.split("\t", 1)
             head = head.strip()
@@ -119,7 +120,7 @@ def _parse_lines(lines: list[str], name: str, label2id: dict | None, num_labels:
             texts.append(line)
     has = [lab is not None for lab in labels]
     if any(has) and not all(has):
-        first = has.index(False) + 1 if any(has) else 1
+        first = lines[has.index(False)][0]
         raise DataError(f"{name}: line {first} has no label; give every line as 'label<TAB>text' or none")
     return texts, (labels if all(has) else None)
 
@@ -136,7 +137,7 @@ def make_text_loader(tokenizer, config, is_classifier: bool) -> Callable[[str], 
             raw = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"{name}: cannot be read as UTF-8 text ({one_line(exc)})") from exc
-        lines = [ln.rstrip("\r") for ln in raw.split("\n") if ln.strip()]
+        lines = [(i, ln.rstrip("\r")) for i, ln in enumerate(raw.split("\n"), start=1) if ln.strip()]
         if not lines:
             raise DataError(f"{name}: the file is empty (expected one text sample per line)")
         label2id = None
