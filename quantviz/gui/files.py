@@ -1,0 +1,143 @@
+"""The main window's file handling: open (models, sessions, dropped paths), save, import, export.
+
+Loading runs as a background job; a model that needs trust asks in a
+non-blocking dialog and retries; failures leave the open session untouched.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..core.errors import TrustRequired
+from . import dialogs, menus
+
+
+class FilesMixin:
+    """Mixed into :class:`~quantviz.gui.main_window.MainWindow` (uses its runner, session and messages)."""
+
+    # ------------------------------------------------------------ opening
+    def open_model(self, reference: str, *, data: str | None = None, config: str | None = None,
+                   trust: bool = False) -> None:
+        """Load, calibrate and evaluate a model in the background."""
+        from ..io.config import load_config
+        from ..core.errors import QuantvizError
+        from ..session import Session
+
+        try:
+            cfg = load_config(config) if config else None
+        except QuantvizError as exc:
+            self.show_error(str(exc), str(exc))
+            return
+
+        def job(progress, cancel):
+            return Session.open(reference, data=data, config=cfg, trust=trust, progress=progress, cancel=cancel)
+
+        def failed(message, details, exc):
+            if isinstance(exc, TrustRequired) and not trust:
+                self._trust_box = dialogs.ask_trust(
+                    self, message, lambda: self.open_model(reference, data=data, config=config, trust=True))
+            self.show_error(f"Could not open {reference}: {message}", details)
+
+        self.clear_message()
+        self.runner.submit("load", job, label=f"Opening {Path(reference).name or reference}",
+                           on_done=lambda s: self._on_loaded(s, None, reference), on_error=failed)
+
+    def open_session_file(self, path: str, *, trust: bool = False) -> None:
+        from ..session import Session
+
+        def job(progress, cancel):
+            return Session.load(path, trust=trust, progress=progress, cancel=cancel)
+
+        def failed(message, details, exc):
+            if isinstance(exc, TrustRequired) and not trust:
+                self._trust_box = dialogs.ask_trust(self, message, lambda: self.open_session_file(path, trust=True))
+            self.show_error(f"Could not open session {Path(path).name}: {message}", details)
+
+        self.clear_message()
+        self.runner.submit("load", job, label=f"Opening {Path(path).name}",
+                           on_done=lambda s: self._on_loaded(s, path, path, kind="session"), on_error=failed)
+
+    def _on_loaded(self, session, path, reference, kind: str = "model") -> None:
+        self.set_session(session, path)
+        menus.add_recent(self, kind, reference)
+        self.show_message(f"Opened {reference}")
+
+    def open_path(self, path: str) -> None:
+        """Open a dropped / chosen path: a session, a config (applied), or a model."""
+        p = Path(path)
+        kind = None
+        if p.suffix.lower() == ".qvs":
+            kind = "quantviz-session"
+        elif p.suffix.lower() == ".json" and p.is_file():
+            try:
+                kind = json.loads(p.read_text(encoding="utf-8")).get("format")
+            except (OSError, ValueError, AttributeError):
+                kind = None
+        if kind == "quantviz-session":
+            self.open_session_file(path)
+        elif kind == "quantviz-config":
+            self.import_config(path)
+        else:
+            self.open_model(path)
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        urls = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if urls:
+            event.acceptProposedAction()
+            self.open_path(urls[0])
+
+    # ------------------------------------------------------------ files
+    def save_session(self, path: str) -> bool:
+        from ..core.errors import QuantvizError
+
+        if self.session is None:
+            return False
+        try:
+            self.session.save(path)
+        except (QuantvizError, OSError) as exc:
+            self.show_error(f"Could not save {path}: {exc}", str(exc))
+            return False
+        self.session_path = path
+        menus.add_recent(self, "session", path)
+        self.show_message(f"Saved session to {path}")
+        return True
+
+    def export_config(self, path: str) -> bool:
+        from ..core.errors import QuantvizError
+        from ..io.config import save_config
+
+        try:
+            save_config(self.session.config, path)
+        except (QuantvizError, OSError) as exc:
+            self.show_error(f"Could not export the config: {exc}", str(exc))
+            return False
+        self.show_message(f"Exported config to {path}")
+        return True
+
+    def import_config(self, path: str) -> bool:
+        """Apply a config file to the open model (undoable)."""
+        from ..core.errors import QuantvizError
+        from ..io.config import load_config
+
+        if self.session is None:
+            self.show_message("Open a model before importing a config")
+            return False
+        try:
+            self.session.set_config(load_config(path), f"import {Path(path).name}")
+        except QuantvizError as exc:
+            self.show_error(f"Could not import the config: {exc}", str(exc))
+            return False
+        self.show_message(f"Applied config {Path(path).name}")
+        return True
+
+    def export_as(self, fmt: str, path: str) -> None:
+        from ..io import export as export_mod
+
+        session = self.session
+        self.runner.submit("export", lambda p, c: export_mod.export(session, fmt, path, force=True, progress=p, cancel=c),
+                           label=f"Exporting {fmt}", on_done=lambda _r: self.show_message(f"Exported {fmt} to {path}"),
+                           on_error=lambda m, d, e: self.show_error(f"Export failed: {m}", d))

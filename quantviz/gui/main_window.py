@@ -1,0 +1,359 @@
+"""The main window: docks, status bar, and the flow of jobs around the session.
+
+* Loading, calibration and re-checks run through one :class:`JobRunner`;
+  results and errors come back on the GUI thread as queued signals.
+* Every config edit (table, histogram, presets, undo) arrives as the bridge's
+  ``configChanged``: the table and size update at once, a stale re-check is
+  cancelled and a new one starts after a short debounce. Re-checks carry a
+  generation id; only the newest is shown.
+* The GUI thread never takes the session lock: statistics come from caches
+  filled by background jobs.
+* A failed job leaves the previous session in place and shows a one-line
+  message in the status bar, with details on request.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import QByteArray, Qt, QTimer
+from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QPushButton
+
+from . import dialogs, menus
+from .bridge import SessionBridge
+from .files import FilesMixin
+from .views.jobs import JobsBar
+from .views.layer_model import compute_stats
+from .views.layer_table import LayerTablePanel
+from .views.summary import SummaryPanel
+from .workers import JobRunner
+
+CHECK_DEBOUNCE_MS = 150
+SETTINGS_VERSION = 1
+
+
+def _optional_view(module: str, cls: str):
+    """A widget class from another module when it imports (the app works without it)."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(f"quantviz.gui.views.{module}"), cls)
+    except (ImportError, AttributeError):
+        return None
+
+
+class MainWindow(FilesMixin, QMainWindow):
+    def __init__(self, settings=None, *, restore: bool = True):
+        super().__init__()
+        from .app import make_settings
+
+        self.settings = settings if settings is not None else make_settings()
+        self.setWindowTitle("quantviz")
+        self.setObjectName("quantvizMain")
+        self.setAcceptDrops(True)
+        self.setDockNestingEnabled(True)
+        self.session = None
+        self.session_path: str | None = None
+        self.last_error: tuple[str, str] | None = None
+        self._check_gen = 0  # generation of the newest requested re-check
+        self._error_dialog = None
+        self._trust_box = None
+        self._busy_note = ""
+
+        self.runner = JobRunner(self)
+        self.bridge = SessionBridge(self)
+        self.table = LayerTablePanel()
+        self.table.model.request_stats = self._request_stats
+        self.setCentralWidget(self.table)
+        self.summary = SummaryPanel()
+        self.docks: dict[str, QDockWidget] = {}
+        self._add_dock("summary", "Summary", self.summary, Qt.BottomDockWidgetArea)
+        self.histogram = self._build_optional("histogram", "HistogramPanel", "Histogram", Qt.RightDockWidgetArea)
+        self.sensitivity = self._build_optional("sensitivity", "SensitivityPanel", "Sensitivity", Qt.BottomDockWidgetArea)
+        self.pareto = self._build_optional("pareto", "ParetoPanel", "Pareto search", Qt.BottomDockWidgetArea)
+        self.config_diff = self._build_optional("config_diff", "ConfigDiffPanel", "Config diff", Qt.RightDockWidgetArea)
+        for key in ("sensitivity", "pareto"):
+            if key in self.docks:
+                self.tabifyDockWidget(self.docks["summary"], self.docks[key])
+        if "config_diff" in self.docks and "histogram" in self.docks:
+            self.tabifyDockWidget(self.docks["histogram"], self.docks["config_diff"])
+        for dock in ("summary", "histogram"):
+            if dock in self.docks:
+                self.docks[dock].raise_()
+        self._sized = False  # docks get their first sizes when the window is first shown
+
+        self._build_status_bar()
+        self.actions = menus.build_menus(self)
+        self._check_timer = QTimer(self)
+        self._check_timer.setSingleShot(True)
+        self._check_timer.setInterval(CHECK_DEBOUNCE_MS)
+        self._check_timer.timeout.connect(self.start_check)
+
+        self.bridge.configChanged.connect(self._on_bridge_config_changed)
+        self.bridge.resultReady.connect(self._on_bridge_result)
+        self.bridge.estimate.connect(self._on_bridge_estimate)
+        self.bridge.event.connect(self._on_bridge_event)
+        self.table.layerSelected.connect(self._on_table_layer_selected)
+        self.table.message.connect(self.show_message)
+        self.summary.resultClicked.connect(self._on_summary_result_clicked)
+        self.resize(1280, 800)
+        if restore and self.restore_layout():
+            self._sized = True
+        self._update_status()
+
+    # ------------------------------------------------------------ build
+    def _add_dock(self, key: str, title: str, widget, area) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock_{key}")
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable | QDockWidget.DockWidgetClosable)
+        self.addDockWidget(area, dock)
+        self.docks[key] = dock
+        return dock
+
+    def _build_optional(self, module: str, cls_name: str, title: str, area):
+        cls = _optional_view(module, cls_name)
+        if cls is None:
+            return None
+        widget = cls()
+        self._add_dock(module, title, widget, area)
+        if hasattr(widget, "rangeCommitted"):
+            widget.rangeCommitted.connect(self._on_histogram_range_committed)
+        if hasattr(widget, "layerClicked"):
+            widget.layerClicked.connect(self.table.select_layer)
+        if hasattr(widget, "configChosen"):
+            widget.configChosen.connect(self._on_view_config_chosen)
+        if hasattr(widget, "set_runner"):
+            widget.set_runner(self.runner)
+        return widget
+
+    def _build_status_bar(self) -> None:
+        sb = self.statusBar()
+        sb.setSizeGripEnabled(False)
+        self.model_label = QLabel()
+        self.model_label.setToolTip("The open model, its quantizable layers, parameters and the device it runs on.")
+        self.error_label = QLabel()
+        self.error_label.setObjectName("error")
+        self.details_button = QPushButton("Details…")
+        self.details_button.setToolTip("Show the full error, with the technical details.")
+        self.details_button.clicked.connect(self.show_error_details)
+        self.details_button.setVisible(False)
+        sp = self.details_button.sizePolicy()
+        sp.setRetainSizeWhenHidden(True)
+        self.details_button.setSizePolicy(sp)
+        self.jobs = JobsBar(self.runner)
+        sb.addWidget(self.model_label)
+        sb.addWidget(self.error_label, 1)
+        sb.addWidget(self.details_button)
+        sb.addPermanentWidget(self.jobs)
+
+    # ------------------------------------------------------------ views
+    def views(self) -> list:
+        return [w for w in (self.table, self.summary, self.histogram, self.sensitivity, self.pareto, self.config_diff)
+                if w is not None]
+
+    def set_session(self, session, path: str | None = None) -> None:
+        """Show ``session`` everywhere (the previous one's jobs are cancelled)."""
+        if self.session is not None and session is not self.session:
+            self.runner.cancel()
+        self.session = session
+        self.session_path = path
+        self.bridge.set_session(session)
+        for w in self.views():
+            w.set_session(session)
+        self._update_status()
+        menus.update_undo_actions(self)
+        if session is None:
+            return
+        self.setWindowTitle(f"quantviz — {session.name}")
+        if session.layers:
+            self.table.select_layer(self.most_interesting_layer() or session.layers[0].name)
+        self.request_check(immediately=True)
+
+    def most_interesting_layer(self) -> str | None:
+        """The layer with the lowest weight SQNR among those already computed."""
+        best, best_v = None, None
+        for l in self.session.layers:
+            st = self.table.model.stats_of(l.name)
+            v = st.get("weight_sqnr_db") if st else None
+            if v is not None and (best_v is None or v < best_v):
+                best, best_v = l.name, v
+        return best
+
+    def _update_status(self) -> None:
+        s = self.session
+        if s is None:
+            self.model_label.setText("No model open — File › Open, or drop a file here")
+            return
+        self.model_label.setText(f"<b>{s.name}</b> · {len(s.layers)} layers · {s.num_params:,} parameters · {s.device}")
+
+    # ------------------------------------------------------------ messages
+    def show_message(self, message: str, details: str = "") -> None:
+        """A one-line note in the status bar (an error when details are given)."""
+        self.error_label.setText(message)
+        self.error_label.setToolTip(message)
+        self.details_button.setVisible(bool(details))
+        if details:
+            self.last_error = (message, details)
+
+    def show_error(self, message: str, details: str) -> None:
+        self.show_message(message, details or message)
+
+    def clear_message(self) -> None:
+        self.error_label.clear()
+        self.details_button.setVisible(False)
+
+    def show_error_details(self) -> None:
+        if self.last_error is None:
+            return
+        self._error_dialog = dialogs.ErrorDialog(*self.last_error, parent=self)
+        self._error_dialog.open()
+
+    # ------------------------------------------------------------ edits
+    def undo(self) -> None:
+        if self.session is not None:
+            self.session.undo()
+
+    def redo(self) -> None:
+        if self.session is not None:
+            self.session.redo()
+
+    def _on_bridge_config_changed(self, label: str, layers: list) -> None:
+        s = self.session
+        self.table.on_config_changed(label, layers)
+        self.summary.show_size(s.size().to_dict())
+        if self.histogram is not None and hasattr(self.histogram, "refresh"):
+            self.histogram.refresh()
+        menus.update_undo_actions(self)
+        self.runner.cancel("check")  # the running re-check is stale now
+        self.request_check()
+
+    def _on_histogram_range_committed(self, name: str, kind: str, lo: float, hi: float) -> None:
+        from ..core.errors import QuantvizError
+
+        try:
+            self.session.set_range(name, kind, lo, hi)
+        except QuantvizError as exc:
+            self.show_message(str(exc))
+
+    def _on_view_config_chosen(self, d: dict) -> None:
+        from ..io.config import QuantConfig
+
+        self.restore_config(QuantConfig.from_dict(d), "load Pareto point")
+
+    def _on_summary_result_clicked(self, result) -> None:
+        from ..io.config import QuantConfig
+
+        self.restore_config(QuantConfig.from_dict(result.config), f"restore {result.label}")
+
+    def restore_config(self, cfg, label: str) -> None:
+        from ..core.errors import QuantvizError
+
+        try:
+            self.session.set_config(cfg, label)
+        except QuantvizError as exc:
+            self.show_message(str(exc))
+
+    def _on_table_layer_selected(self, name: str) -> None:
+        if self.histogram is not None:
+            self.histogram.show_layer(name)
+
+    # ------------------------------------------------------------ re-check
+    def request_check(self, immediately: bool = False) -> None:
+        if immediately:
+            self._check_timer.stop()
+            self.start_check()
+        else:
+            self._check_timer.start()
+
+    def _known_result(self):
+        cur = self.session.config.to_dict()
+        for r in reversed(self.session.results):
+            if r.config == cur:
+                return r
+        return None
+
+    def start_check(self) -> None:
+        """Re-check the current config in the background (or show a known result)."""
+        s = self.session
+        if s is None or not s.prepared:
+            return
+        known = self._known_result()
+        if known is not None:
+            self.runner.cancel("check")
+            self._check_gen = known.generation
+            self.summary.show_result(known)
+            return
+        cfg = s.config.copy()
+        gen = s.next_generation()
+        self._check_gen = gen
+        label = s.history.undo_label or cfg.name or "current config"
+
+        def job(progress, cancel):
+            return s.check(config=cfg, label=label, generation=gen, progress=progress, cancel=cancel)
+
+        def done(result):
+            if s is self.session and result.generation == self._check_gen:
+                self.summary.show_result(result)
+
+        def failed(message, details, exc):
+            if s is self.session:
+                self.summary.show_failed(message)
+                self.show_error(f"Re-check failed: {message}", details)
+
+        self.summary.show_pending()
+        self.runner.submit("check", job, label="Re-checking", on_done=done, on_error=failed)
+
+    def _on_bridge_estimate(self, generation: int, snapshot) -> None:
+        if generation == self._check_gen and (self.summary.current is None
+                                              or self.summary.current.generation != generation):
+            self.summary.show_estimate(snapshot)
+
+    def _on_bridge_result(self, result) -> None:
+        if result is not None and result.generation != self._check_gen:
+            self.summary.refresh_points()  # the current result refreshes them in show_result
+
+    def _on_bridge_event(self, kind: str, payload) -> None:
+        if "sensitiv" in kind or "extras" in kind:
+            self.table.model.refresh_column("sensitivity")
+
+    def _request_stats(self, session, items, done, failed) -> None:
+        self.runner.submit("stats", lambda p, c: compute_stats(session, items, c), label="Layer statistics",
+                           visible=False, on_done=done, on_error=lambda m, d, e: failed(m), on_cancel=failed)
+
+    # ------------------------------------------------------------ layout
+    def restore_layout(self) -> bool:
+        """Window geometry and dock layout of the last run; False when there is none."""
+        s = self.settings
+        if int(s.value("layout/version", 0) or 0) != SETTINGS_VERSION:
+            return False
+        geo = s.value("window/geometry")
+        state = s.value("window/state")
+        ok = False
+        if isinstance(geo, (QByteArray, bytes)):
+            ok = self.restoreGeometry(QByteArray(geo))
+        if isinstance(state, (QByteArray, bytes)):
+            ok = self.restoreState(QByteArray(state), SETTINGS_VERSION) and ok
+        return ok
+
+    def default_dock_sizes(self) -> None:
+        """Histogram ~40 % of the width, summary ~30 % of the height (first start)."""
+        if "histogram" in self.docks:
+            self.resizeDocks([self.docks["histogram"]], [int(self.width() * 0.4)], Qt.Horizontal)
+        self.resizeDocks([self.docks["summary"]], [max(220, int(self.height() * 0.3))], Qt.Vertical)
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if not self._sized:
+            self._sized = True
+            self.default_dock_sizes()
+
+    def save_layout(self) -> None:
+        s = self.settings
+        s.setValue("layout/version", SETTINGS_VERSION)
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState(SETTINGS_VERSION))
+        s.sync()
+
+    def closeEvent(self, event) -> None:
+        self.save_layout()
+        self.runner.shutdown()
+        self.bridge.set_session(None)
+        super().closeEvent(event)

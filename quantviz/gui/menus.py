@@ -1,0 +1,218 @@
+"""The main window's menus, shortcuts and recent-files list."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtGui import QAction, QKeySequence
+
+from . import dialogs
+
+MAX_RECENT = 8
+
+
+def _action(win, text: str, slot, shortcut=None, tip: str = "") -> QAction:
+    a = QAction(text, win)
+    if shortcut is not None:
+        a.setShortcuts(shortcut if isinstance(shortcut, list) else [QKeySequence(shortcut)])
+    if tip:
+        a.setToolTip(tip)
+        a.setStatusTip(tip)
+    a.triggered.connect(lambda _checked=False: slot())
+    return a
+
+
+def export_formats() -> list[str]:
+    """Formats offered by ``quantviz.io.export`` when that module exists."""
+    try:
+        from ..io import export as export_mod
+    except ImportError:
+        return []
+    fmts = getattr(export_mod, "FORMATS", None) or getattr(export_mod, "EXPORTERS", None) or {}
+    return list(fmts)
+
+
+def build_menus(win) -> dict[str, QAction]:
+    mb = win.menuBar()
+    acts: dict[str, QAction] = {}
+
+    # ------------------------------------------------------------- File
+    f = mb.addMenu("&File")
+    acts["open"] = _action(win, "&Open model…", lambda: _open_model(win), QKeySequence.Open,
+                           "Open a recipe .py, TorchScript / pickled .pt, torch.export .pt2 or a quantviz session")
+    acts["open_folder"] = _action(win, "Open &folder…", lambda: _open_folder(win), None,
+                                  "Open a Hugging Face model folder (save_pretrained output)")
+    acts["open_demo"] = _action(win, "Open &demo", lambda: win.open_model("demo"), None,
+                                "Open the bundled digits CNN with its data")
+    for k in ("open", "open_folder", "open_demo"):
+        f.addAction(acts[k])
+    win.recent_menu = f.addMenu("Open &recent")
+    win.recent_menu.aboutToShow.connect(lambda: _fill_recent(win))
+    f.addSeparator()
+    acts["save"] = _action(win, "&Save session", lambda: _save(win, False), QKeySequence.Save,
+                           "Save the model reference, config, results and sensitivity as one .qvs file")
+    acts["save_as"] = _action(win, "Save session &as…", lambda: _save(win, True), QKeySequence.SaveAs)
+    f.addAction(acts["save"])
+    f.addAction(acts["save_as"])
+    f.addSeparator()
+    acts["import_config"] = _action(win, "&Import config…", lambda: _import_config(win), None,
+                                    "Apply a quantviz config JSON to the open model (undoable)")
+    acts["export_config"] = _action(win, "&Export config…", lambda: _export_config(win), "Ctrl+E",
+                                    "Write the current per-layer config as quantviz config JSON")
+    f.addAction(acts["import_config"])
+    f.addAction(acts["export_config"])
+    fmts = export_formats()
+    if fmts:
+        ex = f.addMenu("Export &as")
+        for fmt in fmts:
+            ex.addAction(_action(win, fmt, lambda fmt=fmt: _export_as(win, fmt)))
+    f.addSeparator()
+    acts["quit"] = _action(win, "&Quit", win.close, QKeySequence.Quit)
+    f.addAction(acts["quit"])
+
+    # ------------------------------------------------------------- Edit
+    e = mb.addMenu("&Edit")
+    acts["undo"] = _action(win, "&Undo", win.undo, [QKeySequence("Ctrl+Z")])
+    acts["redo"] = _action(win, "&Redo", win.redo, [QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+    e.addAction(acts["undo"])
+    e.addAction(acts["redo"])
+    e.addSeparator()
+    bulk = e.addMenu("Edit &layers")
+    bulk.aboutToShow.connect(lambda: win.table._fill_edit_menu(bulk))
+    acts["filter"] = _action(win, "&Find layer", lambda: win.table.filter_edit.setFocus(), QKeySequence.Find,
+                             "Filter the layer table by name")
+    e.addAction(acts["filter"])
+
+    # ------------------------------------------------------------- View
+    v = mb.addMenu("&View")
+    for dock in win.docks.values():
+        v.addAction(dock.toggleViewAction())
+    v.addSeparator()
+    acts["reset_layout"] = _action(win, "Reset &layout", lambda: _reset_layout(win), None,
+                                   "Put every panel back where it was at first start")
+    v.addAction(acts["reset_layout"])
+
+    # ------------------------------------------------------------- Run
+    r = mb.addMenu("&Run")
+    acts["recheck"] = _action(win, "&Re-check now", lambda: win.request_check(immediately=True), "F5",
+                              "Evaluate the current config against the float model")
+    acts["cancel"] = _action(win, "&Cancel job", win.jobs.cancel_current, "Ctrl+.", "Stop the running job")
+    r.addAction(acts["recheck"])
+    r.addAction(acts["cancel"])
+
+    # ------------------------------------------------------------- Help
+    h = mb.addMenu("&Help")
+    h.addAction(_action(win, "&About quantviz", lambda: _about(win)))
+    for a in acts.values():
+        win.addAction(a)  # shortcuts work while any panel has focus
+    win._default_state = win.saveState(1)
+    update_undo_actions(win, acts)
+    return acts
+
+
+def update_undo_actions(win, acts=None) -> None:
+    acts = acts or getattr(win, "actions", None)
+    if not isinstance(acts, dict):
+        return
+    h = win.session.history if win.session is not None else None
+    acts["undo"].setEnabled(bool(h and h.can_undo))
+    acts["redo"].setEnabled(bool(h and h.can_redo))
+    acts["undo"].setText(f"&Undo {h.undo_label}" if h and h.can_undo else "&Undo")
+    acts["redo"].setText(f"&Redo {h.redo_label}" if h and h.can_redo else "&Redo")
+    for k in ("save", "save_as", "import_config", "export_config", "recheck"):
+        acts[k].setEnabled(win.session is not None)
+
+
+# ---------------------------------------------------------------- recent
+def recent(win) -> list[str]:
+    v = win.settings.value("recent", [])
+    if isinstance(v, str):
+        v = [v]
+    return [str(x) for x in (v or []) if ":" in str(x)]
+
+
+def add_recent(win, kind: str, ref: str) -> None:
+    if kind != "session" and ref != "demo":
+        ref = str(Path(ref).expanduser().resolve()) if Path(ref).exists() else ref
+    entry = f"{kind}:{ref}"
+    items = [entry] + [x for x in recent(win) if x != entry]
+    win.settings.setValue("recent", items[:MAX_RECENT])
+
+
+def _fill_recent(win) -> None:
+    m = win.recent_menu
+    m.clear()
+    items = recent(win)
+    if not items:
+        m.addAction("(nothing yet)").setEnabled(False)
+        return
+    for entry in items:
+        kind, ref = entry.split(":", 1)
+        label = ("Session: " if kind == "session" else "") + (Path(ref).name or ref)
+        a = m.addAction(label)
+        a.setToolTip(ref)
+        a.triggered.connect(lambda _c=False, k=kind, r=ref: win.open_session_file(r) if k == "session" else win.open_model(r))
+
+
+# ---------------------------------------------------------------- files
+def _open_model(win) -> None:
+    path = dialogs.choose_open(win, "Open model or session", dialogs.MODEL_FILTER)
+    if path:
+        win.open_path(path)
+
+
+def _open_folder(win) -> None:
+    path = dialogs.choose_folder(win, "Open a Hugging Face model folder")
+    if path:
+        win.open_model(path)
+
+
+def _save(win, ask: bool) -> None:
+    path = win.session_path
+    if ask or not path:
+        path = dialogs.choose_save(win, "Save session", dialogs.SESSION_FILTER, path or "session.qvs")
+    if path:
+        win.save_session(path)
+
+
+def _import_config(win) -> None:
+    path = dialogs.choose_open(win, "Import config", dialogs.CONFIG_FILTER)
+    if path:
+        win.import_config(path)
+
+
+def _export_config(win) -> None:
+    path = dialogs.choose_save(win, "Export config", dialogs.CONFIG_FILTER, "quantviz-config.json")
+    if path:
+        win.export_config(path)
+
+
+def _export_as(win, fmt: str) -> None:
+    if win.session is None:
+        return
+    try:
+        from ..io.export import SUFFIX
+    except ImportError:
+        SUFFIX = {}
+    suffix = SUFFIX.get(fmt, "")
+    filt = f"{fmt} (*{suffix});;All files (*)" if suffix else "All files (*)"
+    path = dialogs.choose_save(win, f"Export {fmt}", filt, f"{win.session.name.split()[0]}-{fmt}{suffix}")
+    if path:
+        win.export_as(fmt, path)
+
+
+def _reset_layout(win) -> None:
+    state = getattr(win, "_default_state", None)
+    if state is not None:
+        win.restoreState(state, 1)
+    for dock in win.docks.values():
+        dock.setVisible(True)
+    win.default_dock_sizes()
+
+
+def _about(win) -> None:
+    from PySide6.QtWidgets import QMessageBox
+
+    from .. import __version__
+
+    QMessageBox.about(win, "About quantviz", f"<b>quantviz {__version__}</b><br>Look inside a neural network's "
+                      "quantization and tune it per layer.")

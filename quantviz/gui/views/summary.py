@@ -1,0 +1,300 @@
+"""Summary panel: float vs quantized metrics and size, plus a size-vs-metric plot.
+
+The table shows the task metric (accuracy when the data has labels), output
+fidelity (SQNR, cosine, top-1 agreement) and size (bytes, compression,
+average bits per weight). While a re-check streams, the quantized column shows
+the running estimate with its 95 % band ("97.1% ± 0.8"), tightening until the
+final value arrives. Every re-checked config (``session.results``) is a point
+in the plot; the current one is highlighted; clicking a point emits
+``resultClicked`` so the window can restore that config (undoable).
+
+Run alone for a look: ``python -m quantviz.gui.views.summary``.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from .. import theme
+
+METRIC_ROWS = [
+    ("accuracy", "Accuracy", "Top-1 accuracy on the evaluation data's labels (the task metric)."),
+    ("sqnr_db", "Output SQNR", "Signal-to-quantization-noise ratio of the model's outputs against the float model's: "
+                               "10·log10(Σf² / Σ(f−q)²) in dB. Higher is better; 'identical' means no difference."),
+    ("cosine", "Cosine", "Mean cosine similarity between the quantized and the float outputs, per sample (1 = same direction)."),
+    ("top1_agreement", "Top-1 agreement", "Share of samples where the quantized model predicts the same class as the float model."),
+]
+SIZE_ROWS = [
+    ("bytes", "Model size", "Bytes to store the model: quantized weights bit-packed plus scales and zero points; "
+                            "everything else at its float size."),
+    ("compression", "Compression", "Float size divided by quantized size."),
+    ("avg_bits", "Bits / weight", "Weight bits averaged over all weights of the quantizable layers (float weights count 32)."),
+]
+
+
+def fmt_metric(name: str, v: float | None, band: list | None = None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if name in ("accuracy", "top1_agreement"):
+        s = f"{v * 100:.2f}%"
+        if band:
+            s = f"{v * 100:.1f}% ± {max(v - band[0], band[1] - v) * 100:.1f}"
+        return s
+    if name == "sqnr_db":
+        if v >= 199.9:
+            return "identical"
+        s = f"{v:.1f} dB"
+        if band and all(math.isfinite(b) for b in band):
+            s = f"{v:.1f} ± {max(v - band[0], band[1] - v):.1f} dB"
+        return s
+    if name == "cosine":
+        s = f"{v:.5f}"
+        if band:
+            s = f"{v:.4f} ± {max(v - band[0], band[1] - v):.4f}"
+        return s
+    return f"{v:.4g}"
+
+
+def fmt_mb(n: float | None) -> str:
+    if n is None:
+        return "–"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KB"
+    return f"{n / 1024 / 1024:.2f} MB"
+
+
+def primary_metric(float_metrics: dict) -> str:
+    if "accuracy" in float_metrics:
+        return "accuracy"
+    extra = [k for k in float_metrics if k not in ("sqnr_db", "cosine", "top1_agreement")]
+    return extra[0] if extra else "sqnr_db"
+
+
+LEFT_WIDTH = 400
+
+
+class SummaryPanel(QWidget):
+    resultClicked = Signal(object)  # CheckResult whose config the user wants back
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.session = None
+        self.current = None  # the CheckResult of the current config, when known
+        self._size: dict | None = None
+        self._estimate: dict | None = None
+        self._points: list = []
+
+        self.state = QLabel("No model open")
+        self.state.setObjectName("muted")
+        self.state.setFixedWidth(LEFT_WIDTH)  # fixed sizes: updates while streaming never relayout the plot
+        self.grid = QGridLayout()
+        self.grid.setHorizontalSpacing(14)
+        self.grid.setVerticalSpacing(4)
+        for c, text in enumerate(("", "Float", "Quantized", "Change")):
+            h = QLabel(f"<b>{text}</b>")
+            h.setAlignment(Qt.AlignRight | Qt.AlignVCenter if c else Qt.AlignLeft)
+            self.grid.addWidget(h, 0, c)
+        self.cells: dict[str, tuple[QLabel, QLabel, QLabel, QLabel]] = {}
+        for r, (key, label, tip) in enumerate(METRIC_ROWS + SIZE_ROWS, start=1):
+            cells = tuple(QLabel() for _ in range(4))
+            cells[0].setText(label)
+            for i, c in enumerate(cells):
+                c.setToolTip(tip)
+                if i:
+                    c.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                    c.setTextInteractionFlags(Qt.TextSelectableByMouse)
+                self.grid.addWidget(c, r, i)
+            cells[2].setObjectName("metricValue")
+            cells[0].setFixedWidth(110)
+            for c, w in zip(cells[1:], (72, 112, 70)):
+                c.setFixedWidth(w)
+            self.cells[key] = cells
+
+        left_box = QWidget()
+        left_box.setFixedWidth(LEFT_WIDTH)
+        left = QVBoxLayout(left_box)
+        left.setContentsMargins(0, 0, 0, 0)
+        left.addWidget(self.state)
+        left.addLayout(self.grid)
+        left.addStretch(1)
+
+        self.plot = pg.PlotWidget()
+        self.plot.setToolTip("Every re-checked config as a point: size against the task metric. "
+                             "The current config is orange; click a point to go back to that config (undoable).")
+        self.plot.setMinimumSize(260, 160)
+        self.plot.showGrid(x=True, y=True, alpha=0.25)
+        self.plot.setLabel("bottom", "size (KB)")
+        self.plot.setMenuEnabled(False)
+        self.scatter = pg.ScatterPlotItem(size=9, pen=pg.mkPen(theme.ACCENT, width=1.2), brush=pg.mkBrush(theme.ACCENT_SOFT),
+                                          hoverable=True, hoverSize=12, tip=self._point_tip)
+        self.scatter.sigClicked.connect(self._on_scatter_clicked)
+        self.float_point = pg.ScatterPlotItem(size=13, symbol="star", pen=pg.mkPen(theme.FOREGROUND),
+                                              brush=pg.mkBrush(theme.MUTED))
+        self.current_point = pg.ScatterPlotItem(size=15, pen=pg.mkPen(theme.HIGHLIGHT, width=2.5), brush=pg.mkBrush(None))
+        for item in (self.float_point, self.scatter, self.current_point):
+            self.plot.addItem(item)
+        legend = self.plot.addLegend(offset=(-8, -8), labelTextSize="8pt")
+        legend.addItem(self.float_point, "float")
+        legend.addItem(self.current_point, "current")
+
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(8, 6, 8, 6)
+        lay.setSpacing(16)
+        lay.addWidget(left_box, 0)
+        lay.addWidget(self.plot, 1)
+
+    # ---------------------------------------------------------- session
+    def set_session(self, session) -> None:
+        self.session = session
+        self.current = None
+        self._estimate = None
+        self._size = session.size().to_dict() if session is not None else None
+        self.state.setText("Loaded; waiting for the first re-check" if session is not None else "No model open")
+        self._render()
+        self.refresh_points()
+
+    def show_size(self, size: dict) -> None:
+        """The size of the current config (known at once after an edit)."""
+        self._size = dict(size)
+        self._render()
+
+    def show_pending(self, text: str = "Re-checking…") -> None:
+        self.current = None
+        self._estimate = None
+        self.state.setText(text)
+        self.state.setObjectName("estimate")
+        self._restyle(self.state)
+        self._render()
+
+    def show_estimate(self, snapshot: dict) -> None:
+        self._estimate = snapshot
+        done, total = snapshot.get("batches", (0, 0))
+        n = snapshot.get("samples", 0)
+        self.state.setText(f"Re-checking… estimate from {n} samples ({done} of {total} batches)")
+        self._render()
+
+    def show_result(self, result) -> None:
+        self.current = result
+        self._estimate = None
+        self._size = dict(result.size)
+        self.state.setText(f"Up to date · {result.label} · checked in {result.seconds:.2f} s")
+        self.state.setObjectName("muted")
+        self._restyle(self.state)
+        self._render()
+        self.refresh_points()
+
+    def show_failed(self, message: str) -> None:
+        self._estimate = None
+        self.state.setText(f"Re-check failed: {message}")
+        self.state.setObjectName("error")
+        self._restyle(self.state)
+
+    @staticmethod
+    def _restyle(w) -> None:
+        w.style().unpolish(w)
+        w.style().polish(w)
+
+    # ------------------------------------------------------------ table
+    def _render(self) -> None:
+        s = self.session
+        fm = dict(s.reference.metrics) if s is not None and s.reference is not None else {}
+        qm, bands = {}, {}
+        if self._estimate is not None:
+            qm, bands = self._estimate.get("metrics", {}), self._estimate.get("bands", {})
+        elif self.current is not None:
+            qm = self.current.metrics
+        for key, _label, _tip in METRIC_ROWS:
+            cells = self.cells[key]
+            visible = key in fm or key in qm
+            for c in cells:
+                c.setVisible(visible)
+            if not visible:
+                continue
+            f, q = fm.get(key), qm.get(key)
+            cells[1].setText(fmt_metric(key, f))
+            cells[2].setText(fmt_metric(key, q, bands.get(key)))
+            cells[3].setText(self._delta(key, f, q) if self._estimate is None else "")
+        size = self._size or {}
+        fb, qb = size.get("float_bytes"), size.get("quantized_bytes")
+        self.cells["bytes"][1].setText(fmt_mb(fb))
+        self.cells["bytes"][2].setText(fmt_mb(qb))
+        self.cells["bytes"][3].setText(f"−{(1 - qb / fb) * 100:.0f}%" if fb and qb is not None else "")
+        comp = size.get("compression")
+        self.cells["compression"][1].setText("1.00×" if fb else "–")
+        self.cells["compression"][2].setText(f"{comp:.2f}×" if comp and math.isfinite(comp) else "–")
+        self.cells["avg_bits"][1].setText("32.0" if fb else "–")
+        ab = size.get("avg_bits")
+        self.cells["avg_bits"][2].setText(f"{ab:.2f}" if ab is not None else "–")
+
+    @staticmethod
+    def _delta(key: str, f, q) -> str:
+        if f is None or q is None:
+            return ""
+        if key in ("accuracy", "top1_agreement"):
+            return f"{(q - f) * 100:+.2f} pt"
+        if key == "sqnr_db":
+            return ""
+        if key == "cosine":
+            d = q - f
+            return "±0" if abs(d) < 5e-6 else f"{d:+.5f}"
+        return f"{q - f:+.4g}"
+
+    # ------------------------------------------------------------- plot
+    def refresh_points(self) -> None:
+        """One point per distinct re-checked config (the latest result of each)."""
+        s = self.session
+        if s is None or s.reference is None:
+            self.scatter.setData([])
+            self.float_point.setData([])
+            self.current_point.setData([])
+            return
+        key = primary_metric(s.reference.metrics)
+        self.plot.setLabel("left", "accuracy (%)" if key == "accuracy" else key)
+        scale = 100.0 if key in ("accuracy", "top1_agreement") else 1.0
+        latest: dict[str, object] = {}
+        for r in s.results:
+            latest[json.dumps(r.config, sort_keys=True)] = r
+        self._points = [r for r in latest.values() if r.metrics.get(key) is not None]
+        spots = [{"pos": (r.size["quantized_bytes"] / 1024, r.metrics[key] * scale), "data": r} for r in self._points]
+        self.scatter.setData(spots)
+        fb = s.size().float_bytes
+        fv = s.reference.metrics.get(key)
+        self.float_point.setData([fb / 1024], [fv * scale] if fv is not None else [0])
+        cur = self.current
+        if cur is not None and cur.metrics.get(key) is not None:
+            self.current_point.setData([cur.size["quantized_bytes"] / 1024], [cur.metrics[key] * scale])
+        else:
+            self.current_point.setData([])
+
+    def _point_tip(self, x, y, data):
+        r = data
+        if r is None:
+            return ""
+        return f"{r.label}\n{x:.1f} KB, {y:.2f}\nclick to restore this config"
+
+    def _on_scatter_clicked(self, _item, points, *_args) -> None:
+        if len(points):
+            self.resultClicked.emit(points[0].data())
+
+
+def main() -> int:  # pragma: no cover - a look at the widget alone
+    from ..app import standalone
+
+    def build(session):
+        w = SummaryPanel()
+        w.set_session(session)
+        w.show_result(session.check(label="W8"))
+        session.apply_preset("W4")
+        w.show_result(session.check(label="W4"))
+        w.resize(900, 300)
+        return w
+
+    return standalone(build)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

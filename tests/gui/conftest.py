@@ -1,0 +1,105 @@
+"""Qt test plumbing: offscreen platform, Qt warnings fail the test, no jobs left running,
+settings in a temporary folder, and a main-window fixture."""
+from __future__ import annotations
+
+import os
+import threading
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+
+# Noise from the offscreen platform plugin itself, not from our code.
+IGNORED_QT_MESSAGES = ("propagateSizeHints", "This plugin does not support raise()", "QFont::setPointSize: Point size <= 0")
+
+
+@pytest.fixture(autouse=True)
+def qt_warnings_fail(qapp):
+    """Any Qt warning / critical message during the test fails it."""
+    from PySide6.QtCore import QtMsgType, qInstallMessageHandler
+
+    seen: list[str] = []
+
+    def handler(mode, context, message):
+        if mode in (QtMsgType.QtWarningMsg, QtMsgType.QtCriticalMsg, QtMsgType.QtFatalMsg):
+            if not any(s in message for s in IGNORED_QT_MESSAGES):
+                seen.append(message)
+
+    previous = qInstallMessageHandler(handler)
+    yield seen
+    qInstallMessageHandler(previous)
+    if seen:
+        pytest.fail("Qt warnings during the test:\n" + "\n".join(seen))
+
+
+@pytest.fixture(autouse=True)
+def no_jobs_left_running(qapp):
+    """A test that leaves a background job or a Python thread running fails."""
+    before = set(threading.enumerate())
+    yield
+    from quantviz.gui.workers import all_runners
+
+    left = [j.label for r in all_runners() for j in r.running()]
+    for r in all_runners():
+        r.shutdown(15000)
+    new = [t for t in threading.enumerate()
+           if t not in before and t.is_alive() and not t.daemon and not isinstance(t, threading._DummyThread)]
+    if left:
+        pytest.fail(f"the test left background jobs running: {left}")
+    if new:
+        pytest.fail(f"the test left threads running: {[t.name for t in new]}")
+
+
+@pytest.fixture(autouse=True)
+def settings_in_tmp(tmp_path, qapp):
+    """QSettings (window layout, recent files) go to a per-test folder."""
+    from PySide6.QtCore import QSettings
+
+    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp_path / "settings"))
+    qapp.setOrganizationName("quantviz-tests")
+    qapp.setApplicationName("quantviz-tests")
+    yield tmp_path / "settings"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _themed(qapp):
+    from quantviz.gui.app import create_app
+
+    create_app()  # style sheet, pyqtgraph colours, torch threads
+
+
+@pytest.fixture
+def demo_session():
+    from quantviz.session import Session
+
+    return Session.open("demo")
+
+
+@pytest.fixture
+def window(qtbot):
+    """A main window with the demo open, re-checked, and idle."""
+    from quantviz.gui.main_window import MainWindow
+
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.show()
+    win.open_model("demo")
+    _wait_idle(qtbot, win)
+    assert win.session is not None, win.last_error
+    yield win
+    win.close()
+
+
+@pytest.fixture
+def wait_idle(qtbot):
+    """``wait_idle(win)``: block (running the event loop) until the window is idle."""
+    return lambda win, timeout=30000: _wait_idle(qtbot, win, timeout)
+
+
+def _wait_idle(qtbot, win, timeout: int = 30000) -> None:
+    """Wait until no job runs or is about to start (debounced re-check, layer statistics)."""
+    def idle():
+        return (not win.runner.busy() and not win._check_timer.isActive()
+                and not win.table.model._flush_timer.isActive())
+
+    qtbot.waitUntil(idle, timeout=timeout)
