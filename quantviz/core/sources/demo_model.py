@@ -5,10 +5,10 @@ Input: float32 tensor of shape (N, 1, 8, 8) with pixel values scaled to [0, 1]
 
 Layer names (as seen by ``named_modules()``)::
 
-    features.0   Conv2d(1, 16, 3, padding=1)    8x8
-    features.1   BatchNorm2d(16)
+    features.0   Conv2d(1, 4, 3, padding=1)     8x8
+    features.1   BatchNorm2d(4)
     features.2   ReLU
-    features.3   Conv2d(16, 32, 3, padding=1)   8x8
+    features.3   Conv2d(4, 32, 3, padding=1)    8x8
     features.4   BatchNorm2d(32)
     features.5   ReLU
     features.6   MaxPool2d(2)                   -> 4x4
@@ -22,6 +22,11 @@ Layer names (as seen by ``named_modules()``)::
     classifier.3 Linear(64, 10)
 
 Every BatchNorm2d directly follows a Conv2d, so conv+BN folding applies.
+
+The first conv is deliberately narrow (4 channels, 9 weights per channel): it has
+little redundancy, so it is by far the most quantization-sensitive layer, which
+makes the demo show clear per-layer differences at low bit widths.
+
 Trained weights ship as ``resources/demo/demo_cnn.pt`` (a state_dict), produced by
 ``resources/make_demo.py``.
 """
@@ -36,15 +41,15 @@ NUM_CLASSES = 10
 
 
 class DemoNet(nn.Module):
-    """Small conv net (~41k parameters) for 8x8 digit images."""
+    """Small conv net (~37k parameters) for 8x8 digit images."""
 
     def __init__(self, num_classes: int = NUM_CLASSES) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 16, kernel_size=3, padding=1),
-            nn.BatchNorm2d(16),
+            nn.Conv2d(1, 4, kernel_size=3, padding=1),
+            nn.BatchNorm2d(4),
             nn.ReLU(inplace=False),
-            nn.Conv2d(16, 32, kernel_size=3, padding=1),
+            nn.Conv2d(4, 32, kernel_size=3, padding=1),
             nn.BatchNorm2d(32),
             nn.ReLU(inplace=False),
             nn.MaxPool2d(2),
