@@ -1,0 +1,201 @@
+"""The histogram panel: live drag preview, commit, float layers, activations, log scale."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from quantviz.core.preview import preview_activation, preview_weight
+from quantviz.gui.views.histogram import LOG_FLOOR
+from quantviz.io.config import preset
+
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
+LAYER = "features.3"
+
+
+@pytest.fixture(scope="module")
+def session():
+    from quantviz.session import Session
+
+    return Session.open("demo")
+
+
+@pytest.fixture
+def panel(qtbot, session):
+    from quantviz.gui.views.histogram import HistogramPanel
+
+    session.set_config(preset("W8"), "reset", record=False)
+    p = HistogramPanel()
+    qtbot.addWidget(p)
+    p.resize(900, 600)
+    p.set_session(session)
+    return p
+
+
+def _sqnr(text: str) -> float:
+    return float(text.split("SQNR ")[1].split(" dB")[0])
+
+
+def _drag(qtbot, view, lo, hi, signal):
+    """Move the band as a mouse drag does: region changed, no release yet."""
+    view.region.blockSignals(True)  # setRegion alone would also emit the release
+    view.region.setRegion((lo, hi))
+    view.region.blockSignals(False)
+    with qtbot.waitSignal(signal, timeout=3000) as blocker:
+        view.region.sigRegionChanged.emit(view.region)
+    return blocker.args
+
+
+def test_weight_drag_previews_then_commits(qtbot, panel, session):
+    session.edit_layers([LAYER], {"weight": {"bits": 4}})
+    panel.show_layer(LAYER)
+    assert panel.weights.editable
+    assert "4-bit per_channel" in panel.header.text()
+    before = panel.stats_text("weight")
+    assert _sqnr(before) == pytest.approx(session.layer_row(LAYER)["weight_sqnr_db"], abs=0.05)
+    w = session.sim.float_weight(LAYER)
+    lo, hi = 0.4 * float(w.min()), 0.4 * float(w.max())
+
+    layer, kind, plo, phi = _drag(qtbot, panel.weights, lo, hi, panel.rangePreview)
+    assert (layer, kind) == (LAYER, "weight")
+    assert (plo, phi) == pytest.approx((lo, hi))
+    expected = preview_weight(session.sim, LAYER, session.spec(LAYER).weight, lo, hi)
+    after = panel.stats_text("weight")
+    assert after != before
+    assert _sqnr(after) == pytest.approx(expected["sqnr_db"], abs=0.05)
+    assert f"clipped {100 * expected['clipped']:.2f}%" in after
+    # the quantized histogram follows the drag: mass piles up at the new clip edges
+    qx, qy = panel.weights._quant.getData()
+    assert np.allclose(qy, expected["quant_counts"])
+    # the per-channel view shows each channel's clip intersected with [lo, hi]
+    _, clip_y = panel.channels._clip.getData()
+    assert clip_y.max() <= max(abs(lo), abs(hi)) + 1e-6
+
+    with qtbot.waitSignal(panel.rangeCommitted, timeout=3000) as blocker:
+        panel.weights.region.sigRegionChangeFinished.emit(panel.weights.region)
+    assert blocker.args[:2] == [LAYER, "weight"]
+    assert blocker.args[2:] == pytest.approx([lo, hi])
+    # what the main window does on commit: store the range, then refresh
+    session.set_range(LAYER, "weight", *blocker.args[2:])
+    panel.refresh()
+    assert "manual" in panel.header.text()
+    assert panel.weights.region.getRegion() == pytest.approx((lo, hi))
+    assert _sqnr(panel.stats_text("weight")) == pytest.approx(session.layer_row(LAYER)["weight_sqnr_db"], abs=0.05)
+
+
+def test_programmatic_updates_emit_nothing(qtbot, panel, session):
+    seen = []
+    panel.show_layer(LAYER)
+    panel.rangePreview.connect(lambda *a: seen.append(a))
+    panel.rangeCommitted.connect(lambda *a: seen.append(a))
+    panel.show_layer(LAYER)
+    panel.refresh()
+    panel.show_layer("classifier.1")
+    qtbot.wait(80)  # longer than the throttle interval
+    assert seen == []
+    with qtbot.waitSignal(panel.rangeCommitted, timeout=3000) as blocker:  # a programmatic move is an edit
+        panel.weights.region.setRegion((-0.1, 0.1))
+    assert blocker.args == ["classifier.1", "weight", -0.1, 0.1]
+
+
+def test_float_layer_disables_editing(panel, session):
+    session.edit_layers([LAYER], {"weight": {"bits": None}})
+    panel.show_layer(LAYER)
+    assert not panel.weights.editable
+    assert "float (not quantized)" in panel.stats_text("weight")
+    assert "float (not quantized)" in panel.header.text()
+    x, y = panel.weights._float.getData()
+    assert y is not None and y.sum() == session.sim.float_weight(LAYER).numel()
+    assert panel.weights._quant.getData()[0] is None or len(panel.weights._quant.getData()[0]) == 0
+
+
+def test_activation_tab_edits_range(qtbot, panel, session):
+    panel.show_layer(LAYER)
+    assert not panel.acts.editable  # the W8 preset leaves activations float
+    session.apply_preset("W8A8")
+    panel.refresh()
+    assert panel.acts.editable
+    aspec = session.spec(LAYER).activation
+    assert _sqnr(panel.stats_text("activation")) == pytest.approx(session.sim.activation_sqnr(LAYER, aspec), abs=0.05)
+    hist = session.sim.act_obs[LAYER].histogram()
+    lo, hi = hist.min, 0.5 * hist.max
+    layer, kind, plo, phi = _drag(qtbot, panel.acts, lo, hi, panel.rangePreview)
+    assert (layer, kind) == (LAYER, "activation")
+    expected = preview_activation(hist, aspec, plo, phi)
+    assert _sqnr(panel.stats_text("activation")) == pytest.approx(expected["sqnr_db"], abs=0.05)
+    assert expected["clipped"] > 0
+    with qtbot.waitSignal(panel.rangeCommitted, timeout=3000) as blocker:
+        panel.acts.region.sigRegionChangeFinished.emit(panel.acts.region)
+    assert blocker.args[:2] == [LAYER, "activation"]
+    session.set_range(LAYER, "activation", *blocker.args[2:])
+    panel.refresh()
+    assert "manual" in panel.header.text()
+
+
+def test_log_toggle(panel, session):
+    panel.show_layer(LAYER)
+    item = panel.weights.plot.getPlotItem()
+    _, y_lin = panel.weights._float.getData()
+    panel.log_box.setChecked(True)
+    assert item.ctrl.logYCheck.isChecked()
+    _, y_log = panel.weights._float.getData()  # the displayed (log10) values
+    assert np.all(np.isfinite(y_log))  # empty bins sit on a floor instead of log(0)
+    assert np.allclose(y_log, np.log10(np.maximum(y_lin, LOG_FLOOR)))
+    assert panel.acts.plot.getPlotItem().ctrl.logYCheck.isChecked()
+    panel.log_box.setChecked(False)
+    assert not item.ctrl.logYCheck.isChecked()
+
+
+def test_no_layer_and_levels(panel, session):
+    panel.show_layer(None)
+    assert not panel.weights.editable and panel.layer is None
+    panel.show_layer("features.0")
+    lx, ly = panel.weights._levels.getData()
+    p = preview_weight(session.sim, "features.0", session.spec("features.0").weight)
+    visible = p["levels"][(p["levels"] >= p["edges"][0]) & (p["levels"] <= p["edges"][-1])]
+    assert p["levels_total"] == 256 and len(visible) > 128
+    assert np.allclose(lx, np.repeat(visible, 2))  # one vertical segment per visible level
+    session.edit_layers(["features.0"], {"weight": {"bits": 16}})
+    panel.refresh()
+    assert "every" in panel.weights.note.text()  # 65536 levels: subsampled and said so
+    assert len(panel.weights._levels.getData()[0]) <= 2 * 257
+
+
+def test_controls_have_tooltips(panel):
+    assert panel.log_box.toolTip() and panel.header.toolTip() and panel.weights.region.toolTip()
+    for i in range(panel.tabs.count()):
+        assert panel.tabs.tabToolTip(i)
+    for view in (panel.weights, panel.acts):
+        item = view.plot.getPlotItem()
+        assert item.getAxis("bottom").labelText and item.getAxis("left").labelText
+
+
+def test_render_png(panel, session, tmp_path):
+    session.edit_layers([LAYER], {"weight": {"bits": 4}})
+    panel.show_layer(LAYER)
+    out = tmp_path / "h.png"
+    assert panel.grab().save(str(out))
+    from PySide6.QtGui import QImage
+
+    img = QImage(str(out))
+    assert (img.width(), img.height()) == (900, 600)
+    assert not math.isnan(_sqnr(panel.stats_text("weight")))
+
+
+def test_main_renders_demo(tmp_path):
+    from quantviz.gui.views.histogram import main
+
+    out = tmp_path / "panel.png"
+    assert main(["--layer", "features.7", "--bits", "4", "--drag", "-0.2", "0.2", "--png", str(out)]) == 0
+    assert out.stat().st_size > 10_000
+
+
+def test_stats_text_formats():
+    from quantviz.gui.views.hist_math import fmt_stats
+
+    p = {"sqnr_db": float("inf"), "mse": 0.0, "clipped": 0.0031}
+    assert fmt_stats(p) == "SQNR ∞ dB · MSE 0 · clipped 0.31%"
+    base = {"sqnr_db": 17.06, "range": "minmax"}
+    assert fmt_stats({**p, "sqnr_db": 19.77}, base).startswith("SQNR 19.8 dB (config minmax: 17.1 dB)")
