@@ -1,0 +1,56 @@
+"""Real quantized size and CPU latency vs float, measured in one run.
+
+    python benchmarks/export.py [--repeats N] [--threads N]
+
+Runs ``quantviz benchmark``'s measurement on the demo (conv-heavy) and on
+``resources/recipes/tiny_transformer.py`` (Linear-heavy) for W8 and W8A8 and
+prints one JSON object (last line) with, per model and config, the size and
+latency ratios of the torchao and ONNX Runtime models against their float
+counterparts (torch float for torchao, ONNX Runtime float for ONNX Runtime).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    import torch
+
+    from quantviz.cli.cmd_benchmark import benchmark
+    from quantviz.io.config import preset
+    from quantviz.session import Session
+
+    torch.set_num_threads(args.threads)
+    out = {"threads": args.threads, "batch": args.batch, "repeats": args.repeats, "models": {}}
+    for ref in ("demo", str(ROOT / "resources" / "recipes" / "tiny_transformer.py")):
+        s = Session.open(ref)
+        for cfg in ("W8", "W8A8"):
+            s.set_config(preset(cfg))
+            r = benchmark(s, batch=args.batch, repeats=args.repeats)
+            out["models"].setdefault(s.name, {})[cfg] = {
+                "torchao_size_ratio": r["torchao"]["size_ratio"], "torchao_speedup": r["torchao"]["speedup"],
+                "ort_size_ratio": r["onnxruntime"]["size_ratio"], "ort_speedup": r["onnxruntime"]["speedup"],
+                "ort_float_vs_torch_float_speedup": r["float"]["latency_ms"] / r["onnxruntime_float"]["latency_ms"],
+                "accuracy": {"float": r["float"]["accuracy"], "simulated": r["simulated"]["accuracy"],
+                             "torchao": r["torchao"]["accuracy"], "onnxruntime": r["onnxruntime"]["accuracy"]},
+                "torchao_real_kernels": len(r["torchao"]["real_kernels"]),
+                "torchao_simulated": len(r["torchao"]["simulated"]),
+            }
+            print(f"{s.name} {cfg}: done", file=sys.stderr)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

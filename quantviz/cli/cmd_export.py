@@ -1,0 +1,44 @@
+"""``quantviz export MODEL --preset/--config --format F --out PATH``."""
+from __future__ import annotations
+
+import sys
+
+from .common import CLIError, ProgressBar, add_common_args, add_model_args, open_session, print_json
+
+
+def register(sub) -> None:
+    from ..io.export import FORMATS
+
+    p = sub.add_parser("export", help="write the config as quantviz JSON, ONNX QDQ, AIMET encodings, a torchao model or an HTML report")
+    add_model_args(p)
+    p.add_argument("--format", "-f", required=True, choices=FORMATS, help="what to write")
+    p.add_argument("--out", "-o", required=True, metavar="PATH", help="output file (torchao also writes <stem>_torchao.py)")
+    p.add_argument("--force", action="store_true", help="replace existing files")
+    add_common_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..io import atomic
+    from ..io.export import export, torchao_script_path
+
+    # refuse before the (slow) model load when the output exists
+    atomic.check_writable(args.out, args.force)
+    if args.format == "torchao":
+        atomic.check_writable(torchao_script_path(args.out), args.force)
+    if not (args.config or args.preset):
+        raise CLIError("export needs --config CFG or --preset NAME")
+    session = open_session(args)
+    bar = ProgressBar(True if args.progress else None)
+    try:
+        res = export(session, args.format, args.out, force=args.force, progress=bar)
+    finally:
+        bar.close()
+    if args.json:
+        print_json(res.to_dict())
+        return 0
+    for p in res.paths:
+        print(f"wrote {p}")
+    for n in res.notes:
+        print(f"note: {n}", file=sys.stderr)
+    return 0

@@ -1,0 +1,207 @@
+"""Really quantized torch models with torchao (``quantize_`` + ``FqnToConfig``).
+
+Which layers get a real kernel (torchao 0.18, CPU):
+
+* ``nn.Linear`` with 8-bit symmetric weights (per-channel or per-tensor) and
+  float activations -> ``Int8WeightOnlyConfig``;
+* ``nn.Linear`` with 8-bit symmetric per-channel weights and 8-bit
+  activations -> ``Int8DynamicActivationInt8WeightConfig`` (torchao
+  quantizes activations dynamically per token, symmetric: close to, but not
+  the same as, quantviz's static per-tensor activations);
+* ``nn.Linear`` with 2..8-bit weights, per-channel or per-group
+  -> ``IntxWeightOnlyConfig`` (activations float) or
+  ``Int8DynamicActivationIntxWeightConfig`` (8-bit activations).
+
+Everything else (convolutions, embeddings, >8-bit grids, per-tensor sub-8-bit
+weights) stays *simulated*: its weight is replaced by the fake-quantized one
+in float storage, and it is listed as such. The model is built from the
+simulation's weights, so torchao quantizes values already on quantviz's
+grid (torchao recomputes its scales from them with min-max, which keeps the
+integer codes; a clipped range can change a scale by under 0.5 %).
+
+torchao is imported lazily; without it a one-line error names the extra.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..errors import QuantvizError
+from ..layers import LayerInfo
+from ..spec import LayerSpec
+
+
+@contextlib.contextmanager
+def _quiet():
+    """torchao prints library-loading noise on import; keep the terminal clean."""
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        prev = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(prev)
+
+
+def _torchao():
+    try:
+        with _quiet():
+            import torchao.quantization as tq
+            from torchao.quantization import granularity as gr
+    except ImportError:
+        raise QuantvizError("the torchao backend needs torchao: pip install 'quantviz[torchao]'") from None
+    return tq, gr
+
+
+@dataclass
+class KernelChoice:
+    config: str  # torchao config class name
+    kwargs: dict  # its arguments, as Python source snippets
+
+    def source(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
+        return f"{self.config}({args})"
+
+
+@dataclass
+class TorchaoPlan:
+    kernels: dict[str, KernelChoice] = field(default_factory=dict)  # layer -> real kernel
+    simulated: dict[str, str] = field(default_factory=dict)  # layer -> why it is simulated
+    float_layers: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"kernels": {k: v.source() for k, v in self.kernels.items()}, "simulated": dict(self.simulated),
+                "float": list(self.float_layers)}
+
+
+def choose_kernel(info: LayerInfo, spec: LayerSpec) -> tuple[KernelChoice | None, str]:
+    """The torchao config that runs this layer for real, or (None, reason)."""
+    w, a = spec.weight, spec.activation
+    if info.type != "Linear":
+        return None, f"{info.type}: no torchao CPU kernel used (weights fake-quantized)"
+    if w.bits is None:
+        return None, "float weights"
+    if w.bits > 8:
+        return None, f"{w.bits}-bit weights: torchao kernels are 8-bit at most"
+    act8 = a.bits == 8
+    if a.bits is not None and not act8:
+        return None, f"{a.bits}-bit activations: torchao has no kernel (weights fake-quantized)"
+    mapping = "MappingType.SYMMETRIC" if w.symmetric else "MappingType.ASYMMETRIC"
+    if w.bits == 8 and w.symmetric and w.granularity in ("per_channel", "per_tensor") and not act8:
+        gran = "PerRow()" if w.granularity == "per_channel" else "PerTensor()"
+        return KernelChoice("Int8WeightOnlyConfig", {"granularity": gran}), ""
+    if w.bits == 8 and w.symmetric and w.granularity == "per_channel" and act8:
+        return KernelChoice("Int8DynamicActivationInt8WeightConfig", {}), ""
+    if w.granularity == "per_tensor":
+        return None, "per-tensor sub-8-bit weights: no torchao layout (weights fake-quantized)"
+    gran = "PerAxis(0)" if w.granularity == "per_channel" else f"PerGroup({w.effective_group_size()})"
+    if info.weight_shape[1] % (w.effective_group_size() or 1):
+        return None, "group size does not divide the input features"
+    if act8:
+        return KernelChoice("Int8DynamicActivationIntxWeightConfig",
+                            {"weight_dtype": f"torch.int{w.bits}", "weight_granularity": gran,
+                             "weight_mapping_type": mapping}), ""
+    return KernelChoice("IntxWeightOnlyConfig", {"weight_dtype": f"torch.int{w.bits}", "granularity": gran,
+                                                 "mapping_type": mapping}), ""
+
+
+def plan(layers: list[LayerInfo], specs: dict[str, LayerSpec]) -> TorchaoPlan:
+    p = TorchaoPlan()
+    for info in layers:
+        spec = specs.get(info.name)
+        if spec is None or (spec.weight.bits is None and spec.activation.bits is None):
+            p.float_layers.append(info.name)
+            continue
+        k, why = choose_kernel(info, spec)
+        if k is None:
+            p.simulated[info.name] = why
+        else:
+            p.kernels[info.name] = k
+    return p
+
+
+def _instantiate(choice: KernelChoice):
+    tq, gr = _torchao()
+    from torchao.quantization.quant_primitives import MappingType
+
+    env = {"torch": torch, "PerRow": gr.PerRow, "PerTensor": gr.PerTensor, "PerAxis": gr.PerAxis,
+           "PerGroup": gr.PerGroup, "MappingType": MappingType}
+    kwargs = {k: eval(v, env) for k, v in choice.kwargs.items()}  # our own fixed snippets
+    return getattr(tq, choice.config)(**kwargs)
+
+
+def build(sim, specs: dict[str, LayerSpec]) -> tuple[nn.Module, TorchaoPlan]:
+    """A copy of the folded float model, weights on quantviz's grids, Linear layers torchao-quantized."""
+    tq, _ = _torchao()
+    p = plan(sim.layers, specs)
+    model = copy.deepcopy(sim.float_model).eval()
+    with torch.no_grad():
+        for info in sim.layers:
+            spec = specs.get(info.name)
+            if spec is None or spec.weight.bits is None:
+                continue
+            wq = sim.quantize_weight(info.name, spec.weight)
+            model.get_submodule(info.name).weight.data.copy_(wq.tensor)
+    if p.kernels:
+        fqn_cls = getattr(tq, "FqnToConfig", None) or tq.ModuleFqnToConfig  # renamed in torchao 0.14
+        cfg = fqn_cls({name: _instantiate(k) for name, k in p.kernels.items()})
+        with _quiet():
+            tq.quantize_(model, cfg, filter_fn=None)
+    return model, p
+
+
+def script_source(p: TorchaoPlan, model_name: str) -> str:
+    """A short Python file that applies the same torchao config to the user's model."""
+    configs = sorted({k.config for k in p.kernels.values()})
+    lines = [
+        f'"""Apply the quantviz config for {model_name} with torchao (generated by quantviz).',
+        "",
+        "    from apply_torchao import apply",
+        "    model = apply(build_my_model())          # same Linear kernels as the export",
+        "    model.load_state_dict(torch.load('model.pt')['state_dict'], assign=True)  # optional: exact weights",
+        "",
+        "The saved state dict belongs to the BatchNorm-folded model; layers listed in",
+        "SIMULATED have no torchao kernel and carry fake-quantized float weights.",
+        '"""',
+        "import torch",
+        "from torchao.quantization import FqnToConfig, quantize_" + "".join(f", {c}" for c in configs),
+        "from torchao.quantization.granularity import PerAxis, PerGroup, PerRow, PerTensor",
+        "from torchao.quantization.quant_primitives import MappingType",
+        "",
+        "CONFIG = FqnToConfig({",
+    ]
+    for name, k in p.kernels.items():
+        lines.append(f"    {name!r}: {k.source()},")
+    lines += ["})", "", "SIMULATED = {"]
+    for name, why in p.simulated.items():
+        lines.append(f"    {name!r}: {why!r},")
+    lines += ["}", "", "", "def apply(model: torch.nn.Module) -> torch.nn.Module:",
+              '    """Quantize ``model`` in place with the per-layer torchao configs above."""',
+              "    if CONFIG.fqn_to_config:",
+              "        quantize_(model, CONFIG, filter_fn=None)",
+              "    return model", ""]
+    return "\n".join(lines)
+
+
+def state_bytes(obj) -> int:
+    """Size of ``torch.save(obj)`` in bytes."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return len(buf.getvalue())
+
+
+def save(model: nn.Module, p: TorchaoPlan, path: str | os.PathLike, model_name: str) -> None:
+    torch.save({"format": "quantviz-torchao", "model": model_name, "state_dict": model.state_dict(),
+                "kernels": p.to_dict()["kernels"], "simulated": p.simulated}, path)
+
+
+__all__ = ["plan", "build", "save", "script_source", "choose_kernel", "TorchaoPlan", "state_bytes"]

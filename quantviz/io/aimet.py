@@ -1,0 +1,301 @@
+"""AIMET encodings: export (format 1.0.0) and import (0.6.1 and 1.0.0).
+
+Names map onto the tensors of quantviz's ONNX export: a weight is
+``<layer>.weight`` (the DequantizeLinear output / float initializer name), an
+activation is the name of the tensor the layer consumes.
+
+AIMET's integer convention is unsigned, ``x = (q + offset) * scale`` with
+``q`` in ``[0, 2**bw - 1]``; a quantviz grid ``[qmin, qmax]`` with zero point
+``z`` therefore has ``offset = qmin - z`` (``-2**(bw-1)`` when symmetric).
+
+Import turns encodings back into a :class:`QuantConfig`: per layer the bit
+width, symmetry and granularity come from the encoding; the range method is
+the first of (the session's current method, min-max, MSE, percentile) whose
+qparams reproduce the encoding, else a manual range (per-tensor) that does.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import QuantvizError
+from ..core.qparams import QParams
+from ..core.spec import ActSpec, RangeSpec, WeightSpec
+from .config import QuantConfig
+
+AIMET_VERSION = "1.0.0"
+ENC_TYPES = {"per_tensor": "PER_TENSOR", "per_channel": "PER_CHANNEL", "per_group": "PER_BLOCK"}
+
+
+class AimetError(QuantvizError, ValueError):
+    pass
+
+
+def _entry(name: str, qp: QParams, granularity: str, group_size: int | None) -> dict:
+    scale = [float(v) for v in qp.scale.flatten()]
+    offset = [int(qp.qmin - int(z)) for z in qp.zero_point.flatten()]
+    d = {"name": name, "enc_type": ENC_TYPES[granularity], "dtype": "INT", "bw": int(qp.bits),
+         "is_sym": bool(qp.symmetric), "scale": scale, "offset": offset}
+    if granularity == "per_group":
+        d["block_size"] = int(group_size)
+    return d
+
+
+def encodings(session, tensors: dict[str, dict], notes: list[str] | None = None) -> dict:
+    """AIMET 1.0.0 encodings of the session's current config.
+
+    ``tensors`` is the layer -> ONNX tensor mapping of ``onnx_export.onnx_names``.
+    """
+    notes = notes if notes is not None else []
+    sim, specs = session.sim, session.specs
+    params, acts, seen_act = [], [], {}
+    for info in session.layers:
+        spec = specs[info.name]
+        names = tensors.get(info.name, {})
+        wname = names.get("weight") or f"{info.name}.weight"
+        wq = sim.quantize_weight(info.name, spec.weight)
+        if wq is not None:
+            params.append(_entry(wname, wq.qparams, spec.weight.granularity, spec.weight.effective_group_size()))
+        if not info.has_activation_input:
+            continue
+        aq = sim.activation_qparams(info.name, spec.activation)
+        if aq is None:
+            continue
+        for t in names.get("inputs") or [names.get("input") or f"{info.name}.input"]:
+            e = _entry(t, aq, "per_tensor", None)
+            if t in seen_act:
+                if seen_act[t] != e:
+                    notes.append(f"{t}: feeds several layers with different activation settings; "
+                                 f"the encoding of the first ({seen_act[t]['_layer']}) is kept")
+                continue
+            acts.append(e)
+            seen_act[t] = dict(e, _layer=info.name)
+    for t, e in seen_act.items():
+        e.pop("_layer", None)
+    wbits = sorted({p["bw"] for p in params})
+    abits = sorted({a["bw"] for a in acts})
+    return {
+        "version": AIMET_VERSION,
+        "activation_encodings": acts,
+        "param_encodings": params,
+        "excluded_layers": [],
+        "quantizer_args": {
+            "activation_bitwidth": abits[0] if len(abits) == 1 else (abits or None),
+            "param_bitwidth": wbits[0] if len(wbits) == 1 else (wbits or None),
+            "dtype": "int",
+            "per_channel_quantization": any(p["enc_type"] != "PER_TENSOR" for p in params),
+            "quant_scheme": "post_training_tf",
+        },
+    }
+
+
+# ------------------------------------------------------------------ import
+def _truthy(v: Any) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() == "true"
+    return bool(v)
+
+
+def _normalise(obj: Any, where: str) -> tuple[dict, dict]:
+    """(params, activations): name -> {bw, is_sym, scale, offset, enc_type, block_size, dtype}."""
+    if not isinstance(obj, dict):
+        raise AimetError(f"{where}: not an AIMET encodings object")
+    version = str(obj.get("version", "0.6.1"))
+    out = []
+    for key in ("param_encodings", "activation_encodings"):
+        raw = obj.get(key, [] if version.startswith("1") else {})
+        table: dict = {}
+        if version.startswith("1"):
+            if not isinstance(raw, list):
+                raise AimetError(f"{where}.{key}: version {version} expects a list")
+            for i, e in enumerate(raw):
+                if not isinstance(e, dict) or "name" not in e:
+                    raise AimetError(f"{where}.{key}[{i}]: missing \"name\"")
+                dtype = str(e.get("dtype", "INT")).upper()
+                if dtype == "INT" and ("scale" not in e or "offset" not in e or "bw" not in e):
+                    raise AimetError(f"{where}.{key}[{i}] ({e['name']}): needs bw, scale and offset")
+                table[e["name"]] = {"bw": int(e.get("bw", 16)), "is_sym": _truthy(e.get("is_sym", False)),
+                                    "scale": np.asarray(e.get("scale", []), dtype=np.float64).ravel(),
+                                    "offset": np.asarray(e.get("offset", []), dtype=np.float64).ravel(),
+                                    "enc_type": str(e.get("enc_type", "PER_TENSOR")).upper(),
+                                    "block_size": e.get("block_size"), "dtype": dtype}
+        elif version.startswith("0.6"):
+            if not isinstance(raw, dict):
+                raise AimetError(f"{where}.{key}: version {version} expects an object keyed by tensor name")
+            for name, lst in raw.items():
+                if isinstance(lst, dict):  # {"0": [...]} / {"input": {...}} forms: take the first
+                    lst = next(iter(lst.values()), [])
+                    if isinstance(lst, dict):
+                        lst = next(iter(lst.values()), [])
+                lst = lst if isinstance(lst, list) else [lst]
+                if not lst or not all(isinstance(e, dict) for e in lst):
+                    raise AimetError(f"{where}.{key}.{name}: expected a list of encodings")
+                dtype = str(lst[0].get("dtype", "int")).upper()
+                try:
+                    table[name] = {"bw": int(lst[0].get("bitwidth", 8)), "is_sym": _truthy(lst[0].get("is_symmetric", False)),
+                                   "scale": np.array([float(e["scale"]) for e in lst]) if dtype == "INT" else np.zeros(0),
+                                   "offset": np.array([float(e["offset"]) for e in lst]) if dtype == "INT" else np.zeros(0),
+                                   "enc_type": "PER_TENSOR" if len(lst) == 1 else "PER_CHANNEL",
+                                   "block_size": None, "dtype": dtype}
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise AimetError(f"{where}.{key}.{name}: bad encoding ({type(exc).__name__}: {exc})") from None
+        else:
+            raise AimetError(f"{where}.version: unsupported AIMET encodings version {version!r} (expected 0.6.1 or 1.0.0)")
+        out.append(table)
+    return out[0], out[1]
+
+
+def _matches(qp: QParams | None, enc: dict) -> bool:
+    if qp is None or qp.bits != enc["bw"] or qp.scale.numel() != enc["scale"].size:
+        return False
+    scale = qp.scale.double().numpy()
+    offset = (qp.qmin - qp.zero_point.double()).numpy()
+    return bool(np.allclose(scale, enc["scale"], rtol=1e-6, atol=0) and np.array_equal(offset, np.round(enc["offset"])))
+
+
+def _candidates(current: RangeSpec) -> list[RangeSpec]:
+    out = [current]
+    for r in (RangeSpec("minmax"), RangeSpec("mse"), RangeSpec("percentile")):
+        if r not in out:
+            out.append(r)
+    return out
+
+
+def _manual_range(enc: dict) -> RangeSpec:
+    s, o, bw = float(enc["scale"][0]), float(enc["offset"][0]), enc["bw"]
+    if enc["is_sym"]:
+        half = s * (2**bw - 1) / 2
+        return RangeSpec("manual", lo=-half, hi=half)
+    return RangeSpec("manual", lo=o * s, hi=(o + 2**bw - 1) * s)
+
+
+def _granularity(info, enc: dict) -> tuple[str, int | None]:
+    n = enc["scale"].size
+    if enc["enc_type"] == "PER_TENSOR" or n == 1:
+        return "per_tensor", None
+    if enc["enc_type"] == "PER_BLOCK" and enc.get("block_size"):
+        return "per_group", int(enc["block_size"])
+    ch = info.channels
+    if n == ch:
+        return "per_channel", None
+    per_ch = info.weight_numel // max(ch, 1)
+    if n % ch == 0:
+        blocks = n // ch
+        gs = -(-per_ch // blocks)
+        return "per_group", gs
+    raise AimetError(f"{info.name}: {n} scales fit neither per-tensor, per-channel ({ch}) nor per-group")
+
+
+def load_encodings(source: str | Path | dict) -> tuple[dict, str]:
+    if isinstance(source, dict):
+        return source, "encodings"
+    p = Path(source)
+    try:
+        return json.loads(p.read_text(encoding="utf-8")), p.name
+    except FileNotFoundError:
+        raise AimetError(f"{p}: no such file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AimetError(f"{p}: not a JSON encodings file ({type(exc).__name__})") from None
+
+
+def import_aimet(source: str | Path | dict, session, *, tensors: dict[str, dict] | None = None,
+                 notes: list[str] | None = None) -> QuantConfig:
+    """A :class:`QuantConfig` reproducing AIMET encodings on ``session``'s model.
+
+    ``tensors`` (layer -> ONNX names) defaults to the mapping of quantviz's
+    own ONNX export; names of the form ``<layer>.weight`` always match.
+    Layers without an encoding stay float. Problems that do not stop the
+    import (an unknown tensor name, scales no range method reproduces) are
+    appended to ``notes``.
+    """
+    notes = notes if notes is not None else []
+    obj, where = load_encodings(source)
+    params, acts = _normalise(obj, where)
+    if tensors is None:
+        try:
+            from .onnx_export import onnx_names
+
+            tensors = onnx_names(session.sim, session.eval_data.first_input())
+        except QuantvizError as exc:
+            notes.append(f"ONNX names unavailable ({exc}); matching <layer>.weight names only")
+            tensors = {}
+    wname_to_layer, input_to_layers = {}, {}
+    for info in session.layers:
+        wname_to_layer[f"{info.name}.weight"] = info.name
+        t = tensors.get(info.name, {})
+        if t.get("weight"):
+            wname_to_layer[t["weight"]] = info.name
+        for i in t.get("inputs") or ([t["input"]] if t.get("input") else []):
+            input_to_layers.setdefault(i, []).append(info.name)
+    used = set()
+    cfg = QuantConfig(default={"weight": {"bits": None}, "activation": {"bits": None}}, name="AIMET import")
+    cur = session.specs
+    layer_w, layer_a = {}, {}
+    for name, enc in params.items():
+        layer = wname_to_layer.get(name)
+        if layer is None:
+            notes.append(f"{where}: param {name}: no layer of this model has that weight; ignored")
+            continue
+        used.add(name)
+        if enc["dtype"] != "INT":
+            continue
+        info = session.layer(layer)
+        gran, gs = _granularity(info, enc)
+        base = WeightSpec(bits=enc["bw"], granularity=gran, group_size=gs, symmetric=enc["is_sym"])
+        chosen = None
+        for r in _candidates(cur[layer].weight.range):
+            if r.method == "manual" and gran != "per_tensor":
+                continue
+            cand = WeightSpec(base.bits, gran, gs, base.symmetric, r)
+            try:
+                wq = session.sim.quantize_weight(layer, cand)
+            except QuantvizError:
+                continue
+            if _matches(wq.qparams, enc):
+                chosen = cand
+                break
+        if chosen is None:
+            if gran == "per_tensor":
+                chosen = WeightSpec(base.bits, gran, gs, base.symmetric, _manual_range(enc))
+            else:
+                chosen = WeightSpec(base.bits, gran, gs, base.symmetric, RangeSpec("minmax"))
+                notes.append(f"{layer}: the imported {gran.replace('_', '-')} scales match no range method; using min-max")
+        layer_w[layer] = chosen
+    for name, enc in acts.items():
+        layers = input_to_layers.get(name) or ([name] if name in session.sim.by_name else [])
+        if not layers:
+            notes.append(f"{where}: activation {name}: not the input of any layer of this model; ignored")
+            continue
+        if enc["dtype"] != "INT":
+            continue
+        for layer in layers:
+            info = session.layer(layer)
+            if not info.has_activation_input:
+                continue
+            chosen = None
+            for r in _candidates(cur[layer].activation.range):
+                cand = ActSpec(bits=enc["bw"], symmetric=enc["is_sym"], range=r)
+                try:
+                    qp = session.sim.activation_qparams(layer, cand)
+                except QuantvizError:
+                    continue
+                if _matches(qp, enc):
+                    chosen = cand
+                    break
+            layer_a[layer] = chosen or ActSpec(bits=enc["bw"], symmetric=enc["is_sym"], range=_manual_range(enc))
+    for info in session.layers:
+        if info.name in layer_w or info.name in layer_a:
+            entry = {}
+            if info.name in layer_w:
+                entry["weight"] = layer_w[info.name].to_dict()
+            if info.name in layer_a:
+                entry["activation"] = layer_a[info.name].to_dict()
+            cfg.layers[info.name] = entry
+    cfg.options = dict(session.config.options)
+    return QuantConfig.from_dict(cfg.to_dict())
+
+
+__all__ = ["encodings", "import_aimet", "load_encodings", "AimetError", "AIMET_VERSION"]

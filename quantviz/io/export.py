@@ -1,0 +1,200 @@
+"""Exports of a session's current config: one entry point for CLI and app.
+
+``export(session, fmt, path, *, force, progress, cancel)`` writes
+
+* ``json``: the quantviz config plus every layer's computed qparams (scale,
+  zero point, grid, clip range) and its ONNX tensor names;
+* ``onnx``: a QDQ model (opset 21) that ONNX Runtime runs;
+* ``aimet``: AIMET encodings 1.0.0 naming the ONNX export's tensors;
+* ``torchao``: a torchao-quantized state dict (``torch.save``) plus a Python
+  file applying the same config (``<stem>_torchao.py`` next to it);
+* ``report``: a self-contained HTML report.
+
+Every file is written atomically; an existing file is kept unless
+``force``; a failed or cancelled export leaves nothing behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..core.errors import Cancelled, QuantvizError
+from ..core.progress import Progress, null_progress, scaled
+from . import atomic
+
+FORMATS = ("json", "onnx", "aimet", "torchao", "report")
+SUFFIX = {"json": ".json", "onnx": ".onnx", "aimet": ".encodings", "torchao": ".pt", "report": ".html"}
+EXPORT_FORMAT = "quantviz-export"
+EXPORT_VERSION = 1
+
+
+@dataclass
+class ExportResult:
+    format: str
+    paths: list[Path]
+    notes: list[str] = field(default_factory=list)
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"format": self.format, "paths": [str(p) for p in self.paths], "notes": list(self.notes),
+                "details": self.details}
+
+
+def _check_cancel(cancel) -> None:
+    if cancel():
+        raise Cancelled("export cancelled")
+
+
+def example_input(session):
+    return session.eval_data.first_input()
+
+
+def safe_onnx_names(session, notes: list[str]) -> dict:
+    """Layer -> ONNX tensor names, or {} with a note when ONNX export is unavailable."""
+    from .onnx_export import onnx_names
+
+    try:
+        return onnx_names(session.sim, example_input(session))
+    except QuantvizError as exc:
+        notes.append(f"ONNX tensor names left out: {exc}")
+        return {}
+
+
+def qparams_table(session, tensors: dict | None = None) -> dict:
+    """Per layer: its spec, weight and activation qparams, and ONNX names."""
+    out = {}
+    specs = session.specs
+    with session.lock:
+        for info in session.layers:
+            spec = specs[info.name]
+            wq = session.sim.quantize_weight(info.name, spec.weight)
+            aq = (session.sim.activation_qparams(info.name, spec.activation)
+                  if info.has_activation_input and session.sim.calibrated else None)
+            w = None
+            if wq is not None:
+                w = wq.qparams.to_dict()
+                w.update(granularity=spec.weight.granularity, group_size=spec.weight.effective_group_size(),
+                         axis=None if spec.weight.granularity == "per_tensor" else info.channel_axis,
+                         sqnr_db=wq.sqnr_db)
+            entry = {"type": info.type, "weight_shape": list(info.weight_shape), "channel_axis": info.channel_axis,
+                     "spec": spec.to_dict(), "weight": w, "activation": aq.to_dict() if aq is not None else None}
+            if tensors is not None:
+                entry["onnx"] = tensors.get(info.name)
+            out[info.name] = entry
+    return out
+
+
+def json_document(session, notes: list[str]) -> dict:
+    from ..session.session import sanitize
+
+    tensors = safe_onnx_names(session, notes)
+    return sanitize({
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "model": session.name,
+        "reference": session.bundle.reference,
+        "config": session.config.to_dict(),
+        "conventions": {
+            "quantize": "q = clamp(round(x / scale) + zero_point, qmin, qmax)",
+            "dequantize": "x = (q - zero_point) * scale",
+            "per_channel": "one scale per index of 'axis' of the weight",
+            "per_group": "weight moved so 'axis' is first, flattened to (channels, rest) row-major, "
+                         "split into groups of group_size; scales are channel-major",
+            "activation": "per-tensor, applied to the input of the layer",
+            "min_max": "the clip range each group's qparams were computed from",
+        },
+        "onnx_opset": 21,
+        "layers": qparams_table(session, tensors),
+    })
+
+
+# ------------------------------------------------------------------ writers
+def _write_json(session, path, force, progress, cancel) -> ExportResult:
+    notes: list[str] = []
+    progress(0, 2, "computing qparams")
+    doc = json_document(session, notes)
+    _check_cancel(cancel)
+    atomic.write_text(path, json.dumps(doc, indent=1, allow_nan=False) + "\n", force=force)
+    progress(2, 2, "done")
+    return ExportResult("json", [Path(path)], notes)
+
+
+def _write_onnx(session, path, force, progress, cancel) -> ExportResult:
+    from .onnx_export import build_qdq, save_model
+
+    atomic.check_writable(path, force)
+    with session.lock:
+        ex = build_qdq(session.sim, session.specs, example_input(session), progress=progress, cancel=cancel)
+    _check_cancel(cancel)
+    atomic.write_with(path, lambda tmp: save_model(ex.model, tmp), force=force)
+    return ExportResult("onnx", [Path(path)], list(ex.notes),
+                        {"tensors": {k: v.to_dict() for k, v in ex.tensors.items()}, "inputs": ex.input_names,
+                         "outputs": ex.output_names})
+
+
+def _write_aimet(session, path, force, progress, cancel) -> ExportResult:
+    from .aimet import encodings
+
+    atomic.check_writable(path, force)
+    notes: list[str] = []
+    progress(0, 2, "finding ONNX tensor names")
+    with session.lock:
+        tensors = safe_onnx_names(session, notes)
+        _check_cancel(cancel)
+        doc = encodings(session, tensors, notes)
+    atomic.write_text(path, json.dumps(doc, indent=1) + "\n", force=force)
+    progress(2, 2, "done")
+    return ExportResult("aimet", [Path(path)], notes)
+
+
+def torchao_script_path(path: str | Path) -> Path:
+    p = Path(path)
+    return p.with_name(f"{p.stem}_torchao.py")
+
+
+def _write_torchao(session, path, force, progress, cancel) -> ExportResult:
+    from ..core.backends import torchao_backend as tb
+
+    script = torchao_script_path(path)
+    atomic.check_writable(path, force)
+    atomic.check_writable(script, force)
+    progress(0, 2, "quantizing with torchao")
+    with session.lock:
+        model, plan = tb.build(session.sim, session.specs)
+    _check_cancel(cancel)
+    with atomic.atomic_path(path, force=force) as tmp_model, atomic.atomic_path(script, force=force) as tmp_script:
+        tb.save(model, plan, tmp_model, session.name)
+        tmp_script.write_text(tb.script_source(plan, session.name), encoding="utf-8")
+    progress(2, 2, "done")
+    notes = [f"{n}: simulated ({why})" for n, why in plan.simulated.items()]
+    return ExportResult("torchao", [Path(path), script], notes, plan.to_dict())
+
+
+def _write_report(session, path, force, progress, cancel) -> ExportResult:
+    from .report import render_report
+
+    atomic.check_writable(path, force)
+    html = render_report(session, progress=progress, cancel=cancel)
+    atomic.write_text(path, html, force=force)
+    return ExportResult("report", [Path(path)])
+
+
+WRITERS = {"json": _write_json, "onnx": _write_onnx, "aimet": _write_aimet, "torchao": _write_torchao,
+           "report": _write_report}
+
+
+def export(session, fmt: str, path: str | Path, *, force: bool = False, progress: Progress = null_progress,
+           cancel: Callable[[], bool] = lambda: False) -> ExportResult:
+    """Write the session's current config in format ``fmt`` to ``path``."""
+    fmt = str(fmt).lower()
+    if fmt not in WRITERS:
+        raise QuantvizError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if not session.prepared and fmt != "torchao":
+        raise QuantvizError("the session is not calibrated yet; open the model with its data first")
+    return WRITERS[fmt](session, Path(path), force, progress, cancel)
+
+
+__all__ = ["export", "ExportResult", "FORMATS", "SUFFIX", "qparams_table", "json_document", "torchao_script_path"]

@@ -1,0 +1,266 @@
+"""A self-contained HTML report of a session (charts as inline SVG, no Qt).
+
+Sections: model summary; float vs quantized metrics and sizes (the latest
+re-check of the current config, or a fresh one); the per-layer config table;
+the sensitivity heatmap and the search's Pareto plot when the session holds
+them (``session.extras["sensitivity"]`` / ``["search"]``); the weight and
+activation histograms, with clip range and grid, of the most sensitive layers.
+"""
+from __future__ import annotations
+
+import math
+import time
+from html import escape
+from typing import Callable
+
+import numpy as np
+
+from ..core.progress import Progress, null_progress
+from . import svg
+
+CSS = """body{font-family:sans-serif;margin:24px;color:#222;max-width:1100px}
+table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
+th{background:#f0f0f0}td.l,th.l{text-align:left}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
+.charts svg{margin:4px}.note{color:#666;font-size:12px}"""
+
+
+def _num(v, digits=4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "-"
+        return f"{v:.{digits}g}"
+    return escape(str(v))
+
+
+def _metric(name: str, v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if name in ("accuracy", "top1_agreement"):
+        return f"{v * 100:.2f} %"
+    if name == "sqnr_db":
+        return f"{v:.1f} dB" if v < 199.9 else "identical"
+    return _num(v, 5)
+
+
+def _bytes(n) -> str:
+    if n is None:
+        return "-"
+    n = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
+    h = "".join(f'<th class="{"l" if i < left else ""}">{escape(c)}</th>' for i, c in enumerate(header))
+    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>"
+                   for r in rows)
+    return f"<table><tr>{h}</tr>{body}</table>"
+
+
+# ------------------------------------------------------- optional sections
+def _sensitivity_cell(result: dict, cell: dict | None) -> float:
+    """Metric drop (in points for accuracy-like metrics), else output noise (-SQNR dB)."""
+    if not isinstance(cell, dict):
+        return float("nan")
+    metric = result.get("metric")
+    drop = cell.get("drop") or {}
+    if metric and drop.get(metric) is not None:
+        return float(drop[metric]) * (100.0 if metric in ("accuracy", "top1_agreement") else 1.0)
+    sq = (cell.get("metrics") or {}).get("sqnr_db")
+    return -float(sq) if sq is not None else float("nan")
+
+
+def _matrix_from(sens) -> tuple[list[str], list[str], np.ndarray, str] | None:
+    """Accept the common shapes of a sensitivity result; None if unrecognised."""
+    if not isinstance(sens, dict):
+        return None
+    # quantviz.core.sensitivity: {method: {"layers": [{"name", "results": {bits: cell}}], "bits", "metric"}}
+    for method in ("e2e", "loo", "local", "hessian"):
+        r = sens.get(method)
+        if isinstance(r, dict) and isinstance(r.get("layers"), list) and r.get("bits") and r["layers"]:
+            try:
+                bits = [str(b) for b in r["bits"]]
+                names = [str(e["name"]) for e in r["layers"]]
+                arr = np.array([[_sensitivity_cell(r, e.get("results", {}).get(b)) for b in bits] for e in r["layers"]])
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
+            metric = r.get("metric")
+            label = (f"{method}: drop in {metric}" + (" (points)" if metric in ("accuracy", "top1_agreement") else "")
+                     if metric and method in ("e2e", "loo") else f"{method}: output noise (-SQNR dB)")
+            return names, bits, arr, label
+    label = str(sens.get("metric", "sensitivity"))
+    layers = sens.get("layers")
+    cols = sens.get("bits") or sens.get("columns") or sens.get("settings")
+    for key in ("matrix", "values", "scores", "drop", "delta", "grid"):
+        mat = sens.get(key)
+        if isinstance(mat, list) and isinstance(layers, list) and cols:
+            try:
+                arr = np.array([[np.nan if v is None else float(v) for v in row] for row in mat], dtype=float)
+            except (TypeError, ValueError):
+                continue
+            if arr.shape == (len(layers), len(cols)):
+                return [str(l) for l in layers], [str(c) for c in cols], arr, label
+    table = sens.get("results") if isinstance(sens.get("results"), dict) else (layers if isinstance(layers, dict) else None)
+    if isinstance(table, dict) and table and all(isinstance(v, dict) for v in table.values()):
+        colset = sorted({str(k) for v in table.values() for k in v}, key=lambda c: (len(c), c))
+        arr = np.array([[_as_float(v.get(c, v.get(_maybe_int(c)))) for c in colset] for v in table.values()])
+        return list(table), colset, arr, label
+    return None
+
+
+def _maybe_int(c: str):
+    try:
+        return int(c)
+    except ValueError:
+        return c
+
+
+def _as_float(v) -> float:
+    if isinstance(v, dict):
+        for k in ("drop", "delta", "value", "score", "metric"):
+            if k in v:
+                return _as_float(v[k])
+        return float("nan")
+    try:
+        return float(v) if v is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _points_from(search) -> tuple[list, list, str, str, tuple | None] | None:
+    if not isinstance(search, dict):
+        return None
+    pts = next((v for v in (search.get(k) for k in ("points", "candidates", "evaluated")) if isinstance(v, list)), [])
+    front = next((v for v in (search.get(k) for k in ("front", "pareto")) if isinstance(v, list)), [])
+    metric = search.get("metric")
+
+    def xy(p):
+        if isinstance(p, dict) and metric and isinstance(p.get("metrics"), dict) and p.get("size_bytes") is not None \
+                and p["metrics"].get(metric) is not None:
+            return float(p["size_bytes"]), float(p["metrics"][metric])
+        if isinstance(p, (list, tuple)) and len(p) >= 2:
+            return float(p[0]), float(p[1])
+        if isinstance(p, dict):
+            x = next((p[k] for k in ("size_bytes", "quantized_bytes", "size", "avg_bits", "bits") if k in p), None)
+            y = next((p[k] for k in ("metric", "accuracy", "score", "value", "sqnr_db") if k in p), None)
+            if y is None and isinstance(p.get("metrics"), dict) and p["metrics"]:
+                m = p["metrics"]
+                y = m.get("accuracy", next(iter(m.values())))
+            if x is None and isinstance(p.get("size"), dict):
+                x = p["size"].get("quantized_bytes")
+            if x is not None and y is not None:
+                return float(x), float(y)
+        return None
+
+    P = [q for q in (xy(p) for p in pts) if q]
+    F = [q for q in (xy(p) for p in front) if q]
+    if not P and not F:
+        return None
+    chosen = xy(search["chosen"]) if isinstance(search.get("chosen"), dict) else None
+    return P, F, str(search.get("x_label", "size (bytes)")), str(metric or "metric"), chosen
+
+
+def _histograms(session, names: list[str]) -> str:
+    out = []
+    specs = session.specs
+    for name in names:
+        spec = specs[name]
+        h = session.sim.weight_histogram(name, bins=128)
+        wq = session.sim.quantize_weight(name, spec.weight)
+        clip = grid = None
+        if wq is not None and wq.qparams.groups == 1:
+            qp = wq.qparams
+            s, z = float(qp.scale[0]), int(qp.zero_point[0])
+            grid = [(q - z) * s for q in range(qp.qmin, qp.qmax + 1)] if qp.qmax - qp.qmin < 64 else None
+            clip = ((qp.qmin - z) * s, (qp.qmax - z) * s)
+        out.append(svg.histogram(h.edges, h.counts, title=f"{name} weights", clip=clip, grid=grid))
+        obs = session.sim.act_obs.get(name)
+        if obs is not None:
+            ah = obs.histogram().rebinned(128)
+            aq = session.sim.activation_qparams(name, spec.activation)
+            aclip = agrid = None
+            if aq is not None:
+                s, z = float(aq.scale[0]), int(aq.zero_point[0])
+                aclip = ((aq.qmin - z) * s, (aq.qmax - z) * s)
+                agrid = [(q - z) * s for q in range(aq.qmin, aq.qmax + 1)] if aq.qmax - aq.qmin < 64 else None
+            out.append(svg.histogram(ah.edges, ah.counts, title=f"{name} input activations", clip=aclip, grid=agrid))
+    return '<div class="charts">' + "".join(out) + "</div>"
+
+
+def most_sensitive(session, rows: list[dict], k: int = 4) -> list[str]:
+    score = session.extras.get("sensitivity_score") or {}
+    if score:
+        ranked = sorted((n for n in score if n in session.sim.by_name), key=lambda n: -_as_float(score[n]))
+        if ranked:
+            return ranked[:k]
+    quant = [r for r in rows if r["weight_sqnr_db"] is not None]
+    return [r["name"] for r in sorted(quant, key=lambda r: r["weight_sqnr_db"])[:k]]
+
+
+# -------------------------------------------------------------------- main
+def render_report(session, *, progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False) -> str:
+    progress(0, 4, "evaluating")
+    cfg_dict = session.config.to_dict()
+    res = next((r for r in reversed(session.results) if r.config == cfg_dict), None)
+    if res is None:
+        res = session.check(progress=progress, cancel=cancel, record=False)
+    progress(1, 4, "layer table")
+    rows = [session.layer_row(n) for n in session.layer_names]
+    parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>quantviz report: {escape(session.name)}</title>"
+             f"<style>{CSS}</style></head><body>",
+             f"<h1>quantviz report: {escape(session.name)}</h1>",
+             f'<p class="note">Generated {time.strftime("%Y-%m-%d %H:%M")} from {escape(str(session.bundle.reference))}.</p>',
+             "<h2>Model</h2>",
+             _table(["", ""], [["source", escape(session.bundle.kind)], ["parameters", f"{session.num_params:,}"],
+                               ["quantizable layers", str(len(session.layers))],
+                               ["evaluation samples", str(len(session.eval_data))],
+                               ["calibration samples", str(len(session.calib_data))],
+                               ["config", escape(res.label)]])]
+    fm, qm, size = res.float_metrics, res.metrics, res.size
+    names = [n for n in ("accuracy", "top1_agreement", "sqnr_db", "cosine") if n in qm] + sorted(
+        set(qm) - {"accuracy", "top1_agreement", "sqnr_db", "cosine"})
+    mrows = [[escape(n), _metric(n, fm.get(n)), _metric(n, qm.get(n))] for n in names]
+    mrows.append(["size", _bytes(size.get("float_bytes")), _bytes(size.get("quantized_bytes"))])
+    mrows.append(["compression", "1.00x", f"{size.get('compression', 0):.2f}x"])
+    mrows.append(["average weight bits", "32", f"{size.get('avg_bits', 0):.2f}"])
+    parts += ["<h2>Float vs quantized</h2>", _table(["metric", "float", "quantized"], mrows)]
+    bar_names = [n for n in ("accuracy", "top1_agreement", "cosine") if n in qm]
+    charts = [svg.bars(["size (KB)"], {"float": [size.get("float_bytes", 0) / 1024], "quantized": [size.get("quantized_bytes", 0) / 1024]},
+                       title="Model size", ylabel="KB", width=260)]
+    if bar_names:
+        charts.append(svg.bars(bar_names, {"float": [fm.get(n) or 0 for n in bar_names], "quantized": [qm.get(n) or 0 for n in bar_names]},
+                               title="Metrics", ylabel="value"))
+    parts.append('<div class="charts">' + "".join(charts) + "</div>")
+    progress(2, 4, "config table")
+    trows = [[escape(r["name"]), escape(r["type"]), f"{r['params']:,}", _num(r["weight_bits"]), escape(r["granularity"]) +
+              (f" ({r['group_size']})" if r["group_size"] else ""), "sym" if r["symmetric"] else "asym", escape(r["range"]),
+              _num(r["act_bits"]), escape(r["act_range"]) if r["act_bits"] else "-", _num(r["weight_sqnr_db"], 3),
+              _num(r["act_sqnr_db"], 3), _bytes(r["size_bytes"])] for r in rows]
+    parts += ["<h2>Per-layer config</h2>",
+              _table(["layer", "type", "params", "w bits", "granularity", "mode", "w range", "a bits", "a range",
+                      "w SQNR dB", "a SQNR dB", "size"], trows, left=2)]
+    sens = _matrix_from(session.extras.get("sensitivity"))
+    if sens is not None:
+        rws, cols, mat, label = sens
+        parts += ["<h2>Sensitivity</h2>", svg.heatmap(rws, cols, mat, title="Sensitivity per layer and setting", value_label=label)]
+    search = _points_from(session.extras.get("search"))
+    if search is not None:
+        P, F, xl, yl, chosen = search
+        parts += ["<h2>Mixed-precision search</h2>", svg.scatter(P, front=F, chosen=chosen, title="Pareto front", xlabel=xl, ylabel=yl)]
+    progress(3, 4, "histograms")
+    top = most_sensitive(session, rows)
+    if top:
+        parts += ["<h2>Most sensitive layers</h2>",
+                  '<p class="note">Red lines: clip range; grey lines: grid points (grids up to 64 levels, per-tensor).</p>',
+                  _histograms(session, top)]
+    parts.append("</body></html>\n")
+    progress(4, 4, "done")
+    return "\n".join(parts)
+
+
+__all__ = ["render_report", "most_sensitive"]

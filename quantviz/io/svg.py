@@ -1,0 +1,185 @@
+"""Small inline-SVG charts in plain Python (no Qt, no matplotlib).
+
+Used by the HTML report: a histogram with the quantization grid and clip
+range drawn over it, grouped bars, a heatmap and a scatter plot with a
+highlighted front. Every function returns one ``<svg>`` element as a string;
+all text is XML-escaped.
+"""
+from __future__ import annotations
+
+import math
+from html import escape
+from typing import Sequence
+
+import numpy as np
+
+FONT = 'font-family="sans-serif" font-size="11"'
+PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860")
+
+
+def _fmt(v: float) -> str:
+    if v == 0 or not math.isfinite(v):
+        return "0" if v == 0 else str(v)
+    a = abs(v)
+    if a >= 1e4 or a < 1e-3:
+        return f"{v:.2e}"
+    return f"{v:.3g}"
+
+
+def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [lo]
+    step = 10 ** math.floor(math.log10((hi - lo) / n))
+    for m in (1, 2, 5, 10):
+        if (hi - lo) / (step * m) <= n:
+            step *= m
+            break
+    start = math.ceil(lo / step) * step
+    return [start + i * step for i in range(int((hi - start) / step + 1e-9) + 1)]
+
+
+class _Frame:
+    """Maps data coordinates into a plot area with margins."""
+
+    def __init__(self, w, h, x0, x1, y0, y1, left=52, right=12, top=24, bottom=36):
+        self.w, self.h = w, h
+        self.l, self.r, self.t, self.b = left, right, top, bottom
+        self.x0, self.x1 = x0, (x1 if x1 > x0 else x0 + 1)
+        self.y0, self.y1 = y0, (y1 if y1 > y0 else y0 + 1)
+
+    def x(self, v):
+        return self.l + (v - self.x0) / (self.x1 - self.x0) * (self.w - self.l - self.r)
+
+    def y(self, v):
+        return self.h - self.b - (v - self.y0) / (self.y1 - self.y0) * (self.h - self.t - self.b)
+
+    def axes(self, title: str, xlabel: str, ylabel: str, yticks: bool = True, xticks: bool = True) -> list[str]:
+        out = [f'<rect x="{self.l}" y="{self.t}" width="{self.w - self.l - self.r}" height="{self.h - self.t - self.b}" '
+               f'fill="none" stroke="#888"/>',
+               f'<text x="{self.w / 2:.1f}" y="15" text-anchor="middle" {FONT} font-weight="bold">{escape(title)}</text>',
+               f'<text x="{self.w / 2:.1f}" y="{self.h - 4}" text-anchor="middle" {FONT}>{escape(xlabel)}</text>',
+               f'<text x="12" y="{self.h / 2:.1f}" text-anchor="middle" {FONT} transform="rotate(-90 12 {self.h / 2:.1f})">{escape(ylabel)}</text>']
+        if xticks:
+            for t in _ticks(self.x0, self.x1):
+                out.append(f'<text x="{self.x(t):.1f}" y="{self.h - self.b + 13}" text-anchor="middle" {FONT}>{_fmt(t)}</text>')
+        if yticks:
+            for t in _ticks(self.y0, self.y1):
+                out.append(f'<text x="{self.l - 4}" y="{self.y(t) + 4:.1f}" text-anchor="end" {FONT}>{_fmt(t)}</text>')
+        return out
+
+
+def _svg(w: int, h: int, parts: list[str]) -> str:
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}">'
+            f'<rect width="{w}" height="{h}" fill="white"/>' + "".join(parts) + "</svg>")
+
+
+def histogram(edges: Sequence[float], counts: Sequence[float], *, title: str = "", xlabel: str = "value",
+              clip: tuple[float, float] | None = None, grid: Sequence[float] | None = None,
+              log: bool = True, width: int = 420, height: int = 220) -> str:
+    """A step histogram; ``clip`` draws the clip range, ``grid`` the grid points (when few)."""
+    edges = np.asarray(edges, dtype=float)
+    counts = np.asarray(counts, dtype=float)
+    vals = np.log10(counts + 1) if log else counts
+    lo, hi = float(edges[0]), float(edges[-1])
+    if clip is not None:
+        lo, hi = min(lo, clip[0]), max(hi, clip[1])
+    f = _Frame(width, height, lo, hi, 0.0, float(vals.max()) if vals.size and vals.max() > 0 else 1.0)
+    parts = f.axes(title, xlabel, "log10(count+1)" if log else "count", yticks=True)
+    pts = [f"{f.x(edges[0]):.1f},{f.y(0):.1f}"]
+    for i, v in enumerate(vals):
+        pts.append(f"{f.x(edges[i]):.1f},{f.y(v):.1f}")
+        pts.append(f"{f.x(edges[i + 1]):.1f},{f.y(v):.1f}")
+    pts.append(f"{f.x(edges[-1]):.1f},{f.y(0):.1f}")
+    parts.append(f'<polygon points="{" ".join(pts)}" fill="{PALETTE[0]}" fill-opacity="0.45" stroke="{PALETTE[0]}"/>')
+    if grid is not None and 0 < len(grid) <= 64:
+        for g in grid:
+            parts.append(f'<line x1="{f.x(g):.1f}" y1="{f.t}" x2="{f.x(g):.1f}" y2="{f.h - f.b}" stroke="#999" stroke-width="0.5"/>')
+    if clip is not None:
+        for c in clip:
+            parts.append(f'<line x1="{f.x(c):.1f}" y1="{f.t}" x2="{f.x(c):.1f}" y2="{f.h - f.b}" stroke="{PALETTE[3]}" stroke-width="1.5"/>')
+    return _svg(width, height, parts)
+
+
+def bars(labels: Sequence[str], series: dict[str, Sequence[float]], *, title: str = "", ylabel: str = "",
+         width: int = 420, height: int = 220) -> str:
+    """Grouped vertical bars: one group per label, one bar per series."""
+    names = list(series)
+    top = max([float(v) for s in series.values() for v in s] + [0.0]) or 1.0
+    f = _Frame(width, height, 0, len(labels), 0.0, top * 1.1, top=40, bottom=40)
+    parts = f.axes(title, "", ylabel, xticks=False)
+    gw = (f.x(1) - f.x(0)) * 0.8
+    bw = gw / max(len(names), 1)
+    for i, lab in enumerate(labels):
+        x0 = f.x(i) + (f.x(1) - f.x(0)) * 0.1
+        for j, n in enumerate(names):
+            v = float(series[n][i])
+            y = f.y(v)
+            parts.append(f'<rect x="{x0 + j * bw:.1f}" y="{y:.1f}" width="{bw * 0.95:.1f}" height="{f.y(0) - y:.1f}" '
+                         f'fill="{PALETTE[j % len(PALETTE)]}"><title>{escape(n)}: {_fmt(v)}</title></rect>')
+            parts.append(f'<text x="{x0 + (j + 0.5) * bw:.1f}" y="{y - 3:.1f}" text-anchor="middle" {FONT}>{_fmt(v)}</text>')
+        parts.append(f'<text x="{x0 + gw / 2:.1f}" y="{f.h - f.b + 13}" text-anchor="middle" {FONT}>{escape(lab)}</text>')
+    for j, n in enumerate(names):
+        parts.append(f'<rect x="{f.l + 6 + j * 90}" y="{f.t - 16}" width="10" height="10" fill="{PALETTE[j % len(PALETTE)]}"/>'
+                     f'<text x="{f.l + 20 + j * 90}" y="{f.t - 7}" {FONT}>{escape(n)}</text>')
+    return _svg(width, height, parts)
+
+
+def _color(t: float) -> str:
+    """White (0) to dark red (1)."""
+    t = min(max(t, 0.0), 1.0)
+    r, g, b = 255, int(255 - 200 * t), int(255 - 220 * t)
+    return f"rgb({r},{g},{b})"
+
+
+def heatmap(rows: Sequence[str], cols: Sequence[str], values, *, title: str = "", value_label: str = "",
+            cell: int = 34, row_h: int = 16) -> str:
+    """A rows x cols grid coloured by value (NaN cells grey), values printed in cells."""
+    v = np.asarray(values, dtype=float)
+    finite = v[np.isfinite(v)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    label_w = min(220, 8 + 6 * max((len(r) for r in rows), default=4))
+    width = max(label_w + cell * len(cols) + 20, 8 * len(title) + 20, label_w + 7 * len(value_label) + 150)
+    height = 40 + row_h * len(rows) + 24
+    parts = [f'<text x="{width / 2:.1f}" y="15" text-anchor="middle" {FONT} font-weight="bold">{escape(title)}</text>']
+    for j, c in enumerate(cols):
+        parts.append(f'<text x="{label_w + cell * (j + 0.5):.1f}" y="34" text-anchor="middle" {FONT}>{escape(str(c))}</text>')
+    for i, r in enumerate(rows):
+        y = 40 + row_h * i
+        parts.append(f'<text x="{label_w - 4}" y="{y + row_h - 4}" text-anchor="end" {FONT}>{escape(str(r))}</text>')
+        for j in range(len(cols)):
+            x = v[i, j]
+            fill = _color((x - lo) / (hi - lo) if hi > lo else 0.0) if math.isfinite(x) else "#ddd"
+            parts.append(f'<rect x="{label_w + cell * j}" y="{y}" width="{cell - 1}" height="{row_h - 1}" fill="{fill}">'
+                         f'<title>{escape(str(r))} / {escape(str(cols[j]))}: {_fmt(x)}</title></rect>')
+            if math.isfinite(x):
+                parts.append(f'<text x="{label_w + cell * (j + 0.5):.1f}" y="{y + row_h - 4}" text-anchor="middle" '
+                             f'font-family="sans-serif" font-size="9">{_fmt(x)}</text>')
+    parts.append(f'<text x="{label_w}" y="{height - 6}" {FONT}>{escape(value_label)} (darker = larger)</text>')
+    return _svg(width, height, parts)
+
+
+def scatter(points: Sequence[tuple[float, float]], *, front: Sequence[tuple[float, float]] = (),
+            chosen: tuple[float, float] | None = None, title: str = "", xlabel: str = "", ylabel: str = "",
+            width: int = 420, height: int = 260) -> str:
+    """Points, a highlighted front (joined by a line) and an optional chosen point."""
+    allp = list(points) + list(front) + ([chosen] if chosen else [])
+    xs = [p[0] for p in allp] or [0.0, 1.0]
+    ys = [p[1] for p in allp] or [0.0, 1.0]
+    padx = (max(xs) - min(xs)) * 0.05 or 1.0
+    pady = (max(ys) - min(ys)) * 0.05 or 0.01
+    f = _Frame(width, height, min(xs) - padx, max(xs) + padx, min(ys) - pady, max(ys) + pady)
+    parts = f.axes(title, xlabel, ylabel)
+    for x, y in points:
+        parts.append(f'<circle cx="{f.x(x):.1f}" cy="{f.y(y):.1f}" r="2.5" fill="#999"/>')
+    if front:
+        fr = sorted(front)
+        pts = " ".join(f"{f.x(x):.1f},{f.y(y):.1f}" for x, y in fr)
+        parts.append(f'<polyline points="{pts}" fill="none" stroke="{PALETTE[1]}" stroke-width="1.5"/>')
+        for x, y in fr:
+            parts.append(f'<circle cx="{f.x(x):.1f}" cy="{f.y(y):.1f}" r="3.5" fill="{PALETTE[1]}"/>')
+    if chosen:
+        parts.append(f'<circle cx="{f.x(chosen[0]):.1f}" cy="{f.y(chosen[1]):.1f}" r="6" fill="none" stroke="{PALETTE[3]}" stroke-width="2"/>')
+    return _svg(width, height, parts)
+
+
+__all__ = ["histogram", "bars", "heatmap", "scatter"]
