@@ -45,7 +45,8 @@ def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # the exact interval always holds p; clamp so rounding (p = 0 or 1) cannot exclude it
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def _db(ratio: float) -> float:

@@ -94,6 +94,12 @@ def _conv_bn_pairs_fx(model: nn.Module) -> list[tuple[str, str]] | None:
     except Exception:
         return None
     mods = dict(model.named_modules())
+    # a module called more than once (shared conv or BN) cannot be folded:
+    # its one set of weights serves every call
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
     pairs = []
     for node in gm.graph.nodes:
         if node.op != "call_module" or not isinstance(mods.get(node.target), _BN):
@@ -101,7 +107,7 @@ def _conv_bn_pairs_fx(model: nn.Module) -> list[tuple[str, str]] | None:
         src = node.args[0] if node.args else None
         if getattr(src, "op", None) != "call_module" or not isinstance(mods.get(src.target), _CONV):
             continue
-        if len(src.users) != 1:
+        if len(src.users) != 1 or calls[str(src.target)] != 1 or calls[str(node.target)] != 1:
             continue
         pairs.append((str(src.target), str(node.target)))
     return pairs
@@ -122,6 +128,8 @@ def _conv_bn_pairs_sequential(model: nn.Module) -> list[tuple[str, str]]:
 
 def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """(conv, bn) module names where the BatchNorm directly consumes the conv."""
+    if not any(isinstance(m, _BN) for m in model.modules()):
+        return []  # nothing to fold: skip tracing (seconds for models with thousands of layers)
     pairs = _conv_bn_pairs_fx(model)
     if pairs is None:
         pairs = _conv_bn_pairs_sequential(model)

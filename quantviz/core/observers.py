@@ -6,6 +6,7 @@ pairs) whenever a batch falls outside it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,16 @@ def histogram_of(x: torch.Tensor, bins: int = DEFAULT_BINS) -> Histogram:
     return obs.histogram()
 
 
+def _reduce(x: torch.Tensor) -> list[float]:
+    """min, max, sum and sum of squares of a flat float32 tensor, read back at once.
+
+    float32 reductions (pairwise / blocked in torch) are plenty for the
+    displayed mean / std and cost a fraction of float64 copies.
+    """
+    mn, mx = torch.aminmax(x)
+    return torch.stack((mn, mx, x.sum(), torch.dot(x, x))).tolist()
+
+
 class HistogramObserver:
     """Streaming min / max / moments and a doubling fixed-size histogram."""
 
@@ -124,20 +135,23 @@ class HistogramObserver:
         x = x.float().flatten()
         if x.numel() == 0:
             return
-        finite = torch.isfinite(x)
-        n_bad = int(x.numel() - finite.sum())
-        if n_bad:
+        mn, mx, s, ss = _reduce(x)
+        # NaN propagates through aminmax and Inf shows up in it, so finite
+        # extremes prove the whole batch finite: the (slow) mask is only
+        # built for the rare batch that needs it.
+        if not (math.isfinite(mn) and math.isfinite(mx)):
+            finite = torch.isfinite(x)
+            n_bad = int(x.numel() - finite.sum())
             self.nonfinite += n_bad
             x = x[finite]
             if x.numel() == 0:
                 return
-        mn, mx = torch.aminmax(x)
-        mn, mx = float(mn), float(mx)
+            mn, mx, s, ss = _reduce(x)
         self.min = min(self.min, mn)
         self.max = max(self.max, mx)
         self.count += int(x.numel())
-        self.sum += float(x.sum(dtype=torch.float64))
-        self.sumsq += float((x.double() ** 2).sum())
+        self.sum += s
+        self.sumsq += ss
         if self.counts is None:
             self._init_range(mn, mx)
         guard = 0
@@ -147,8 +161,7 @@ class HistogramObserver:
         while mn < self.lo and guard < 400:
             self._grow_left()
             guard += 1
-        h = torch.histc(x, bins=self.bins, min=self.lo, max=self.hi)
-        self.counts += h.double()
+        self.counts += torch.histc(x, bins=self.bins, min=self.lo, max=self.hi)  # float64 += float32 in place
 
     @property
     def mean(self) -> float:

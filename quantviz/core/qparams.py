@@ -23,6 +23,10 @@ import torch
 
 EPS = float(torch.finfo(torch.float32).eps)
 
+# Clip ranges are limited to +-RANGE_LIMIT so that the scale and every grid
+# point stay finite in float32 even for ranges near float32's maximum.
+RANGE_LIMIT = float(torch.finfo(torch.float32).max) / 4
+
 MIN_BITS = 2
 MAX_BITS = 16
 
@@ -79,8 +83,8 @@ def compute_qparams(lo: torch.Tensor | float, hi: torch.Tensor | float, bits: in
     """Scale and zero point from a clip range, as torch's min-max observers do."""
     lo_t = torch.as_tensor(lo, dtype=torch.float32).flatten()
     hi_t = torch.as_tensor(hi, dtype=torch.float32).flatten()
-    lo_t = torch.nan_to_num(lo_t, nan=0.0, posinf=0.0, neginf=0.0)
-    hi_t = torch.nan_to_num(hi_t, nan=0.0, posinf=0.0, neginf=0.0)
+    lo_t = torch.nan_to_num(lo_t, nan=0.0, posinf=0.0, neginf=0.0).clamp(-RANGE_LIMIT, RANGE_LIMIT)
+    hi_t = torch.nan_to_num(hi_t, nan=0.0, posinf=0.0, neginf=0.0).clamp(-RANGE_LIMIT, RANGE_LIMIT)
     hi_t = torch.maximum(hi_t, lo_t)
     qmin, qmax = qrange(bits, symmetric)
     lo_neg = torch.clamp(lo_t, max=0.0)

@@ -165,9 +165,10 @@ def _abs_histogram_from_values(values: np.ndarray, weights: np.ndarray, bins: in
 @torch.no_grad()
 def weight_range(m: torch.Tensor, rng: RangeSpec, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Clip range per row of the ``(groups, n)`` matrix ``m``."""
-    if not torch.isfinite(m).all():
-        raise RangeError("weights contain NaN or Inf")
     lo, hi = m.min(dim=1).values, m.max(dim=1).values
+    # NaN propagates through min / max and Inf shows in them: no full-size mask needed
+    if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+        raise RangeError("weights contain NaN or Inf")
     method = rng.method
     if method == "minmax":
         pass
@@ -176,7 +177,8 @@ def weight_range(m: torch.Tensor, rng: RangeSpec, bits: int, symmetric: bool) ->
         if symmetric:
             a = _quantile_rows(m.abs(), p)
             return -a, a
-        lo, hi = _quantile_rows(m, 1.0 - p), _quantile_rows(m, p)
+        # p below 50 names the same two-sided range as 100 - p (never lo > hi)
+        lo, hi = _quantile_rows(m, min(p, 1.0 - p)), _quantile_rows(m, max(p, 1.0 - p))
     elif method == "mse":
         if symmetric:
             lo, hi = _sym(lo, hi)
@@ -234,8 +236,8 @@ def activation_range(h: Histogram, rng: RangeSpec, bits: int, symmetric: bool) -
             cdf = np.cumsum(counts[order]) / counts.sum()
             t = float(np.interp(p, cdf, a))
             return -t, t
-        lo = _hist_quantile(h, 1.0 - p)
-        hi = _hist_quantile(h, p)
+        lo = _hist_quantile(h, min(p, 1.0 - p))
+        hi = _hist_quantile(h, max(p, 1.0 - p))
     elif method == "mse":
         mask = counts > 0
         vals = torch.tensor(np.clip(centers[mask], h.min, h.max), dtype=torch.float64).view(1, -1)

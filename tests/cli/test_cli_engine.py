@@ -1,0 +1,137 @@
+"""`quantviz inspect` / `quantviz evaluate` on the demo, in JSON and human form."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from quantviz.cli.main import main
+from quantviz.core.sources.demo_model import DemoNet
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_LAYERS = ["features.0", "features.3", "features.7", "classifier.1", "classifier.3"]
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_inspect_json_lists_the_demo_layers(capsys):
+    code, out, err = _run(capsys, "inspect", "demo", "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert [l["name"] for l in info["layers"]] == DEMO_LAYERS
+    net = DemoNet()
+    for l in info["layers"]:
+        mod = net.get_submodule(l["name"])
+        assert l["type"] == type(mod).__name__
+        assert l["weight_shape"] == list(mod.weight.shape)
+        assert l["params"] == mod.weight.numel() + mod.weight.shape[0]  # weight + (folded) bias
+    assert [c for c, _ in info["folded_batchnorm"]] == ["features.0", "features.3", "features.7"]
+
+
+def test_inspect_human_table_and_no_fold(capsys):
+    code, out, _ = _run(capsys, "inspect", "demo")
+    assert code == 0
+    lines = out.splitlines()
+    assert any(l.split()[:2] == ["layer", "type"] for l in lines)
+    for name in DEMO_LAYERS:
+        assert any(l.startswith(name + " ") for l in lines), name
+    assert "5 quantizable layers" in out and "BatchNorm folded" in out
+    code, out, _ = _run(capsys, "inspect", "demo", "--no-fold-bn", "--json")
+    assert code == 0 and json.loads(out)["folded_batchnorm"] == []
+
+
+def _evaluate_json(capsys, *extra):
+    code, out, err = _run(capsys, "evaluate", "demo", "--json", *extra)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_evaluate_w8a8_keeps_accuracy_and_is_four_times_smaller(capsys):
+    rep = _evaluate_json(capsys, "--preset", "W8A8")
+    f, q = rep["float"], rep["quantized"]
+    assert set(q["metrics"]) >= {"accuracy", "sqnr_db", "cosine", "top1_agreement"}
+    assert f["metrics"]["accuracy"] > 0.9
+    assert abs(q["metrics"]["accuracy"] - f["metrics"]["accuracy"]) <= 0.005
+    assert q["metrics"]["sqnr_db"] > 20 and q["metrics"]["cosine"] > 0.99
+    ratio = f["size_bytes"] / q["size_bytes"]
+    assert 3.5 <= ratio <= 4.1
+    assert q["compression"] == pytest.approx(ratio) and q["avg_bits"] == 8
+
+
+def test_evaluate_w2_drops_accuracy_a_lot(capsys):
+    float_acc = _evaluate_json(capsys, "--preset", "float")
+    assert float_acc["quantized"]["metrics"]["sqnr_db"] >= 199  # nothing quantized: identical
+    rep = _evaluate_json(capsys, "--preset", "W2")
+    assert rep["float"]["metrics"]["accuracy"] - rep["quantized"]["metrics"]["accuracy"] > 0.1
+    assert rep["quantized"]["metrics"]["sqnr_db"] < 15
+    assert rep["quantized"]["avg_bits"] == 2
+
+
+def test_evaluate_human_output_is_a_table(capsys):
+    code, out, _ = _run(capsys, "evaluate", "demo", "--preset", "W4")
+    assert code == 0
+    assert "metric" in out and "float" in out and "quantized" in out
+    assert any(l.startswith("accuracy") and l.count("%") == 2 for l in out.splitlines())
+    assert "compression" in out and "avg bits / weight" in out
+
+
+def test_evaluate_with_a_config_file(capsys, tmp_path):
+    cfg = {"format": "quantviz-config", "version": 1, "default": {"weight": {"bits": 8}},
+           "layers": {"classifier.3": {"weight": {"bits": None}}}}
+    p = tmp_path / "cfg.json"
+    p.write_text(json.dumps(cfg))
+    rep = _evaluate_json(capsys, "--config", str(p))
+    assert 8 < rep["quantized"]["avg_bits"] < 9  # one small layer stays float
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--preset", "W7"], "unknown preset"),
+    (["--config", "{missing}"], "no such file"),
+    (["--config", "{bad}"], "bits"),
+])
+def test_bad_preset_or_config_is_one_line_exit_1(capsys, tmp_path, args, needle):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"version": 1, "default": {"weight": {"bits": 99}}}))
+    args = [a.format(missing=tmp_path / "nope.json", bad=bad) for a in args]
+    code, out, err = _run(capsys, "evaluate", "demo", *args)
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1 and needle in err and "Traceback" not in err
+
+
+def test_progress_bar_goes_to_stderr_and_cuda_is_refused_cleanly(capsys):
+    code, out, err = _run(capsys, "evaluate", "demo", "--preset", "W8", "--progress", "--json")
+    assert code == 0 and "%" in err and "evaluating" in err
+    json.loads(out)  # stdout stays clean JSON
+    import torch
+
+    if not torch.cuda.is_available():
+        code, out, err = _run(capsys, "evaluate", "demo", "--device", "cuda")
+        assert code == 1 and "CUDA" in err and len(err.strip().splitlines()) == 1
+
+
+def _cli(*argv):
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    return subprocess.run([sys.executable, "-m", "quantviz", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_subprocess_evaluate_json_and_error_exit():
+    ok = _cli("evaluate", "demo", "--preset", "W8A8", "--json", "--threads", "1")
+    assert ok.returncode == 0, ok.stderr
+    rep = json.loads(ok.stdout)
+    assert rep["float"]["size_bytes"] > 3.5 * rep["quantized"]["size_bytes"]
+    bad = _cli("evaluate", "demo", "--preset", "nope")
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert bad.stderr.strip().startswith("quantviz: error:") and len(bad.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in bad.stderr
+
+
+def test_subprocess_inspect_missing_model():
+    res = _cli("inspect", "no_such_model.pt", "--json")
+    assert res.returncode == 1 and "no_such_model.pt" in res.stderr and "Traceback" not in res.stderr

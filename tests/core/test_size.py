@@ -1,0 +1,72 @@
+"""Exact model size for a hand-computed config."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from quantviz.core.fakequant import QuantSim
+from quantviz.core.layers import inventory
+from quantviz.core.size import float_model_bytes, layer_weight_bytes, model_size, num_groups
+from quantviz.core.spec import LayerSpec, WeightSpec
+
+
+def _model():
+    return nn.Sequential(
+        nn.Linear(10, 6),                  # "0": 60 weights + 6 bias
+        nn.Conv2d(3, 4, 3, bias=False),    # "1": 108 weights
+        nn.BatchNorm1d(5),                 # "2": 10 params + 10 float buffers (+ int counter, not counted)
+        nn.Linear(10, 3),                  # "3": 30 weights + 3 bias
+        nn.Linear(5, 2, bias=False),       # "4": 10 weights, stays float
+        nn.ConvTranspose2d(2, 5, 2),       # "5": weight (2, 5, 2, 2) = 40, bias 5
+    ).eval()
+
+
+SPECS = {
+    "0": LayerSpec(WeightSpec(bits=8, granularity="per_tensor", symmetric=True)),
+    "1": LayerSpec(WeightSpec(bits=4, granularity="per_channel", symmetric=False)),
+    "3": LayerSpec(WeightSpec(bits=3, granularity="per_group", group_size=4, symmetric=False)),
+    "4": LayerSpec(WeightSpec(bits=None)),
+    "5": LayerSpec(WeightSpec(bits=5, granularity="per_channel", symmetric=True)),
+}
+
+
+def test_size_matches_a_hand_computation():
+    model = _model()
+    layers = inventory(model)
+    rep = model_size(model, layers, SPECS)
+    other = 4 * (6 + 3 + 5) + 4 * (5 + 5) + 4 * (5 + 5)  # biases, BN affine, BN running stats
+    expected_layers = {
+        "0": 60 + 4,                           # 60 bytes + one float32 scale
+        "1": math.ceil(108 * 4 / 8) + 4 * (4 + 1),   # 54 bytes + per channel scale and 1-byte zero point
+        "3": math.ceil(30 * 3 / 8) + 9 * (4 + 1),    # 12 bytes + 3 rows x ceil(10/4) groups
+        "4": 10 * 4,                           # float
+        "5": math.ceil(40 * 5 / 8) + 5 * 4,    # 25 bytes + one scale per output channel (axis 1)
+    }
+    assert rep.per_layer == expected_layers
+    assert other == 136
+    assert rep.quantized_bytes == other + sum(expected_layers.values()) == 136 + 64 + 74 + 57 + 40 + 45
+    assert rep.float_bytes == other + 4 * (60 + 108 + 30 + 10 + 40) == float_model_bytes(model)
+    assert rep.compression == pytest.approx(rep.float_bytes / rep.quantized_bytes)
+    assert rep.avg_bits == pytest.approx((60 * 8 + 108 * 4 + 30 * 3 + 10 * 32 + 40 * 5) / 248)
+    d = rep.to_dict()
+    assert set(d) == {"float_bytes", "quantized_bytes", "compression", "avg_bits"}
+
+
+def test_layer_without_spec_counts_as_float_and_group_counts_match_the_engine():
+    model = _model()
+    layers = {l.name: l for l in inventory(model)}
+    assert layer_weight_bytes(layers["0"], None) == 240
+    sim = QuantSim(model)
+    for name, spec in SPECS.items():
+        q = sim.quantize_weight(name, spec.weight)
+        if q is not None:
+            assert q.qparams.groups == num_groups(layers[name], spec)
+
+
+def test_eight_bit_weights_are_about_four_times_smaller():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 256), nn.Linear(256, 10)).eval()
+    layers = inventory(model)
+    rep = model_size(model, layers, {l.name: LayerSpec(WeightSpec(bits=8)) for l in layers})
+    assert 3.8 < rep.compression < 4.0 and rep.avg_bits == 8
