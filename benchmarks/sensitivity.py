@@ -1,0 +1,148 @@
+"""Sensitivity speed: suffix-recompute sweep vs naive sweep, local proxy vs one forward pass.
+
+Run: ``python benchmarks/sensitivity.py [--quick]``. Measures, in one run, on
+the demo and on a ResNet-18-sized model (random weights, plain torch, 64x64
+inputs, a few hundred samples):
+
+* ``sweep_ratio``: e2e sweep time (cached activations, suffixes only) / the
+  naive sweep's time (one full evaluation per layer x bit-width);
+  target <= 0.6;
+* ``local_ratio``: the local proxy for all layers at 4 bit-widths / one float
+  forward pass over the calibration data; target <= 2.
+
+The last line is one JSON object: per-model figures plus the worst case of
+each ratio over the models.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from quantviz.core import sensitivity as S  # noqa: E402
+from quantviz.core.data import Dataset, call_model  # noqa: E402
+from quantviz.core.sources.base import ModelBundle  # noqa: E402
+from quantviz.io.config import preset  # noqa: E402
+from quantviz.session import Session  # noqa: E402
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        idt = x if self.down is None else self.down(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += idt
+        return self.relu(out)
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 layout (11.7 M parameters), written with plain torch."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool2d(3, 2, 1)
+        layers, cin = [], 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers.append(nn.Sequential(Block(cin, cout, stride), Block(cout, cout, 1)))
+            cin = cout
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.fc = nn.Linear(512, classes)
+
+    def forward(self, x):
+        x = self.pool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def resnet_session(samples: int) -> Session:
+    torch.manual_seed(0)
+    model = ResNet18().eval()
+    with torch.no_grad():  # realistic BN statistics so folding does something
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)
+                m.running_mean.normal_(0, 0.1)
+    g = torch.Generator().manual_seed(1)
+    data = Dataset(torch.randn(samples, 3, 64, 64, generator=g), torch.randint(0, 10, (samples,), generator=g),
+                   name="random 64x64")
+    bundle = ModelBundle(model=model, name="resnet18-64px", kind="recipe", reference="resnet18", calib=data, eval=data)
+    s = Session(bundle, eval_data=data, calib_data=data, config=preset("W8"), batch_size=64)
+    s.prepare()
+    return s
+
+
+def float_pass(session) -> float:
+    t = time.perf_counter()
+    with torch.no_grad():
+        for x, _ in session.calib_data.batches(session.batch_size):
+            call_model(session.sim.float_model, x)
+    return time.perf_counter() - t
+
+
+def measure(session, bits, local_bits) -> dict:
+    p = S.parts_of(session)
+    S.sweep(p, "e2e", bits=bits[:1])  # warm up (weight quantization cache, allocator)
+    t = time.perf_counter()
+    fast = S.sweep(p, "e2e", bits=bits)
+    t_fast = time.perf_counter() - t
+    t = time.perf_counter()
+    slow = S.sweep(p, "e2e", bits=bits, naive=True)
+    t_slow = time.perf_counter() - t
+    worst = 0.0
+    for ea, eb in zip(fast["layers"], slow["layers"]):
+        for k in ea["results"]:
+            a, b = ea["results"][k]["metrics"]["sqnr_db"], eb["results"][k]["metrics"]["sqnr_db"]
+            worst = max(worst, abs(a - b))
+    float_pass(session)
+    t_float = min(float_pass(session) for _ in range(2))
+    t = time.perf_counter()
+    S.local(p, bits=local_bits)
+    t_local = time.perf_counter() - t
+    return {"layers": len(session.layers), "samples": len(session.eval_data), "bits": list(bits),
+            "incremental": fast["incremental"], "sweep_s": t_fast, "naive_sweep_s": t_slow,
+            "sweep_ratio": t_fast / t_slow, "max_sqnr_diff_db": worst,
+            "float_pass_s": t_float, "local_s": t_local, "local_ratio": t_local / t_float}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--samples", type=int, default=256, help="ResNet samples (default 256)")
+    ap.add_argument("--quick", action="store_true", help="fewer bit-widths on the ResNet")
+    a = ap.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    local_bits = (2, 3, 4, 8)
+    out = {}
+    demo = Session.open("demo")
+    out["demo"] = measure(demo, (2, 3, 4, 6, 8), local_bits)
+    print("demo", json.dumps(out["demo"]), file=sys.stderr)
+    rn = resnet_session(a.samples)
+    out["resnet18"] = measure(rn, (4,) if a.quick else (2, 4), local_bits)
+    print("resnet18", json.dumps(out["resnet18"]), file=sys.stderr)
+    out["sweep_ratio"] = max(v["sweep_ratio"] for v in out.values() if isinstance(v, dict))
+    out["local_ratio"] = max(v["local_ratio"] for v in out.values() if isinstance(v, dict) and "local_ratio" in v)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""``quantviz search MODEL``: mixed precision under a budget, with the Pareto front."""
+from __future__ import annotations
+
+from .cmd_sensitivity import parse_bits
+from .common import CLIError, ProgressBar, add_common_args, add_model_args, fmt_bytes, fmt_metric, open_session, print_json, table
+
+
+def register(sub) -> None:
+    p = sub.add_parser("search", help="choose a bit-width per layer under a size or accuracy budget")
+    add_model_args(p)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--avg-bits", type=float, metavar="X", help="average weight bits over all quantizable weights")
+    g.add_argument("--size-bytes", type=int, metavar="N", help="model size in bytes (with scale overhead)")
+    g.add_argument("--max-drop", type=float, metavar="D",
+                   help="largest acceptable drop of the main metric (accuracy as a fraction, e.g. 0.01)")
+    p.add_argument("--bits", default="2,3,4,6,8", metavar="B,B", help="candidate weight bit-widths (default 2,3,4,6,8)")
+    p.add_argument("--steps", type=int, default=9, metavar="N", help="budgets along the Pareto front (default 9)")
+    p.add_argument("--out", metavar="CFG.json", help="write the chosen config (quantviz config format)")
+    add_common_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..core.search import search
+    from ..io.config import QuantConfig, save_config
+
+    bits = parse_bits(args.bits, "--bits")
+    if not bits:
+        raise CLIError("--bits: give at least one bit-width")
+    if args.steps < 2:
+        raise CLIError(f"--steps must be at least 2, got {args.steps}")
+    if args.size_bytes is not None and args.size_bytes <= 0:
+        raise CLIError(f"--size-bytes must be positive, got {args.size_bytes}")
+    if args.max_drop is not None and args.max_drop < 0:
+        raise CLIError(f"--max-drop must not be negative, got {args.max_drop}")
+    session = open_session(args)
+    bar = ProgressBar(True if args.progress else None)
+    try:
+        res = search(session, avg_bits=args.avg_bits, size_bytes=args.size_bytes, max_drop=args.max_drop,
+                     bits=bits, pareto_steps=args.steps, progress=bar)
+    finally:
+        bar.close()
+    if args.out:
+        save_config(QuantConfig.from_dict(res["chosen"]["config"]), args.out)
+    if args.json:
+        print_json(res)
+        return 0
+    metric = res["metric"]
+    c = res["chosen"]
+    print(f"{session.name}: chosen config {fmt_bytes(c['size_bytes'])}, {c['avg_bits']:.2f} bits/weight, "
+          f"{metric} {fmt_metric(metric, c['metrics'].get(metric))}, SQNR {fmt_metric('sqnr_db', c['metrics'].get('sqnr_db'))}")
+    print(table([[n, str(b)] for n, b in c["bits"].items()], ["layer", "bits"], "lr"))
+    print("\nPareto front (measured):")
+    rows = [[fmt_bytes(q["size_bytes"]), f"{q['avg_bits']:.2f}", fmt_metric(metric, q["metrics"].get(metric)),
+             fmt_metric("sqnr_db", q["metrics"].get("sqnr_db"))] for q in res["pareto"]]
+    print(table(rows, ["size", "avg bits", metric, "SQNR"], "rrrr"))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0

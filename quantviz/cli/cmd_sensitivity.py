@@ -1,0 +1,98 @@
+"""``quantviz sensitivity MODEL``: per-layer sensitivity over candidate bit-widths."""
+from __future__ import annotations
+
+import json
+
+from .common import CLIError, ProgressBar, add_common_args, add_model_args, fmt_metric, open_session, print_json, table
+
+
+def parse_bits(text: str | None, flag: str) -> tuple[int, ...] | None:
+    """``"2,3,4"`` -> (2, 3, 4); ``"none"`` -> (); None -> None."""
+    if text is None:
+        return None
+    if text.strip().lower() in ("none", ""):
+        return ()
+    try:
+        bits = tuple(sorted({int(t) for t in text.split(",") if t.strip()}))
+    except ValueError:
+        raise CLIError(f"{flag}: expected comma-separated integers like 2,4,8, got {text!r}") from None
+    bad = [b for b in bits if not 2 <= b <= 16]
+    if bad:
+        raise CLIError(f"{flag}: bit-width {bad[0]} is outside 2..16")
+    return bits
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sensitivity", help="which layers suffer most from quantization (per layer x bit-width)")
+    add_model_args(p)
+    p.add_argument("--bits", default="2,3,4,6,8", metavar="B,B", help="weight bit-widths to test (default 2,3,4,6,8)")
+    p.add_argument("--act-bits", metavar="B,B",
+                   help="activation bit-widths to test (default 4,8 when the config quantizes activations; 'none' to skip)")
+    p.add_argument("--method", default="e2e", choices=["e2e", "loo", "local", "hessian"],
+                   help="e2e: only this layer quantized; loo: all but this layer; local: the layer's own output SQNR; "
+                        "hessian: HAWQ trace x weight perturbation (default e2e)")
+    p.add_argument("--compare", action="store_true",
+                   help="also run e2e and report how well this proxy ranks the layers (Spearman)")
+    p.add_argument("--out", metavar="FILE", help="write the JSON result to FILE")
+    add_common_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..core.sensitivity import run_sensitivity
+    from ..io import atomic
+    from .common import clean_json
+
+    bits = parse_bits(args.bits, "--bits")
+    if not bits:
+        raise CLIError("--bits: give at least one bit-width")
+    act_bits = parse_bits(args.act_bits, "--act-bits")
+    session = open_session(args)
+    bar = ProgressBar(True if args.progress else None)
+    try:
+        if args.compare and args.method != "e2e":
+            run_sensitivity(session, "e2e", bits=bits, act_bits=(), progress=bar)
+        res = run_sensitivity(session, args.method, bits=bits, act_bits=act_bits, progress=bar)
+    finally:
+        bar.close()
+    if args.out:
+        atomic.write_text(args.out, json.dumps(clean_json(res), indent=1) + "\n")
+    if args.json:
+        print_json(res)
+        return 0
+    print_table(session, res)
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def print_table(session, res: dict) -> None:
+    method = res["method"]
+    metric = res.get("metric")
+    keys = [str(b) for b in res["bits"]]
+    rows = []
+    for e in res["layers"]:
+        row = [e["name"], e["type"]]
+        for k in keys:
+            m = e["results"][k]["metrics"]
+            if method == "hessian":
+                row.append(f"{m['hessian_score']:.3g}")
+            elif method == "local":
+                row.append(fmt_metric("sqnr_db", m.get("sqnr_db")))
+            else:
+                d = e["results"][k].get("drop", {})
+                cell = fmt_metric("sqnr_db", m.get("sqnr_db"))
+                if metric in d:
+                    cell = f"{d[metric] * 100:+.2f}% / " + cell if metric in ("accuracy", "top1_agreement") else f"{d[metric]:+.3g} / " + cell
+                row.append(cell)
+        rows.append(row)
+    what = {"e2e": f"{metric} drop / output SQNR, only this layer quantized",
+            "loo": f"{metric} drop / SQNR gain from keeping it float, all others quantized",
+            "local": "the layer's own output SQNR (calibration data)",
+            "hessian": "mean Hessian trace x ||Q(W) - W||^2"}[method]
+    print(f"{session.name}: {method} sensitivity ({what})")
+    print(table(rows, ["layer", "type"] + [f"W{k}" for k in keys], "ll" + "r" * len(keys)))
+    sp = res.get("spearman")
+    if sp:
+        parts = [f"{k} {v:+.2f}" for k, v in sp["mean"].items()]
+        print(f"rank agreement with e2e (Spearman, mean over bit-widths): {', '.join(parts) or 'undefined'}")

@@ -1,0 +1,374 @@
+"""Mixed-precision search: a bit-width per layer under a budget.
+
+The e2e sensitivities give, for each layer (or tied group) and bit-width,
+the output noise it adds and the drop of the task metric. Modelled as
+additive, choosing one bit-width per group is a multiple-choice knapsack,
+solved exactly by :func:`solve` (``scipy.optimize.milp`` when scipy is
+installed, else :func:`solve_dp`, a dynamic program over Pareto states).
+
+For a budget, a few additive objectives (output noise power, metric drop,
+blends) each give an optimal config; every candidate is then *measured* end
+to end and the best measured one that fits is chosen. The Pareto front
+repeats this over a range of budgets; every point carries its full config.
+
+Budgets: ``avg_bits`` (weight bits averaged over the weights of all
+quantizable layers, no scale overhead), ``size_bytes`` (the model size with
+scale overhead, :mod:`quantviz.core.size`), or ``max_drop`` (the largest
+acceptable drop of the primary metric; the smallest measured config within
+it is chosen).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import Cancelled, QuantvizError
+from .evaluate import evaluate_quantized, higher_is_better
+from .progress import Progress, null_progress, scaled
+from .sensitivity import DEFAULT_BITS, Parts, parts_of, primary_metric, tie_groups, weight_setting
+from .size import layer_weight_bytes, model_size
+
+
+class SearchError(QuantvizError):
+    pass
+
+
+# ------------------------------------------------------------ solvers
+def solve_dp(costs: Sequence[Sequence[float]], sizes: Sequence[Sequence[int]], budget: float) -> list[int] | None:
+    """Exact multiple-choice knapsack: one option per group, total size <= budget,
+    minimum total cost. Keeps only Pareto states (no state both larger and costlier)."""
+    states: list[tuple[float, float, tuple]] = [(0, 0.0, ())]
+    for c_row, s_row in zip(costs, sizes):
+        nxt = [(s + s_row[k], c + c_row[k], ch + (k,)) for s, c, ch in states for k in range(len(c_row))
+               if s + s_row[k] <= budget + 1e-9]
+        if not nxt:
+            return None
+        nxt.sort(key=lambda t: (t[0], t[1]))
+        states = []
+        best = float("inf")
+        for st in nxt:
+            if st[1] < best - 1e-15 * max(1.0, abs(best)) or not states:
+                states.append(st)
+                best = min(best, st[1])
+    return list(min(states, key=lambda t: (t[1], t[0]))[2])
+
+
+def solve_milp(costs, sizes, budget: float) -> list[int] | None:
+    """The same problem with ``scipy.optimize.milp`` (HiGHS)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    n = sum(len(r) for r in costs)
+    c = np.concatenate([np.asarray(r, dtype=float) for r in costs])
+    scale = max(float(np.abs(c).max()), 1e-300)
+    svec = np.concatenate([np.asarray(r, dtype=float) for r in sizes])
+    a = np.zeros((len(costs) + 1, n))
+    col = 0
+    for g, r in enumerate(costs):
+        a[g, col:col + len(r)] = 1
+        col += len(r)
+    a[-1] = svec
+    lb = np.concatenate([np.ones(len(costs)), [-np.inf]])
+    ub = np.concatenate([np.ones(len(costs)), [budget]])
+    res = milp(c / scale, constraints=LinearConstraint(a, lb, ub), integrality=np.ones(n), bounds=Bounds(0, 1),
+               options={"mip_rel_gap": 0.0})
+    if res.x is None:
+        return None
+    x = np.round(res.x).astype(int)
+    out, col = [], 0
+    for r in costs:
+        out.append(int(np.argmax(x[col:col + len(r)])))
+        col += len(r)
+    return out
+
+
+def solve(costs, sizes, budget: float, method: str = "auto") -> list[int] | None:
+    """One option index per group minimising the summed cost within ``budget`` (None: infeasible)."""
+    if method in ("auto", "milp"):
+        try:
+            import scipy.optimize  # noqa: F401
+        except ImportError:
+            if method == "milp":
+                raise SearchError("the milp solver needs scipy (pip install 'quantviz[search]')") from None
+        else:
+            return solve_milp(costs, sizes, budget)
+    return solve_dp(costs, sizes, budget)
+
+
+# ------------------------------------------------------ problem setup
+def _table(p: Parts, sens: dict, bits: Sequence[int]):
+    """Groups, per-option sizes (weight bits, bytes) and the additive objectives."""
+    groups = tie_groups(p.sim, p.ties)
+    by_name = {e["name"]: e for e in sens["layers"]}
+    metric = sens.get("metric") or primary_metric(p.reference.metrics)
+    wbits, wbytes, noise, drop = [], [], [], []
+    for g in groups:
+        infos = [p.sim.by_name[n] for n in g]
+        wbits.append([sum(i.weight_numel for i in infos) * b for b in bits])
+        wbytes.append([sum(layer_weight_bytes(i, weight_setting(p.base_specs[i.name], b)) for i in infos) for b in bits])
+        cells = by_name[g[0]]["results"]
+        for b in bits:
+            if str(b) not in cells:
+                raise SearchError(f"the sensitivity result has no {b}-bit entry for {g[0]}")
+        noise.append([10 ** (-cells[str(b)]["metrics"].get("sqnr_db", 0.0) / 10) for b in bits])
+        drop.append([max(0.0, cells[str(b)]["drop"].get(metric, 0.0)) for b in bits])
+    return groups, np.array(wbits, float), np.array(wbytes, float), np.array(noise), np.array(drop), metric
+
+
+def _objectives(noise: np.ndarray, drop: np.ndarray) -> list[np.ndarray]:
+    """Additive objectives: output noise, metric drop (noise breaks ties), blends."""
+    nn_ = noise / max(noise.sum(axis=1).max(), 1e-300)
+    objs = [noise]
+    if drop.max() > 0:
+        dn = drop / drop.max()
+        objs += [dn + 1e-3 * nn_, 0.5 * dn + 0.5 * nn_]
+    return objs
+
+
+def uniform_path(cost: np.ndarray, size: np.ndarray, budget: float, moves: int = 4) -> list[list[int]]:
+    """Configs from the largest uniform bit-width that fits towards the optimum:
+    each step makes the single upgrade, or downgrade + upgrade pair, that
+    lowers the additive cost most within the budget. These near-uniform
+    candidates are measured alongside the solver's optima (the additive
+    model is only a model)."""
+    n_opt = cost.shape[1]
+    start = [k for k in range(n_opt) if size[:, k].sum() <= budget]
+    if not start:
+        return []
+    cur = [max(start)] * cost.shape[0]
+    out = [list(cur)]
+    for _ in range(moves):
+        used = sum(size[g, k] for g, k in enumerate(cur))
+        best, gain = None, 1e-15
+        for gu in range(len(cur)):
+            for ku in range(cur[gu] + 1, n_opt):
+                du = cost[gu, ku] - cost[gu, cur[gu]]
+                extra = size[gu, ku] - size[gu, cur[gu]]
+                if used + extra <= budget and -du > gain:
+                    best, gain = [(gu, ku)], -du
+                for gd in range(len(cur)):
+                    if gd == gu:
+                        continue
+                    for kd in range(cur[gd]):
+                        dd = cost[gd, kd] - cost[gd, cur[gd]]
+                        if used + extra + size[gd, kd] - size[gd, cur[gd]] <= budget and -(du + dd) > gain:
+                            best, gain = [(gu, ku), (gd, kd)], -(du + dd)
+        if best is None:
+            break
+        for g, k in best:
+            cur[g] = k
+        out.append(list(cur))
+    return out
+
+
+def uniform_neighbours(cost: np.ndarray, size: np.ndarray, budget: float, limit: int = 8) -> list[list[int]]:
+    """The best single moves away from the largest uniform config that fits
+    (one upgrade, or a downgrade paying for an upgrade), by additive gain."""
+    n_opt = cost.shape[1]
+    start = [k for k in range(n_opt) if size[:, k].sum() <= budget]
+    if not start:
+        return []
+    cur = [max(start)] * cost.shape[0]
+    used = sum(size[g, k] for g, k in enumerate(cur))
+    moves = []
+    for gu in range(len(cur)):
+        for ku in range(cur[gu] + 1, n_opt):
+            du = cost[gu, ku] - cost[gu, cur[gu]]
+            extra = size[gu, ku] - size[gu, cur[gu]]
+            if used + extra <= budget and du < 0:
+                moves.append((du, [(gu, ku)]))
+            for gd in range(len(cur)):
+                for kd in range(cur[gd]):
+                    dd = cost[gd, kd] - cost[gd, cur[gd]]
+                    if gd != gu and used + extra + size[gd, kd] - size[gd, cur[gd]] <= budget and du + dd < 0:
+                        moves.append((du + dd, [(gu, ku), (gd, kd)]))
+    moves.sort(key=lambda m: m[0])
+    out = []
+    for _, mv in moves[:limit]:
+        ch = list(cur)
+        for g, k in mv:
+            ch[g] = k
+        out.append(ch)
+    return out
+
+
+def _config_for(session_cfg, groups, bits, choice) -> "object":
+    cfg = session_cfg.copy()
+    for g, k in zip(groups, choice):
+        for n in g:
+            cfg.set_layer(n, {"weight": {"bits": int(bits[k])}})
+    return cfg
+
+
+def _better(a: dict, b: dict | None, metric: str) -> bool:
+    """Is measured point ``a`` better than ``b`` (primary metric, then SQNR)?"""
+    if b is None:
+        return True
+    ma, mb = a["metrics"].get(metric), b["metrics"].get(metric)
+    if ma is not None and mb is not None and ma != mb:
+        return (ma > mb) if higher_is_better(metric) else (ma < mb)
+    return a["metrics"].get("sqnr_db", 0) > b["metrics"].get("sqnr_db", 0)
+
+
+class _Measurer:
+    def __init__(self, session, p: Parts, groups, bits, cancel):
+        self.s, self.p, self.groups, self.bits, self.cancel = session, p, groups, bits, cancel
+        self.seen: dict[tuple, dict] = {}
+
+    def __call__(self, choice) -> dict:
+        key = tuple(choice)
+        if key in self.seen:
+            return self.seen[key]
+        if self.cancel():
+            raise Cancelled("search cancelled")
+        cfg = _config_for(self.s.config, self.groups, self.bits, choice)
+        specs = cfg.resolve_all(self.p.sim.layers)
+        self.p.sim.apply(specs)
+        metrics = evaluate_quantized(self.p.sim.qmodel, self.p.data, self.p.reference, device=self.p.device,
+                                     evaluate_fn=self.p.evaluate_fn, cancel=self.cancel)
+        size = model_size(self.p.sim.float_model, self.p.sim.layers, specs)
+        cfg.name = f"mixed {size.avg_bits:.2f} bits"
+        pt = {"size_bytes": size.quantized_bytes, "avg_bits": size.avg_bits, "metrics": metrics,
+              "bits": {n: int(self.bits[k]) for g, k in zip(self.groups, choice) for n in g},
+              "config": cfg.to_dict()}
+        self.seen[key] = pt
+        return pt
+
+
+def pareto_filter(points: list[dict], metric: str) -> list[dict]:
+    """Points not beaten by a smaller-or-equal one, sorted by size."""
+    pts = sorted(points, key=lambda q: (q["size_bytes"], 0))
+    out: list[dict] = []
+    for q in pts:
+        if out and not _better(q, out[-1], metric):
+            continue
+        if out and out[-1]["size_bytes"] == q["size_bytes"]:
+            out[-1] = q
+        else:
+            out.append(q)
+    return out
+
+
+# ---------------------------------------------------------- the search
+def search(session, *, avg_bits: float | None = None, size_bytes: int | None = None, max_drop: float | None = None,
+           bits: Sequence[int] = DEFAULT_BITS, pareto_steps: int = 9, solver: str = "auto", ties=(),
+           progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False) -> dict:
+    """Choose a bit-width per layer for one budget and trace the Pareto front.
+
+    Returns ``{"chosen": point, "pareto": [point...], "budget": {...},
+    "metric": name, "candidates": n}`` where a point is ``{"size_bytes",
+    "avg_bits", "metrics", "bits": {layer: b}, "config": quantviz config}``.
+    The result is also kept in ``session.extras["search"]``.
+    """
+    from .sensitivity import run_sensitivity
+
+    given = [v is not None for v in (avg_bits, size_bytes, max_drop)]
+    if sum(given) != 1:
+        raise SearchError("search: give exactly one budget (avg_bits, size_bytes or max_drop)")
+    bits = tuple(sorted({int(b) for b in bits}))
+    t0 = time.perf_counter()
+    sens = run_sensitivity(session, "e2e", bits=bits, act_bits=(), ties=ties, progress=scaled(progress, 0.0, 0.5),
+                           cancel=cancel)
+    with session.lock:
+        p = parts_of(session, ties)
+        groups, wbits, wbytes, noise, drop, metric = _table(p, sens, bits)
+        total_w = float(sum(l.weight_numel for l in p.sim.layers))
+        base_size = model_size(p.sim.float_model, p.sim.layers, {})
+        other = base_size.float_bytes - sum(base_size.float_per_layer.values())
+        if avg_bits is not None and avg_bits < min(bits):
+            raise SearchError(f"--avg-bits {avg_bits:g} is below the smallest candidate bit-width ({min(bits)})")
+        if size_bytes is not None and size_bytes < other + wbytes.min(axis=1).sum():
+            raise SearchError(f"--size-bytes {size_bytes} is below the smallest possible size "
+                              f"({int(other + wbytes.min(axis=1).sum())} bytes at {min(bits)} bits)")
+        measure = _Measurer(session, p, groups, bits, cancel)
+        objs = _objectives(noise, drop)
+        lo_b, hi_b = min(bits), max(bits)
+        sweep_bits = list(np.linspace(lo_b, hi_b, pareto_steps))
+        if avg_bits is not None:
+            sweep_bits.append(float(avg_bits))
+        jobs = [("bits", b) for b in sweep_bits]
+        if size_bytes is not None:
+            jobs.append(("bytes", float(size_bytes)))
+        prog = scaled(progress, 0.5, 1.0)
+        candidates: dict[tuple, str] = {}
+        for i, (kind, budget) in enumerate(jobs):
+            for obj in objs:
+                if kind == "bits":
+                    ch = solve(obj, wbits, budget * total_w + 1e-6, solver)
+                else:
+                    ch = solve(obj, wbytes, budget - other, solver)
+                if ch is not None:
+                    measure(ch)
+                    candidates.setdefault(tuple(ch), kind)
+            prog(i + 1, len(jobs) + 2, "measuring configs")
+        near = []
+        if avg_bits is not None or size_bytes is not None:
+            sz, cap = (wbits, avg_bits * total_w + 1e-6) if avg_bits is not None else (wbytes, size_bytes - other)
+            near = uniform_path(objs[0], sz, cap) + uniform_neighbours(objs[0], sz, cap)
+        for ch in near:
+            measure(ch)
+        points = list(measure.seen.values())
+        front = pareto_filter(points, metric)
+        chosen = _choose(points, metric, p.reference.metrics, avg_bits, size_bytes, max_drop)
+        if chosen is not None and max_drop is not None:
+            chosen = _refine_drop(chosen, points, measure, objs, wbits, total_w, metric, p.reference.metrics,
+                                  max_drop, solver)
+            points = list(measure.seen.values())
+            front = pareto_filter(points, metric)
+        session.sim.apply(session.specs)
+    prog(1, 1, "done")
+    if chosen is None:
+        raise SearchError(f"no config within {', '.join(map(str, bits))} bits keeps the {metric} drop within {max_drop:g}")
+    res = {"chosen": chosen, "pareto": front, "metric": metric, "float_metrics": dict(p.reference.metrics),
+           "budget": {"avg_bits": avg_bits, "size_bytes": size_bytes, "max_drop": max_drop}, "bits": list(bits),
+           "candidates": len(points), "seconds": time.perf_counter() - t0}
+    session.extras["search"] = res
+    return res
+
+
+def _drop(metric, ref, m):
+    v, b = m.get(metric), ref.get(metric)
+    if v is None or b is None:
+        return None
+    return (b - v) if higher_is_better(metric) else (v - b)
+
+
+def _choose(points, metric, ref, avg_bits, size_bytes, max_drop):
+    best = None
+    if max_drop is not None:
+        ok = [q for q in points if (_drop(metric, ref, q["metrics"]) or 0.0) <= max_drop + 1e-12]
+        if not ok:
+            return None
+        smallest = min(q["size_bytes"] for q in ok)
+        for q in ok:
+            if q["size_bytes"] == smallest and _better(q, best, metric):
+                best = q
+        return best
+    for q in points:
+        fits = q["avg_bits"] <= avg_bits + 1e-9 if avg_bits is not None else q["size_bytes"] <= size_bytes
+        if fits and _better(q, best, metric):
+            best = q
+    return best
+
+
+def _refine_drop(chosen, points, measure, objs, wbits, total_w, metric, ref, max_drop, solver, steps=3):
+    """Bisect the weight-bit budget between the largest measured config that
+    misses the drop and the chosen one, measuring as it goes."""
+    misses = [q["avg_bits"] for q in points
+              if q["avg_bits"] < chosen["avg_bits"] and (_drop(metric, ref, q["metrics"]) or 0.0) > max_drop]
+    lo, hi = (max(misses) if misses else chosen["avg_bits"]), chosen["avg_bits"]
+    for _ in range(steps):
+        if hi - lo < 1e-3:
+            break
+        mid = (lo + hi) / 2
+        ok = False
+        for obj in objs:
+            ch = solve(obj, wbits, mid * total_w + 1e-6, solver)
+            if ch is not None and (_drop(metric, ref, measure(ch)["metrics"]) or 0.0) <= max_drop:
+                ok = True
+        lo, hi = (lo, mid) if ok else (mid, hi)
+    return _choose(list(measure.seen.values()), metric, ref, None, None, max_drop)
+
+
+__all__ = ["solve", "solve_dp", "solve_milp", "search", "pareto_filter", "SearchError"]

@@ -1,0 +1,233 @@
+"""Sensitivity view: a layers x bit-widths heatmap and a sorted bar chart.
+
+Reads ``session.extras["sensitivity"]`` (results of
+:func:`quantviz.core.sensitivity.run_sensitivity`). Colour = how much worse
+the model gets (the primary metric's drop, or the output noise in dB for the
+fidelity view); values show on hover.
+
+Signals:
+    layerClicked(str): the user clicked a layer's row in the heatmap or its bar.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
+
+from ...core.sensitivity import predicted
+
+MODES = {  # method -> [(label, key)]
+    "e2e": [("metric drop", "drop"), ("output noise (-SQNR dB)", "fid")],
+    "loo": [("metric drop", "drop"), ("SQNR drop (dB)", "fid")],
+    "local": [("layer noise (-SQNR dB)", "fid")],
+    "hessian": [("log10 Hessian score", "fid")],
+}
+
+
+def cell_value(result: dict, entry: dict, bits: str, mode: str) -> float:
+    """The number a cell is coloured by (higher = more sensitive); NaN when missing."""
+    cell = entry["results"].get(bits)
+    if cell is None:
+        return float("nan")
+    if mode == "drop" and "drop" in cell:
+        v = cell["drop"].get(result.get("metric"))
+        if v is not None:
+            return float(v) * (100.0 if result.get("metric") in ("accuracy", "top1_agreement") else 1.0)
+    v = predicted(result, entry["name"], bits)
+    if v is None:
+        return float("nan")
+    if result["method"] == "hessian":
+        return math.log10(max(abs(v), 1e-30))
+    return float(v)
+
+
+class SensitivityView(QWidget):
+    layerClicked = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._result: dict | None = None
+        self._results: dict = {}
+        self._values = np.zeros((0, 0))
+        self._names: list[str] = []
+        self._bits: list[str] = []
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Method:"))
+        self.method_combo = QComboBox()
+        self.method_combo.currentIndexChanged.connect(self._on_method_changed)
+        top.addWidget(self.method_combo)
+        top.addWidget(QLabel("Colour by:"))
+        self.mode_combo = QComboBox()
+        self.mode_combo.currentIndexChanged.connect(lambda _i: self._redraw())
+        top.addWidget(self.mode_combo)
+        top.addStretch(1)
+        self.info = QLabel("Hover a cell for its values; click a layer to select it.")
+        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self.heat = pg.PlotWidget(background="w")
+        self.heat.setMouseEnabled(False, False)
+        self.heat.hideButtons()
+        hp = self.heat.getPlotItem()
+        hp.setLabel("bottom", "weight bits")
+        hp.invertY(True)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        hp.addItem(self.image)
+        self.cmap = pg.colormap.get("viridis")
+        self.colorbar = pg.ColorBarItem(colorMap=self.cmap, interactive=False, width=14, label="")
+        self.colorbar.setImageItem(self.image, insert_in=hp)
+        self.heat.scene().sigMouseMoved.connect(self._on_heat_hover)
+        self.heat.scene().sigMouseClicked.connect(self._on_heat_clicked)
+
+        self.bars = pg.PlotWidget(background="w")
+        self.bars.setMouseEnabled(False, False)
+        self.bars.hideButtons()
+        bp = self.bars.getPlotItem()
+        bp.invertY(True)
+        self.bar_item = pg.BarGraphItem(x0=[], y=[], height=[], width=[], brush=pg.mkBrush(70, 110, 180))
+        bp.addItem(self.bar_item)
+        self.bars.scene().sigMouseClicked.connect(self._on_bars_clicked)
+        self._bar_names: list[str] = []
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.heat)
+        split.addWidget(self.bars)
+        split.setSizes([600, 400])
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        lay.addWidget(split, 1)
+        lay.addWidget(self.info)
+
+    # ------------------------------------------------------------ data
+    def set_session(self, session) -> None:
+        self.set_results(dict(session.extras.get("sensitivity", {})))
+
+    def set_results(self, results: dict) -> None:
+        """``{method: result}`` as stored in ``session.extras["sensitivity"]``."""
+        self._results = {m: r for m, r in results.items() if r.get("layers")}
+        self.method_combo.blockSignals(True)
+        self.method_combo.clear()
+        for m in ("e2e", "loo", "local", "hessian"):
+            if m in self._results:
+                self.method_combo.addItem(m, m)
+        self.method_combo.blockSignals(False)
+        self._on_method_changed()
+
+    def _on_method_changed(self, *_a) -> None:
+        m = self.method_combo.currentData()
+        self._result = self._results.get(m)
+        self.mode_combo.blockSignals(True)
+        self.mode_combo.clear()
+        for label, key in MODES.get(m, []):
+            if key == "drop" and self._result and not self._result.get("metric"):
+                continue
+            self.mode_combo.addItem(label, key)
+        self.mode_combo.blockSignals(False)
+        self._redraw()
+
+    def _redraw(self) -> None:
+        r = self._result
+        if not r:
+            self.image.clear()
+            self.bar_item.setOpts(x0=[], y=[], height=[], width=[])
+            self.info.setText("No sensitivity results yet: run quantviz sensitivity, or Analyse > Sensitivity.")
+            return
+        mode = self.mode_combo.currentData() or "fid"
+        self._names = [e["name"] for e in r["layers"]]
+        self._bits = [str(b) for b in r["bits"]]
+        vals = np.array([[cell_value(r, e, b, mode) for b in self._bits] for e in r["layers"]], dtype=float)
+        self._values = vals
+        finite = vals[np.isfinite(vals)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if hi <= lo:
+            hi = lo + 1e-9
+        self.image.setImage(np.nan_to_num(vals, nan=lo), autoLevels=False, levels=(lo, hi))
+        self.image.setRect(-0.5, -0.5, len(self._bits), len(self._names))
+        self.colorbar.setLevels((lo, hi))
+        self.colorbar.axis.setLabel(self._mode_label())
+        hp = self.heat.getPlotItem()
+        hp.getAxis("bottom").setTicks([[(i, f"W{b}") for i, b in enumerate(self._bits)]])
+        self._name_ticks(hp.getAxis("left"), self._names)
+        hp.setXRange(-0.5, len(self._bits) - 0.5, padding=0)
+        hp.setYRange(-0.5, len(self._names) - 0.5, padding=0)
+        hp.setTitle(f"{r['method']} sensitivity", color="#333")
+        col = 0  # bar chart at the lowest tested bit-width, most sensitive first
+        v = np.nan_to_num(vals[:, col], nan=lo)
+        order = list(np.argsort(-v, kind="stable"))
+        self._bar_names = [self._names[i] for i in order]
+        base = min(0.0, float(v.min()))
+        self.bar_item.setOpts(x0=[base] * len(order), y=list(range(len(order))), height=[0.7] * len(order),
+                              width=[float(v[i]) - base for i in order])
+        bp = self.bars.getPlotItem()
+        self._name_ticks(bp.getAxis("left"), self._bar_names)
+        bp.setLabel("bottom", f"{self._mode_label()} at W{self._bits[col]}")
+        bp.setYRange(-0.6, len(order) - 0.4, padding=0)
+        bp.setTitle("most sensitive first", color="#333")
+
+    def _mode_label(self) -> str:
+        metric = (self._result or {}).get("metric")
+        if self.mode_combo.currentData() == "drop" and metric:
+            return f"{metric} drop" + (" (%)" if metric in ("accuracy", "top1_agreement") else "")
+        return self.mode_combo.currentText()
+
+    def _name_ticks(self, axis, names) -> None:
+        """One tick per layer name, with room for the longest name."""
+        axis.setStyle(hideOverlappingLabels=False)
+        axis.setTicks([[(i, n) for i, n in enumerate(names)]])
+        fm = self.fontMetrics()
+        axis.setWidth(min(260, max((fm.horizontalAdvance(n) for n in names), default=20) + 16))
+
+    # ---------------------------------------------------------- mouse
+    def _cell_at(self, scene_pos):
+        vb = self.heat.getPlotItem().vb
+        if not vb.sceneBoundingRect().contains(scene_pos):
+            return None
+        p = vb.mapSceneToView(scene_pos)
+        i, j = int(round(p.y())), int(round(p.x()))
+        if 0 <= i < len(self._names) and 0 <= j < len(self._bits):
+            return i, j
+        return None
+
+    def _on_heat_hover(self, pos) -> None:
+        ij = self._cell_at(pos)
+        if ij is None or not self._result:
+            return
+        i, j = ij
+        cell = self._result["layers"][i]["results"].get(self._bits[j], {})
+        parts = [f"{k} {v:.4g}" for k, v in cell.get("metrics", {}).items() if isinstance(v, (int, float))]
+        parts += [f"{k} drop {v:.4g}" for k, v in cell.get("drop", {}).items()]
+        self.info.setText(f"{self._names[i]} at W{self._bits[j]}: " + ", ".join(parts))
+
+    def _on_heat_clicked(self, ev) -> None:
+        ij = self._cell_at(ev.scenePos())
+        if ij is not None:
+            self.layerClicked.emit(self._names[ij[0]])
+
+    def _on_bars_clicked(self, ev) -> None:
+        vb = self.bars.getPlotItem().vb
+        if not vb.sceneBoundingRect().contains(ev.scenePos()):
+            return
+        i = int(round(vb.mapSceneToView(ev.scenePos()).y()))
+        if 0 <= i < len(self._bar_names):
+            self.layerClicked.emit(self._bar_names[i])
+
+
+def main() -> int:  # pragma: no cover - a look at the widget alone
+    from ...core.sensitivity import run_sensitivity
+    from ..app import standalone
+
+    def build(session):
+        run_sensitivity(session, "e2e")
+        run_sensitivity(session, "local")
+        w = SensitivityView()
+        w.set_session(session)
+        w.resize(1000, 420)
+        return w
+
+    return standalone(build)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+import json
+
+import pytest
+
+from quantviz.cli.main import main
+
+RECIPE = '''
+import torch
+from torch import nn
+
+def build_model():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 5))
+    with torch.no_grad():
+        m[2].weight[:, :2] *= 20.0  # one layer with outliers: really more sensitive
+    return m
+
+def evaluation_data():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(96, 8, generator=g)
+    with torch.no_grad():
+        y = build_model()(x).argmax(1)
+    return x, y
+'''
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    p = tmp_path_factory.mktemp("r") / "mlp.py"
+    p.write_text(RECIPE)
+    return str(p)
+
+
+def _json(capsys):
+    out = capsys.readouterr().out
+    return json.loads(out)
+
+
+def test_sensitivity_json_and_out(recipe, capsys, tmp_path):
+    out = tmp_path / "sens.json"
+    assert main(["sensitivity", recipe, "--bits", "2,4", "--json", "--out", str(out), "--threads", "1"]) == 0
+    res = _json(capsys)
+    assert res["method"] == "e2e" and res["bits"] == [2, 4]
+    assert "accuracy" in res["baseline"]["metrics"]
+    assert [e["name"] for e in res["layers"]] == ["0", "2", "4"]
+    for e in res["layers"]:
+        assert set(e["results"]) == {"2", "4"}
+        assert {"accuracy", "sqnr_db"} <= set(e["results"]["2"]["metrics"])
+    assert json.loads(out.read_text())["layers"] == res["layers"]
+    assert main(["sensitivity", recipe, "--bits", "2,4", "--method", "local", "--compare", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "Spearman" in text and "W2" in text
+
+
+def test_search_out_config_reproduces_metrics(recipe, capsys, tmp_path):
+    cfg = tmp_path / "cfg.json"
+    assert main(["search", recipe, "--avg-bits", "3", "--bits", "2,4", "--steps", "2", "--out", str(cfg),
+                 "--json", "--threads", "1"]) == 0
+    res = _json(capsys)
+    c = res["chosen"]
+    assert c["avg_bits"] <= 3 + 1e-9 and c["size_bytes"] > 0
+    assert all({"size_bytes", "avg_bits", "metrics"} <= set(q) for q in res["pareto"])
+    assert main(["evaluate", recipe, "--config", str(cfg), "--json", "--threads", "1"]) == 0
+    ev = _json(capsys)
+    assert ev["quantized"]["metrics"] == pytest.approx(c["metrics"])
+    assert ev["quantized"]["size_bytes"] == c["size_bytes"]
+
+
+def test_bad_arguments_are_one_line_errors(recipe, capsys):
+    assert main(["search", recipe, "--avg-bits", "1", "--bits", "2,4", "--threads", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("quantviz: error:") and len(err.strip().splitlines()) == 1
+    assert main(["sensitivity", recipe, "--bits", "two", "--threads", "1"]) == 1
+    assert "--bits" in capsys.readouterr().err
