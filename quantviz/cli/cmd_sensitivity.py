@@ -83,10 +83,10 @@ def print_table(session, res: dict) -> None:
                 d = e["results"][k].get("drop", {})
                 cell = fmt_metric("sqnr_db", m.get("sqnr_db"))
                 if metric in d:
-                    cell = f"{d[metric] * 100:+.2f}% / " + cell if metric in ("accuracy", "top1_agreement") else f"{d[metric]:+.3g} / " + cell
+                    cell = f"{d[metric] * 100:+.2f} pt / " + cell if metric in ("accuracy", "top1_agreement") else f"{d[metric]:+.3g} / " + cell
                 row.append(cell)
         rows.append(row)
-    what = {"e2e": f"{metric} drop / output SQNR, only this layer quantized",
+    what = {"e2e": f"{metric} drop in points / output SQNR, only this layer quantized",
             "loo": f"{metric} drop / SQNR gain from keeping it float, all others quantized",
             "local": "the layer's own output SQNR (calibration data)",
             "hessian": "mean Hessian trace x ||Q(W) - W||^2"}[method]

@@ -6,6 +6,8 @@ on one line, without a traceback.
 """
 from __future__ import annotations
 
+import re
+
 
 class QuantvizError(Exception):
     """Base class: ``str(err)`` is a complete one-line message."""
@@ -30,9 +32,15 @@ class Cancelled(QuantvizError):
         super().__init__(message)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def one_line(exc: BaseException) -> str:
-    """A single line describing ``exc`` (type name added for foreign errors)."""
-    msg = str(exc).strip().splitlines()
+    """A single line describing ``exc`` (type name added for foreign errors).
+
+    Terminal escape codes that some libraries put in messages are removed.
+    """
+    msg = _ANSI.sub("", str(exc)).strip().splitlines()
     text = msg[0] if msg else ""
     if isinstance(exc, QuantvizError):
         return text or type(exc).__name__

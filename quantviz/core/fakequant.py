@@ -13,6 +13,7 @@ applying a new config only touches layers whose settings changed.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -24,7 +25,7 @@ from .errors import Cancelled, ModelError, QuantvizError
 from .layers import LayerInfo, fold_batchnorm, inventory
 from .observers import HistogramObserver, histogram_of
 from .progress import Progress, null_progress
-from .qparams import QParams, compute_qparams, fake_quantize, sqnr_db
+from .qparams import QParams, compute_qparams, fake_quantize
 from .ranges import RangeError, activation_range, group_matrix, weight_range
 from .spec import ActSpec, LayerSpec, WeightSpec
 
@@ -92,10 +93,13 @@ class QuantSim:
         axis = None if spec.granularity == "per_tensor" else info.channel_axis
         wq = fake_quantize(w, qp, axis=axis, group_size=gs)
         glo, ghi = qp.grid_range()
-        mg = group_matrix(w, spec.granularity, info.channel_axis, gs)
-        clipped = float(((mg < glo.view(-1, 1) - 1e-12 * 0) | (mg > ghi.view(-1, 1))).float().mean())
-        err = float(torch.mean((wq - w) ** 2))
-        res = WeightQuant(wq.to(self._float_w[name].dtype), qp, sqnr_db(w, wq), err, clipped)
+        clipped = float(((m < glo.view(-1, 1)) | (m > ghi.view(-1, 1))).float().mean())
+        # float32 dot products: exact enough for dB and MSE, without float64 copies
+        d = (wq - w).flatten()
+        noise, signal = float(torch.dot(d, d)), float(torch.dot(w.flatten(), w.flatten()))
+        err = noise / max(w.numel(), 1)
+        snr = float("inf") if noise == 0 else (float("-inf") if signal == 0 else 10.0 * math.log10(signal / noise))
+        res = WeightQuant(wq.to(self._float_w[name].dtype), qp, snr, err, clipped)
         if len(self._wcache) > 4 * max(len(self.layers), 64):
             self._wcache.clear()
         self._wcache[key] = res
@@ -107,9 +111,7 @@ class QuantSim:
             qp = self._act_qp.get(name)
             if qp is None or not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
                 return None
-            x = args[0]
-            xq = torch.fake_quantize_per_tensor_affine(x, float(qp.scale[0]), int(qp.zero_point[0]), qp.qmin, qp.qmax)
-            return (xq,) + tuple(args[1:])
+            return (fake_quantize_tensor(args[0], qp),) + tuple(args[1:])
 
         return hook
 
@@ -138,14 +140,14 @@ class QuantSim:
                 except QuantvizError:
                     raise
                 except Exception as exc:
-                    raise ModelError(f"model raised {type(exc).__name__} during calibration: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+                    raise ModelError(f"model raised {type(exc).__name__} during calibration on {data.name}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
                 progress(i + 1, total, "calibrating")
         finally:
             for h in hooks:
                 h.remove()
         bad = [n for n, o in observers.items() if o.nonfinite]
         if bad:
-            raise ModelError(f"calibration produced NaN/Inf activations at the input of {bad[0]}"
+            raise ModelError(f"{data.name}: calibration produced NaN/Inf activations at the input of {bad[0]}"
                              + (f" (and {len(bad) - 1} more layers)" if len(bad) > 1 else ""))
         self.act_obs = {n: o for n, o in observers.items() if o.count}
         self._act_spec.clear()  # force qparams to be recomputed
@@ -214,6 +216,22 @@ class QuantSim:
         self._hooks.clear()
 
 
+def fake_quantize_tensor(x: torch.Tensor, qp: QParams) -> torch.Tensor:
+    """Per-tensor fake quantization, bit for bit as ``torch.fake_quantize_per_tensor_affine``.
+
+    Same float32 arithmetic as torch's CPU kernel (``inv = 1.0f / scale``,
+    ``(clamp(nearbyint(x * inv) + z) - z) * scale``) but as four in-place
+    vectorised passes without the autograd mask that kernel also writes: about
+    2x cheaper on CPU, which matters because it runs on every quantized
+    layer's input in every evaluation.
+    """
+    s = qp.scale[:1].float()
+    inv = float(torch.reciprocal(s))  # float32 1/scale, exactly representable as a Python float
+    z = float(qp.zero_point[0])
+    q = torch.round(x * inv)
+    return q.add_(z).clamp_(qp.qmin, qp.qmax).sub_(z).mul_(float(s))
+
+
 def run_model(model: nn.Module, inputs, device) -> torch.Tensor:
     from .data import output_tensor
 
@@ -233,5 +251,5 @@ def iterate_outputs(model: nn.Module, data: Dataset, *, device, batch_size: int 
                 raise
             except Exception as exc:
                 first = str(exc).splitlines()[0] if str(exc) else ""
-                raise ModelError(f"model raised {type(exc).__name__}: {first}") from exc
+                raise ModelError(f"model raised {type(exc).__name__} on {data.name}: {first}") from exc
             yield i, out.detach().float().cpu(), y

@@ -116,6 +116,9 @@ def run(model: str | None = None, *, data=None, config=None, trust=False, screen
         win.resize(*parse_size(size))
     win.show()
     win.open_model(model or "demo", data=data, config=config, trust=trust)
+    from .safety import offer_recovery
+
+    offer_recovery(win)  # the last run was killed: offer its autosaved session
     return app.exec()
 
 

@@ -22,7 +22,13 @@ class FilesMixin:
         from ..io.config import load_config
         from ..core.errors import QuantvizError
         from ..session import Session
+        from . import safety
 
+        if not trust and safety.needs_recipe_question(reference):
+            # a recipe is code: say so and ask before running it the first time
+            self._trust_box = safety.ask_recipe(self, reference,
+                                                lambda: self.open_model(reference, data=data, config=config))
+            return
         try:
             cfg = load_config(config) if config else None
         except QuantvizError as exc:
@@ -44,6 +50,11 @@ class FilesMixin:
 
     def open_session_file(self, path: str, *, trust: bool = False) -> None:
         from ..session import Session
+        from . import safety
+
+        if not trust and safety.needs_recipe_question(path):
+            self._trust_box = safety.ask_recipe(self, path, lambda: self.open_session_file(path))
+            return
 
         def job(progress, cancel):
             return Session.load(path, trust=trust, progress=progress, cancel=cancel)

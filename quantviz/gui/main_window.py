@@ -97,6 +97,9 @@ class MainWindow(FilesMixin, QMainWindow):
         if restore and self.restore_layout():
             self._sized = True
         self._update_status()
+        from .safety import AutosaveController
+
+        self.autosave = AutosaveController(self)  # recovery file after edits, removed on a clean close
 
     # ------------------------------------------------------------ build
     def _add_dock(self, key: str, title: str, widget, area) -> QDockWidget:

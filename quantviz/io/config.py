@@ -11,7 +11,6 @@ by a regular expression searched in the layer name
 """
 from __future__ import annotations
 
-import copy
 import difflib
 import json
 import math
@@ -121,6 +120,16 @@ def _check_partial(d: Any, where: str) -> None:
             _check_tensor(d[k], f"{where}.{k}", k)
 
 
+def _jcopy(v: Any) -> Any:
+    """A deep copy of JSON-like data (dicts, lists, scalars): ~10x faster than copy.deepcopy,
+    which dominated bulk edits of thousands of layers."""
+    if isinstance(v, dict):
+        return {k: _jcopy(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_jcopy(x) for x in v]
+    return v
+
+
 # ------------------------------------------------------------- migration
 # version -> function(dict) -> dict of version + 1. Add an entry whenever the
 # format changes, and keep a file of the old version under tests/data/.
@@ -137,7 +146,7 @@ def migrate(obj: dict, where: str = "config") -> dict:
         _fail(f"{where}.version", f"version {v} is newer than this quantviz understands ({CURRENT_VERSION}); upgrade quantviz")
     if v < 1:
         _fail(f"{where}.version", f"unknown version {v}")
-    obj = copy.deepcopy(obj)
+    obj = _jcopy(obj)
     while obj["version"] < CURRENT_VERSION:
         obj = MIGRATIONS[obj["version"]](obj)
     return obj
@@ -145,15 +154,15 @@ def migrate(obj: dict, where: str = "config") -> dict:
 
 # ---------------------------------------------------------------- config
 def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
+    out = _jcopy(base)
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "range":
             out[k] = _merge(out[k], v)
         elif k == "range" and isinstance(v, dict) and isinstance(out.get(k), dict):
             # a new method replaces the old range's parameters
-            out[k] = copy.deepcopy(v) if "method" in v and v.get("method") != out[k].get("method") else _merge(out[k], v)
+            out[k] = _jcopy(v) if "method" in v and v.get("method") != out[k].get("method") else _merge(out[k], v)
         else:
-            out[k] = copy.deepcopy(v)
+            out[k] = _jcopy(v)
     return out
 
 
@@ -188,6 +197,7 @@ class QuantConfig:
     options: dict = field(default_factory=dict)
     name: str | None = None
     extra: dict = field(default_factory=dict)  # unknown top-level keys, kept for round trips
+    source: str | None = field(default=None, compare=False)  # the file it was read from (named in errors)
 
     # -------------------------------------------------------- parsing
     @classmethod
@@ -228,27 +238,29 @@ class QuantConfig:
             _fail(f"{where}.options.fold_bn", "must be true or false")
         known = {"format", "version", "default", "rules", "layers", "options", "name"}
         extra = {k: v for k, v in obj.items() if k not in known}
-        return cls(copy.deepcopy(default), copy.deepcopy(rules), copy.deepcopy(layers), copy.deepcopy(options),
-                   obj.get("name"), copy.deepcopy(extra))
+        return cls(_jcopy(default), _jcopy(rules), _jcopy(layers), _jcopy(options),
+                   obj.get("name"), _jcopy(extra))
 
     def to_dict(self) -> dict:
         d: dict = {"format": FORMAT, "version": CURRENT_VERSION}
         if self.name:
             d["name"] = self.name
-        d["default"] = copy.deepcopy(self.default)
+        d["default"] = _jcopy(self.default)
         if self.rules:
-            d["rules"] = copy.deepcopy(self.rules)
-        d["layers"] = copy.deepcopy(self.layers)
+            d["rules"] = _jcopy(self.rules)
+        d["layers"] = _jcopy(self.layers)
         if self.options:
-            d["options"] = copy.deepcopy(self.options)
-        d.update(copy.deepcopy(self.extra))
+            d["options"] = _jcopy(self.options)
+        d.update(_jcopy(self.extra))
         return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def copy(self) -> "QuantConfig":
-        return QuantConfig.from_dict(self.to_dict())
+        c = QuantConfig.from_dict(self.to_dict())
+        c.source = self.source
+        return c
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, QuantConfig) and self.to_dict() == other.to_dict()
@@ -258,7 +270,8 @@ class QuantConfig:
         return bool(self.options.get("fold_bn", True))
 
     # ----------------------------------------------------- validation
-    def check_layers(self, names: Iterable[str], where: str = "config") -> None:
+    def check_layers(self, names: Iterable[str], where: str | None = None) -> None:
+        where = where or self.source or "config"
         names = list(names)
         known = set(names)
         for name in self.layers:
@@ -305,7 +318,7 @@ def layer_patch_from_spec(spec: LayerSpec) -> dict:
 
 
 def config_from_specs(specs: dict[str, LayerSpec], default: dict | None = None, name: str | None = None) -> QuantConfig:
-    cfg = QuantConfig(default=copy.deepcopy(default) if default else {}, name=name)
+    cfg = QuantConfig(default=_jcopy(default) if default else {}, name=name)
     for n, s in specs.items():
         cfg.layers[n] = s.to_dict()
     return cfg
@@ -350,7 +363,7 @@ def preset(name: str) -> QuantConfig:
     key = {k.lower(): k for k in PRESETS}.get(str(name).lower())
     if key is None:
         raise ConfigError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
-    return QuantConfig(default=copy.deepcopy(PRESETS[key]), name=key)
+    return QuantConfig(default=_jcopy(PRESETS[key]), name=key)
 
 
 # ------------------------------------------------------------------ files
@@ -378,7 +391,9 @@ def load_config(path: str | Path) -> QuantConfig:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: not a text file (a quantviz config is JSON)") from None
-    return parse_config_text(text, p.name)
+    cfg = parse_config_text(text, p.name)
+    cfg.source = p.name
+    return cfg
 
 
 def save_config(cfg: QuantConfig, path: str | Path, *, force: bool = True) -> Path:

@@ -28,7 +28,7 @@ import torch
 from ..core import sources
 from ..core.data import Dataset
 from ..core.errors import QuantvizError
-from ..core.evaluate import FloatReference, evaluate_quantized, float_reference
+from ..core.evaluate import FloatReference, float_reference
 from ..core.fakequant import QuantSim
 from ..core.layers import LayerInfo
 from ..core.progress import Progress, null_progress, scaled
@@ -87,7 +87,7 @@ def _finite(v):
 class Session:
     def __init__(self, bundle: sources.ModelBundle, *, eval_data: Dataset, calib_data: Dataset,
                  config: QuantConfig | None = None, device: str = "cpu", batch_size: int = 64,
-                 data_ref: str | None = None, calib_ref: str | None = None):
+                 data_ref: str | None = None, calib_ref: str | None = None, cache_bytes: int | None = None):
         self.bundle = bundle
         self.eval_data = eval_data
         self.calib_data = calib_data
@@ -106,13 +106,16 @@ class Session:
         self._config.check_layers(self.layer_names)
         self.reference: FloatReference | None = None
         self._prepared = False
+        self.cache_bytes = cache_bytes  # re-check cache budget (None: see session.recheck.default_budget)
+        self._recheck = None
 
     # --------------------------------------------------------- opening
     @classmethod
     def open(cls, reference: str, *, data: str | None = None, calib: str | None = None, trust: bool = False,
              config: QuantConfig | None = None, device: str = "cpu", batch_size: int = 64,
              calib_samples: int = DEFAULT_CALIB_SAMPLES, prepare: bool = True,
-             progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False) -> "Session":
+             progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False,
+             cache_bytes: int | None = None) -> "Session":
         progress(0, 1000, f"loading {reference}")
         bundle = sources.load_model(reference, trust=trust, cancel=cancel)
         eval_data = sources.load_data(data, bundle) if data else bundle.eval
@@ -125,8 +128,10 @@ class Session:
         else:
             calib_data = bundle.calib
         sources.check_fits(bundle, eval_data)
+        if calib:
+            sources.check_fits(bundle, calib_data)
         s = cls(bundle, eval_data=eval_data, calib_data=calib_data, config=config, device=device,
-                batch_size=batch_size, data_ref=data, calib_ref=calib)
+                batch_size=batch_size, data_ref=data, calib_ref=calib, cache_bytes=cache_bytes)
         if prepare:
             s.prepare(progress=scaled(progress, 0.1, 1.0), cancel=cancel)
         return s
@@ -134,6 +139,8 @@ class Session:
     def prepare(self, *, progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False) -> None:
         """Calibrate activation statistics and compute the float reference."""
         with self.lock:
+            if self._recheck is not None:
+                self._recheck.invalidate()  # cached activations belong to the old calibration
             self.sim.calibrate(self.calib_data, batch_size=self.batch_size, progress=scaled(progress, 0.0, 0.5), cancel=cancel)
             self.reference = float_reference(self.sim.float_model, self.eval_data, device=self.device,
                                              batch_size=self.batch_size, evaluate_fn=self.bundle.evaluate_fn,
@@ -306,14 +313,28 @@ class Session:
         return model_size(self.sim.float_model, self.layers, specs if specs is not None else self.specs)
 
     # --------------------------------------------------------- re-check
+    @property
+    def recheck(self):
+        """The incremental re-check engine (:class:`~quantviz.session.recheck.Rechecker`)."""
+        if self._recheck is None:
+            from .recheck import Rechecker
+
+            self._recheck = Rechecker(self, budget_bytes=self.cache_bytes)
+        return self._recheck
+
     def next_generation(self) -> int:
         self._generation += 1
         return self._generation
 
     def check(self, *, config: QuantConfig | None = None, label: str | None = None, generation: int | None = None,
               progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False,
-              on_estimate: Callable[[dict], None] | None = None, record: bool = True) -> CheckResult:
-        """Evaluate ``config`` (default: the current one) against the float model."""
+              on_estimate: Callable[[dict], None] | None = None, record: bool = True,
+              incremental: bool = True) -> CheckResult:
+        """Evaluate ``config`` (default: the current one) against the float model.
+
+        ``incremental`` recomputes only what depends on the layers that differ
+        from the cached state (:mod:`.recheck`); the metrics equal those of a
+        full pass (``incremental=False``) exactly."""
         if not self._prepared:
             raise SessionError("the session is not prepared (calibration and float reference missing)")
         cfg = (config or self._config).copy()
@@ -328,10 +349,8 @@ class Session:
             self.events.emit("estimate", generation=gen, snapshot=snap)
 
         with self.lock:
-            self.sim.apply(specs)
-            metrics = evaluate_quantized(self.sim.qmodel, self.eval_data, self.reference, device=self.device,
-                                         evaluate_fn=self.bundle.evaluate_fn, progress=progress, cancel=cancel,
-                                         on_estimate=estimate)
+            metrics = self.recheck.evaluate(specs, incremental=incremental, progress=progress, cancel=cancel,
+                                            on_estimate=estimate)
         size = self.size(specs)
         res = CheckResult(gen, label or cfg.name or "custom", cfg.to_dict(), metrics, dict(self.reference.metrics),
                           size.to_dict(), seconds=time.perf_counter() - t0)

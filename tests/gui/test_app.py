@@ -172,9 +172,9 @@ def test_bad_config_file_is_a_message_not_a_crash(window, tmp_path):
 @pytest.fixture
 def slow_batches(monkeypatch):
     """Make each evaluation batch of a re-check take a while (so it can be cancelled mid-way)."""
-    import quantviz.session.session as session_mod
+    import quantviz.session.recheck as recheck_mod
 
-    real = session_mod.evaluate_quantized
+    real = recheck_mod.Rechecker.evaluate  # every re-check (incremental or full) goes through it
 
     def slow(*args, progress, **kw):
         def p(done, total, message=""):
@@ -183,7 +183,7 @@ def slow_batches(monkeypatch):
 
         return real(*args, progress=p, **kw)
 
-    monkeypatch.setattr(session_mod, "evaluate_quantized", slow)
+    monkeypatch.setattr(recheck_mod.Rechecker, "evaluate", slow)
 
 
 def test_cancel_a_running_recheck(window, qtbot, slow_batches, wait_idle):

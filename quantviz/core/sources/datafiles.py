@@ -150,6 +150,11 @@ def load_torch_data(path: Path) -> Dataset:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+        if "weights only load failed" in str(exc).lower():
+            raise DataError(
+                f"{name}: holds pickled Python objects, which are not loaded (unpickling could run code from the file; "
+                "torch.load(weights_only=True) refused it); save a tensor or a dict {'x': tensor, 'y': tensor}"
+            ) from exc
         raise DataError(
             f"{name}: cannot be read as tensor data with torch.load(weights_only=True) ({one_line(exc)}); "
             "save a tensor or a dict {'x': tensor, 'y': tensor}"

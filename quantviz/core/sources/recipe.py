@@ -78,12 +78,16 @@ def _location(exc: BaseException, filename: str) -> str:
 
 @contextlib.contextmanager
 def _on_path(folder: str):
+    """Make ``folder`` importable, without leaving ``__pycache__`` folders in the user's files."""
     added = folder not in sys.path
     if added:
         sys.path.insert(0, folder)
+    no_bytecode = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
     try:
         yield
     finally:
+        sys.dont_write_bytecode = no_bytecode
         if added:
             with contextlib.suppress(ValueError):
                 sys.path.remove(folder)
