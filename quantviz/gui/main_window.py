@@ -66,9 +66,9 @@ class MainWindow(FilesMixin, QMainWindow):
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("summary", "Summary", self.summary, Qt.BottomDockWidgetArea)
         self.histogram = self._build_optional("histogram", "HistogramPanel", "Histogram", Qt.RightDockWidgetArea)
-        self.sensitivity = self._build_optional("sensitivity", "SensitivityPanel", "Sensitivity", Qt.BottomDockWidgetArea)
-        self.pareto = self._build_optional("pareto", "ParetoPanel", "Pareto search", Qt.BottomDockWidgetArea)
-        self.config_diff = self._build_optional("config_diff", "ConfigDiffPanel", "Config diff", Qt.RightDockWidgetArea)
+        self.sensitivity = self._build_optional("sensitivity", "SensitivityView", "Sensitivity", Qt.BottomDockWidgetArea)
+        self.pareto = self._build_optional("pareto", "ParetoView", "Pareto search", Qt.BottomDockWidgetArea)
+        self.config_diff = self._build_optional("config_diff", "ConfigDiffView", "Config diff", Qt.RightDockWidgetArea)
         for key in ("sensitivity", "pareto"):
             if key in self.docks:
                 self.tabifyDockWidget(self.docks["summary"], self.docks[key])
@@ -192,6 +192,8 @@ class MainWindow(FilesMixin, QMainWindow):
         """A one-line note in the status bar (an error when details are given)."""
         self.error_label.setText(message)
         self.error_label.setToolTip(message)
+        # errors keep the theme's red; plain notes are shown in the normal text colour
+        self.error_label.setStyleSheet("" if details else "color: palette(window-text);")
         self.details_button.setVisible(bool(details))
         if details:
             self.last_error = (message, details)
@@ -312,6 +314,8 @@ class MainWindow(FilesMixin, QMainWindow):
     def _on_bridge_result(self, result) -> None:
         if result is not None and result.generation != self._check_gen:
             self.summary.refresh_points()  # the current result refreshes them in show_result
+        if self.pareto is not None and self.session is not None:
+            self.pareto.set_session(self.session)  # hand-made configs join the Pareto plot
 
     def _on_bridge_event(self, kind: str, payload) -> None:
         if "sensitiv" in kind or "extras" in kind:

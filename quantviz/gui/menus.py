@@ -98,6 +98,19 @@ def build_menus(win) -> dict[str, QAction]:
     acts["cancel"] = _action(win, "&Cancel job", win.jobs.cancel_current, "Ctrl+.", "Stop the running job")
     r.addAction(acts["recheck"])
     r.addAction(acts["cancel"])
+    r.addSeparator()
+    from . import analysis
+
+    for method, text in analysis.METHOD_LABELS.items():
+        key = f"sensitivity_{method}"
+        acts[key] = _action(win, f"Sensitivity: {text}", lambda _=False, m=method: analysis.run_sensitivity(win, m),
+                            None, "Measure every layer at 2, 3, 4, 6 and 8 bits; results fill the Sensitivity panel "
+                                  "and the table's sensitivity column")
+        r.addAction(acts[key])
+    acts["search"] = _action(win, "&Search mixed precision...", lambda: analysis.ask_and_search(win), None,
+                             "Choose a bit-width per layer for an average-bits budget and trace the size/accuracy "
+                             "Pareto front")
+    r.addAction(acts["search"])
 
     # ------------------------------------------------------------- Help
     h = mb.addMenu("&Help")
@@ -118,7 +131,8 @@ def update_undo_actions(win, acts=None) -> None:
     acts["redo"].setEnabled(bool(h and h.can_redo))
     acts["undo"].setText(f"&Undo {h.undo_label}" if h and h.can_undo else "&Undo")
     acts["redo"].setText(f"&Redo {h.redo_label}" if h and h.can_redo else "&Redo")
-    for k in ("save", "save_as", "import_config", "export_config", "recheck"):
+    for k in ("save", "save_as", "import_config", "export_config", "recheck", "search",
+              *[k for k in acts if k.startswith("sensitivity_")]):
         acts[k].setEnabled(win.session is not None)
 
 

@@ -132,8 +132,9 @@ class SensitivityView(QWidget):
         if not r:
             self.image.clear()
             self.bar_item.setOpts(x0=[], y=[], height=[], width=[])
-            self.info.setText("No sensitivity results yet: run quantviz sensitivity, or Analyse > Sensitivity.")
+            self.info.setText("No sensitivity results yet: Run › Sensitivity in the app, or quantviz sensitivity.")
             return
+        self.info.setText("Hover a cell for its values; click a layer to select it everywhere.")
         mode = self.mode_combo.currentData() or "fid"
         self._names = [e["name"] for e in r["layers"]]
         self._bits = [str(b) for b in r["bits"]]

@@ -1,0 +1,87 @@
+"""Run menu jobs: sensitivity sweeps and the mixed-precision search.
+
+Both run through the window's job runner (progress bar, Cancel) and store
+their results in ``session.extras``; on completion the sensitivity, Pareto and
+config-diff panels and the table's sensitivity column are refreshed.
+"""
+from __future__ import annotations
+
+from PySide6.QtWidgets import QInputDialog
+
+METHOD_LABELS = {
+    "e2e": "End to end (only this layer quantized)",
+    "loo": "Leave one out (all but this layer quantized)",
+    "local": "Local proxy (the layer's own output SQNR)",
+    "hessian": "Hessian proxy (HAWQ trace x perturbation)",
+}
+
+
+def refresh_analysis_views(win) -> None:
+    s = win.session
+    if s is None:
+        return
+    for w in (win.sensitivity, win.pareto, win.config_diff):
+        if w is not None:
+            w.set_session(s)
+    win.table.model.refresh_column("sensitivity")
+
+
+def run_sensitivity(win, method: str) -> None:
+    from ..core.sensitivity import run_sensitivity as run
+
+    s = win.session
+    if s is None:
+        return
+
+    def job(progress, cancel):
+        return run(s, method, progress=progress, cancel=cancel)
+
+    def done(_result):
+        if s is win.session:
+            refresh_analysis_views(win)
+            if "sensitivity" in win.docks:
+                win.docks["sensitivity"].raise_()
+            win.show_message(f"Sensitivity ({method}) computed for {len(s.layers)} layers")
+
+    def failed(message, details, exc):
+        win.show_error(f"Sensitivity failed: {message}", details)
+
+    win.runner.submit("sensitivity", job, label=f"Sensitivity ({method})", on_done=done, on_error=failed)
+
+
+def ask_and_search(win) -> None:
+    s = win.session
+    if s is None:
+        return
+    current = s.size().avg_bits
+    bits, ok = QInputDialog.getDouble(win, "Mixed-precision search", "Average bits per weight (budget):",
+                                      min(4.0, current), 2.0, 16.0, 2)
+    if ok:
+        run_search(win, avg_bits=bits)
+
+
+def run_search(win, **budget) -> None:
+    from ..core.search import search
+
+    s = win.session
+    if s is None:
+        return
+
+    def job(progress, cancel):
+        return search(s, progress=progress, cancel=cancel, **budget)
+
+    def done(result):
+        if s is not win.session:
+            return
+        refresh_analysis_views(win)
+        if "pareto" in win.docks:
+            win.docks["pareto"].raise_()
+        chosen = result.get("chosen") or {}
+        m = chosen.get("metrics", {})
+        acc = f", accuracy {m['accuracy'] * 100:.2f}%" if "accuracy" in m else ""
+        win.show_message(f"Search: {chosen.get('avg_bits', 0):.2f} bits/weight{acc}; click a Pareto point to use it")
+
+    def failed(message, details, exc):
+        win.show_error(f"Search failed: {message}", details)
+
+    win.runner.submit("search", job, label="Searching mixed precision", on_done=done, on_error=failed)
