@@ -130,18 +130,9 @@ class QuantSim:
                 if args and isinstance(args[0], torch.Tensor):
                     _obs.update(args[0])
             hooks.append(self._fmods[name].register_forward_pre_hook(hook))
-        total = data.num_batches(batch_size)
         try:
-            for i, (x, _) in enumerate(data.batches(batch_size)):
-                if cancel():
-                    raise Cancelled("calibration cancelled")
-                try:
-                    call_model(self.float_model, to_device(x, self.device))
-                except QuantvizError:
-                    raise
-                except Exception as exc:
-                    raise ModelError(f"model raised {type(exc).__name__} during calibration on {data.name}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-                progress(i + 1, total, "calibrating")
+            forward_batches(self.float_model, data, device=self.device, batch_size=batch_size, what="calibration",
+                            progress=progress, cancel=cancel)
         finally:
             for h in hooks:
                 h.remove()
@@ -253,3 +244,25 @@ def iterate_outputs(model: nn.Module, data: Dataset, *, device, batch_size: int 
                 first = str(exc).splitlines()[0] if str(exc) else ""
                 raise ModelError(f"model raised {type(exc).__name__} on {data.name}: {first}") from exc
             yield i, out.detach().float().cpu(), y
+
+
+@torch.no_grad()
+def forward_batches(model: nn.Module, data: Dataset, *, device, batch_size: int = 64, what: str = "a pass",
+                    progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False) -> None:
+    """Run ``model`` over ``data`` for its hooks' sake, batch by batch.
+
+    Cancellation is checked before every batch; an exception raised by the
+    model becomes a one-line :class:`ModelError` naming the data set.
+    """
+    total = data.num_batches(batch_size)
+    for i, (x, _) in enumerate(data.batches(batch_size)):
+        if cancel():
+            raise Cancelled(f"{what} cancelled")
+        try:
+            call_model(model, to_device(x, device))
+        except QuantvizError:
+            raise
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise ModelError(f"model raised {type(exc).__name__} during {what} on {data.name}: {first}") from exc
+        progress(i + 1, total, what)

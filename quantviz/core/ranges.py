@@ -116,7 +116,6 @@ def _sym(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 def kl_threshold(abs_counts: np.ndarray, bin_width: float, bits: int) -> float:
     """Entropy-calibration threshold on a histogram of ``|x|`` starting at 0."""
     hist = np.asarray(abs_counts, dtype=np.float64)
-    nbins = len(hist)
     nlevels = max(2 ** (bits - 1), 1)
     if hist.sum() <= 0:
         return 0.0

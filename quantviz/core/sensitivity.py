@@ -38,7 +38,7 @@ from torch import nn
 from .data import Dataset, call_model, output_tensor, to_device
 from .errors import Cancelled, ModelError, QuantvizError
 from .evaluate import SQNR_CAP_DB, FloatReference, MetricStream, _user_metrics, evaluate_quantized, higher_is_better
-from .fakequant import QuantSim
+from .fakequant import QuantSim, forward_batches
 from .incremental import DEFAULT_BUDGET_BYTES, SuffixRunner
 from .progress import Progress, null_progress
 from .spec import FLOAT_SPEC, ActSpec, LayerSpec, WeightSpec
@@ -380,19 +380,9 @@ def local(parts, *, bits=DEFAULT_BITS, act_bits=(), sketch: bool = True, sketch_
         return hook
 
     hooks = [plans[l.name]["mod"].register_forward_hook(hook_for(plans[l.name])) for l in sim.layers]
-    total = p.calib.num_batches(p.batch_size)
     try:
-        with torch.no_grad():
-            for i, (x, _) in enumerate(p.calib.batches(p.batch_size)):
-                if cancel():
-                    raise Cancelled("sensitivity cancelled")
-                try:
-                    call_model(sim.float_model, to_device(x, p.device))
-                except QuantvizError:
-                    raise
-                except Exception as exc:
-                    raise ModelError(f"model raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-                progress(i + 1, total, "local SQNR")
+        forward_batches(sim.float_model, p.calib, device=p.device, batch_size=p.batch_size, what="local SQNR",
+                        progress=progress, cancel=cancel)
     finally:
         for h in hooks:
             h.remove()
