@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import statistics
 import time
 from pathlib import Path
 
@@ -114,11 +115,14 @@ def measure(session, bits, local_bits) -> dict:
         for k in ea["results"]:
             a, b = ea["results"][k]["metrics"]["sqnr_db"], eb["results"][k]["metrics"]["sqnr_db"]
             worst = max(worst, abs(a - b))
-    float_pass(session)
-    t_float = min(float_pass(session) for _ in range(2))
-    t = time.perf_counter()
-    S.local(p, bits=local_bits)
-    t_local = time.perf_counter() - t
+    float_pass(session)  # warm up
+    floats, locals_ = [], []
+    for _ in range(3):  # interleaved repeats, medians: both sides see the same machine load
+        floats.append(float_pass(session))
+        t = time.perf_counter()
+        S.local(p, bits=local_bits)
+        locals_.append(time.perf_counter() - t)
+    t_float, t_local = statistics.median(floats), statistics.median(locals_)
     return {"layers": len(session.layers), "samples": len(session.eval_data), "bits": list(bits),
             "incremental": fast["incremental"], "sweep_s": t_fast, "naive_sweep_s": t_slow,
             "sweep_ratio": t_fast / t_slow, "max_sqnr_diff_db": worst,

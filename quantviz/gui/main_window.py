@@ -314,8 +314,6 @@ class MainWindow(FilesMixin, QMainWindow):
     def _on_bridge_result(self, result) -> None:
         if result is not None and result.generation != self._check_gen:
             self.summary.refresh_points()  # the current result refreshes them in show_result
-        if self.pareto is not None and self.session is not None:
-            self.pareto.set_session(self.session)  # hand-made configs join the Pareto plot
 
     def _on_bridge_event(self, kind: str, payload) -> None:
         if "sensitiv" in kind or "extras" in kind:
