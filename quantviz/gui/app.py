@@ -31,6 +31,7 @@ def set_torch_threads() -> int:
 
 
 def create_app(argv: list[str] | None = None, threads: int | None = None) -> QApplication:
+    from . import gcguard
     from .theme import apply_theme
 
     app = QApplication.instance()
@@ -39,6 +40,7 @@ def create_app(argv: list[str] | None = None, threads: int | None = None) -> QAp
     app.setOrganizationName(ORG)
     app.setApplicationName(APP)
     apply_theme(app)
+    gcguard.install(app)  # cyclic garbage (which may hold Qt objects) is collected on this thread only
     if threads:
         import torch
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from PySide6.QtCore import QByteArray, Qt, QTimer
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QPushButton
 
-from . import dialogs, menus
+from . import dialogs, gcguard, menus
 from .bridge import SessionBridge
 from .files import FilesMixin
 from .views.jobs import JobsBar
@@ -165,6 +165,7 @@ class MainWindow(FilesMixin, QMainWindow):
         menus.update_undo_actions(self)
         if session is None:
             return
+        gcguard.settle()  # the new model's objects are long-lived: later collections skip them
         self.setWindowTitle(f"quantviz — {session.name}")
         if session.layers:
             self.table.select_layer(self.most_interesting_layer() or session.layers[0].name)

@@ -124,7 +124,9 @@ class JobRunner(QObject):
         if old is not None:
             old.cancel()
         job = Job(kind, label or kind, fn, on_done, on_error, on_cancel, visible)
-        sig = _Signals()  # lives on the GUI thread: its slots run there
+        # lives on the GUI thread and belongs to the runner, so it is deleted there (never by the
+        # pool thread dropping its last Python reference)
+        sig = _Signals(self)
         sig.progress.connect(self._on_job_progress, Qt.QueuedConnection)
         sig.finished.connect(self._on_job_finished, Qt.QueuedConnection)
         sig.failed.connect(self._on_job_failed, Qt.QueuedConnection)

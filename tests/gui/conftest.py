@@ -23,6 +23,11 @@ def qt_warnings_fail(qapp):
     def handler(mode, context, message):
         if mode in (QtMsgType.QtWarningMsg, QtMsgType.QtCriticalMsg, QtMsgType.QtFatalMsg):
             if not any(s in message for s in IGNORED_QT_MESSAGES):
+                if threading.current_thread() is not threading.main_thread() and len(seen) < 3:
+                    import traceback  # name the Python code that made Qt complain off the GUI thread
+
+                    message += f"\n  (on thread {threading.current_thread().name}, from:)\n" + "".join(
+                        traceback.format_stack(limit=8))
                 seen.append(message)
 
     previous = qInstallMessageHandler(handler)

@@ -19,3 +19,25 @@ def test_sensitivity_from_the_run_menu_fills_panel_and_table(window, qtbot, wait
     assert set(scores) == set(window.session.layer_names)
     shown = [window.table.proxy.index(r, COL["sensitivity"]).data() for r in range(window.table.proxy.rowCount())]
     assert all(v not in (None, "", "—") for v in shown)
+
+
+def test_search_then_click_a_pareto_point_is_undoable(window, qtbot, wait_idle):
+    from quantviz.gui import analysis
+    from quantviz.io.config import QuantConfig
+
+    before = window.session.config.to_dict()
+    analysis.run_search(window, avg_bits=4.0)
+    qtbot.waitUntil(lambda: window.session.extras.get("search") is not None, timeout=120000)
+    wait_idle(window)
+    front = window.pareto._front
+    assert len(front) >= 2
+    spots = window.pareto.front_item.scatter.points()
+    assert len(spots) == len(front)  # every front point is drawn
+    pick = spots[-1].data()
+    window.pareto._on_points_clicked([spots[-1]])  # what a click on that point does
+    wait_idle(window)
+    assert window.session.config == QuantConfig.from_dict(pick["config"])
+    assert window.session.config.to_dict() != before
+    window.actions["undo"].trigger()
+    assert window.session.config.to_dict() == before
+    wait_idle(window)
