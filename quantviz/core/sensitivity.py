@@ -315,9 +315,21 @@ def _noise_call(mod: nn.Module):
     return generic
 
 
-def _sq(t: torch.Tensor) -> float:
-    """Sum of squares, accumulated in float64 without a float64 copy of ``t``."""
-    return float(torch.sum(t * t, dtype=torch.float64))
+def _norm2(t: torch.Tensor) -> torch.Tensor:
+    """The 2-norm of ``t`` (0-d) in one fused float32 reduction: no squared copy, no sync."""
+    return torch.linalg.vector_norm(t)
+
+
+def _row_norm2(t: torch.Tensor, axis: int) -> torch.Tensor:
+    """The 2-norm of every slice of ``t`` along ``axis`` (a vector), one fused reduction."""
+    return torch.linalg.vector_norm(t, dim=[d for d in range(t.dim()) if d != axis % t.dim()])
+
+
+def _sum_sq(norms: list[torch.Tensor]) -> torch.Tensor:
+    """Sum of squares over batches of per-batch norms, accumulated in float64 (0-d or a vector)."""
+    if not norms:
+        return torch.zeros((), dtype=torch.float64)
+    return torch.stack(norms).double().square().sum(0)
 
 
 def _stackable(mod: nn.Module) -> bool:
@@ -349,34 +361,33 @@ def local(parts, *, bits=DEFAULT_BITS, act_bits=(), sketch: bool = True, sketch_
         if stack and m < cout:
             r = (torch.randint(0, 2, (cout, m), generator=gen).float() * 2 - 1) / math.sqrt(m)
             r = r.to(w.device, w.dtype)
-            deltas = [torch.tensordot(r.t(), d, dims=([1], [0])) for d in deltas]
+            sk = torch.matmul(r.t(), torch.stack(deltas).flatten(2))  # (bits, m, rest): one product for all bits
+            deltas = list(sk.view((len(deltas), m) + tuple(w.shape[1:])).unbind(0))
         aqs = []
         for a in act_bits:
             qp = sim.activation_qparams(l.name, act_setting(p.base_specs[l.name], a).activation) \
                 if l.has_activation_input else None
             aqs.append(qp)
-        plans[l.name] = {"mod": mod, "call": _noise_call(mod), "stack": stack, "deltas": deltas,
-                         "rows": deltas[0].shape[0], "aqs": aqs, "signal": 0.0,
-                         "noise": [0.0] * len(bits), "anoise": [0.0] * len(act_bits)}
+        plans[l.name] = {"mod": mod, "call": _noise_call(mod), "stack": stack,
+                         "stacked": torch.cat(deltas, 0) if stack else None, "deltas": deltas,
+                         "rows": deltas[0].shape[0], "axis": -1 if isinstance(mod, nn.Linear) else 1,
+                         "aqs": aqs, "signal": [], "noise": [], "anoise": [[] for _ in act_bits]}
 
     def hook_for(plan):
+        # per batch only norms are kept (float32, one reduction each); squares and sums come at the end
         def hook(mod, args, out):
             x = args[0]
             y = output_tensor(out)
-            plan["signal"] += _sq(y)
-            if plan["stack"]:
-                big = plan["call"](x, torch.cat(plan["deltas"], 0))
-                axis = -1 if isinstance(mod, nn.Linear) else 1
-                for k, part in enumerate(big.split(plan["rows"], dim=axis)):
-                    plan["noise"][k] += _sq(part)
+            plan["signal"].append(_norm2(y))
+            if plan["stack"]:  # every bit-width's noise in one call and one reduction
+                plan["noise"].append(_row_norm2(plan["call"](x, plan["stacked"]), plan["axis"]))
             else:
-                for k, d in enumerate(plan["deltas"]):
-                    plan["noise"][k] += _sq(plan["call"](x, d))
+                plan["noise"].append(torch.stack([_norm2(plan["call"](x, d)) for d in plan["deltas"]]))
             for k, qp in enumerate(plan["aqs"]):
                 if qp is None:
                     continue
                 xq = torch.fake_quantize_per_tensor_affine(x, float(qp.scale[0]), int(qp.zero_point[0]), qp.qmin, qp.qmax)
-                plan["anoise"][k] += _sq(mod(xq) - y)
+                plan["anoise"][k].append(_norm2(mod(xq) - y))
         return hook
 
     hooks = [plans[l.name]["mod"].register_forward_hook(hook_for(plans[l.name])) for l in sim.layers]
@@ -392,6 +403,13 @@ def local(parts, *, bits=DEFAULT_BITS, act_bits=(), sketch: bool = True, sketch_
             return SQNR_CAP_DB
         return float(min(SQNR_CAP_DB, 10 * math.log10(max(sig, 1e-300) / noise)))
 
+    for plan in plans.values():
+        plan["signal"] = float(_sum_sq(plan["signal"]))
+        noise = _sum_sq(plan["noise"])
+        if plan["stack"]:  # rows of every bit-width's sketch, in order
+            noise = noise.view(len(plan["deltas"]), plan["rows"]).sum(1) if plan["noise"] else noise.new_zeros(len(bits))
+        plan["noise"] = noise.tolist() if plan["noise"] else [0.0] * len(bits)
+        plan["anoise"] = [float(_sum_sq(v)) for v in plan["anoise"]]
     cells = {}
     for g in groups:  # tied layers share one number: the noise over the group's outputs
         sig = sum(plans[n]["signal"] for n in g)

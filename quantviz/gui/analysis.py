@@ -1,4 +1,5 @@
-"""Run menu jobs: sensitivity sweeps and the mixed-precision search.
+"""Run menu jobs: sensitivity sweeps, the mixed-precision search, and measuring
+the real quantized models.
 
 Both run through the window's job runner (progress bar, Cancel) and store
 their results in ``session.extras``; on completion the sensitivity, Pareto and
@@ -85,3 +86,41 @@ def run_search(win, **budget) -> None:
         win.show_error(f"Search failed: {message}", details)
 
     win.runner.submit("search", job, label="Searching mixed precision", on_done=done, on_error=failed)
+
+
+def run_benchmark(win) -> None:
+    """Build and time the real quantized models of the current config (a job; the report opens when done)."""
+    from ..session.deploy import BACKENDS, benchmark
+
+    s = win.session
+    if s is None:
+        return
+    backends = tuple(b for b in BACKENDS if _available(b))
+
+    def job(progress, cancel):
+        return benchmark(s, backends=backends, progress=progress, cancel=cancel)
+
+    def done(rep):
+        if s is not win.session:
+            return
+        from .views.deploy import DeployReport
+
+        dlg = getattr(win, "deploy_report", None)
+        if dlg is None:
+            dlg = win.deploy_report = DeployReport(win)
+        dlg.set_report(rep)
+        dlg.show()
+        dlg.raise_()
+        win.show_message("Real quantized models measured")
+
+    def failed(message, details, exc):
+        win.show_error(f"Measuring the real models failed: {message}", details)
+
+    win.runner.submit("benchmark", job, label="Measuring real quantized models", on_done=done, on_error=failed)
+
+
+def _available(backend: str) -> bool:
+    import importlib.util
+
+    module = {"torchao": "torchao", "pt2e": "torchao", "onnxruntime": "onnxruntime"}[backend]
+    return importlib.util.find_spec(module) is not None

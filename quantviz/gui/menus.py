@@ -111,6 +111,11 @@ def build_menus(win) -> dict[str, QAction]:
                              "Choose a bit-width per layer for an average-bits budget and trace the size/accuracy "
                              "Pareto front")
     r.addAction(acts["search"])
+    r.addSeparator()
+    acts["benchmark"] = _action(win, "&Measure real quantized models...", lambda: analysis.run_benchmark(win), None,
+                                "Build the config with torchao, pt2e (oneDNN int8) and ONNX Runtime, and measure "
+                                "size on disk, CPU latency and accuracy against the float model")
+    r.addAction(acts["benchmark"])
 
     # ------------------------------------------------------------- Help
     h = mb.addMenu("&Help")

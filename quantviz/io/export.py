@@ -7,7 +7,9 @@
 * ``onnx``: a QDQ model (opset 21) that ONNX Runtime runs;
 * ``aimet``: AIMET encodings 1.0.0 naming the ONNX export's tensors;
 * ``torchao``: a torchao-quantized state dict (``torch.save``) plus a Python
-  file applying the same config (``<stem>_torchao.py`` next to it);
+  file applying the same config (``<stem>_torchao.py`` next to it), and, when
+  convolutions have 8-bit weights and activations, the pt2e-converted int8
+  program (``<stem>_pt2e.pt2``, ``torch.export.save``);
 * ``report``: a self-contained HTML report.
 
 Every file is written atomically; an existing file is kept unless
@@ -155,22 +157,68 @@ def torchao_script_path(path: str | Path) -> Path:
     return p.with_name(f"{p.stem}_torchao.py")
 
 
+def pt2e_program_path(path: str | Path) -> Path:
+    p = Path(path)
+    return p.with_name(f"{p.stem}_pt2e.pt2")
+
+
+def _pt2e_program(session, notes: list[str], cancel):
+    """The pt2e-converted program for convolutions with 8-bit weights and activations, or None."""
+    import torch
+
+    from ..core.backends import pt2e_backend as pb
+
+    p = pb.plan(session.sim.layers, session.specs)
+    convs = [n for n in p.kernels if session.sim.by_name[n].type != "Linear"]
+    if not convs:
+        return None
+    if session.calib_data is None or not isinstance(session.calib_data.first_input(), torch.Tensor):
+        notes.append("pt2e: convolutions stay simulated (needs calibration data and a model taking one tensor)")
+        return None
+    example = next(iter(session.calib_data.batches(session.batch_size)))[0]
+    calib = [x for x, _ in session.calib_data.batches(session.batch_size)]
+    _check_cancel(cancel)
+    try:
+        with session.lock:
+            converted, plan = pb.convert(session.sim, session.specs, calib, example)
+    except QuantvizError as exc:
+        notes.append(f"{exc}; convolutions stay simulated")
+        return None
+    notes.append(f"pt2e int8 program for {', '.join(plan.kernels)} (torch.export.load, then torchao's "
+                 "lower_pt2e_quantized_to_x86 or torch.compile)")
+    return converted, example
+
+
 def _write_torchao(session, path, force, progress, cancel) -> ExportResult:
+    from ..core.backends import pt2e_backend as pb
     from ..core.backends import torchao_backend as tb
 
     script = torchao_script_path(path)
     atomic.check_writable(path, force)
     atomic.check_writable(script, force)
-    progress(0, 2, "quantizing with torchao")
+    progress(0, 3, "quantizing with torchao")
     with session.lock:
         model, plan = tb.build(session.sim, session.specs)
     _check_cancel(cancel)
-    with atomic.atomic_path(path, force=force) as tmp_model, atomic.atomic_path(script, force=force) as tmp_script:
+    notes: list[str] = []
+    progress(1, 3, "convolutions through pt2e")
+    program = _pt2e_program(session, notes, cancel) if session.prepared else None
+    program_path = pt2e_program_path(path)
+    if program is not None:
+        atomic.check_writable(program_path, force)
+    _check_cancel(cancel)
+    with contextlib.ExitStack() as stack:
+        tmp_model = stack.enter_context(atomic.atomic_path(path, force=force))
+        tmp_script = stack.enter_context(atomic.atomic_path(script, force=force))
+        tmp_program = stack.enter_context(atomic.atomic_path(program_path, force=force)) if program else None
         tb.save(model, plan, tmp_model, session.name)
         tmp_script.write_text(tb.script_source(plan, session.name), encoding="utf-8")
-    progress(2, 2, "done")
-    notes = [f"{n}: simulated ({why})" for n, why in plan.simulated.items()]
-    return ExportResult("torchao", [Path(path), script], notes, plan.to_dict())
+        if program is not None:
+            pb.save_program(program[0], program[1], tmp_program)
+    progress(3, 3, "done")
+    notes += [f"{n}: simulated ({why})" for n, why in plan.simulated.items()]
+    files = [Path(path), script] + ([program_path] if program is not None else [])
+    return ExportResult("torchao", files, notes, plan.to_dict())
 
 
 def _write_report(session, path, force, progress, cancel) -> ExportResult:
@@ -197,4 +245,4 @@ def export(session, fmt: str, path: str | Path, *, force: bool = False, progress
     return WRITERS[fmt](session, Path(path), force, progress, cancel)
 
 
-__all__ = ["export", "ExportResult", "FORMATS", "SUFFIX", "qparams_table", "json_document", "torchao_script_path"]
+__all__ = ["export", "ExportResult", "FORMATS", "SUFFIX", "qparams_table", "json_document", "torchao_script_path", "pt2e_program_path"]

@@ -48,3 +48,17 @@ def test_benchmark_json(capsys):
     assert rep["onnxruntime"]["size_bytes"] < rep["onnxruntime_float"]["size_bytes"]
     assert abs(rep["onnxruntime"]["accuracy"] - rep["simulated"]["accuracy"]) <= 0.002
     assert set(rep["torchao"]["real_kernels"]) == {"classifier.1", "classifier.3"}
+    assert rep["pt2e"]["real_kernels"] == []  # W8 keeps activations float: no int8 kernel
+    assert set(rep["pt2e"]["simulated"]) == set(rep["torchao"]["simulated"]) | {"classifier.1", "classifier.3"}
+
+
+def test_benchmark_pt2e_runs_convolutions_on_int8_kernels(capsys):
+    pytest.importorskip("torchao")
+    assert main(["benchmark", "demo", "--preset", "W8A8", "--json", "--repeats", "1", "--batch", "8",
+                 "--backends", "pt2e"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert "torchao" not in rep and "onnxruntime" not in rep
+    assert {"features.0", "features.3", "features.7"} <= set(rep["pt2e"]["real_kernels"])
+    assert rep["pt2e"]["size_bytes"] < 0.5 * rep["float"]["size_bytes"]
+    assert abs(rep["pt2e"]["accuracy"] - rep["simulated"]["accuracy"]) <= 0.005
+    assert rep["pt2e"]["sqnr_db_vs_simulated"] > 30

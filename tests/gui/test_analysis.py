@@ -41,3 +41,28 @@ def test_search_then_click_a_pareto_point_is_undoable(window, qtbot, wait_idle):
     window.actions["undo"].trigger()
     assert window.session.config.to_dict() == before
     wait_idle(window)
+
+
+def test_measure_real_models_from_the_run_menu_opens_the_report(window, qtbot, wait_idle, tmp_path):
+    import os
+
+    import pytest
+
+    pytest.importorskip("torchao")
+    pytest.importorskip("onnxruntime")
+    window.session.apply_preset("W8A8")
+    wait_idle(window)
+    window.actions["benchmark"].trigger()
+    assert window.runner.busy("benchmark")
+    qtbot.waitUntil(lambda: getattr(window, "deploy_report", None) is not None, timeout=180000)
+    wait_idle(window)
+    dlg = window.deploy_report
+    rep = dlg.report
+    assert dlg.isVisible() and {"float", "torchao", "pt2e", "onnxruntime"} <= set(rep)
+    labels = [dlg.table.item(r, 0).text() for r in range(dlg.table.rowCount())]
+    assert labels[0] == "float (torch)" and "pt2e → oneDNN int8" in labels
+    row = labels.index("pt2e → oneDNN int8")
+    assert dlg.table.item(row, 5).text() == f"{rep['pt2e']['accuracy'] * 100:.2f}%"
+    assert "features.0" in dlg.notes.text()  # the convolutions ran real int8 kernels
+    shot = os.environ.get("QUANTVIZ_SHOT_DIR") or str(tmp_path)
+    assert dlg.grab().save(os.path.join(shot, "deploy_report.png"))

@@ -9,7 +9,7 @@ import torch
 
 from quantviz.core.errors import SourceError
 from quantviz.io.atomic import OutputExists
-from quantviz.io.export import export, torchao_script_path
+from quantviz.io.export import export, pt2e_program_path, torchao_script_path
 from quantviz.session import Session
 
 
@@ -85,6 +85,24 @@ def test_torchao_export_quantizes_linear_and_lists_simulated(demo, tmp_path):
     assert any("features.0" in n for n in res.notes)
     wq = saved["state_dict"]["classifier.3.weight"]
     assert type(wq).__name__ != "Tensor" or wq.dtype != torch.float32  # really quantized storage
+
+
+def test_torchao_export_writes_the_pt2e_int8_program_for_convolutions(demo, tmp_path):
+    pytest.importorskip("torchao")
+    p = tmp_path / "m.pt"
+    res = export(demo, "torchao", p)
+    prog = pt2e_program_path(p)
+    assert prog in res.paths and prog.is_file()
+    assert any("pt2e int8 program" in n and "features.0" in n for n in res.notes)
+    module = torch.export.load(str(prog)).module()
+    xs = demo.eval_data.subset(13).x  # another batch size than the export's example
+    with torch.no_grad():
+        out = module(xs)
+        demo.sim.apply(demo.specs)
+        sim = demo.sim.qmodel(xs)
+    from quantviz.core.qparams import sqnr_db
+
+    assert out.shape == sim.shape and sqnr_db(sim, out) > 30
 
 
 def test_report_is_self_contained_html_with_charts(demo, tmp_path):
