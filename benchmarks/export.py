@@ -5,8 +5,9 @@
 Runs ``quantviz benchmark``'s measurement on the demo (conv-heavy) and on
 ``resources/recipes/tiny_transformer.py`` (Linear-heavy) for W8 and W8A8 and
 prints one JSON object (last line) with, per model and config, the size and
-latency ratios of the torchao and ONNX Runtime models against their float
-counterparts (torch float for torchao, ONNX Runtime float for ONNX Runtime).
+latency ratios of the torchao, pt2e (oneDNN int8) and ONNX Runtime models
+against their float counterparts (torch float for torchao and pt2e, ONNX
+Runtime float for ONNX Runtime).
 """
 from __future__ import annotations
 
@@ -21,13 +22,13 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=100)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     import torch
 
-    from quantviz.cli.cmd_benchmark import benchmark
+    from quantviz.session.deploy import benchmark
     from quantviz.io.config import preset
     from quantviz.session import Session
 
@@ -47,6 +48,15 @@ def main() -> int:
                 "torchao_real_kernels": len(r["torchao"]["real_kernels"]),
                 "torchao_simulated": len(r["torchao"]["simulated"]),
             }
+            pt = r["pt2e"]
+            entry = out["models"][s.name][cfg]
+            if "error" in pt:
+                entry["pt2e_error"] = pt["error"]
+            else:
+                entry.update({"pt2e_size_ratio": pt["size_ratio"], "pt2e_speedup": pt["speedup"],
+                              "pt2e_real_kernels": len(pt["real_kernels"]),
+                              "pt2e_sqnr_db_vs_simulated": pt["sqnr_db_vs_simulated"]})
+                entry["accuracy"]["pt2e"] = pt["accuracy"]
             print(f"{s.name} {cfg}: done", file=sys.stderr)
     print(json.dumps(out))
     return 0

@@ -42,7 +42,7 @@ def run(args) -> int:
         return 0
     rows = []
     for k in ("float", "torchao", "pt2e", "onnxruntime_float", "onnxruntime"):
-        if k in rep:
+        if k in rep and "error" not in rep[k]:
             r = rep[k]
             acc = r.get("accuracy")
             rows.append([k, fmt_bytes(r["size_bytes"]), f"{r['latency_ms']:.2f} ms", "-" if acc is None else f"{acc * 100:.2f}%"])
@@ -53,5 +53,8 @@ def run(args) -> int:
         if rep["torchao"]["simulated"]:
             print(f"torchao simulated: {', '.join(rep['torchao']['simulated'])}")
     if "pt2e" in rep:
-        print(f"pt2e (oneDNN int8) real kernels: {', '.join(rep['pt2e']['real_kernels']) or 'none'}")
+        if "error" in rep["pt2e"]:
+            print(f"pt2e skipped: {rep['pt2e']['error']}")
+        else:
+            print(f"pt2e (oneDNN int8) real kernels: {', '.join(rep['pt2e']['real_kernels']) or 'none'}")
     return 0

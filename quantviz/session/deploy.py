@@ -29,11 +29,30 @@ def _acc(outputs, labels):
     return accuracy(outputs, labels)
 
 
-def _pt2e_entry(session, specs, x, simulated_out, labels, repeats: int) -> dict:
+def _interleaved_latency_ms(calls: dict, *, warmup: int = 3, repeats: int = 20) -> dict:
+    """Median milliseconds per call of each ``calls[key]()``, timed round-robin.
+
+    Interleaving puts every model under the same machine conditions (caches, clock
+    boosts, other processes), so the ratios between them are fair in one run."""
+    import statistics
+    import time
+
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    times: dict = {k: [] for k in calls}
+    for _ in range(repeats):
+        for k, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t0) * 1000.0)
+    return {k: float(statistics.median(v)) for k, v in times.items()}
+
+
+def _pt2e_entry(session, specs, x, simulated_out, labels, calls: dict) -> dict:
     import torch
 
     from ..core.backends import pt2e_backend as pb
-    from ..core.backends.onnxrt import median_latency_ms
     from ..core.backends.torchao_backend import state_bytes
     from ..core.qparams import sqnr_db
 
@@ -41,15 +60,14 @@ def _pt2e_entry(session, specs, x, simulated_out, labels, repeats: int) -> dict:
         raise QuantvizError("pt2e: only models that take one tensor are supported (leave pt2e out of the backends)")
     calib = [xb for xb, _ in session.calib_data.batches(session.batch_size)]
     with session.lock:
-        converted, plan = pb.convert(session.sim, specs, calib, x)
-    model = pb.lower(converted, x) if plan.kernels else converted
+        model, converted, plan = pb.build(session.sim, specs, calib, x)
     with torch.no_grad():
         xs = torch.cat([xb for xb, _ in session.eval_data.batches(session.batch_size)])
         out = pb.run_batched(model, xs, x.shape[0])
-        return {"size_bytes": state_bytes(converted.state_dict()),
-                "latency_ms": median_latency_ms(lambda: model(x), repeats=repeats),
-                "accuracy": _acc(out, labels), "sqnr_db_vs_simulated": sqnr_db(simulated_out, out),
-                "real_kernels": list(plan.kernels), "simulated": plan.simulated}
+    calls["pt2e"] = lambda: model(x)
+    return {"size_bytes": state_bytes(converted.state_dict()), "accuracy": _acc(out, labels),
+            "sqnr_db_vs_simulated": sqnr_db(simulated_out, out), "real_kernels": list(plan.kernels),
+            "simulated": plan.simulated}
 
 
 def benchmark(session, *, batch: int = 32, repeats: int = 20, backends=BACKENDS,
@@ -57,7 +75,6 @@ def benchmark(session, *, batch: int = 32, repeats: int = 20, backends=BACKENDS,
     """The report: ``float``, ``simulated`` and one entry per backend (size_bytes, latency_ms, accuracy, ...)."""
     import torch
 
-    from ..core.backends.onnxrt import median_latency_ms
     from ..core.backends.torchao_backend import state_bytes
     from ..core.data import call_model
     from ..core.fakequant import iterate_outputs
@@ -70,7 +87,7 @@ def benchmark(session, *, batch: int = 32, repeats: int = 20, backends=BACKENDS,
         raise QuantvizError("batch and repeats must be at least 1")
     if not session.prepared:
         raise QuantvizError("the session is not calibrated yet; open the model with its data first")
-    steps = 2 + len(backends)
+    steps = 3 + len(backends)
     done = [0]
 
     def step(what: str) -> None:
@@ -91,14 +108,14 @@ def benchmark(session, *, batch: int = 32, repeats: int = 20, backends=BACKENDS,
                 labels.append(y)
         return torch.cat(outs), (torch.cat(labels) if labels else None)
 
+    calls: dict = {}  # key -> one timed call; timed together at the end
     step("float model")
     with torch.no_grad():
         fo, labels = torch_outputs(fmodel)
         rep = {"model": session.name, "config": session.config.to_dict(), "batch": batch, "repeats": repeats,
                "threads": torch.get_num_threads(),
-               "float": {"size_bytes": state_bytes(fmodel.state_dict()),
-                         "latency_ms": median_latency_ms(lambda: call_model(fmodel, x), repeats=repeats),
-                         "accuracy": _acc(fo, labels)}}
+               "float": {"size_bytes": state_bytes(fmodel.state_dict()), "accuracy": _acc(fo, labels)}}
+        calls["float"] = lambda: call_model(fmodel, x)
         step("simulated model")
         with session.lock:
             session.sim.apply(specs)
@@ -112,13 +129,16 @@ def benchmark(session, *, batch: int = 32, repeats: int = 20, backends=BACKENDS,
             model, plan = tb.build(session.sim, specs)
         with torch.no_grad():
             to, _ = torch_outputs(model)
+            calls["torchao"] = lambda: call_model(model, x)
             rep["torchao"] = {"size_bytes": state_bytes(model.state_dict()),
-                              "latency_ms": median_latency_ms(lambda: call_model(model, x), repeats=repeats),
                               "accuracy": _acc(to, labels), "sqnr_db_vs_simulated": sqnr_db(so, to),
                               "real_kernels": plan.to_dict()["kernels"], "simulated": plan.simulated}
     if "pt2e" in backends:
         step("pt2e (oneDNN int8)")
-        rep["pt2e"] = _pt2e_entry(session, specs, x, so, labels, repeats)
+        try:
+            rep["pt2e"] = _pt2e_entry(session, specs, x, so, labels, calls)
+        except QuantvizError as exc:  # a model torch.export cannot take: the other backends still report
+            rep["pt2e"] = {"error": str(exc)}
     if "onnxruntime" in backends:
         step("ONNX Runtime")
         from ..core.backends import onnxrt
@@ -134,12 +154,18 @@ def benchmark(session, *, batch: int = 32, repeats: int = 20, backends=BACKENDS,
         fs = onnxrt.make_session(fbytes, threads=threads)
         qo, _ = onnxrt.run_dataset(qs, session.eval_data)
         quantized = [n for n, s in specs.items() if s.weight.bits is not None or s.activation.bits is not None]
-        rep["onnxruntime"] = {"size_bytes": len(qbytes), "latency_ms": onnxrt.ort_latency_ms(qs, x, repeats=repeats),
-                              "accuracy": _acc(qo, labels), "sqnr_db_vs_simulated": sqnr_db(so, qo),
+        qf, ff = onnxrt.feeds(qs, x), onnxrt.feeds(fs, x)
+        calls["onnxruntime"] = lambda: qs.run(None, qf)
+        calls["onnxruntime_float"] = lambda: fs.run(None, ff)
+        rep["onnxruntime"] = {"size_bytes": len(qbytes), "accuracy": _acc(qo, labels), "sqnr_db_vs_simulated": sqnr_db(so, qo),
                               "qdq_layers": [n for n in quantized if n not in ex.unmapped], "unmapped": ex.unmapped}
-        rep["onnxruntime_float"] = {"size_bytes": len(fbytes), "latency_ms": onnxrt.ort_latency_ms(fs, x, repeats=repeats)}
+        rep["onnxruntime_float"] = {"size_bytes": len(fbytes)}
+    step("timing")
+    with torch.no_grad():
+        for k, ms in _interleaved_latency_ms(calls, repeats=repeats).items():
+            rep[k]["latency_ms"] = ms
     for k in BACKENDS:
-        if k in rep:
+        if k in rep and "error" not in rep[k]:
             base = rep["onnxruntime_float"] if k == "onnxruntime" else rep["float"]
             rep[k]["size_ratio"] = rep[k]["size_bytes"] / base["size_bytes"]
             rep[k]["speedup"] = base["latency_ms"] / rep[k]["latency_ms"] if rep[k]["latency_ms"] else None

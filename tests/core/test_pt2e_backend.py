@@ -35,7 +35,7 @@ def test_plan_names_the_layers_with_int8_kernels_and_why_others_are_simulated(de
 def test_lowered_demo_runs_onednn_kernels_and_matches_the_simulation(demo):
     calib = [x for x, _ in demo.calib_data.batches(64)]
     example = demo.eval_data.subset(32).x
-    model, p = pb.build(demo.sim, demo.specs, calib, example)
+    model, _converted, p = pb.build(demo.sim, demo.specs, calib, example)
     ops = {str(n.target) for n in model.graph.nodes if n.op == "call_function"}
     assert "onednn.qconv_pointwise.default" in ops and "onednn.qlinear_pointwise.default" in ops
     xs = torch.cat([x for x, _ in demo.eval_data.batches(64)])
@@ -83,3 +83,31 @@ def test_a_model_that_cannot_be_exported_gets_a_one_line_error():
     with pytest.raises(QuantvizError) as err:
         pb.convert(sim, specs, [data.x[:8]], data.x[:8])
     assert str(err.value).startswith("pt2e: this model could not be exported") and "\n" not in str(err.value)
+
+
+def test_a_lowering_that_changes_the_outputs_is_refused(demo):
+    calib = [x for x, _ in demo.calib_data.batches(64)]
+    example = demo.eval_data.subset(16).x
+    converted, _ = pb.convert(demo.sim, demo.specs, calib, example)
+    with pytest.raises(QuantvizError, match="disagrees with the Q/DQ program"):
+        pb.lower(converted, example, min_db=1000.0)
+
+
+def test_build_falls_back_to_convolutions_when_linear_lowering_fails(demo, monkeypatch):
+    real_lower = pb.lower
+    calls = []
+
+    def picky_lower(converted, example, **kw):
+        linear_ops = [n for n in converted.graph.nodes if n.target == torch.ops.aten.linear.default]
+        calls.append(len(linear_ops))
+        if len(calls) == 1:
+            raise QuantvizError("pt2e: the oneDNN lowering disagrees with the Q/DQ program on this model (20.0 dB < 30 dB)")
+        return real_lower(converted, example, **kw)
+
+    monkeypatch.setattr(pb, "lower", picky_lower)
+    calib = [x for x, _ in demo.calib_data.batches(64)]
+    model, converted, p = pb.build(demo.sim, demo.specs, calib, demo.eval_data.subset(16).x)
+    assert p.kernels == ["features.0", "features.7"]
+    assert "Linear layers left to the torchao backend" in p.simulated["classifier.1"]
+    ops = {str(n.target) for n in model.graph.nodes if n.op == "call_function"}
+    assert "onednn.qconv_pointwise.default" in ops and "onednn.qlinear_pointwise.default" not in ops

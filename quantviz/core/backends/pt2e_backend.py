@@ -195,10 +195,14 @@ def _fail(exc: Exception) -> QuantvizError:
     return QuantvizError(f"pt2e: this model could not be exported and lowered ({type(exc).__name__}: {first[:200]})")
 
 
-def convert(sim, specs: dict[str, LayerSpec], calib_batches, example: torch.Tensor) -> tuple[nn.Module, Pt2ePlan]:
-    """The converted Q/DQ model (int8 weights; portable, not yet lowered) and the plan."""
+def convert(sim, specs: dict[str, LayerSpec], calib_batches, example: torch.Tensor, *,
+            grid_specs: dict[str, LayerSpec] | None = None) -> tuple[nn.Module, Pt2ePlan]:
+    """The converted Q/DQ model (int8 weights; portable, not yet lowered) and the plan.
+
+    ``specs`` decide which layers get kernels; ``grid_specs`` (default ``specs``) put
+    every quantized layer's weights on its grid."""
     p = plan(sim.layers, specs)
-    model = grid_model(sim, specs)
+    model = grid_model(sim, grid_specs or specs)
     if not p.kernels:
         return model, p
     xiq, prepare_pt2e, convert_pt2e, _lower, MinMaxObserver = _pt2e()
@@ -223,24 +227,62 @@ def convert(sim, specs: dict[str, LayerSpec], calib_batches, example: torch.Tens
         raise _fail(exc) from exc
 
 
-def lower(converted: nn.Module, example: torch.Tensor) -> nn.Module:
-    """oneDNN int8 kernels for the converted model, specialised to ``example``'s shape."""
+LOWERING_MIN_DB = 30.0  # the lowered model must agree with the Q/DQ program at least this well
+
+
+def lower(converted: nn.Module, example: torch.Tensor, *, min_db: float = LOWERING_MIN_DB) -> nn.Module:
+    """oneDNN int8 kernels for the converted model, specialised to ``example``'s shape.
+
+    The result is checked against the converted Q/DQ program on ``example``; a lowering
+    that changes the outputs (SQNR below ``min_db``) is refused with a one-line error.
+    """
+    from ..qparams import sqnr_db
+
     lower_fn = _pt2e()[3]
     try:
         with _quiet():
             lowered = lower_fn(converted, (example,))
             _reshape_not_view(lowered)
             with torch.no_grad():
-                lowered(example)
+                got, want = lowered(example), converted(example)
     except Exception as exc:  # noqa: BLE001 - lowering limits of this model
         raise _fail(exc) from exc
+    agree = sqnr_db(want, got)
+    if agree < min_db:
+        raise QuantvizError(f"pt2e: the oneDNN lowering disagrees with the Q/DQ program on this model "
+                            f"({agree:.1f} dB < {min_db:.0f} dB)")
     return lowered
 
 
-def build(sim, specs: dict[str, LayerSpec], calib_batches, example: torch.Tensor) -> tuple[nn.Module, Pt2ePlan]:
-    """The lowered model (for ``example``'s batch shape) and the plan of which layers run int8 kernels."""
+def build(sim, specs: dict[str, LayerSpec], calib_batches, example: torch.Tensor
+          ) -> tuple[nn.Module, nn.Module, Pt2ePlan]:
+    """(lowered model for ``example``'s batch shape, converted Q/DQ program, plan).
+
+    When lowering with Linear kernels fails its fidelity check, the convolutions are tried
+    alone (Linear layers are torchao ``quantize_``'s domain anyway) and the Linear layers
+    are listed as simulated with the reason.
+    """
     converted, p = convert(sim, specs, calib_batches, example)
-    return (lower(converted, example) if p.kernels else converted), p
+    if not p.kernels:
+        return converted, converted, p
+    try:
+        return lower(converted, example), converted, p
+    except QuantvizError as exc:
+        linear = [n for n in p.kernels if sim.by_name[n].type == "Linear"]
+        if not linear or len(linear) == len(p.kernels):
+            raise
+        why = f"{exc}; Linear layers left to the torchao backend"
+    convs_only = {n: (_float_activation(s) if n in linear else s) for n, s in specs.items()}
+    converted, p2 = convert(sim, convs_only, calib_batches, example, grid_specs=specs)
+    for n in linear:
+        p2.simulated[n] = why
+    p2.float_layers = [n for n in p2.float_layers if n not in linear]
+    return lower(converted, example), converted, p2
+
+
+def _float_activation(spec: LayerSpec) -> LayerSpec:
+    """The spec with float activations: pt2e then has no int8 kernel for the layer."""
+    return replace(spec, activation=replace(spec.activation, bits=None))
 
 
 def save_program(converted: nn.Module, example: torch.Tensor, path) -> None:

@@ -5,6 +5,8 @@ numbers as ``quantviz benchmark --json``) in a small non-modal window.
 """
 from __future__ import annotations
 
+import html
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QAbstractItemView, QAbstractScrollArea, QDialog, QDialogButtonBox, QHeaderView, QLabel, QTableWidget,
                                QTableWidgetItem, QVBoxLayout)
@@ -25,7 +27,7 @@ def report_rows(rep: dict) -> list[list[str]]:
     rows = []
     for key, label in ROWS:
         r = rep.get(key)
-        if r is None:
+        if r is None or "error" in r:
             continue
         ratio = r.get("size_ratio")
         speed = r.get("speedup")
@@ -86,6 +88,8 @@ class DeployReport(QDialog):
         lines = []
         for key, label in ROWS:
             r = rep.get(key) or {}
+            if r.get("error"):
+                lines.append(f"<b>{label}</b> not measured: {html.escape(r['error'])}")
             if r.get("real_kernels"):
                 lines.append(f"<b>{label}</b> real kernels: {', '.join(r['real_kernels'])}")
             if r.get("simulated"):
