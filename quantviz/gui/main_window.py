@@ -77,6 +77,9 @@ class MainWindow(FilesMixin, QMainWindow):
         for dock in ("summary", "histogram"):
             if dock in self.docks:
                 self.docks[dock].raise_()
+        self._pareto_stale = False  # a re-check arrived while the Pareto panel was hidden
+        if "pareto" in self.docks:
+            self.docks["pareto"].visibilityChanged.connect(self._on_pareto_visibility)
         self._sized = False  # docks get their first sizes when the window is first shown
 
         self._build_status_bar()
@@ -315,6 +318,21 @@ class MainWindow(FilesMixin, QMainWindow):
     def _on_bridge_result(self, result) -> None:
         if result is not None and result.generation != self._check_gen:
             self.summary.refresh_points()  # the current result refreshes them in show_result
+        self._refresh_pareto_history()
+
+    def _refresh_pareto_history(self) -> None:
+        """Hand-made configs join the Pareto plot: at once when it is on screen, else when it is shown."""
+        if self.pareto is None or self.session is None:
+            return
+        if self.pareto.isVisible():
+            self._pareto_stale = False
+            self.pareto.set_session(self.session)
+        else:
+            self._pareto_stale = True
+
+    def _on_pareto_visibility(self, visible: bool) -> None:
+        if visible and self._pareto_stale:
+            self._refresh_pareto_history()
 
     def _on_bridge_event(self, kind: str, payload) -> None:
         if "sensitiv" in kind or "extras" in kind:

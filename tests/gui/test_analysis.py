@@ -66,3 +66,18 @@ def test_measure_real_models_from_the_run_menu_opens_the_report(window, qtbot, w
     assert "features.0" in dlg.notes.text()  # the convolutions ran real int8 kernels
     shot = os.environ.get("QUANTVIZ_SHOT_DIR") or str(tmp_path)
     assert dlg.grab().save(os.path.join(shot, "deploy_report.png"))
+
+
+def test_hand_made_configs_join_the_pareto_plot(window, qtbot, wait_idle):
+    s = window.session
+    window.docks["summary"].raise_()  # the Pareto panel is a hidden tab: it catches up when shown
+    before = len(window.pareto._history)
+    s.edit_layers([s.layers[0].name], {"weight": {"bits": 3}})
+    wait_idle(window)
+    assert len(s.results) > before
+    window.docks["pareto"].raise_()
+    qtbot.waitUntil(lambda: len(window.pareto._history) == len(s.results), timeout=5000)
+    s.edit_layers([s.layers[1].name], {"weight": {"bits": 5}})  # while it is shown: at once
+    wait_idle(window)
+    assert len(window.pareto._history) == len(s.results)
+    assert window.pareto.hist_item.points().size == len(s.results)
