@@ -33,6 +33,9 @@ def register(sub) -> None:
                         "hessian: HAWQ trace x weight perturbation (default e2e)")
     p.add_argument("--compare", action="store_true",
                    help="also run e2e and report how well this proxy ranks the layers (Spearman)")
+    p.add_argument("--exact", action="store_true",
+                   help="local: measure each layer's output noise exactly instead of through a random sketch "
+                        "(slower; the sketch is within ~1 dB on average)")
     p.add_argument("--out", metavar="FILE", help="write the JSON result to FILE")
     add_common_args(p)
     p.set_defaults(func=run)
@@ -52,7 +55,8 @@ def run(args) -> int:
     try:
         if args.compare and args.method != "e2e":
             run_sensitivity(session, "e2e", bits=bits, act_bits=(), progress=bar)
-        res = run_sensitivity(session, args.method, bits=bits, act_bits=act_bits, progress=bar)
+        kw = {"sketch": False} if args.exact and args.method == "local" else {}
+        res = run_sensitivity(session, args.method, bits=bits, act_bits=act_bits, progress=bar, **kw)
     finally:
         bar.close()
     if args.out:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..core.errors import Cancelled, QuantvizError
-from ..core.progress import Progress, null_progress, scaled
+from ..core.progress import Progress, null_progress
 from . import atomic
 
 FORMATS = ("json", "onnx", "aimet", "torchao", "report")

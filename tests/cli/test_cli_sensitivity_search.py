@@ -52,6 +52,17 @@ def test_sensitivity_json_and_out(recipe, capsys, tmp_path):
     assert "Spearman" in text and "W2" in text
 
 
+def test_local_exact_flag_turns_the_sketch_off(recipe, capsys):
+    assert main(["sensitivity", recipe, "--bits", "2", "--method", "local", "--json", "--threads", "1"]) == 0
+    sketched = _json(capsys)
+    assert sketched["sketch"] is True and sketched["sketch_ratio"] == 16
+    assert main(["sensitivity", recipe, "--bits", "2", "--method", "local", "--exact", "--json", "--threads", "1"]) == 0
+    exact = _json(capsys)
+    assert exact["sketch"] is False and exact["options"] == {"sketch": False}
+    for a, b in zip(sketched["layers"], exact["layers"]):
+        assert abs(a["results"]["2"]["metrics"]["sqnr_db"] - b["results"]["2"]["metrics"]["sqnr_db"]) < 6.0
+
+
 def test_search_out_config_reproduces_metrics(recipe, capsys, tmp_path):
     cfg = tmp_path / "cfg.json"
     assert main(["search", recipe, "--avg-bits", "3", "--bits", "2,4", "--steps", "2", "--out", str(cfg),

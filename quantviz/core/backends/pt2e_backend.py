@@ -21,7 +21,6 @@ short last batch.
 """
 from __future__ import annotations
 
-import copy
 import io
 from dataclasses import dataclass, field, replace
 
@@ -31,7 +30,7 @@ from torch import nn
 from ..errors import QuantvizError
 from ..layers import LayerInfo
 from ..spec import LayerSpec
-from .torchao_backend import _quiet
+from .torchao_backend import _quiet, grid_model, triage
 
 KERNEL_TYPES = ("Conv2d", "Linear")
 
@@ -61,18 +60,12 @@ def choose(info: LayerInfo, spec: LayerSpec) -> str:
 
 
 def plan(layers: list[LayerInfo], specs: dict[str, LayerSpec]) -> Pt2ePlan:
-    p = Pt2ePlan()
-    for info in layers:
-        spec = specs.get(info.name)
-        if spec is None or (spec.weight.bits is None and spec.activation.bits is None):
-            p.float_layers.append(info.name)
-            continue
+    def pick(info, spec):
         why = choose(info, spec)
-        if why:
-            p.simulated[info.name] = why
-        else:
-            p.kernels.append(info.name)
-    return p
+        return (None if why else info.name), why
+
+    floats, simulated, kernels = triage(layers, specs, pick)
+    return Pt2ePlan(kernels=list(kernels), simulated=simulated, float_layers=floats)
 
 
 def _pt2e():
@@ -167,18 +160,6 @@ def _drop_unused(gm: nn.Module) -> None:
             owner_path, _, leaf = full.rpartition(".")
             owner = gm.get_submodule(owner_path) if owner_path else gm
             getattr(owner, kind).pop(leaf, None)
-
-
-def grid_model(sim, specs: dict[str, LayerSpec]) -> nn.Module:
-    """A copy of the folded float model whose quantized layers carry their fake-quantized weights."""
-    model = copy.deepcopy(sim.float_model).eval()
-    with torch.no_grad():
-        for info in sim.layers:
-            spec = specs.get(info.name)
-            if spec is None or spec.weight.bits is None:
-                continue
-            model.get_submodule(info.name).weight.data.copy_(sim.quantize_weight(info.name, spec.weight).tensor)
-    return model
 
 
 def _export(model: nn.Module, example: torch.Tensor) -> nn.Module:

@@ -114,19 +114,38 @@ def choose_kernel(info: LayerInfo, spec: LayerSpec) -> tuple[KernelChoice | None
                                                  "mapping_type": mapping}), ""
 
 
-def plan(layers: list[LayerInfo], specs: dict[str, LayerSpec]) -> TorchaoPlan:
-    p = TorchaoPlan()
+def triage(layers: list[LayerInfo], specs: dict[str, LayerSpec], choose) -> tuple[list[str], dict[str, str], dict]:
+    """Sort layers into (float, simulated {name: why}, kernels {name: choice}) with
+    ``choose(info, spec) -> (choice | None, why)``; a backend's plan is built on this."""
+    floats, simulated, kernels = [], {}, {}
     for info in layers:
         spec = specs.get(info.name)
         if spec is None or (spec.weight.bits is None and spec.activation.bits is None):
-            p.float_layers.append(info.name)
+            floats.append(info.name)
             continue
-        k, why = choose_kernel(info, spec)
+        k, why = choose(info, spec)
         if k is None:
-            p.simulated[info.name] = why
+            simulated[info.name] = why
         else:
-            p.kernels[info.name] = k
-    return p
+            kernels[info.name] = k
+    return floats, simulated, kernels
+
+
+def plan(layers: list[LayerInfo], specs: dict[str, LayerSpec]) -> TorchaoPlan:
+    floats, simulated, kernels = triage(layers, specs, choose_kernel)
+    return TorchaoPlan(kernels=kernels, simulated=simulated, float_layers=floats)
+
+
+def grid_model(sim, specs: dict[str, LayerSpec]) -> nn.Module:
+    """A copy of the folded float model whose quantized layers carry their fake-quantized weights."""
+    model = copy.deepcopy(sim.float_model).eval()
+    with torch.no_grad():
+        for info in sim.layers:
+            spec = specs.get(info.name)
+            if spec is None or spec.weight.bits is None:
+                continue
+            model.get_submodule(info.name).weight.data.copy_(sim.quantize_weight(info.name, spec.weight).tensor)
+    return model
 
 
 def _instantiate(choice: KernelChoice):
@@ -143,14 +162,7 @@ def build(sim, specs: dict[str, LayerSpec]) -> tuple[nn.Module, TorchaoPlan]:
     """A copy of the folded float model, weights on quantviz's grids, Linear layers torchao-quantized."""
     tq, _ = _torchao()
     p = plan(sim.layers, specs)
-    model = copy.deepcopy(sim.float_model).eval()
-    with torch.no_grad():
-        for info in sim.layers:
-            spec = specs.get(info.name)
-            if spec is None or spec.weight.bits is None:
-                continue
-            wq = sim.quantize_weight(info.name, spec.weight)
-            model.get_submodule(info.name).weight.data.copy_(wq.tensor)
+    model = grid_model(sim, specs)
     if p.kernels:
         fqn_cls = getattr(tq, "FqnToConfig", None) or tq.ModuleFqnToConfig  # renamed in torchao 0.14
         cfg = fqn_cls({name: _instantiate(k) for name, k in p.kernels.items()})
@@ -204,4 +216,4 @@ def save(model: nn.Module, p: TorchaoPlan, path: str | os.PathLike, model_name: 
                 "kernels": p.to_dict()["kernels"], "simulated": p.simulated}, path)
 
 
-__all__ = ["plan", "build", "save", "script_source", "choose_kernel", "TorchaoPlan", "state_bytes"]
+__all__ = ["plan", "triage", "grid_model", "build", "save", "script_source", "choose_kernel", "TorchaoPlan", "state_bytes"]
