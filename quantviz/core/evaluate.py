@@ -85,27 +85,32 @@ class MetricStream:
         q = qout.reshape(b, -1).double()
         sig = (f**2).sum(dim=1)
         noise = ((f - q) ** 2).sum(dim=1)
-        self.s += float(sig.sum())
-        self.nn += float(noise.sum())
-        self.s2 += float((sig**2).sum())
-        self.n2 += float((noise**2).sum())
-        self.sn += float((sig * noise).sum())
         fn = f.norm(dim=1)
         qn = q.norm(dim=1)
         cos = (f * q).sum(dim=1) / (fn * qn).clamp_min(1e-30)
         cos = torch.where((fn == 0) & (qn == 0), torch.ones_like(cos), cos)
-        self.cos_sum += float(cos.sum())
-        self.cos_sq += float((cos**2).sum())
+        # every per-sample statistic summed at once: one conversion to Python per batch
+        sums = torch.stack([sig, noise, sig**2, noise**2, sig * noise, cos, cos**2]).sum(dim=1).tolist()
+        self.s += sums[0]
+        self.nn += sums[1]
+        self.s2 += sums[2]
+        self.n2 += sums[3]
+        self.sn += sums[4]
+        self.cos_sum += sums[5]
+        self.cos_sq += sums[6]
         self.n += b
         if is_classifier_output(fout):
             fa = fout.argmax(dim=-1)
             qa = qout.argmax(dim=-1)
-            self.agree += float((fa == qa).sum())
             self.agree_n += fa.numel()
             if labels is not None and labels.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8) and labels.shape == fa.shape:
-                self.correct += float((qa == labels).sum())
-                self.float_correct += float((fa == labels).sum())
+                agree, correct, fcorrect = torch.stack([(fa == qa).sum(), (qa == labels).sum(), (fa == labels).sum()]).tolist()
+                self.correct += float(correct)
+                self.float_correct += float(fcorrect)
                 self.labelled += labels.numel()
+            else:
+                agree = (fa == qa).sum().item()
+            self.agree += float(agree)
 
     def _sqnr_band(self) -> tuple[float, float, float]:
         if self.nn == 0:

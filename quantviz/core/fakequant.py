@@ -216,11 +216,23 @@ def fake_quantize_tensor(x: torch.Tensor, qp: QParams) -> torch.Tensor:
     2x cheaper on CPU, which matters because it runs on every quantized
     layer's input in every evaluation.
     """
-    s = qp.scale[:1].float()
-    inv = float(torch.reciprocal(s))  # float32 1/scale, exactly representable as a Python float
-    z = float(qp.zero_point[0])
-    q = torch.round(x * inv)
-    return q.add_(z).clamp_(qp.qmin, qp.qmax).sub_(z).mul_(float(s))
+    inv, z, s = _per_tensor_constants(qp)
+    q = torch.mul(x, inv).round_()
+    if z == 0.0:  # symmetric grids: the zero point adds and subtracts nothing
+        return q.clamp_(qp.qmin, qp.qmax).mul_(s)
+    return q.add_(z).clamp_(qp.qmin, qp.qmax).sub_(z).mul_(s)
+
+
+def _per_tensor_constants(qp: QParams) -> tuple[float, float, float]:
+    """(float32 1/scale, zero point, scale) as Python floats, computed once per QParams:
+    the layer-input hook runs on every batch and these are three tensor ops and syncs."""
+    c = qp.__dict__.get("_fq_constants")
+    if c is None or c[0] is not qp.scale:
+        s = qp.scale[:1].float()
+        inv = float(torch.reciprocal(s))  # float32 1/scale, exactly representable as a Python float
+        c = (qp.scale, (inv, float(qp.zero_point[0]), float(s)))
+        qp.__dict__["_fq_constants"] = c
+    return c[1]
 
 
 def run_model(model: nn.Module, inputs, device) -> torch.Tensor:
