@@ -185,8 +185,9 @@ def _pt2e_program(session, notes: list[str], cancel):
         notes.append(f"{exc}; convolutions stay simulated")
         return None
     notes.append(f"pt2e int8 program for {', '.join(plan.kernels)} (torch.export.load, then torchao's "
-                 "lower_pt2e_quantized_to_x86 or torch.compile)")
-    return converted, example
+                 "lower_pt2e_quantized_to_x86 or torch.compile); apply_pt2e() in the script does the same "
+                 "to your own model")
+    return converted, example, pb.script_section(plan, pb.input_ranges(session.sim, session.specs, plan.kernels))
 
 
 def _write_torchao(session, path, force, progress, cancel) -> ExportResult:
@@ -212,7 +213,7 @@ def _write_torchao(session, path, force, progress, cancel) -> ExportResult:
         tmp_script = stack.enter_context(atomic.atomic_path(script, force=force))
         tmp_program = stack.enter_context(atomic.atomic_path(program_path, force=force)) if program else None
         tb.save(model, plan, tmp_model, session.name)
-        tmp_script.write_text(tb.script_source(plan, session.name), encoding="utf-8")
+        tmp_script.write_text(tb.script_source(plan, session.name) + (program[2] if program else ""), encoding="utf-8")
         if program is not None:
             pb.save_program(program[0], program[1], tmp_program)
     progress(3, 3, "done")

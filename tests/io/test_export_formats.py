@@ -105,6 +105,27 @@ def test_torchao_export_writes_the_pt2e_int8_program_for_convolutions(demo, tmp_
     assert out.shape == sim.shape and sqnr_db(sim, out) > 30
 
 
+def test_torchao_script_applies_the_pt2e_flow_to_a_fresh_model(tmp_path):
+    pytest.importorskip("torchao")
+    from quantviz.core.qparams import sqnr_db
+    from quantviz.core.sources import load_model
+
+    s = Session.open("demo")
+    s.apply_preset("W8A8")
+    p = tmp_path / "m.pt"
+    export(s, "torchao", p)
+    ns: dict = {}
+    exec(torchao_script_path(p).read_text(), ns)
+    assert set(ns["PT2E_INPUT_RANGES"]) == set(s.layer_names)
+    fresh = load_model("demo").model  # the user's own model: BatchNorm not folded, float weights
+    calib = [x for x, _ in s.calib_data.batches(64)]
+    mine = ns["apply_pt2e"](fresh, (calib[0],), calib[1:])
+    saved = torch.export.load(str(pt2e_program_path(p))).module()
+    xs = s.eval_data.subset(64).x
+    with torch.no_grad():
+        assert sqnr_db(saved(xs), mine(xs)) > 30
+
+
 def test_report_is_self_contained_html_with_charts(demo, tmp_path):
     cell = lambda d: {"metrics": {"sqnr_db": 30.0}, "drop": {"accuracy": d}}  # noqa: E731
     demo.extras["sensitivity"] = {"e2e": {"method": "e2e", "metric": "accuracy", "bits": [8, 4, 2],

@@ -279,6 +279,79 @@ def save_program(converted: nn.Module, example: torch.Tensor, path) -> None:
         fh.write(buf.getvalue())
 
 
+def input_ranges(sim, specs: dict[str, LayerSpec], layers) -> dict[str, tuple[float, float]]:
+    """quantviz's calibrated input range (grid edges) of each layer in ``layers``."""
+    out = {}
+    for name in layers:
+        qp = sim.activation_qparams(name, specs[name].activation)
+        if qp is not None:
+            lo, hi = qp.grid_range()
+            out[name] = (float(lo.reshape(-1)[0]), float(hi.reshape(-1)[0]))
+    return out
+
+
+_APPLY_PT2E = '''
+
+
+def apply_pt2e(model: torch.nn.Module, example_inputs: tuple, calibration_batches=(),
+               ranges: dict | None = None) -> torch.nn.Module:
+    """Quantize the layers in PT2E_INPUT_RANGES with torchao's pt2e flow; returns the
+    converted Q/DQ program. Weights get per-channel min-max int8 grids; each layer's input
+    gets quantviz's range (``ranges=None``) or, with ``ranges={}``, the min-max of your
+    calibration batches. Lower the result with
+    ``torchao.quantization.pt2e.lowering.lower_pt2e_quantized_to_x86(program, example_inputs)``
+    for oneDNN int8 kernels, or compile it with ``torch.compile``.
+    """
+    from dataclasses import replace
+
+    from torchao.quantization.pt2e import MinMaxObserver
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+
+    ranges = PT2E_INPUT_RANGES if ranges is None else ranges
+    base = xiq.get_default_x86_inductor_quantization_config()
+    act = replace(base.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2 ** -12))
+    config = replace(base, input_activation=act, output_activation=act)
+    quantizer = xiq.X86InductorQuantizer()
+    for name in PT2E_INPUT_RANGES:
+        quantizer.set_module_name_qconfig(name, config)
+    exported = torch.export.export(model.eval(), tuple(example_inputs), strict=False).module()
+    prepared = prepare_pt2e(exported, quantizer)
+    with torch.no_grad():
+        prepared(*example_inputs)
+        for batch in calibration_batches:
+            prepared(batch)
+    kernels = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
+    for node in prepared.graph.nodes:  # the observer in front of each layer's input gets its range
+        obs = getattr(prepared, node.target, None) if node.op == "call_module" else None
+        if getattr(obs, "qscheme", None) != torch.per_tensor_affine:
+            continue
+        for user in node.users:
+            stack = [path for path, _ in (user.meta.get("nn_module_stack") or {}).values()]
+            name = next((n for n in reversed(stack) if n in ranges), None)
+            if name is not None and user.target in kernels and user.args[0] is node:
+                obs.min_val.copy_(torch.tensor(ranges[name][0]))
+                obs.max_val.copy_(torch.tensor(ranges[name][1]))
+                break
+    return convert_pt2e(prepared)
+'''
+
+
+def script_section(p: Pt2ePlan, ranges: dict[str, tuple[float, float]]) -> str:
+    """Python source, appended to the torchao apply-script, that runs the same pt2e flow on
+    the user's own model: the same layers, x86 int8 layouts, min-max weights, quantviz's
+    input ranges."""
+    lines = ["", "", "# ---- convolutions: torchao's pt2e flow (x86 oneDNN int8) ----",
+             "# layer -> quantviz's calibrated input range (the activation grid's edges)",
+             "PT2E_INPUT_RANGES = {"]
+    for name in p.kernels:
+        if name in ranges:
+            lo, hi = ranges[name]
+            lines.append(f"    {name!r}: ({lo!r}, {hi!r}),")
+    lines.append("}")
+    return "\n".join(lines) + _APPLY_PT2E
+
+
 def run_batched(model: nn.Module, x: torch.Tensor, batch: int) -> torch.Tensor:
     """Outputs of a shape-specialised model over ``x``, ``batch`` rows at a time (last batch zero-padded)."""
     outs = []
@@ -291,4 +364,4 @@ def run_batched(model: nn.Module, x: torch.Tensor, batch: int) -> torch.Tensor:
     return torch.cat(outs)
 
 
-__all__ = ["Pt2ePlan", "choose", "plan", "convert", "lower", "build", "save_program", "grid_model", "run_batched", "KERNEL_TYPES"]
+__all__ = ["Pt2ePlan", "choose", "plan", "convert", "lower", "build", "save_program", "input_ranges", "script_section", "grid_model", "run_batched", "KERNEL_TYPES"]
