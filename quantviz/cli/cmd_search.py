@@ -24,9 +24,7 @@ def run(args) -> int:
     from ..core.search import search
     from ..io.config import QuantConfig, save_config
 
-    bits = parse_bits(args.bits, "--bits")
-    if not bits:
-        raise CLIError("--bits: give at least one bit-width")
+    bits = parse_bits(args.bits, "--bits", required=True)
     if args.steps < 2:
         raise CLIError(f"--steps must be at least 2, got {args.steps}")
     if args.size_bytes is not None and args.size_bytes <= 0:

@@ -6,7 +6,7 @@ import json
 from .common import CLIError, ProgressBar, add_common_args, add_model_args, fmt_metric, open_session, print_json, table
 
 
-def parse_bits(text: str | None, flag: str) -> tuple[int, ...] | None:
+def parse_bits(text: str | None, flag: str, *, required: bool = False) -> tuple[int, ...] | None:
     """``"2,3,4"`` -> (2, 3, 4); ``"none"`` -> (); None -> None."""
     if text is None:
         return None
@@ -19,6 +19,8 @@ def parse_bits(text: str | None, flag: str) -> tuple[int, ...] | None:
     bad = [b for b in bits if not 2 <= b <= 16]
     if bad:
         raise CLIError(f"{flag}: bit-width {bad[0]} is outside 2..16")
+    if required and not bits:
+        raise CLIError(f"{flag}: give at least one bit-width")
     return bits
 
 
@@ -46,9 +48,7 @@ def run(args) -> int:
     from ..io import atomic
     from .common import clean_json
 
-    bits = parse_bits(args.bits, "--bits")
-    if not bits:
-        raise CLIError("--bits: give at least one bit-width")
+    bits = parse_bits(args.bits, "--bits", required=True)
     act_bits = parse_bits(args.act_bits, "--act-bits")
     session = open_session(args)
     bar = ProgressBar(True if args.progress else None)

@@ -141,13 +141,9 @@ def table(rows: list[list[str]], header: list[str], align: str | None = None) ->
 
 
 def fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
+    from ..core.size import fmt_bytes as size_fmt_bytes  # lazily: core.size imports torch
+
+    return size_fmt_bytes(n, missing="-")
 
 
 def fmt_metric(name: str, v: float | None) -> str:

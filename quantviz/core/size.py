@@ -95,6 +95,17 @@ def model_size(model: nn.Module, layers: list[LayerInfo], specs: dict[str, Layer
     )
 
 
+def fmt_bytes(n: float | None, missing: str = "-") -> str:
+    """``1536`` -> ``"1.5 KB"`` (binary units, as every size in quantviz); ``missing`` for None."""
+    if n is None:
+        return missing
+    for unit in ("B", "KB", "MB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
 def float_model_bytes(model: nn.Module) -> int:
     seen, total = set(), 0
     for t in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:

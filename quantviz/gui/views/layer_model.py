@@ -16,6 +16,7 @@ from typing import Callable
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor
 
+from ...core.size import fmt_bytes as size_fmt_bytes
 from ...core.size import layer_weight_bytes
 from ...core.spec import LayerSpec
 
@@ -48,13 +49,7 @@ GRAN_LABEL = {"per_tensor": "per-tensor", "per_channel": "per-channel", "per_gro
 
 
 def fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return ""
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return ""
+    return size_fmt_bytes(n, missing="")
 
 
 def field_patch(field: str, value) -> dict:
