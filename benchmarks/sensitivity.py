@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from quantviz.core import proxies as P  # noqa: E402
 from quantviz.core import sensitivity as S  # noqa: E402
 from quantviz.core.data import Dataset, call_model  # noqa: E402
 from quantviz.core.sources.base import ModelBundle  # noqa: E402
@@ -102,7 +103,7 @@ def float_pass(session) -> float:
 
 
 def measure(session, bits, local_bits, sweep_repeats: int = 1) -> dict:
-    p = S.parts_of(session)
+    p = session.parts()
     S.sweep(p, "e2e", bits=bits[:1])  # warm up (weight quantization cache, allocator)
     fast_t, slow_t = [], []
     for _ in range(sweep_repeats):  # interleaved: both sweeps see the same machine load
@@ -123,7 +124,7 @@ def measure(session, bits, local_bits, sweep_repeats: int = 1) -> dict:
     for _ in range(3):  # interleaved repeats, medians: both sides see the same machine load
         floats.append(float_pass(session))
         t = time.perf_counter()
-        S.local(p, bits=local_bits)
+        P.local(p, bits=local_bits)
         locals_.append(time.perf_counter() - t)
     t_float, t_local = statistics.median(floats), statistics.median(locals_)
     return {"layers": len(session.layers), "samples": len(session.eval_data), "bits": list(bits),

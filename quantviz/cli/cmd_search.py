@@ -21,7 +21,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..core.search import search
     from ..io.config import QuantConfig, save_config
 
     bits = parse_bits(args.bits, "--bits", required=True)
@@ -34,7 +33,7 @@ def run(args) -> int:
     session = open_session(args)
     bar = ProgressBar(True if args.progress else None)
     try:
-        res = search(session, avg_bits=args.avg_bits, size_bytes=args.size_bytes, max_drop=args.max_drop,
+        res = session.run_search(avg_bits=args.avg_bits, size_bytes=args.size_bytes, max_drop=args.max_drop,
                      bits=bits, pareto_steps=args.steps, progress=bar)
     finally:
         bar.close()

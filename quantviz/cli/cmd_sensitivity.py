@@ -44,7 +44,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..core.sensitivity import run_sensitivity
     from ..io import atomic
     from .common import clean_json
 
@@ -54,9 +53,9 @@ def run(args) -> int:
     bar = ProgressBar(True if args.progress else None)
     try:
         if args.compare and args.method != "e2e":
-            run_sensitivity(session, "e2e", bits=bits, act_bits=(), progress=bar)
+            session.run_sensitivity("e2e", bits=bits, act_bits=(), progress=bar)
         kw = {"sketch": False} if args.exact and args.method == "local" else {}
-        res = run_sensitivity(session, args.method, bits=bits, act_bits=act_bits, progress=bar, **kw)
+        res = session.run_sensitivity(args.method, bits=bits, act_bits=act_bits, progress=bar, **kw)
     finally:
         bar.close()
     if args.out:

@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 from .data import Dataset
-from .errors import ModelError
+from .errors import ModelError, QuantvizError
 from .fakequant import iterate_outputs
 from .progress import Progress, null_progress
 
@@ -191,24 +191,48 @@ def float_reference(model, data: Dataset, *, device="cpu", batch_size: int = 64,
         metrics["top1_agreement"] = 1.0
     del snap
     if evaluate_fn is not None:
-        metrics.update(_user_metrics(evaluate_fn, model, data))
+        metrics.update(user_metrics(evaluate_fn, model, data))
     return FloatReference(outs, labels, metrics, batch_size, len(data))
 
 
-def _user_metrics(evaluate_fn, model, data) -> dict:
+def user_metrics(evaluate_fn, model, data) -> dict:
+    """Run a caller-supplied ``evaluate(model, data)`` and check it returned ``{name: number}``.
+
+    The one place such results are validated (recipes, API callers); errors name
+    ``evaluate_fn.owner`` when the function carries one (a recipe's file name)."""
+    who = getattr(evaluate_fn, "owner", "the recipe's evaluate()")
     try:
         res = evaluate_fn(model, data)
+    except QuantvizError:
+        raise
     except Exception as exc:
-        raise ModelError(f"the recipe's evaluate() raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        raise ModelError(f"{who} raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
     if not isinstance(res, dict):
-        raise ModelError(f"the recipe's evaluate() returned {type(res).__name__}, expected a dict of metrics")
+        raise ModelError(f"{who} must return a dict of metric name -> number, got {type(res).__name__}")
     out = {}
     for k, v in res.items():
         try:
             out[str(k)] = float(v)
         except (TypeError, ValueError):
-            raise ModelError(f"the recipe's evaluate() returned a non-numeric metric {k!r}") from None
+            raise ModelError(f"{who} returned a non-number for {k!r}: {v!r}") from None
     return out
+
+
+FIDELITY_METRICS = ("sqnr_db", "cosine", "top1_agreement")
+
+
+def primary_metric(metrics: dict) -> str:
+    """The metric a model is judged by: accuracy, else a recipe's own metric, else
+    top-1 agreement, cosine or SQNR (the first the metrics have)."""
+    if "accuracy" in metrics:
+        return "accuracy"
+    for k in metrics:
+        if k not in FIDELITY_METRICS:
+            return k
+    for k in ("top1_agreement", "cosine", "sqnr_db"):
+        if k in metrics:
+            return k
+    return "sqnr_db"
 
 
 def evaluate_quantized(qmodel, data: Dataset, ref: FloatReference, *, device="cpu",
@@ -228,5 +252,5 @@ def evaluate_quantized(qmodel, data: Dataset, ref: FloatReference, *, device="cp
             on_estimate(snap)
     metrics = stream.snapshot()["metrics"]
     if evaluate_fn is not None:
-        metrics.update(_user_metrics(evaluate_fn, qmodel, data))
+        metrics.update(user_metrics(evaluate_fn, qmodel, data))
     return metrics

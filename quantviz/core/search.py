@@ -9,7 +9,8 @@ installed, else :func:`solve_dp`, a dynamic program over Pareto states).
 For a budget, a few additive objectives (output noise power, metric drop,
 blends) each give an optimal config; every candidate is then *measured* end
 to end and the best measured one that fits is chosen. The Pareto front
-repeats this over a range of budgets; every point carries its full config.
+repeats this over a range of budgets; every point carries its bit-width per layer
+(the session turns it into a full config).
 
 Budgets: ``avg_bits`` (weight bits averaged over the weights of all
 quantizable layers, no scale overhead), ``size_bytes`` (the model size with
@@ -26,8 +27,8 @@ import numpy as np
 
 from .errors import Cancelled, QuantvizError
 from .evaluate import evaluate_quantized, higher_is_better
-from .progress import Progress, null_progress, scaled
-from .sensitivity import DEFAULT_BITS, Parts, parts_of, primary_metric, tie_groups, weight_setting
+from .progress import Progress, null_progress
+from .sensitivity import DEFAULT_BITS, Parts, primary_metric, tie_groups, weight_setting
 from .size import layer_weight_bytes, model_size
 
 
@@ -193,12 +194,12 @@ def uniform_neighbours(cost: np.ndarray, size: np.ndarray, budget: float, limit:
     return out
 
 
-def _config_for(session_cfg, groups, bits, choice) -> "object":
-    cfg = session_cfg.copy()
-    for g, k in zip(groups, choice):
-        for n in g:
-            cfg.set_layer(n, {"weight": {"bits": int(bits[k])}})
-    return cfg
+def specs_for(base_specs: dict, bits_by_layer: dict) -> dict:
+    """``base_specs`` with the weight bits of the layers in ``bits_by_layer`` replaced."""
+    specs = dict(base_specs)
+    for n, b in bits_by_layer.items():
+        specs[n] = specs[n].with_weight(bits=int(b))
+    return specs
 
 
 def _better(a: dict, b: dict | None, metric: str) -> bool:
@@ -212,8 +213,10 @@ def _better(a: dict, b: dict | None, metric: str) -> bool:
 
 
 class _Measurer:
-    def __init__(self, session, p: Parts, groups, bits, cancel):
-        self.s, self.p, self.groups, self.bits, self.cancel = session, p, groups, bits, cancel
+    """Measures a choice (one option index per group) end to end, once."""
+
+    def __init__(self, p: Parts, groups, bits, cancel):
+        self.p, self.groups, self.bits, self.cancel = p, groups, bits, cancel
         self.seen: dict[tuple, dict] = {}
 
     def __call__(self, choice) -> dict:
@@ -222,16 +225,14 @@ class _Measurer:
             return self.seen[key]
         if self.cancel():
             raise Cancelled("search cancelled")
-        cfg = _config_for(self.s.config, self.groups, self.bits, choice)
-        specs = cfg.resolve_all(self.p.sim.layers)
+        by_layer = {n: int(self.bits[k]) for g, k in zip(self.groups, choice) for n in g}
+        specs = specs_for(self.p.base_specs, by_layer)
         self.p.sim.apply(specs)
         metrics = evaluate_quantized(self.p.sim.qmodel, self.p.data, self.p.reference, device=self.p.device,
                                      evaluate_fn=self.p.evaluate_fn, cancel=self.cancel)
         size = model_size(self.p.sim.float_model, self.p.sim.layers, specs)
-        cfg.name = f"mixed {size.avg_bits:.2f} bits"
-        pt = {"size_bytes": size.quantized_bytes, "avg_bits": size.avg_bits, "metrics": metrics,
-              "bits": {n: int(self.bits[k]) for g, k in zip(self.groups, choice) for n in g},
-              "config": cfg.to_dict()}
+        pt = {"size_bytes": size.quantized_bytes, "avg_bits": size.avg_bits, "metrics": metrics, "bits": by_layer,
+              "name": f"mixed {size.avg_bits:.2f} bits"}
         self.seen[key] = pt
         return pt
 
@@ -251,80 +252,81 @@ def pareto_filter(points: list[dict], metric: str) -> list[dict]:
 
 
 # ---------------------------------------------------------- the search
-def search(session, *, avg_bits: float | None = None, size_bytes: int | None = None, max_drop: float | None = None,
-           bits: Sequence[int] = DEFAULT_BITS, pareto_steps: int = 9, solver: str = "auto", ties=(),
-           progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False) -> dict:
+def search(parts: Parts, sens: dict, *, avg_bits: float | None = None, size_bytes: int | None = None,
+           max_drop: float | None = None, bits: Sequence[int] = DEFAULT_BITS, pareto_steps: int = 9,
+           solver: str = "auto", progress: Progress = null_progress,
+           cancel: Callable[[], bool] = lambda: False) -> dict:
     """Choose a bit-width per layer for one budget and trace the Pareto front.
 
-    Returns ``{"chosen": point, "pareto": [point...], "budget": {...},
-    "metric": name, "candidates": n}`` where a point is ``{"size_bytes",
-    "avg_bits", "metrics", "bits": {layer: b}, "config": quantviz config}``.
-    The result is also kept in ``session.extras["search"]``.
+    ``sens`` is the e2e sensitivity of ``parts`` at ``bits``. Returns
+    ``{"chosen": point, "pareto": [point...], "budget": {...}, "metric": name,
+    "candidates": n}`` where a point is ``{"size_bytes", "avg_bits",
+    "metrics", "bits": {layer: b}, "name"}``. The simulation is left at
+    ``parts.base_specs``.
     """
-    from .sensitivity import run_sensitivity
-
     given = [v is not None for v in (avg_bits, size_bytes, max_drop)]
     if sum(given) != 1:
         raise SearchError("search: give exactly one budget (avg_bits, size_bytes or max_drop)")
     bits = tuple(sorted({int(b) for b in bits}))
     t0 = time.perf_counter()
-    sens = run_sensitivity(session, "e2e", bits=bits, act_bits=(), ties=ties, progress=scaled(progress, 0.0, 0.5),
-                           cancel=cancel)
-    with session.lock:
-        p = parts_of(session, ties)
-        groups, wbits, wbytes, noise, drop, metric = _table(p, sens, bits)
-        total_w = float(sum(l.weight_numel for l in p.sim.layers))
-        base_size = model_size(p.sim.float_model, p.sim.layers, {})
-        other = base_size.float_bytes - sum(base_size.float_per_layer.values())
-        if avg_bits is not None and avg_bits < min(bits):
-            raise SearchError(f"--avg-bits {avg_bits:g} is below the smallest candidate bit-width ({min(bits)})")
-        if size_bytes is not None and size_bytes < other + wbytes.min(axis=1).sum():
-            raise SearchError(f"--size-bytes {size_bytes} is below the smallest possible size "
-                              f"({int(other + wbytes.min(axis=1).sum())} bytes at {min(bits)} bits)")
-        measure = _Measurer(session, p, groups, bits, cancel)
-        objs = _objectives(noise, drop)
-        lo_b, hi_b = min(bits), max(bits)
-        sweep_bits = list(np.linspace(lo_b, hi_b, pareto_steps))
-        if avg_bits is not None:
-            sweep_bits.append(float(avg_bits))
-        jobs = [("bits", b) for b in sweep_bits]
-        if size_bytes is not None:
-            jobs.append(("bytes", float(size_bytes)))
-        prog = scaled(progress, 0.5, 1.0)
-        candidates: dict[tuple, str] = {}
-        for i, (kind, budget) in enumerate(jobs):
-            for obj in objs:
-                if kind == "bits":
-                    ch = solve(obj, wbits, budget * total_w + 1e-6, solver)
-                else:
-                    ch = solve(obj, wbytes, budget - other, solver)
-                if ch is not None:
-                    measure(ch)
-                    candidates.setdefault(tuple(ch), kind)
-            prog(i + 1, len(jobs) + 2, "measuring configs")
-        near = []
-        if avg_bits is not None or size_bytes is not None:
-            sz, cap = (wbits, avg_bits * total_w + 1e-6) if avg_bits is not None else (wbytes, size_bytes - other)
-            near = uniform_path(objs[0], sz, cap) + uniform_neighbours(objs[0], sz, cap)
-        for ch in near:
-            measure(ch)
-        points = list(measure.seen.values())
-        front = pareto_filter(points, metric)
-        chosen = _choose(points, metric, p.reference.metrics, avg_bits, size_bytes, max_drop)
-        if chosen is not None and max_drop is not None:
-            chosen = _refine_drop(chosen, points, measure, objs, wbits, total_w, metric, p.reference.metrics,
-                                  max_drop, solver)
-            points = list(measure.seen.values())
-            front = pareto_filter(points, metric)
-        session.sim.apply(session.specs)
-    prog(1, 1, "done")
+    p = parts
+    try:
+        chosen, points, front, metric = _run(p, sens, bits, avg_bits, size_bytes, max_drop, pareto_steps, solver,
+                                             progress, cancel)
+    finally:
+        p.sim.apply(p.base_specs)
+    progress(1, 1, "done")
     if chosen is None:
         raise SearchError(f"no config within {', '.join(map(str, bits))} bits keeps the {metric} drop within {max_drop:g}")
-    res = {"chosen": chosen, "pareto": front, "metric": metric, "float_metrics": dict(p.reference.metrics),
-           "budget": {"avg_bits": avg_bits, "size_bytes": size_bytes, "max_drop": max_drop}, "bits": list(bits),
-           "candidates": len(points), "seconds": time.perf_counter() - t0}
-    session.extras["search"] = res
-    return res
+    return {"chosen": chosen, "pareto": front, "metric": metric, "float_metrics": dict(p.reference.metrics),
+            "budget": {"avg_bits": avg_bits, "size_bytes": size_bytes, "max_drop": max_drop}, "bits": list(bits),
+            "candidates": len(points), "seconds": time.perf_counter() - t0}
+
+
+def _check_budget(p: Parts, bits, wbytes, avg_bits, size_bytes) -> float:
+    """The bytes outside quantizable weights; raises when a budget is below the smallest config."""
+    base_size = model_size(p.sim.float_model, p.sim.layers, {})
+    other = base_size.float_bytes - sum(base_size.float_per_layer.values())
+    if avg_bits is not None and avg_bits < min(bits):
+        raise SearchError(f"--avg-bits {avg_bits:g} is below the smallest candidate bit-width ({min(bits)})")
+    if size_bytes is not None and size_bytes < other + wbytes.min(axis=1).sum():
+        raise SearchError(f"--size-bytes {size_bytes} is below the smallest possible size "
+                          f"({int(other + wbytes.min(axis=1).sum())} bytes at {min(bits)} bits)")
+    return other
+
+
+def _run(p: Parts, sens, bits, avg_bits, size_bytes, max_drop, pareto_steps, solver, progress, cancel):
+    groups, wbits, wbytes, noise, drop, metric = _table(p, sens, bits)
+    total_w = float(sum(l.weight_numel for l in p.sim.layers))
+    other = _check_budget(p, bits, wbytes, avg_bits, size_bytes)
+    measure = _Measurer(p, groups, bits, cancel)
+    objs = _objectives(noise, drop)
+    sweep_bits = list(np.linspace(min(bits), max(bits), pareto_steps))
+    if avg_bits is not None:
+        sweep_bits.append(float(avg_bits))
+    jobs = [("bits", b) for b in sweep_bits]
+    if size_bytes is not None:
+        jobs.append(("bytes", float(size_bytes)))
+    for i, (kind, budget) in enumerate(jobs):
+        for obj in objs:
+            if kind == "bits":
+                ch = solve(obj, wbits, budget * total_w + 1e-6, solver)
+            else:
+                ch = solve(obj, wbytes, budget - other, solver)
+            if ch is not None:
+                measure(ch)
+        progress(i + 1, len(jobs) + 2, "measuring configs")
+    if avg_bits is not None or size_bytes is not None:
+        sz, cap = (wbits, avg_bits * total_w + 1e-6) if avg_bits is not None else (wbytes, size_bytes - other)
+        for ch in uniform_path(objs[0], sz, cap) + uniform_neighbours(objs[0], sz, cap):
+            measure(ch)
+    points = list(measure.seen.values())
+    chosen = _choose(points, metric, p.reference.metrics, avg_bits, size_bytes, max_drop)
+    if chosen is not None and max_drop is not None:
+        chosen = _refine_drop(chosen, points, measure, objs, wbits, total_w, metric, p.reference.metrics,
+                              max_drop, solver)
+        points = list(measure.seen.values())
+    return chosen, points, pareto_filter(points, metric), metric
 
 
 def _drop(metric, ref, m):
@@ -371,4 +373,4 @@ def _refine_drop(chosen, points, measure, objs, wbits, total_w, metric, ref, max
     return _choose(list(measure.seen.values()), metric, ref, None, None, max_drop)
 
 
-__all__ = ["solve", "solve_dp", "solve_milp", "search", "pareto_filter", "SearchError"]
+__all__ = ["solve", "solve_dp", "solve_milp", "search", "specs_for", "pareto_filter", "SearchError"]

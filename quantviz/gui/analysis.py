@@ -1,9 +1,9 @@
 """Run menu jobs: sensitivity sweeps, the mixed-precision search, and measuring
 the real quantized models.
 
-Both run through the window's job runner (progress bar, Cancel) and store
-their results in ``session.extras``; on completion the sensitivity, Pareto and
-config-diff panels and the table's sensitivity column are refreshed.
+All run through the window's job runner (progress bar, Cancel). The session
+stores each result and emits ``analysis_changed``; the views that show them
+follow that event, so this module only starts jobs and reports how they ended.
 """
 from __future__ import annotations
 
@@ -28,18 +28,15 @@ def refresh_analysis_views(win) -> None:
 
 
 def run_sensitivity(win, method: str) -> None:
-    from ..core.sensitivity import run_sensitivity as run
-
     s = win.session
     if s is None:
         return
 
     def job(progress, cancel):
-        return run(s, method, progress=progress, cancel=cancel)
+        return s.run_sensitivity(method, progress=progress, cancel=cancel)
 
     def done(_result):
         if s is win.session:
-            refresh_analysis_views(win)
             if "sensitivity" in win.docks:
                 win.docks["sensitivity"].raise_()
             win.show_message(f"Sensitivity ({method}) computed for {len(s.layers)} layers")
@@ -62,19 +59,16 @@ def ask_and_search(win) -> None:
 
 
 def run_search(win, **budget) -> None:
-    from ..core.search import search
-
     s = win.session
     if s is None:
         return
 
     def job(progress, cancel):
-        return search(s, progress=progress, cancel=cancel, **budget)
+        return s.run_search(progress=progress, cancel=cancel, **budget)
 
     def done(result):
         if s is not win.session:
             return
-        refresh_analysis_views(win)
         if "pareto" in win.docks:
             win.docks["pareto"].raise_()
         chosen = result.get("chosen") or {}

@@ -21,22 +21,16 @@ from .bridge import SessionBridge
 from .files import FilesMixin
 from .views.jobs import JobsBar
 from .views.layer_model import compute_stats
+from .views.config_diff import ConfigDiffView
+from .views.histogram import HistogramPanel
 from .views.layer_table import LayerTablePanel
+from .views.pareto import ParetoView
+from .views.sensitivity import SensitivityView
 from .views.summary import SummaryPanel
 from .workers import JobRunner
 
 CHECK_DEBOUNCE_MS = 150
 SETTINGS_VERSION = 1
-
-
-def _optional_view(module: str, cls: str):
-    """A widget class from another module when it imports (the app works without it)."""
-    import importlib
-
-    try:
-        return getattr(importlib.import_module(f"quantviz.gui.views.{module}"), cls)
-    except (ImportError, AttributeError):
-        return None
 
 
 class MainWindow(FilesMixin, QMainWindow):
@@ -65,10 +59,10 @@ class MainWindow(FilesMixin, QMainWindow):
         self.summary = SummaryPanel()
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("summary", "Summary", self.summary, Qt.BottomDockWidgetArea)
-        self.histogram = self._build_optional("histogram", "HistogramPanel", "Histogram", Qt.RightDockWidgetArea)
-        self.sensitivity = self._build_optional("sensitivity", "SensitivityView", "Sensitivity", Qt.BottomDockWidgetArea)
-        self.pareto = self._build_optional("pareto", "ParetoView", "Pareto search", Qt.BottomDockWidgetArea)
-        self.config_diff = self._build_optional("config_diff", "ConfigDiffView", "Config diff", Qt.RightDockWidgetArea)
+        self.histogram = self._build_view("histogram", HistogramPanel(), "Histogram", Qt.RightDockWidgetArea)
+        self.sensitivity = self._build_view("sensitivity", SensitivityView(), "Sensitivity", Qt.BottomDockWidgetArea)
+        self.pareto = self._build_view("pareto", ParetoView(), "Pareto search", Qt.BottomDockWidgetArea)
+        self.config_diff = self._build_view("config_diff", ConfigDiffView(), "Config diff", Qt.RightDockWidgetArea)
         for key in ("sensitivity", "pareto"):
             if key in self.docks:
                 self.tabifyDockWidget(self.docks["summary"], self.docks[key])
@@ -114,12 +108,8 @@ class MainWindow(FilesMixin, QMainWindow):
         self.docks[key] = dock
         return dock
 
-    def _build_optional(self, module: str, cls_name: str, title: str, area):
-        cls = _optional_view(module, cls_name)
-        if cls is None:
-            return None
-        widget = cls()
-        self._add_dock(module, title, widget, area)
+    def _build_view(self, key: str, widget, title: str, area):
+        self._add_dock(key, title, widget, area)
         if hasattr(widget, "rangeCommitted"):
             widget.rangeCommitted.connect(self._on_histogram_range_committed)
         if hasattr(widget, "layerClicked"):
@@ -335,8 +325,10 @@ class MainWindow(FilesMixin, QMainWindow):
             self._refresh_pareto_history()
 
     def _on_bridge_event(self, kind: str, payload) -> None:
-        if "sensitiv" in kind or "extras" in kind:
-            self.table.model.refresh_column("sensitivity")
+        if kind == "analysis_changed":
+            from .analysis import refresh_analysis_views
+
+            refresh_analysis_views(self)
 
     def _request_stats(self, session, items, done, failed) -> None:
         self.runner.submit("stats", lambda p, c: compute_stats(session, items, c), label="Layer statistics",

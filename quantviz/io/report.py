@@ -193,7 +193,7 @@ def _histograms(session, names: list[str]) -> str:
 
 
 def most_sensitive(session, rows: list[dict], k: int = 4) -> list[str]:
-    score = session.extras.get("sensitivity_score") or {}
+    score = session.analysis.scores.scores if session.analysis.scores else {}
     if score:
         ranked = sorted((n for n in score if n in session.sim.by_name), key=lambda n: -_as_float(score[n]))
         if ranked:
@@ -244,11 +244,11 @@ def render_report(session, *, progress: Progress = null_progress, cancel: Callab
     parts += ["<h2>Per-layer config</h2>",
               _table(["layer", "type", "params", "w bits", "granularity", "mode", "w range", "a bits", "a range",
                       "w SQNR dB", "a SQNR dB", "size"], trows, left=2)]
-    sens = _matrix_from(session.extras.get("sensitivity"))
+    sens = _matrix_from(session.analysis.sensitivity)
     if sens is not None:
         rws, cols, mat, label = sens
         parts += ["<h2>Sensitivity</h2>", svg.heatmap(rws, cols, mat, title="Sensitivity per layer and setting", value_label=label)]
-    search = _points_from(session.extras.get("search"))
+    search = _points_from(session.analysis.search)
     if search is not None:
         P, F, xl, yl, chosen = search
         parts += ["<h2>Mixed-precision search</h2>", svg.scatter(P, front=F, chosen=chosen, title="Pareto front", xlabel=xl, ylabel=yl)]

@@ -68,7 +68,7 @@ def recovery_dict(session: Session) -> dict:
 
 
 def write_recovery(session: Session, path: Path | None = None) -> Path:
-    """Write ``session`` (config, results, extras, undo history) atomically."""
+    """Write ``session`` (config, results, analysis, undo history) atomically."""
     path = Path(path) if path is not None else recovery_path()
     ensure_dir(path.parent)
     text = json.dumps(sanitize(recovery_dict(session)), default=_json_default, allow_nan=False)

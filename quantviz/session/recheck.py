@@ -40,7 +40,7 @@ from typing import Callable
 import torch
 
 from ..core.errors import Cancelled, QuantvizError
-from ..core.evaluate import MetricStream, _user_metrics
+from ..core.evaluate import MetricStream, user_metrics
 from ..core.fakequant import iterate_outputs
 from ..core.incremental import SuffixRunner
 from ..core.progress import Progress, null_progress
@@ -239,7 +239,7 @@ class Rechecker:
             raise QuantvizError(f"internal error: re-check saw {fed[0]} of {len(bounds)} chunks")
         metrics = stream.snapshot()["metrics"]
         if s.bundle.evaluate_fn is not None:
-            metrics.update(_user_metrics(s.bundle.evaluate_fn, s.sim.qmodel, s.eval_data))
+            metrics.update(user_metrics(s.bundle.evaluate_fn, s.sim.qmodel, s.eval_data))
         self.last = {"mode": mode, "changed": changed, "seconds": time.perf_counter() - t0,
                      "affected_fraction": (self.runner.affected_fraction(changed)
                                            if changed is not None and self.runner is not None else 1.0)}

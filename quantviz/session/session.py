@@ -8,7 +8,9 @@ methods; it reports changes through :attr:`Session.events`:
 * ``config_changed`` (label, layers) after every edit, undo or redo;
 * ``result`` (result) when a re-check finished;
 * ``estimate`` (generation, snapshot) while a re-check streams;
-* ``loaded`` (session) once a model is open and prepared.
+* ``loaded`` (session) once a model is open and prepared;
+* ``analysis_changed`` (what, ...) when a sensitivity, search or deployment
+  result was stored (:mod:`.analysis`).
 
 Long methods take ``progress`` and ``cancel`` and are safe to run on a worker
 thread; they hold :attr:`lock` while they use the simulation.
@@ -36,11 +38,12 @@ from ..core.size import SizeReport, model_size
 from ..core.spec import LayerSpec
 from ..io import atomic
 from ..io.config import ConfigError, QuantConfig, preset
+from .analysis import Analysis, AnalysisMixin
 from .events import Events
 from .undo import Edit, UndoHistory
 
 SESSION_FORMAT = "quantviz-session"
-SESSION_VERSION = 1
+SESSION_VERSION = 2  # 2: typed "analysis" instead of free-form "extras"
 DEFAULT_CALIB_SAMPLES = 512
 
 
@@ -84,7 +87,7 @@ def _finite(v):
     return v
 
 
-class Session:
+class Session(AnalysisMixin):
     def __init__(self, bundle: sources.ModelBundle, *, eval_data: Dataset, calib_data: Dataset,
                  config: QuantConfig | None = None, device: str = "cpu", batch_size: int = 64,
                  data_ref: str | None = None, calib_ref: str | None = None, cache_bytes: int | None = None):
@@ -99,7 +102,7 @@ class Session:
         self.lock = threading.RLock()
         self.history = UndoHistory()
         self.results: list[CheckResult] = []
-        self.extras: dict = {}  # sensitivity / search results etc., saved with the session
+        self.analysis = Analysis()  # sensitivity / search / deploy results, saved with the session
         self._generation = 0
         self._config = (config or preset("W8")).copy()
         self.sim = QuantSim(bundle.model, fold_bn=self._config.fold_bn, device=device)
@@ -297,8 +300,8 @@ class Session:
         from ..core.size import layer_weight_bytes
 
         row["size_bytes"] = layer_weight_bytes(info, spec)
-        sens = self.extras.get("sensitivity_score", {}).get(name)
-        row["sensitivity"] = sens
+        scores = self.analysis.scores
+        row["sensitivity"] = scores.scores.get(name) if scores else None
         return row
 
     def weight_stats(self, name: str) -> dict:
@@ -369,7 +372,7 @@ class Session:
             "calib": self.calib_ref,
             "config": self._config.to_dict(),
             "results": [r.to_dict() for r in self.results],
-            "extras": self.extras,
+            "analysis": self.analysis.to_dict(),
         }
 
     def save(self, path: str | Path, *, force: bool = True) -> Path:
@@ -387,7 +390,7 @@ class Session:
             raise SessionError(f"{p}: not a quantviz session file ({type(exc).__name__})") from None
         if not isinstance(obj, dict) or obj.get("format") != SESSION_FORMAT:
             raise SessionError(f"{p}: not a quantviz session file (missing \"format\": \"{SESSION_FORMAT}\")")
-        if obj.get("version") != SESSION_VERSION:
+        if obj.get("version") not in (1, SESSION_VERSION):
             raise SessionError(f"{p}: unsupported session version {obj.get('version')!r}")
         QuantConfig.from_dict(obj.get("config"), f"{p.name}: config")
         return obj
@@ -400,7 +403,7 @@ class Session:
         s = cls.open(obj["model"], data=obj.get("data"), calib=obj.get("calib"), trust=trust, config=cfg,
                      device=device, progress=progress, cancel=cancel)
         s.results = [CheckResult.from_dict(r) for r in obj.get("results", [])]
-        s.extras = dict(obj.get("extras", {}))
+        s.analysis = Analysis.from_dict(obj.get("analysis", obj.get("extras")))
         if s.results:
             s._generation = max(r.generation for r in s.results)
         return s

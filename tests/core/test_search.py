@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from quantviz.core.search import SearchError, search, solve, solve_dp, solve_milp, uniform_path
+from quantviz.core.search import SearchError, solve, solve_dp, solve_milp, uniform_path
 
 from sens_models import make_session, transformer_data, transformer_model
 
@@ -61,7 +61,7 @@ def tsession():
 
 
 def test_search_exploits_differences_and_ties(tsession):
-    res = search(tsession, avg_bits=4, bits=(2, 4, 8), pareto_steps=3)
+    res = tsession.run_search(avg_bits=4, bits=(2, 4, 8), pareto_steps=3)
     chosen = res["chosen"]
     assert chosen["avg_bits"] <= 4 + 1e-9
     assert len(set(chosen["bits"].values())) > 1  # not uniform
@@ -77,15 +77,15 @@ def test_search_exploits_differences_and_ties(tsession):
     # the Pareto front is sorted by size and strictly improving
     sizes = [q["size_bytes"] for q in res["pareto"]]
     assert sizes == sorted(sizes) and len(res["pareto"]) >= 2
-    assert tsession.extras["search"] is res
+    assert tsession.analysis.search is res
 
 
 def test_search_other_budgets(tsession):
     w4 = tsession.size({}).float_bytes
-    res = search(tsession, size_bytes=w4 // 5, bits=(2, 4, 8), pareto_steps=3)
+    res = tsession.run_search(size_bytes=w4 // 5, bits=(2, 4, 8), pareto_steps=3)
     assert res["chosen"]["size_bytes"] <= w4 // 5
-    res = search(tsession, max_drop=0.05, bits=(2, 4, 8), pareto_steps=3)
+    res = tsession.run_search(max_drop=0.05, bits=(2, 4, 8), pareto_steps=3)
     ref = tsession.reference.metrics["accuracy"]
     assert ref - res["chosen"]["metrics"]["accuracy"] <= 0.05 + 1e-12
     with pytest.raises(SearchError):
-        search(tsession, avg_bits=1.5, bits=(2, 4, 8))
+        tsession.run_search(avg_bits=1.5, bits=(2, 4, 8))

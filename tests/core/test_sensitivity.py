@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from quantviz.core import proxies as P
+from quantviz.core import ranking as R
 from quantviz.core import sensitivity as S
 from quantviz.core.errors import Cancelled
 from quantviz.core.progress import CancelToken
@@ -28,7 +30,7 @@ def _same(a, b):
 
 @pytest.mark.parametrize("method", ["e2e", "loo"])
 def test_sweep_equals_naive_sweep(res_session, method):
-    p = S.parts_of(res_session)
+    p = res_session.parts()
     fast = S.sweep(p, method, bits=(2, 4), act_bits=(4,))
     slow = S.sweep(p, method, bits=(2, 4), act_bits=(4,), naive=True)
     assert fast["incremental"] and not slow["incremental"]
@@ -43,8 +45,8 @@ def test_sweep_equals_naive_sweep(res_session, method):
 
 
 def test_local_exact_matches_direct_computation(res_session):
-    p = S.parts_of(res_session)
-    exact = S.local(p, bits=(3,), sketch=False)
+    p = res_session.parts()
+    exact = P.local(p, bits=(3,), sketch=False)
     sim = res_session.sim
     fc = sim.float_model.get_submodule("fc")
     wq = sim.quantize_weight("fc", S.weight_setting(p.base_specs["fc"], 3).weight).tensor
@@ -61,13 +63,13 @@ def test_local_exact_matches_direct_computation(res_session):
         noise += float(((torch.nn.functional.linear(f, wq, fc.bias) - y).double() ** 2).sum())
     got = next(e for e in exact["layers"] if e["name"] == "fc")["results"]["3"]["metrics"]["sqnr_db"]
     assert got == pytest.approx(10 * math.log10(sig / noise), abs=1e-3)
-    sketched = S.local(p, bits=(3,), sketch=True, sketch_ratio=4)
+    sketched = P.local(p, bits=(3,), sketch=True, sketch_ratio=4)
     for ea, eb in zip(exact["layers"], sketched["layers"]):
         assert abs(ea["results"]["3"]["metrics"]["sqnr_db"] - eb["results"]["3"]["metrics"]["sqnr_db"]) < 3.0
 
 
 def test_hessian_scores_grow_as_bits_shrink(res_session):
-    r = S.hessian(S.parts_of(res_session), bits=(2, 8), iters=1, max_samples=16)
+    r = P.hessian(res_session.parts(), bits=(2, 8), iters=1, max_samples=16)
     assert r["loss"] == "cross_entropy"
     for e in r["layers"]:
         s2, s8 = e["results"]["2"]["metrics"]["hessian_score"], e["results"]["8"]["metrics"]["hessian_score"]
@@ -80,27 +82,27 @@ def test_spearman_matches_scipy_with_ties():
     rng = np.random.default_rng(0)
     a = rng.integers(0, 5, 30).astype(float)
     b = a + rng.normal(0, 2, 30)
-    assert S.spearman(a, b) == pytest.approx(spearmanr(a, b).statistic)
-    assert S.spearman([1, 1, 1], [1, 2, 3]) is None
+    assert R.spearman(a, b) == pytest.approx(spearmanr(a, b).statistic)
+    assert R.spearman([1, 1, 1], [1, 2, 3]) is None
 
 
 def test_session_keeps_results_and_reports_rank_agreement(res_session):
     calls = []
-    r1 = S.run_sensitivity(res_session, "e2e", bits=(2, 4), act_bits=(), progress=lambda *a: calls.append(a))
+    r1 = res_session.run_sensitivity("e2e", bits=(2, 4), act_bits=(), progress=lambda *a: calls.append(a))
     n = len(calls)
     assert n > 0
-    assert S.run_sensitivity(res_session, "e2e", bits=(2, 4), act_bits=()) is r1  # cached, no recompute
+    assert res_session.run_sensitivity("e2e", bits=(2, 4), act_bits=()) is r1  # cached, no recompute
     assert len(calls) == n
-    loc = S.run_sensitivity(res_session, "local", bits=(2, 4), act_bits=())
+    loc = res_session.run_sensitivity("local", bits=(2, 4), act_bits=())
     assert -1.0 <= loc["spearman"]["mean"]["sqnr_db"] <= 1.0
-    assert set(res_session.extras["sensitivity"]) >= {"e2e", "local"}
-    assert set(res_session.extras["sensitivity_score"]) == {"stem", "a", "b", "fc"}
+    assert set(res_session.analysis.sensitivity) >= {"e2e", "local"}
+    assert set(res_session.analysis.scores.scores) == {"stem", "a", "b", "fc"}
     # the extras survive JSON (what a saved session holds)
     import json
 
     from quantviz.session.session import sanitize
 
-    json.dumps(sanitize(res_session.extras), allow_nan=False)
+    json.dumps(sanitize(res_session.analysis.to_dict()), allow_nan=False)
 
 
 def test_cancel_stops_the_sweep(res_session):
@@ -113,7 +115,7 @@ def test_cancel_stops_the_sweep(res_session):
             tok.cancel()
 
     with pytest.raises(Cancelled):
-        S.sweep(S.parts_of(res_session), "e2e", bits=(2, 3, 4), progress=progress, cancel=tok)
+        S.sweep(res_session.parts(), "e2e", bits=(2, 3, 4), progress=progress, cancel=tok)
     assert max(seen) < 3 * 4
 
 
@@ -122,7 +124,7 @@ def test_tied_layers_are_measured_as_one():
     s = make_session(m, transformer_data(m))
     groups = S.tie_groups(s.sim)
     assert ["emb", "head"] in groups
-    r = S.sweep(S.parts_of(s), "e2e", bits=(3,))
+    r = S.sweep(s.parts(), "e2e", bits=(3,))
     by = {e["name"]: e for e in r["layers"]}
     assert by["emb"]["group"] == ["emb", "head"]
     assert by["emb"]["results"] == by["head"]["results"]

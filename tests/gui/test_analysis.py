@@ -12,10 +12,10 @@ def test_sensitivity_from_the_run_menu_fills_panel_and_table(window, qtbot, wait
     from quantviz.gui.views.layer_model import COL
 
     window.actions["sensitivity_e2e"].trigger()
-    qtbot.waitUntil(lambda: "e2e" in window.session.extras.get("sensitivity", {}), timeout=60000)
+    qtbot.waitUntil(lambda: "e2e" in window.session.analysis.sensitivity, timeout=60000)
     wait_idle(window)
     assert "e2e" in window.sensitivity._results
-    scores = window.session.extras.get("sensitivity_score", {})
+    scores = window.session.analysis.scores.scores
     assert set(scores) == set(window.session.layer_names)
     shown = [window.table.proxy.index(r, COL["sensitivity"]).data() for r in range(window.table.proxy.rowCount())]
     assert all(v not in (None, "", "—") for v in shown)
@@ -27,7 +27,7 @@ def test_search_then_click_a_pareto_point_is_undoable(window, qtbot, wait_idle):
 
     before = window.session.config.to_dict()
     analysis.run_search(window, avg_bits=4.0)
-    qtbot.waitUntil(lambda: window.session.extras.get("search") is not None, timeout=120000)
+    qtbot.waitUntil(lambda: window.session.analysis.search is not None, timeout=120000)
     wait_idle(window)
     front = window.pareto._front
     assert len(front) >= 2

@@ -21,13 +21,11 @@ def session():
     s = Session(ModelBundle(model=m, name="mlp", kind="recipe", reference="mlp", eval=data, calib=data),
                 eval_data=data, calib_data=data, config=preset("W8"), batch_size=16)
     s.prepare()
-    from quantviz.core.search import search
-    from quantviz.core.sensitivity import run_sensitivity
 
-    run_sensitivity(s, "e2e", bits=(2, 4))
-    run_sensitivity(s, "local", bits=(2, 4))
+    s.run_sensitivity("e2e", bits=(2, 4))
+    s.run_sensitivity("local", bits=(2, 4))
     s.check(config=preset("W4"))
-    search(s, avg_bits=3, bits=(2, 4), pareto_steps=2)
+    s.run_search(avg_bits=3, bits=(2, 4), pareto_steps=2)
     return s
 
 
@@ -55,7 +53,7 @@ def test_pareto_view_emits_full_config(qtbot, session):
     qtbot.addWidget(w)
     w.set_session(session)
     pts = w.front_item.scatter.points()
-    assert len(pts) == len(session.extras["search"]["pareto"]) and len(w.hist_item.points()) == 1
+    assert len(pts) == len(session.analysis.search["pareto"]) and len(w.hist_item.points()) == 1
     with qtbot.waitSignal(w.configChosen) as sig:
         w._on_points_clicked(pts[:1])
     assert sig.args[0]["format"] == "quantviz-config" and sig.args[0]["layers"]

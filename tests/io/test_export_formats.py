@@ -128,17 +128,17 @@ def test_torchao_script_applies_the_pt2e_flow_to_a_fresh_model(tmp_path):
 
 def test_report_is_self_contained_html_with_charts(demo, tmp_path):
     cell = lambda d: {"metrics": {"sqnr_db": 30.0}, "drop": {"accuracy": d}}  # noqa: E731
-    demo.extras["sensitivity"] = {"e2e": {"method": "e2e", "metric": "accuracy", "bits": [8, 4, 2],
+    demo.analysis.sensitivity = {"e2e": {"method": "e2e", "metric": "accuracy", "bits": [8, 4, 2],
                                           "layers": [{"name": n, "results": {"8": cell(0.0), "4": cell(0.01), "2": cell(0.2)}}
                                                      for n in demo.layer_names]}}
     pt = lambda size, acc: {"size_bytes": size, "avg_bits": 4.0, "metrics": {"accuracy": acc}}  # noqa: E731
-    demo.extras["search"] = {"pareto": [pt(20000, 0.95), pt(40000, 0.99)], "chosen": pt(40000, 0.99),
+    demo.analysis.search = {"pareto": [pt(20000, 0.95), pt(40000, 0.99)], "chosen": pt(40000, 0.99),
                              "metric": "accuracy", "candidates": 2}
     p = tmp_path / "r.html"
     try:
         export(demo, "report", p)
     finally:
-        demo.extras.clear()
+        demo.clear_analysis()
     html = p.read_text()
     assert html.startswith("<!DOCTYPE html>")
     assert html.count("<svg") >= 5  # size, metrics, heatmap, pareto, histograms

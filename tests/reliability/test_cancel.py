@@ -121,8 +121,8 @@ def _cancel_everywhere(job, check_state, limit: int = 400) -> int:
 
 
 def test_cancel_sensitivity_search_and_export_at_every_point(model, tmp_path):
-    from quantviz.core import search as search_mod
-    from quantviz.core.sensitivity import parts_of, sweep
+    from quantviz.core.sensitivity import sweep
+    from quantviz.session.analysis import Analysis
     from quantviz.io import export as export_mod
 
     recipe, data = model
@@ -130,18 +130,18 @@ def test_cancel_sensitivity_search_and_export_at_every_point(model, tmp_path):
     s.edit_layers([s.layer_names[1]], {"weight": {"bits": 4}})
     base = s.check(record=False).metrics
     before = _state(s)
-    extras = dict(s.extras)
+    analysis = s.analysis.to_dict()
 
     def consistent():
-        assert _state(s) == before and s.extras == extras
+        assert _state(s) == before and s.analysis.to_dict() == analysis
         assert s.check(record=False).metrics == base
 
-    n = _cancel_everywhere(lambda c: sweep(parts_of(s), "e2e", bits=(4, 2), cancel=c), consistent)
+    n = _cancel_everywhere(lambda c: sweep(s.parts(), "e2e", bits=(4, 2), cancel=c), consistent)
     assert n >= 4
-    n = _cancel_everywhere(lambda c: search_mod.search(s, avg_bits=4, bits=(8, 4, 2), pareto_steps=3, cancel=c),
+    n = _cancel_everywhere(lambda c: s.run_search(avg_bits=4, bits=(8, 4, 2), pareto_steps=3, cancel=c),
                            lambda: (_state(s) == before) or pytest.fail("search changed the session"))
     assert n >= 4
-    s.extras = dict(extras)  # the completed search stored its result
+    s.analysis = Analysis.from_dict(analysis)  # the completed search stored its result
     folder = tmp_path / "out"
     folder.mkdir()
     for fmt in ("json", "onnx"):

@@ -1,7 +1,6 @@
 """The issue's acceptance figures on the shipped demo (not on a stand-in)."""
 import pytest
 
-from quantviz.core.search import search
 from quantviz.io.config import QuantConfig
 from quantviz.session import Session
 
@@ -30,7 +29,7 @@ def test_uniform_presets_show_what_quantization_costs(demo):
 @pytest.mark.parametrize("budget,preset_name", [(4.0, "W4"), (3.0, "W3")])
 def test_search_beats_the_uniform_preset_at_the_same_budget(demo, budget, preset_name):
     uniform = _check(demo, preset_name)
-    res = search(demo, avg_bits=budget)
+    res = demo.run_search(avg_bits=budget)
     chosen = res["chosen"]
     assert chosen["size_bytes"] <= uniform.size["quantized_bytes"]
     assert chosen["metrics"]["accuracy"] >= uniform.metrics["accuracy"]

@@ -149,7 +149,7 @@ def test_save_and_load_round_trip(session, tmp_path):
     session.edit_layers(["6"], {"weight": {"bits": 5, "granularity": "per_group", "group_size": 16}})
     session.set_range("3", "weight", -0.1, 0.1)
     res = session.check(label="mine")
-    session.extras["note"] = {"k": [1, 2]}
+    session.set_deploy({"k": [1, 2]})
     path = session.save(tmp_path / "s.quantviz.json")
     obj = json.loads(path.read_text())
     assert obj["format"] == "quantviz-session" and obj["model"] == session.bundle.reference
@@ -157,7 +157,7 @@ def test_save_and_load_round_trip(session, tmp_path):
     assert loaded.config == session.config
     assert loaded.specs == session.specs
     assert [r.to_dict() for r in loaded.results] == json.loads(json.dumps([res.to_dict()]))
-    assert loaded.extras == {"note": {"k": [1, 2]}}
+    assert loaded.analysis.deploy == {"k": [1, 2]}
     assert loaded.next_generation() == res.generation + 1
     again = loaded.check()
     assert again.metrics["sqnr_db"] == pytest.approx(res.metrics["sqnr_db"], rel=1e-6)

@@ -54,7 +54,7 @@ class ConfigDiffView(QWidget):
     def set_session(self, session, other: dict | None = None) -> None:
         """Compare the session's config with ``other`` (default: the search's chosen config)."""
         if other is None:
-            other = (session.extras.get("search") or {}).get("chosen", {}).get("config")
+            other = (session.analysis.search or {}).get("chosen", {}).get("config")
         if other is not None:
             self.set_data(session.layers, session.config, other, ("current", "other"))
 

@@ -290,7 +290,8 @@ class LayerTableModel(QAbstractTableModel):
             n = layer_weight_bytes(info, spec)
             return fmt_bytes(n), n
         if key == "sensitivity":
-            v = (self.session.extras.get("sensitivity_score") or {}).get(info.name) if self.session else None
+            sc = self.session.analysis.scores if self.session else None
+            v = sc.scores.get(info.name) if sc else None
             if v is None:
                 return "", -math.inf
             return f"{v:.3g}", float(v)

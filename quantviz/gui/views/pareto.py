@@ -1,6 +1,6 @@
 """Pareto view: model size vs measured metric for searched and hand-made configs.
 
-Reads ``session.extras["search"]`` (the Pareto front of
+Reads ``session.analysis.search`` (the Pareto front of
 :func:`quantviz.core.search.search`, with its chosen point) and
 ``session.results`` (every re-check: the hand-made config history).
 
@@ -61,7 +61,7 @@ class ParetoView(QWidget):
         lay.addWidget(self.info)
 
     def set_session(self, session) -> None:
-        search = session.extras.get("search") or {}
+        search = session.analysis.search or {}
         hist = [{"size_bytes": r.size.get("quantized_bytes"), "avg_bits": r.size.get("avg_bits"), "metrics": r.metrics,
                  "config": r.config, "label": r.label} for r in session.results]
         self.set_data(search.get("pareto", []), search.get("chosen"), hist, search.get("metric"))
@@ -124,14 +124,13 @@ class ParetoView(QWidget):
 
 
 def main() -> int:  # pragma: no cover - a look at the widget alone
-    from ...core.search import search
     from ...io.config import preset
     from ..app import standalone
 
     def build(session):
         for p in ("W8", "W4", "W3"):
             session.check(config=preset(p))
-        search(session, avg_bits=4)
+        session.run_search(avg_bits=4)
         w = ParetoView()
         w.set_session(session)
         w.resize(800, 480)

@@ -1,6 +1,6 @@
 """Sensitivity view: a layers x bit-widths heatmap and a sorted bar chart.
 
-Reads ``session.extras["sensitivity"]`` (results of
+Reads ``session.analysis.sensitivity`` (results of
 :func:`quantviz.core.sensitivity.run_sensitivity`). Colour = how much worse
 the model gets (the primary metric's drop, or the output noise in dB for the
 fidelity view); values show on hover.
@@ -17,7 +17,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
 
-from ...core.sensitivity import predicted
+from ...core.ranking import predicted
 
 MODES = {  # method -> [(label, key)]
     "e2e": [("metric drop", "drop"), ("output noise (-SQNR dB)", "fid")],
@@ -102,10 +102,10 @@ class SensitivityView(QWidget):
 
     # ------------------------------------------------------------ data
     def set_session(self, session) -> None:
-        self.set_results(dict(session.extras.get("sensitivity", {})))
+        self.set_results(dict(session.analysis.sensitivity))
 
     def set_results(self, results: dict) -> None:
-        """``{method: result}`` as stored in ``session.extras["sensitivity"]``."""
+        """``{method: result}`` as stored in ``session.analysis.sensitivity``."""
         self._results = {m: r for m, r in results.items() if r.get("layers")}
         self.method_combo.blockSignals(True)
         self.method_combo.clear()
@@ -216,12 +216,11 @@ class SensitivityView(QWidget):
 
 
 def main() -> int:  # pragma: no cover - a look at the widget alone
-    from ...core.sensitivity import run_sensitivity
     from ..app import standalone
 
     def build(session):
-        run_sensitivity(session, "e2e")
-        run_sensitivity(session, "local")
+        session.run_sensitivity("e2e")
+        session.run_sensitivity("local")
         w = SensitivityView()
         w.set_session(session)
         w.resize(1000, 420)

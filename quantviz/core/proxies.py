@@ -1,0 +1,259 @@
+"""Sensitivity proxies that need no end-to-end evaluation per cell.
+
+* ``local``: SQNR of each layer's own output on calibration data when only it
+  is quantized (float input), exact or through a random sign sketch.
+* ``hessian``: HAWQ's proxy, mean Hessian trace (Hutchinson) times the
+  squared weight perturbation.
+
+Both return the same JSON-able result layout as :func:`.sensitivity.sweep`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import call_model, output_tensor, to_device
+from .errors import Cancelled, ModelError
+from .evaluate import SQNR_CAP_DB
+from .fakequant import forward_batches
+from .progress import Progress, null_progress
+from .sensitivity import DEFAULT_BITS, Parts, result_of, act_setting, tie_groups, weight_setting
+
+# ------------------------------------------------------------ local
+def _noise_call(mod: nn.Module):
+    """``f(x, w)`` without bias for layers whose output is linear in the weight."""
+    if isinstance(mod, nn.Linear):
+        return lambda x, w: F.linear(x, w)
+    if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return lambda x, w: mod._conv_forward(x, w, None)
+    if isinstance(mod, nn.Embedding):
+        return lambda x, w: F.embedding(x, w, mod.padding_idx, mod.max_norm, mod.norm_type, mod.scale_grad_by_freq, mod.sparse)
+
+    def generic(x, w):
+        from torch.func import functional_call
+
+        params = {"weight": w}
+        if getattr(mod, "bias", None) is not None:
+            params["bias"] = torch.zeros_like(mod.bias)
+        return functional_call(mod, params, (x,))
+
+    return generic
+
+
+def _norm2(t: torch.Tensor) -> torch.Tensor:
+    """The 2-norm of ``t`` (0-d) in one fused float32 reduction: no squared copy, no sync."""
+    return torch.linalg.vector_norm(t)
+
+
+def _row_norm2(t: torch.Tensor, axis: int) -> torch.Tensor:
+    """The 2-norm of every slice of ``t`` along ``axis`` (a vector), one fused reduction."""
+    return torch.linalg.vector_norm(t, dim=[d for d in range(t.dim()) if d != axis % t.dim()])
+
+
+def _sum_sq(norms: list[torch.Tensor]) -> torch.Tensor:
+    """Sum of squares over batches of per-batch norms, accumulated in float64 (0-d or a vector)."""
+    if not norms:
+        return torch.zeros((), dtype=torch.float64)
+    return torch.stack(norms).double().square().sum(0)
+
+
+def _stackable(mod: nn.Module) -> bool:
+    """Outputs along dim 1 (or last for Linear) map one-to-one to weight rows."""
+    if isinstance(mod, nn.Linear):
+        return True
+    return isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and mod.groups == 1
+
+
+@dataclass
+class _LocalPlan:
+    """One layer's part of the local proxy: its weight noise per bit-width and the sums it collects."""
+
+    mod: nn.Module
+    call: Callable  # f(x, w) without bias
+    deltas: list  # Q(W) - W per bit-width (or its sketch)
+    stacked: torch.Tensor | None  # all deltas along the output axis, for one call per batch
+    axis: int  # output-channel axis of the layer's output
+    act_qparams: list  # input qparams per activation bit-width (None where not quantized)
+    signal: list = field(default_factory=list)  # per batch: ||y||
+    noise: list = field(default_factory=list)  # per batch: ||f(x, dW)|| per bit-width (rows when stacked)
+    act_noise: list = field(default_factory=list)  # per activation bit-width, per batch
+
+    def observe(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        # per batch only norms are kept (float32, one reduction each); squares and sums come at the end
+        self.signal.append(_norm2(y))
+        if self.stacked is not None:  # every bit-width's noise in one call and one reduction
+            self.noise.append(_row_norm2(self.call(x, self.stacked), self.axis))
+        else:
+            self.noise.append(torch.stack([_norm2(self.call(x, d)) for d in self.deltas]))
+        for k, qp in enumerate(self.act_qparams):
+            if qp is not None:
+                xq = torch.fake_quantize_per_tensor_affine(x, float(qp.scale[0]), int(qp.zero_point[0]), qp.qmin, qp.qmax)
+                self.act_noise[k].append(_norm2(self.mod(xq) - y))
+
+    def totals(self, nbits: int) -> tuple[float, list[float], list[float]]:
+        """(signal energy, noise energy per bit-width, noise energy per activation bit-width)."""
+        signal = float(_sum_sq(self.signal))
+        if not self.noise:
+            return signal, [0.0] * nbits, [float(_sum_sq(v)) for v in self.act_noise]
+        noise = _sum_sq(self.noise)
+        if self.stacked is not None:  # rows of every bit-width's sketch, in order
+            noise = noise.view(nbits, -1).sum(1)
+        return signal, noise.tolist(), [float(_sum_sq(v)) for v in self.act_noise]
+
+
+def _plan_layer(p: Parts, layer, bits, act_bits, sketch: bool, sketch_ratio: int, gen) -> _LocalPlan:
+    sim = p.sim
+    mod = sim.float_model.get_submodule(layer.name)
+    w = sim.float_weight(layer.name)
+    deltas = []
+    for b in bits:
+        wq = sim.quantize_weight(layer.name, weight_setting(p.base_specs[layer.name], b).weight)
+        deltas.append((wq.tensor - w).to(w.device))
+    stack = _stackable(mod)
+    cout = w.shape[0]
+    m = max(4, cout // sketch_ratio) if sketch else cout
+    if stack and m < cout:
+        r = (torch.randint(0, 2, (cout, m), generator=gen).float() * 2 - 1) / math.sqrt(m)
+        r = r.to(w.device, w.dtype)
+        sk = torch.matmul(r.t(), torch.stack(deltas).flatten(2))  # (bits, m, rest): one product for all bits
+        deltas = list(sk.view((len(deltas), m) + tuple(w.shape[1:])).unbind(0))
+    aqs = [sim.activation_qparams(layer.name, act_setting(p.base_specs[layer.name], a).activation)
+           if layer.has_activation_input else None for a in act_bits]
+    return _LocalPlan(mod, _noise_call(mod), deltas, torch.cat(deltas, 0) if stack else None,
+                      -1 if isinstance(mod, nn.Linear) else 1, aqs, act_noise=[[] for _ in act_bits])
+
+
+def _db(sig: float, noise: float) -> float:
+    if noise <= 0:
+        return SQNR_CAP_DB
+    return float(min(SQNR_CAP_DB, 10 * math.log10(max(sig, 1e-300) / noise)))
+
+
+def local(parts: Parts, *, bits=DEFAULT_BITS, act_bits=(), sketch: bool = True, sketch_ratio: int = 16, seed: int = 0,
+          progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False) -> dict:
+    """Each layer's own output SQNR on calibration data, only that layer quantized.
+
+    With ``sketch`` (the default) the output noise of a layer with C output channels is
+    measured through a fixed random ±1 projection onto max(4, C / ``sketch_ratio``) rows,
+    every bit-width's rows in one call: an unbiased estimate of the noise energy at a
+    fraction of a second forward pass. On a random-weight ResNet-18 it is within 1.2 dB
+    of the exact figure on average (4.7 dB at worst); ``sketch=False`` is exact.
+    """
+    p = parts
+    sim = p.sim
+    t0 = time.perf_counter()
+    groups = tie_groups(sim, p.ties)
+    gen = torch.Generator().manual_seed(seed)
+    plans = {l.name: _plan_layer(p, l, bits, act_bits, sketch, sketch_ratio, gen) for l in sim.layers}
+    hooks = [plan.mod.register_forward_hook(lambda mod, args, out, _p=plan: _p.observe(args[0], output_tensor(out)))
+             for plan in plans.values()]
+    try:
+        forward_batches(sim.float_model, p.calib, device=p.device, batch_size=p.batch_size, what="local SQNR",
+                        progress=progress, cancel=cancel)
+    finally:
+        for h in hooks:
+            h.remove()
+    totals = {n: plan.totals(len(bits)) for n, plan in plans.items()}
+    cells = {}
+    for g in groups:  # tied layers share one number: the noise over the group's outputs
+        sig = sum(totals[n][0] for n in g)
+        w = {str(b): {"metrics": {"sqnr_db": _db(sig, sum(totals[n][1][k] for n in g))}} for k, b in enumerate(bits)}
+        a = {}
+        for k, b in enumerate(act_bits):
+            if any(plans[n].act_qparams[k] is not None for n in g):
+                a[str(b)] = {"metrics": {"sqnr_db": _db(sig, sum(totals[n][2][k] for n in g))}}
+        for n in g:
+            cells[n] = {"w": w, "a": a}
+    res = result_of(p, "local", bits, act_bits, groups, cells, time.perf_counter() - t0)
+    res["sketch"] = bool(sketch)
+    res["sketch_ratio"] = int(sketch_ratio) if sketch else None
+    return res
+
+
+# ---------------------------------------------------------- hessian
+def hessian(parts: Parts, *, bits=DEFAULT_BITS, iters: int = 2, max_samples: int = 128, seed: int = 0,
+            progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False) -> dict:
+    """HAWQ proxy: mean Hessian trace (Hutchinson) x squared weight perturbation."""
+    p = parts
+    sim = p.sim
+    t0 = time.perf_counter()
+    groups = tie_groups(sim, p.ties)
+    data = p.calib.subset(max_samples)
+    model = sim.float_model
+    mods = [model.get_submodule(l.name) for l in sim.layers]
+    ws, seen = [], {}
+    for m in mods:  # shared weights appear once
+        if id(m.weight) not in seen:
+            seen[id(m.weight)] = len(ws)
+            ws.append(m.weight)
+    index = [seen[id(m.weight)] for m in mods]
+    gen = torch.Generator().manual_seed(seed)
+    traces = [0.0] * len(ws)
+    total = data.num_batches(p.batch_size) * iters
+    done = 0
+    use_ce = None
+    for w in ws:
+        w.requires_grad_(True)
+    try:
+        for x, y in data.batches(p.batch_size):
+            x = to_device(x, p.device)
+            with torch.no_grad():
+                fout = output_tensor(call_model(model, x)).detach()
+            if use_ce is None:
+                use_ce = (y is not None and not y.is_floating_point() and fout.dim() >= 2 and fout.shape[-1] > 1
+                          and tuple(y.shape) == tuple(fout.shape[:-1]))
+            for _ in range(iters):
+                if cancel():
+                    raise Cancelled("sensitivity cancelled")
+                with torch.enable_grad():
+                    out = output_tensor(call_model(model, x))
+                    if use_ce:
+                        loss = F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), y.to(out.device).reshape(-1))
+                    else:
+                        loss = F.mse_loss(out.float(), fout.float())
+                    grads = torch.autograd.grad(loss, ws, create_graph=True)
+                    vs = [(torch.randint(0, 2, w.shape, generator=gen).to(w) * 2 - 1) for w in ws]
+                    gv = sum((g * v).sum() for g, v in zip(grads, vs))
+                    hvs = torch.autograd.grad(gv, ws, allow_unused=True)
+                for k, (hv, v) in enumerate(zip(hvs, vs)):
+                    if hv is not None:
+                        traces[k] += float((hv * v).sum())
+                done += 1
+                progress(done, total, "Hessian trace")
+    except RuntimeError as exc:
+        raise ModelError(f"hessian: the model does not support second derivatives ({str(exc).splitlines()[0]})") from exc
+    finally:
+        for w in ws:
+            w.requires_grad_(False)
+            w.grad = None
+    nb = max(data.num_batches(p.batch_size) * iters, 1)
+    cells = {}
+    for g in groups:
+        w_res = {}
+        tr_mean = 0.0
+        for b in bits:
+            score = 0.0
+            for n in g:
+                k = index[sim.layers.index(sim.by_name[n])]
+                t = traces[k] / nb / ws[k].numel()
+                tr_mean = t
+                wq = sim.quantize_weight(n, weight_setting(p.base_specs[n], b).weight)
+                score += t * float(((wq.tensor.to(ws[k]) - sim.float_weight(n).to(ws[k])) ** 2).sum())
+            w_res[str(b)] = {"metrics": {"hessian_score": score}}
+        for n in g:
+            cells[n] = {"w": w_res, "a": {}, "trace": tr_mean}
+    res = result_of(p, "hessian", bits, (), groups, cells, time.perf_counter() - t0)
+    for entry in res["layers"]:
+        entry["trace_mean"] = cells[entry["name"]]["trace"]
+    res["loss"] = "cross_entropy" if use_ce else "mse_to_float"
+    return res
+
+
+
+__all__ = ["local", "hessian"]

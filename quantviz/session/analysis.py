@@ -1,0 +1,151 @@
+"""Analysis results a session owns: sensitivity, search and deployment measurements.
+
+Core functions (:mod:`quantviz.core.sensitivity`, :mod:`quantviz.core.search`,
+:mod:`quantviz.session.deploy`) compute and return; only the session stores
+their results here, and every store emits ``analysis_changed`` (``what``:
+``"sensitivity"``, ``"search"`` or ``"deploy"``), so autosave and every view
+follow. :class:`AnalysisMixin` holds the session methods that run them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..core import search as search_mod
+from ..core import sensitivity as sens
+from ..core.progress import Progress, null_progress, scaled
+from ..core.ranking import layer_scores, rank_agreement
+
+
+@dataclass
+class LayerScores:
+    """One sensitivity number per layer for the layer table (the drop at ``bits``)."""
+
+    method: str
+    bits: int
+    metric: str | None
+    scores: dict[str, float]
+
+    @property
+    def unit(self) -> str:
+        """What a score measures, for headers and tooltips."""
+        if self.metric == "accuracy":
+            return "accuracy drop (points)"
+        return f"{self.metric} drop" if self.metric else "noise (dB)"
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "bits": self.bits, "metric": self.metric, "scores": dict(self.scores)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LayerScores":
+        return cls(str(d.get("method", "e2e")), int(d.get("bits", 0)), d.get("metric"),
+                   {str(k): float(v) for k, v in (d.get("scores") or {}).items() if v is not None})
+
+
+@dataclass
+class Analysis:
+    sensitivity: dict[str, dict] = field(default_factory=dict)  # method -> result
+    scores: LayerScores | None = None  # from the newest e2e / loo sweep
+    search: dict | None = None  # the newest search result (chosen point, Pareto front)
+    deploy: dict | None = None  # the newest real-model measurement
+
+    def to_dict(self) -> dict:
+        return {"sensitivity": self.sensitivity, "scores": self.scores.to_dict() if self.scores else None,
+                "search": self.search, "deploy": self.deploy}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Analysis":
+        """Read a saved analysis; also reads version-1 session files' ``extras``."""
+        d = d or {}
+        scores = d.get("scores")
+        if scores is None and d.get("sensitivity_score"):  # version 1 layout
+            info = d.get("sensitivity_score_info") or {}
+            scores = {"method": info.get("method", "e2e"), "bits": info.get("bits", 0), "metric": info.get("metric"),
+                      "scores": d["sensitivity_score"]}
+        return cls(dict(d.get("sensitivity") or {}), LayerScores.from_dict(scores) if scores else None,
+                   d.get("search"), d.get("deploy"))
+
+
+class AnalysisMixin:
+    """Session methods that run analyses and keep their results (see module doc)."""
+
+    def parts(self, ties=()) -> sens.Parts:
+        """What core analyses need from this session (the current config as the base)."""
+        if not self.prepared:
+            raise sens.SensitivityError("the session is not prepared (calibration and float reference missing)")
+        return sens.Parts(self.sim, self.eval_data, self.calib_data, self.reference, dict(self.specs), self.batch_size,
+                          self.device, self.bundle.evaluate_fn, ties=tuple(tuple(t) for t in ties))
+
+    def run_sensitivity(self, method: str = "e2e", *, bits=sens.DEFAULT_BITS, act_bits=None, force: bool = False,
+                        ties=(), progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False,
+                        **options) -> dict:
+        """Run sensitivity ``method`` for the current config and keep the result.
+
+        A result computed earlier for the same settings is returned as is (unless
+        ``force``). ``act_bits=None`` sweeps 4 and 8 bit activations when the
+        config quantizes activations. Proxies get a ``spearman`` entry when an
+        e2e result for the same settings exists."""
+        if act_bits is None:
+            act_bits = sens.DEFAULT_ACT_BITS if any(s.activation.bits for s in self.specs.values()) else ()
+        with self.lock:
+            p = self.parts(ties)
+            old = self.analysis.sensitivity.get(method)
+            if not force and sens.matches(old, p, method, bits, act_bits, options):
+                return old
+            res = sens.run(p, method, bits=bits, act_bits=act_bits, progress=progress, cancel=cancel, **options)
+            self._store_sensitivity(method, res)
+        self.events.emit("analysis_changed", what="sensitivity", method=method)
+        return res
+
+    def _store_sensitivity(self, method: str, res: dict) -> None:
+        store = self.analysis.sensitivity
+        key = res.get("key")
+        e2e = res if method == "e2e" else store.get("e2e")
+        if method != "e2e" and e2e and e2e.get("key") == key:
+            res["spearman"] = rank_agreement(e2e, res)
+        if method == "e2e":
+            for m, other in store.items():
+                if m != "e2e" and other.get("key") == key:
+                    other["spearman"] = rank_agreement(res, other)
+        store[method] = res
+        if method in ("e2e", "loo") and res["bits"]:
+            self.analysis.scores = LayerScores(method, min(res["bits"]), res.get("metric"), layer_scores(res))
+
+    def run_search(self, *, avg_bits: float | None = None, size_bytes: int | None = None,
+                   max_drop: float | None = None, bits=search_mod.DEFAULT_BITS, pareto_steps: int = 9,
+                   solver: str = "auto", ties=(), progress: Progress = null_progress,
+                   cancel: Callable[[], bool] = lambda: False) -> dict:
+        """Search a bit-width per layer for one budget (see :func:`quantviz.core.search.search`)
+        and keep the result; every point carries the full config it stands for."""
+        bits = tuple(sorted({int(b) for b in bits}))
+        sens_res = self.run_sensitivity("e2e", bits=bits, act_bits=(), ties=ties, progress=scaled(progress, 0.0, 0.5),
+                                        cancel=cancel)
+        with self.lock:
+            res = search_mod.search(self.parts(ties), sens_res, avg_bits=avg_bits, size_bytes=size_bytes,
+                                    max_drop=max_drop, bits=bits, pareto_steps=pareto_steps, solver=solver,
+                                    progress=scaled(progress, 0.5, 1.0), cancel=cancel)
+            for pt in [res["chosen"], *res["pareto"]]:
+                pt.setdefault("config", self._config_with_bits(pt["bits"], pt.get("name")))
+            self.analysis.search = res
+        self.events.emit("analysis_changed", what="search")
+        return res
+
+    def _config_with_bits(self, bits_by_layer: dict, name: str | None) -> dict:
+        cfg = self.config.copy()
+        for n, b in bits_by_layer.items():
+            cfg.set_layer(n, {"weight": {"bits": int(b)}})
+        if name:
+            cfg.name = name
+        return cfg.to_dict()
+
+    def set_deploy(self, report: dict) -> None:
+        """Keep a real-model measurement (:func:`quantviz.session.deploy.benchmark`)."""
+        self.analysis.deploy = report
+        self.events.emit("analysis_changed", what="deploy")
+
+    def clear_analysis(self) -> None:
+        self.analysis = Analysis()
+        self.events.emit("analysis_changed", what="all")
+
+
+__all__ = ["Analysis", "AnalysisMixin", "LayerScores"]
