@@ -149,7 +149,7 @@ def gui_stall(rounds: int = 2) -> dict:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
 
-    from quantviz.gui.app import create_app
+    from quantviz.gui.launch import create_app
     from quantviz.gui.main_window import MainWindow
 
     tmp = tempfile.mkdtemp(prefix="quantviz-bench-")
@@ -200,9 +200,9 @@ def gui_stall(rounds: int = 2) -> dict:
             probe.setInterval(10)
             probe.timeout.connect(tick)
             probe.start()
-            gen = win._check_gen
+            gen = win.session.wanted_generation
             s.edit_layers([layer], {"weight": {"bits": (6, 3, 5, 2)[r % 4]}})  # never checked before
-            _wait(app, lambda: win._check_gen > gen and idle())
+            _wait(app, lambda: win.session.wanted_generation > gen and idle())
             probe.stop()
             if gaps:
                 worst.append(max(gaps))

@@ -1,6 +1,7 @@
 """``quantviz gui [MODEL]``: the desktop app (``quantviz`` alone opens the demo).
 
-Qt is imported only inside :func:`run`, so the rest of the CLI stays Qt-free.
+Qt is imported only inside :func:`run` (through :func:`quantviz.gui.start`), so the rest
+of the CLI stays Qt-free.
 """
 from __future__ import annotations
 
@@ -28,8 +29,7 @@ def run(args) -> int:
     if args.screenshot and not os.environ.get("QT_QPA_PLATFORM") and not os.environ.get("DISPLAY") \
             and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"  # a screenshot needs no display
-    from ..gui.app import parse_size, run as run_app
+    from ..gui import start
 
-    parse_size(args.size)  # a bad --size fails before anything loads
-    return run_app(args.model, data=args.data, config=args.config, trust=args.trust,
+    return start(args.model, data=args.data, config=args.config, trust=args.trust,
                    screenshot_path=args.screenshot, size=args.size, threads=args.threads)

@@ -121,3 +121,54 @@ def output_tensor(out: Any) -> torch.Tensor:
             except TypeError:
                 continue
     raise TypeError(f"model output of type {type(out).__name__} holds no tensor")
+
+
+def chunk_bounds(n: int, batch_size: int, first: int) -> list[tuple[int, int]]:
+    """Sample ranges of the re-check: a small first chunk, then the session's batches.
+
+    No chunk straddles a batch of ``batch_size``, so results kept per batch
+    (the float reference) hold each chunk as a slice. The float reference is
+    computed over the same chunks, so a chunk's float outputs come from the
+    same kernels as the re-check's (bit-identical when nothing is quantized).
+    """
+    bounds, start = [], 0
+    first = max(1, min(int(first), batch_size))
+    while start < n:
+        stop = min(start + (first if start == 0 else batch_size), n)
+        stop = min(stop, (start // batch_size + 1) * batch_size)  # stay inside one reference batch
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
+def _take(x, a: int, b: int):
+    if isinstance(x, torch.Tensor):
+        return x[a:b]
+    if isinstance(x, dict):
+        return {k: v[a:b] for k, v in x.items()}
+    return tuple(v[a:b] for v in x)
+
+
+class ChunkedData:
+    """A read-only view of a :class:`Dataset` that batches along fixed bounds.
+
+    It answers ``batches()`` / ``num_batches()`` like a Dataset (the batch
+    size argument is ignored), so the SuffixRunner and ``iterate_outputs``
+    run over the re-check's chunks.
+    """
+
+    def __init__(self, data, bounds: list[tuple[int, int]]):
+        self.data = data
+        self.bounds = bounds
+        self.name = data.name
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def batches(self, batch_size: int | None = None):
+        y = self.data.y
+        for a, b in self.bounds:
+            yield _take(self.data.x, a, b), (y[a:b] if y is not None else None)
+
+    def num_batches(self, batch_size: int | None = None) -> int:
+        return len(self.bounds)

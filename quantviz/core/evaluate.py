@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from .data import Dataset
+from .data import ChunkedData, Dataset, chunk_bounds
 from .errors import ModelError, QuantvizError
 from .fakequant import iterate_outputs
 from .progress import Progress, null_progress
@@ -172,16 +172,28 @@ class FloatReference:
 
 def float_reference(model, data: Dataset, *, device="cpu", batch_size: int = 64,
                     evaluate_fn: Callable | None = None, progress: Progress = null_progress,
-                    cancel: Callable[[], bool] = lambda: False) -> FloatReference:
+                    cancel: Callable[[], bool] = lambda: False, first_chunk: int | None = None) -> FloatReference:
+    """The float model's outputs per ``batch_size`` batch, and its metrics.
+
+    With ``first_chunk`` the model runs over :func:`~.data.chunk_bounds` (a
+    small first chunk, then whole batches), the chunks a re-check uses, so a
+    config that quantizes nothing reproduces these outputs bit for bit (the
+    kernels a backend picks can depend on the batch size)."""
     outs, labels = [], []
-    total = data.num_batches(batch_size)
+    src = ChunkedData(data, chunk_bounds(len(data), batch_size, first_chunk)) if first_chunk else data
+    total = src.num_batches(batch_size)
     stream = MetricStream(len(data))
-    for i, out, y in iterate_outputs(model, data, device=device, batch_size=batch_size, cancel=cancel):
+    pending: list = []  # chunks of the batch being assembled
+    for i, out, y in iterate_outputs(model, src, device=device, batch_size=batch_size, cancel=cancel):
         if not torch.isfinite(out).all():
             raise ModelError(f"the float model produces NaN/Inf outputs on {data.name}")
-        outs.append(out)
-        labels.append(y)
         stream.update(out, out, y)
+        pending.append((out, y))
+        if sum(o.shape[0] for o, _ in pending) >= batch_size or i + 1 == total:
+            outs.append(pending[0][0] if len(pending) == 1 else torch.cat([o for o, _ in pending]))
+            ys = [t for _, t in pending]
+            labels.append(ys[0] if len(ys) == 1 or ys[0] is None else torch.cat([torch.as_tensor(t) for t in ys]))
+            pending = []
         progress(i + 1, total, "float reference")
     snap = stream.snapshot()["metrics"]
     metrics = {"sqnr_db": SQNR_CAP_DB, "cosine": 1.0}
@@ -208,7 +220,7 @@ def user_metrics(evaluate_fn, model, data) -> dict:
     except Exception as exc:
         raise ModelError(f"{who} raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
     if not isinstance(res, dict):
-        raise ModelError(f"{who} must return a dict of metric name -> number, got {type(res).__name__}")
+        raise ModelError(f"{who} returned {type(res).__name__}: expected a dict of metric name -> number")
     out = {}
     for k, v in res.items():
         try:

@@ -64,35 +64,48 @@ def layer_weight_bytes(info: LayerInfo, spec: LayerSpec | None, float_itemsize: 
     return math.ceil(info.weight_numel * bits / 8) + groups * (4 + zp)
 
 
+class SizeModel:
+    """The parts of a model's size that no config changes (computed once), and
+    :meth:`report` for a config: arithmetic over the layers, no pass over the
+    model's tensors, so it is cheap enough for every edit."""
+
+    def __init__(self, model: nn.Module, layers: list[LayerInfo]):
+        self.layers = list(layers)
+        weight_ids = set()
+        self.itemsize: dict[str, int] = {}
+        for l in self.layers:
+            w = model.get_submodule(l.name).weight
+            weight_ids.add(id(w))
+            self.itemsize[l.name] = w.element_size()
+        other = 0
+        seen = set()
+        for p in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
+            if id(p) in seen or id(p) in weight_ids:
+                continue
+            seen.add(id(p))
+            other += p.numel() * p.element_size()
+        self.other_bytes = other
+        self.float_per_layer = {l.name: l.weight_numel * self.itemsize[l.name] for l in self.layers}
+        self.total_weights = sum(l.weight_numel for l in self.layers)
+
+    def report(self, specs: dict[str, LayerSpec]) -> SizeReport:
+        per_layer = {l.name: layer_weight_bytes(l, specs.get(l.name), self.itemsize[l.name]) for l in self.layers}
+        bit_sum = 0.0
+        for l in self.layers:
+            s = specs.get(l.name)
+            b = s.weight.bits if s is not None and s.weight.bits is not None else self.itemsize[l.name] * 8
+            bit_sum += b * l.weight_numel
+        return SizeReport(
+            float_bytes=int(self.other_bytes + sum(self.float_per_layer.values())),
+            quantized_bytes=int(self.other_bytes + sum(per_layer.values())),
+            avg_bits=bit_sum / self.total_weights if self.total_weights else 0.0,
+            per_layer=per_layer,
+            float_per_layer=dict(self.float_per_layer),
+        )
+
+
 def model_size(model: nn.Module, layers: list[LayerInfo], specs: dict[str, LayerSpec]) -> SizeReport:
-    weight_ids = set()
-    itemsize: dict[str, int] = {}
-    for l in layers:
-        w = model.get_submodule(l.name).weight
-        weight_ids.add(id(w))
-        itemsize[l.name] = w.element_size()
-    other = 0
-    seen = set()
-    for p in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
-        if id(p) in seen or id(p) in weight_ids:
-            continue
-        seen.add(id(p))
-        other += p.numel() * p.element_size()
-    per_layer = {l.name: layer_weight_bytes(l, specs.get(l.name), itemsize[l.name]) for l in layers}
-    float_per_layer = {l.name: l.weight_numel * itemsize[l.name] for l in layers}
-    total_w = sum(l.weight_numel for l in layers)
-    bit_sum = 0.0
-    for l in layers:
-        s = specs.get(l.name)
-        b = s.weight.bits if s is not None and s.weight.bits is not None else itemsize[l.name] * 8
-        bit_sum += b * l.weight_numel
-    return SizeReport(
-        float_bytes=int(other + sum(float_per_layer.values())),
-        quantized_bytes=int(other + sum(per_layer.values())),
-        avg_bits=bit_sum / total_w if total_w else 0.0,
-        per_layer=per_layer,
-        float_per_layer=float_per_layer,
-    )
+    return SizeModel(model, layers).report(specs)
 
 
 def fmt_bytes(n: float | None, missing: str = "-") -> str:
@@ -115,4 +128,4 @@ def float_model_bytes(model: nn.Module) -> int:
     return total
 
 
-__all__ = ["SizeReport", "model_size", "layer_weight_bytes", "num_groups", "float_model_bytes"]
+__all__ = ["SizeReport", "SizeModel", "model_size", "layer_weight_bytes", "num_groups", "float_model_bytes"]

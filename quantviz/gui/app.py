@@ -1,6 +1,6 @@
-"""Starting the app: QApplication, theme, settings, threads, screenshot mode.
+"""Starting the app: the main window on a model, or a screenshot of it.
 
-``run(...)`` is what ``quantviz gui`` calls. With ``screenshot`` it loads and
+``run(...)`` is what ``quantviz gui`` calls (through :func:`quantviz.gui.start`). With ``screenshot`` it loads and
 evaluates synchronously, selects the most interesting layer (lowest weight
 SQNR), renders the main window to a PNG and returns without an event loop.
 """
@@ -12,42 +12,8 @@ import sys
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
-ORG = "quantviz"
-APP = "quantviz"
-
-
-def make_settings() -> QSettings:
-    """The app's persistent settings (an INI file; tests redirect it with QSettings.setPath)."""
-    return QSettings(QSettings.IniFormat, QSettings.UserScope, ORG, APP)
-
-
-def set_torch_threads() -> int:
-    """Leave a core for the GUI thread: evaluation gets all cores but one."""
-    import torch
-
-    n = max(1, (os.cpu_count() or 2) - 1)
-    torch.set_num_threads(n)
-    return n
-
-
-def create_app(argv: list[str] | None = None, threads: int | None = None) -> QApplication:
-    from . import gcguard
-    from .theme import apply_theme
-
-    app = QApplication.instance()
-    if app is None:
-        app = QApplication(list(argv) if argv is not None else sys.argv[:1])
-    app.setOrganizationName(ORG)
-    app.setApplicationName(APP)
-    apply_theme(app)
-    gcguard.install(app)  # cyclic garbage (which may hold Qt objects) is collected on this thread only
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    else:
-        set_torch_threads()
-    return app
+from .launch import create_app
+from .main_window import MainWindow
 
 
 def parse_size(text: str | None) -> tuple[int, int]:
@@ -70,8 +36,7 @@ def screenshot(model: str, out: str, *, data=None, config=None, trust=False, siz
     from ..io import atomic
     from ..io.config import load_config
     from ..session import Session
-    from .main_window import MainWindow
-    from .views.layer_model import compute_stats
+    from ..session.stats import layer_stats
 
     create_app(threads=threads)
     cfg = load_config(config) if config else None
@@ -80,7 +45,7 @@ def screenshot(model: str, out: str, *, data=None, config=None, trust=False, siz
     win = MainWindow(settings=settings if settings is not None else _scratch_settings(), restore=False)
     win.resize(*size)
     win.set_session(session)
-    win.table.model.add_stats(compute_stats(session, list(session.specs.items())))
+    win.table.model.add_stats(layer_stats(session, list(session.specs.items())))
     win.table.select_layer(win.most_interesting_layer() or session.layers[0].name)
     win.show()
     app = QApplication.instance()
@@ -110,8 +75,6 @@ def run(model: str | None = None, *, data=None, config=None, trust=False, screen
                    threads=threads)
         print(screenshot_path)
         return 0
-    from .main_window import MainWindow
-
     app = create_app(threads=threads)
     win = MainWindow()
     if size:
@@ -122,31 +85,3 @@ def run(model: str | None = None, *, data=None, config=None, trust=False, screen
 
     offer_recovery(win)  # the last run was killed: offer its autosaved session
     return app.exec()
-
-
-def smoke_quit(app) -> None:
-    """With $QUANTVIZ_SMOKE_MS set, quit the event loop after that many ms (tests)."""
-    ms = os.environ.get("QUANTVIZ_SMOKE_MS")
-    if ms:
-        from PySide6.QtCore import QTimer
-
-        QTimer.singleShot(int(ms), app.quit)
-
-
-def standalone(build, session=None) -> int:
-    """Run one widget alone on the demo: ``build(session) -> QWidget``."""
-    from ..session import Session
-
-    app = create_app()
-    if session is None:
-        args = [a for a in sys.argv[1:] if not a.startswith("-")]
-        session = Session.open(args[0] if args else "demo")
-    w = build(session)
-    w.show()
-    smoke_quit(app)
-    app.exec()
-    runner = getattr(w, "runner", None)
-    if runner is not None:
-        runner.shutdown()
-    w.close()
-    return 0

@@ -1,13 +1,17 @@
-"""The main window: docks, status bar, and the flow of jobs around the session.
+"""The main window: places the views, owns the job runner, starts re-checks.
 
+* Views follow the session's events themselves (:class:`~.bridge.SessionFollower`);
+  the window only places them and wires user intents (a clicked layer, a
+  chosen config) to the session.
+* Every config edit (table, histogram, presets, undo) is one
+  :class:`~quantviz.session.session.ConfigChange`: the table, histogram and
+  summary update from it, and the window cancels the stale re-check and asks
+  the session for a new one after a short debounce. The session owns the
+  generations: its ``result`` event is the one route a result takes to the
+  views, which show it only when ``session.is_wanted(result.generation)``.
 * Loading, calibration and re-checks run through one :class:`JobRunner`;
-  results and errors come back on the GUI thread as queued signals.
-* Every config edit (table, histogram, presets, undo) arrives as the bridge's
-  ``configChanged``: the table and size update at once, a stale re-check is
-  cancelled and a new one starts after a short debounce. Re-checks carry a
-  generation id; only the newest is shown.
-* The GUI thread never takes the session lock: statistics come from caches
-  filled by background jobs.
+  errors come back on the GUI thread as queued signals. The GUI thread never
+  takes the session lock: statistics come from caches filled by background jobs.
 * A failed job leaves the previous session in place and shows a one-line
   message in the status bar, with details on request.
 """
@@ -20,7 +24,8 @@ from . import dialogs, gcguard, menus
 from .bridge import SessionBridge
 from .files import FilesMixin
 from .views.jobs import JobsBar
-from .views.layer_model import compute_stats
+from ..session.stats import layer_stats
+from .launch import make_settings
 from .views.config_diff import ConfigDiffView
 from .views.histogram import HistogramPanel
 from .views.layer_table import LayerTablePanel
@@ -36,8 +41,6 @@ SETTINGS_VERSION = 1
 class MainWindow(FilesMixin, QMainWindow):
     def __init__(self, settings=None, *, restore: bool = True):
         super().__init__()
-        from .app import make_settings
-
         self.settings = settings if settings is not None else make_settings()
         self.setWindowTitle("quantviz")
         self.setObjectName("quantvizMain")
@@ -46,7 +49,6 @@ class MainWindow(FilesMixin, QMainWindow):
         self.session = None
         self.session_path: str | None = None
         self.last_error: tuple[str, str] | None = None
-        self._check_gen = 0  # generation of the newest requested re-check
         self._error_dialog = None
         self._trust_box = None
         self._busy_note = ""
@@ -71,9 +73,6 @@ class MainWindow(FilesMixin, QMainWindow):
         for dock in ("summary", "histogram"):
             if dock in self.docks:
                 self.docks[dock].raise_()
-        self._pareto_stale = False  # a re-check arrived while the Pareto panel was hidden
-        if "pareto" in self.docks:
-            self.docks["pareto"].visibilityChanged.connect(self._on_pareto_visibility)
         self._sized = False  # docks get their first sizes when the window is first shown
 
         self._build_status_bar()
@@ -84,9 +83,6 @@ class MainWindow(FilesMixin, QMainWindow):
         self._check_timer.timeout.connect(self.start_check)
 
         self.bridge.configChanged.connect(self._on_bridge_config_changed)
-        self.bridge.resultReady.connect(self._on_bridge_result)
-        self.bridge.estimate.connect(self._on_bridge_estimate)
-        self.bridge.event.connect(self._on_bridge_event)
         self.table.layerSelected.connect(self._on_table_layer_selected)
         self.table.message.connect(self.show_message)
         self.summary.resultClicked.connect(self._on_summary_result_clicked)
@@ -214,12 +210,7 @@ class MainWindow(FilesMixin, QMainWindow):
         if self.session is not None:
             self.session.redo()
 
-    def _on_bridge_config_changed(self, label: str, layers: list) -> None:
-        s = self.session
-        self.table.on_config_changed(label, layers)
-        self.summary.show_size(s.size().to_dict())
-        if self.histogram is not None and hasattr(self.histogram, "refresh"):
-            self.histogram.refresh()
+    def _on_bridge_config_changed(self, change) -> None:
         menus.update_undo_actions(self)
         self.runner.cancel("check")  # the running re-check is stale now
         self.request_check()
@@ -262,76 +253,28 @@ class MainWindow(FilesMixin, QMainWindow):
         else:
             self._check_timer.start()
 
-    def _known_result(self):
-        cur = self.session.config.to_dict()
-        for r in reversed(self.session.results):
-            if r.config == cur:
-                return r
-        return None
-
     def start_check(self) -> None:
-        """Re-check the current config in the background (or show a known result)."""
+        """Re-check the current config in the background (the session may know it already)."""
         s = self.session
         if s is None or not s.prepared:
             return
-        known = self._known_result()
-        if known is not None:
+        req = s.request_check()
+        if req is None:  # a known result, announced again by the session
             self.runner.cancel("check")
-            self._check_gen = known.generation
-            self.summary.show_result(known)
             return
-        cfg = s.config.copy()
-        gen = s.next_generation()
-        self._check_gen = gen
-        label = s.history.undo_label or cfg.name or "current config"
 
         def job(progress, cancel):
-            return s.check(config=cfg, label=label, generation=gen, progress=progress, cancel=cancel)
-
-        def done(result):
-            if s is self.session and result.generation == self._check_gen:
-                self.summary.show_result(result)
+            return s.check(request=req, progress=progress, cancel=cancel)
 
         def failed(message, details, exc):
-            if s is self.session:
+            if s is self.session and s.is_wanted(req.generation):
                 self.summary.show_failed(message)
                 self.show_error(f"Re-check failed: {message}", details)
 
-        self.summary.show_pending()
-        self.runner.submit("check", job, label="Re-checking", on_done=done, on_error=failed)
-
-    def _on_bridge_estimate(self, generation: int, snapshot) -> None:
-        if generation == self._check_gen and (self.summary.current is None
-                                              or self.summary.current.generation != generation):
-            self.summary.show_estimate(snapshot)
-
-    def _on_bridge_result(self, result) -> None:
-        if result is not None and result.generation != self._check_gen:
-            self.summary.refresh_points()  # the current result refreshes them in show_result
-        self._refresh_pareto_history()
-
-    def _refresh_pareto_history(self) -> None:
-        """Hand-made configs join the Pareto plot: at once when it is on screen, else when it is shown."""
-        if self.pareto is None or self.session is None:
-            return
-        if self.pareto.isVisible():
-            self._pareto_stale = False
-            self.pareto.set_session(self.session)
-        else:
-            self._pareto_stale = True
-
-    def _on_pareto_visibility(self, visible: bool) -> None:
-        if visible and self._pareto_stale:
-            self._refresh_pareto_history()
-
-    def _on_bridge_event(self, kind: str, payload) -> None:
-        if kind == "analysis_changed":
-            from .analysis import refresh_analysis_views
-
-            refresh_analysis_views(self)
+        self.runner.submit("check", job, label="Re-checking", on_error=failed)
 
     def _request_stats(self, session, items, done, failed) -> None:
-        self.runner.submit("stats", lambda p, c: compute_stats(session, items, c), label="Layer statistics",
+        self.runner.submit("stats", lambda p, c: layer_stats(session, items, c), label="Layer statistics",
                            visible=False, on_done=done, on_error=lambda m, d, e: failed(m), on_cancel=failed)
 
     # ------------------------------------------------------------ layout

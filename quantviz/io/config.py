@@ -258,7 +258,9 @@ class QuantConfig:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def copy(self) -> "QuantConfig":
-        c = QuantConfig.from_dict(self.to_dict())
+        """A deep copy (already valid: no parsing or validation again)."""
+        c = QuantConfig(_jcopy(self.default), _jcopy(self.rules), _jcopy(self.layers), _jcopy(self.options),
+                        self.name, _jcopy(self.extra))
         c.source = self.source
         return c
 

@@ -41,6 +41,7 @@ import torch
 
 from ..core.errors import Cancelled, QuantvizError
 from ..core.evaluate import MetricStream, user_metrics
+from ..core.data import ChunkedData, chunk_bounds
 from ..core.fakequant import iterate_outputs
 from ..core.incremental import SuffixRunner
 from ..core.progress import Progress, null_progress
@@ -85,55 +86,6 @@ def default_budget() -> int:
     return int(min(CACHE_RAM_SHARE * avail, CACHE_CAP_BYTES))
 
 
-def chunk_bounds(n: int, batch_size: int, first: int) -> list[tuple[int, int]]:
-    """Sample ranges of the re-check: a small first chunk, then the session's batches.
-
-    No chunk straddles a batch of the float reference (computed in
-    ``batch_size`` batches), so each chunk's reference outputs are a slice.
-    """
-    bounds, start = [], 0
-    first = max(1, min(int(first), batch_size))
-    while start < n:
-        stop = min(start + (first if start == 0 else batch_size), n)
-        stop = min(stop, (start // batch_size + 1) * batch_size)  # stay inside one reference batch
-        bounds.append((start, stop))
-        start = stop
-    return bounds
-
-
-def _take(x, a: int, b: int):
-    if isinstance(x, torch.Tensor):
-        return x[a:b]
-    if isinstance(x, dict):
-        return {k: v[a:b] for k, v in x.items()}
-    return tuple(v[a:b] for v in x)
-
-
-class ChunkedData:
-    """A read-only view of a :class:`Dataset` that batches along fixed bounds.
-
-    It answers ``batches()`` / ``num_batches()`` like a Dataset (the batch
-    size argument is ignored), so the SuffixRunner and ``iterate_outputs``
-    run over the re-check's chunks.
-    """
-
-    def __init__(self, data, bounds: list[tuple[int, int]]):
-        self.data = data
-        self.bounds = bounds
-        self.name = data.name
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def batches(self, batch_size: int | None = None):
-        y = self.data.y
-        for a, b in self.bounds:
-            yield _take(self.data.x, a, b), (y[a:b] if y is not None else None)
-
-    def num_batches(self, batch_size: int | None = None) -> int:
-        return len(self.bounds)
-
-
 class Rechecker:
     """Incremental re-checks of a session's configs (use under ``session.lock``)."""
 
@@ -167,11 +119,14 @@ class Rechecker:
             return False
         return all(a is b for a, b in zip(cur[:5], old[:5])) and cur[5:] == old[5:]
 
+    def first_chunk_size(self) -> int:
+        """Samples in the first chunk (the early estimate)."""
+        bs = self.session.batch_size
+        return self.first_chunk if self.first_chunk is not None else max(1, bs // 8)
+
     def bounds(self) -> list[tuple[int, int]]:
         s = self.session
-        bs = s.batch_size
-        first = self.first_chunk if self.first_chunk is not None else max(1, bs // 8)
-        return chunk_bounds(len(s.eval_data), bs, first)
+        return chunk_bounds(len(s.eval_data), s.batch_size, self.first_chunk_size())
 
     def changed_layers(self, specs: dict) -> list[str] | None:
         """Layers whose settings differ from the cached base (None: no usable cache)."""

@@ -5,7 +5,9 @@ It owns the loaded model (:class:`ModelBundle`), the simulation
 history, cached statistics and every re-check result. Front ends call its
 methods; it reports changes through :attr:`Session.events`:
 
-* ``config_changed`` (label, layers) after every edit, undo or redo;
+* ``config_changed`` (change: :class:`ConfigChange`; also ``label`` and
+  ``layers``) after every edit, undo or redo: the one description of an edit
+  that the table, histogram, size and re-check all use;
 * ``result`` (result) when a re-check finished;
 * ``estimate`` (generation, snapshot) while a re-check streams;
 * ``loaded`` (session) once a model is open and prepared;
@@ -34,7 +36,7 @@ from ..core.evaluate import FloatReference, float_reference
 from ..core.fakequant import QuantSim
 from ..core.layers import LayerInfo
 from ..core.progress import Progress, null_progress, scaled
-from ..core.size import SizeReport, model_size
+from ..core.size import SizeModel, SizeReport
 from ..core.spec import LayerSpec
 from ..io import atomic
 from ..io.config import ConfigError, QuantConfig, preset
@@ -49,6 +51,29 @@ DEFAULT_CALIB_SAMPLES = 512
 
 class SessionError(QuantvizError):
     pass
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """One edit, as every listener sees it: the new spec of exactly the layers whose
+    resolved settings changed, and the model size under the new config."""
+
+    label: str
+    changed: dict  # {layer name: LayerSpec}
+    size: SizeReport
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.changed)
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    """A re-check the session asked for: run it with :meth:`Session.check`."""
+
+    generation: int
+    config: QuantConfig
+    label: str
 
 
 @dataclass
@@ -103,10 +128,14 @@ class Session(AnalysisMixin):
         self.history = UndoHistory()
         self.results: list[CheckResult] = []
         self.analysis = Analysis()  # sensitivity / search / deploy results, saved with the session
-        self._generation = 0
+        self._generation = 0  # newest generation handed out
+        self._wanted = 0  # generation of the re-check whose result is the one to show
         self._config = (config or preset("W8")).copy()
         self.sim = QuantSim(bundle.model, fold_bn=self._config.fold_bn, device=device)
         self._config.check_layers(self.layer_names)
+        self._specs = self._config.resolve_all(self.layers)  # resolved once per config
+        self._config_dict = self._config.to_dict()
+        self._sizer = SizeModel(self.sim.float_model, self.layers)
         self.reference: FloatReference | None = None
         self._prepared = False
         self.cache_bytes = cache_bytes  # re-check cache budget (None: see session.recheck.default_budget)
@@ -147,7 +176,8 @@ class Session(AnalysisMixin):
             self.sim.calibrate(self.calib_data, batch_size=self.batch_size, progress=scaled(progress, 0.0, 0.5), cancel=cancel)
             self.reference = float_reference(self.sim.float_model, self.eval_data, device=self.device,
                                              batch_size=self.batch_size, evaluate_fn=self.bundle.evaluate_fn,
-                                             progress=scaled(progress, 0.5, 1.0), cancel=cancel)
+                                             progress=scaled(progress, 0.5, 1.0), cancel=cancel,
+                                             first_chunk=self.recheck.first_chunk_size())
             self._prepared = True
         self.events.emit("loaded", session=self)
 
@@ -185,30 +215,31 @@ class Session(AnalysisMixin):
 
     @property
     def specs(self) -> dict[str, LayerSpec]:
-        return self._config.resolve_all(self.layers)
+        """The resolved spec of every layer under the current config (cached; do not mutate)."""
+        return self._specs
 
     def spec(self, name: str) -> LayerSpec:
-        return self._config.resolve(self.layer(name))
+        self.layer(name)
+        return self._specs[name]
 
     def set_config(self, cfg: QuantConfig, label: str = "set config", *, record: bool = True) -> None:
         cfg.check_layers(self.layer_names)
         if cfg.fold_bn != self.sim.fold_bn:
             raise ConfigError("config: options.fold_bn differs from the open session; reopen the model to change BatchNorm folding")
-        before = self._config.to_dict()
-        # validate resolution (bad manual ranges etc. surface here)
         new = cfg.copy()
-        new.resolve_all(self.layers)
-        self._config = new
+        specs = new.resolve_all(self.layers)  # validates (bad manual ranges etc. surface here)
         after = new.to_dict()
-        if record:
-            self.history.push(Edit(label, before, after))
-        changed = self._changed_layers(before, after)
-        self.events.emit("config_changed", label=label, layers=changed)
+        if record:  # recorded before the change is announced, so listeners see the new undo state
+            self.history.push(Edit(label, self._config_dict, after))
+        self._install(new, specs, label, after)
 
-    def _changed_layers(self, before: dict, after: dict) -> list[str]:
-        a = QuantConfig.from_dict(before).resolve_all(self.layers)
-        b = QuantConfig.from_dict(after).resolve_all(self.layers)
-        return [n for n in self.layer_names if a[n] != b[n]]
+    def _install(self, cfg: QuantConfig, specs: dict[str, LayerSpec], label: str, as_dict: dict | None = None) -> None:
+        """Make ``cfg`` current and announce the one :class:`ConfigChange` it makes."""
+        changed = {n: s for n, s in specs.items() if self._specs.get(n) != s}
+        self._config, self._specs = cfg, specs
+        self._config_dict = as_dict if as_dict is not None else cfg.to_dict()
+        change = ConfigChange(label, changed, self._sizer.report(specs))
+        self.events.emit("config_changed", change=change, label=label, layers=change.layers)
 
     def edit_layers(self, names: Iterable[str], patch: dict, label: str | None = None) -> None:
         """Merge ``patch`` (``{"weight": {...}, "activation": {...}}``) into each layer."""
@@ -257,16 +288,16 @@ class Session(AnalysisMixin):
         e = self.history.undo()
         if e is None:
             return False
-        self._config = QuantConfig.from_dict(e.before)
-        self.events.emit("config_changed", label=f"undo {e.label}", layers=self._changed_layers(e.after, e.before))
+        cfg = QuantConfig.from_dict(e.before)
+        self._install(cfg, cfg.resolve_all(self.layers), f"undo {e.label}", e.before)
         return True
 
     def redo(self) -> bool:
         e = self.history.redo()
         if e is None:
             return False
-        self._config = QuantConfig.from_dict(e.after)
-        self.events.emit("config_changed", label=f"redo {e.label}", layers=self._changed_layers(e.before, e.after))
+        cfg = QuantConfig.from_dict(e.after)
+        self._install(cfg, cfg.resolve_all(self.layers), f"redo {e.label}", e.after)
         return True
 
     # ------------------------------------------------------ statistics
@@ -313,7 +344,7 @@ class Session(AnalysisMixin):
                 "zero": amax == 0.0}
 
     def size(self, specs: dict[str, LayerSpec] | None = None) -> SizeReport:
-        return model_size(self.sim.float_model, self.layers, specs if specs is not None else self.specs)
+        return self._sizer.report(specs if specs is not None else self._specs)
 
     # --------------------------------------------------------- re-check
     @property
@@ -329,8 +360,44 @@ class Session(AnalysisMixin):
         self._generation += 1
         return self._generation
 
+    def result_for(self, config: QuantConfig | None = None) -> CheckResult | None:
+        """The newest recorded result of ``config`` (default: the current one), if any."""
+        d = self._config_dict if config is None else config.to_dict()
+        for r in reversed(self.results):
+            if r.config == d:
+                return r
+        return None
+
+    def request_check(self, label: str | None = None) -> CheckRequest | None:
+        """Ask for the current config's metrics.
+
+        The session remembers which generation is wanted, so only its result
+        and estimates are the ones to show (:meth:`is_wanted`). When a result
+        for this config is already known, it becomes the wanted one, is
+        announced again as a ``result`` event and None is returned; otherwise
+        run the returned request with ``check(request=...)`` (on a worker)."""
+        known = self.result_for()
+        if known is not None:
+            self._wanted = known.generation
+            self.events.emit("result", result=known)
+            return None
+        cfg = self._config.copy()
+        req = CheckRequest(self.next_generation(), cfg, label or self.history.undo_label or cfg.name or "current config")
+        self._wanted = req.generation
+        return req
+
+    @property
+    def wanted_generation(self) -> int:
+        """The generation of the re-check whose result is the one to show."""
+        return self._wanted
+
+    def is_wanted(self, generation: int) -> bool:
+        """Is ``generation`` the re-check whose result and estimates should be shown?"""
+        return generation == self._wanted
+
     def check(self, *, config: QuantConfig | None = None, label: str | None = None, generation: int | None = None,
-              progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False,
+              request: CheckRequest | None = None, progress: Progress = null_progress,
+              cancel: Callable[[], bool] = lambda: False,
               on_estimate: Callable[[dict], None] | None = None, record: bool = True,
               incremental: bool = True) -> CheckResult:
         """Evaluate ``config`` (default: the current one) against the float model.
@@ -340,9 +407,14 @@ class Session(AnalysisMixin):
         full pass (``incremental=False``) exactly."""
         if not self._prepared:
             raise SessionError("the session is not prepared (calibration and float reference missing)")
-        cfg = (config or self._config).copy()
+        if request is not None:
+            config, label, generation = request.config, request.label, request.generation
+        if config is None:
+            cfg, specs = self._config, self._specs
+        else:
+            cfg = config.copy()
+            specs = cfg.resolve_all(self.layers)
         gen = generation if generation is not None else self.next_generation()
-        specs = cfg.resolve_all(self.layers)
         t0 = time.perf_counter()
 
         def estimate(snap):
@@ -437,4 +509,4 @@ def sanitize(obj):
     return obj
 
 
-__all__ = ["Session", "SessionError", "CheckResult", "sanitize"]
+__all__ = ["Session", "SessionError", "CheckResult", "CheckRequest", "ConfigChange", "sanitize"]

@@ -68,7 +68,7 @@ def settings_in_tmp(tmp_path, qapp):
 
 @pytest.fixture(scope="session", autouse=True)
 def _themed(qapp):
-    from quantviz.gui.app import create_app
+    from quantviz.gui.launch import create_app
 
     create_app()  # style sheet, pyqtgraph colours, torch threads
 

@@ -21,7 +21,7 @@ def test_open_demo_shows_layers_metrics_and_status(window, qtbot):
     assert window.table.model.rowCount() == len(s.layers) > 0
     assert s.name in window.model_label.text() and f"{len(s.layers)} layers" in window.model_label.text()
     res = window.summary.current
-    assert res is not None and res.generation == window._check_gen
+    assert res is not None and window.session.is_wanted(res.generation)
     acc = window.summary.cells["accuracy"]
     assert acc[1].text().endswith("%") and acc[2].text().endswith("%")
     # statistics of visible rows arrive from the background job
@@ -154,7 +154,7 @@ def test_broken_model_shows_error_and_app_stays_usable(window, tmp_path, wait_id
     assert window._error_dialog is not None and window._error_dialog.isVisible()
     window._error_dialog.close()
     # still usable: an edit re-checks
-    gen = window._check_gen
+    gen = window.session.wanted_generation
     window.table.apply_field("weight_bits", 6, [s.layers[0].name])
     wait_idle(window)
     assert window.summary.current.generation > gen
@@ -258,10 +258,10 @@ def test_gui_thread_never_stalls_during_recheck(window, qtbot, wait_idle):
         probe.timeout.connect(tick)
         probe.start()
         for bits in (7, 5, 3):
-            gen = window._check_gen
+            gen = window.session.wanted_generation
             abits = (8, 7, 6, 5, 4)[attempt]  # every step is a config not checked before
             s.edit_layers([l.name for l in s.layers], {"weight": {"bits": bits}, "activation": {"bits": abits}})
-            qtbot.waitUntil(lambda: window._check_gen > gen, timeout=5000)
+            qtbot.waitUntil(lambda: window.session.wanted_generation > gen, timeout=5000)
             wait_idle(window)
         probe.stop()
         assert len(gaps) >= 3, "the probe did not run during the re-checks"

@@ -18,7 +18,6 @@ def panel(qtbot, demo_session):
     p = LayerTablePanel()
     qtbot.addWidget(p)
     p.set_session(demo_session)
-    demo_session.events.connect(lambda k, pl: k == "config_changed" and p.on_config_changed(pl["label"], pl["layers"]))
     p.resize(1000, 400)
     p.show()
     return p

@@ -127,7 +127,7 @@ def test_autosave_after_edits_and_clean_close_removes_it(win, qtbot, recipe):
 CHILD = textwrap.dedent("""
     import sys
     from PySide6.QtCore import QTimer
-    from quantviz.gui.app import create_app
+    from quantviz.gui.launch import create_app
     from quantviz.gui.main_window import MainWindow
     from quantviz.gui.safety import AutosaveController
     from quantviz.session.trust import TrustStore

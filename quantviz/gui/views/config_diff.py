@@ -10,6 +10,7 @@ from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from ...io.config import QuantConfig
+from ..bridge import SessionFollower
 
 
 def describe(spec) -> str:
@@ -33,9 +34,10 @@ def diff_rows(layers, a, b) -> list[tuple[str, str, str, bool]]:
     return rows
 
 
-class ConfigDiffView(QWidget):
+class ConfigDiffView(SessionFollower, QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
+        self.session = None
         self._rows: list = []
         self.summary = QLabel("No configs to compare.")
         self.only_diff = QCheckBox("Only differing layers")
@@ -53,10 +55,21 @@ class ConfigDiffView(QWidget):
 
     def set_session(self, session, other: dict | None = None) -> None:
         """Compare the session's config with ``other`` (default: the search's chosen config)."""
+        self.session = session
+        self.follow(session)
+        if session is None:
+            return
         if other is None:
             other = (session.analysis.search or {}).get("chosen", {}).get("config")
         if other is not None:
             self.set_data(session.layers, session.config, other, ("current", "other"))
+
+    def _on_session_config_changed(self, _change) -> None:
+        self.set_session(self.session)
+
+    def _on_session_analysis_changed(self, what: str, _payload) -> None:
+        if what in ("search", "all"):
+            self.set_session(self.session)
 
     def set_data(self, layers, a, b, names=("A", "B")) -> None:
         self._rows = diff_rows(layers, a, b)
@@ -82,7 +95,7 @@ class ConfigDiffView(QWidget):
 
 def main() -> int:  # pragma: no cover - a look at the widget alone
     from ...io.config import preset
-    from ..app import standalone
+    from ..launch import standalone
 
     def build(session):
         other = preset("W4").copy()

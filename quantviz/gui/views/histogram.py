@@ -21,6 +21,7 @@ from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QTabWidget, QVBoxLayout, QWidget
 
 from ...core.errors import QuantvizError
+from ..bridge import SessionFollower
 from ...core.preview import channel_ranges, display_edges, preview_activation, preview_weight
 from .channel_ranges import ChannelRangeView
 from .hist_math import fmt_stats, weight_note
@@ -191,7 +192,7 @@ class RangeHistogram(QWidget):
         self.released.emit(float(lo), float(hi))
 
 
-class HistogramPanel(QWidget):
+class HistogramPanel(SessionFollower, QWidget):
     """Weight, per-channel and activation views of the selected layer."""
 
     rangePreview = Signal(str, str, float, float)  # layer, kind, lo, hi — while dragging
@@ -240,6 +241,7 @@ class HistogramPanel(QWidget):
     # ------------------------------------------------------------ API
     def set_session(self, session) -> None:
         self.session = session
+        self.follow(session)
         self._edges.clear()
         self._channel_stats.clear()
         self.show_layer(None)
@@ -255,6 +257,10 @@ class HistogramPanel(QWidget):
         self.session.layer(name)  # raises SessionError for an unknown name
         self.layer = name
         self.refresh()
+
+    def _on_session_config_changed(self, change) -> None:
+        if self.layer is not None and self.layer in change.changed:
+            self.refresh()
 
     def refresh(self) -> None:
         """Redraw the current layer from ``session.spec(name)`` (after a config change)."""
@@ -367,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from ...session.session import Session
-    from ..app import create_app
+    from ..launch import create_app
 
     ap = argparse.ArgumentParser(prog="python -m quantviz.gui.views.histogram")
     ap.add_argument("--model", default="demo")

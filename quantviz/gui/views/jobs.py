@@ -90,7 +90,7 @@ class JobsBar(QWidget):
 def main() -> int:  # pragma: no cover - a look at the widget alone
     import time
 
-    from ..app import create_app, smoke_quit
+    from ..launch import create_app, smoke_quit
     from ..workers import JobRunner
 
     app = create_app()

@@ -144,19 +144,15 @@ class LayerTableModel(QAbstractTableModel):
         self._req += 1  # answers to earlier requests are dropped
         self.endResetModel()
 
-    def layers_changed(self, names: list[str] | None = None) -> None:
-        """Re-resolve the specs of ``names`` (all when None) after an edit."""
+    def specs_changed(self, changed: dict[str, LayerSpec]) -> None:
+        """Take the new specs of the layers an edit changed (a ConfigChange's ``changed``)."""
         if self.session is None:
             return
-        if names is None:
-            self._specs = dict(self.session.specs)
-            rows = range(len(self._layers))
-        else:
-            rows = []
-            for n in names:
-                if n in self._row_of:
-                    self._specs[n] = self.session.spec(n)
-                    rows.append(self._row_of[n])
+        rows = []
+        for n, spec in changed.items():
+            if n in self._row_of:
+                self._specs[n] = spec
+                rows.append(self._row_of[n])
         if rows:
             self.dataChanged.emit(self.index(min(rows), 0), self.index(max(rows), len(COLUMNS) - 1))
 

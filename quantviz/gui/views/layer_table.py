@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeade
 from ...core.qparams import MAX_BITS, MIN_BITS
 from ...core.spec import GRANULARITIES, RANGE_METHODS
 from ...io.config import PRESET_HELP, PRESETS
+from ..bridge import SessionFollower
 from .layer_model import COL, COLUMNS, GRAN_LABEL, LayerFilterProxy, LayerTableModel, apply_field
 
 BIT_CHOICES = [None] + ([16] if MAX_BITS >= 16 else []) + list(range(min(MAX_BITS, 8), MIN_BITS - 1, -1))
@@ -83,7 +84,7 @@ class ChoiceDelegate(QStyledItemDelegate):
             super().setModelData(editor, model, index)
 
 
-class LayerTablePanel(QWidget):
+class LayerTablePanel(SessionFollower, QWidget):
     """Filter bar + table. Emits ``layerSelected(name)`` for the current row."""
 
     layerSelected = Signal(str)
@@ -156,6 +157,7 @@ class LayerTablePanel(QWidget):
     # ---------------------------------------------------------- session
     def set_session(self, session) -> None:
         self.session = session
+        self.follow(session)
         self.model.set_session(session)
         self.type_combo.blockSignals(True)
         self.type_combo.clear()
@@ -181,8 +183,12 @@ class LayerTablePanel(QWidget):
             c = COL[key]
             self.view.setColumnWidth(c, max(lo, min(hi, self.view.columnWidth(c))))
 
-    def on_config_changed(self, label: str, layers: list) -> None:
-        self.model.layers_changed(layers if layers is not None else None)
+    def _on_session_config_changed(self, change) -> None:
+        self.model.specs_changed(change.changed)
+
+    def _on_session_analysis_changed(self, what: str, _payload) -> None:
+        if what in ("sensitivity", "all"):
+            self.model.refresh_column("sensitivity")
 
     # -------------------------------------------------------- selection
     def selected_names(self) -> list[str]:
@@ -331,12 +337,11 @@ class LayerTablePanel(QWidget):
 
 
 def main() -> int:  # pragma: no cover - a look at the widget alone
-    from ..app import standalone
+    from ..launch import standalone
 
     def build(session):
         w = LayerTablePanel()
         w.set_session(session)
-        session.events.connect(lambda kind, p: kind == "config_changed" and w.on_config_changed(p["label"], p["layers"]))
         w.resize(1000, 420)
         return w
 

@@ -14,6 +14,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from ..bridge import SessionFollower
+
 METRIC_LABELS = {"accuracy": "accuracy (%)", "top1_agreement": "top-1 agreement (%)", "sqnr_db": "output SQNR (dB)",
                  "cosine": "cosine similarity"}
 
@@ -24,7 +26,7 @@ def _y(metric: str, v):
     return v * 100.0 if metric in ("accuracy", "top1_agreement") else float(v)
 
 
-class ParetoView(QWidget):
+class ParetoView(SessionFollower, QWidget):
     configChosen = Signal(dict)
 
     def __init__(self, parent=None):
@@ -32,6 +34,8 @@ class ParetoView(QWidget):
         self._front: list[dict] = []
         self._chosen: dict | None = None
         self._history: list[dict] = []
+        self.session = None
+        self._stale = False
         top = QHBoxLayout()
         top.addWidget(QLabel("Metric:"))
         self.metric_combo = QComboBox()
@@ -61,10 +65,32 @@ class ParetoView(QWidget):
         lay.addWidget(self.info)
 
     def set_session(self, session) -> None:
+        self.session = session
+        self.follow(session)
+        self._stale = False
+        if session is None:
+            self.set_data([])
+            return
         search = session.analysis.search or {}
         hist = [{"size_bytes": r.size.get("quantized_bytes"), "avg_bits": r.size.get("avg_bits"), "metrics": r.metrics,
                  "config": r.config, "label": r.label} for r in session.results]
         self.set_data(search.get("pareto", []), search.get("chosen"), hist, search.get("metric"))
+
+    def _on_session_analysis_changed(self, what: str, _payload) -> None:
+        if what in ("search", "all"):
+            self.set_session(self.session)
+
+    def _on_session_result(self, _result) -> None:
+        # hand-made configs join the plot: at once when it is on screen, else when it is shown
+        if self.isVisible():
+            self.set_session(self.session)
+        else:
+            self._stale = True
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if getattr(self, "_stale", False):
+            self.set_session(self.session)
 
     def set_data(self, front: list[dict], chosen: dict | None = None, history: list[dict] | None = None,
                  metric: str | None = None) -> None:
@@ -125,7 +151,7 @@ class ParetoView(QWidget):
 
 def main() -> int:  # pragma: no cover - a look at the widget alone
     from ...io.config import preset
-    from ..app import standalone
+    from ..launch import standalone
 
     def build(session):
         for p in ("W8", "W4", "W3"):

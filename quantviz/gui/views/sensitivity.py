@@ -18,6 +18,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
 
 from ...core.ranking import predicted
+from ..bridge import SessionFollower
 
 MODES = {  # method -> [(label, key)]
     "e2e": [("metric drop", "drop"), ("output noise (-SQNR dB)", "fid")],
@@ -44,11 +45,12 @@ def cell_value(result: dict, entry: dict, bits: str, mode: str) -> float:
     return float(v)
 
 
-class SensitivityView(QWidget):
+class SensitivityView(SessionFollower, QWidget):
     layerClicked = Signal(str)
 
     def __init__(self, parent=None):
         super().__init__(parent)
+        self.session = None
         self._result: dict | None = None
         self._results: dict = {}
         self._values = np.zeros((0, 0))
@@ -102,7 +104,13 @@ class SensitivityView(QWidget):
 
     # ------------------------------------------------------------ data
     def set_session(self, session) -> None:
-        self.set_results(dict(session.analysis.sensitivity))
+        self.session = session
+        self.follow(session)
+        self.set_results(dict(session.analysis.sensitivity) if session is not None else {})
+
+    def _on_session_analysis_changed(self, what: str, _payload) -> None:
+        if what in ("sensitivity", "all") and self.session is not None:
+            self.set_results(dict(self.session.analysis.sensitivity))
 
     def set_results(self, results: dict) -> None:
         """``{method: result}`` as stored in ``session.analysis.sensitivity``."""
@@ -216,7 +224,7 @@ class SensitivityView(QWidget):
 
 
 def main() -> int:  # pragma: no cover - a look at the widget alone
-    from ..app import standalone
+    from ..launch import standalone
 
     def build(session):
         session.run_sensitivity("e2e")

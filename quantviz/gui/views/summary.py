@@ -20,6 +20,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from .. import theme
+from ..bridge import SessionFollower
 
 METRIC_ROWS = [
     ("accuracy", "Accuracy", "Top-1 accuracy on the evaluation data's labels (the task metric)."),
@@ -77,7 +78,7 @@ def primary_metric(float_metrics: dict) -> str:
 LEFT_WIDTH = 400
 
 
-class SummaryPanel(QWidget):
+class SummaryPanel(SessionFollower, QWidget):
     resultClicked = Signal(object)  # CheckResult whose config the user wants back
 
     def __init__(self, parent=None):
@@ -150,12 +151,28 @@ class SummaryPanel(QWidget):
     # ---------------------------------------------------------- session
     def set_session(self, session) -> None:
         self.session = session
+        self.follow(session)
         self.current = None
         self._estimate = None
         self._size = session.size().to_dict() if session is not None else None
         self.state.setText("Loaded; waiting for the first re-check" if session is not None else "No model open")
         self._render()
         self.refresh_points()
+
+    def _on_session_config_changed(self, change) -> None:
+        self._size = change.size.to_dict()
+        self.show_pending("Changed; re-checking…")
+
+    def _on_session_result(self, result) -> None:
+        if self.session is not None and self.session.is_wanted(result.generation):
+            self.show_result(result)
+        else:
+            self.refresh_points()
+
+    def _on_session_estimate(self, generation: int, snapshot) -> None:
+        if (self.session is not None and self.session.is_wanted(generation)
+                and (self.current is None or self.current.generation != generation)):
+            self.show_estimate(snapshot)
 
     def show_size(self, size: dict) -> None:
         """The size of the current config (known at once after an edit)."""
@@ -282,7 +299,7 @@ class SummaryPanel(QWidget):
 
 
 def main() -> int:  # pragma: no cover - a look at the widget alone
-    from ..app import standalone
+    from ..launch import standalone
 
     def build(session):
         w = SummaryPanel()
