@@ -20,7 +20,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..io import atomic
-    from ..io.export import export, torchao_script_path
+    from ..io.export import torchao_script_path
 
     # refuse before the (slow) model load when the output exists
     atomic.check_writable(args.out, args.force)
@@ -31,7 +31,7 @@ def run(args) -> int:
     session = open_session(args)
     bar = ProgressBar(True if args.progress else None)
     try:
-        res = export(session, args.format, args.out, force=args.force, progress=bar)
+        res = session.export(args.format, args.out, force=args.force, progress=bar)
     finally:
         bar.close()
     if args.json:

@@ -1,6 +1,8 @@
 """Shared CLI plumbing: model options, opening a session, progress, output."""
 from __future__ import annotations
 
+from ..core import fmt as _fmt
+
 import argparse
 import json
 import math
@@ -141,18 +143,8 @@ def table(rows: list[list[str]], header: list[str], align: str | None = None) ->
 
 
 def fmt_bytes(n: float | None) -> str:
-    from ..core.size import fmt_bytes as size_fmt_bytes  # lazily: core.size imports torch
-
-    return size_fmt_bytes(n, missing="-")
+    return _fmt.fmt_bytes(n, missing="-")
 
 
 def fmt_metric(name: str, v: float | None) -> str:
-    if v is None:
-        return "-"
-    if name in ("accuracy", "top1_agreement"):
-        return f"{v * 100:.2f}%"
-    if name == "sqnr_db":
-        return f"{v:.1f} dB" if v < 199.9 else "identical"
-    if name == "cosine":
-        return f"{v:.5f}"
-    return f"{v:.4g}"
+    return _fmt.fmt_metric(name, v, missing="-")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .fmt import fmt_bytes  # noqa: F401  (re-exported: sizes are formatted in one place)
 from .layers import LayerInfo
 from .spec import LayerSpec
 
@@ -106,17 +107,6 @@ class SizeModel:
 
 def model_size(model: nn.Module, layers: list[LayerInfo], specs: dict[str, LayerSpec]) -> SizeReport:
     return SizeModel(model, layers).report(specs)
-
-
-def fmt_bytes(n: float | None, missing: str = "-") -> str:
-    """``1536`` -> ``"1.5 KB"`` (binary units, as every size in quantviz); ``missing`` for None."""
-    if n is None:
-        return missing
-    for unit in ("B", "KB", "MB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
 
 
 def float_model_bytes(model: nn.Module) -> int:

@@ -146,9 +146,7 @@ class FilesMixin:
         return True
 
     def export_as(self, fmt: str, path: str) -> None:
-        from ..io import export as export_mod
-
         session = self.session
-        self.runner.submit("export", lambda p, c: export_mod.export(session, fmt, path, force=True, progress=p, cancel=c),
+        self.runner.submit("export", lambda p, c: session.export(fmt, path, force=True, progress=p, cancel=c),
                            label=f"Exporting {fmt}", on_done=lambda _r: self.show_message(f"Exported {fmt} to {path}"),
                            on_error=lambda m, d, e: self.show_error(f"Export failed: {m}", d))

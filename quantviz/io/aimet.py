@@ -44,15 +44,14 @@ def _entry(name: str, qp: QParams, granularity: str, group_size: int | None) -> 
     return d
 
 
-def encodings(session, tensors: dict[str, dict], notes: list[str] | None = None) -> dict:
-    """AIMET 1.0.0 encodings of the session's current config.
+def encodings(sim, specs: dict, tensors: dict[str, dict], notes: list[str] | None = None) -> dict:
+    """AIMET 1.0.0 encodings of ``specs`` on the simulation ``sim``.
 
     ``tensors`` is the layer -> ONNX tensor mapping of ``onnx_export.onnx_names``.
     """
     notes = notes if notes is not None else []
-    sim, specs = session.sim, session.specs
     params, acts, seen_act = [], [], {}
-    for info in session.layers:
+    for info in sim.layers:
         spec = specs[info.name]
         names = tensors.get(info.name, {})
         wname = names.get("weight") or f"{info.name}.weight"
@@ -201,101 +200,108 @@ def load_encodings(source: str | Path | dict) -> tuple[dict, str]:
         raise AimetError(f"{p}: not a JSON encodings file ({type(exc).__name__})") from None
 
 
-def import_aimet(source: str | Path | dict, session, *, tensors: dict[str, dict] | None = None,
-                 notes: list[str] | None = None) -> QuantConfig:
-    """A :class:`QuantConfig` reproducing AIMET encodings on ``session``'s model.
+def import_aimet(source: str | Path | dict, sim, config: QuantConfig, *, example=None,
+                 tensors: dict[str, dict] | None = None, notes: list[str] | None = None) -> QuantConfig:
+    """A :class:`QuantConfig` reproducing AIMET encodings on the model of ``sim``.
 
-    ``tensors`` (layer -> ONNX names) defaults to the mapping of quantviz's
-    own ONNX export; names of the form ``<layer>.weight`` always match.
-    Layers without an encoding stay float. Problems that do not stop the
-    import (an unknown tensor name, scales no range method reproduces) are
-    appended to ``notes``.
+    ``config`` is the current config (its range methods are tried first, its
+    options are kept). ``tensors`` (layer -> ONNX names) defaults to the
+    mapping of quantviz's own ONNX export traced on ``example``; names of the
+    form ``<layer>.weight`` always match. Layers without an encoding stay
+    float. Problems that do not stop the import (an unknown tensor name,
+    scales no range method reproduces) are appended to ``notes``.
     """
     notes = notes if notes is not None else []
     obj, where = load_encodings(source)
     params, acts = _normalise(obj, where)
     if tensors is None:
-        try:
-            from .onnx_export import onnx_names
+        tensors = _onnx_tensors(sim, example, notes)
+    wname_to_layer, input_to_layers = _name_maps(sim, tensors)
+    cur = config.resolve_all(sim.layers)
+    layer_w, layer_a = {}, {}
+    for name, enc in params.items():
+        layer = wname_to_layer.get(name)
+        if layer is None:
+            notes.append(f"{where}: param {name}: no layer of this model has that weight; ignored")
+        elif enc["dtype"] == "INT":
+            layer_w[layer] = _weight_spec(sim, layer, enc, cur[layer].weight.range, notes)
+    for name, enc in acts.items():
+        layers = input_to_layers.get(name) or ([name] if name in sim.by_name else [])
+        if not layers:
+            notes.append(f"{where}: activation {name}: not the input of any layer of this model; ignored")
+        elif enc["dtype"] == "INT":
+            for layer in layers:
+                if sim.by_name[layer].has_activation_input:
+                    layer_a[layer] = _act_spec(sim, layer, enc, cur[layer].activation.range)
+    cfg = QuantConfig(default={"weight": {"bits": None}, "activation": {"bits": None}}, name="AIMET import")
+    for info in sim.layers:
+        entry = {}
+        if info.name in layer_w:
+            entry["weight"] = layer_w[info.name].to_dict()
+        if info.name in layer_a:
+            entry["activation"] = layer_a[info.name].to_dict()
+        if entry:
+            cfg.layers[info.name] = entry
+    cfg.options = dict(config.options)
+    return QuantConfig.from_dict(cfg.to_dict())
 
-            tensors = onnx_names(session.sim, session.eval_data.first_input())
-        except QuantvizError as exc:
-            notes.append(f"ONNX names unavailable ({exc}); matching <layer>.weight names only")
-            tensors = {}
+
+def _onnx_tensors(sim, example, notes: list[str]) -> dict:
+    if example is None:
+        notes.append("ONNX names unavailable (no example input); matching <layer>.weight names only")
+        return {}
+    try:
+        from .onnx_export import onnx_names
+
+        return onnx_names(sim, example)
+    except QuantvizError as exc:
+        notes.append(f"ONNX names unavailable ({exc}); matching <layer>.weight names only")
+        return {}
+
+
+def _name_maps(sim, tensors: dict) -> tuple[dict, dict]:
+    """(weight tensor name -> layer, input tensor name -> layers)."""
     wname_to_layer, input_to_layers = {}, {}
-    for info in session.layers:
+    for info in sim.layers:
         wname_to_layer[f"{info.name}.weight"] = info.name
         t = tensors.get(info.name, {})
         if t.get("weight"):
             wname_to_layer[t["weight"]] = info.name
         for i in t.get("inputs") or ([t["input"]] if t.get("input") else []):
             input_to_layers.setdefault(i, []).append(info.name)
-    used = set()
-    cfg = QuantConfig(default={"weight": {"bits": None}, "activation": {"bits": None}}, name="AIMET import")
-    cur = session.specs
-    layer_w, layer_a = {}, {}
-    for name, enc in params.items():
-        layer = wname_to_layer.get(name)
-        if layer is None:
-            notes.append(f"{where}: param {name}: no layer of this model has that weight; ignored")
+    return wname_to_layer, input_to_layers
+
+
+def _weight_spec(sim, layer: str, enc: dict, current: RangeSpec, notes: list[str]) -> WeightSpec:
+    """The weight setting whose qparams reproduce ``enc`` (a range method if one does)."""
+    gran, gs = _granularity(sim.by_name[layer], enc)
+    for r in _candidates(current):
+        if r.method == "manual" and gran != "per_tensor":
             continue
-        used.add(name)
-        if enc["dtype"] != "INT":
+        cand = WeightSpec(enc["bw"], gran, gs, enc["is_sym"], r)
+        try:
+            wq = sim.quantize_weight(layer, cand)
+        except QuantvizError:
             continue
-        info = session.layer(layer)
-        gran, gs = _granularity(info, enc)
-        base = WeightSpec(bits=enc["bw"], granularity=gran, group_size=gs, symmetric=enc["is_sym"])
-        chosen = None
-        for r in _candidates(cur[layer].weight.range):
-            if r.method == "manual" and gran != "per_tensor":
-                continue
-            cand = WeightSpec(base.bits, gran, gs, base.symmetric, r)
-            try:
-                wq = session.sim.quantize_weight(layer, cand)
-            except QuantvizError:
-                continue
-            if _matches(wq.qparams, enc):
-                chosen = cand
-                break
-        if chosen is None:
-            if gran == "per_tensor":
-                chosen = WeightSpec(base.bits, gran, gs, base.symmetric, _manual_range(enc))
-            else:
-                chosen = WeightSpec(base.bits, gran, gs, base.symmetric, RangeSpec("minmax"))
-                notes.append(f"{layer}: the imported {gran.replace('_', '-')} scales match no range method; using min-max")
-        layer_w[layer] = chosen
-    for name, enc in acts.items():
-        layers = input_to_layers.get(name) or ([name] if name in session.sim.by_name else [])
-        if not layers:
-            notes.append(f"{where}: activation {name}: not the input of any layer of this model; ignored")
+        if _matches(wq.qparams, enc):
+            return cand
+    if gran == "per_tensor":
+        return WeightSpec(enc["bw"], gran, gs, enc["is_sym"], _manual_range(enc))
+    notes.append(f"{layer}: the imported {gran.replace('_', '-')} scales match no range method; using min-max")
+    return WeightSpec(enc["bw"], gran, gs, enc["is_sym"], RangeSpec("minmax"))
+
+
+def _act_spec(sim, layer: str, enc: dict, current: RangeSpec) -> ActSpec:
+    """The activation setting whose qparams reproduce ``enc`` (a range method if one does)."""
+    for r in _candidates(current):
+        cand = ActSpec(bits=enc["bw"], symmetric=enc["is_sym"], range=r)
+        try:
+            qp = sim.activation_qparams(layer, cand)
+        except QuantvizError:
             continue
-        if enc["dtype"] != "INT":
-            continue
-        for layer in layers:
-            info = session.layer(layer)
-            if not info.has_activation_input:
-                continue
-            chosen = None
-            for r in _candidates(cur[layer].activation.range):
-                cand = ActSpec(bits=enc["bw"], symmetric=enc["is_sym"], range=r)
-                try:
-                    qp = session.sim.activation_qparams(layer, cand)
-                except QuantvizError:
-                    continue
-                if _matches(qp, enc):
-                    chosen = cand
-                    break
-            layer_a[layer] = chosen or ActSpec(bits=enc["bw"], symmetric=enc["is_sym"], range=_manual_range(enc))
-    for info in session.layers:
-        if info.name in layer_w or info.name in layer_a:
-            entry = {}
-            if info.name in layer_w:
-                entry["weight"] = layer_w[info.name].to_dict()
-            if info.name in layer_a:
-                entry["activation"] = layer_a[info.name].to_dict()
-            cfg.layers[info.name] = entry
-    cfg.options = dict(session.config.options)
-    return QuantConfig.from_dict(cfg.to_dict())
+        if _matches(qp, enc):
+            return cand
+    return ActSpec(bits=enc["bw"], symmetric=enc["is_sym"], range=_manual_range(enc))
 
 
 __all__ = ["encodings", "import_aimet", "load_encodings", "AimetError", "AIMET_VERSION"]

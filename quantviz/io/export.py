@@ -1,6 +1,9 @@
-"""Exports of a session's current config: one entry point for CLI and app.
+"""Exports of a config: one entry point for CLI and app.
 
-``export(session, fmt, path, *, force, progress, cancel)`` writes
+``export(inp, fmt, path, *, force, progress, cancel)`` takes an
+:class:`ExportInput` (the model parts, the resolved specs, the config and, for
+the report, the facts it reports; ``Session.export_input()`` builds one) and
+writes
 
 * ``json``: the quantviz config plus every layer's computed qparams (scale,
   zero point, grid, clip range) and its ONNX tensor names;
@@ -21,16 +24,41 @@ import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ..core.errors import Cancelled, QuantvizError
 from ..core.progress import Progress, null_progress
 from . import atomic
+from .jsonsafe import sanitize
 
 FORMATS = ("json", "onnx", "aimet", "torchao", "report")
 SUFFIX = {"json": ".json", "onnx": ".onnx", "aimet": ".encodings", "torchao": ".pt", "report": ".html"}
 EXPORT_FORMAT = "quantviz-export"
 EXPORT_VERSION = 1
+
+
+@dataclass
+class ExportInput:
+    """Everything an exporter reads, and nothing more.
+
+    ``sim`` is the simulation (float model, layers, quantized weights, activation
+    observers), ``specs`` the resolved spec of every layer, ``config`` the config
+    they come from. ``example`` is one input batch (ONNX tracing), ``calib`` the
+    calibration data (pt2e), ``lock`` guards ``sim`` while it is read, and
+    ``report`` carries what the HTML report states (:class:`.report.ReportFacts`).
+    """
+
+    name: str
+    reference: str
+    sim: Any
+    specs: dict
+    config: Any
+    example: Any = None
+    calib: Any = None
+    batch_size: int = 64
+    prepared: bool = True
+    lock: Any = field(default_factory=contextlib.nullcontext)
+    report: Any = None
 
 
 @dataclass
@@ -50,31 +78,27 @@ def _check_cancel(cancel) -> None:
         raise Cancelled("export cancelled")
 
 
-def example_input(session):
-    return session.eval_data.first_input()
-
-
-def safe_onnx_names(session, notes: list[str]) -> dict:
+def safe_onnx_names(inp: ExportInput, notes: list[str]) -> dict:
     """Layer -> ONNX tensor names, or {} with a note when ONNX export is unavailable."""
     from .onnx_export import onnx_names
 
     try:
-        return onnx_names(session.sim, example_input(session))
+        return onnx_names(inp.sim, inp.example)
     except QuantvizError as exc:
         notes.append(f"ONNX tensor names left out: {exc}")
         return {}
 
 
-def qparams_table(session, tensors: dict | None = None) -> dict:
+def qparams_table(inp: ExportInput, tensors: dict | None = None) -> dict:
     """Per layer: its spec, weight and activation qparams, and ONNX names."""
     out = {}
-    specs = session.specs
-    with session.lock:
-        for info in session.layers:
+    sim, specs = inp.sim, inp.specs
+    with inp.lock:
+        for info in sim.layers:
             spec = specs[info.name]
-            wq = session.sim.quantize_weight(info.name, spec.weight)
-            aq = (session.sim.activation_qparams(info.name, spec.activation)
-                  if info.has_activation_input and session.sim.calibrated else None)
+            wq = sim.quantize_weight(info.name, spec.weight)
+            aq = (sim.activation_qparams(info.name, spec.activation)
+                  if info.has_activation_input and sim.calibrated else None)
             w = None
             if wq is not None:
                 w = wq.qparams.to_dict()
@@ -89,16 +113,14 @@ def qparams_table(session, tensors: dict | None = None) -> dict:
     return out
 
 
-def json_document(session, notes: list[str]) -> dict:
-    from ..session.session import sanitize
-
-    tensors = safe_onnx_names(session, notes)
+def json_document(inp: ExportInput, notes: list[str]) -> dict:
+    tensors = safe_onnx_names(inp, notes)
     return sanitize({
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
-        "model": session.name,
-        "reference": session.bundle.reference,
-        "config": session.config.to_dict(),
+        "model": inp.name,
+        "reference": inp.reference,
+        "config": inp.config.to_dict(),
         "conventions": {
             "quantize": "q = clamp(round(x / scale) + zero_point, qmin, qmax)",
             "dequantize": "x = (q - zero_point) * scale",
@@ -109,27 +131,27 @@ def json_document(session, notes: list[str]) -> dict:
             "min_max": "the clip range each group's qparams were computed from",
         },
         "onnx_opset": 21,
-        "layers": qparams_table(session, tensors),
+        "layers": qparams_table(inp, tensors),
     })
 
 
 # ------------------------------------------------------------------ writers
-def _write_json(session, path, force, progress, cancel) -> ExportResult:
+def _write_json(inp: ExportInput, path, force, progress, cancel) -> ExportResult:
     notes: list[str] = []
     progress(0, 2, "computing qparams")
-    doc = json_document(session, notes)
+    doc = json_document(inp, notes)
     _check_cancel(cancel)
     atomic.write_text(path, json.dumps(doc, indent=1, allow_nan=False) + "\n", force=force)
     progress(2, 2, "done")
     return ExportResult("json", [Path(path)], notes)
 
 
-def _write_onnx(session, path, force, progress, cancel) -> ExportResult:
+def _write_onnx(inp: ExportInput, path, force, progress, cancel) -> ExportResult:
     from .onnx_export import build_qdq, save_model
 
     atomic.check_writable(path, force)
-    with session.lock:
-        ex = build_qdq(session.sim, session.specs, example_input(session), progress=progress, cancel=cancel)
+    with inp.lock:
+        ex = build_qdq(inp.sim, inp.specs, inp.example, progress=progress, cancel=cancel)
     _check_cancel(cancel)
     atomic.write_with(path, lambda tmp: save_model(ex.model, tmp), force=force)
     return ExportResult("onnx", [Path(path)], list(ex.notes),
@@ -137,16 +159,16 @@ def _write_onnx(session, path, force, progress, cancel) -> ExportResult:
                          "outputs": ex.output_names})
 
 
-def _write_aimet(session, path, force, progress, cancel) -> ExportResult:
+def _write_aimet(inp: ExportInput, path, force, progress, cancel) -> ExportResult:
     from .aimet import encodings
 
     atomic.check_writable(path, force)
     notes: list[str] = []
     progress(0, 2, "finding ONNX tensor names")
-    with session.lock:
-        tensors = safe_onnx_names(session, notes)
+    with inp.lock:
+        tensors = safe_onnx_names(inp, notes)
         _check_cancel(cancel)
-        doc = encodings(session, tensors, notes)
+        doc = encodings(inp.sim, inp.specs, tensors, notes)
     atomic.write_text(path, json.dumps(doc, indent=1) + "\n", force=force)
     progress(2, 2, "done")
     return ExportResult("aimet", [Path(path)], notes)
@@ -162,35 +184,35 @@ def pt2e_program_path(path: str | Path) -> Path:
     return p.with_name(f"{p.stem}_pt2e.pt2")
 
 
-def _pt2e_program(session, notes: list[str], cancel):
+def _pt2e_program(inp: ExportInput, notes: list[str], cancel):
     """The pt2e-converted program for convolutions with 8-bit weights and activations, or None."""
     import torch
 
     from ..core.backends import pt2e_backend as pb
 
-    p = pb.plan(session.sim.layers, session.specs)
-    convs = [n for n in p.kernels if session.sim.by_name[n].type != "Linear"]
+    p = pb.plan(inp.sim.layers, inp.specs)
+    convs = [n for n in p.kernels if inp.sim.by_name[n].type != "Linear"]
     if not convs:
         return None
-    if session.calib_data is None or not isinstance(session.calib_data.first_input(), torch.Tensor):
+    if inp.calib is None or not isinstance(inp.calib.first_input(), torch.Tensor):
         notes.append("pt2e: convolutions stay simulated (needs calibration data and a model taking one tensor)")
         return None
-    example = next(iter(session.calib_data.batches(session.batch_size)))[0]
-    calib = [x for x, _ in session.calib_data.batches(session.batch_size)]
+    example = next(iter(inp.calib.batches(inp.batch_size)))[0]
+    calib = [x for x, _ in inp.calib.batches(inp.batch_size)]
     _check_cancel(cancel)
     try:
-        with session.lock:
-            converted, plan = pb.convert(session.sim, session.specs, calib, example)
+        with inp.lock:
+            converted, plan = pb.convert(inp.sim, inp.specs, calib, example)
     except QuantvizError as exc:
         notes.append(f"{exc}; convolutions stay simulated")
         return None
     notes.append(f"pt2e int8 program for {', '.join(plan.kernels)} (torch.export.load, then torchao's "
                  "lower_pt2e_quantized_to_x86 or torch.compile); apply_pt2e() in the script does the same "
                  "to your own model")
-    return converted, example, pb.script_section(plan, pb.input_ranges(session.sim, session.specs, plan.kernels))
+    return converted, example, pb.script_section(plan, pb.input_ranges(inp.sim, inp.specs, plan.kernels))
 
 
-def _write_torchao(session, path, force, progress, cancel) -> ExportResult:
+def _write_torchao(inp: ExportInput, path, force, progress, cancel) -> ExportResult:
     from ..core.backends import pt2e_backend as pb
     from ..core.backends import torchao_backend as tb
 
@@ -198,12 +220,12 @@ def _write_torchao(session, path, force, progress, cancel) -> ExportResult:
     atomic.check_writable(path, force)
     atomic.check_writable(script, force)
     progress(0, 3, "quantizing with torchao")
-    with session.lock:
-        model, plan = tb.build(session.sim, session.specs)
+    with inp.lock:
+        model, plan = tb.build(inp.sim, inp.specs)
     _check_cancel(cancel)
     notes: list[str] = []
     progress(1, 3, "convolutions through pt2e")
-    program = _pt2e_program(session, notes, cancel) if session.prepared else None
+    program = _pt2e_program(inp, notes, cancel) if inp.prepared else None
     program_path = pt2e_program_path(path)
     if program is not None:
         atomic.check_writable(program_path, force)
@@ -212,8 +234,8 @@ def _write_torchao(session, path, force, progress, cancel) -> ExportResult:
         tmp_model = stack.enter_context(atomic.atomic_path(path, force=force))
         tmp_script = stack.enter_context(atomic.atomic_path(script, force=force))
         tmp_program = stack.enter_context(atomic.atomic_path(program_path, force=force)) if program else None
-        tb.save(model, plan, tmp_model, session.name)
-        tmp_script.write_text(tb.script_source(plan, session.name) + (program[2] if program else ""), encoding="utf-8")
+        tb.save(model, plan, tmp_model, inp.name)
+        tmp_script.write_text(tb.script_source(plan, inp.name) + (program[2] if program else ""), encoding="utf-8")
         if program is not None:
             pb.save_program(program[0], program[1], tmp_program)
     progress(3, 3, "done")
@@ -222,11 +244,13 @@ def _write_torchao(session, path, force, progress, cancel) -> ExportResult:
     return ExportResult("torchao", files, notes, plan.to_dict())
 
 
-def _write_report(session, path, force, progress, cancel) -> ExportResult:
+def _write_report(inp: ExportInput, path, force, progress, cancel) -> ExportResult:
     from .report import render_report
 
     atomic.check_writable(path, force)
-    html = render_report(session, progress=progress, cancel=cancel)
+    if inp.report is None:
+        raise QuantvizError("report: the export input carries no report facts (build it with Session.export_input(\"report\"))")
+    html = render_report(inp.report, inp.sim, inp.specs, progress=progress, cancel=cancel)
     atomic.write_text(path, html, force=force)
     return ExportResult("report", [Path(path)])
 
@@ -235,15 +259,20 @@ WRITERS = {"json": _write_json, "onnx": _write_onnx, "aimet": _write_aimet, "tor
            "report": _write_report}
 
 
-def export(session, fmt: str, path: str | Path, *, force: bool = False, progress: Progress = null_progress,
-           cancel: Callable[[], bool] = lambda: False) -> ExportResult:
-    """Write the session's current config in format ``fmt`` to ``path``."""
+def check_format(fmt: str) -> str:
     fmt = str(fmt).lower()
     if fmt not in WRITERS:
         raise QuantvizError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
-    if not session.prepared and fmt != "torchao":
+    return fmt
+
+
+def export(inp: ExportInput, fmt: str, path: str | Path, *, force: bool = False, progress: Progress = null_progress,
+           cancel: Callable[[], bool] = lambda: False) -> ExportResult:
+    """Write ``inp``'s config in format ``fmt`` to ``path``."""
+    fmt = check_format(fmt)
+    if not inp.prepared and fmt != "torchao":
         raise QuantvizError("the session is not calibrated yet; open the model with its data first")
-    return WRITERS[fmt](session, Path(path), force, progress, cancel)
+    return WRITERS[fmt](inp, Path(path), force, progress, cancel)
 
 
-__all__ = ["export", "ExportResult", "FORMATS", "SUFFIX", "qparams_table", "json_document", "torchao_script_path", "pt2e_program_path"]
+__all__ = ["export", "ExportInput", "ExportResult", "check_format", "FORMATS", "SUFFIX", "qparams_table", "json_document", "torchao_script_path", "pt2e_program_path"]

@@ -1,22 +1,43 @@
-"""A self-contained HTML report of a session (charts as inline SVG, no Qt).
+"""A self-contained HTML report of a quantized model (charts as inline SVG, no Qt).
 
-Sections: model summary; float vs quantized metrics and sizes (the latest
-re-check of the current config, or a fresh one); the per-layer config table;
-the sensitivity heatmap and the search's Pareto plot when the session holds
-them (``session.extras["sensitivity"]`` / ``["search"]``); the weight and
+Sections: model summary; float vs quantized metrics and sizes (a re-check
+result of the config); the per-layer config table; the sensitivity heatmap
+and the search's Pareto plot when there are such results; the weight and
 activation histograms, with clip range and grid, of the most sensitive layers.
+
+It reports :class:`ReportFacts` (plain values the session gathers) and reads
+histograms from the simulation; it computes no metrics itself.
 """
 from __future__ import annotations
 
 import math
 import time
 from html import escape
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from ..core.fmt import fmt_bytes, fmt_metric
 from ..core.progress import Progress, null_progress
 from . import svg
+
+
+@dataclass
+class ReportFacts:
+    """What the report states about a model and its config (all plain values)."""
+
+    name: str
+    reference: str
+    kind: str
+    num_params: int
+    eval_samples: int
+    calib_samples: int
+    result: dict  # a re-check: {"label", "metrics", "float_metrics", "size"}
+    rows: list[dict]  # one per layer (Session.layer_row)
+    sensitivity: dict = field(default_factory=dict)  # method -> sensitivity result
+    scores: dict | None = None  # {"method", "bits", "metric", "scores": {layer: drop}} or None
+    search: dict | None = None
 
 CSS = """body{font-family:sans-serif;margin:24px;color:#222;max-width:1100px}
 table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
@@ -35,24 +56,11 @@ def _num(v, digits=4) -> str:
 
 
 def _metric(name: str, v) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    if name in ("accuracy", "top1_agreement"):
-        return f"{v * 100:.2f} %"
-    if name == "sqnr_db":
-        return f"{v:.1f} dB" if v < 199.9 else "identical"
-    return _num(v, 5)
+    return fmt_metric(name, v, missing="-")
 
 
 def _bytes(n) -> str:
-    if n is None:
-        return "-"
-    n = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
+    return fmt_bytes(n, missing="-")
 
 
 def _table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
@@ -165,13 +173,12 @@ def _points_from(search) -> tuple[list, list, str, str, tuple | None] | None:
     return P, F, str(search.get("x_label", "size (bytes)")), str(metric or "metric"), chosen
 
 
-def _histograms(session, names: list[str]) -> str:
+def _histograms(sim, specs: dict, names: list[str]) -> str:
     out = []
-    specs = session.specs
     for name in names:
         spec = specs[name]
-        h = session.sim.weight_histogram(name, bins=128)
-        wq = session.sim.quantize_weight(name, spec.weight)
+        h = sim.weight_histogram(name, bins=128)
+        wq = sim.quantize_weight(name, spec.weight)
         clip = grid = None
         if wq is not None and wq.qparams.groups == 1:
             qp = wq.qparams
@@ -179,10 +186,10 @@ def _histograms(session, names: list[str]) -> str:
             grid = [(q - z) * s for q in range(qp.qmin, qp.qmax + 1)] if qp.qmax - qp.qmin < 64 else None
             clip = ((qp.qmin - z) * s, (qp.qmax - z) * s)
         out.append(svg.histogram(h.edges, h.counts, title=f"{name} weights", clip=clip, grid=grid))
-        obs = session.sim.act_obs.get(name)
+        obs = sim.act_obs.get(name)
         if obs is not None:
             ah = obs.histogram().rebinned(128)
-            aq = session.sim.activation_qparams(name, spec.activation)
+            aq = sim.activation_qparams(name, spec.activation)
             aclip = agrid = None
             if aq is not None:
                 s, z = float(aq.scale[0]), int(aq.zero_point[0])
@@ -192,36 +199,39 @@ def _histograms(session, names: list[str]) -> str:
     return '<div class="charts">' + "".join(out) + "</div>"
 
 
-def most_sensitive(session, rows: list[dict], k: int = 4) -> list[str]:
-    score = session.analysis.scores.scores if session.analysis.scores else {}
+def most_sensitive(facts: ReportFacts, k: int = 4) -> tuple[list[str], str]:
+    """The ``k`` layers to show, and what they were ranked by (for the section's title)."""
+    names = {r["name"] for r in facts.rows}
+    sc = facts.scores or {}
+    score = {n: v for n, v in (sc.get("scores") or {}).items() if n in names}
     if score:
-        ranked = sorted((n for n in score if n in session.sim.by_name), key=lambda n: -_as_float(score[n]))
-        if ranked:
-            return ranked[:k]
-    quant = [r for r in rows if r["weight_sqnr_db"] is not None]
-    return [r["name"] for r in sorted(quant, key=lambda r: r["weight_sqnr_db"])[:k]]
+        ranked = sorted(score, key=lambda n: -_as_float(score[n]))
+        metric = sc.get("metric") or "output noise"
+        return ranked[:k], (f"ranked by {sc.get('method', 'e2e')} sensitivity: the {metric} drop when only the "
+                            f"layer is quantized to {sc.get('bits')} bits")
+    quant = [r for r in facts.rows if r["weight_sqnr_db"] is not None]
+    return ([r["name"] for r in sorted(quant, key=lambda r: r["weight_sqnr_db"])[:k]],
+            "ranked by weight SQNR under the current config (lowest first); run a sensitivity analysis "
+            "(quantviz export --sensitivity e2e) to rank by the model's metric")
 
 
 # -------------------------------------------------------------------- main
-def render_report(session, *, progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False) -> str:
-    progress(0, 4, "evaluating")
-    cfg_dict = session.config.to_dict()
-    res = next((r for r in reversed(session.results) if r.config == cfg_dict), None)
-    if res is None:
-        res = session.check(progress=progress, cancel=cancel, record=False)
-    progress(1, 4, "layer table")
-    rows = [session.layer_row(n) for n in session.layer_names]
-    parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>quantviz report: {escape(session.name)}</title>"
+def render_report(facts: ReportFacts, sim, specs: dict, *, progress: Progress = null_progress,
+                  cancel: Callable[[], bool] = lambda: False) -> str:
+    progress(0, 4, "summary")
+    res = facts.result
+    rows = facts.rows
+    parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>quantviz report: {escape(facts.name)}</title>"
              f"<style>{CSS}</style></head><body>",
-             f"<h1>quantviz report: {escape(session.name)}</h1>",
-             f'<p class="note">Generated {time.strftime("%Y-%m-%d %H:%M")} from {escape(str(session.bundle.reference))}.</p>',
+             f"<h1>quantviz report: {escape(facts.name)}</h1>",
+             f'<p class="note">Generated {time.strftime("%Y-%m-%d %H:%M")} from {escape(str(facts.reference))}.</p>',
              "<h2>Model</h2>",
-             _table(["", ""], [["source", escape(session.bundle.kind)], ["parameters", f"{session.num_params:,}"],
-                               ["quantizable layers", str(len(session.layers))],
-                               ["evaluation samples", str(len(session.eval_data))],
-                               ["calibration samples", str(len(session.calib_data))],
-                               ["config", escape(res.label)]])]
-    fm, qm, size = res.float_metrics, res.metrics, res.size
+             _table(["", ""], [["source", escape(facts.kind)], ["parameters", f"{facts.num_params:,}"],
+                               ["quantizable layers", str(len(rows))],
+                               ["evaluation samples", str(facts.eval_samples)],
+                               ["calibration samples", str(facts.calib_samples)],
+                               ["config", escape(res["label"])]])]
+    fm, qm, size = res["float_metrics"], res["metrics"], res["size"]
     names = [n for n in ("accuracy", "top1_agreement", "sqnr_db", "cosine") if n in qm] + sorted(
         set(qm) - {"accuracy", "top1_agreement", "sqnr_db", "cosine"})
     mrows = [[escape(n), _metric(n, fm.get(n)), _metric(n, qm.get(n))] for n in names]
@@ -244,23 +254,24 @@ def render_report(session, *, progress: Progress = null_progress, cancel: Callab
     parts += ["<h2>Per-layer config</h2>",
               _table(["layer", "type", "params", "w bits", "granularity", "mode", "w range", "a bits", "a range",
                       "w SQNR dB", "a SQNR dB", "size"], trows, left=2)]
-    sens = _matrix_from(session.analysis.sensitivity)
+    sens = _matrix_from(facts.sensitivity)
     if sens is not None:
         rws, cols, mat, label = sens
         parts += ["<h2>Sensitivity</h2>", svg.heatmap(rws, cols, mat, title="Sensitivity per layer and setting", value_label=label)]
-    search = _points_from(session.analysis.search)
+    search = _points_from(facts.search)
     if search is not None:
         P, F, xl, yl, chosen = search
         parts += ["<h2>Mixed-precision search</h2>", svg.scatter(P, front=F, chosen=chosen, title="Pareto front", xlabel=xl, ylabel=yl)]
     progress(3, 4, "histograms")
-    top = most_sensitive(session, rows)
+    top, ranked_by = most_sensitive(facts)
     if top:
         parts += ["<h2>Most sensitive layers</h2>",
-                  '<p class="note">Red lines: clip range; grey lines: grid points (grids up to 64 levels, per-tensor).</p>',
-                  _histograms(session, top)]
+                  f'<p class="note">{escape(ranked_by)}. Red lines: clip range; grey lines: grid points '
+                  '(grids up to 64 levels, per-tensor).</p>',
+                  _histograms(sim, specs, top)]
     parts.append("</body></html>\n")
     progress(4, 4, "done")
     return "\n".join(parts)
 
 
-__all__ = ["render_report", "most_sensitive"]
+__all__ = ["render_report", "most_sensitive", "ReportFacts"]

@@ -39,9 +39,11 @@ from ..core.progress import Progress, null_progress, scaled
 from ..core.size import SizeModel, SizeReport
 from ..core.spec import LayerSpec
 from ..io import atomic
+from ..io.jsonsafe import sanitize
 from ..io.config import ConfigError, QuantConfig, preset
 from .analysis import Analysis, AnalysisMixin
 from .events import Events
+from .exports import ExportsMixin
 from .undo import Edit, UndoHistory
 
 SESSION_FORMAT = "quantviz-session"
@@ -112,7 +114,7 @@ def _finite(v):
     return v
 
 
-class Session(AnalysisMixin):
+class Session(AnalysisMixin, ExportsMixin):
     def __init__(self, bundle: sources.ModelBundle, *, eval_data: Dataset, calib_data: Dataset,
                  config: QuantConfig | None = None, device: str = "cpu", batch_size: int = 64,
                  data_ref: str | None = None, calib_ref: str | None = None, cache_bytes: int | None = None):
@@ -496,17 +498,6 @@ def _json_default(o):
     except ImportError:
         pass
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def sanitize(obj):
-    """Replace non-finite floats by None, recursively (for strict JSON)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: sanitize(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [sanitize(v) for v in obj]
-    return obj
 
 
 __all__ = ["Session", "SessionError", "CheckResult", "CheckRequest", "ConfigChange", "sanitize"]

@@ -100,7 +100,7 @@ def test_session_keeps_results_and_reports_rank_agreement(res_session):
     # the extras survive JSON (what a saved session holds)
     import json
 
-    from quantviz.session.session import sanitize
+    from quantviz.io.jsonsafe import sanitize
 
     json.dumps(sanitize(res_session.analysis.to_dict()), allow_nan=False)
 

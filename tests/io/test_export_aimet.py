@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from quantviz.core.errors import SourceError
-from quantviz.io.aimet import AimetError, import_aimet
-from quantviz.io.export import export
+from quantviz.io.aimet import AimetError
 from quantviz.session import Session
 
 
@@ -47,14 +46,14 @@ def test_round_trip_gives_same_config_and_qparams(demo, tmp_path, setup):
         demo.edit_layers(["classifier.3"], {"weight": {"bits": None}, "activation": {"bits": None}})
         demo.set_range("features.7", "activation", 0.0, 3.0)
     path = tmp_path / "model.encodings"
-    export(demo, "aimet", path)
+    demo.export("aimet", path)
     doc = json.loads(path.read_text())
     assert doc["version"] == "1.0.0"
     p0 = doc["param_encodings"][0]
     assert {"name", "enc_type", "dtype", "bw", "is_sym", "scale", "offset"} <= set(p0)
     assert p0["name"] == "features.0.weight"
     before_specs, before_qp = demo.specs, _qparams(demo)
-    cfg = import_aimet(path, demo)
+    cfg = demo.import_aimet(path)
     after_specs = cfg.resolve_all(demo.layers)
     assert after_specs == before_specs
     demo.set_config(cfg)
@@ -71,7 +70,7 @@ def test_import_061_per_tensor_manual_range(demo):
                                                          "scale": 0.05, "offset": -8, "min": -0.4, "max": 0.35}]},
            "activation_encodings": {}}
     notes = []
-    cfg = import_aimet(enc, demo, tensors={}, notes=notes)
+    cfg = demo.import_aimet(enc, tensors={}, notes=notes)
     spec = cfg.resolve(demo.layer("classifier.3"))
     assert spec.weight.bits == 4 and spec.weight.granularity == "per_tensor" and spec.weight.symmetric
     qp = demo.sim.quantize_weight("classifier.3", spec.weight).qparams
@@ -83,10 +82,10 @@ def test_import_rejects_bad_files(demo, tmp_path):
     bad = tmp_path / "x.encodings"
     bad.write_text("{nope")
     with pytest.raises(AimetError, match="x.encodings"):
-        import_aimet(bad, demo, tensors={})
+        demo.import_aimet(bad, tensors={})
     with pytest.raises(AimetError, match="version"):
-        import_aimet({"version": "9.9", "param_encodings": []}, demo, tensors={})
+        demo.import_aimet({"version": "9.9", "param_encodings": []}, tensors={})
     notes = []
-    import_aimet({"version": "1.0.0", "param_encodings": [{"name": "nope.weight", "bw": 8, "scale": [1.0], "offset": [0]}],
-                  "activation_encodings": []}, demo, tensors={}, notes=notes)
+    demo.import_aimet({"version": "1.0.0", "param_encodings": [{"name": "nope.weight", "bw": 8, "scale": [1.0], "offset": [0]}],
+                       "activation_encodings": []}, tensors={}, notes=notes)
     assert any("nope.weight" in n for n in notes)

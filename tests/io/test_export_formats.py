@@ -9,7 +9,7 @@ import torch
 
 from quantviz.core.errors import SourceError
 from quantviz.io.atomic import OutputExists
-from quantviz.io.export import export, pt2e_program_path, torchao_script_path
+from quantviz.io.export import pt2e_program_path, torchao_script_path
 from quantviz.session import Session
 
 
@@ -26,7 +26,7 @@ def demo():
 
 def test_json_has_config_qparams_and_onnx_names(demo, tmp_path):
     p = tmp_path / "q.json"
-    export(demo, "json", p)
+    demo.export("json", p)
     doc = json.loads(p.read_text())
     assert doc["config"] == demo.config.to_dict()
     lay = doc["layers"]["classifier.1"]
@@ -43,9 +43,9 @@ def test_existing_file_needs_force_and_failure_leaves_nothing(demo, tmp_path, mo
     p = tmp_path / "q.json"
     p.write_text("keep me")
     with pytest.raises(OutputExists):
-        export(demo, "json", p)
+        demo.export("json", p)
     assert p.read_text() == "keep me"
-    export(demo, "json", p, force=True)
+    demo.export("json", p, force=True)
     assert json.loads(p.read_text())["format"] == "quantviz-export"
 
     from quantviz.io import onnx_export
@@ -55,7 +55,7 @@ def test_existing_file_needs_force_and_failure_leaves_nothing(demo, tmp_path, mo
 
     monkeypatch.setattr(onnx_export, "save_model", boom)
     with pytest.raises(RuntimeError):
-        export(demo, "onnx", tmp_path / "m.onnx")
+        demo.export("onnx", tmp_path / "m.onnx")
     assert sorted(x.name for x in tmp_path.iterdir()) == ["q.json"]  # no partial or temp file
 
 
@@ -63,14 +63,14 @@ def test_cancelled_export_writes_nothing(demo, tmp_path):
     from quantviz.core.errors import Cancelled
 
     with pytest.raises(Cancelled):
-        export(demo, "onnx", tmp_path / "m.onnx", cancel=lambda: True)
+        demo.export("onnx", tmp_path / "m.onnx", cancel=lambda: True)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_torchao_export_quantizes_linear_and_lists_simulated(demo, tmp_path):
     pytest.importorskip("torchao")
     p = tmp_path / "m.pt"
-    res = export(demo, "torchao", p)
+    res = demo.export("torchao", p)
     script = torchao_script_path(p)
     assert p.is_file() and script.is_file()
     saved = torch.load(p, weights_only=False)
@@ -90,7 +90,7 @@ def test_torchao_export_quantizes_linear_and_lists_simulated(demo, tmp_path):
 def test_torchao_export_writes_the_pt2e_int8_program_for_convolutions(demo, tmp_path):
     pytest.importorskip("torchao")
     p = tmp_path / "m.pt"
-    res = export(demo, "torchao", p)
+    res = demo.export("torchao", p)
     prog = pt2e_program_path(p)
     assert prog in res.paths and prog.is_file()
     assert any("pt2e int8 program" in n and "features.0" in n for n in res.notes)
@@ -113,7 +113,7 @@ def test_torchao_script_applies_the_pt2e_flow_to_a_fresh_model(tmp_path):
     s = Session.open("demo")
     s.apply_preset("W8A8")
     p = tmp_path / "m.pt"
-    export(s, "torchao", p)
+    s.export("torchao", p)
     ns: dict = {}
     exec(torchao_script_path(p).read_text(), ns)
     assert set(ns["PT2E_INPUT_RANGES"]) == set(s.layer_names)
@@ -136,7 +136,7 @@ def test_report_is_self_contained_html_with_charts(demo, tmp_path):
                              "metric": "accuracy", "candidates": 2}
     p = tmp_path / "r.html"
     try:
-        export(demo, "report", p)
+        demo.export("report", p)
     finally:
         demo.clear_analysis()
     html = p.read_text()
@@ -147,5 +147,5 @@ def test_report_is_self_contained_html_with_charts(demo, tmp_path):
     for name in demo.layer_names:
         assert name in html
     p2 = tmp_path / "r2.html"
-    export(demo, "report", p2)
+    demo.export("report", p2)
     assert "Sensitivity" not in p2.read_text()  # skipped when not computed

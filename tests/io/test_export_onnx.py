@@ -11,7 +11,6 @@ from quantviz.core.backends import onnxrt  # noqa: E402
 from quantviz.core.errors import SourceError  # noqa: E402
 from quantviz.core.fakequant import iterate_outputs  # noqa: E402
 from quantviz.core.qparams import sqnr_db  # noqa: E402
-from quantviz.io.export import export  # noqa: E402
 from quantviz.io.onnx_export import build_qdq  # noqa: E402
 from quantviz.session import Session  # noqa: E402
 
@@ -34,7 +33,7 @@ def _mixed(s):
 
 
 def _run(s, path):
-    export(s, "onnx", path)
+    s.export("onnx", path)
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     sess = onnxrt.make_session(path.read_bytes())

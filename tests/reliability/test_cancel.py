@@ -151,7 +151,7 @@ def test_cancel_sensitivity_search_and_export_at_every_point(model, tmp_path):
             consistent()
             assert list(folder.iterdir()) == []  # neither the file nor a temporary
 
-        _cancel_everywhere(lambda c: export_mod.export(s, fmt, target, cancel=c), exported_nothing)
+        _cancel_everywhere(lambda c: s.export(fmt, target, cancel=c), exported_nothing)
         assert target.exists()
         for p in folder.iterdir():
             p.unlink()

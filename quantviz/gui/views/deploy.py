@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QAbstractItemView, QAbstractScrollArea, QDialog, QDialogButtonBox, QHeaderView, QLabel, QTableWidget,
                                QTableWidgetItem, QVBoxLayout)
 
-from .layer_model import fmt_bytes
+from ...core.fmt import fmt_bytes
 
 ROWS = (("float", "float (torch)"), ("torchao", "torchao quantize_"), ("pt2e", "pt2e → oneDNN int8"),
         ("onnxruntime_float", "ONNX Runtime float"), ("onnxruntime", "ONNX Runtime QDQ"))

@@ -16,7 +16,7 @@ from typing import Callable
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor
 
-from ...core.size import fmt_bytes as size_fmt_bytes
+from ...core.fmt import fmt_bytes as _fmt_bytes
 from ...core.size import layer_weight_bytes
 from ...core.spec import LayerSpec
 
@@ -49,7 +49,7 @@ GRAN_LABEL = {"per_tensor": "per-tensor", "per_channel": "per-channel", "per_gro
 
 
 def fmt_bytes(n: float | None) -> str:
-    return size_fmt_bytes(n, missing="")
+    return _fmt_bytes(n, missing="")
 
 
 def field_patch(field: str, value) -> dict:

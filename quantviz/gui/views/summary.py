@@ -19,6 +19,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from ...core.evaluate import primary_metric
+from ...core.fmt import fmt_bytes, fmt_metric
 from .. import theme
 from ..bridge import SessionFollower
 
@@ -35,44 +37,6 @@ SIZE_ROWS = [
     ("compression", "Compression", "Float size divided by quantized size."),
     ("avg_bits", "Bits / weight", "Weight bits averaged over all weights of the quantizable layers (float weights count 32)."),
 ]
-
-
-def fmt_metric(name: str, v: float | None, band: list | None = None) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    if name in ("accuracy", "top1_agreement"):
-        s = f"{v * 100:.2f}%"
-        if band:
-            s = f"{v * 100:.1f}% ± {max(v - band[0], band[1] - v) * 100:.1f}"
-        return s
-    if name == "sqnr_db":
-        if v >= 199.9:
-            return "identical"
-        s = f"{v:.1f} dB"
-        if band and all(math.isfinite(b) for b in band):
-            s = f"{v:.1f} ± {max(v - band[0], band[1] - v):.1f} dB"
-        return s
-    if name == "cosine":
-        s = f"{v:.5f}"
-        if band:
-            s = f"{v:.4f} ± {max(v - band[0], band[1] - v):.4f}"
-        return s
-    return f"{v:.4g}"
-
-
-def fmt_mb(n: float | None) -> str:
-    if n is None:
-        return "–"
-    if n < 1024 * 1024:
-        return f"{n / 1024:.1f} KB"
-    return f"{n / 1024 / 1024:.2f} MB"
-
-
-def primary_metric(float_metrics: dict) -> str:
-    if "accuracy" in float_metrics:
-        return "accuracy"
-    extra = [k for k in float_metrics if k not in ("sqnr_db", "cosine", "top1_agreement")]
-    return extra[0] if extra else "sqnr_db"
 
 
 LEFT_WIDTH = 400
@@ -237,8 +201,8 @@ class SummaryPanel(SessionFollower, QWidget):
             cells[3].setText(self._delta(key, f, q) if self._estimate is None else "")
         size = self._size or {}
         fb, qb = size.get("float_bytes"), size.get("quantized_bytes")
-        self.cells["bytes"][1].setText(fmt_mb(fb))
-        self.cells["bytes"][2].setText(fmt_mb(qb))
+        self.cells["bytes"][1].setText(fmt_bytes(fb))
+        self.cells["bytes"][2].setText(fmt_bytes(qb))
         self.cells["bytes"][3].setText(f"−{(1 - qb / fb) * 100:.0f}%" if fb and qb is not None else "")
         comp = size.get("compression")
         self.cells["compression"][1].setText("1.00×" if fb else "–")
