@@ -38,3 +38,140 @@ def test_the_probe_would_notice_qt():
                          env={"QT_QPA_PLATFORM": "offscreen", **__import__("os").environ})
     assert out.returncode == 0, out.stderr
     assert "PySide6.QtCore" in json.loads(out.stdout.strip().splitlines()[-1])["qt"]
+
+
+# ---------------------------------------------------------------- layering
+import ast  # noqa: E402
+
+PKG = ROOT / "quantviz"
+QT = ("PySide6", "shiboken6", "pyqtgraph", "PyQt5", "PyQt6")
+# what each layer may import from quantviz (besides itself); cli reaches the app only through quantviz.gui.start
+ALLOWED = {
+    "core": {"core"},
+    "io": {"core", "io"},
+    "session": {"core", "io", "session"},
+    "cli": {"core", "io", "session", "cli", "gui:entry"},
+    "gui": {"core", "io", "session", "gui"},
+}
+
+
+def _modules(root: Path = PKG) -> dict[str, Path]:
+    out = {}
+    for p in root.rglob("*.py"):
+        parts = list(p.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = p
+    return out
+
+
+def _imports(mod: str, path: Path, known: dict) -> list[tuple[str, int]]:
+    """Every import in the file (top level and inside functions), resolved to module names."""
+    found = []
+    is_pkg = path.name == "__init__.py"
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+                base = base[:len(base) - (node.level - 1)]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            for a in node.names:
+                cand = f"{prefix}.{a.name}"
+                found.append((cand if cand in known else prefix, node.lineno))
+    return found
+
+
+def _owner(name: str, known: dict) -> str:
+    while name not in known and "." in name:
+        name = name.rsplit(".", 1)[0]
+    return name
+
+
+def layering_violations(root: Path = PKG) -> list[str]:
+    known = _modules(root)
+    bad = []
+    for mod, path in sorted(known.items()):
+        parts = mod.split(".")
+        layer = parts[1] if len(parts) > 1 and parts[1] in ALLOWED else None
+        for name, line in _imports(mod, path, known):
+            top = name.split(".")[0]
+            where = f"{path.relative_to(root.parent)}:{line}"
+            if top in QT and layer != "gui":
+                bad.append(f"{where}: {mod} imports {name} (only quantviz.gui may import Qt)")
+            if top != "quantviz" or layer is None:
+                continue
+            target = name.split(".")
+            tlayer = target[1] if len(target) > 1 else None
+            if tlayer is None or tlayer == layer:
+                continue
+            allowed = ALLOWED[layer]
+            if tlayer == "gui" and "gui:entry" in allowed and _owner(name, known) == "quantviz.gui":
+                continue
+            if tlayer not in allowed:
+                bad.append(f"{where}: {mod} imports {name} ({layer} may import only {', '.join(sorted(allowed))})")
+    return bad
+
+
+def import_cycles(root: Path = PKG) -> list[list[str]]:
+    known = _modules(root)
+    graph = {m: {_owner(n, known) for n, _ in _imports(m, p, known) if n.startswith("quantviz")} - {m}
+             for m, p in known.items()}
+    index, low, stack, on, cycles, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in graph:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_every_layer_imports_only_the_layers_below_it():
+    assert layering_violations() == []
+
+
+def test_no_import_cycle_in_the_package():
+    assert import_cycles() == []
+
+
+def test_the_contract_checks_would_catch_a_breach(tmp_path):
+    """A core module importing the session, io importing Qt, and a two-module circle are all named."""
+    pkg = tmp_path / "quantviz"
+    for sub in ("core", "io", "session"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "core" / "a.py").write_text("from ..session import s\nfrom . import b\n")
+    (pkg / "core" / "b.py").write_text("def f():\n    from .a import g\n")
+    (pkg / "io" / "x.py").write_text("import PySide6.QtCore\n")
+    (pkg / "session" / "s.py").write_text("")
+    bad = layering_violations(pkg)
+    assert any("quantviz/core/a.py:1: quantviz.core.a imports quantviz.session.s" in b for b in bad)
+    assert any("quantviz.io.x imports PySide6.QtCore" in b for b in bad)
+    assert import_cycles(pkg) == [["quantviz.core.a", "quantviz.core.b"]]

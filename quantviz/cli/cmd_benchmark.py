@@ -9,7 +9,7 @@ after warm-up, the accuracy each reaches, and which layers ran real kernels.
 """
 from __future__ import annotations
 
-from ..session.deploy import BACKENDS, benchmark
+from ..session.deploy import BACKENDS
 from .common import CLIError, ProgressBar, add_common_args, add_model_args, fmt_bytes, open_session, print_json, table
 
 
@@ -34,7 +34,7 @@ def run(args) -> int:
     session = open_session(args)
     bar = ProgressBar(True if args.progress else None)
     try:
-        rep = benchmark(session, batch=args.batch, repeats=args.repeats, backends=backends, progress=bar)
+        rep = session.run_benchmark(batch=args.batch, repeats=args.repeats, backends=backends, progress=bar)
     finally:
         bar.close()
     if args.json:

@@ -17,7 +17,8 @@ one unit and report the same numbers.
 
 These functions take :class:`Parts` (the simulation, data, reference and base
 specs) and return results; they never store anything. The session keeps the
-results and tells its listeners (``Session.run_sensitivity``).
+results and tells its listeners (``Session.run_sensitivity``); every method
+runs by name through :func:`quantviz.core.methods.run`.
 """
 from __future__ import annotations
 
@@ -244,39 +245,5 @@ def result_of(p: Parts, method, bits, act_bits, groups, cells, seconds) -> dict:
             "layers": layers, "seconds": seconds, "key": fingerprint(p)}
 
 
-def run(parts: Parts, method: str = "e2e", *, bits=DEFAULT_BITS, act_bits=(), progress: Progress = null_progress,
-        cancel: Callable[[], bool] = lambda: False, **options) -> dict:
-    """Run sensitivity ``method`` and return its result (``options`` go to the method:
-    ``sketch``/``sketch_ratio`` for local, ``iters``/``max_samples`` for hessian).
-
-    The simulation is left as it was (``parts.base_specs`` applied)."""
-    from . import proxies
-
-    if method not in METHODS:
-        raise SensitivityError(f"unknown sensitivity method {method!r} (choose from {', '.join(METHODS)})")
-    bits = tuple(sorted({int(b) for b in bits}))
-    act_bits = tuple(sorted({int(b) for b in act_bits})) if method != "hessian" else ()
-    try:
-        if method in ("e2e", "loo"):
-            res = sweep(parts, method, bits=bits, act_bits=act_bits, progress=progress, cancel=cancel)
-        elif method == "local":
-            res = proxies.local(parts, bits=bits, act_bits=act_bits, progress=progress, cancel=cancel, **options)
-        else:
-            res = proxies.hessian(parts, bits=bits, progress=progress, cancel=cancel, **options)
-    finally:
-        parts.sim.apply(parts.base_specs)
-    res["options"] = dict(options)  # a cached result must match the method's options
-    return res
-
-
-def matches(result: dict | None, parts: Parts, method: str, bits, act_bits, options: dict) -> bool:
-    """Was ``result`` computed for these parts and settings (so it can be reused)?"""
-    if not result:
-        return False
-    act = sorted({int(b) for b in act_bits}) if method != "hessian" else []
-    return (result.get("key") == fingerprint(parts) and result.get("bits") == sorted({int(b) for b in bits})
-            and result.get("act_bits") == act and result.get("options", {}) == dict(options))
-
-
-__all__ = ["DEFAULT_BITS", "DEFAULT_ACT_BITS", "METHODS", "Parts", "run", "matches", "sweep", "result_of",
+__all__ = ["DEFAULT_BITS", "DEFAULT_ACT_BITS", "METHODS", "Parts", "sweep", "result_of",
            "tie_groups", "primary_metric", "drops", "weight_setting", "act_setting", "fingerprint", "SensitivityError"]

@@ -84,7 +84,7 @@ def run_search(win, **budget) -> None:
 
 def run_benchmark(win) -> None:
     """Build and time the real quantized models of the current config (a job; the report opens when done)."""
-    from ..session.deploy import BACKENDS, benchmark
+    from ..session.deploy import BACKENDS
 
     s = win.session
     if s is None:
@@ -92,7 +92,7 @@ def run_benchmark(win) -> None:
     backends = tuple(b for b in BACKENDS if _available(b))
 
     def job(progress, cancel):
-        return benchmark(s, backends=backends, progress=progress, cancel=cancel)
+        return s.run_benchmark(backends=backends, progress=progress, cancel=cancel)
 
     def done(rep):
         if s is not win.session:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..core import methods
 from ..core import search as search_mod
 from ..core import sensitivity as sens
 from ..core.progress import Progress, null_progress, scaled
@@ -90,9 +91,9 @@ class AnalysisMixin:
         with self.lock:
             p = self.parts(ties)
             old = self.analysis.sensitivity.get(method)
-            if not force and sens.matches(old, p, method, bits, act_bits, options):
+            if not force and methods.matches(old, p, method, bits, act_bits, options):
                 return old
-            res = sens.run(p, method, bits=bits, act_bits=act_bits, progress=progress, cancel=cancel, **options)
+            res = methods.run(p, method, bits=bits, act_bits=act_bits, progress=progress, cancel=cancel, **options)
             self._store_sensitivity(method, res)
         self.events.emit("analysis_changed", what="sensitivity", method=method)
         return res
@@ -137,6 +138,16 @@ class AnalysisMixin:
         if name:
             cfg.name = name
         return cfg.to_dict()
+
+    def run_benchmark(self, *, batch: int = 32, repeats: int = 20, backends=None, progress: Progress = null_progress,
+                      cancel: Callable[[], bool] = lambda: False) -> dict:
+        """Build and time the real quantized models of the current config (:mod:`.deploy`) and keep the report."""
+        from .deploy import BACKENDS, benchmark
+
+        rep = benchmark(self, batch=batch, repeats=repeats, backends=BACKENDS if backends is None else backends,
+                        progress=progress, cancel=cancel)
+        self.set_deploy(rep)
+        return rep
 
     def set_deploy(self, report: dict) -> None:
         """Keep a real-model measurement (:func:`quantviz.session.deploy.benchmark`)."""

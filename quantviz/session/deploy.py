@@ -49,37 +49,121 @@ def _interleaved_latency_ms(calls: dict, *, warmup: int = 3, repeats: int = 20) 
     return {k: float(statistics.median(v)) for k, v in times.items()}
 
 
-def _pt2e_entry(session, specs, x, simulated_out, labels, calls: dict) -> dict:
-    import torch
+class _Bench:
+    """One benchmark run: the measured entries, and one timed call per model (timed together at the end)."""
 
-    from ..core.backends import pt2e_backend as pb
-    from ..core.backends.torchao_backend import state_bytes
-    from ..core.qparams import sqnr_db
+    def __init__(self, session, batch: int):
+        self.s = session
+        self.specs = dict(session.specs)
+        self.x = session.eval_data.subset(batch).x
+        self.calls: dict = {}
+        self.labels = None
+        self.simulated_out = None
 
-    if not isinstance(x, torch.Tensor):
-        raise QuantvizError("pt2e: only models that take one tensor are supported (leave pt2e out of the backends)")
-    calib = [xb for xb, _ in session.calib_data.batches(session.batch_size)]
-    with session.lock:
-        model, converted, plan = pb.build(session.sim, specs, calib, x)
-    with torch.no_grad():
-        xs = torch.cat([xb for xb, _ in session.eval_data.batches(session.batch_size)])
-        out = pb.run_batched(model, xs, x.shape[0])
-    calls["pt2e"] = lambda: model(x)
-    return {"size_bytes": state_bytes(converted.state_dict()), "accuracy": _acc(out, labels),
-            "sqnr_db_vs_simulated": sqnr_db(simulated_out, out), "real_kernels": list(plan.kernels),
-            "simulated": plan.simulated}
+    def outputs(self, model):
+        import torch
+
+        from ..core.fakequant import iterate_outputs
+
+        outs, labels = [], []
+        for _, o, y in iterate_outputs(model, self.s.eval_data, device="cpu"):
+            outs.append(o)
+            if y is not None:
+                labels.append(y)
+        return torch.cat(outs), (torch.cat(labels) if labels else None)
+
+    def float_and_simulated(self, rep: dict) -> None:
+        import torch
+
+        from ..core.backends.torchao_backend import state_bytes
+        from ..core.data import call_model
+
+        fmodel, s = self.s.sim.float_model, self.s
+        with torch.no_grad():
+            fo, self.labels = self.outputs(fmodel)
+            rep["float"] = {"size_bytes": state_bytes(fmodel.state_dict()), "accuracy": _acc(fo, self.labels)}
+            self.calls["float"] = lambda: call_model(fmodel, self.x)
+            with s.lock:
+                s.sim.apply(self.specs)
+                self.simulated_out, _ = self.outputs(s.sim.qmodel)
+        rep["simulated"] = {"accuracy": _acc(self.simulated_out, self.labels)}
+
+    def torchao(self) -> dict:
+        import torch
+
+        from ..core.backends import torchao_backend as tb
+        from ..core.data import call_model
+        from ..core.qparams import sqnr_db
+
+        with self.s.lock:
+            model, plan = tb.build(self.s.sim, self.specs)
+        with torch.no_grad():
+            out, _ = self.outputs(model)
+        self.calls["torchao"] = lambda: call_model(model, self.x)
+        return {"size_bytes": tb.state_bytes(model.state_dict()), "accuracy": _acc(out, self.labels),
+                "sqnr_db_vs_simulated": sqnr_db(self.simulated_out, out), "real_kernels": plan.to_dict()["kernels"],
+                "simulated": plan.simulated}
+
+    def pt2e(self) -> dict:
+        import torch
+
+        from ..core.backends import pt2e_backend as pb
+        from ..core.backends.torchao_backend import state_bytes
+        from ..core.qparams import sqnr_db
+
+        s, x = self.s, self.x
+        if not isinstance(x, torch.Tensor):
+            raise QuantvizError("pt2e: only models that take one tensor are supported (leave pt2e out of the backends)")
+        calib = [xb for xb, _ in s.calib_data.batches(s.batch_size)]
+        with s.lock:
+            model, converted, plan = pb.build(s.sim, self.specs, calib, x)
+        with torch.no_grad():
+            xs = torch.cat([xb for xb, _ in s.eval_data.batches(s.batch_size)])
+            out = pb.run_batched(model, xs, x.shape[0])
+        self.calls["pt2e"] = lambda: model(x)
+        return {"size_bytes": state_bytes(converted.state_dict()), "accuracy": _acc(out, self.labels),
+                "sqnr_db_vs_simulated": sqnr_db(self.simulated_out, out), "real_kernels": list(plan.kernels),
+                "simulated": plan.simulated}
+
+    def onnxruntime(self, rep: dict) -> None:
+        import torch
+
+        from ..core.backends import onnxrt
+        from ..core.qparams import sqnr_db
+        from ..io.onnx_export import build_qdq, export_float
+
+        s = self.s
+        with s.lock:
+            ex = build_qdq(s.sim, self.specs, s.eval_data.first_input())
+        qbytes = ex.model.SerializeToString()
+        fproto, _, _ = export_float(s.sim.float_model, s.eval_data.first_input())
+        fbytes = fproto.SerializeToString()
+        qs = onnxrt.make_session(qbytes, threads=torch.get_num_threads())
+        fs = onnxrt.make_session(fbytes, threads=torch.get_num_threads())
+        qo, _ = onnxrt.run_dataset(qs, s.eval_data)
+        quantized = [n for n, sp in self.specs.items() if sp.weight.bits is not None or sp.activation.bits is not None]
+        qf, ff = onnxrt.feeds(qs, self.x), onnxrt.feeds(fs, self.x)
+        self.calls["onnxruntime"] = lambda: qs.run(None, qf)
+        self.calls["onnxruntime_float"] = lambda: fs.run(None, ff)
+        rep["onnxruntime"] = {"size_bytes": len(qbytes), "accuracy": _acc(qo, self.labels),
+                              "sqnr_db_vs_simulated": sqnr_db(self.simulated_out, qo),
+                              "qdq_layers": [n for n in quantized if n not in ex.unmapped], "unmapped": ex.unmapped}
+        rep["onnxruntime_float"] = {"size_bytes": len(fbytes)}
+
+    def time_all(self, rep: dict, repeats: int) -> None:
+        import torch
+
+        with torch.no_grad():
+            for k, ms in _interleaved_latency_ms(self.calls, repeats=repeats).items():
+                rep[k]["latency_ms"] = ms
+        for k in BACKENDS:
+            if k in rep and "error" not in rep[k]:
+                base = rep["onnxruntime_float"] if k == "onnxruntime" else rep["float"]
+                rep[k]["size_ratio"] = rep[k]["size_bytes"] / base["size_bytes"]
+                rep[k]["speedup"] = base["latency_ms"] / rep[k]["latency_ms"] if rep[k]["latency_ms"] else None
 
 
-def benchmark(session, *, batch: int = 32, repeats: int = 20, backends=BACKENDS,
-              progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False) -> dict:
-    """The report: ``float``, ``simulated`` and one entry per backend (size_bytes, latency_ms, accuracy, ...)."""
-    import torch
-
-    from ..core.backends.torchao_backend import state_bytes
-    from ..core.data import call_model
-    from ..core.fakequant import iterate_outputs
-    from ..core.qparams import sqnr_db
-
+def _check_args(session, backends, batch: int, repeats: int) -> None:
     bad = [b for b in backends if b not in BACKENDS]
     if bad:
         raise QuantvizError(f"unknown backend {bad[0]!r} (choose from {', '.join(BACKENDS)})")
@@ -87,7 +171,17 @@ def benchmark(session, *, batch: int = 32, repeats: int = 20, backends=BACKENDS,
         raise QuantvizError("batch and repeats must be at least 1")
     if not session.prepared:
         raise QuantvizError("the session is not calibrated yet; open the model with its data first")
-    steps = 3 + len(backends)
+
+
+def benchmark(session, *, batch: int = 32, repeats: int = 20, backends=BACKENDS,
+              progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False) -> dict:
+    """The report: ``float``, ``simulated`` and one entry per backend (size_bytes, latency_ms, accuracy, ...).
+
+    It returns the report; ``Session.run_benchmark`` also keeps it in the session."""
+    import torch
+
+    _check_args(session, backends, batch, repeats)
+    steps = 2 + len(backends)
     done = [0]
 
     def step(what: str) -> None:
@@ -96,79 +190,25 @@ def benchmark(session, *, batch: int = 32, repeats: int = 20, backends=BACKENDS,
         progress(done[0], steps, what)
         done[0] += 1
 
-    specs = dict(session.specs)
-    x = session.eval_data.subset(batch).x
-    fmodel = session.sim.float_model
-
-    def torch_outputs(model):
-        outs, labels = [], []
-        for _, o, y in iterate_outputs(model, session.eval_data, device="cpu"):
-            outs.append(o)
-            if y is not None:
-                labels.append(y)
-        return torch.cat(outs), (torch.cat(labels) if labels else None)
-
-    calls: dict = {}  # key -> one timed call; timed together at the end
-    step("float model")
-    with torch.no_grad():
-        fo, labels = torch_outputs(fmodel)
-        rep = {"model": session.name, "config": session.config.to_dict(), "batch": batch, "repeats": repeats,
-               "threads": torch.get_num_threads(),
-               "float": {"size_bytes": state_bytes(fmodel.state_dict()), "accuracy": _acc(fo, labels)}}
-        calls["float"] = lambda: call_model(fmodel, x)
-        step("simulated model")
-        with session.lock:
-            session.sim.apply(specs)
-            so, _ = torch_outputs(session.sim.qmodel)
-        rep["simulated"] = {"accuracy": _acc(so, labels)}
+    bench = _Bench(session, batch)
+    rep = {"model": session.name, "config": session.config.to_dict(), "batch": batch, "repeats": repeats,
+           "threads": torch.get_num_threads()}
+    step("float and simulated models")
+    bench.float_and_simulated(rep)
     if "torchao" in backends:
         step("torchao (quantize_)")
-        from ..core.backends import torchao_backend as tb
-
-        with session.lock:
-            model, plan = tb.build(session.sim, specs)
-        with torch.no_grad():
-            to, _ = torch_outputs(model)
-            calls["torchao"] = lambda: call_model(model, x)
-            rep["torchao"] = {"size_bytes": state_bytes(model.state_dict()),
-                              "accuracy": _acc(to, labels), "sqnr_db_vs_simulated": sqnr_db(so, to),
-                              "real_kernels": plan.to_dict()["kernels"], "simulated": plan.simulated}
+        rep["torchao"] = bench.torchao()
     if "pt2e" in backends:
         step("pt2e (oneDNN int8)")
         try:
-            rep["pt2e"] = _pt2e_entry(session, specs, x, so, labels, calls)
+            rep["pt2e"] = bench.pt2e()
         except QuantvizError as exc:  # a model torch.export cannot take: the other backends still report
             rep["pt2e"] = {"error": str(exc)}
     if "onnxruntime" in backends:
         step("ONNX Runtime")
-        from ..core.backends import onnxrt
-        from ..io.onnx_export import build_qdq, export_float
-
-        with session.lock:
-            ex = build_qdq(session.sim, specs, session.eval_data.first_input())
-        qbytes = ex.model.SerializeToString()
-        fproto, _, _ = export_float(fmodel, session.eval_data.first_input())
-        fbytes = fproto.SerializeToString()
-        threads = torch.get_num_threads()
-        qs = onnxrt.make_session(qbytes, threads=threads)
-        fs = onnxrt.make_session(fbytes, threads=threads)
-        qo, _ = onnxrt.run_dataset(qs, session.eval_data)
-        quantized = [n for n, s in specs.items() if s.weight.bits is not None or s.activation.bits is not None]
-        qf, ff = onnxrt.feeds(qs, x), onnxrt.feeds(fs, x)
-        calls["onnxruntime"] = lambda: qs.run(None, qf)
-        calls["onnxruntime_float"] = lambda: fs.run(None, ff)
-        rep["onnxruntime"] = {"size_bytes": len(qbytes), "accuracy": _acc(qo, labels), "sqnr_db_vs_simulated": sqnr_db(so, qo),
-                              "qdq_layers": [n for n in quantized if n not in ex.unmapped], "unmapped": ex.unmapped}
-        rep["onnxruntime_float"] = {"size_bytes": len(fbytes)}
+        bench.onnxruntime(rep)
     step("timing")
-    with torch.no_grad():
-        for k, ms in _interleaved_latency_ms(calls, repeats=repeats).items():
-            rep[k]["latency_ms"] = ms
-    for k in BACKENDS:
-        if k in rep and "error" not in rep[k]:
-            base = rep["onnxruntime_float"] if k == "onnxruntime" else rep["float"]
-            rep[k]["size_ratio"] = rep[k]["size_bytes"] / base["size_bytes"]
-            rep[k]["speedup"] = base["latency_ms"] / rep[k]["latency_ms"] if rep[k]["latency_ms"] else None
+    bench.time_all(rep, repeats)
     progress(steps, steps, "done")
     return rep
 

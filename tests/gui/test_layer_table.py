@@ -137,20 +137,3 @@ def test_thousands_of_layers_compute_only_what_is_shown(qtbot):
     p.filter_edit.setText("2999")
     assert column(p, "name") == ["2999"]
 
-
-@pytest.mark.parametrize("module", ["quantviz.gui.views.layer_table", "quantviz.gui.views.summary",
-                                    "quantviz.gui.views.jobs"])
-def test_widget_modules_run_alone(module):
-    """``python -m <module>`` opens the widget alone on the demo and exits cleanly.
-
-    Run in a subprocess: the module's own event loop quits the application,
-    which must not leak into the other tests' QApplication.
-    """
-    import os
-    import subprocess
-    import sys
-
-    env = dict(os.environ, QUANTVIZ_SMOKE_MS="300", QT_QPA_PLATFORM="offscreen")
-    proc = subprocess.run([sys.executable, "-m", module], env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr

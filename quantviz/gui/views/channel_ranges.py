@@ -110,3 +110,21 @@ class ChannelRangeView(QWidget):
             return
         x = np.arange(len(channel_lo), dtype=float)
         self._clip.setData(np.concatenate([x, x]), np.concatenate([channel_lo, channel_hi]).astype(float))
+
+
+def main() -> int:  # pragma: no cover - a look at the widget alone
+    from ...core.preview import channel_ranges
+    from ..launch import standalone
+
+    def build(session):
+        name = session.layer_names[0]
+        w = ChannelRangeView()
+        w.set_channels(channel_ranges(session.sim, name), None, None, session.spec(name).weight.granularity)
+        w.resize(700, 300)
+        return w
+
+    return standalone(build)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

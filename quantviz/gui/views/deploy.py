@@ -97,3 +97,18 @@ class DeployReport(QDialog):
         self.notes.setText("<br>".join(lines))
         self.table.resizeColumnsToContents()
         self.resize(max(self.width(), self.sizeHint().width()), self.sizeHint().height())
+
+
+def main() -> int:  # pragma: no cover - a look at the widget alone
+    from ..launch import standalone
+
+    def build(session):
+        w = DeployReport()
+        w.set_report(session.run_benchmark(backends=(), repeats=3))
+        return w
+
+    return standalone(build)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from ...session.session import Session
-    from ..launch import create_app
+    from ..launch import create_app, smoke_quit
 
     ap = argparse.ArgumentParser(prog="python -m quantviz.gui.views.histogram")
     ap.add_argument("--model", default="demo")
@@ -420,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         panel.grab().save(args.png)
         return 0
     panel.show()
+    smoke_quit(app)
     return app.exec()
 
 

@@ -156,7 +156,7 @@ def main() -> int:  # pragma: no cover - a look at the widget alone
     def build(session):
         for p in ("W8", "W4", "W3"):
             session.check(config=preset(p))
-        session.run_search(avg_bits=4)
+        session.run_search(avg_bits=4, bits=(2, 4, 8), pareto_steps=3)
         w = ParetoView()
         w.set_session(session)
         w.resize(800, 480)

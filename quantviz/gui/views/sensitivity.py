@@ -227,8 +227,8 @@ def main() -> int:  # pragma: no cover - a look at the widget alone
     from ..launch import standalone
 
     def build(session):
-        session.run_sensitivity("e2e")
-        session.run_sensitivity("local")
+        session.run_sensitivity("e2e", bits=(2, 4, 8))
+        session.run_sensitivity("local", bits=(2, 4, 8))
         w = SensitivityView()
         w.set_session(session)
         w.resize(1000, 420)

@@ -1,0 +1,46 @@
+"""Sensitivity methods by name: :func:`run` dispatches to the sweeps
+(:func:`.sensitivity.sweep`: ``e2e``, ``loo``) or the proxies
+(:mod:`.proxies`: ``local``, ``hessian``); :func:`matches` tells whether a
+stored result was computed for the same inputs and settings."""
+from __future__ import annotations
+
+from typing import Callable
+
+from . import proxies
+from .progress import Progress, null_progress
+from .sensitivity import DEFAULT_BITS, METHODS, Parts, SensitivityError, fingerprint, sweep
+
+
+def run(parts: Parts, method: str = "e2e", *, bits=DEFAULT_BITS, act_bits=(), progress: Progress = null_progress,
+        cancel: Callable[[], bool] = lambda: False, **options) -> dict:
+    """Run sensitivity ``method`` and return its result (``options`` go to the method:
+    ``sketch``/``sketch_ratio`` for local, ``iters``/``max_samples`` for hessian).
+
+    The simulation is left as it was (``parts.base_specs`` applied)."""
+    if method not in METHODS:
+        raise SensitivityError(f"unknown sensitivity method {method!r} (choose from {', '.join(METHODS)})")
+    bits = tuple(sorted({int(b) for b in bits}))
+    act_bits = tuple(sorted({int(b) for b in act_bits})) if method != "hessian" else ()
+    try:
+        if method in ("e2e", "loo"):
+            res = sweep(parts, method, bits=bits, act_bits=act_bits, progress=progress, cancel=cancel)
+        elif method == "local":
+            res = proxies.local(parts, bits=bits, act_bits=act_bits, progress=progress, cancel=cancel, **options)
+        else:
+            res = proxies.hessian(parts, bits=bits, progress=progress, cancel=cancel, **options)
+    finally:
+        parts.sim.apply(parts.base_specs)
+    res["options"] = dict(options)  # a cached result must match the method's options
+    return res
+
+
+def matches(result: dict | None, parts: Parts, method: str, bits, act_bits, options: dict) -> bool:
+    """Was ``result`` computed for these parts and settings (so it can be reused)?"""
+    if not result:
+        return False
+    act = sorted({int(b) for b in act_bits}) if method != "hessian" else []
+    return (result.get("key") == fingerprint(parts) and result.get("bits") == sorted({int(b) for b in bits})
+            and result.get("act_bits") == act and result.get("options", {}) == dict(options))
+
+
+__all__ = ["run", "matches"]
