@@ -30,6 +30,10 @@ def add_model_args(p: argparse.ArgumentParser, *, data: bool = True, config: boo
         g = p.add_mutually_exclusive_group()
         g.add_argument("--config", metavar="CFG", help="quantviz config JSON")
         g.add_argument("--preset", metavar="NAME", help="a preset: float, W8A8, W8, W6, W4A8, W4, W4G32, W3, W2")
+        p.add_argument("--grid", choices=["full", "torch", "restricted"],
+                       help="symmetric grid of every symmetric tensor, replacing the config's: full [-2^(b-1), 2^(b-1)-1] "
+                            "with both range ends on the grid (default), torch (torch observers' scale), "
+                            "restricted [-(2^(b-1)-1), 2^(b-1)-1]; asymmetric tensors ignore it")
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
@@ -88,18 +92,26 @@ class ProgressBar:
 def load_config_arg(args):
     from ..io.config import load_config, preset
 
+    cfg = None
     if getattr(args, "config", None):
-        return load_config(args.config)
-    if getattr(args, "preset", None):
-        return preset(args.preset)
-    return None
+        cfg = load_config(args.config)
+    elif getattr(args, "preset", None):
+        cfg = preset(args.preset)
+    return _with_grid_arg(args, cfg)
+
+
+def _with_grid_arg(args, cfg):
+    from ..io.config import with_grid
+
+    grid = getattr(args, "grid", None)
+    return with_grid(cfg, grid) if cfg is not None and grid else cfg
 
 
 def open_session(args, *, prepare: bool = True, default_preset: str = "W8"):
     from ..io.config import preset
     from ..session import Session
 
-    cfg = load_config_arg(args) or preset(default_preset)
+    cfg = load_config_arg(args) or _with_grid_arg(args, preset(default_preset))
     bar = ProgressBar(True if getattr(args, "progress", False) else None)
     try:
         s = Session.open(args.model, data=getattr(args, "data", None), calib=getattr(args, "calib", None),

@@ -12,6 +12,11 @@ RANGE_METHODS = ("minmax", "percentile", "mse", "kl", "manual")
 GRANULARITIES = ("per_tensor", "per_channel", "per_group")
 DEFAULT_PERCENTILE = 99.99
 DEFAULT_GROUP_SIZE = 32
+# Symmetric grid rules (quantviz.core.qparams): "full" [-2^(b-1), 2^(b-1)-1] with both range ends
+# on the grid; "torch" (torch's observers' scale); "restricted" [-(2^(b-1)-1), 2^(b-1)-1].
+# Asymmetric grids ignore the setting.
+SYMMETRIC_GRIDS = ("full", "torch", "restricted")
+DEFAULT_GRID = "full"
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class WeightSpec:
     group_size: int | None = None
     symmetric: bool = True
     range: RangeSpec = field(default_factory=RangeSpec)
+    grid: str = DEFAULT_GRID  # symmetric grid rule; ignored when asymmetric
 
     @property
     def enabled(self) -> bool:
@@ -56,6 +62,8 @@ class WeightSpec:
 
     def to_dict(self) -> dict:
         d: dict = {"bits": self.bits, "granularity": self.granularity, "symmetric": self.symmetric, "range": self.range.to_dict()}
+        if self.symmetric:
+            d["grid"] = self.grid
         if self.granularity == "per_group":
             d["group_size"] = self.effective_group_size()
         return d
@@ -66,13 +74,17 @@ class ActSpec:
     bits: int | None = None
     symmetric: bool = False
     range: RangeSpec = field(default_factory=RangeSpec)
+    grid: str = DEFAULT_GRID  # symmetric grid rule; ignored when asymmetric
 
     @property
     def enabled(self) -> bool:
         return self.bits is not None
 
     def to_dict(self) -> dict:
-        return {"bits": self.bits, "symmetric": self.symmetric, "range": self.range.to_dict()}
+        d = {"bits": self.bits, "symmetric": self.symmetric, "range": self.range.to_dict()}
+        if self.symmetric:
+            d["grid"] = self.grid
+        return d
 
 
 @dataclass(frozen=True)
