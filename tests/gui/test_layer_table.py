@@ -2,7 +2,6 @@
 and smoke runs of every widget module launched alone."""
 from __future__ import annotations
 
-import importlib
 
 import pytest
 import torch
