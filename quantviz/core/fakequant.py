@@ -21,6 +21,7 @@ from torch import nn
 
 from .data import Dataset, call_model, to_device
 from .errors import Cancelled, ModelError, QuantvizError
+from .format_quant import activation_axis, activation_error, activation_params, fake_quantize_activation
 from .layers import LayerInfo, fold_batchnorm, inventory
 from .observers import HistogramObserver, histogram_of
 from .progress import Progress, null_progress
@@ -95,6 +96,8 @@ class QuantSim:
             qp = self._act_qp.get(name)
             if qp is None or not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
                 return None
+            if not isinstance(qp, QParams):  # a float / block format
+                return (fake_quantize_activation(args[0], qp),) + tuple(args[1:])
             return (fake_quantize_tensor(args[0], qp),) + tuple(args[1:])
 
         return hook
@@ -131,6 +134,9 @@ class QuantSim:
         if spec.bits is None or name not in self.act_obs:
             return None
         h = self.act_obs[name].histogram()
+        if spec.format != "int":
+            info = self.by_name[name]
+            return activation_params(h, spec, activation_axis(info.type, len(info.weight_shape)), name)
         try:
             lo, hi = activation_range(h, spec.range, spec.bits, spec.symmetric, spec.grid)
         except RangeError as exc:
@@ -143,6 +149,8 @@ class QuantSim:
         if qp is None:
             return None
         h = self.act_obs[name].histogram()
+        if not isinstance(qp, QParams):
+            return activation_error(h.centers, h.counts, qp, h.min, h.max)[0]
         return histogram_error(h.centers, h.counts, qp, h.min, h.max)[0]
 
     # ------------------------------------------------------------- apply

@@ -22,7 +22,7 @@ from .spec import WeightSpec
 @dataclass
 class TensorQuant:
     tensor: torch.Tensor  # fake-quantized, float32, the weight's shape
-    qparams: QParams
+    qparams: QParams  # or formats.FormatParams for a float / block format
     matrix: torch.Tensor  # the float weight grouped as the grid sees it: one row per group
     lo: torch.Tensor  # clip range per group
     hi: torch.Tensor
@@ -41,6 +41,10 @@ def _db(signal: float, noise: float) -> float:
 
 def quantize_weight_tensor(w: torch.Tensor, spec: WeightSpec, channel_axis: int, name: str = "") -> TensorQuant:
     """Quantize ``w`` (float32, CPU) under ``spec`` (bits must be set)."""
+    if spec.format != "int":  # FP8 / MX / NVFP4 (quantviz.core.formats)
+        from .format_quant import quantize_weight_format
+
+        return quantize_weight_format(w, spec, channel_axis, name)
     gs = spec.effective_group_size()
     try:
         m = group_matrix(w, spec.granularity, channel_axis, gs)

@@ -8,6 +8,14 @@ Counting rules (documented in the README):
   zero point of ``ceil(bits / 8)`` bytes;
 * everything else — float weights, biases, norms, other parameters and
   floating-point buffers — costs its dtype's size;
+* a weight in a float / block format (``quantviz.core.formats``) costs its
+  element bits per value plus its scales: FP8 one float32 per tensor / channel
+  / group; MX one 8-bit E8M0 per block of 32; NVFP4 one 8-bit E4M3 per block
+  of 16 plus one float32 per tensor. Blocks run along each output channel's
+  input values; a partial last block costs a whole scale (MXFP4 on a row of
+  a multiple of 32 values: exactly 4 + 8/32 = 4.25 bits per weight);
+* ``bits_per_weight`` is the quantizable layers' weight bytes (scales
+  included) times 8 over their weight elements;
 * ``avg_bits`` is the weight bits averaged over the weight elements of all
   quantizable layers (a float layer counts as its dtype's bits), without the
   scale overhead.
@@ -31,6 +39,13 @@ class SizeReport:
     avg_bits: float
     per_layer: dict[str, int]  # bytes of each quantizable layer's weight (with overhead)
     float_per_layer: dict[str, int]
+    weight_numel: dict[str, int] | None = None
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Bits per weight element of the quantizable layers, scales and zero points included."""
+        n = sum(self.weight_numel.values()) if self.weight_numel else 0
+        return 8.0 * sum(self.per_layer.values()) / n if n else 0.0
 
     @property
     def compression(self) -> float:
@@ -42,6 +57,7 @@ class SizeReport:
             "quantized_bytes": self.quantized_bytes,
             "compression": self.compression,
             "avg_bits": self.avg_bits,
+            "bits_per_weight": self.bits_per_weight,
         }
 
 
@@ -56,9 +72,25 @@ def num_groups(info: LayerInfo, spec: LayerSpec) -> int:
     return ch * math.ceil(per_ch / w.effective_group_size())
 
 
+def format_weight_bytes(info: LayerInfo, spec: LayerSpec) -> int:
+    """Bytes of a weight in a float / block format: elements plus scales, exactly."""
+    from .formats import FORMATS
+
+    fmt = FORMATS[spec.weight.format]
+    elem = math.ceil(info.weight_numel * fmt.bits / 8)
+    if not fmt.is_block:
+        return elem + 4 * num_groups(info, spec)
+    rows = info.channels
+    per_row = info.weight_numel // max(rows, 1)
+    blocks = rows * math.ceil(per_row / fmt.block)
+    return elem + blocks * fmt.scale_bits // 8 + (4 if fmt.scale == "e4m3" else 0)
+
+
 def layer_weight_bytes(info: LayerInfo, spec: LayerSpec | None, float_itemsize: int = 4) -> int:
     if spec is None or spec.weight.bits is None:
         return info.weight_numel * float_itemsize
+    if spec.weight.format != "int":
+        return format_weight_bytes(info, spec)
     bits = spec.weight.bits
     groups = num_groups(info, spec)
     zp = 0 if spec.weight.symmetric else math.ceil(bits / 8)
@@ -102,6 +134,7 @@ class SizeModel:
             avg_bits=bit_sum / self.total_weights if self.total_weights else 0.0,
             per_layer=per_layer,
             float_per_layer=dict(self.float_per_layer),
+            weight_numel={l.name: l.weight_numel for l in self.layers},
         )
 
 
@@ -118,4 +151,4 @@ def float_model_bytes(model: nn.Module) -> int:
     return total
 
 
-__all__ = ["SizeReport", "SizeModel", "model_size", "layer_weight_bytes", "num_groups", "float_model_bytes"]
+__all__ = ["SizeReport", "SizeModel", "model_size", "layer_weight_bytes", "num_groups", "float_model_bytes", "format_weight_bytes"]

@@ -17,6 +17,12 @@ DEFAULT_GROUP_SIZE = 32
 # Asymmetric grids ignore the setting.
 SYMMETRIC_GRIDS = ("full", "torch", "restricted")
 DEFAULT_GRID = "full"
+# Number formats (quantviz.core.formats): "int" is the integer grid above; the others are
+# FP8 (per-tensor / per-channel FP32 scale), MX (E8M0 scale per block of 32) and NVFP4.
+# With a float format, bits only says quantized (the format's element width) or float (None).
+NUMBER_FORMATS = ("int", "fp8_e4m3", "fp8_e5m2", "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2",
+                  "mxfp4", "mxint8", "nvfp4")
+DEFAULT_FORMAT = "int"
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class WeightSpec:
     symmetric: bool = True
     range: RangeSpec = field(default_factory=RangeSpec)
     grid: str = DEFAULT_GRID  # symmetric grid rule; ignored when asymmetric
+    format: str = DEFAULT_FORMAT  # number format (NUMBER_FORMATS); "int": bits / granularity / grid above
 
     @property
     def enabled(self) -> bool:
@@ -66,6 +73,8 @@ class WeightSpec:
             d["grid"] = self.grid
         if self.granularity == "per_group":
             d["group_size"] = self.effective_group_size()
+        if self.format != DEFAULT_FORMAT:
+            d["format"] = self.format
         return d
 
 
@@ -75,6 +84,7 @@ class ActSpec:
     symmetric: bool = False
     range: RangeSpec = field(default_factory=RangeSpec)
     grid: str = DEFAULT_GRID  # symmetric grid rule; ignored when asymmetric
+    format: str = DEFAULT_FORMAT  # FP8: calibrated per-tensor scale; MX / NVFP4: block scales on the fly
 
     @property
     def enabled(self) -> bool:
@@ -84,6 +94,8 @@ class ActSpec:
         d = {"bits": self.bits, "symmetric": self.symmetric, "range": self.range.to_dict()}
         if self.symmetric:
             d["grid"] = self.grid
+        if self.format != DEFAULT_FORMAT:
+            d["format"] = self.format
         return d
 
 

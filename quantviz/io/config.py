@@ -14,6 +14,9 @@ Version history: 1 -> 2 added ``grid`` (the symmetric grid rule: ``full``,
 settings. A version-1 file meant torch's rule, so migration writes
 ``"grid": "torch"`` into its ``default`` (rules and layers of a version-1 file
 cannot name a grid, so every symmetric tensor keeps its old grid).
+2 -> 3 added ``format`` (``int``, the integer grids, by default; or one of the
+FP8 / MX / NVFP4 formats of :mod:`quantviz.core.formats`) to weight and
+activation settings. A version-2 file is a version-3 file that names no format.
 """
 from __future__ import annotations
 
@@ -28,17 +31,20 @@ from typing import Any, Iterable
 from ..core.errors import QuantvizError
 from ..core.layers import LayerInfo
 from ..core.qparams import MAX_BITS, MIN_BITS
-from ..core.spec import DEFAULT_GRID, GRANULARITIES, RANGE_METHODS, SYMMETRIC_GRIDS, ActSpec, LayerSpec, RangeSpec, WeightSpec
+from ..core.formats import FORMATS as NUMBER_FORMAT_DEFS
+from ..core.spec import DEFAULT_FORMAT, NUMBER_FORMATS, DEFAULT_GRID, GRANULARITIES, RANGE_METHODS, SYMMETRIC_GRIDS, ActSpec, LayerSpec, RangeSpec, WeightSpec
 from . import atomic
 
 FORMAT = "quantviz-config"
-CURRENT_VERSION = 2
+CURRENT_VERSION = 3
 
-WEIGHT_KEYS = {"bits", "granularity", "group_size", "symmetric", "range", "grid"}
-ACT_KEYS = {"bits", "symmetric", "range", "granularity", "grid"}
+WEIGHT_KEYS = {"bits", "granularity", "group_size", "symmetric", "range", "grid", "format"}
+ACT_KEYS = {"bits", "symmetric", "range", "granularity", "grid", "format"}
 RANGE_KEYS = {"method", "p", "lo", "hi"}
-BUILTIN_WEIGHT = {"bits": 8, "granularity": "per_channel", "symmetric": True, "range": {"method": "minmax"}, "grid": DEFAULT_GRID}
-BUILTIN_ACT = {"bits": None, "symmetric": False, "granularity": "per_tensor", "range": {"method": "minmax"}, "grid": DEFAULT_GRID}
+BUILTIN_WEIGHT = {"bits": 8, "granularity": "per_channel", "symmetric": True, "range": {"method": "minmax"},
+                  "grid": DEFAULT_GRID, "format": DEFAULT_FORMAT}
+BUILTIN_ACT = {"bits": None, "symmetric": False, "granularity": "per_tensor", "range": {"method": "minmax"},
+               "grid": DEFAULT_GRID, "format": DEFAULT_FORMAT}
 
 
 class ConfigError(QuantvizError, ValueError):
@@ -104,6 +110,8 @@ def _check_tensor(d: Any, where: str, kind: str) -> None:
         _fail(f"{where}.symmetric", f"must be true or false, got {json.dumps(d['symmetric'])}")
     if "grid" in d and (not isinstance(d["grid"], str) or d["grid"] not in SYMMETRIC_GRIDS):
         _fail(f"{where}.grid", f"unknown grid {json.dumps(d['grid'])} (allowed: {', '.join(SYMMETRIC_GRIDS)})")
+    if "format" in d and (not isinstance(d["format"], str) or d["format"] not in NUMBER_FORMATS):
+        _fail(f"{where}.format", f"unknown format {json.dumps(d['format'])} (allowed: {', '.join(NUMBER_FORMATS)})")
     if "granularity" in d:
         g = d["granularity"]
         allowed_g = GRANULARITIES if kind == "weight" else ("per_tensor",)
@@ -156,7 +164,13 @@ def _v1_to_v2(obj: dict) -> dict:
     return obj
 
 
-MIGRATIONS: dict[int, Any] = {1: _v1_to_v2}
+def _v2_to_v3(obj: dict) -> dict:
+    """Version 3 added ``format``; a version-2 file names none, so every tensor stays ``int``."""
+    obj["version"] = 3
+    return obj
+
+
+MIGRATIONS: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(obj: dict, where: str = "config") -> dict:
@@ -193,9 +207,17 @@ def _range_spec(r: dict) -> RangeSpec:
     return RangeSpec(method=r.get("method", "minmax"), p=r.get("p"), lo=r.get("lo"), hi=r.get("hi"))
 
 
+def _format_bits(bits, fmt: str):
+    """A float format fixes the element width: ``bits`` then only says quantized or float (None)."""
+    if bits is None or fmt == DEFAULT_FORMAT:
+        return int(bits) if bits is not None else None
+    return NUMBER_FORMAT_DEFS[fmt].bits
+
+
 def spec_from_dicts(w: dict, a: dict) -> LayerSpec:
-    bits = w.get("bits")
-    abits = a.get("bits")
+    wf, af = w.get("format", DEFAULT_FORMAT), a.get("format", DEFAULT_FORMAT)
+    bits = _format_bits(w.get("bits"), wf)
+    abits = _format_bits(a.get("bits"), af)
     return LayerSpec(
         weight=WeightSpec(
             bits=int(bits) if bits is not None else None,
@@ -204,12 +226,14 @@ def spec_from_dicts(w: dict, a: dict) -> LayerSpec:
             symmetric=bool(w.get("symmetric", True)),
             range=_range_spec(w.get("range", {})),
             grid=w.get("grid", DEFAULT_GRID),
+            format=wf,
         ),
         activation=ActSpec(
             bits=int(abits) if abits is not None else None,
             symmetric=bool(a.get("symmetric", False)),
             range=_range_spec(a.get("range", {})),
             grid=a.get("grid", DEFAULT_GRID),
+            format=af,
         ),
     )
 
@@ -374,6 +398,15 @@ def _w(bits, granularity="per_channel", group_size=None):
     return d
 
 
+def _f(fmt: str) -> dict:
+    return {"bits": NUMBER_FORMAT_DEFS[fmt].bits, "format": fmt, "granularity": "per_channel", "symmetric": True,
+            "range": {"method": "minmax"}}
+
+
+def _fa(fmt: str) -> dict:
+    return {"bits": NUMBER_FORMAT_DEFS[fmt].bits, "format": fmt, "symmetric": True, "range": {"method": "minmax"}}
+
+
 _A8 = {"bits": 8, "symmetric": False, "range": {"method": "minmax"}}
 _AF = {"bits": None}
 
@@ -387,6 +420,13 @@ PRESETS: dict[str, dict] = {
     "W4G32": {"weight": _w(4, "per_group", 32), "activation": _AF},
     "W3": {"weight": _w(3), "activation": _AF},
     "W2": {"weight": _w(2), "activation": _AF},
+    "FP8": {"weight": _f("fp8_e4m3"), "activation": _AF},
+    "W-FP8A-FP8": {"weight": _f("fp8_e4m3"), "activation": _fa("fp8_e4m3")},
+    "MXFP8": {"weight": _f("mxfp8_e4m3"), "activation": _AF},
+    "MXFP6": {"weight": _f("mxfp6_e2m3"), "activation": _AF},
+    "MXFP4": {"weight": _f("mxfp4"), "activation": _AF},
+    "NVFP4": {"weight": _f("nvfp4"), "activation": _AF},
+    "MXFP4A-MXFP8": {"weight": _f("mxfp4"), "activation": _fa("mxfp8_e4m3")},
 }
 PRESET_HELP = {
     "float": "nothing quantized (the float model)",
@@ -398,6 +438,13 @@ PRESET_HELP = {
     "W4G32": "weights int4 symmetric per-group (32) min-max; activations float",
     "W3": "weights 3-bit symmetric per-channel min-max; activations float",
     "W2": "weights 2-bit symmetric per-channel min-max; activations float",
+    "FP8": "weights FP8 E4M3 with a per-channel FP32 scale (amax / 448); activations float",
+    "W-FP8A-FP8": "weights FP8 E4M3 per-channel; activations FP8 E4M3 with a calibrated per-tensor scale",
+    "MXFP8": "weights MXFP8 (E4M3 elements, E8M0 scale per block of 32); activations float",
+    "MXFP6": "weights MXFP6 (E2M3 elements, E8M0 scale per block of 32); activations float",
+    "MXFP4": "weights MXFP4 (E2M1 elements, E8M0 scale per block of 32: 4.25 bits); activations float",
+    "NVFP4": "weights NVFP4 (E2M1 elements, E4M3 scale per block of 16, FP32 per tensor: 4.5 bits); activations float",
+    "MXFP4A-MXFP8": "weights MXFP4; activations MXFP8 E4M3 (block scales computed on the fly)",
 }
 
 
