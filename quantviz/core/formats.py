@@ -154,9 +154,11 @@ def round_element(x: torch.Tensor, el: Element) -> torch.Tensor:
     x = x.float().contiguous()
     if el.fixed_point:
         return torch.round(x * 64.0).clamp_(-127.0, 127.0).mul_(1.0 / 64.0)
-    # exponent of one step (ulp) at x: floor(log2|x|) from the exponent bits, at least emin
-    e = _floor_log2(x).clamp_(min=el.emin).sub_(el.mbits).clamp_(-126, 126)
-    q = torch.round(x * _pow2(-e)).mul_(_pow2(e))  # x * 2^-e and back are exact: only the round rounds
+    # the step (ulp) at x: x's binade 2^floor(log2|x|) (its exponent bits alone) times 2^-mbits,
+    # kept within the element's subnormal step and its top binade's step
+    step = torch.bitwise_and(x.view(torch.int32), 0x7F800000).view(torch.float32)
+    step = step.mul_(2.0 ** -el.mbits).clamp_(2.0 ** (el.emin - el.mbits), 2.0 ** (el.emax - el.mbits))
+    q = torch.div(x, step).round_().mul_(step)  # division by a power of two is exact: only the round rounds
     return q.clamp_(-el.max, el.max)
 
 

@@ -145,6 +145,10 @@ def preview_weight(sim, name: str, wspec: WeightSpec, lo: float | None = None, h
             "numel": n_el, "sample_stride": stride}
     if wspec.bits is None:
         return {**base, "float": True}
+    if wspec.format != "int":  # FP8 / MX / NVFP4
+        from .format_preview import preview_weight_format
+
+        return preview_weight_format(sim, name, wspec, lo, hi, base, rows, stride, edges, cell_density)
     if lo is not None and hi is not None:
         wspec = replace(wspec, range=RangeSpec(method="manual", lo=float(lo), hi=float(hi)))
     gs = wspec.effective_group_size()
@@ -229,6 +233,10 @@ def preview_activation(hist: Histogram, aspec: ActSpec, lo: float | None = None,
             "data_lo": hist.min, "data_hi": hist.max, "numel": hist.total}
     if aspec.bits is None:
         return {**base, "float": True}
+    if aspec.format != "int":  # FP8 / MX / NVFP4
+        from .format_preview import preview_activation_format
+
+        return preview_activation_format(hist, aspec, lo, hi, base, disp.edges, cell_density)
     qp, rlo, rhi = activation_qparams(hist, aspec, lo, hi)
     mask = hist.counts > 0
     sqnr, mse, clipped, q, wts = histogram_error(hist.centers[mask], hist.counts[mask], qp, hist.min, hist.max)

@@ -20,6 +20,8 @@ def weight_note(p: dict) -> str:
     """The explanatory line under the weight statistics (levels, granularity, symmetry)."""
     if p.get("float"):
         return "This layer's weights stay float (bits = null): the clip range cannot be edited."
+    if p.get("format"):
+        return format_note(p)
     parts = [f"{p['levels_total']} levels"]
     if p["levels_step"] > 1:
         parts[0] += f" (every {p['levels_step']}th drawn)"
@@ -28,6 +30,22 @@ def weight_note(p: dict) -> str:
                      f"{p['groups']} groups clips to its own range within it; levels shown for the widest group")
     if p["symmetric"]:
         parts.append(grid_note(p))
+    if p.get("sample_stride", 1) > 1:
+        parts.append(f"histogram from every {p['sample_stride']}th weight")
+    return " · ".join(parts)
+
+
+def format_note(p: dict) -> str:
+    """The note for a float / block format: its scale rule and what the band shows."""
+    parts = [p["format_note"], f"{p['levels_total']} values (denser near zero)"]
+    if p.get("block") and p.get("activation"):
+        parts.append("block scales are computed on the fly from each block's maximum; SQNR estimated from "
+                     "calibration values drawn into blocks; levels shown for the block holding the observed maximum")
+    elif p.get("block"):
+        parts.append(f"{p['groups']} block scales follow each block's maximum; the band is the widest block's "
+                     f"clip (±scale × element max), levels shown for it")
+    elif p.get("groups", 1) > 1:
+        parts.append(f"{p['groups']} scales; levels shown for the widest")
     if p.get("sample_stride", 1) > 1:
         parts.append(f"histogram from every {p['sample_stride']}th weight")
     return " · ".join(parts)
@@ -43,3 +61,13 @@ def grid_note(p: dict) -> str:
     if grid == "restricted":
         return f"symmetric, restricted grid: ±max(|lo|, |hi|) on ±{half - 1} steps ({2 * half - 1} levels)"
     return f"symmetric, full grid: lo on −{half} steps or hi on +{half - 1} (larger step wins); nothing inside [lo, hi] is clipped"
+
+
+def format_label(name: str) -> str:
+    """'MXFP4 (4.25 bits/value)' for a format name of quantviz.core.formats."""
+    from ...core.formats import FORMATS
+
+    f = FORMATS.get(name)
+    if f is None:
+        return name
+    return f"{f.label} ({f.bits_per_element():g} bits/value)" if f.is_block else f.label

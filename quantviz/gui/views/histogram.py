@@ -24,7 +24,7 @@ from ...core.errors import QuantvizError
 from ..bridge import SessionFollower
 from ...core.preview import channel_ranges, display_edges, preview_activation, preview_weight
 from .channel_ranges import ChannelRangeView
-from .hist_math import fmt_stats, grid_note, weight_note
+from .hist_math import fmt_stats, format_label, format_note, grid_note, weight_note
 
 THROTTLE_MS = 30  # at most ~30 previews per second while dragging
 LOG_FLOOR = 0.5  # empty bins are drawn at this count on a log axis
@@ -294,6 +294,8 @@ class HistogramPanel(SessionFollower, QWidget):
         else:
             gran = w.granularity + (f" ({w.effective_group_size()})" if w.granularity == "per_group" else "")
             wtxt = f"{w.bits}-bit {gran} {f'symmetric ({w.grid} grid)' if w.symmetric else 'asymmetric'}, range {w.range.describe()}"
+            if w.format != "int":
+                wtxt = format_label(w.format) + (f" {gran}, range {w.range.describe()}" if w.format.startswith("fp8") else "")
         a = spec.activation
         if not info.has_activation_input:
             atxt = "none (index input)"
@@ -301,6 +303,8 @@ class HistogramPanel(SessionFollower, QWidget):
             atxt = "float"
         else:
             atxt = f"{a.bits}-bit {f'symmetric ({a.grid} grid)' if a.symmetric else 'asymmetric'}, range {a.range.describe()}"
+            if a.format != "int":
+                atxt = format_label(a.format) + (f", range {a.range.describe()}" if a.format.startswith("fp8") else "")
         self.header.setText(f"<b>{self.layer}</b> · {info.type} · weight {shape} ({info.weight_numel:,} values)"
                             f"<br>weights: {wtxt} · activations: {atxt}")
 
@@ -312,7 +316,7 @@ class HistogramPanel(SessionFollower, QWidget):
         if not dragging:
             self._config_preview["weight"] = p
         base = self._config_preview.get("weight") if dragging else None
-        self.weights.show_preview(p, move_region=not dragging, editable=not p.get("float"), baseline=base)
+        self.weights.show_preview(p, move_region=not dragging, editable=not (p.get("float") or p.get("block")), baseline=base)
         self.weights.note.setText(weight_note(p))
         if not dragging:
             stats = self._channel_stats.get(self.layer)
@@ -338,10 +342,13 @@ class HistogramPanel(SessionFollower, QWidget):
         if not dragging:
             self._config_preview["activation"] = p
         base = self._config_preview.get("activation") if dragging else None
-        self.acts.show_preview(p, move_region=not dragging, editable=not p.get("float"), baseline=base)
+        self.acts.show_preview(p, move_region=not dragging, editable=not (p.get("float") or p.get("block")), baseline=base)
         if p.get("float"):
             self.acts.note.setText("Activations stay float (bits = null): set activation bits (e.g. preset W8A8) "
                                    "to edit their clip range.")
+        elif p.get("format"):
+            self.acts.note.setText(f"{format_note(p)} · from {int(p['numel']):,} calibration values, observed "
+                                   f"[{p['data_lo']:.4g}, {p['data_hi']:.4g}]")
         else:
             sym = f" · {grid_note(p)}" if p["symmetric"] else ""
             self.acts.note.setText(f"{p['levels_total']} levels (per-tensor) · from {int(p['numel']):,} "
