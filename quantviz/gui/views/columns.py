@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ...core.fmt import fmt_bits, fmt_bytes
+from ...core.formats import FORMATS
 from ...core.size import layer_weight_bytes
 
 GRAN_LABEL = {"per_tensor": "per-tensor", "per_channel": "per-channel", "per_group": "per-group"}
@@ -82,6 +83,29 @@ def _act_range(info, spec):
     return d, d
 
 
+def _format_patch(kind: str) -> Callable:
+    """A format change; a float format also turns the tensor on (bits = its element width)."""
+    def patch(value) -> dict:
+        d = {"format": value}
+        if value != "int":
+            d["bits"] = FORMATS[value].bits
+        return {kind: d}
+    return patch
+
+
+def _format_cell(fmt: str, bits) -> tuple[str, str]:
+    if bits is None:
+        return "—", ""
+    f = FORMATS.get(fmt)
+    return (f.label, f.name) if f is not None else ("int", "int")
+
+
+def _act_format(info, spec):
+    if not info.has_activation_input:
+        return "—", ""
+    return _format_cell(spec.activation.format, spec.activation.bits)
+
+
 def _size(info, spec):
     n = layer_weight_bytes(info, spec)
     return fmt_bytes(n, missing=""), n
@@ -90,6 +114,8 @@ def _size(info, spec):
 FIELDS = {f.key: f for f in (
     Field("weight_bits", "weight bits", lambda s: s.weight.bits, lambda v: {"weight": {"bits": v}}),
     Field("act_bits", "activation bits", lambda s: s.activation.bits, lambda v: {"activation": {"bits": v}}, True),
+    Field("format", "weight format", lambda s: s.weight.format, _format_patch("weight")),
+    Field("act_format", "activation format", lambda s: s.activation.format, _format_patch("activation"), True),
     Field("granularity", "granularity", lambda s: s.weight.granularity, lambda v: {"weight": {"granularity": v}}),
     Field("grid", "weight grid", lambda s: s.weight.grid, lambda v: {"weight": {"grid": v}}),
     Field("act_grid", "activation grid", lambda s: s.activation.grid, lambda v: {"activation": {"grid": v}}, True),
@@ -107,6 +133,12 @@ TABLE = [
            "change.", lambda i, s: _bits_cell(s.weight.bits), FIELDS["weight_bits"], right=True),
     Column("act_bits", "A bits", "Bits of this layer's input activation; 'float' keeps it unquantized, '—' when the "
            "input is not a float tensor.", _act_bits, FIELDS["act_bits"], right=True),
+    Column("format", "W format", "The weight's number format: int (the integer grid set by bits, granularity and "
+           "grid) or a float / block format: FP8 E4M3 / E5M2, MXFP8 / MXFP6 / MXFP4 / MXINT8 (OCP microscaling: an "
+           "E8M0 power-of-two scale per block of 32) or NVFP4 (E2M1, an E4M3 scale per block of 16). Double-click to "
+           "change.", lambda i, s: _format_cell(s.weight.format, s.weight.bits), FIELDS["format"]),
+    Column("act_format", "A format", "The input activation's number format: FP8 with a calibrated per-tensor scale, or "
+           "MX / NVFP4 with block scales computed on the fly.", _act_format, FIELDS["act_format"]),
     Column("weight_sqnr_db", "W SQNR", "Signal-to-quantization-noise ratio of the weight: 10·log10(Σw² / Σ(w−q(w))²). "
            "Higher is better; each extra bit adds about 6 dB.", kind="stats", right=True),
     Column("act_sqnr_db", "A SQNR", "SQNR of quantizing this layer's input activation, estimated from the calibration "

@@ -15,7 +15,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeade
                                QMenu, QStyledItemDelegate, QTableView, QToolButton, QVBoxLayout, QWidget)
 
 from ...core.qparams import MAX_BITS, MIN_BITS
-from ...core.spec import GRANULARITIES, RANGE_METHODS, SYMMETRIC_GRIDS
+from ...core.formats import FORMATS
+from ...core.spec import GRANULARITIES, NUMBER_FORMATS, RANGE_METHODS, SYMMETRIC_GRIDS
 from ...io.config import PRESET_HELP, PRESETS
 from ..bridge import SessionFollower
 from .layer_model import COL, COLUMNS, GRAN_LABEL, LayerFilterProxy, LayerTableModel, apply_field
@@ -50,6 +51,12 @@ def choices(field: str) -> list[tuple[str, object, str]]:
                  "keep it unquantized" if b is None else f"{2 ** b} levels") for b in BIT_CHOICES]
     if field == "granularity":
         return [(GRAN_LABEL[g], g, GRAN_HELP[g]) for g in GRANULARITIES]
+    if field in ("format", "act_format"):
+        return [("int" if f == "int" else FORMATS[f].label, f,
+                 "integer grid (bits, granularity, grid)" if f == "int" else
+                 f"{FORMATS[f].element.name.upper()} elements, {FORMATS[f].bits_per_element():g} bits per value"
+                 + (f" with a scale per block of {FORMATS[f].block}" if FORMATS[f].block else " with an FP32 scale"))
+                for f in NUMBER_FORMATS]
     if field in ("grid", "act_grid"):
         return [(g, g, GRID_HELP[g] + " (symmetric grids only)") for g in SYMMETRIC_GRIDS]
     methods = [m for m in RANGE_METHODS if m != "manual"]
@@ -57,6 +64,7 @@ def choices(field: str) -> list[tuple[str, object, str]]:
 
 
 FIELD_LABELS = {"weight_bits": "Weight bits", "act_bits": "Activation bits", "granularity": "Granularity",
+                "format": "Weight format", "act_format": "Activation format",
                 "grid": "Weight grid", "act_grid": "Activation grid",
                 "range": "Weight range", "act_range": "Activation range"}
 
