@@ -32,6 +32,7 @@ from typing import Callable
 import torch
 
 from .data import Dataset
+from .format_candidates import as_json
 from .errors import Cancelled, QuantvizError
 from .evaluate import (SQNR_CAP_DB, FloatReference, MetricStream, evaluate_quantized, higher_is_better,
                        primary_metric, user_metrics)
@@ -113,8 +114,10 @@ def tie_groups(sim: QuantSim, ties=()) -> list[list[str]]:
     return list(groups.values())
 
 
-def weight_setting(base: LayerSpec, bits: int | None) -> LayerSpec:
-    return LayerSpec(weight=replace(base.weight, bits=bits), activation=ActSpec(bits=None))
+def weight_setting(base: LayerSpec, bits) -> LayerSpec:
+    """``base``'s weight at ``bits`` (an int, or a candidate of :mod:`.format_candidates`), activations float."""
+    w = bits.apply(base.weight) if hasattr(bits, "apply") else replace(base.weight, bits=bits)
+    return LayerSpec(weight=w, activation=ActSpec(bits=None))
 
 
 def act_setting(base: LayerSpec, bits: int | None) -> LayerSpec:
@@ -240,7 +243,7 @@ def result_of(p: Parts, method, bits, act_bits, groups, cells, seconds) -> dict:
         if cells[l.name]["a"]:
             entry["act_results"] = cells[l.name]["a"]
         layers.append(entry)
-    return {"method": method, "bits": [int(b) for b in bits], "act_bits": [int(b) for b in act_bits],
+    return {"method": method, "bits": as_json(bits), "act_bits": [int(b) for b in act_bits],
             "metric": primary_metric(p.reference.metrics), "baseline": {"metrics": dict(p.reference.metrics)},
             "layers": layers, "seconds": seconds, "key": fingerprint(p)}
 
