@@ -390,6 +390,9 @@ def _toposort(graph) -> None:
     graph.node.extend(ordered)
 
 
+from . import onnx_formats  # noqa: E402  (the float / block formats' Q/DQ)
+
+
 def build_qdq(sim: QuantSim, specs: dict[str, LayerSpec], example, *, progress: Progress = null_progress,
               cancel: Callable[[], bool] = lambda: False) -> OnnxExport:
     """The QDQ ``onnx.ModelProto`` of ``sim`` under ``specs`` (validated by onnx.checker)."""
@@ -404,6 +407,7 @@ def build_qdq(sim: QuantSim, specs: dict[str, LayerSpec], example, *, progress: 
     new_nodes: list = []
     done_act: dict[tuple, str] = {}
     unmapped = []
+    block_acts: list[str] = []
     progress(1, 3, "inserting Q/DQ nodes")
     cons = _consumers(graph)
     for info in sim.layers:
@@ -416,12 +420,20 @@ def build_qdq(sim: QuantSim, specs: dict[str, LayerSpec], example, *, progress: 
             if quantized:
                 unmapped.append(info.name)
             continue
-        if spec.weight.bits is not None:
+        if spec.weight.bits is not None and spec.weight.format != "int":  # FP8 / MX / NVFP4
+            onnx_formats.weight_dq(graph, lt, sim, info.name, spec, new_nodes, _tensor)
+        elif spec.weight.bits is not None:
             _weight_qdq(graph, lt, sim, info.name, spec, new_nodes)
         aq = sim.activation_qparams(info.name, spec.activation) if info.has_activation_input else None
         if aq is None:
             continue
-        key_params = (float(aq.scale[0]), int(aq.zero_point[0]), aq.qmin, aq.qmax)
+        if not isinstance(aq, QParams):
+            if aq.fmt.is_block:
+                block_acts.append(info.name)
+                continue
+            key_params = (aq.format, float(aq.scale[0]))
+        else:
+            key_params = (float(aq.scale[0]), int(aq.zero_point[0]), aq.qmin, aq.qmax)
         weight_out = lt.weight
         for node, idx in cons.get(weight_out, []):
             if node.op_type == "Gather":
@@ -431,13 +443,15 @@ def build_qdq(sim: QuantSim, specs: dict[str, LayerSpec], example, *, progress: 
             key = (t,) + key_params
             if key not in done_act:
                 tag = f"q{len([k for k in done_act if k[0] == t])}" if any(k[0] == t for k in done_act) else "q"
-                done_act[key] = _act_qdq(graph, t, aq, tag, new_nodes)
+                done_act[key] = (_act_qdq(graph, t, aq, tag, new_nodes) if isinstance(aq, QParams)
+                                 else onnx_formats.act_qdq(graph, t, aq, tag, new_nodes, _tensor))
             node.input[act_idx] = done_act[key]
     graph.node.extend(new_nodes)
     _toposort(graph)
+    opset = max(OPSET, onnx_formats.needs_opset(specs))
     for op in m.opset_import:
-        if op.domain in ("", "ai.onnx") and op.version < OPSET:
-            op.version = OPSET
+        if op.domain in ("", "ai.onnx") and op.version < opset:
+            op.version = opset
     m.producer_name = "quantviz"
     progress(2, 3, "checking the graph")
     try:
@@ -446,6 +460,10 @@ def build_qdq(sim: QuantSim, specs: dict[str, LayerSpec], example, *, progress: 
         raise ExportError(f"the QDQ model failed onnx.checker: {str(exc).splitlines()[0]}") from exc
     progress(3, 3, "done")
     notes = [f"{n}: not found in the exported ONNX graph, left float" for n in unmapped]
+    if block_acts:
+        notes.append(f"{len(block_acts)} layer input(s) in MX / NVFP4 formats ({', '.join(block_acts[:3])}"
+                     f"{', ...' if len(block_acts) > 3 else ''}) left float: their block scales come from the data at "
+                     f"run time, which ONNX Q/DQ cannot express")
     return OnnxExport(m, tensors, in_names, out_names, unmapped, notes)
 
 

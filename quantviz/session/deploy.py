@@ -138,7 +138,9 @@ class _Bench:
         qbytes = ex.model.SerializeToString()
         fproto, _, _ = export_float(s.sim.float_model, s.eval_data.first_input())
         fbytes = fproto.SerializeToString()
-        qs = onnxrt.make_session(qbytes, threads=torch.get_num_threads())
+        from ..io.onnx_formats import ort_optimize_ok
+
+        qs = onnxrt.make_session(qbytes, threads=torch.get_num_threads(), optimize=ort_optimize_ok(self.specs))
         fs = onnxrt.make_session(fbytes, threads=torch.get_num_threads())
         qo, _ = onnxrt.run_dataset(qs, s.eval_data)
         quantized = [n for n, sp in self.specs.items() if sp.weight.bits is not None or sp.activation.bits is not None]
