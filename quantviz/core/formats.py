@@ -248,8 +248,14 @@ class FormatParams:
 
     def to_dict(self) -> dict:
         f = self.fmt
-        d = {"format": self.format, "element": f.element.name, "element_bits": f.bits,
-             "scale_kind": f.scale, "scale": [float(v) for v in self.scale.flatten()]}
+        d = {"format": self.format, "element": f.element.name, "element_bits": f.bits, "scale_kind": f.scale}
+        if f.is_block and not self.groups:  # an activation: block scales come from the data at run time
+            d.update(block_size=f.block, axis=self.axis, scale="computed per block at run time from the block's maximum")
+            if self.tensor_scale is not None:
+                d["tensor_scale"] = self.tensor_scale / (E4M3.max * E2M1.max)
+                d["tensor_amax"] = self.tensor_scale
+            return d
+        d["scale"] = [float(v) for v in self.scale.flatten()]
         if self.block_size:
             d["block_size"] = self.block_size
             d["blocks_per_row"] = self.groups // max(self.rows, 1)

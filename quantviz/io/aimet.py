@@ -65,6 +65,19 @@ def _entry(name: str, qp: QParams, granularity: str, group_size: int | None) -> 
     return d
 
 
+def _check_expressible(name: str, spec) -> None:
+    """AIMET's encodings describe integer grids (scale, offset, bitwidth): a float / block format is refused."""
+    for kind, t in (("weight", spec.weight), ("activation", spec.activation)):
+        if t.bits is not None and t.format != "int":
+            from ..core.formats import FORMATS
+
+            f = FORMATS[t.format]
+            what = (f"per-block {f.scale.upper()} scales of {f.block} {f.element.name.upper()} elements" if f.is_block
+                    else f"{f.element.name.upper()} float elements")
+            raise AimetError(f"layers.{name}.{kind}.format: AIMET encodings cannot express {f.label} ({what}); "
+                             f"export quantviz JSON or ONNX instead")
+
+
 def encodings(sim, specs: dict, tensors: dict[str, dict], notes: list[str] | None = None) -> dict:
     """AIMET 1.0.0 encodings of ``specs`` on the simulation ``sim``.
 
@@ -74,6 +87,7 @@ def encodings(sim, specs: dict, tensors: dict[str, dict], notes: list[str] | Non
     params, acts, seen_act, restricted = [], [], {}, []
     for info in sim.layers:
         spec = specs[info.name]
+        _check_expressible(info.name, spec)
         names = tensors.get(info.name, {})
         wname = names.get("weight") or f"{info.name}.weight"
         wq = sim.quantize_weight(info.name, spec.weight)

@@ -108,12 +108,22 @@ def qparams_table(inp: ExportInput, tensors: dict | None = None) -> dict:
                 w.update(granularity=spec.weight.granularity, group_size=spec.weight.effective_group_size(),
                          axis=None if spec.weight.granularity == "per_tensor" else info.channel_axis,
                          sqnr_db=wq.sqnr_db)
+                if w.get("block_size"):  # block formats: blocks along each channel's flattened input values
+                    per_row = info.weight_numel // max(info.channels, 1)
+                    w.update(granularity="per_block", group_size=None, axis=info.channel_axis,
+                             partial_last_block=per_row % w["block_size"])
             entry = {"type": info.type, "weight_shape": list(info.weight_shape), "channel_axis": info.channel_axis,
                      "spec": spec.to_dict(), "weight": w, "activation": aq.to_dict() if aq is not None else None}
             if tensors is not None:
                 entry["onnx"] = tensors.get(info.name)
             out[info.name] = entry
     return out
+
+
+def needs_opset(specs: dict) -> int:
+    from .onnx_formats import needs_opset as _n
+
+    return _n(specs)
 
 
 def json_document(inp: ExportInput, notes: list[str]) -> dict:
@@ -132,11 +142,16 @@ def json_document(inp: ExportInput, notes: list[str]) -> dict:
                          "split into groups of group_size; scales are channel-major",
             "activation": "per-tensor, applied to the input of the layer",
             "min_max": "the clip range each group's qparams were computed from",
+            "formats": "format != int (FP8 / MX / NVFP4): value = element * scale, elements rounded to nearest "
+                       "even and saturated; 'scale' per group (FP8: per tensor / channel / group) or per block "
+                       "(channel-major, blocks_per_row per channel along the flattened input values; a partial "
+                       "last block is zero-padded and has its own scale); scale_e8m0 = biased exponents (scale = "
+                       "2^(code-127)); NVFP4: scale = tensor_scale * scale_e4m3",
             "grid": "symmetric grids: full = [-2^(b-1), 2^(b-1)-1], scale = max(max/qmax, min/qmin); "
                     "torch = the same grid, scale = max(|min|, |max|) / ((qmax - qmin) / 2); "
                     "restricted = [-(2^(b-1)-1), 2^(b-1)-1], scale = max(|min|, |max|) / qmax",
         },
-        "onnx_opset": 21,
+        "onnx_opset": needs_opset(inp.specs),
         "layers": qparams_table(inp, tensors),
     })
 

@@ -134,6 +134,12 @@ def triage(layers: list[LayerInfo], specs: dict[str, LayerSpec], choose) -> tupl
         if spec is None or (spec.weight.bits is None and spec.activation.bits is None):
             floats.append(info.name)
             continue
+        fmt = next((f for f in (spec.weight.format if spec.weight.bits is not None else "int",
+                                spec.activation.format if spec.activation.bits is not None else "int") if f != "int"), None)
+        if fmt is not None:  # FP8 / MX / NVFP4: torchao's kernels for them need CUDA
+            simulated[info.name] = (f"{fmt}: torchao's float8 / MX / NVFP4 kernels need a CUDA GPU (no CPU kernel), "
+                                    f"the layer stays simulated")
+            continue
         k, why = choose(info, spec)
         if k is None:
             simulated[info.name] = why
