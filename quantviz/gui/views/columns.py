@@ -62,7 +62,15 @@ def _act_bits(info, spec):
     return ("—", 100) if not info.has_activation_input else _bits_cell(spec.activation.bits)
 
 
+def _block(spec):
+    f = FORMATS.get(spec.weight.format)
+    return f.block if f is not None and f.is_block and spec.weight.bits is not None else None
+
+
 def _granularity(info, spec):
+    if _block(spec):
+        g = f"block ({_block(spec)})"
+        return g, g
     g = GRAN_LABEL.get(spec.weight.granularity, spec.weight.granularity)
     if spec.weight.granularity == "per_group":
         g += f" ({spec.weight.effective_group_size()})"
@@ -70,7 +78,7 @@ def _granularity(info, spec):
 
 
 def _grid(info, spec):
-    if spec.weight.bits is None:
+    if spec.weight.bits is None or spec.weight.format != "int":
         return "—", ""
     g = spec.weight.grid if spec.weight.symmetric else "asym"
     return g, g
@@ -151,7 +159,7 @@ TABLE = [
            "[-(2^(b-1)-1), 2^(b-1)-1]. Asymmetric weights ignore it ('asym').", _grid, FIELDS["grid"]),
     Column("range", "W range", "How the weight clip range is chosen: min-max, a percentile of |w|, the range "
            "minimising MSE, KL divergence, or a manual range dragged on the histogram.",
-           lambda i, s: (s.weight.range.describe(),) * 2, FIELDS["range"]),
+           lambda i, s: ("block max",) * 2 if _block(s) else (s.weight.range.describe(),) * 2, FIELDS["range"]),
     Column("act_range", "A range", "How the activation clip range is chosen from the calibration histogram.",
            _act_range, FIELDS["act_range"]),
     Column("size_bytes", "Size", "Storage of this layer's weight under its settings, including scales and zero "
