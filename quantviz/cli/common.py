@@ -30,6 +30,9 @@ def add_model_args(p: argparse.ArgumentParser, *, data: bool = True, config: boo
         g = p.add_mutually_exclusive_group()
         g.add_argument("--config", metavar="CFG", help="quantviz config JSON")
         g.add_argument("--preset", metavar="NAME", help="a preset: float, W8A8, W8, W6, W4A8, W4, W4G32, W3, W2")
+        p.add_argument("--algorithm", metavar="ALGO",
+                       help="per-layer PTQ algorithm for every layer the config leaves at its default: "
+                            "none, adaround, gptq, bias_correction, smoothquant, awq")
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
@@ -88,18 +91,39 @@ class ProgressBar:
 def load_config_arg(args):
     from ..io.config import load_config, preset
 
+    cfg = None
     if getattr(args, "config", None):
-        return load_config(args.config)
-    if getattr(args, "preset", None):
-        return preset(args.preset)
-    return None
+        cfg = load_config(args.config)
+    elif getattr(args, "preset", None):
+        cfg = preset(args.preset)
+    return with_algorithm(cfg, getattr(args, "algorithm", None))
+
+
+def with_algorithm(cfg, algorithm: str | None):
+    """``cfg`` with ``algorithm`` as the default weight algorithm (``--algorithm``)."""
+    if not algorithm:
+        return cfg
+    from ..io.config import ConfigError, QuantConfig, preset
+    from ..core.spec import ALGORITHMS
+
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"--algorithm: unknown algorithm {algorithm!r} (allowed: {', '.join(ALGORITHMS)})")
+    cfg = (cfg or preset("W8")).copy()
+    w = dict(cfg.default.get("weight", {}))
+    w["algorithm"] = algorithm
+    w.pop("algorithm_options", None)
+    cfg.default = dict(cfg.default, weight=w)
+    if cfg.name:
+        cfg.name = f"{cfg.name}+{algorithm}"
+    return QuantConfig.from_dict(cfg.to_dict())
 
 
 def open_session(args, *, prepare: bool = True, default_preset: str = "W8"):
     from ..io.config import preset
     from ..session import Session
 
-    cfg = load_config_arg(args) or preset(default_preset)
+    cfg = load_config_arg(args) or with_algorithm(preset(default_preset), getattr(args, "algorithm", None)) \
+        or preset(default_preset)
     bar = ProgressBar(True if getattr(args, "progress", False) else None)
     try:
         s = Session.open(args.model, data=getattr(args, "data", None), calib=getattr(args, "calib", None),

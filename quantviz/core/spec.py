@@ -12,6 +12,8 @@ RANGE_METHODS = ("minmax", "percentile", "mse", "kl", "manual")
 GRANULARITIES = ("per_tensor", "per_channel", "per_group")
 DEFAULT_PERCENTILE = 99.99
 DEFAULT_GROUP_SIZE = 32
+# per-layer PTQ algorithms (quantviz.core.algorithms); "none" is plain rounding to nearest
+ALGORITHMS = ("none", "adaround", "gptq", "bias_correction", "smoothquant", "awq")
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,19 @@ class WeightSpec:
     group_size: int | None = None
     symmetric: bool = True
     range: RangeSpec = field(default_factory=RangeSpec)
+    algorithm: str = "none"
+    # the algorithm's options as sorted (key, value) pairs (hashable: the spec keys caches)
+    algorithm_options: tuple = ()
 
     @property
     def enabled(self) -> bool:
         return self.bits is not None
+
+    def options_dict(self) -> dict:
+        return dict(self.algorithm_options)
+
+    def without_algorithm(self) -> "WeightSpec":
+        return replace(self, algorithm="none", algorithm_options=())
 
     def effective_group_size(self) -> int | None:
         if self.granularity != "per_group":
@@ -58,6 +69,9 @@ class WeightSpec:
         d: dict = {"bits": self.bits, "granularity": self.granularity, "symmetric": self.symmetric, "range": self.range.to_dict()}
         if self.granularity == "per_group":
             d["group_size"] = self.effective_group_size()
+        d["algorithm"] = self.algorithm
+        if self.algorithm_options:
+            d["algorithm_options"] = dict(self.algorithm_options)
         return d
 
 
