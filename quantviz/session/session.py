@@ -318,6 +318,7 @@ class Session(AnalysisMixin, ExportsMixin):
             "group_size": spec.weight.effective_group_size(),
             "symmetric": spec.weight.symmetric,
             "range": spec.weight.range.describe(),
+            "algorithm": spec.weight.algorithm,
             "act_range": spec.activation.range.describe(),
             "weight_sqnr_db": None,
             "act_sqnr_db": None,
@@ -328,6 +329,10 @@ class Session(AnalysisMixin, ExportsMixin):
             if wq is not None:
                 row["weight_sqnr_db"] = wq.sqnr_db
                 row["clipped"] = wq.clipped_fraction
+                if wq.algorithm_info:
+                    from ..core.preview import algorithm_text
+
+                    row["algorithm_note"] = algorithm_text(wq.algorithm_info)
             if info.has_activation_input and spec.activation.bits is not None and self.sim.calibrated:
                 row["act_sqnr_db"] = self.sim.activation_sqnr(name, spec.activation)
         from ..core.size import layer_weight_bytes

@@ -92,6 +92,10 @@ def run_algorithm(w: torch.Tensor, spec: WeightSpec, stats: InputStats, *, progr
         info["changed_per_channel"] = flips.sum(dim=1).tolist()
         up = (codes > near) & flips
         info["changed_up"] = int(up.sum())
+        if algo in ("adaround", "gptq"):
+            ws = w * grid.inv
+            rest = (ws - torch.floor(ws))[flips]
+            info["changed_near_tie"] = float(((rest - 0.5).abs() < 0.25).float().mean())
     plain = weight_grid(w, spec.without_algorithm())[1]
     info["output_sqnr_db"] = output_sqnr_db(w, eff, stats)
     info["output_sqnr_db_nearest"] = output_sqnr_db(w, plain.dequant(plain.nearest(w)), stats)

@@ -61,6 +61,21 @@ class AlgorithmSupport:
         """True when ``spec`` asks for an algorithm whose result is not computed yet."""
         return spec.bits is not None and spec.algorithm != "none" and self.algorithm_key(name, spec) not in self._wcache
 
+    def input_qparams(self, name: str, spec: LayerSpec):
+        """The qparams of the layer's input quantizer as simulated: of ``x / s`` when the
+        layer's algorithm migrated a scale into its weight (min-max of the scaled input
+        on calibration data), else of ``x`` (:meth:`activation_qparams`)."""
+        from ..qparams import compute_qparams
+
+        aspec = spec.activation
+        if aspec.bits is None:
+            return None
+        if spec.weight.bits is not None and spec.weight.algorithm in ("smoothquant", "awq"):
+            wq = self.quantize_weight(name, spec.weight)
+            if wq is not None and wq.input_range is not None:
+                return compute_qparams(wq.input_range[0], wq.input_range[1], aspec.bits, aspec.symmetric)
+        return self.activation_qparams(name, aspec)
+
     def _algorithm_weight(self, name: str, spec: WeightSpec, *, compute: bool = True,
                           progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False):
         from ..fakequant import WeightQuant

@@ -30,4 +30,6 @@ def weight_note(p: dict) -> str:
         parts.append("symmetric: the grid spans ±max(|lo|, |hi|)")
     if p.get("sample_stride", 1) > 1:
         parts.append(f"histogram from every {p['sample_stride']}th weight")
+    if p.get("algorithm_note"):
+        parts.append(p["algorithm_note"])
     return " · ".join(parts)

@@ -35,12 +35,15 @@ COLUMNS = [
     ("range", "W range", "How the weight clip range is chosen: min-max, a percentile of |w|, the range minimising MSE, "
                          "KL divergence, or a manual range dragged on the histogram."),
     ("act_range", "A range", "How the activation clip range is chosen from the calibration histogram."),
+    ("algorithm", "Algorithm", "Post-training algorithm for this weight: round to nearest (none), AdaRound's learned rounding, "
+                               "GPTQ's error compensation, bias correction, SmoothQuant / AWQ scaling. It runs on the "
+                               "calibration data with the next re-check ('pending' until then)."),
     ("size_bytes", "Size", "Storage of this layer's weight under its settings, including scales and zero points."),
     ("sensitivity", "Sensitivity", "How much the model's metric drops when only this layer is quantized "
                                    "(filled in once sensitivity is computed)."),
 ]
 COL = {key: i for i, (key, _, _) in enumerate(COLUMNS)}
-EDITABLE = {"weight_bits", "act_bits", "granularity", "range", "act_range"}
+EDITABLE = {"weight_bits", "act_bits", "granularity", "range", "act_range", "algorithm"}
 STATS_KEYS = {"weight_sqnr_db", "act_sqnr_db"}
 SORT_ROLE = Qt.UserRole + 1
 NAME_ROLE = Qt.UserRole + 2
@@ -60,6 +63,8 @@ def field_patch(field: str, value) -> dict:
         return {"activation": {"bits": value}}
     if field == "granularity":
         return {"weight": {"granularity": value}}
+    if field == "algorithm":
+        return {"weight": {"algorithm": value}}
     if field in ("range", "act_range"):
         kind = "weight" if field == "range" else "activation"
         r = {"method": value}
@@ -83,16 +88,27 @@ def compute_stats(session, items: list[tuple[str, LayerSpec]], cancel: Callable[
         info = sim.by_name[name]
         stats = {"weight_sqnr_db": None, "act_sqnr_db": None, "clipped": None, "error": None}
         try:
-            wq = sim.quantize_weight(name, spec.weight)
+            # an algorithm's result comes from the re-check job: never run it here ("pending")
+            wq = sim.quantize_weight(name, spec.weight, compute=False)
+            if wq is None and spec.weight.bits is not None:
+                stats["pending"] = True
             if wq is not None:
                 stats["weight_sqnr_db"] = wq.sqnr_db
                 stats["clipped"] = wq.clipped_fraction
+                stats["algorithm"] = algorithm_note(wq.algorithm_info)
             if info.has_activation_input and spec.activation.bits is not None and sim.calibrated:
                 stats["act_sqnr_db"] = sim.activation_sqnr(name, spec.activation)
         except Exception as exc:  # noqa: BLE001 - shown in the cell's tooltip
             stats["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         out[(name, spec)] = stats
     return out
+
+
+def algorithm_note(info: dict) -> str | None:
+    """One line on what a layer's algorithm changed (None for rounding to nearest)."""
+    from ...core.preview import algorithm_text
+
+    return algorithm_text(info)
 
 
 def _sqnr_brush(v: float | None) -> QBrush | None:
@@ -278,6 +294,9 @@ class LayerTableModel(QAbstractTableModel):
             return g, g
         if key == "range":
             return spec.weight.range.describe(), spec.weight.range.describe()
+        if key == "algorithm":
+            a = spec.weight.algorithm if spec.weight.bits is not None else "—"
+            return a, a
         if key == "act_range":
             if not info.has_activation_input or spec.activation.bits is None:
                 return "—", ""
@@ -297,9 +316,15 @@ class LayerTableModel(QAbstractTableModel):
             if key == "act_sqnr_db" and (not info.has_activation_input or spec.activation.bits is None):
                 return "—", math.inf
             st = self._stats.get((info.name, spec))
+            if st is not None and st.get("pending") and key == "weight_sqnr_db" \
+                    and not self.session.sim.algorithm_pending(info.name, spec.weight):
+                del self._stats[(info.name, spec)]  # the re-check computed it meanwhile
+                st = None
             if st is None:
                 self._want_stats((info.name, spec))
                 return "…", -math.inf
+            if st.get("pending") and key == "weight_sqnr_db":
+                return "pending", -math.inf
             v = st.get(key)
             if v is None:
                 return ("error" if st.get("error") else "—"), -math.inf
@@ -326,6 +351,8 @@ class LayerTableModel(QAbstractTableModel):
                 return spec.weight.granularity
             if key == "range":
                 return spec.weight.range.method
+            if key == "algorithm":
+                return spec.weight.algorithm
             if key == "act_range":
                 return spec.activation.range.method
             return None
@@ -347,8 +374,11 @@ class LayerTableModel(QAbstractTableModel):
                 st = self._stats.get((info.name, spec))
                 if st and st.get("error"):
                     return st["error"]
+                if st and key == "weight_sqnr_db" and st.get("pending"):
+                    return f"{spec.weight.algorithm} runs with the next re-check"
                 if st and key == "weight_sqnr_db" and st.get("clipped") is not None:
-                    return f"{COLUMNS[index.column()][2]}\nclipped weights: {st['clipped'] * 100:.2f}%"
+                    tip = f"{COLUMNS[index.column()][2]}\nclipped weights: {st['clipped'] * 100:.2f}%"
+                    return tip + (f"\n{st['algorithm']}" if st.get("algorithm") else "")
             return COLUMNS[index.column()][2]
         return None
 
@@ -378,7 +408,7 @@ def apply_field(session, key: str, value, names: list[str]) -> None:
     if key in ("act_bits", "act_range"):
         names = [n for n in names if session.layer(n).has_activation_input]
     shown = {"weight_bits": "weight bits", "act_bits": "activation bits", "granularity": "granularity",
-             "range": "weight range", "act_range": "activation range"}[key]
+             "range": "weight range", "act_range": "activation range", "algorithm": "algorithm"}[key]
     v = "float" if value is None else value
     target = names[0] if len(names) == 1 else f"{len(names)} layers"
     session.edit_layers(names, field_patch(key, value), f"{shown} = {v} on {target}")
