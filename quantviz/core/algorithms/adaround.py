@@ -59,31 +59,46 @@ def adaround(w: torch.Tensor, grid: Grid, gram: torch.Tensor, *, cross: torch.Te
     base = torch.floor(ws)
     rest = (ws - base).clamp(0.0, 1.0)
     p = ((rest - GAMMA) / (ZETA - GAMMA)).clamp(1e-4, 1 - 1e-4)
-    v = torch.log(p / (1 - p)).requires_grad_(True)
-    opt = torch.optim.Adam([v], lr=lr)
+    v = torch.log(p / (1 - p))
     warm = int(WARMUP * iterations)
     lo_code, hi_code = float(grid.qmin), float(grid.qmax)
     every = max(1, iterations // 50)
-    with torch.enable_grad():
-        for t in range(iterations):
-            if t % every == 0:
-                if cancel():
-                    raise Cancelled("AdaRound cancelled")
-                progress(t, iterations, "AdaRound")
-            h = _h(v)
-            wq = (torch.clamp(base + h + grid.zero, lo_code, hi_code) - grid.zero) * grid.scale
-            d = wq - w
-            loss = ((d @ g) * d).sum()
-            if lin is not None:
-                loss = loss - 2 * (d * lin).sum()
-            if t >= warm:
-                rel = (t - warm) / max(iterations - warm, 1)
-                beta = BETA_END + 0.5 * (BETA_START - BETA_END) * (1 + math.cos(rel * math.pi))
-                loss = loss + reg * (1 - (2 * h - 1).abs().pow(beta)).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    # Adam on V with the gradient written out (no autograd graph per step: ~3x faster on small layers)
+    m1 = torch.zeros_like(v)
+    m2 = torch.zeros_like(v)
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    zs = grid.zero
+    span = ZETA - GAMMA
+    two_s = 2 * grid.scale
+    for t in range(iterations):
+        if t % every == 0:
+            if cancel():
+                raise Cancelled("AdaRound cancelled")
+            progress(t, iterations, "AdaRound")
+        sig = torch.sigmoid(v)
+        hr = sig * span + GAMMA
+        h = hr.clamp(0.0, 1.0)
+        c = base + h + zs  # soft integer code
+        d = (c.clamp(lo_code, hi_code) - zs) * grid.scale - w
+        gd = d @ g
+        if lin is not None:
+            gd = gd - lin
+        # d loss / d h = 2 (dW G - lin) s, where neither the sigmoid's nor the grid's clamp is active
+        active = (hr > 0) & (hr < 1) & (c >= lo_code) & (c <= hi_code)
+        grad_h = gd * two_s
+        if t >= warm:
+            rel = (t - warm) / max(iterations - warm, 1)
+            beta = BETA_END + 0.5 * (BETA_START - BETA_END) * (1 + math.cos(rel * math.pi))
+            u = 2 * h - 1
+            au = u.abs().clamp_min(1e-12)
+            # d/dh [reg (1 - |2h - 1|^beta)] = -2 reg beta |u|^(beta - 1) sign(u)
+            grad_h = grad_h - (2 * reg * beta) * au.pow(beta - 1) * torch.sign(u)
+        grad = grad_h * active * (sig * (1 - sig) * span)
+        k = t + 1
+        m1.mul_(b1).add_(grad, alpha=1 - b1)
+        m2.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        denom = (m2 / (1 - b2 ** k)).sqrt_().add_(eps)
+        v.addcdiv_(m1, denom, value=-lr / (1 - b1 ** k))
     progress(iterations, iterations, "AdaRound")
-    with torch.no_grad():
-        up = (_h(v) >= 0.5).float()
-        return torch.clamp(base + up + grid.zero, lo_code, hi_code)
+    up = (_h(v) >= 0.5).float()
+    return torch.clamp(base + up + grid.zero, lo_code, hi_code)
