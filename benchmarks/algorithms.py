@@ -92,7 +92,32 @@ def demo_table(threads: int) -> dict:
           and rows["W4+adaround"]["metrics"]["sqnr_db"] >= TARGETS["W4_sqnr_db"]
           and max(rows[f"{p}+adaround"]["algorithm_cpu_s"] for p in ("W4", "W3")) <= TARGETS["adaround_cpu_s_per_preset"])
     return {"float_forward_cpu_s": round(fwd, 4), "samples": len(s.eval_data), "configs": rows, "aimet": AIMET,
-            "targets": TARGETS, "meets_targets": ok}
+            "targets": TARGETS, "meets_targets": ok, "cle": cle_table()}
+
+
+def _with(cfg: QuantConfig, granularity: str | None = None, cle: bool = False) -> QuantConfig:
+    cfg = cfg.copy()
+    if granularity:
+        cfg.default = dict(cfg.default, weight=dict(cfg.default.get("weight", {}), granularity=granularity))
+    if cle:
+        cfg.options["cle"] = True
+    return QuantConfig.from_dict(cfg.to_dict())
+
+
+def cle_table() -> dict:
+    """Does cross-layer equalization help on the demo? (per-channel and per-tensor grids)"""
+    out = {}
+    plain = Session.open("demo")
+    eq = Session.open("demo", config=_with(preset("W8"), cle=True))
+    out["pairs"] = [(p["first"], p["second"]) for p in eq.sim.cle_report["pairs"]]
+    for name, cfg in (("W4", preset("W4")), ("W3", preset("W3")), ("W4 per-tensor", _with(preset("W4"), "per_tensor")),
+                      ("W6 per-tensor", _with(preset("W6"), "per_tensor"))):
+        a = plain.check(config=cfg, record=False).metrics
+        b = eq.check(config=_with(cfg, cle=True), record=False).metrics
+        out[name] = {"without": [round(a["accuracy"], 4), round(a["sqnr_db"], 2)],
+                     "with_cle": [round(b["accuracy"], 4), round(b["sqnr_db"], 2)]}
+    print(json.dumps({"cle": out}), file=sys.stderr)
+    return out
 
 
 def transformer_table(search: bool) -> dict:

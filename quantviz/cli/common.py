@@ -33,6 +33,8 @@ def add_model_args(p: argparse.ArgumentParser, *, data: bool = True, config: boo
         p.add_argument("--algorithm", metavar="ALGO",
                        help="per-layer PTQ algorithm for every layer the config leaves at its default: "
                             "none, adaround, gptq, bias_correction, smoothquant, awq")
+        p.add_argument("--cle", action="store_true",
+                       help="cross-layer equalization of conv -> ReLU -> conv pairs before quantizing (options.cle)")
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
@@ -124,6 +126,9 @@ def open_session(args, *, prepare: bool = True, default_preset: str = "W8"):
 
     cfg = load_config_arg(args) or with_algorithm(preset(default_preset), getattr(args, "algorithm", None)) \
         or preset(default_preset)
+    if getattr(args, "cle", False):
+        cfg = cfg.copy()
+        cfg.options["cle"] = True
     bar = ProgressBar(True if getattr(args, "progress", False) else None)
     try:
         s = Session.open(args.model, data=getattr(args, "data", None), calib=getattr(args, "calib", None),

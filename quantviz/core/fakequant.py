@@ -47,7 +47,8 @@ class WeightQuant:
 
 
 class QuantSim(AlgorithmSupport):
-    def __init__(self, model: nn.Module, *, fold_bn: bool = True, device: str | torch.device = "cpu"):
+    def __init__(self, model: nn.Module, *, fold_bn: bool = True, device: str | torch.device = "cpu",
+                 equalize: bool = False):
         self.device = torch.device(device)
         base = copy.deepcopy(model).eval()
         self.folded_pairs: list[tuple[str, str]] = []
@@ -57,6 +58,12 @@ class QuantSim(AlgorithmSupport):
             except Exception:  # a model we cannot analyse stays unfolded
                 self.folded_pairs = []
         self.fold_bn = fold_bn
+        self.equalize = equalize
+        self.cle_report: dict | None = None
+        if equalize:  # cross-layer equalization of conv -> ReLU -> conv pairs (function-preserving)
+            from .algorithms.cle import equalize as _cle
+
+            self.cle_report = _cle(base)
         for p in base.parameters():
             p.requires_grad_(False)
         self.float_model = base.to(self.device).eval()

@@ -249,6 +249,8 @@ class QuantConfig:
             _fail(f"{where}.options", "must be an object")
         if "fold_bn" in options and not isinstance(options["fold_bn"], bool):
             _fail(f"{where}.options.fold_bn", "must be true or false")
+        if "cle" in options and not isinstance(options["cle"], bool):
+            _fail(f"{where}.options.cle", "must be true or false (cross-layer equalization of conv -> ReLU -> conv pairs)")
         known = {"format", "version", "default", "rules", "layers", "options", "name"}
         extra = {k: v for k, v in obj.items() if k not in known}
         return cls(_jcopy(default), _jcopy(rules), _jcopy(layers), _jcopy(options),

@@ -133,7 +133,8 @@ class Session(AnalysisMixin, ExportsMixin):
         self._generation = 0  # newest generation handed out
         self._wanted = 0  # generation of the re-check whose result is the one to show
         self._config = (config or preset("W8")).copy()
-        self.sim = QuantSim(bundle.model, fold_bn=self._config.fold_bn, device=device)
+        self.sim = QuantSim(bundle.model, fold_bn=self._config.fold_bn, device=device,
+                            equalize=bool(self._config.options.get("cle", False)))
         self._config.check_layers(self.layer_names)
         self._specs = self._config.resolve_all(self.layers)  # resolved once per config
         self._config_dict = self._config.to_dict()
@@ -226,6 +227,9 @@ class Session(AnalysisMixin, ExportsMixin):
 
     def set_config(self, cfg: QuantConfig, label: str = "set config", *, record: bool = True) -> None:
         cfg.check_layers(self.layer_names)
+        if bool(cfg.options.get("cle", False)) != self.sim.equalize:
+            raise ConfigError("config: options.cle differs from the open session; reopen the model to change "
+                              "cross-layer equalization")
         if cfg.fold_bn != self.sim.fold_bn:
             raise ConfigError("config: options.fold_bn differs from the open session; reopen the model to change BatchNorm folding")
         new = cfg.copy()
