@@ -13,7 +13,6 @@ from quantviz.core.backends import onnxrt  # noqa: E402
 from quantviz.core.errors import SourceError  # noqa: E402
 from quantviz.core.fakequant import iterate_outputs  # noqa: E402
 from quantviz.core.qparams import quantize_int, sqnr_db  # noqa: E402
-from quantviz.io.export import export  # noqa: E402
 from quantviz.session import Session  # noqa: E402
 
 
@@ -35,7 +34,7 @@ def _configure(s):
 
 def test_onnx_export_reproduces_the_algorithms(demo, tmp_path):
     _configure(demo)
-    res = export(demo, "onnx", tmp_path / "m.onnx")
+    res = demo.export("onnx", tmp_path / "m.onnx")
     assert any("bias replaced by bias_correction" in n for n in res.notes)
     model = onnx.load(str(tmp_path / "m.onnx"))
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -54,7 +53,7 @@ def test_onnx_export_reproduces_the_algorithms(demo, tmp_path):
 
 def test_json_export_carries_codes_and_bias(demo, tmp_path):
     _configure(demo)
-    export(demo, "json", tmp_path / "q.json")
+    demo.export("json", tmp_path / "q.json")
     doc = json.loads((tmp_path / "q.json").read_text())
     l3 = doc["layers"]["features.3"]["weight"]
     assert l3["algorithm"]["algorithm"] == "adaround" and len(l3["codes"]) == 4 * 32 * 9
