@@ -24,15 +24,8 @@ import torch
 from ..errors import Cancelled
 from ..progress import Progress, null_progress
 from ..qparams import QParams
-from ..ranges import weight_range
-from ..qparams import compute_qparams
 from ..spec import WeightSpec
-from .grid import Grid, expand, weight_grid, with_values
-
-
-def _group_qparams(m: torch.Tensor, spec: WeightSpec) -> QParams:
-    lo, hi = weight_range(m, spec.range, spec.bits, spec.symmetric)
-    return compute_qparams(lo, hi, spec.bits, spec.symmetric)
+from .grid import Grid, qparams_for, weight_grid, with_values
 
 
 def gptq(w: torch.Tensor, spec: WeightSpec, gram: torch.Tensor, *, damp: float = 0.01, act_order: bool = False,
@@ -83,7 +76,7 @@ def gptq(w: torch.Tensor, spec: WeightSpec, gram: torch.Tensor, *, damp: float =
         for i in range(i2 - i1):
             col = i1 + i
             if dynamic and col % gs == 0:
-                gqp = _group_qparams(W1[:, i:i + gs], spec)
+                gqp = qparams_for(W1[:, i:i + gs], spec)
                 k = col // gs
                 g_scale[:, k], g_zero[:, k] = gqp.scale, gqp.zero_point.float()
                 g_lo[:, k], g_hi[:, k] = gqp.lo, gqp.hi

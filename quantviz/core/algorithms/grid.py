@@ -22,8 +22,9 @@ from ..spec import WeightSpec
 
 def qparams_for(m: torch.Tensor, spec: WeightSpec) -> QParams:
     """QParams of the rows of ``m`` (one group per row) under ``spec``'s range rule."""
-    lo, hi = weight_range(m, spec.range, spec.bits, spec.symmetric)
-    return compute_qparams(lo, hi, spec.bits, spec.symmetric)
+    rule = (getattr(spec, "grid", None),) if getattr(spec, "grid", None) else ()  # the symmetric grid rule
+    lo, hi = weight_range(m, spec.range, spec.bits, spec.symmetric, *rule)
+    return compute_qparams(lo, hi, spec.bits, spec.symmetric, *rule)
 
 
 def expand(v: torch.Tensor, out: int, n: int, granularity: str, group_size: int | None) -> torch.Tensor:
