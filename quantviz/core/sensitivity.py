@@ -31,7 +31,7 @@ from typing import Callable
 
 import torch
 
-from .candidates import Candidate, as_json, normalize
+from .candidates import Candidate, as_json
 from .data import Dataset
 from .errors import Cancelled, QuantvizError
 from .evaluate import (SQNR_CAP_DB, FloatReference, MetricStream, evaluate_quantized, higher_is_better,

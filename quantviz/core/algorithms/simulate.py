@@ -78,7 +78,6 @@ class AlgorithmSupport:
 
     def _algorithm_weight(self, name: str, spec: WeightSpec, *, compute: bool = True,
                           progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False):
-        from ..fakequant import WeightQuant
         from . import applies, capture_input_stats, run_algorithm
 
         key = self.algorithm_key(name, spec)
@@ -120,9 +119,10 @@ class AlgorithmSupport:
             fb = getattr(fmod, "bias", None)
             bias = (fb.detach().float().cpu() if fb is not None else torch.zeros(shape[0])) + r.bias_delta
             r.info["bias_created"] = fb is None
-        res = WeightQuant(wq.to(self._float_w[name].dtype), r.qparams, snr, noise / max(w.numel(), 1), clipped,
-                          codes=r.codes.reshape(shape).to(torch.int32), bias=bias, input_scale=r.input_scale,
-                          input_range=r.input_range, algorithm_info=r.info)
+        res = replace(base, tensor=wq.to(self._float_w[name].dtype), qparams=r.qparams, sqnr_db=snr,
+                      mse=noise / max(w.numel(), 1), clipped_fraction=clipped,
+                      codes=r.codes.reshape(shape).to(torch.int32), bias=bias, input_scale=r.input_scale,
+                      input_range=r.input_range, algorithm_info=r.info)
         self._wcache[key] = res
         return res
 
