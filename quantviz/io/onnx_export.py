@@ -361,6 +361,29 @@ def _set_bias(graph, lt: LayerTensors, bias: torch.Tensor, cons, new_nodes: list
     return "created" if "created" in notes else "replaced"
 
 
+def _fold_into_norm(graph, tensor: str, scale: torch.Tensor, layer_nodes: set, cons) -> bool:
+    """Divide a LayerNormalization's gamma and beta by ``scale`` when its output ``tensor``
+    feeds only ``layer_nodes`` (the layer's own ops); True when folded."""
+    from onnx import TensorProto
+
+    if any(o.name == tensor for o in graph.output) or any(id(n) not in layer_nodes for n, _ in cons.get(tensor, [])):
+        return False
+    prod = next((n for n in graph.node if tensor in n.output), None)
+    inits = {i.name: i for i in graph.initializer}
+    if prod is None or prod.op_type != "LayerNormalization" or len(prod.input) < 2 or prod.input[1] not in inits:
+        return False
+    inv = (1.0 / scale.detach().double()).cpu().numpy()
+    ks = range(1, min(len(prod.input), 3))
+    if any(prod.input[k] not in inits or _arr(inits[prod.input[k]]).shape != inv.shape for k in ks):
+        return False
+    for k in ks:
+        arr = _arr(inits[prod.input[k]]).astype(np.float64)
+        name = f"{prod.input[k]}_smoothed_{tensor}"
+        graph.initializer.append(_tensor(name, TensorProto.FLOAT, (arr * inv).astype(np.float32)))
+        prod.input[k] = name
+    return True
+
+
 def _scale_input(graph, tensor: str, scale: torch.Tensor, tag: str, new_nodes: list) -> str:
     """Insert ``Mul(tensor, 1 / s)`` (SmoothQuant / AWQ's per-input-channel scale); returns its output."""
     from onnx import TensorProto, helper
@@ -454,14 +477,20 @@ def build_qdq(sim: QuantSim, specs: dict[str, LayerSpec], example, *, progress: 
                 algo_notes.append(f"{info.name}: bias {_set_bias(graph, lt, wq.bias, cons, new_nodes)} by {spec.weight.algorithm}")
         aq = sim.input_qparams(info.name, spec) if info.has_activation_input else None
         if wq is not None and wq.input_scale is not None:
-            # x / s before the input quantizer (and the weight's W s): an explicit Mul
-            for node, idx in cons.get(lt.weight, []):
-                if node.op_type == "Gather":
-                    continue
+            # x / s before the input quantizer (and the weight's W s): folded into a LayerNorm that feeds
+            # only this layer, else an explicit Mul
+            how = set()
+            uses = [(n, i) for n, i in cons.get(lt.weight, []) if n.op_type != "Gather"]
+            for node, idx in uses:
                 act_idx = 0 if idx != 0 else 1
-                t = _scale_input(graph, node.input[act_idx], wq.input_scale, f"s{len(algo_notes)}", new_nodes)
+                t = node.input[act_idx]
+                if _fold_into_norm(graph, t, wq.input_scale, {id(n) for n, _ in uses}, cons):
+                    how.add("folded into the LayerNorm before it")
+                else:
+                    t = _scale_input(graph, t, wq.input_scale, f"s{len(algo_notes)}", new_nodes)
+                    how.add("an explicit Mul")
                 node.input[act_idx] = _act_qdq(graph, t, aq, "q", new_nodes) if aq is not None else t
-            algo_notes.append(f"{info.name}: {spec.weight.algorithm} input scale as an explicit Mul (not folded)")
+            algo_notes.append(f"{info.name}: {spec.weight.algorithm} input scale as {' and '.join(sorted(how))}")
             continue
         if aq is None:
             continue

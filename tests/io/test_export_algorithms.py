@@ -87,3 +87,43 @@ def test_onnx_export_of_smoothquant_scales_the_input_and_creates_biases(tmp_path
     with torch.no_grad():
         want = sim.qmodel(x)
     assert sqnr_db(want, out) > 35.0
+
+
+def test_smoothquant_scale_folds_into_a_layernorm_that_feeds_only_that_layer(tmp_path):
+    from torch import nn
+
+    from quantviz.core.data import Dataset
+    from quantviz.core.fakequant import QuantSim
+    from quantviz.core.spec import ActSpec, LayerSpec, WeightSpec
+    from quantviz.io.onnx_export import build_qdq, save_model
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln, self.fc, self.ln2, self.q, self.k = nn.LayerNorm(16), nn.Linear(16, 16), nn.LayerNorm(16), nn.Linear(16, 8), nn.Linear(16, 8)
+
+        def forward(self, x):
+            h = self.fc(self.ln(x))
+            y = self.ln2(h)
+            return self.q(y) + self.k(y)  # ln2 feeds two layers: their scales cannot both fold into it
+
+    torch.manual_seed(0)
+    m = M().eval()
+    with torch.no_grad():
+        m.ln.weight[3] = 25.0
+        m.ln2.weight[5] = 25.0
+    x = torch.randn(300, 16)
+    sim = QuantSim(m)
+    sim.calibrate(Dataset(x, name="calib"))
+    sq = LayerSpec(WeightSpec(bits=8, algorithm="smoothquant"), ActSpec(bits=8))
+    specs = {"fc": sq, "q": sq, "k": sq}
+    sim.apply(specs)
+    ex = build_qdq(sim, specs, x[:1])
+    notes = " | ".join(ex.notes)
+    assert "fc: smoothquant input scale as folded into the LayerNorm" in notes
+    assert "q: smoothquant input scale as an explicit Mul" in notes and "k: smoothquant input scale as an explicit Mul" in notes
+    save_model(ex.model, tmp_path / "f.onnx")
+    out, _ = onnxrt.run_dataset(onnxrt.make_session((tmp_path / "f.onnx").read_bytes()), Dataset(x, name="x"))
+    with torch.no_grad():
+        want = sim.qmodel(x)
+    assert sqnr_db(want, out) > 35.0
