@@ -211,8 +211,7 @@ class QuantSim(AlgorithmSupport):
         pending algorithms report ``progress`` and stop on ``cancel``."""
         changed = []
         self._context = self.context_tokens(specs)
-        pending = [l.name for l in self.layers if specs.get(l.name) is not None
-                   and self.algorithm_pending(l.name, specs[l.name].weight)]
+        pending = set(self.pending_algorithms(specs))
         done = 0
         for l in self.layers:
             spec = specs.get(l.name)

@@ -57,6 +57,12 @@ class AlgorithmSupport:
     def algorithm_key(self, name: str, spec: WeightSpec) -> tuple:
         return (name, spec, self._context.get(name))
 
+    def pending_algorithms(self, specs: dict[str, LayerSpec]) -> list[str]:
+        """Layers whose algorithm :meth:`apply` of ``specs`` would have to compute."""
+        ctx = self.context_tokens(specs)
+        return [n for n, sp in specs.items() if sp is not None and sp.weight.bits is not None
+                and sp.weight.algorithm != "none" and (n, sp.weight, ctx.get(n)) not in self._wcache]
+
     def algorithm_pending(self, name: str, spec: WeightSpec) -> bool:
         """True when ``spec`` asks for an algorithm whose result is not computed yet."""
         return spec.bits is not None and spec.algorithm != "none" and self.algorithm_key(name, spec) not in self._wcache
