@@ -12,7 +12,7 @@ def register(sub) -> None:
     p = sub.add_parser("export", help="write the config as quantviz JSON, ONNX QDQ, AIMET encodings, a torchao model or an HTML report")
     add_model_args(p)
     p.add_argument("--format", "-f", required=True, choices=FORMATS, help="what to write")
-    p.add_argument("--out", "-o", required=True, metavar="PATH", help="output file (torchao also writes <stem>_torchao.py)")
+    p.add_argument("--out", "-o", required=True, metavar="PATH", help="output file (torchao also writes <stem>_torchao.py, aimet <stem>_model.onnx)")
     p.add_argument("--force", action="store_true", help="replace existing files")
     add_common_args(p)
     p.set_defaults(func=run)
@@ -20,12 +20,14 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..io import atomic
-    from ..io.export import torchao_script_path
+    from ..io.export import aimet_model_path, torchao_script_path
 
     # refuse before the (slow) model load when the output exists
     atomic.check_writable(args.out, args.force)
     if args.format == "torchao":
         atomic.check_writable(torchao_script_path(args.out), args.force)
+    if args.format == "aimet":
+        atomic.check_writable(aimet_model_path(args.out), args.force)
     if not (args.config or args.preset):
         raise CLIError("export needs --config CFG or --preset NAME")
     session = open_session(args)

@@ -35,6 +35,10 @@ def add_model_args(p: argparse.ArgumentParser, *, data: bool = True, config: boo
                             "none, adaround, gptq, bias_correction, smoothquant, awq")
         p.add_argument("--cle", action="store_true",
                        help="cross-layer equalization of conv -> ReLU -> conv pairs before quantizing (options.cle)")
+        p.add_argument("--grid", choices=["full", "torch", "restricted"],
+                       help="symmetric grid of every symmetric tensor, replacing the config's: full [-2^(b-1), 2^(b-1)-1] "
+                            "with both range ends on the grid (default), torch (torch observers' scale), "
+                            "restricted [-(2^(b-1)-1), 2^(b-1)-1]; asymmetric tensors ignore it")
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
@@ -98,7 +102,14 @@ def load_config_arg(args):
         cfg = load_config(args.config)
     elif getattr(args, "preset", None):
         cfg = preset(args.preset)
-    return with_algorithm(cfg, getattr(args, "algorithm", None))
+    return with_algorithm(_with_grid_arg(args, cfg), getattr(args, "algorithm", None))
+
+
+def _with_grid_arg(args, cfg):
+    from ..io.config import with_grid
+
+    grid = getattr(args, "grid", None)
+    return with_grid(cfg, grid) if cfg is not None and grid else cfg
 
 
 def with_algorithm(cfg, algorithm: str | None):
@@ -124,8 +135,8 @@ def open_session(args, *, prepare: bool = True, default_preset: str = "W8"):
     from ..io.config import preset
     from ..session import Session
 
-    cfg = load_config_arg(args) or with_algorithm(preset(default_preset), getattr(args, "algorithm", None)) \
-        or preset(default_preset)
+    cfg = load_config_arg(args) or with_algorithm(_with_grid_arg(args, preset(default_preset)),
+                                                  getattr(args, "algorithm", None))
     if getattr(args, "cle", False):
         cfg = cfg.copy()
         cfg.options["cle"] = True

@@ -26,7 +26,7 @@ from .errors import Cancelled, ModelError, QuantvizError
 from .layers import LayerInfo, fold_batchnorm, inventory
 from .observers import HistogramObserver, histogram_of
 from .progress import Progress, null_progress, scaled
-from .qparams import QParams, compute_qparams, fake_quantize
+from .qparams import QParams, clipped_fraction, compute_qparams, fake_quantize
 from .ranges import RangeError, activation_range, group_matrix, weight_range
 from .spec import ActSpec, LayerSpec, WeightSpec
 
@@ -109,14 +109,13 @@ class QuantSim(AlgorithmSupport):
         gs = spec.effective_group_size()
         try:
             m = group_matrix(w, spec.granularity, info.channel_axis, gs)
-            lo, hi = weight_range(m, spec.range, spec.bits, spec.symmetric)
+            lo, hi = weight_range(m, spec.range, spec.bits, spec.symmetric, spec.grid)
         except RangeError as exc:
             raise RangeError(f"layer {name}: {exc}") from exc
-        qp = compute_qparams(lo, hi, spec.bits, spec.symmetric)
+        qp = compute_qparams(lo, hi, spec.bits, spec.symmetric, spec.grid)
         axis = None if spec.granularity == "per_tensor" else info.channel_axis
         wq = fake_quantize(w, qp, axis=axis, group_size=gs)
-        glo, ghi = qp.grid_range()
-        clipped = float(((m < glo.view(-1, 1)) | (m > ghi.view(-1, 1))).float().mean())
+        clipped = clipped_fraction(m, qp)
         # float32 dot products: exact enough for dB and MSE, without float64 copies
         d = (wq - w).flatten()
         noise, signal = float(torch.dot(d, d)), float(torch.dot(w.flatten(), w.flatten()))
@@ -178,10 +177,10 @@ class QuantSim(AlgorithmSupport):
             return None
         h = self.act_obs[name].histogram()
         try:
-            lo, hi = activation_range(h, spec.range, spec.bits, spec.symmetric)
+            lo, hi = activation_range(h, spec.range, spec.bits, spec.symmetric, spec.grid)
         except RangeError as exc:
             raise RangeError(f"layer {name} activation: {exc}") from exc
-        return compute_qparams(lo, hi, spec.bits, spec.symmetric)
+        return compute_qparams(lo, hi, spec.bits, spec.symmetric, spec.grid)
 
     def activation_sqnr(self, name: str, spec: ActSpec) -> float | None:
         """SQNR of quantizing this layer's input, estimated from its histogram."""
@@ -247,7 +246,7 @@ class QuantSim(AlgorithmSupport):
                     else:
                         self._in_scale[l.name] = scale
                         self._act_qp[l.name] = (compute_qparams(wq.input_range[0], wq.input_range[1], aspec.bits,
-                                                                aspec.symmetric) if aspec.bits is not None else None)
+                                                                aspec.symmetric, aspec.grid) if aspec.bits is not None else None)
                 self._applied_w[l.name] = wkey
                 if l.name not in changed:
                     changed.append(l.name)

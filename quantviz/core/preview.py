@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .observers import Histogram
-from .qparams import QParams, compute_qparams, fake_quantize
+from .qparams import QParams, clipped_fraction, compute_qparams, fake_quantize
 from .ranges import group_matrix, weight_range
 from .spec import ActSpec, RangeSpec, WeightSpec
 
@@ -50,7 +50,8 @@ def cell_density(values: np.ndarray, scales: np.ndarray, edges: np.ndarray,
     """Mass per display bin when each value's weight is spread over ``[v - s/2, v + s/2]``.
 
     The mixture's cumulative distribution is piecewise linear with slope
-    changes at the cell ends, so it is exact and costs one sort.
+    changes at the cell ends, so it is exact and costs one sort. Mass that
+    falls outside ``edges`` is counted in the first / last bin.
     """
     v = np.asarray(values, dtype=np.float64).ravel()
     s = np.broadcast_to(np.asarray(scales, dtype=np.float64), v.shape).ravel()
@@ -67,7 +68,12 @@ def cell_density(values: np.ndarray, scales: np.ndarray, edges: np.ndarray,
     cum_slope = np.cumsum(d)
     cdf = np.concatenate([[0.0], np.cumsum(cum_slope[:-1] * np.diff(x))])
     at_edges = np.interp(edges, x, cdf, left=0.0, right=cdf[-1])
-    return np.clip(np.diff(at_edges), 0.0, None)
+    out = np.clip(np.diff(at_edges), 0.0, None)
+    # the half cells of the grid's end levels may reach past the display range: their
+    # mass goes into the end bins, so the staircase keeps every value
+    out[0] += max(at_edges[0], 0.0)
+    out[-1] += max(cdf[-1] - at_edges[-1], 0.0)
+    return out
 
 
 def grid_levels(qp: QParams, group: int = 0) -> tuple[np.ndarray, int]:
@@ -94,7 +100,7 @@ def _summary(lo: float, hi: float, qp: QParams, group: int, sqnr: float, mse: fl
         "sqnr_db": float(sqnr), "mse": float(mse), "clipped": float(clipped),
         "levels": levels, "levels_total": qp.qmax - qp.qmin + 1, "levels_step": step, "levels_group": int(group),
         "grid_lo": float(glo.min()), "grid_hi": float(ghi.max()),
-        "bits": qp.bits, "symmetric": qp.symmetric,
+        "bits": qp.bits, "symmetric": qp.symmetric, "grid": qp.grid if qp.symmetric else None,
     }
 
 
@@ -143,8 +149,8 @@ def preview_weight(sim, name: str, wspec: WeightSpec, lo: float | None = None, h
         wspec = replace(wspec, range=RangeSpec(method="manual", lo=float(lo), hi=float(hi)))
     gs = wspec.effective_group_size()
     m = group_matrix(w, wspec.granularity, info.channel_axis, gs)
-    glo, ghi = weight_range(m, wspec.range, wspec.bits, wspec.symmetric)
-    qp = compute_qparams(glo, ghi, wspec.bits, wspec.symmetric)
+    glo, ghi = weight_range(m, wspec.range, wspec.bits, wspec.symmetric, wspec.grid)
+    qp = compute_qparams(glo, ghi, wspec.bits, wspec.symmetric, wspec.grid)
     axis = None if wspec.granularity == "per_tensor" else info.channel_axis
     wq = fake_quantize(w, qp, axis=axis, group_size=gs)
     algo_note = None
@@ -158,8 +164,7 @@ def preview_weight(sim, name: str, wspec: WeightSpec, lo: float | None = None, h
             algo_note = algorithm_text(res.algorithm_info)
             if res.input_scale is None and res.qparams.scale.shape == qp.scale.shape:
                 wq, qp = res.tensor.float(), res.qparams
-    gmin, gmax = qp.grid_range()
-    clipped = float(((m < gmin.view(-1, 1)) | (m > gmax.view(-1, 1))).float().mean())
+    clipped = clipped_fraction(m, qp)
     # float32 dot products, as QuantSim.quantize_weight computes them
     d = (wq - w).flatten()
     noise, signal = float(torch.dot(d, d)), float(torch.dot(w.flatten(), w.flatten()))
@@ -253,8 +258,8 @@ def activation_qparams(hist: Histogram, aspec: ActSpec, lo: float | None = None,
     from .ranges import activation_range
 
     if lo is None or hi is None:
-        lo, hi = activation_range(hist, aspec.range, aspec.bits, aspec.symmetric)
-    return compute_qparams(float(lo), float(hi), aspec.bits, aspec.symmetric), float(lo), float(hi)
+        lo, hi = activation_range(hist, aspec.range, aspec.bits, aspec.symmetric, aspec.grid)
+    return compute_qparams(float(lo), float(hi), aspec.bits, aspec.symmetric, aspec.grid), float(lo), float(hi)
 
 
 def preview_activation(hist: Histogram, aspec: ActSpec, lo: float | None = None, hi: float | None = None,
@@ -285,7 +290,8 @@ def preview_activation(hist: Histogram, aspec: ActSpec, lo: float | None = None,
     total = float(wts.sum())
     sqnr = float("inf") if noise == 0 else 10 * math.log10(max(sig, 1e-300) / noise)
     gmin, gmax = qp.grid_range()
-    outside = (c < float(gmin[0])) | (c > float(gmax[0]))
+    tol = float(qp.scale[0]) * 1e-3  # as qparams.clipped_fraction counts
+    outside = (c < float(gmin[0]) - tol) | (c > float(gmax[0]) + tol)
     clipped = float(wts[outside].sum()) / total if total else 0.0
     out = _summary(rlo, rhi, qp, 0, sqnr, noise / total if total else 0.0, clipped)
     qcounts = cell_density(q.numpy(), float(qp.scale[0]), disp.edges, weights=wts.numpy())

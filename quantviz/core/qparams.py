@@ -3,8 +3,19 @@
 Conventions follow torch's observers (``torch.ao.quantization.MinMaxObserver``)
 and torchao's ``choose_qparams_affine``:
 
-* a *symmetric* b-bit grid is signed, ``[-2**(b-1), 2**(b-1) - 1]`` with zero
-  point 0 and ``scale = max(|lo|, |hi|) / ((qmax - qmin) / 2)``;
+* a *symmetric* b-bit grid is signed with zero point 0; its ``grid`` rule
+  (``lo' = min(lo, 0)``, ``hi' = max(hi, 0)``) is one of
+
+  - ``"full"`` (default): ``[-2**(b-1), 2**(b-1) - 1]``,
+    ``scale = max(hi' / qmax, lo' / qmin)``: both ends of the range are on
+    the grid, nothing inside it is clipped (AIMET's rule; torchao's
+    ``SYMMETRIC_NO_CLIPPING_ERR``);
+  - ``"torch"``: ``[-2**(b-1), 2**(b-1) - 1]``,
+    ``scale = max(|lo'|, hi') / ((qmax - qmin) / 2)`` (torch's observers,
+    torchao's ``SYMMETRIC``): ``max(|lo|, |hi|)`` falls on a rounding tie at
+    ``+-(qmax + 0.5)`` steps, so a positive extreme is clipped to ``qmax``;
+  - ``"restricted"``: ``[-(2**(b-1) - 1), 2**(b-1) - 1]``,
+    ``scale = max(|lo'|, hi') / qmax`` (many inference backends);
 * an *asymmetric* b-bit grid is unsigned, ``[0, 2**b - 1]`` with
   ``scale = (hi' - lo') / (qmax - qmin)`` and
   ``zero_point = qmin - round(lo' / scale)`` clamped into the grid, where
@@ -30,14 +41,32 @@ RANGE_LIMIT = float(torch.finfo(torch.float32).max) / 4
 MIN_BITS = 2
 MAX_BITS = 16
 
+GRIDS = ("full", "torch", "restricted")  # symmetric grid rules (see the module docstring)
+DEFAULT_GRID = "full"
 
-def qrange(bits: int, symmetric: bool) -> tuple[int, int]:
-    """Return ``(qmin, qmax)`` of the integer grid for ``bits`` bits."""
+
+def qrange(bits: int, symmetric: bool, grid: str = DEFAULT_GRID) -> tuple[int, int]:
+    """Return ``(qmin, qmax)`` of the integer grid for ``bits`` bits (``grid``: symmetric only)."""
     if not (MIN_BITS <= int(bits) <= MAX_BITS):
         raise ValueError(f"bits must be in {MIN_BITS}..{MAX_BITS}, got {bits}")
     if symmetric:
-        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        if grid not in GRIDS:
+            raise ValueError(f"unknown grid {grid!r} (allowed: {', '.join(GRIDS)})")
+        half = 2 ** (bits - 1)
+        return (-(half - 1) if grid == "restricted" else -half), half - 1
     return 0, 2**bits - 1
+
+
+def symmetric_scale(lo_neg: torch.Tensor, hi_pos: torch.Tensor, qmin: int, qmax: int, grid: str) -> torch.Tensor:
+    """The scale of a symmetric grid for ``lo_neg <= 0 <= hi_pos`` (any float dtype), before the EPS floor."""
+    if grid == "full":
+        return torch.maximum(hi_pos / float(qmax), lo_neg / float(qmin))
+    amax = torch.maximum(-lo_neg, hi_pos)
+    if grid == "torch":
+        return amax / (float(qmax - qmin) / 2)
+    if grid == "restricted":
+        return amax / float(qmax)
+    raise ValueError(f"unknown grid {grid!r} (allowed: {', '.join(GRIDS)})")
 
 
 @dataclass
@@ -57,6 +86,7 @@ class QParams:
     hi: torch.Tensor
     bits: int
     symmetric: bool
+    grid: str = DEFAULT_GRID  # the symmetric grid rule (meaningless when asymmetric)
 
     @property
     def groups(self) -> int:
@@ -70,6 +100,7 @@ class QParams:
         return {
             "bits": self.bits,
             "symmetric": self.symmetric,
+            **({"grid": self.grid} if self.symmetric else {}),
             "qmin": self.qmin,
             "qmax": self.qmax,
             "scale": [float(v) for v in self.scale.flatten()],
@@ -79,27 +110,46 @@ class QParams:
         }
 
 
-def compute_qparams(lo: torch.Tensor | float, hi: torch.Tensor | float, bits: int, symmetric: bool) -> QParams:
-    """Scale and zero point from a clip range, as torch's min-max observers do."""
+def compute_qparams(lo: torch.Tensor | float, hi: torch.Tensor | float, bits: int, symmetric: bool,
+                    grid: str = DEFAULT_GRID) -> QParams:
+    """Scale and zero point from a clip range (``grid="torch"``: exactly as torch's min-max observers do)."""
     lo_t = torch.as_tensor(lo, dtype=torch.float32).flatten()
     hi_t = torch.as_tensor(hi, dtype=torch.float32).flatten()
     lo_t = torch.nan_to_num(lo_t, nan=0.0, posinf=0.0, neginf=0.0).clamp(-RANGE_LIMIT, RANGE_LIMIT)
     hi_t = torch.nan_to_num(hi_t, nan=0.0, posinf=0.0, neginf=0.0).clamp(-RANGE_LIMIT, RANGE_LIMIT)
     hi_t = torch.maximum(hi_t, lo_t)
-    qmin, qmax = qrange(bits, symmetric)
+    qmin, qmax = qrange(bits, symmetric, grid)
     lo_neg = torch.clamp(lo_t, max=0.0)
     hi_pos = torch.clamp(hi_t, min=0.0)
     if symmetric:
-        amax = torch.maximum(-lo_neg, hi_pos)
-        scale = amax / (float(qmax - qmin) / 2)
-        scale = torch.clamp(scale, min=EPS)
+        scale = torch.clamp(symmetric_scale(lo_neg, hi_pos, qmin, qmax, grid), min=EPS)
         zp = torch.zeros_like(scale, dtype=torch.int32)
     else:
         scale = (hi_pos - lo_neg) / float(qmax - qmin)
         scale = torch.clamp(scale, min=EPS)
         zp = qmin - torch.round(lo_neg / scale)
         zp = torch.clamp(zp, qmin, qmax).to(torch.int32)
-    return QParams(scale=scale, zero_point=zp, qmin=qmin, qmax=qmax, lo=lo_t, hi=hi_t, bits=int(bits), symmetric=bool(symmetric))
+    return QParams(scale=scale, zero_point=zp, qmin=qmin, qmax=qmax, lo=lo_t, hi=hi_t, bits=int(bits), symmetric=bool(symmetric),
+                   grid=str(grid) if symmetric else DEFAULT_GRID)
+
+
+def clipped_fraction(m: torch.Tensor, qp: QParams) -> float:
+    """Fraction of the values of ``m`` (one row per group of ``qp``) beyond the grid's end points.
+
+    A value counts when it lies more than 1/1000 of a step outside: a range end that
+    the grid represents (the ``full`` rule puts it on ``qmin`` or ``qmax``) is not
+    counted because of the last bit of float rounding in ``qmax * (hi / qmax)``.
+    """
+    glo, ghi = qp.grid_range()
+    tol = qp.scale * 1e-3
+    m2 = m.reshape(qp.groups, -1)
+    out = (m2 < (glo - tol).view(-1, 1)) | (m2 > (ghi + tol).view(-1, 1))
+    return float(out.float().mean()) if m2.numel() else 0.0
+
+
+def spec_qparams(lo, hi, spec) -> QParams:
+    """:func:`compute_qparams` with a ``WeightSpec`` / ``ActSpec``'s bits, symmetry and grid."""
+    return compute_qparams(lo, hi, spec.bits, spec.symmetric, spec.grid)
 
 
 def fake_quantize(x: torch.Tensor, qp: QParams, axis: int | None = None, group_size: int | None = None) -> torch.Tensor:

@@ -6,6 +6,12 @@ Weights: computed on the tensor itself, one range per quantization group
 
 * ``minmax``: the exact minimum and maximum.
 * ``percentile`` (p): asymmetric ``[q(1-p), q(p)]``; symmetric ``+-q_|x|(p)``.
+
+Symmetric ranges: with the ``torch`` and ``restricted`` grids only
+``max(|lo|, |hi|)`` matters and the range is returned as ``+-max``; the
+``full`` grid puts each end of the range on its own side of the grid, so
+min-max, KL and manual ranges keep their two ends, MSE scales both ends by
+the same factor, and percentile takes the two-sided ``[q(1-p), q(p)]``.
 * ``mse``: the clip ``alpha * range`` (alpha on a coarse grid of 100 values in
   (0, 1], then refined) that minimises the mean squared quantization error.
 * ``kl``: TensorRT / ONNX Runtime entropy calibration: a histogram of ``|x|``
@@ -22,7 +28,7 @@ import torch
 
 from .errors import QuantvizError
 from .observers import Histogram
-from .qparams import EPS, qrange
+from .qparams import DEFAULT_GRID, EPS, qrange, symmetric_scale
 from .spec import DEFAULT_PERCENTILE, RangeSpec
 
 N_ALPHA = 100
@@ -58,13 +64,14 @@ def group_matrix(w: torch.Tensor, granularity: str, axis: int, group_size: int |
 
 
 # ------------------------------------------------------- fake quant helpers
-def _fq_rows(m: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
+def _fq_rows(m: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool,
+             grid: str = DEFAULT_GRID) -> torch.Tensor:
     """Fake-quantize each row of ``m`` with its own range (float math)."""
-    qmin, qmax = qrange(bits, symmetric)
+    qmin, qmax = qrange(bits, symmetric, grid)
     lo_n = torch.clamp(lo, max=0.0)
     hi_p = torch.clamp(hi, min=0.0)
     if symmetric:
-        scale = torch.clamp(torch.maximum(-lo_n, hi_p) / ((qmax - qmin) / 2), min=EPS)
+        scale = torch.clamp(symmetric_scale(lo_n, hi_p, qmin, qmax, grid), min=EPS)
         zp = torch.zeros_like(scale)
     else:
         scale = torch.clamp((hi_p - lo_n) / (qmax - qmin), min=EPS)
@@ -75,14 +82,15 @@ def _fq_rows(m: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: int, sym
     return (q - z) * s
 
 
-def _alpha_search(m: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool, weights: torch.Tensor | None = None):
+def _alpha_search(m: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool,
+                  weights: torch.Tensor | None = None, grid: str = DEFAULT_GRID):
     """Per-row alpha in (0, 1] minimising the (weighted) MSE of fake quantization."""
 
     def errors(alphas: torch.Tensor) -> torch.Tensor:
         errs = []
         for a in alphas:
             a_lo, a_hi = lo * a, hi * a
-            d = (_fq_rows(m, a_lo, a_hi, bits, symmetric) - m) ** 2
+            d = (_fq_rows(m, a_lo, a_hi, bits, symmetric, grid) - m) ** 2
             if weights is not None:
                 d = d * weights
             errs.append(d.sum(dim=1))
@@ -98,7 +106,7 @@ def _alpha_search(m: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: int
     errs = []
     for k in range(fine.shape[0]):
         a = fine[k]
-        d = (_fq_rows(m, lo * a, hi * a, bits, symmetric) - m) ** 2
+        d = (_fq_rows(m, lo * a, hi * a, bits, symmetric, grid) - m) ** 2
         if weights is not None:
             d = d * weights
         errs.append(d.sum(dim=1))
@@ -162,8 +170,10 @@ def _abs_histogram_from_values(values: np.ndarray, weights: np.ndarray, bins: in
 
 # ------------------------------------------------------------ weight ranges
 @torch.no_grad()
-def weight_range(m: torch.Tensor, rng: RangeSpec, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def weight_range(m: torch.Tensor, rng: RangeSpec, bits: int, symmetric: bool,
+                 grid: str = DEFAULT_GRID) -> tuple[torch.Tensor, torch.Tensor]:
     """Clip range per row of the ``(groups, n)`` matrix ``m``."""
+    two_sided = symmetric and grid == "full"  # the full grid uses both ends of a symmetric range
     lo, hi = m.min(dim=1).values, m.max(dim=1).values
     # NaN propagates through min / max and Inf shows in them: no full-size mask needed
     if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
@@ -173,15 +183,15 @@ def weight_range(m: torch.Tensor, rng: RangeSpec, bits: int, symmetric: bool) ->
         pass
     elif method == "percentile":
         p = (rng.p if rng.p is not None else DEFAULT_PERCENTILE) / 100.0
-        if symmetric:
+        if symmetric and not two_sided:
             a = _quantile_rows(m.abs(), p)
             return -a, a
         # p below 50 names the same two-sided range as 100 - p (never lo > hi)
         lo, hi = _quantile_rows(m, min(p, 1.0 - p)), _quantile_rows(m, max(p, 1.0 - p))
     elif method == "mse":
-        if symmetric:
+        if symmetric and not two_sided:
             lo, hi = _sym(lo, hi)
-        alpha = _alpha_search(m, lo, hi, bits, symmetric)
+        alpha = _alpha_search(m, lo, hi, bits, symmetric, grid=grid)
         return lo * alpha, hi * alpha
     elif method == "kl":
         flat = m.flatten().numpy()
@@ -200,7 +210,7 @@ def weight_range(m: torch.Tensor, rng: RangeSpec, bits: int, symmetric: bool) ->
             hi = torch.full_like(hi, mhi)
     else:
         raise RangeError(f"unknown range method {method!r}")
-    if symmetric:
+    if symmetric and not two_sided:
         lo, hi = _sym(lo, hi)
     return lo, hi
 
@@ -217,8 +227,10 @@ def _quantile_rows(m: torch.Tensor, q: float) -> torch.Tensor:
 
 
 # -------------------------------------------------------- activation ranges
-def activation_range(h: Histogram, rng: RangeSpec, bits: int, symmetric: bool) -> tuple[float, float]:
+def activation_range(h: Histogram, rng: RangeSpec, bits: int, symmetric: bool,
+                     grid: str = DEFAULT_GRID) -> tuple[float, float]:
     """Clip range of an activation tensor from its calibration histogram."""
+    two_sided = symmetric and grid == "full"
     if h.total <= 0:
         raise RangeError("no calibration statistics")
     lo, hi = h.min, h.max
@@ -229,7 +241,7 @@ def activation_range(h: Histogram, rng: RangeSpec, bits: int, symmetric: bool) -
         pass
     elif method == "percentile":
         p = (rng.p if rng.p is not None else DEFAULT_PERCENTILE) / 100.0
-        if symmetric:
+        if symmetric and not two_sided:
             order = np.argsort(np.abs(centers))
             a = np.abs(centers)[order]
             cdf = np.cumsum(counts[order]) / counts.sum()
@@ -242,9 +254,9 @@ def activation_range(h: Histogram, rng: RangeSpec, bits: int, symmetric: bool) -
         vals = torch.tensor(np.clip(centers[mask], h.min, h.max), dtype=torch.float64).view(1, -1)
         wts = torch.tensor(counts[mask], dtype=torch.float64).view(1, -1)
         l, u = torch.tensor([lo], dtype=torch.float64), torch.tensor([hi], dtype=torch.float64)
-        if symmetric:
+        if symmetric and not two_sided:
             l, u = _sym(l, u)
-        alpha = float(_alpha_search(vals, l, u, bits, symmetric, weights=wts)[0])
+        alpha = float(_alpha_search(vals, l, u, bits, symmetric, weights=wts, grid=grid)[0])
         return float(l[0]) * alpha, float(u[0]) * alpha
     elif method == "kl":
         mask = counts > 0
@@ -257,7 +269,7 @@ def activation_range(h: Histogram, rng: RangeSpec, bits: int, symmetric: bool) -
         return float(rng.lo), float(rng.hi)
     else:
         raise RangeError(f"unknown range method {method!r}")
-    if symmetric:
+    if symmetric and not two_sided:
         a = max(abs(lo), abs(hi))
         return -a, a
     return float(lo), float(hi)

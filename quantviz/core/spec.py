@@ -14,6 +14,11 @@ DEFAULT_PERCENTILE = 99.99
 DEFAULT_GROUP_SIZE = 32
 # per-layer PTQ algorithms (quantviz.core.algorithms); "none" is plain rounding to nearest
 ALGORITHMS = ("none", "adaround", "gptq", "bias_correction", "smoothquant", "awq")
+# Symmetric grid rules (quantviz.core.qparams): "full" [-2^(b-1), 2^(b-1)-1] with both range ends
+# on the grid; "torch" (torch's observers' scale); "restricted" [-(2^(b-1)-1), 2^(b-1)-1].
+# Asymmetric grids ignore the setting.
+SYMMETRIC_GRIDS = ("full", "torch", "restricted")
+DEFAULT_GRID = "full"
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class WeightSpec:
     algorithm: str = "none"
     # the algorithm's options as sorted (key, value) pairs (hashable: the spec keys caches)
     algorithm_options: tuple = ()
+    grid: str = DEFAULT_GRID  # symmetric grid rule; ignored when asymmetric
 
     @property
     def enabled(self) -> bool:
@@ -67,6 +73,8 @@ class WeightSpec:
 
     def to_dict(self) -> dict:
         d: dict = {"bits": self.bits, "granularity": self.granularity, "symmetric": self.symmetric, "range": self.range.to_dict()}
+        if self.symmetric:
+            d["grid"] = self.grid
         if self.granularity == "per_group":
             d["group_size"] = self.effective_group_size()
         d["algorithm"] = self.algorithm
@@ -80,13 +88,17 @@ class ActSpec:
     bits: int | None = None
     symmetric: bool = False
     range: RangeSpec = field(default_factory=RangeSpec)
+    grid: str = DEFAULT_GRID  # symmetric grid rule; ignored when asymmetric
 
     @property
     def enabled(self) -> bool:
         return self.bits is not None
 
     def to_dict(self) -> dict:
-        return {"bits": self.bits, "symmetric": self.symmetric, "range": self.range.to_dict()}
+        d = {"bits": self.bits, "symmetric": self.symmetric, "range": self.range.to_dict()}
+        if self.symmetric:
+            d["grid"] = self.grid
+        return d
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,27 @@ activation is the name of the tensor the layer consumes.
 AIMET's integer convention is unsigned, ``x = (q + offset) * scale`` with
 ``q`` in ``[0, 2**bw - 1]``; a quantviz grid ``[qmin, qmax]`` with zero point
 ``z`` therefore has ``offset = qmin - z`` (``-2**(bw-1)`` when symmetric).
+The layout has no field for quantviz's symmetric grid rule: ``full`` and
+``torch`` grids are the same integer grid (only the scale rule differs, and
+the scale is written); a ``restricted`` grid ``[-(2**(bw-1) - 1), ...]`` is
+written as the symmetric grid it is a subset of (offset ``-2**(bw-1)``), and a
+note says so (weights written on the grid never use the lowest code; a
+consumer quantizing activations may).
+
+Which loader reads this file: the 1.0.0 layout is the one aimet-onnx and
+Qualcomm's toolchain read, with the tensor names of an ONNX graph;
+aimet-torch's ``load_encodings`` reads its own per-module layout, which is
+not written. Such consumers quantize the float weights of the model with
+these encodings, so the export also writes that model with every quantized
+weight replaced by its dequantized, on-grid value (``<stem>_model.onnx``):
+``w / scale`` is then an integer up to float rounding, and any rounding of
+.5 ties gives the simulation's codes.
 
 Import turns encodings back into a :class:`QuantConfig`: per layer the bit
 width, symmetry and granularity come from the encoding; the range method is
 the first of (the session's current method, min-max, MSE, percentile) whose
-qparams reproduce the encoding, else a manual range (per-tensor) that does.
+qparams reproduce the encoding, else a manual range (per-tensor) that does;
+for a symmetric encoding the grid rules are tried too (the current one first).
 """
 from __future__ import annotations
 
@@ -22,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import QuantvizError
-from ..core.qparams import QParams
+from ..core.qparams import GRIDS, QParams
 from ..core.spec import ActSpec, RangeSpec, WeightSpec
 from .config import QuantConfig
 
@@ -34,9 +50,14 @@ class AimetError(QuantvizError, ValueError):
     pass
 
 
+def _type_qmin(qp: QParams) -> int:
+    """The lowest code of the integer type the grid lives in (a restricted grid's is one lower)."""
+    return -(2 ** (qp.bits - 1)) if qp.symmetric else qp.qmin
+
+
 def _entry(name: str, qp: QParams, granularity: str, group_size: int | None) -> dict:
     scale = [float(v) for v in qp.scale.flatten()]
-    offset = [int(qp.qmin - int(z)) for z in qp.zero_point.flatten()]
+    offset = [int(_type_qmin(qp) - int(z)) for z in qp.zero_point.flatten()]
     d = {"name": name, "enc_type": ENC_TYPES[granularity], "dtype": "INT", "bw": int(qp.bits),
          "is_sym": bool(qp.symmetric), "scale": scale, "offset": offset}
     if granularity == "per_group":
@@ -50,7 +71,7 @@ def encodings(sim, specs: dict, tensors: dict[str, dict], notes: list[str] | Non
     ``tensors`` is the layer -> ONNX tensor mapping of ``onnx_export.onnx_names``.
     """
     notes = notes if notes is not None else []
-    params, acts, seen_act = [], [], {}
+    params, acts, seen_act, restricted = [], [], {}, []
     for info in sim.layers:
         spec = specs[info.name]
         names = tensors.get(info.name, {})
@@ -62,6 +83,8 @@ def encodings(sim, specs: dict, tensors: dict[str, dict], notes: list[str] | Non
                 notes.append(f"{info.name}: {spec.weight.algorithm} changed the "
                              f"{'bias' if wq.bias is not None else 'input scale'}, which encodings cannot carry; "
                              "the ONNX / quantviz JSON exports hold it")
+            if wq.qparams.symmetric and wq.qparams.grid == "restricted":
+                restricted.append(wname)
         if not info.has_activation_input:
             continue
         aq = sim.activation_qparams(info.name, spec.activation)
@@ -76,8 +99,14 @@ def encodings(sim, specs: dict, tensors: dict[str, dict], notes: list[str] | Non
                 continue
             acts.append(e)
             seen_act[t] = dict(e, _layer=info.name)
+            if aq.symmetric and aq.grid == "restricted":
+                restricted.append(t)
     for t, e in seen_act.items():
         e.pop("_layer", None)
+    if restricted:
+        notes.append(f"{len(restricted)} tensor(s) use the restricted grid (e.g. {restricted[0]}): AIMET's layout "
+                     "cannot say so; written as symmetric with offset -2^(b-1) (weights on the grid never use "
+                     "that code; a consumer quantizing activations may)")
     wbits = sorted({p["bw"] for p in params})
     abits = sorted({a["bw"] for a in acts})
     return {
@@ -155,7 +184,7 @@ def _matches(qp: QParams | None, enc: dict) -> bool:
     if qp is None or qp.bits != enc["bw"] or qp.scale.numel() != enc["scale"].size:
         return False
     scale = qp.scale.double().numpy()
-    offset = (qp.qmin - qp.zero_point.double()).numpy()
+    offset = (_type_qmin(qp) - qp.zero_point.double()).numpy()
     return bool(np.allclose(scale, enc["scale"], rtol=1e-6, atol=0) and np.array_equal(offset, np.round(enc["offset"])))
 
 
@@ -167,7 +196,15 @@ def _candidates(current: RangeSpec) -> list[RangeSpec]:
     return out
 
 
+def _grids(enc: dict, current: str) -> list[str]:
+    """Symmetric grid rules to try (the file does not say which one made the scale)."""
+    if not enc["is_sym"]:
+        return [current]
+    return [current] + [g for g in GRIDS if g != current]
+
+
 def _manual_range(enc: dict) -> RangeSpec:
+    """A per-tensor range whose qparams are the encoding's (symmetric: with torch's grid rule)."""
     s, o, bw = float(enc["scale"][0]), float(enc["offset"][0]), enc["bw"]
     if enc["is_sym"]:
         half = s * (2**bw - 1) / 2
@@ -228,7 +265,7 @@ def import_aimet(source: str | Path | dict, sim, config: QuantConfig, *, example
         if layer is None:
             notes.append(f"{where}: param {name}: no layer of this model has that weight; ignored")
         elif enc["dtype"] == "INT":
-            layer_w[layer] = _weight_spec(sim, layer, enc, cur[layer].weight.range, notes)
+            layer_w[layer] = _weight_spec(sim, layer, enc, cur[layer].weight, notes)
     for name, enc in acts.items():
         layers = input_to_layers.get(name) or ([name] if name in sim.by_name else [])
         if not layers:
@@ -236,7 +273,7 @@ def import_aimet(source: str | Path | dict, sim, config: QuantConfig, *, example
         elif enc["dtype"] == "INT":
             for layer in layers:
                 if sim.by_name[layer].has_activation_input:
-                    layer_a[layer] = _act_spec(sim, layer, enc, cur[layer].activation.range)
+                    layer_a[layer] = _act_spec(sim, layer, enc, cur[layer].activation)
     cfg = QuantConfig(default={"weight": {"bits": None}, "activation": {"bits": None}}, name="AIMET import")
     for info in sim.layers:
         entry = {}
@@ -276,36 +313,38 @@ def _name_maps(sim, tensors: dict) -> tuple[dict, dict]:
     return wname_to_layer, input_to_layers
 
 
-def _weight_spec(sim, layer: str, enc: dict, current: RangeSpec, notes: list[str]) -> WeightSpec:
-    """The weight setting whose qparams reproduce ``enc`` (a range method if one does)."""
+def _weight_spec(sim, layer: str, enc: dict, current: WeightSpec, notes: list[str]) -> WeightSpec:
+    """The weight setting whose qparams reproduce ``enc`` (a range method and grid rule if one does)."""
     gran, gs = _granularity(sim.by_name[layer], enc)
-    for r in _candidates(current):
-        if r.method == "manual" and gran != "per_tensor":
-            continue
-        cand = WeightSpec(enc["bw"], gran, gs, enc["is_sym"], r)
-        try:
-            wq = sim.quantize_weight(layer, cand)
-        except QuantvizError:
-            continue
-        if _matches(wq.qparams, enc):
-            return cand
+    for grid in _grids(enc, current.grid):
+        for r in _candidates(current.range):
+            if r.method == "manual" and gran != "per_tensor":
+                continue
+            cand = WeightSpec(enc["bw"], gran, gs, enc["is_sym"], r, grid)
+            try:
+                wq = sim.quantize_weight(layer, cand)
+            except QuantvizError:
+                continue
+            if _matches(wq.qparams, enc):
+                return cand
     if gran == "per_tensor":
-        return WeightSpec(enc["bw"], gran, gs, enc["is_sym"], _manual_range(enc))
+        return WeightSpec(enc["bw"], gran, gs, enc["is_sym"], _manual_range(enc), "torch")
     notes.append(f"{layer}: the imported {gran.replace('_', '-')} scales match no range method; using min-max")
     return WeightSpec(enc["bw"], gran, gs, enc["is_sym"], RangeSpec("minmax"))
 
 
-def _act_spec(sim, layer: str, enc: dict, current: RangeSpec) -> ActSpec:
-    """The activation setting whose qparams reproduce ``enc`` (a range method if one does)."""
-    for r in _candidates(current):
-        cand = ActSpec(bits=enc["bw"], symmetric=enc["is_sym"], range=r)
-        try:
-            qp = sim.activation_qparams(layer, cand)
-        except QuantvizError:
-            continue
-        if _matches(qp, enc):
-            return cand
-    return ActSpec(bits=enc["bw"], symmetric=enc["is_sym"], range=_manual_range(enc))
+def _act_spec(sim, layer: str, enc: dict, current: ActSpec) -> ActSpec:
+    """The activation setting whose qparams reproduce ``enc`` (a range method and grid rule if one does)."""
+    for grid in _grids(enc, current.grid):
+        for r in _candidates(current.range):
+            cand = ActSpec(bits=enc["bw"], symmetric=enc["is_sym"], range=r, grid=grid)
+            try:
+                qp = sim.activation_qparams(layer, cand)
+            except QuantvizError:
+                continue
+            if _matches(qp, enc):
+                return cand
+    return ActSpec(bits=enc["bw"], symmetric=enc["is_sym"], range=_manual_range(enc), grid="torch")
 
 
 __all__ = ["encodings", "import_aimet", "load_encodings", "AimetError", "AIMET_VERSION"]

@@ -8,6 +8,12 @@ A config is a set of *partial* settings merged field by field, lowest first::
 by a regular expression searched in the layer name
 (``{"match": {"pattern": "^features\\."}}``), like torchao's ``FqnToConfig``.
 ``"bits": null`` means the tensor stays float.
+
+Version history: 1 -> 2 added ``grid`` (the symmetric grid rule: ``full``,
+``torch`` or ``restricted``; default ``full``) to weight and activation
+settings. A version-1 file meant torch's rule, so migration writes
+``"grid": "torch"`` into its ``default`` (rules and layers of a version-1 file
+cannot name a grid, so every symmetric tensor keeps its old grid).
 """
 from __future__ import annotations
 
@@ -23,18 +29,18 @@ from ..core.errors import QuantvizError
 from ..core.layers import LayerInfo
 from ..core.qparams import MAX_BITS, MIN_BITS
 from ..core.algorithms.options import check_algorithm, options_tuple
-from ..core.spec import GRANULARITIES, RANGE_METHODS, ActSpec, LayerSpec, RangeSpec, WeightSpec
+from ..core.spec import DEFAULT_GRID, GRANULARITIES, RANGE_METHODS, SYMMETRIC_GRIDS, ActSpec, LayerSpec, RangeSpec, WeightSpec
 from . import atomic
 
 FORMAT = "quantviz-config"
-CURRENT_VERSION = 1
+CURRENT_VERSION = 2
 
-WEIGHT_KEYS = {"bits", "granularity", "group_size", "symmetric", "range", "algorithm", "algorithm_options"}
-ACT_KEYS = {"bits", "symmetric", "range", "granularity"}
+WEIGHT_KEYS = {"bits", "granularity", "group_size", "symmetric", "range", "grid", "algorithm", "algorithm_options"}
+ACT_KEYS = {"bits", "symmetric", "range", "granularity", "grid"}
 RANGE_KEYS = {"method", "p", "lo", "hi"}
-BUILTIN_WEIGHT = {"bits": 8, "granularity": "per_channel", "symmetric": True, "range": {"method": "minmax"},
+BUILTIN_WEIGHT = {"bits": 8, "granularity": "per_channel", "symmetric": True, "range": {"method": "minmax"}, "grid": DEFAULT_GRID,
                   "algorithm": "none"}
-BUILTIN_ACT = {"bits": None, "symmetric": False, "granularity": "per_tensor", "range": {"method": "minmax"}}
+BUILTIN_ACT = {"bits": None, "symmetric": False, "granularity": "per_tensor", "range": {"method": "minmax"}, "grid": DEFAULT_GRID}
 
 
 class ConfigError(QuantvizError, ValueError):
@@ -98,6 +104,8 @@ def _check_tensor(d: Any, where: str, kind: str) -> None:
         _check_bits(d["bits"], f"{where}.bits")
     if "symmetric" in d and not isinstance(d["symmetric"], bool):
         _fail(f"{where}.symmetric", f"must be true or false, got {json.dumps(d['symmetric'])}")
+    if "grid" in d and (not isinstance(d["grid"], str) or d["grid"] not in SYMMETRIC_GRIDS):
+        _fail(f"{where}.grid", f"unknown grid {json.dumps(d['grid'])} (allowed: {', '.join(SYMMETRIC_GRIDS)})")
     if "granularity" in d:
         g = d["granularity"]
         allowed_g = GRANULARITIES if kind == "weight" else ("per_tensor",)
@@ -139,7 +147,22 @@ def _jcopy(v: Any) -> Any:
 # ------------------------------------------------------------- migration
 # version -> function(dict) -> dict of version + 1. Add an entry whenever the
 # format changes, and keep a file of the old version under tests/data/.
-MIGRATIONS: dict[int, Any] = {}
+def _v1_to_v2(obj: dict) -> dict:
+    """Version 1 knew one symmetric grid, torch's: keep it (via the default, which every
+    layer inherits, since a version-1 file has no other place that names a grid)."""
+    default = obj.get("default", {})
+    if isinstance(default, dict):  # anything else is reported by validation
+        for kind in ("weight", "activation"):
+            part = default.get(kind, {})
+            if isinstance(part, dict):
+                part.setdefault("grid", "torch")
+                default[kind] = part
+        obj["default"] = default
+    obj["version"] = 2
+    return obj
+
+
+MIGRATIONS: dict[int, Any] = {1: _v1_to_v2}
 
 
 def migrate(obj: dict, where: str = "config") -> dict:
@@ -193,11 +216,13 @@ def spec_from_dicts(w: dict, a: dict) -> LayerSpec:
             range=_range_spec(w.get("range", {})),
             algorithm=w.get("algorithm", "none"),
             algorithm_options=options_tuple(w.get("algorithm", "none"), w.get("algorithm_options")),
+            grid=w.get("grid", DEFAULT_GRID),
         ),
         activation=ActSpec(
             bits=int(abits) if abits is not None else None,
             symmetric=bool(a.get("symmetric", False)),
             range=_range_spec(a.get("range", {})),
+            grid=a.get("grid", DEFAULT_GRID),
         ),
     )
 
@@ -341,9 +366,24 @@ def config_from_specs(specs: dict[str, LayerSpec], default: dict | None = None, 
     return cfg
 
 
+def with_grid(cfg: QuantConfig, grid: str) -> QuantConfig:
+    """A copy of ``cfg`` in which every symmetric tensor uses the symmetric grid ``grid``
+    (set in the default, removed from rules and layers)."""
+    if grid not in SYMMETRIC_GRIDS:
+        raise ConfigError(f"grid: unknown grid {json.dumps(grid)} (allowed: {', '.join(SYMMETRIC_GRIDS)})")
+    out = cfg.copy()
+    for kind in ("weight", "activation"):
+        out.default[kind] = dict(out.default.get(kind, {}), grid=grid)
+    for part in list(out.rules) + list(out.layers.values()):
+        for kind in ("weight", "activation"):
+            if isinstance(part.get(kind), dict):
+                part[kind].pop("grid", None)
+    return out
+
+
 # --------------------------------------------------------------- presets
 def _w(bits, granularity="per_channel", group_size=None):
-    d = {"bits": bits, "granularity": granularity, "symmetric": True, "range": {"method": "minmax"}}
+    d = {"bits": bits, "granularity": granularity, "symmetric": True, "range": {"method": "minmax"}, "grid": "full"}
     if group_size:
         d["group_size"] = group_size
     return d

@@ -8,7 +8,10 @@ writes
 * ``json``: the quantviz config plus every layer's computed qparams (scale,
   zero point, grid, clip range) and its ONNX tensor names;
 * ``onnx``: a QDQ model (opset 21) that ONNX Runtime runs;
-* ``aimet``: AIMET encodings 1.0.0 naming the ONNX export's tensors;
+* ``aimet``: AIMET encodings 1.0.0 naming the ONNX export's tensors, plus the
+  float ONNX model they apply to with every quantized weight on its grid
+  (``<stem>_model.onnx``), so a consumer that re-quantizes the float weights
+  gets the simulation's codes whatever its rounding of .5 ties;
 * ``torchao``: a torchao-quantized state dict (``torch.save``) plus a Python
   file applying the same config (``<stem>_torchao.py`` next to it), and, when
   convolutions have 8-bit weights and activations, the pt2e-converted int8
@@ -142,6 +145,9 @@ def json_document(inp: ExportInput, notes: list[str]) -> dict:
                          "split into groups of group_size; scales are channel-major",
             "activation": "per-tensor, applied to the input of the layer",
             "min_max": "the clip range each group's qparams were computed from",
+            "grid": "symmetric grids: full = [-2^(b-1), 2^(b-1)-1], scale = max(max/qmax, min/qmin); "
+                    "torch = the same grid, scale = max(|min|, |max|) / ((qmax - qmin) / 2); "
+                    "restricted = [-(2^(b-1)-1), 2^(b-1)-1], scale = max(|min|, |max|) / qmax",
         },
         "onnx_opset": 21,
         "layers": qparams_table(inp, tensors),
@@ -172,19 +178,45 @@ def _write_onnx(inp: ExportInput, path, force, progress, cancel) -> ExportResult
                          "outputs": ex.output_names})
 
 
-def _write_aimet(inp: ExportInput, path, force, progress, cancel) -> ExportResult:
-    from .aimet import encodings
+def aimet_model_path(path: str | Path) -> Path:
+    """The float ONNX model with on-grid weights written next to AIMET encodings."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}_model.onnx")
 
+
+def _write_aimet(inp: ExportInput, path, force, progress, cancel) -> ExportResult:
+    """Encodings plus the model they apply to, its quantized weights on the grid (tie-free)."""
+    from .aimet import encodings
+    from .onnx_export import ongrid_float_model, save_model
+
+    model_path = aimet_model_path(path)
     atomic.check_writable(path, force)
+    atomic.check_writable(model_path, force)
     notes: list[str] = []
-    progress(0, 2, "finding ONNX tensor names")
+    progress(0, 3, "exporting the model with on-grid weights")
+    model = None
     with inp.lock:
-        tensors = safe_onnx_names(inp, notes)
+        try:
+            if inp.example is None:
+                raise QuantvizError("no example input to trace")
+            model, found, missing = ongrid_float_model(inp.sim, inp.specs, inp.example)
+            tensors = {k: v.to_dict() for k, v in found.items()}
+            notes += [f"{n}: not found in the exported ONNX graph; its encoding names <layer>.weight" for n in missing]
+        except QuantvizError as exc:
+            notes.append(f"ONNX model with on-grid weights not written, tensor names left out: {exc}")
+            tensors = {}
         _check_cancel(cancel)
+        progress(1, 3, "computing encodings")
         doc = encodings(inp.sim, inp.specs, tensors, notes)
-    atomic.write_text(path, json.dumps(doc, indent=1) + "\n", force=force)
-    progress(2, 2, "done")
-    return ExportResult("aimet", [Path(path)], notes)
+    _check_cancel(cancel)
+    with contextlib.ExitStack() as stack:
+        tmp_enc = stack.enter_context(atomic.atomic_path(path, force=force))
+        tmp_model = stack.enter_context(atomic.atomic_path(model_path, force=force)) if model is not None else None
+        Path(tmp_enc).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        if model is not None:
+            save_model(model, tmp_model)
+    progress(3, 3, "done")
+    return ExportResult("aimet", [Path(path)] + ([model_path] if model is not None else []), notes)
 
 
 def torchao_script_path(path: str | Path) -> Path:
@@ -294,4 +326,5 @@ def export(inp: ExportInput, fmt: str, path: str | Path, *, force: bool = False,
     return WRITERS[fmt](inp, Path(path), force, progress, cancel)
 
 
-__all__ = ["export", "ExportInput", "ExportResult", "check_format", "FORMATS", "SUFFIX", "qparams_table", "json_document", "torchao_script_path", "pt2e_program_path"]
+__all__ = ["export", "ExportInput", "ExportResult", "check_format", "FORMATS", "SUFFIX", "qparams_table", "json_document",
+           "torchao_script_path", "pt2e_program_path", "aimet_model_path"]

@@ -16,8 +16,11 @@ The (BatchNorm-folded) float model of a :class:`QuantSim` is exported with
 Opset 21 makes 4- and 16-bit types native. A b-bit grid without an ONNX type
 (2, 3, 5, 6, 7, 9..15 bits) lives in the next larger type: weights only take
 values of the b-bit grid, and activations are clipped to the grid's float
-range before ``QuantizeLinear`` so its saturation is the b-bit one. ONNX
-Runtime therefore computes what the simulation computes.
+range before ``QuantizeLinear`` so its saturation is the b-bit one; so is a
+restricted symmetric grid (``[-(2**(b-1) - 1), 2**(b-1) - 1]``, one code short
+of its type). ONNX Runtime therefore computes what the simulation computes.
+Weights are stored as integer codes, never re-quantized by the consumer, so
+how it rounds .5 ties does not matter.
 
 :func:`onnx_names` gives the layer -> ONNX tensor name mapping that the JSON
 and AIMET exports record so their entries map onto the exported tensors.
@@ -196,6 +199,31 @@ def _rename(graph, old: str, new: str, cons) -> None:
             init.name = new
     for node, idx in cons.get(old, []):
         node.input[idx] = new
+
+
+def ongrid_float_model(sim: QuantSim, specs: dict[str, LayerSpec], example):
+    """The float ONNX graph with every quantized weight replaced by its dequantized (on-grid) value.
+
+    For consumers that quantize float weights themselves with a file of
+    encodings (aimet-onnx, Qualcomm's toolchain): ``w / scale`` is an integer
+    up to float rounding, so round-half-even, round-half-away or any other
+    rule of .5 ties yields the simulation's codes. Returns
+    ``(model, {layer: LayerTensors}, [layers not found in the graph])``.
+    """
+    from onnx import numpy_helper
+
+    m, _, _ = export_float(sim.float_model, example)
+    found, missing = locate_layers(m, sim)
+    inits = {i.name: i for i in m.graph.initializer}
+    for info in sim.layers:
+        spec = specs.get(info.name)
+        lt = found.get(info.name)
+        if spec is None or spec.weight.bits is None or lt is None:
+            continue
+        wq = sim.quantize_weight(info.name, spec.weight).tensor.detach().float().cpu().numpy()
+        init = inits[lt.weight]
+        init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(wq.T if lt.transposed else wq), lt.weight))
+    return m, found, [n for n in missing if specs.get(n) is not None and specs[n].weight.bits is not None]
 
 
 def onnx_names(sim: QuantSim, example) -> dict[str, dict]:
@@ -409,7 +437,8 @@ def _act_qdq(graph, tensor: str, qp: QParams, tag: str, new_nodes: list) -> str:
     graph.initializer.extend([_tensor(sname, TensorProto.FLOAT, np.array(s, dtype=np.float32)),
                               _tensor(zname, dtype, np.array(z))])
     src = tensor
-    if not native_bits(qp.bits):
+    if not native_bits(qp.bits) or qp.qmin != (-(2 ** (qp.bits - 1)) if signed else 0):
+        # the b-bit grid (or a restricted one) is narrower than the ONNX type: saturate to it first
         lo = np.float32((qp.qmin - z) * np.float32(s))
         hi = np.float32((qp.qmax - z) * np.float32(s))
         lname, hname = f"{base}_clip_min", f"{base}_clip_max"
@@ -528,5 +557,5 @@ def save_model(model_proto, path: str | Path) -> None:
     Path(path).write_bytes(data)
 
 
-__all__ = ["build_qdq", "export_float", "onnx_names", "locate_layers", "OnnxExport", "LayerTensors",
+__all__ = ["build_qdq", "export_float", "onnx_names", "ongrid_float_model", "locate_layers", "OnnxExport", "LayerTensors",
            "ExportError", "require", "onnx_int_type", "save_model", "OPSET"]

@@ -248,7 +248,7 @@ def render_report(facts: ReportFacts, sim, specs: dict, *, progress: Progress = 
     parts.append('<div class="charts">' + "".join(charts) + "</div>")
     progress(2, 4, "config table")
     trows = [[escape(r["name"]), escape(r["type"]), f"{r['params']:,}", _num(r["weight_bits"]), escape(r["granularity"]) +
-              (f" ({r['group_size']})" if r["group_size"] else ""), "sym" if r["symmetric"] else "asym", escape(r["range"]),
+              (f" ({r['group_size']})" if r["group_size"] else ""), f"sym ({r.get('grid', 'full')})" if r["symmetric"] else "asym", escape(r["range"]),
               _num(r["act_bits"]), escape(r["act_range"]) if r["act_bits"] else "-", _num(r["weight_sqnr_db"], 3),
               _num(r["act_sqnr_db"], 3), _bytes(r["size_bytes"])] for r in rows]
     parts += ["<h2>Per-layer config</h2>",

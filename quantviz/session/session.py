@@ -321,6 +321,7 @@ class Session(AnalysisMixin, ExportsMixin):
             "granularity": spec.weight.granularity,
             "group_size": spec.weight.effective_group_size(),
             "symmetric": spec.weight.symmetric,
+            "grid": spec.weight.grid,
             "range": spec.weight.range.describe(),
             "algorithm": spec.weight.algorithm,
             "act_range": spec.activation.range.describe(),

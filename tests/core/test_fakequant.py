@@ -48,13 +48,14 @@ def test_apply_recomputes_only_changed_layers(monkeypatch):
     assert len(calls) == 4
 
 
-def test_per_group_with_group_size_not_dividing_the_row():
+@pytest.mark.parametrize("grid", ["full", "torch"])
+def test_per_group_with_group_size_not_dividing_the_row(grid):
     torch.manual_seed(3)
     model = nn.Sequential(nn.Linear(10, 3)).eval()
     with torch.no_grad():
         model[0].weight[:, 8:] *= 0.01  # the last, partial group holds much smaller values
     sim = QuantSim(model)
-    spec = WeightSpec(bits=4, granularity="per_group", group_size=4)
+    spec = WeightSpec(bits=4, granularity="per_group", group_size=4, grid=grid)
     q = sim.quantize_weight("0", spec)
     w = sim.float_weight("0")
     assert q.qparams.groups == 3 * 3  # ceil(10 / 4) groups per row
@@ -62,7 +63,10 @@ def test_per_group_with_group_size_not_dividing_the_row():
     for r in range(3):
         for gi, (a, b) in enumerate([(0, 4), (4, 8), (8, 10)]):
             block = w[r, a:b]
-            expected = float(block.abs().max()) / 7.5  # symmetric 4-bit: amax / ((qmax - qmin) / 2)
+            if grid == "torch":  # symmetric 4-bit: amax / ((qmax - qmin) / 2)
+                expected = float(block.abs().max()) / 7.5
+            else:  # both ends on the grid: max(hi / qmax, lo / qmin)
+                expected = max(float(block.max()) / 7, float(block.min()) / -8)
             assert float(scale[r, gi]) == pytest.approx(expected, rel=1e-6)
             assert torch.all((q.tensor[r, a:b] - block).abs() <= scale[r, gi] / 2 + 1e-9)
     # the small tail keeps its precision: its own range, not the row's

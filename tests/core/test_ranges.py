@@ -14,10 +14,16 @@ def test_percentile_on_weights_is_exact():
     for r in range(3):
         assert float(lo[r]) == pytest.approx(np.percentile(x[r].numpy(), 1.0), abs=1e-6)
         assert float(hi[r]) == pytest.approx(np.percentile(x[r].numpy(), 99.0), abs=1e-6)
-    lo, hi = weight_range(x, RangeSpec("percentile", p=90.0), 8, symmetric=True)
+    for grid in ("torch", "restricted"):  # these grids use max(|lo|, |hi|) only: a percentile of |x|
+        lo, hi = weight_range(x, RangeSpec("percentile", p=90.0), 8, symmetric=True, grid=grid)
+        for r in range(3):
+            t = np.percentile(np.abs(x[r].numpy()), 90.0)
+            assert float(hi[r]) == pytest.approx(t, abs=1e-6) and float(lo[r]) == pytest.approx(-t, abs=1e-6)
+    # the full grid puts each end on its own side: the two-sided percentile range
+    lo, hi = weight_range(x, RangeSpec("percentile", p=90.0), 8, symmetric=True, grid="full")
     for r in range(3):
-        t = np.percentile(np.abs(x[r].numpy()), 90.0)
-        assert float(hi[r]) == pytest.approx(t, abs=1e-6) and float(lo[r]) == pytest.approx(-t, abs=1e-6)
+        assert float(lo[r]) == pytest.approx(np.percentile(x[r].numpy(), 10.0), abs=1e-6)
+        assert float(hi[r]) == pytest.approx(np.percentile(x[r].numpy(), 90.0), abs=1e-6)
 
 
 def test_percentile_on_histogram_is_close():
@@ -30,18 +36,23 @@ def test_percentile_on_histogram_is_close():
 
 
 # Max (1960): the MSE-optimal uniform quantizer of a unit Gaussian has step
-# 0.3352 with 16 levels and 0.5860 with 8 levels. Our symmetric grid has step
-# alpha / ((qmax - qmin) / 2), so alpha = step * 7.5 (4 bits) or 3.5 (3 bits).
+# 0.3352 with 16 levels and 0.5860 with 8 levels. torch's symmetric grid has
+# step alpha / ((qmax - qmin) / 2), so alpha = step * 7.5 (4 bits) or 3.5 (3 bits);
+# the full grid puts the (two-sided, nearly symmetric) range's top on qmax: hi = step * qmax.
 @pytest.mark.parametrize("bits,step", [(4, 0.3352), (3, 0.5860)])
-def test_mse_clip_on_gaussian_lands_where_theory_says(bits, step):
+@pytest.mark.parametrize("grid", ["torch", "full"])
+def test_mse_clip_on_gaussian_lands_where_theory_says(bits, step, grid):
     x = torch.randn(1, 400_000, generator=torch.Generator().manual_seed(2))
-    lo, hi = weight_range(x, RangeSpec("mse"), bits, symmetric=True)
-    expected = step * ((2**bits - 1) / 2)
+    lo, hi = weight_range(x, RangeSpec("mse"), bits, symmetric=True, grid=grid)
+    expected = step * ((2**bits - 1) / 2 if grid == "torch" else 2 ** (bits - 1) - 1)
     assert float(hi[0]) == pytest.approx(expected, rel=0.06)
-    assert float(lo[0]) == pytest.approx(-float(hi[0]))
+    if grid == "torch":
+        assert float(lo[0]) == pytest.approx(-float(hi[0]))
+    else:  # both ends scaled by the same factor
+        assert float(lo[0]) / float(x.min()) == pytest.approx(float(hi[0]) / float(x.max()), rel=1e-6)
     # the same on the activation path (histogram)
     h = histogram_of(x.flatten())
-    alo, ahi = activation_range(h, RangeSpec("mse"), bits, symmetric=True)
+    alo, ahi = activation_range(h, RangeSpec("mse"), bits, symmetric=True, grid=grid)
     assert ahi == pytest.approx(expected, rel=0.08)
 
 

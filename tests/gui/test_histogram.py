@@ -199,3 +199,18 @@ def test_stats_text_formats():
     assert fmt_stats(p) == "SQNR ∞ dB · MSE 0 · clipped 0.31%"
     base = {"sqnr_db": 17.06, "range": "minmax"}
     assert fmt_stats({**p, "sqnr_db": 19.77}, base).startswith("SQNR 19.8 dB (config minmax: 17.1 dB)")
+
+
+def test_grid_note_tells_what_each_rule_does(panel, session):
+    from quantviz.gui.views.hist_math import grid_note
+
+    notes = {}
+    for grid in ("full", "torch", "restricted"):
+        session.edit_layers([LAYER], {"weight": {"bits": 4, "grid": grid}})
+        panel.show_layer(LAYER)
+        notes[grid] = panel.weights.note.text()
+        assert f"({grid} grid)" in panel.header.text()
+    assert "nothing inside [lo, hi] is clipped" in notes["full"] and "16 levels" in notes["full"]
+    assert "/ 7.5" in notes["torch"] and "clipped" in notes["torch"]
+    assert "±7 steps" in notes["restricted"] and "15 levels" in notes["restricted"]
+    assert grid_note({"bits": 3, "grid": "torch"}).startswith("symmetric, torch's grid: step = max(|lo|, |hi|) / 3.5")

@@ -137,3 +137,28 @@ def test_thousands_of_layers_compute_only_what_is_shown(qtbot):
     p.filter_edit.setText("2999")
     assert column(p, "name") == ["2999"]
 
+
+def test_grid_column_edits_one_layer_and_the_menu_sets_it_in_bulk(panel, demo_session):
+    s = demo_session
+    name = s.layers[0].name
+    idx = panel.proxy.index(0, COL["grid"])
+    assert idx.data() == "full" and panel.proxy.flags(idx) & Qt.ItemIsEditable
+    assert "restricted" in panel.proxy.headerData(COL["grid"], Qt.Horizontal, Qt.ToolTipRole)
+    clipped_full = s.layer_row(name)["clipped"]
+    assert panel.proxy.setData(idx, "torch")
+    assert s.spec(name).weight.grid == "torch" and idx.data() == "torch"
+    assert s.layer_row(name)["clipped"] > clipped_full == 0.0  # torch's rule clips the positive tops
+    s.undo()
+    assert s.spec(name).weight.grid == "full"
+    panel.apply_field("act_grid", "restricted", [l.name for l in s.layers])
+    assert {s.spec(l.name).activation.grid for l in s.layers if l.has_activation_input} == {"restricted"}
+    s.undo()
+    s.edit_layers([name], {"weight": {"symmetric": False}})
+    assert idx.data() == "asym"  # asymmetric weights ignore the grid rule
+    s.undo()
+    from PySide6.QtWidgets import QMenu
+
+    menu = QMenu()
+    panel._fill_edit_menu(menu)
+    titles = [a.text() for a in menu.actions()]
+    assert "Set weight grid" in titles and "Set activation grid" in titles

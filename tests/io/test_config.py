@@ -1,5 +1,6 @@
 """The config file: the documented minimal form, validation, resolution, presets."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,62 @@ def test_minimal_form_loads_resolves_and_round_trips(tmp_path):
     assert again == cfg
     original = json.loads((DATA / "config_v1_minimal.json").read_text())
     saved = json.loads(out.read_text())
-    for key in ("format", "version", "default", "layers"):
+    assert saved["version"] == 2  # saved in the current version ...
+    for key in ("format", "layers"):
         assert saved[key] == original[key]
+    # ... with the version-1 meaning spelled out: torch's symmetric grid for every tensor
+    for kind in ("weight", "activation"):
+        assert saved["default"][kind] == dict(original["default"][kind], grid="torch")
+
+
+def test_version_1_files_keep_torch_grid_and_new_files_default_to_full():
+    old = load_config(DATA / "config_v1_minimal.json")
+    for name in ("features.0", "features.3"):
+        s = old.resolve(info(name))
+        assert s.weight.grid == "torch" and s.activation.grid == "torch"
+    v1 = {"format": "quantviz-config", "version": 1, "rules": [{"match": {"type": "Linear"}, "weight": {"bits": 4}}],
+          "layers": {"a": {"activation": {"bits": 8, "symmetric": True}}}}
+    cfg = QuantConfig.from_dict(v1)
+    assert cfg.resolve(info("x", "Linear")).weight.grid == "torch"
+    assert cfg.resolve(info("a")).activation.grid == "torch"
+    new = QuantConfig.from_dict({"format": "quantviz-config", "version": 2, "layers": {"a": {"weight": {"bits": 4}}}})
+    assert new.resolve(info("a")).weight.grid == "full" and new.resolve(info("a")).activation.grid == "full"
+    assert preset("W4").resolve(info("a")).weight.grid == "full"
+
+
+def test_grid_in_defaults_rules_and_layers():
+    cfg = QuantConfig.from_dict({
+        "format": "quantviz-config", "version": 2,
+        "default": {"weight": {"grid": "restricted"}, "activation": {"bits": 8, "symmetric": True, "grid": "torch"}},
+        "rules": [{"match": {"type": "Linear"}, "weight": {"grid": "torch"}},
+                  {"match": {"pattern": "^head"}, "weight": {"grid": "full"}}],
+        "layers": {"body.fc": {"weight": {"grid": "restricted"}}},
+    })
+    assert cfg.resolve(info("conv")).weight.grid == "restricted"
+    assert cfg.resolve(info("fc", "Linear")).weight.grid == "torch"
+    assert cfg.resolve(info("head.fc", "Linear")).weight.grid == "full"
+    assert cfg.resolve(info("body.fc", "Linear")).weight.grid == "restricted"
+    assert cfg.resolve(info("conv")).activation.grid == "torch"
+    again = QuantConfig.from_dict(json.loads(cfg.to_json()))
+    assert again == cfg and again.resolve(info("body.fc", "Linear")) == cfg.resolve(info("body.fc", "Linear"))
+
+
+@pytest.mark.parametrize("where,bad", [
+    ("default.weight", "Full"), ("default.activation", 3), ("rules[0].weight", None), ("layers.a.b.weight", "narrow"),
+])
+def test_bad_grid_names_the_field(where, bad):
+    obj = {"format": "quantviz-config", "version": 2, "default": {}, "rules": [{"match": {"type": "Linear"}}],
+           "layers": {}}
+    part = {"grid": bad}
+    if where.startswith("default"):
+        obj["default"][where.split(".")[1]] = part
+    elif where.startswith("rules"):
+        obj["rules"][0]["weight"] = part
+    else:
+        obj["layers"]["a.b"] = {"weight": part}
+    with pytest.raises(ConfigError, match=re.escape(f"{where}.grid: unknown grid")) as e:
+        QuantConfig.from_dict(obj)
+    assert "\n" not in str(e.value) and "full, torch, restricted" in str(e.value)
 
 
 def test_rules_by_type_and_pattern_and_field_by_field_override():

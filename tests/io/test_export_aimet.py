@@ -36,9 +36,14 @@ def _same(a, b):
             and torch.allclose(a.scale, b.scale, rtol=1e-6, atol=0))
 
 
-@pytest.mark.parametrize("setup", ["W8A8", "mixed"])
+@pytest.mark.parametrize("setup", ["W8A8", "mixed", "grids"])
 def test_round_trip_gives_same_config_and_qparams(demo, tmp_path, setup):
     demo.apply_preset("W8A8")
+    if setup == "grids":  # the three symmetric grid rules, on weights and on activations
+        demo.edit_layers(["features.3"], {"weight": {"bits": 4, "grid": "torch"}})
+        demo.edit_layers(["features.7"], {"weight": {"grid": "restricted"},
+                                          "activation": {"symmetric": True, "grid": "restricted"}})
+        demo.edit_layers(["classifier.1"], {"activation": {"symmetric": True, "grid": "torch"}})
     if setup == "mixed":
         demo.apply_preset("W4G32", ["classifier.1"])
         demo.edit_layers(["features.3"], {"weight": {"bits": 5, "range": {"method": "mse"}},
@@ -46,8 +51,12 @@ def test_round_trip_gives_same_config_and_qparams(demo, tmp_path, setup):
         demo.edit_layers(["classifier.3"], {"weight": {"bits": None}, "activation": {"bits": None}})
         demo.set_range("features.7", "activation", 0.0, 3.0)
     path = tmp_path / "model.encodings"
-    demo.export("aimet", path)
+    res = demo.export("aimet", path)
     doc = json.loads(path.read_text())
+    if setup == "grids":  # AIMET's layout cannot say "restricted": written as the int8 grid, with a note
+        assert any("restricted grid" in n for n in res.notes)
+        f7 = next(p for p in doc["param_encodings"] if p["name"] == "features.7.weight")
+        assert f7["is_sym"] and set(f7["offset"]) == {-128}
     assert doc["version"] == "1.0.0"
     p0 = doc["param_encodings"][0]
     assert {"name", "enc_type", "dtype", "bw", "is_sym", "scale", "offset"} <= set(p0)

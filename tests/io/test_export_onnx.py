@@ -44,10 +44,15 @@ def _run(s, path):
     return model, out, labels, sim_out
 
 
-@pytest.mark.parametrize("config", ["W8A8", "W4A8", "mixed"])
+@pytest.mark.parametrize("config", ["W8A8", "W4A8", "mixed", "restricted"])
 def test_onnxruntime_matches_simulation(demo, tmp_path, config):
     if config == "mixed":
         _mixed(demo)
+    elif config == "restricted":  # int8 [-127, 127] weights and symmetric activations
+        from quantviz.io.config import preset, with_grid
+
+        demo.set_config(with_grid(preset("W8A8"), "restricted"))
+        demo.edit_layers(demo.layer_names, {"activation": {"symmetric": True}})
     else:
         demo.apply_preset(config)
     sim_acc = demo.check(record=False).metrics["accuracy"]
@@ -65,6 +70,11 @@ def test_onnxruntime_matches_simulation(demo, tmp_path, config):
         w = {i.name: i for i in model.graph.initializer}["features.0.weight_quantized"]
         vals = onnx.numpy_helper.to_array(w)
         assert vals.min() >= -4 and vals.max() <= 3  # 3-bit values stored in int4
+    if config == "restricted":
+        assert "Clip" in ops  # int8 saturates at -128: the restricted grid is clamped to -127 steps first
+        for i in model.graph.initializer:
+            if i.name.endswith(".weight_quantized"):
+                assert onnx.numpy_helper.to_array(i).min() >= -127
 
 
 def test_weights_dequantize_to_the_simulated_weights(demo):

@@ -1,7 +1,7 @@
 """The issue's acceptance figures on the shipped demo (not on a stand-in)."""
 import pytest
 
-from quantviz.io.config import QuantConfig
+from quantviz.io.config import QuantConfig, preset, with_grid
 from quantviz.session import Session
 
 
@@ -20,10 +20,19 @@ def test_uniform_presets_show_what_quantization_costs(demo):
     w8a8 = _check(demo, "W8A8")
     assert abs(w8a8.metrics["accuracy"] - flt) <= 0.005
     assert 3.5 <= w8a8.size["compression"] <= 4.1
+    w4 = _check(demo, "W4")
     w3 = _check(demo, "W3")
     w2 = _check(demo, "W2")
-    assert flt - w3.metrics["accuracy"] >= 0.02  # 3-bit uniform loses real accuracy
+    assert w3.metrics["sqnr_db"] < w4.metrics["sqnr_db"] - 3  # each bit less costs fidelity
     assert flt - w2.metrics["accuracy"] >= 0.15  # 2-bit loses a lot
+    # torch's grid rule clips the top of every channel whose extreme is positive: at 3 bits that
+    # costs real accuracy, and the full grid (the default, AIMET's rule) wins most of it back
+    demo.set_config(with_grid(preset("W3"), "torch"))
+    w3_torch = demo.check(record=False)
+    assert flt - w3_torch.metrics["accuracy"] >= 0.02
+    assert w3.metrics["accuracy"] - w3_torch.metrics["accuracy"] >= 0.02
+    assert w3.metrics["sqnr_db"] > w3_torch.metrics["sqnr_db"] + 3
+    assert w3.size["quantized_bytes"] == w3_torch.size["quantized_bytes"]
 
 
 @pytest.mark.parametrize("budget,preset_name", [(4.0, "W4"), (3.0, "W3")])

@@ -79,7 +79,7 @@ class AlgorithmSupport:
         if spec.weight.bits is not None and spec.weight.algorithm in ("smoothquant", "awq"):
             wq = self.quantize_weight(name, spec.weight)
             if wq is not None and wq.input_range is not None:
-                return compute_qparams(wq.input_range[0], wq.input_range[1], aspec.bits, aspec.symmetric)
+                return compute_qparams(wq.input_range[0], wq.input_range[1], aspec.bits, aspec.symmetric, aspec.grid)
         return self.activation_qparams(name, aspec)
 
     def _algorithm_weight(self, name: str, spec: WeightSpec, *, compute: bool = True,

@@ -12,12 +12,25 @@ Which layers get a real kernel (torchao 0.18, CPU):
   -> ``IntxWeightOnlyConfig`` (activations float) or
   ``Int8DynamicActivationIntxWeightConfig`` (8-bit activations).
 
+Symmetric weights use torchao's ``SYMMETRIC_NO_CLIPPING_ERR`` mapping
+(``max(max / qmax, min / qmin)``, the ``full`` grid's rule) through the Intx
+configs, 8-bit too: on the weights of a ``full`` or a ``torch`` grid one end
+of every group lies on ``qmin`` or ``qmax`` and the other inside, so the rule
+recomputes quantviz's scale. (torchao's ``SYMMETRIC`` mapping, which the Int8
+configs use, would not: it reads ``max |w|`` as ``qmax + 0.5`` steps.) The
+``restricted`` grid has no torchao mapping.
+
 Everything else (convolutions, embeddings, >8-bit grids, per-tensor sub-8-bit
-weights) stays *simulated*: its weight is replaced by the fake-quantized one
-in float storage, and it is listed as such. The model is built from the
-simulation's weights, so torchao quantizes values already on quantviz's
-grid (torchao recomputes its scales from them with min-max, which keeps the
-integer codes; a clipped range can change a scale by under 0.5 %).
+weights, restricted grids) stays *simulated*: its weight is replaced by the
+fake-quantized one in float storage, and it is listed as such. The model is
+built from the simulation's weights, so torchao quantizes values already on
+quantviz's grid: with the matching mapping it recomputes the same scales, and
+``w / scale`` is an integer up to float rounding, so its rounding of .5 ties
+cannot change a code. :func:`build` checks every real kernel's dequantized
+weight against the simulation's; a layer whose codes torchao does not
+reproduce (its scale rule differs from the grid's, as torchao's ``SYMMETRIC``
+does from a channel of torch's grid whose positive extreme was clipped)
+stays simulated, with the reason.
 
 torchao is imported lazily; without it a one-line error names the extra.
 """
@@ -95,14 +108,12 @@ def choose_kernel(info: LayerInfo, spec: LayerSpec) -> tuple[KernelChoice | None
     act8 = a.bits == 8
     if a.bits is not None and not act8:
         return None, f"{a.bits}-bit activations: torchao has no kernel (weights fake-quantized)"
-    mapping = "MappingType.SYMMETRIC" if w.symmetric else "MappingType.ASYMMETRIC"
-    if w.bits == 8 and w.symmetric and w.granularity in ("per_channel", "per_tensor") and not act8:
-        gran = "PerRow()" if w.granularity == "per_channel" else "PerTensor()"
-        return KernelChoice("Int8WeightOnlyConfig", {"granularity": gran}), ""
-    if w.bits == 8 and w.symmetric and w.granularity == "per_channel" and act8:
-        return KernelChoice("Int8DynamicActivationInt8WeightConfig", {}), ""
+    grid = w.grid if w.symmetric else None
+    if grid == "restricted":
+        return None, "restricted grid: torchao has no mapping for it (weights fake-quantized)"
+    mapping = "MappingType.ASYMMETRIC" if grid is None else "MappingType.SYMMETRIC_NO_CLIPPING_ERR"
     if w.granularity == "per_tensor":
-        return None, "per-tensor sub-8-bit weights: no torchao layout (weights fake-quantized)"
+        return None, "per-tensor weights: no torchao Intx layout (weights fake-quantized)"
     gran = "PerAxis(0)" if w.granularity == "per_channel" else f"PerGroup({w.effective_group_size()})"
     if info.weight_shape[1] % (w.effective_group_size() or 1):
         return None, "group size does not divide the input features"
@@ -169,8 +180,21 @@ def _instantiate(choice: KernelChoice):
     return getattr(tq, choice.config)(**kwargs)
 
 
+def _dequantized(weight) -> torch.Tensor | None:
+    deq = getattr(weight, "dequantize", None)
+    try:
+        return deq().float() if callable(deq) else None
+    except Exception:  # a layout without a dequantize path cannot be checked
+        return None
+
+
 def build(sim, specs: dict[str, LayerSpec]) -> tuple[nn.Module, TorchaoPlan]:
-    """A copy of the folded float model, weights on quantviz's grids, Linear layers torchao-quantized."""
+    """A copy of the folded float model, weights on quantviz's grids, Linear layers torchao-quantized.
+
+    Each real kernel's weight is dequantized and compared with the simulation's:
+    codes that differ (any value off by more than 1/1000 of its step) send the
+    layer back to simulated, with the reason.
+    """
     tq, _ = _torchao()
     p = plan(sim.layers, specs)
     model = grid_model(sim, specs)
@@ -179,6 +203,18 @@ def build(sim, specs: dict[str, LayerSpec]) -> tuple[nn.Module, TorchaoPlan]:
         cfg = fqn_cls({name: _instantiate(k) for name, k in p.kernels.items()})
         with _quiet():
             tq.quantize_(model, cfg, filter_fn=None)
+        for name in list(p.kernels):
+            mod = model.get_submodule(name)
+            wq = sim.quantize_weight(name, specs[name].weight)
+            ref = wq.tensor.detach().float().cpu()
+            got = _dequantized(mod.weight)
+            tol = float(wq.qparams.scale.min()) * 1e-3
+            if got is None or got.shape != ref.shape or float((got.cpu() - ref).abs().max()) > tol:
+                mod.weight = nn.Parameter(ref.to(sim.float_weight(name).dtype), requires_grad=False)
+                del p.kernels[name]
+                p.simulated[name] = ("torchao recomputes another scale from the on-grid weights (a range end is not "
+                                     "on qmin or qmax), so its codes would differ "
+                                     "(weights fake-quantized)")
     return model, p
 
 

@@ -19,7 +19,7 @@ def describe(spec) -> str:
         ws = "W float"
     else:
         g = {"per_channel": "per-ch", "per_tensor": "per-tensor"}.get(w.granularity, f"g{w.effective_group_size()}")
-        ws = f"W{w.bits} {g}{'' if w.symmetric else ' asym'} {w.range.describe()}"
+        ws = f"W{w.bits} {g}{(f' {w.grid} grid' if w.grid != 'full' else '') if w.symmetric else ' asym'} {w.range.describe()}"
     as_ = "A float" if a.bits is None else f"A{a.bits} {a.range.describe()}"
     return f"{ws}; {as_}"
 

@@ -27,9 +27,21 @@ def weight_note(p: dict) -> str:
         parts.append(f"{p['granularity']}: the band is the range of the whole tensor, each of the "
                      f"{p['groups']} groups clips to its own range within it; levels shown for the widest group")
     if p["symmetric"]:
-        parts.append("symmetric: the grid spans ±max(|lo|, |hi|)")
+        parts.append(grid_note(p))
     if p.get("sample_stride", 1) > 1:
         parts.append(f"histogram from every {p['sample_stride']}th weight")
     if p.get("algorithm_note"):
         parts.append(p["algorithm_note"])
     return " · ".join(parts)
+
+
+def grid_note(p: dict) -> str:
+    """What the symmetric grid rule does with the clip range [lo, hi] (``p`` from a preview)."""
+    half = 2 ** (int(p["bits"]) - 1)
+    grid = p.get("grid") or "full"
+    if grid == "torch":
+        return (f"symmetric, torch's grid: step = max(|lo|, |hi|) / {half - 0.5:g}; a positive top is clipped "
+                f"(half a step above the last level)")
+    if grid == "restricted":
+        return f"symmetric, restricted grid: ±max(|lo|, |hi|) on ±{half - 1} steps ({2 * half - 1} levels)"
+    return f"symmetric, full grid: lo on −{half} steps or hi on +{half - 1} (larger step wins); nothing inside [lo, hi] is clipped"

@@ -24,7 +24,7 @@ from ...core.errors import QuantvizError
 from ..bridge import SessionFollower
 from ...core.preview import channel_ranges, display_edges, preview_activation, preview_weight
 from .channel_ranges import ChannelRangeView
-from .hist_math import fmt_stats, weight_note
+from .hist_math import fmt_stats, grid_note, weight_note
 
 THROTTLE_MS = 30  # at most ~30 previews per second while dragging
 LOG_FLOOR = 0.5  # empty bins are drawn at this count on a log axis
@@ -293,7 +293,7 @@ class HistogramPanel(SessionFollower, QWidget):
             wtxt = "float (not quantized)"
         else:
             gran = w.granularity + (f" ({w.effective_group_size()})" if w.granularity == "per_group" else "")
-            wtxt = f"{w.bits}-bit {gran} {'symmetric' if w.symmetric else 'asymmetric'}, range {w.range.describe()}"
+            wtxt = f"{w.bits}-bit {gran} {f'symmetric ({w.grid} grid)' if w.symmetric else 'asymmetric'}, range {w.range.describe()}"
             if w.algorithm != "none":
                 wtxt += f", {w.algorithm}"
         a = spec.activation
@@ -302,7 +302,7 @@ class HistogramPanel(SessionFollower, QWidget):
         elif a.bits is None:
             atxt = "float"
         else:
-            atxt = f"{a.bits}-bit {'symmetric' if a.symmetric else 'asymmetric'}, range {a.range.describe()}"
+            atxt = f"{a.bits}-bit {f'symmetric ({a.grid} grid)' if a.symmetric else 'asymmetric'}, range {a.range.describe()}"
         self.header.setText(f"<b>{self.layer}</b> · {info.type} · weight {shape} ({info.weight_numel:,} values)"
                             f"<br>weights: {wtxt} · activations: {atxt}")
 
@@ -345,7 +345,7 @@ class HistogramPanel(SessionFollower, QWidget):
             self.acts.note.setText("Activations stay float (bits = null): set activation bits (e.g. preset W8A8) "
                                    "to edit their clip range.")
         else:
-            sym = " · symmetric: the grid spans ±max(|lo|, |hi|)" if p["symmetric"] else ""
+            sym = f" · {grid_note(p)}" if p["symmetric"] else ""
             self.acts.note.setText(f"{p['levels_total']} levels (per-tensor) · from {int(p['numel']):,} "
                                    f"calibration values, observed [{p['data_lo']:.4g}, {p['data_hi']:.4g}]{sym}")
         return p

@@ -32,6 +32,9 @@ COLUMNS = [
     ("act_sqnr_db", "A SQNR", "SQNR of quantizing this layer's input activation, estimated from the calibration histogram."),
     ("granularity", "Granularity", "How many scales the weight gets: one per tensor, one per output channel (per-channel), "
                                    "or one per group of values within a channel (per-group)."),
+    ("grid", "W grid", "The weight's symmetric grid: full [-2^(b-1), 2^(b-1)-1] with both range ends on it (nothing "
+                       "clipped), torch (torch observers' scale: max|w| on a rounding tie, the top clipped) or restricted "
+                       "[-(2^(b-1)-1), 2^(b-1)-1]. Asymmetric weights ignore it ('asym')."),
     ("range", "W range", "How the weight clip range is chosen: min-max, a percentile of |w|, the range minimising MSE, "
                          "KL divergence, or a manual range dragged on the histogram."),
     ("act_range", "A range", "How the activation clip range is chosen from the calibration histogram."),
@@ -43,7 +46,7 @@ COLUMNS = [
                                    "(filled in once sensitivity is computed)."),
 ]
 COL = {key: i for i, (key, _, _) in enumerate(COLUMNS)}
-EDITABLE = {"weight_bits", "act_bits", "granularity", "range", "act_range", "algorithm"}
+EDITABLE = {"weight_bits", "act_bits", "granularity", "grid", "range", "act_range", "algorithm"}
 STATS_KEYS = {"weight_sqnr_db", "act_sqnr_db"}
 SORT_ROLE = Qt.UserRole + 1
 NAME_ROLE = Qt.UserRole + 2
@@ -65,6 +68,10 @@ def field_patch(field: str, value) -> dict:
         return {"weight": {"granularity": value}}
     if field == "algorithm":
         return {"weight": {"algorithm": value}}
+    if field == "grid":
+        return {"weight": {"grid": value}}
+    if field == "act_grid":
+        return {"activation": {"grid": value}}
     if field in ("range", "act_range"):
         kind = "weight" if field == "range" else "activation"
         r = {"method": value}
@@ -292,6 +299,11 @@ class LayerTableModel(QAbstractTableModel):
             if spec.weight.granularity == "per_group":
                 g += f" ({spec.weight.effective_group_size()})"
             return g, g
+        if key == "grid":
+            if spec.weight.bits is None:
+                return "—", ""
+            g = spec.weight.grid if spec.weight.symmetric else "asym"
+            return g, g
         if key == "range":
             return spec.weight.range.describe(), spec.weight.range.describe()
         if key == "algorithm":
@@ -349,6 +361,8 @@ class LayerTableModel(QAbstractTableModel):
                 return spec.activation.bits
             if key == "granularity":
                 return spec.weight.granularity
+            if key == "grid":
+                return spec.weight.grid
             if key == "range":
                 return spec.weight.range.method
             if key == "algorithm":
@@ -405,9 +419,10 @@ def apply_field(session, key: str, value, names: list[str]) -> None:
     """Set one field on ``names`` in a single undoable edit."""
     if not names:
         return
-    if key in ("act_bits", "act_range"):
+    if key in ("act_bits", "act_range", "act_grid"):
         names = [n for n in names if session.layer(n).has_activation_input]
     shown = {"weight_bits": "weight bits", "act_bits": "activation bits", "granularity": "granularity",
+             "grid": "weight grid", "act_grid": "activation grid",
              "range": "weight range", "act_range": "activation range", "algorithm": "algorithm"}[key]
     v = "float" if value is None else value
     target = names[0] if len(names) == 1 else f"{len(names)} layers"

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeade
 
 from ...core.qparams import MAX_BITS, MIN_BITS
 from ...core.algorithms.options import DESCRIPTIONS as ALGORITHM_HELP
-from ...core.spec import ALGORITHMS, GRANULARITIES, RANGE_METHODS
+from ...core.spec import ALGORITHMS, GRANULARITIES, RANGE_METHODS, SYMMETRIC_GRIDS
 from ...io.config import PRESET_HELP, PRESETS
 from ..bridge import SessionFollower
 from .layer_model import COL, COLUMNS, GRAN_LABEL, LayerFilterProxy, LayerTableModel, apply_field
@@ -28,6 +28,14 @@ RANGE_HELP = {
     "mse": "the clip range that minimises the mean squared error",
     "kl": "the clip range that minimises the KL divergence of the histogram",
     "manual": "a range set by dragging on the histogram",
+}
+GRID_HELP = {
+    "full": "[-2^(b-1), 2^(b-1)-1], scale = max(max / qmax, min / qmin): both ends of the range on the grid, "
+            "nothing clipped (AIMET's rule; the default)",
+    "torch": "[-2^(b-1), 2^(b-1)-1], scale = max|x| / ((qmax - qmin) / 2) as torch's observers: max|x| falls on a "
+             "rounding tie and a positive maximum is clipped to qmax",
+    "restricted": "[-(2^(b-1)-1), 2^(b-1)-1], scale = max|x| / qmax: one level fewer, symmetric around 0 "
+                  "(many inference backends)",
 }
 GRAN_HELP = {
     "per_tensor": "one scale for the whole weight tensor",
@@ -45,11 +53,14 @@ def choices(field: str) -> list[tuple[str, object, str]]:
         return [(GRAN_LABEL[g], g, GRAN_HELP[g]) for g in GRANULARITIES]
     if field == "algorithm":
         return [(a, a, ALGORITHM_HELP[a]) for a in ALGORITHMS]
+    if field in ("grid", "act_grid"):
+        return [(g, g, GRID_HELP[g] + " (symmetric grids only)") for g in SYMMETRIC_GRIDS]
     methods = [m for m in RANGE_METHODS if m != "manual"]
     return [(m, m, RANGE_HELP[m]) for m in methods]
 
 
 FIELD_LABELS = {"weight_bits": "Weight bits", "act_bits": "Activation bits", "granularity": "Granularity",
+                "grid": "Weight grid", "act_grid": "Activation grid",
                 "range": "Weight range", "act_range": "Activation range", "algorithm": "Algorithm"}
 
 
@@ -182,7 +193,8 @@ class LayerTablePanel(SessionFollower, QWidget):
                 self.view.setColumnWidth(c, fixed[key])
             else:
                 self.view.resizeColumnToContents(c)
-        for key, lo, hi in (("name", 110, 260), ("granularity", 80, 140), ("range", 64, 140), ("act_range", 60, 140), ("algorithm", 70, 120)):
+        for key, lo, hi in (("name", 110, 260), ("granularity", 80, 140), ("grid", 52, 90), ("range", 64, 140),
+                            ("act_range", 60, 140), ("algorithm", 70, 120)):
             c = COL[key]
             self.view.setColumnWidth(c, max(lo, min(hi, self.view.columnWidth(c))))
 
