@@ -16,7 +16,7 @@ from ..spec import ALGORITHMS
 OPTIONS: dict[str, dict[str, tuple]] = {
     "none": {},
     "adaround": {
-        "iterations": (int, 1000, lambda v: 10 <= v <= 100000, "optimisation steps (10..100000)"),
+        "iterations": (int, 2000, lambda v: 10 <= v <= 100000, "optimisation steps (10..100000)"),
         "reg": (float, 0.001, lambda v: 0 < v <= 10, "weight of the rounding regulariser (relative to the rounding-to-nearest loss), (0, 10]"),
         "lr": (float, 0.01, lambda v: 0 < v <= 1, "Adam learning rate, (0, 1]"),
     },
