@@ -51,10 +51,10 @@ class WeightSpec:
     group_size: int | None = None
     symmetric: bool = True
     range: RangeSpec = field(default_factory=RangeSpec)
-    algorithm: str = "none"
+    grid: str = DEFAULT_GRID  # symmetric grid rule; ignored when asymmetric
+    algorithm: str = "none"  # per-layer PTQ algorithm (quantviz.core.algorithms)
     # the algorithm's options as sorted (key, value) pairs (hashable: the spec keys caches)
     algorithm_options: tuple = ()
-    grid: str = DEFAULT_GRID  # symmetric grid rule; ignored when asymmetric
 
     @property
     def enabled(self) -> bool:
