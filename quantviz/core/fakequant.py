@@ -13,7 +13,6 @@ applying a new config only touches layers whose settings changed.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -26,8 +25,9 @@ from .errors import Cancelled, ModelError, QuantvizError
 from .layers import LayerInfo, fold_batchnorm, inventory
 from .observers import HistogramObserver, histogram_of
 from .progress import Progress, null_progress, scaled
-from .qparams import QParams, clipped_fraction, compute_qparams, fake_quantize
-from .ranges import RangeError, activation_range, group_matrix, weight_range
+from .quantize import histogram_error, quantize_weight_tensor
+from .qparams import QParams, compute_qparams
+from .ranges import RangeError, activation_range
 from .spec import ActSpec, LayerSpec, WeightSpec
 
 
@@ -105,27 +105,20 @@ class QuantSim(AlgorithmSupport):
         if hit is not None:
             return hit
         info = self.by_name[name]
-        w = self._float_w[name].float().cpu()
-        gs = spec.effective_group_size()
-        try:
-            m = group_matrix(w, spec.granularity, info.channel_axis, gs)
-            lo, hi = weight_range(m, spec.range, spec.bits, spec.symmetric, spec.grid)
-        except RangeError as exc:
-            raise RangeError(f"layer {name}: {exc}") from exc
-        qp = compute_qparams(lo, hi, spec.bits, spec.symmetric, spec.grid)
-        axis = None if spec.granularity == "per_tensor" else info.channel_axis
-        wq = fake_quantize(w, qp, axis=axis, group_size=gs)
-        clipped = clipped_fraction(m, qp)
-        # float32 dot products: exact enough for dB and MSE, without float64 copies
-        d = (wq - w).flatten()
-        noise, signal = float(torch.dot(d, d)), float(torch.dot(w.flatten(), w.flatten()))
-        err = noise / max(w.numel(), 1)
-        snr = float("inf") if noise == 0 else (float("-inf") if signal == 0 else 10.0 * math.log10(signal / noise))
-        res = WeightQuant(wq.to(self._float_w[name].dtype), qp, snr, err, clipped)
-        if len(self._wcache) > 4 * max(len(self.layers), 64):
-            self._wcache.clear()
+        t = quantize_weight_tensor(self._float_w[name].float().cpu(), spec, info.channel_axis, name)
+        res = WeightQuant(t.tensor.to(self._float_w[name].dtype), t.qparams, t.sqnr_db, t.mse, t.clipped_fraction)
+        self._trim_cache()
         self._wcache[key] = res
         return res
+
+    def _trim_cache(self) -> None:
+        """Bound the weight cache; plain rounding (cheap to redo) goes before algorithm results."""
+        cap = 4 * max(len(self.layers), 64)
+        if len(self._wcache) > cap:
+            for k in [k for k in self._wcache if k[1].algorithm == "none"]:
+                del self._wcache[k]
+        if len(self._wcache) > 2 * cap:
+            self._wcache.clear()
 
     # ------------------------------------------------------- activations
     def _make_act_hook(self, name: str):
@@ -188,16 +181,7 @@ class QuantSim(AlgorithmSupport):
         if qp is None:
             return None
         h = self.act_obs[name].histogram()
-        c = torch.tensor(h.centers, dtype=torch.float32).clamp(h.min, h.max)
-        w = torch.tensor(h.counts, dtype=torch.float64)
-        q = torch.fake_quantize_per_tensor_affine(c, float(qp.scale[0]), int(qp.zero_point[0]), qp.qmin, qp.qmax)
-        noise = float((w * (c.double() - q.double()) ** 2).sum())
-        sig = float((w * c.double() ** 2).sum())
-        if noise == 0:
-            return float("inf")
-        import math
-
-        return 10 * math.log10(max(sig, 1e-300) / noise)
+        return histogram_error(h.centers, h.counts, qp, h.min, h.max)[0]
 
     # ------------------------------------------------------------- apply
     @torch.no_grad()

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from .observers import Histogram
-from .qparams import QParams, clipped_fraction, compute_qparams, fake_quantize
-from .ranges import group_matrix, weight_range
+from .qparams import QParams, compute_qparams
+from .quantize import histogram_error, quantize_weight_tensor
 from .spec import ActSpec, RangeSpec, WeightSpec
 
 MAX_LEVELS_DRAWN = 256  # more levels than this are subsampled for drawing
@@ -148,11 +148,9 @@ def preview_weight(sim, name: str, wspec: WeightSpec, lo: float | None = None, h
     if lo is not None and hi is not None:
         wspec = replace(wspec, range=RangeSpec(method="manual", lo=float(lo), hi=float(hi)))
     gs = wspec.effective_group_size()
-    m = group_matrix(w, wspec.granularity, info.channel_axis, gs)
-    glo, ghi = weight_range(m, wspec.range, wspec.bits, wspec.symmetric, wspec.grid)
-    qp = compute_qparams(glo, ghi, wspec.bits, wspec.symmetric, wspec.grid)
-    axis = None if wspec.granularity == "per_tensor" else info.channel_axis
-    wq = fake_quantize(w, qp, axis=axis, group_size=gs)
+    t = quantize_weight_tensor(w, wspec, info.channel_axis, name)
+    wq, qp, glo, ghi = t.tensor, t.qparams, t.lo, t.hi
+    sqnr, mse, clipped = t.sqnr_db, t.mse, t.clipped_fraction
     algo_note = None
     if wspec.algorithm != "none":
         # the config's algorithm result when the re-check computed it (never computed here)
@@ -164,12 +162,7 @@ def preview_weight(sim, name: str, wspec: WeightSpec, lo: float | None = None, h
             algo_note = algorithm_text(res.algorithm_info)
             if res.input_scale is None and res.qparams.scale.shape == qp.scale.shape:
                 wq, qp = res.tensor.float(), res.qparams
-    clipped = clipped_fraction(m, qp)
-    # float32 dot products, as QuantSim.quantize_weight computes them
-    d = (wq - w).flatten()
-    noise, signal = float(torch.dot(d, d)), float(torch.dot(w.flatten(), w.flatten()))
-    mse = noise / max(n_el, 1)
-    sqnr = float("inf") if noise == 0 else (float("-inf") if signal == 0 else 10.0 * math.log10(signal / noise))
+                sqnr, mse, clipped = res.sqnr_db, res.mse, res.clipped_fraction
     widest = int(torch.argmax(qp.scale))
     if lo is None and wspec.range.method == "manual":  # show the stored range, not its symmetric envelope
         lo, hi = wspec.range.lo, wspec.range.hi
@@ -281,19 +274,8 @@ def preview_activation(hist: Histogram, aspec: ActSpec, lo: float | None = None,
         return {**base, "float": True}
     qp, rlo, rhi = activation_qparams(hist, aspec, lo, hi)
     mask = hist.counts > 0
-    c = torch.tensor(np.clip(hist.centers[mask], hist.min, hist.max), dtype=torch.float32)
-    wts = torch.tensor(hist.counts[mask], dtype=torch.float64)
-    q = torch.fake_quantize_per_tensor_affine(c, float(qp.scale[0]), int(qp.zero_point[0]), qp.qmin, qp.qmax)
-    err = (c.double() - q.double()) ** 2
-    noise = float((wts * err).sum())
-    sig = float((wts * c.double() ** 2).sum())
-    total = float(wts.sum())
-    sqnr = float("inf") if noise == 0 else 10 * math.log10(max(sig, 1e-300) / noise)
-    gmin, gmax = qp.grid_range()
-    tol = float(qp.scale[0]) * 1e-3  # as qparams.clipped_fraction counts
-    outside = (c < float(gmin[0]) - tol) | (c > float(gmax[0]) + tol)
-    clipped = float(wts[outside].sum()) / total if total else 0.0
-    out = _summary(rlo, rhi, qp, 0, sqnr, noise / total if total else 0.0, clipped)
+    sqnr, mse, clipped, q, wts = histogram_error(hist.centers[mask], hist.counts[mask], qp, hist.min, hist.max)
+    out = _summary(rlo, rhi, qp, 0, sqnr, mse, clipped)
     qcounts = cell_density(q.numpy(), float(qp.scale[0]), disp.edges, weights=wts.numpy())
     out.update(base)
     out.update({"float": False, "quant_counts": qcounts, "granularity": "per_tensor",

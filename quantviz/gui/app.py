@@ -7,7 +7,6 @@ SQNR), renders the main window to a PNG and returns without an event loop.
 from __future__ import annotations
 
 import os
-import sys
 
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication

@@ -21,110 +21,98 @@ def _action(win, text: str, slot, shortcut=None, tip: str = "") -> QAction:
     return a
 
 
-def export_formats() -> list[str]:
-    """Formats offered by ``quantviz.io.export`` when that module exists."""
-    try:
-        from ..io import export as export_mod
-    except ImportError:
-        return []
-    fmts = getattr(export_mod, "FORMATS", None) or getattr(export_mod, "EXPORTERS", None) or {}
-    return list(fmts)
-
-
 def build_menus(win) -> dict[str, QAction]:
+    """The menu bar; returns the actions by key (also added to the window, so shortcuts work anywhere)."""
     mb = win.menuBar()
     acts: dict[str, QAction] = {}
-
-    # ------------------------------------------------------------- File
-    f = mb.addMenu("&File")
-    acts["open"] = _action(win, "&Open model…", lambda: _open_model(win), QKeySequence.Open,
-                           "Open a recipe .py, TorchScript / pickled .pt, torch.export .pt2 or a quantviz session")
-    acts["open_folder"] = _action(win, "Open &folder…", lambda: _open_folder(win), None,
-                                  "Open a Hugging Face model folder (save_pretrained output)")
-    acts["open_demo"] = _action(win, "Open &demo", lambda: win.open_model("demo"), None,
-                                "Open the bundled digits CNN with its data")
-    for k in ("open", "open_folder", "open_demo"):
-        f.addAction(acts[k])
-    win.recent_menu = f.addMenu("Open &recent")
-    win.recent_menu.aboutToShow.connect(lambda: _fill_recent(win))
-    f.addSeparator()
-    acts["save"] = _action(win, "&Save session", lambda: _save(win, False), QKeySequence.Save,
-                           "Save the model reference, config, results and sensitivity as one .qvs file")
-    acts["save_as"] = _action(win, "Save session &as…", lambda: _save(win, True), QKeySequence.SaveAs)
-    f.addAction(acts["save"])
-    f.addAction(acts["save_as"])
-    f.addSeparator()
-    acts["import_config"] = _action(win, "&Import config…", lambda: _import_config(win), None,
-                                    "Apply a quantviz config JSON to the open model (undoable)")
-    acts["export_config"] = _action(win, "&Export config…", lambda: _export_config(win), "Ctrl+E",
-                                    "Write the current per-layer config as quantviz config JSON")
-    f.addAction(acts["import_config"])
-    f.addAction(acts["export_config"])
-    fmts = export_formats()
-    if fmts:
-        ex = f.addMenu("Export &as")
-        for fmt in fmts:
-            ex.addAction(_action(win, fmt, lambda fmt=fmt: _export_as(win, fmt)))
-    f.addSeparator()
-    acts["quit"] = _action(win, "&Quit", win.close, QKeySequence.Quit)
-    f.addAction(acts["quit"])
-
-    # ------------------------------------------------------------- Edit
-    e = mb.addMenu("&Edit")
-    acts["undo"] = _action(win, "&Undo", win.undo, [QKeySequence("Ctrl+Z")])
-    acts["redo"] = _action(win, "&Redo", win.redo, [QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
-    e.addAction(acts["undo"])
-    e.addAction(acts["redo"])
-    e.addSeparator()
-    bulk = e.addMenu("Edit &layers")
-    bulk.aboutToShow.connect(lambda: win.table._fill_edit_menu(bulk))
-    acts["filter"] = _action(win, "&Find layer", lambda: win.table.filter_edit.setFocus(), QKeySequence.Find,
-                             "Filter the layer table by name")
-    e.addAction(acts["filter"])
-
-    # ------------------------------------------------------------- View
-    v = mb.addMenu("&View")
-    for dock in win.docks.values():
-        v.addAction(dock.toggleViewAction())
-    v.addSeparator()
-    acts["reset_layout"] = _action(win, "Reset &layout", lambda: _reset_layout(win), None,
-                                   "Put every panel back where it was at first start")
-    v.addAction(acts["reset_layout"])
-
-    # ------------------------------------------------------------- Run
-    r = mb.addMenu("&Run")
-    acts["recheck"] = _action(win, "&Re-check now", lambda: win.request_check(immediately=True), "F5",
-                              "Evaluate the current config against the float model")
-    acts["cancel"] = _action(win, "&Cancel job", win.jobs.cancel_current, "Ctrl+.", "Stop the running job")
-    r.addAction(acts["recheck"])
-    r.addAction(acts["cancel"])
-    r.addSeparator()
-    from . import analysis
-
-    for method, text in analysis.METHOD_LABELS.items():
-        key = f"sensitivity_{method}"
-        acts[key] = _action(win, f"Sensitivity: {text}", lambda _=False, m=method: analysis.run_sensitivity(win, m),
-                            None, "Measure every layer at 2, 3, 4, 6 and 8 bits; results fill the Sensitivity panel "
-                                  "and the table's sensitivity column")
-        r.addAction(acts[key])
-    acts["search"] = _action(win, "&Search mixed precision...", lambda: analysis.ask_and_search(win), None,
-                             "Choose a bit-width per layer for an average-bits budget and trace the size/accuracy "
-                             "Pareto front")
-    r.addAction(acts["search"])
-    r.addSeparator()
-    acts["benchmark"] = _action(win, "&Measure real quantized models...", lambda: analysis.run_benchmark(win), None,
-                                "Build the config with torchao, pt2e (oneDNN int8) and ONNX Runtime, and measure "
-                                "size on disk, CPU latency and accuracy against the float model")
-    r.addAction(acts["benchmark"])
-
-    # ------------------------------------------------------------- Help
-    h = mb.addMenu("&Help")
-    h.addAction(_action(win, "&About quantviz", lambda: _about(win)))
+    for build in (_file_menu, _edit_menu, _view_menu, _run_menu, _help_menu):
+        build(win, mb, acts)
     for a in acts.values():
         win.addAction(a)  # shortcuts work while any panel has focus
     win._default_state = win.saveState(1)
     update_undo_actions(win, acts)
     return acts
+
+
+def _add(menu, acts: dict, key: str, action: QAction) -> QAction:
+    acts[key] = action
+    menu.addAction(action)
+    return action
+
+
+def _file_menu(win, mb, acts: dict) -> None:
+    from ..io.export import FORMATS
+
+    f = mb.addMenu("&File")
+    _add(f, acts, "open", _action(win, "&Open model…", lambda: _open_model(win), QKeySequence.Open,
+                                  "Open a recipe .py, TorchScript / pickled .pt, torch.export .pt2 or a quantviz session"))
+    _add(f, acts, "open_folder", _action(win, "Open &folder…", lambda: _open_folder(win), None,
+                                         "Open a Hugging Face model folder (save_pretrained output)"))
+    _add(f, acts, "open_demo", _action(win, "Open &demo", lambda: win.open_model("demo"), None,
+                                       "Open the bundled digits CNN with its data"))
+    win.recent_menu = f.addMenu("Open &recent")
+    win.recent_menu.aboutToShow.connect(lambda: _fill_recent(win))
+    f.addSeparator()
+    _add(f, acts, "save", _action(win, "&Save session", lambda: _save(win, False), QKeySequence.Save,
+                                  "Save the model reference, config, results and sensitivity as one .qvs file"))
+    _add(f, acts, "save_as", _action(win, "Save session &as…", lambda: _save(win, True), QKeySequence.SaveAs))
+    f.addSeparator()
+    _add(f, acts, "import_config", _action(win, "&Import config…", lambda: _import_config(win), None,
+                                           "Apply a quantviz config JSON to the open model (undoable)"))
+    _add(f, acts, "export_config", _action(win, "&Export config…", lambda: _export_config(win), "Ctrl+E",
+                                           "Write the current per-layer config as quantviz config JSON"))
+    ex = f.addMenu("Export &as")
+    for fmt in FORMATS:
+        ex.addAction(_action(win, fmt, lambda fmt=fmt: _export_as(win, fmt)))
+    f.addSeparator()
+    _add(f, acts, "quit", _action(win, "&Quit", win.close, QKeySequence.Quit))
+
+
+def _edit_menu(win, mb, acts: dict) -> None:
+    e = mb.addMenu("&Edit")
+    _add(e, acts, "undo", _action(win, "&Undo", win.undo, [QKeySequence("Ctrl+Z")]))
+    _add(e, acts, "redo", _action(win, "&Redo", win.redo, [QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")]))
+    e.addSeparator()
+    bulk = e.addMenu("Edit &layers")
+    bulk.aboutToShow.connect(lambda: win.table.fill_edit_menu(bulk))
+    _add(e, acts, "filter", _action(win, "&Find layer", lambda: win.table.filter_edit.setFocus(), QKeySequence.Find,
+                                    "Filter the layer table by name"))
+
+
+def _view_menu(win, mb, acts: dict) -> None:
+    v = mb.addMenu("&View")
+    for dock in win.docks.values():
+        v.addAction(dock.toggleViewAction())
+    v.addSeparator()
+    _add(v, acts, "reset_layout", _action(win, "Reset &layout", lambda: _reset_layout(win), None,
+                                          "Put every panel back where it was at first start"))
+
+
+def _run_menu(win, mb, acts: dict) -> None:
+    from . import analysis
+
+    r = mb.addMenu("&Run")
+    _add(r, acts, "recheck", _action(win, "&Re-check now", lambda: win.request_check(immediately=True), "F5",
+                                     "Evaluate the current config against the float model"))
+    _add(r, acts, "cancel", _action(win, "&Cancel job", win.jobs.cancel_current, "Ctrl+.", "Stop the running job"))
+    r.addSeparator()
+    for method, text in analysis.METHOD_LABELS.items():
+        _add(r, acts, f"sensitivity_{method}",
+             _action(win, f"Sensitivity: {text}", lambda _=False, m=method: analysis.run_sensitivity(win, m), None,
+                     "Measure every layer at 2, 3, 4, 6 and 8 bits; results fill the Sensitivity panel and the "
+                     "table's sensitivity column"))
+    _add(r, acts, "search", _action(win, "&Search mixed precision...", lambda: analysis.ask_and_search(win), None,
+                                    "Choose a bit-width per layer for an average-bits budget and trace the "
+                                    "size/accuracy Pareto front"))
+    r.addSeparator()
+    _add(r, acts, "benchmark", _action(win, "&Measure real quantized models...", lambda: analysis.run_benchmark(win),
+                                       None, "Build the config with torchao, pt2e (oneDNN int8) and ONNX Runtime, and "
+                                             "measure size on disk, CPU latency and accuracy against the float model"))
+
+
+def _help_menu(win, mb, acts: dict) -> None:
+    h = mb.addMenu("&Help")
+    h.addAction(_action(win, "&About quantviz", lambda: _about(win)))
 
 
 def update_undo_actions(win, acts=None) -> None:

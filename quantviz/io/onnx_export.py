@@ -475,7 +475,6 @@ def build_qdq(sim: QuantSim, specs: dict[str, LayerSpec], example, *, progress: 
               cancel: Callable[[], bool] = lambda: False) -> OnnxExport:
     """The QDQ ``onnx.ModelProto`` of ``sim`` under ``specs`` (validated by onnx.checker)."""
     onnx = require("onnx")
-    from onnx import helper
 
     progress(0, 3, "exporting the float graph")
     m, in_names, out_names = export_float(sim.float_model, example)

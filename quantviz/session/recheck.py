@@ -39,7 +39,7 @@ from typing import Callable
 
 import torch
 
-from ..core.errors import Cancelled, QuantvizError
+from ..core.errors import QuantvizError
 from ..core.evaluate import MetricStream, user_metrics
 from ..core.data import ChunkedData, chunk_bounds
 from ..core.fakequant import iterate_outputs

@@ -2,7 +2,6 @@
 and smoke runs of every widget module launched alone."""
 from __future__ import annotations
 
-import importlib
 
 import pytest
 import torch
@@ -107,7 +106,7 @@ def test_edit_menu_offers_fields_scopes_and_presets(panel):
     from PySide6.QtWidgets import QMenu
 
     menu = QMenu()
-    panel._fill_edit_menu(menu)
+    panel.fill_edit_menu(menu)
     titles = [a.text() for a in menu.actions()]
     assert "Set weight bits" in titles and "Apply preset" in titles
     wb = next(a.menu() for a in menu.actions() if a.text() == "Set weight bits")
@@ -159,6 +158,6 @@ def test_grid_column_edits_one_layer_and_the_menu_sets_it_in_bulk(panel, demo_se
     from PySide6.QtWidgets import QMenu
 
     menu = QMenu()
-    panel._fill_edit_menu(menu)
+    panel.fill_edit_menu(menu)
     titles = [a.text() for a in menu.actions()]
     assert "Set weight grid" in titles and "Set activation grid" in titles

@@ -8,7 +8,6 @@ absent (nothing had been written yet) or one complete version.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import signal

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from corpus import snapshot, write_recipe
+from corpus import snapshot
 from quantviz.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]

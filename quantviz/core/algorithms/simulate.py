@@ -107,6 +107,7 @@ class AlgorithmSupport:
                 why = "a layer that does not run on the calibration data"
         if why is not None:
             res = replace(base, algorithm_info={"algorithm": algo, "skipped": f"{algo} does not apply to {why}"})
+            self._trim_cache()
             self._wcache[key] = res
             return res
         w = self._float_w[name].float().cpu()
@@ -129,6 +130,7 @@ class AlgorithmSupport:
                       mse=noise / max(w.numel(), 1), clipped_fraction=clipped,
                       codes=r.codes.reshape(shape).to(torch.int32), bias=bias, input_scale=r.input_scale,
                       input_range=r.input_range, algorithm_info=r.info)
+        self._trim_cache()
         self._wcache[key] = res
         return res
 

@@ -1,10 +1,11 @@
 """The layer table's Qt model: one row per quantizable layer, computed lazily.
 
-Rows are never materialised: ``data()`` reads the layer's :class:`LayerInfo`,
+The columns are the entries of :data:`.columns.TABLE`; this model knows
+none by name. Rows are never materialised: ``data()`` reads the layer's :class:`LayerInfo`,
 its resolved :class:`LayerSpec` (cached per layer, refreshed only for layers
 an edit touched) and a cache of per-layer statistics (weight / activation
 SQNR) keyed by ``(name, spec)``. Missing statistics are collected and computed
-by one background job at a time (:func:`compute_stats`), which never takes the
+by one background job at a time (:func:`quantviz.session.stats.layer_stats`), which never takes the
 session lock, so the GUI thread never waits for a running re-check. Only rows
 the view asks for are computed, so thousands of layers stay fast.
 """
@@ -16,106 +17,23 @@ from typing import Callable
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor
 
-from ...core.fmt import fmt_bytes as _fmt_bytes
-from ...core.size import layer_weight_bytes
 from ...core.spec import LayerSpec
+from ...session.stats import layer_stats
+from .columns import COL, FIELDS, GRAN_LABEL, TABLE, Column, edit_label, stats_cell  # noqa: F401 (GRAN_LABEL re-exported)
 
-# key, header, tooltip
-COLUMNS = [
-    ("name", "Layer", "The module's full name in the model; dots show the hierarchy (features.3 is child 3 of features)."),
-    ("type", "Type", "The module type (Conv2d, Linear, Embedding, ...)."),
-    ("params", "Params", "Number of parameters of the layer (weight and bias)."),
-    ("weight_bits", "W bits", "Bits per weight value; 'float' keeps the weight unquantized. Double-click to change."),
-    ("act_bits", "A bits", "Bits of this layer's input activation; 'float' keeps it unquantized, '—' when the input is not a float tensor."),
-    ("weight_sqnr_db", "W SQNR", "Signal-to-quantization-noise ratio of the weight: 10·log10(Σw² / Σ(w−q(w))²). "
-                                      "Higher is better; each extra bit adds about 6 dB."),
-    ("act_sqnr_db", "A SQNR", "SQNR of quantizing this layer's input activation, estimated from the calibration histogram."),
-    ("granularity", "Granularity", "How many scales the weight gets: one per tensor, one per output channel (per-channel), "
-                                   "or one per group of values within a channel (per-group)."),
-    ("grid", "W grid", "The weight's symmetric grid: full [-2^(b-1), 2^(b-1)-1] with both range ends on it (nothing "
-                       "clipped), torch (torch observers' scale: max|w| on a rounding tie, the top clipped) or restricted "
-                       "[-(2^(b-1)-1), 2^(b-1)-1]. Asymmetric weights ignore it ('asym')."),
-    ("range", "W range", "How the weight clip range is chosen: min-max, a percentile of |w|, the range minimising MSE, "
-                         "KL divergence, or a manual range dragged on the histogram."),
-    ("act_range", "A range", "How the activation clip range is chosen from the calibration histogram."),
-    ("algorithm", "Algorithm", "Post-training algorithm for this weight: round to nearest (none), AdaRound's learned rounding, "
-                               "GPTQ's error compensation, bias correction, SmoothQuant / AWQ scaling. It runs on the "
-                               "calibration data with the next re-check ('pending' until then)."),
-    ("size_bytes", "Size", "Storage of this layer's weight under its settings, including scales and zero points."),
-    ("sensitivity", "Sensitivity", "How much the model's metric drops when only this layer is quantized "
-                                   "(filled in once sensitivity is computed)."),
-]
-COL = {key: i for i, (key, _, _) in enumerate(COLUMNS)}
-EDITABLE = {"weight_bits", "act_bits", "granularity", "grid", "range", "act_range", "algorithm"}
-STATS_KEYS = {"weight_sqnr_db", "act_sqnr_db"}
+COLUMNS = [(c.key, c.header, c.tip) for c in TABLE]  # (key, header, tooltip), in order
+EDITABLE = {c.key for c in TABLE if c.editable}
+STATS_KEYS = {c.key for c in TABLE if c.kind == "stats"}
 SORT_ROLE = Qt.UserRole + 1
 NAME_ROLE = Qt.UserRole + 2
 TYPE_ROLE = Qt.UserRole + 3
-GRAN_LABEL = {"per_tensor": "per-tensor", "per_channel": "per-channel", "per_group": "per-group"}
-
-
-def fmt_bytes(n: float | None) -> str:
-    return _fmt_bytes(n, missing="")
 
 
 def field_patch(field: str, value) -> dict:
     """The config patch that sets one table field (``value`` as the editors give it)."""
-    if field == "weight_bits":
-        return {"weight": {"bits": value}}
-    if field == "act_bits":
-        return {"activation": {"bits": value}}
-    if field == "granularity":
-        return {"weight": {"granularity": value}}
-    if field == "algorithm":
-        return {"weight": {"algorithm": value}}
-    if field == "grid":
-        return {"weight": {"grid": value}}
-    if field == "act_grid":
-        return {"activation": {"grid": value}}
-    if field in ("range", "act_range"):
-        kind = "weight" if field == "range" else "activation"
-        r = {"method": value}
-        if value == "percentile":
-            r["p"] = 99.99
-        return {kind: {"range": r}}
-    raise ValueError(f"not an editable field: {field}")
-
-
-def compute_stats(session, items: list[tuple[str, LayerSpec]], cancel: Callable[[], bool] = lambda: False) -> dict:
-    """Weight / activation SQNR for ``(name, spec)`` pairs (worker thread, lock-free).
-
-    Reads only the float weights and the calibration histograms, which a
-    re-check never changes, and the simulation's per-spec weight cache.
-    """
-    sim = session.sim
-    out = {}
-    for name, spec in items:
-        if cancel():
-            break
-        info = sim.by_name[name]
-        stats = {"weight_sqnr_db": None, "act_sqnr_db": None, "clipped": None, "error": None}
-        try:
-            # an algorithm's result comes from the re-check job: never run it here ("pending")
-            wq = sim.quantize_weight(name, spec.weight, compute=False)
-            if wq is None and spec.weight.bits is not None:
-                stats["pending"] = True
-            if wq is not None:
-                stats["weight_sqnr_db"] = wq.sqnr_db
-                stats["clipped"] = wq.clipped_fraction
-                stats["algorithm"] = algorithm_note(wq.algorithm_info)
-            if info.has_activation_input and spec.activation.bits is not None and sim.calibrated:
-                stats["act_sqnr_db"] = sim.activation_sqnr(name, spec.activation)
-        except Exception as exc:  # noqa: BLE001 - shown in the cell's tooltip
-            stats["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        out[(name, spec)] = stats
-    return out
-
-
-def algorithm_note(info: dict) -> str | None:
-    """One line on what a layer's algorithm changed (None for rounding to nearest)."""
-    from ...core.preview import algorithm_text
-
-    return algorithm_text(info)
+    if field not in FIELDS:
+        raise ValueError(f"not an editable field: {field}")
+    return FIELDS[field].patch(value)
 
 
 def _sqnr_brush(v: float | None) -> QBrush | None:
@@ -144,7 +62,7 @@ class LayerTableModel(QAbstractTableModel):
         self._pending: set[tuple[str, LayerSpec]] = set()
         self._inflight = False
         self._req = 0
-        # request_stats(session, items, done(stats), failed(message | None)) runs compute_stats in the background;
+        # request_stats(session, items, done(stats), failed(message | None)) runs layer_stats in the background;
         # None computes synchronously (used when the widget runs alone)
         self.request_stats: Callable | None = None
         # edit_targets(name) -> names an edit of this row applies to (the selection)
@@ -213,7 +131,7 @@ class LayerTableModel(QAbstractTableModel):
         self._req += 1
         req = self._req
         if self.request_stats is None:
-            self._stats_arrived(req, compute_stats(session, items))
+            self._stats_arrived(req, layer_stats(session, items))
             return
         self._inflight = True
         self.request_stats(session, items, lambda stats: self._stats_arrived(req, stats),
@@ -241,7 +159,7 @@ class LayerTableModel(QAbstractTableModel):
             self._flush_timer.start()
 
     def add_stats(self, stats: dict) -> None:
-        """Store statistics computed elsewhere (``compute_stats`` output)."""
+        """Store statistics computed elsewhere (``layer_stats`` output)."""
         self._stats.update(stats)
         self._pending.difference_update(stats)
         rows = [self._row_of[n] for n, _ in stats if n in self._row_of]
@@ -278,128 +196,68 @@ class LayerTableModel(QAbstractTableModel):
             f |= Qt.ItemIsEditable
         return f
 
-    def _value(self, info, spec: LayerSpec, key: str):
+    def _value(self, info, spec: LayerSpec, col: Column):
         """(display text, sort key) of one cell."""
-        if key == "name":
-            return info.name, info.index
-        if key == "type":
-            return info.type, info.type
-        if key == "params":
-            return f"{info.params:,}", info.params
-        if key == "weight_bits":
-            b = spec.weight.bits
-            return ("float" if b is None else str(b)), (99 if b is None else b)
-        if key == "act_bits":
-            if not info.has_activation_input:
-                return "—", 100
-            b = spec.activation.bits
-            return ("float" if b is None else str(b)), (99 if b is None else b)
-        if key == "granularity":
-            g = GRAN_LABEL.get(spec.weight.granularity, spec.weight.granularity)
-            if spec.weight.granularity == "per_group":
-                g += f" ({spec.weight.effective_group_size()})"
-            return g, g
-        if key == "grid":
-            if spec.weight.bits is None:
-                return "—", ""
-            g = spec.weight.grid if spec.weight.symmetric else "asym"
-            return g, g
-        if key == "range":
-            return spec.weight.range.describe(), spec.weight.range.describe()
-        if key == "algorithm":
-            a = spec.weight.algorithm if spec.weight.bits is not None else "—"
-            return a, a
-        if key == "act_range":
-            if not info.has_activation_input or spec.activation.bits is None:
-                return "—", ""
-            return spec.activation.range.describe(), spec.activation.range.describe()
-        if key == "size_bytes":
-            n = layer_weight_bytes(info, spec)
-            return fmt_bytes(n), n
-        if key == "sensitivity":
+        if col.cell is not None:
+            return col.cell(info, spec)
+        if col.kind == "sensitivity":
             sc = self.session.analysis.scores if self.session else None
             v = sc.scores.get(info.name) if sc else None
-            if v is None:
-                return "", -math.inf
-            return f"{v:.3g}", float(v)
-        if key in STATS_KEYS:
-            if key == "weight_sqnr_db" and spec.weight.bits is None:
-                return "—", math.inf
-            if key == "act_sqnr_db" and (not info.has_activation_input or spec.activation.bits is None):
-                return "—", math.inf
-            st = self._stats.get((info.name, spec))
-            if st is not None and st.get("pending") and key == "weight_sqnr_db" \
-                    and not self.session.sim.algorithm_pending(info.name, spec.weight):
-                del self._stats[(info.name, spec)]  # the re-check computed it meanwhile
-                st = None
-            if st is None:
-                self._want_stats((info.name, spec))
-                return "…", -math.inf
-            if st.get("pending") and key == "weight_sqnr_db":
-                return "pending", -math.inf
-            v = st.get(key)
-            if v is None:
-                return ("error" if st.get("error") else "—"), -math.inf
-            return ("∞ dB" if math.isinf(v) else f"{v:.1f} dB"), v
-        return "", ""
+            return ("", -math.inf) if v is None else (f"{v:.3g}", float(v))
+        st = self._stats.get((info.name, spec))
+        if st is not None and st.get("pending") and not self.session.sim.algorithm_pending(info.name, spec.weight):
+            del self._stats[(info.name, spec)]  # a re-check computed the layer's algorithm meanwhile
+            st = None
+        cell = stats_cell(col.key, info, spec, st)
+        if cell is None:
+            self._want_stats((info.name, spec))
+            return "…", -math.inf
+        return cell
 
     def data(self, index, role=Qt.DisplayRole):
         if not index.isValid() or self.session is None:
             return None
         info = self._layers[index.row()]
-        key = COLUMNS[index.column()][0]
+        col = TABLE[index.column()]
         spec = self._specs.get(info.name)
         if spec is None:
             return None
         if role in (Qt.DisplayRole, SORT_ROLE):
-            text, sort = self._value(info, spec, key)
+            text, sort = self._value(info, spec, col)
             return text if role == Qt.DisplayRole else sort
         if role == Qt.EditRole:
-            if key == "weight_bits":
-                return spec.weight.bits
-            if key == "act_bits":
-                return spec.activation.bits
-            if key == "granularity":
-                return spec.weight.granularity
-            if key == "grid":
-                return spec.weight.grid
-            if key == "range":
-                return spec.weight.range.method
-            if key == "algorithm":
-                return spec.weight.algorithm
-            if key == "act_range":
-                return spec.activation.range.method
-            return None
+            return col.field.get(spec) if col.field is not None else None
         if role == NAME_ROLE:
             return info.name
         if role == TYPE_ROLE:
             return info.type
         if role == Qt.TextAlignmentRole:
-            if key in ("params", "weight_sqnr_db", "act_sqnr_db", "size_bytes", "sensitivity", "weight_bits", "act_bits"):
-                return int(Qt.AlignRight | Qt.AlignVCenter)
-            return int(Qt.AlignLeft | Qt.AlignVCenter)
-        if role == Qt.BackgroundRole and key in STATS_KEYS:
+            return int((Qt.AlignRight if col.right else Qt.AlignLeft) | Qt.AlignVCenter)
+        if role == Qt.BackgroundRole and col.kind == "stats":
             st = self._stats.get((info.name, spec))
-            return _sqnr_brush(st.get(key)) if st else None
+            return _sqnr_brush(st.get(col.key)) if st else None
         if role == Qt.ToolTipRole:
-            if key == "name":
-                return f"{info.name}\n{info.type}, weight shape {tuple(info.weight_shape)}"
-            if key in STATS_KEYS:
-                st = self._stats.get((info.name, spec))
-                if st and st.get("error"):
-                    return st["error"]
-                if st and key == "weight_sqnr_db" and st.get("pending"):
-                    return f"{spec.weight.algorithm} runs with the next re-check"
-                if st and key == "weight_sqnr_db" and st.get("clipped") is not None:
-                    tip = f"{COLUMNS[index.column()][2]}\nclipped weights: {st['clipped'] * 100:.2f}%"
-                    return tip + (f"\n{st['algorithm']}" if st.get("algorithm") else "")
-            return COLUMNS[index.column()][2]
+            return self._tooltip(info, spec, col)
         return None
+
+    def _tooltip(self, info, spec: LayerSpec, col: Column) -> str:
+        if col.key == "name":
+            return f"{info.name}\n{info.type}, weight shape {tuple(info.weight_shape)}"
+        if col.kind == "stats":
+            st = self._stats.get((info.name, spec))
+            if st and st.get("error"):
+                return st["error"]
+            if st and col.key == "weight_sqnr_db" and st.get("pending"):
+                return f"{spec.weight.algorithm} runs with the next re-check"
+            if st and col.key == "weight_sqnr_db" and st.get("clipped") is not None:
+                tip = f"{col.tip}\nclipped weights: {st['clipped'] * 100:.2f}%"
+                return tip + (f"\n{st['algorithm']}" if st.get("algorithm") else "")
+        return col.tip
 
     def setData(self, index, value, role=Qt.EditRole):
         if role != Qt.EditRole or not index.isValid() or self.session is None:
             return False
-        key = COLUMNS[index.column()][0]
+        key = TABLE[index.column()].key
         if key not in EDITABLE:
             return False
         name = self._layers[index.row()].name
@@ -419,14 +277,9 @@ def apply_field(session, key: str, value, names: list[str]) -> None:
     """Set one field on ``names`` in a single undoable edit."""
     if not names:
         return
-    if key in ("act_bits", "act_range", "act_grid"):
+    if FIELDS[key].activation:
         names = [n for n in names if session.layer(n).has_activation_input]
-    shown = {"weight_bits": "weight bits", "act_bits": "activation bits", "granularity": "granularity",
-             "grid": "weight grid", "act_grid": "activation grid",
-             "range": "weight range", "act_range": "activation range", "algorithm": "algorithm"}[key]
-    v = "float" if value is None else value
-    target = names[0] if len(names) == 1 else f"{len(names)} layers"
-    session.edit_layers(names, field_patch(key, value), f"{shown} = {v} on {target}")
+    session.edit_layers(names, field_patch(key, value), edit_label(key, value, names))
 
 
 class LayerFilterProxy(QSortFilterProxyModel):

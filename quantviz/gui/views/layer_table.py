@@ -126,7 +126,7 @@ class LayerTablePanel(SessionFollower, QWidget):
         self.edit_button.setToolTip("Set bits, granularity or range for the selected layers, for all layers of a type, "
                                     "or for names matching a pattern; or apply a preset.")
         self.edit_button.setMenu(QMenu(self.edit_button))
-        self.edit_button.menu().aboutToShow.connect(lambda: self._fill_edit_menu(self.edit_button.menu()))
+        self.edit_button.menu().aboutToShow.connect(lambda: self.fill_edit_menu(self.edit_button.menu()))
         self.count_label = QLabel()
         self.count_label.setObjectName("muted")
 
@@ -282,7 +282,7 @@ class LayerTablePanel(SessionFollower, QWidget):
         except QuantvizError as exc:
             self.message.emit(str(exc))
 
-    def _fill_edit_menu(self, menu: QMenu) -> None:
+    def fill_edit_menu(self, menu: QMenu) -> None:
         menu.clear()
         if self.session is None:
             menu.addAction("No model open").setEnabled(False)
@@ -336,7 +336,7 @@ class LayerTablePanel(SessionFollower, QWidget):
 
     def _on_view_context_menu(self, pos) -> None:
         menu = QMenu(self)
-        self._fill_edit_menu(menu)
+        self.fill_edit_menu(menu)
         menu.popup(self.view.viewport().mapToGlobal(pos))
 
     # ----------------------------------------------------------- filter
