@@ -142,6 +142,7 @@ class TraceResult:
     data: str = ""
     label: str = ""  # the config's name, for legends
     recomputed: dict = field(default_factory=dict)  # {"local": n, "accumulated": n} layers recomputed
+    config: dict = field(default_factory=dict)  # the config traced, as the caller describes it (JSON-able)
 
     def layer(self, name: str) -> LayerTrace:
         for l in self.layers:
@@ -179,13 +180,14 @@ class TraceResult:
                 "biggest_drop": ({"layer": self.layers[drop[0]].name, "after": self.layers[drop[0] - 1].name,
                                   "drop_db": round(drop[1], 4)} if drop else None),
                 "not_executed": list(self.not_executed), "seconds": self.seconds,
-                "recomputed": dict(self.recomputed)}
+                "recomputed": dict(self.recomputed), "config": self.config}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TraceResult":
         return cls([LayerTrace.from_dict(x) for x in d.get("layers", [])], int(d.get("samples", 0)),
                    d.get("tokens"), list(d.get("not_executed", [])), float(d.get("seconds", 0.0)),
-                   str(d.get("data", "")), str(d.get("label", "")), dict(d.get("recomputed") or {}))
+                   str(d.get("data", "")), str(d.get("label", "")), dict(d.get("recomputed") or {}),
+                   dict(d.get("config") or {}))
 
 
 # ------------------------------------------------------------- helpers
