@@ -117,8 +117,6 @@ class MainWindow(FilesMixin, QMainWindow):
             widget.configChosen.connect(self._on_view_config_chosen)
         if hasattr(widget, "set_runner"):
             widget.set_runner(self.runner)
-        if hasattr(widget, "set_bridge"):
-            widget.set_bridge(self.bridge)
         return widget
 
     def _build_status_bar(self) -> None:

@@ -14,7 +14,8 @@ from ..core.errors import QuantvizError
 from ..core.progress import Progress, null_progress
 from ..core.trace import DEFAULT_BUDGET_BYTES, TraceResult, trace
 
-# what a kept trace was computed against (compared by identity): a new calibration or data set starts over
+# session -> (its kept trace, what it was computed against (compared by identity), the resolved specs traced):
+# a new calibration or data set starts over
 _BASIS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -37,22 +38,24 @@ def run_trace(session, *, samples: int | None = None, incremental: bool = True,
         raise QuantvizError("the session is not prepared (calibration and float reference missing)")
     with session.lock:
         cfg = session.config.copy()
-        specs = cfg.resolve_all(session.layers)
+        specs = dict(session.specs)
         data = trace_data(session, samples)
         basis = (session.sim, session.sim.act_obs, session.eval_data, len(data))
         prev = session.analysis.trace
         changed = None
         old = _BASIS.get(session)
-        if incremental and prev is not None and prev.config and old is not None \
-                and all(a is b for a, b in zip(old[:3], basis[:3])) and old[3] == basis[3]:
-            changed = session._changed_layers(prev.config, cfg.to_dict())
+        if incremental and prev is not None and old is not None and old[0] is prev \
+                and all(a is b for a, b in zip(old[1][:3], basis[:3])) and old[1][3] == basis[3]:
+            changed = [n for n in session.layer_names if old[2].get(n) != specs[n]]
+            if not changed:
+                return prev  # this very config was traced last: nothing to do, nothing new to announce
         res = trace(session.sim, specs, data, batch_size=session.batch_size, budget_bytes=budget_bytes,
                     previous=prev if changed is not None else None, changed=changed,
                     label=session.history.undo_label or cfg.name or "current config", on_partial=on_partial,
                     progress=progress, cancel=cancel)
         res.config = cfg.to_dict()
         session.analysis.trace = res
-        _BASIS[session] = basis
+        _BASIS[session] = (res, basis, specs)
     session.events.emit("analysis_changed", what="trace")
     return res
 

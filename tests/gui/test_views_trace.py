@@ -41,7 +41,8 @@ def test_curves_markers_hover_and_click(qtbot, session):
     w.show()
     w.set_session(session)
     assert "No trace yet" in w.info.text()
-    w.set_session(session) if session.run_trace() else None
+    session.run_trace()  # the view follows the session's analysis_changed event
+    qtbot.waitUntil(lambda: w.result is session.analysis.trace)
     xs, ys = w.acc_item.getData()
     assert list(xs) == [0, 1, 2]
     # the first layer is exact: drawn on the float line; the quantized one is below it

@@ -28,6 +28,7 @@ def test_run_trace_stores_emits_and_reuses():
         assert a.acc_noise == pytest.approx(b.acc_noise, rel=1e-5)
         assert a.local_noise == pytest.approx(b.local_noise, rel=1e-5)
     assert r1.layer("fc").local_sqnr_db < r0.layer("fc").local_sqnr_db
+    assert s.run_trace() is full  # nothing changed since: the kept trace is returned as is
     s.prepare()  # new calibration: the kept trace cannot be reused
     assert s.run_trace().recomputed["local"] == 4
     back = Analysis.from_dict(s.analysis.to_dict())

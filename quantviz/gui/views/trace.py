@@ -10,8 +10,8 @@ layer; clicking selects it everywhere. A previous config's curves (or a
 pinned one) are drawn dashed for comparison.
 
 Reads ``session.analysis.trace`` (:func:`quantviz.session.trace.run_trace`).
-With a runner and a bridge (the main window gives both) it re-traces after
-every re-check of the current config, at once when on screen, else when
+It follows the session's events; with a runner (the main window gives it
+one) it re-traces after every re-check of the current config, at once when on screen, else when
 shown; only the changed layers' terms are recomputed.
 
 Signals:
@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QHBoxLayout, Q
                                QWidget)
 
 from .. import theme
+from ..bridge import SessionFollower
 
 ACC_COLOR = (40, 90, 170)
 LOCAL_COLOR = (230, 130, 30)
@@ -50,7 +51,7 @@ def curve_values(res, key: str) -> list:
     return [getattr(l, key) for l in res.layers] if res is not None else []
 
 
-class TraceView(QWidget):
+class TraceView(SessionFollower, QWidget):
     layerClicked = Signal(str)
 
     def __init__(self, parent=None):
@@ -63,6 +64,7 @@ class TraceView(QWidget):
         self._stale = False
         self._names: list[str] = []
         self._ceiling = 0.0
+        self._dock_watched = False
 
         top = QHBoxLayout()
         top.addWidget(QLabel("Curves:"))
@@ -138,16 +140,12 @@ class TraceView(QWidget):
     def set_runner(self, runner) -> None:
         self.runner = runner
 
-    def set_bridge(self, bridge) -> None:
-        """Follow a session bridge: re-trace after re-checks, redraw when a trace is stored."""
-        bridge.resultReady.connect(self._on_bridge_result)
-        bridge.configChanged.connect(self._on_bridge_config_changed)
-        bridge.event.connect(self._on_bridge_event)
-        dock = self.parentWidget()
-        if isinstance(dock, QDockWidget):  # a tab behind another counts as hidden; raising it catches up
-            dock.visibilityChanged.connect(self._on_dock_visibility)
-
     def set_session(self, session) -> None:
+        self.follow(session)
+        dock = self.parentWidget()
+        if isinstance(dock, QDockWidget) and not self._dock_watched:  # a tab behind another is hidden:
+            self._dock_watched = True  # raising it catches up
+            dock.visibilityChanged.connect(self._on_dock_visibility)
         if session is not self.session:
             self.session = session
             self.result = self.previous = None
@@ -180,17 +178,17 @@ class TraceView(QWidget):
         if session is self.session:
             self.show_result(result)
 
-    def _on_bridge_result(self, result) -> None:
+    def _on_session_result(self, result) -> None:
         s = self.session
-        if s is not None and result is not None and result.config == s.config.to_dict():
-            self.request()
+        if s is not None and result is not None and s.is_wanted(result.generation):
+            self.request()  # the current config was re-checked: trace it too
 
-    def _on_bridge_config_changed(self, _label: str, _layers: list) -> None:
+    def _on_session_config_changed(self, _change) -> None:
         if self.runner is not None:
             self.runner.cancel("trace")  # stale now; the next re-check's result starts a new one
 
-    def _on_bridge_event(self, kind: str, payload) -> None:
-        if kind == "analysis_changed" and payload.get("what") in ("trace", "all") and self.session is not None:
+    def _on_session_analysis_changed(self, what: str, _payload) -> None:
+        if what in ("trace", "all") and self.session is not None:
             self.show_result(self.session.analysis.trace)
 
     def on_screen(self) -> bool:
@@ -374,7 +372,7 @@ class TraceView(QWidget):
 
 
 def main() -> int:  # pragma: no cover - a look at the widget alone
-    from ..app import standalone
+    from ..launch import standalone
 
     def build(session):
         session.apply_preset("W4")
