@@ -28,7 +28,7 @@ def fmt_db(v: float | None) -> str:
 def fmt_pct(v: float | None) -> str:
     if v is None:
         return "-"
-    return f"{v * 100:.3f}" if 0 < v < 0.001 else f"{v * 100:.2f}"
+    return f"{v * 100:.1g}" if 0 < v < 0.0001 else f"{v * 100:.2f}"  # tiny but not zero stays visible
 
 
 def bits_of(l) -> str:

@@ -36,6 +36,7 @@ LOCAL_COLOR = (230, 130, 30)
 PREV_COLOR = (140, 140, 150)
 DROP_COLOR = (200, 40, 40)
 MUTED_RGB = (150, 155, 165)
+LABEL_MAX_PX = 140
 CURVES = {"out": ("layer outputs", "accumulated_sqnr_db", "local_sqnr_db"),
           "in": ("layer inputs (quantized ones)", "input_accumulated_sqnr_db", "input_local_sqnr_db")}
 
@@ -264,7 +265,7 @@ class TraceView(SessionFollower, QWidget):
             self.prev_local_item.setData(*self._xy(other, loc_key))
             tag = "pinned" if other is self.pinned else "previous"
             self.plot.getPlotItem().legend.removeItem(self.prev_acc_item)
-            self.plot.getPlotItem().legend.addItem(self.prev_acc_item, f"{tag}: {other.label}")
+            self.plot.getPlotItem().legend.addItem(self.prev_acc_item, f"{tag}: {other.label} (dotted: local)")
         else:
             self.prev_acc_item.setData([], [])
             self.prev_local_item.setData([], [])
@@ -273,11 +274,30 @@ class TraceView(SessionFollower, QWidget):
         self.float_line.setVisible(True)
         self._mark_entry_and_drop(r, key_mode, acc_key)
         pi = self.plot.getPlotItem()
-        ax = pi.getAxis("bottom")
-        ax.setTicks([[(i, n) for i, n in enumerate(self._names)]])
+        self._update_ticks()
         pi.setXRange(-0.5, len(self._names) - 0.5, padding=0.02)
         pi.setYRange(min(low, 0.0) - 2, self._ceiling + 4, padding=0)
         self._default_info()
+
+    def _update_ticks(self) -> None:
+        """Layer names under the axis: every k-th one when they do not all fit (the rest get a bare tick),
+        long names elided at the front (the tail is what tells layers apart)."""
+        ax = self.plot.getPlotItem().getAxis("bottom")
+        n = len(self._names)
+        if not n:
+            ax.setTicks([[]])
+            return
+        fm = self.fontMetrics()
+        labels = [fm.elidedText(name, Qt.ElideLeft, LABEL_MAX_PX) for name in self._names]
+        need = max(fm.horizontalAdvance(t) for t in labels) + 14
+        per = max(self.plot.getPlotItem().vb.width(), 100.0) / n
+        step = max(1, math.ceil(need / per))
+        ax.setTicks([[(i, labels[i]) for i in range(0, n, step)], [(i, "") for i in range(n) if i % step]])
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self._names:
+            self._update_ticks()
 
     def _mark_entry_and_drop(self, r, key_mode: str, acc_key: str) -> None:
         vals = curve_values(r, acc_key)
@@ -304,6 +324,7 @@ class TraceView(SessionFollower, QWidget):
         a, b, d = best
         self.drop_item.setData([a, b], [vals[a], vals[b]])
         self.drop_text.setText(f" biggest drop −{d:.1f} dB")
+        self.drop_text.setAnchor((0, -0.2) if b < 0.7 * len(vals) else (1, -0.2))  # below the point, inside
         self.drop_text.setPos(b, vals[b])
         self.drop_text.setVisible(True)
 
