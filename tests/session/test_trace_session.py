@@ -46,3 +46,18 @@ def test_samples_subset():
 
     with pytest.raises(QuantvizError):
         s.run_trace(samples=0)
+
+
+def test_demo_w3_last_layer_equals_the_model_output_sqnr():
+    """The demo's last layer makes the logits: its accumulated SQNR is the re-check's output SQNR."""
+    from quantviz.session import Session
+
+    s = Session.open("demo")
+    s.apply_preset("W3")
+    r = s.run_trace()
+    assert [l.name for l in r.layers] == s.layer_names
+    assert r.layers[-1].accumulated_sqnr_db == pytest.approx(s.check().metrics["sqnr_db"], abs=0.01)
+    assert r.entry == 0  # every layer is quantized: the error enters at the first one
+    first = r.layers[0]
+    assert first.accumulated_sqnr_db == first.local_sqnr_db  # the model's input is exact
+    assert all(l.local_sqnr_db > l.accumulated_sqnr_db for l in r.layers[1:])
