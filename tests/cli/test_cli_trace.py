@@ -64,3 +64,26 @@ def test_trace_table_and_bad_input(recipe, capsys):
     assert err.count("\n") == 1 and "--samples" in err
     assert main(["trace", recipe, "--preset", "W1"]) == 1
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_trace_hf_text_model_counts_real_tokens(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "movie", "is", "good", "bad", "plot"]
+    cfg = transformers.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32, max_position_embeddings=64, num_labels=2)
+    torch.manual_seed(0)
+    folder = tmp_path / "bert"
+    transformers.BertForSequenceClassification(cfg).save_pretrained(str(folder))
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    transformers.BertTokenizer(str(folder / "vocab.txt")).save_pretrained(str(folder))
+    txt = tmp_path / "reviews.txt"
+    txt.write_text("1\tthe movie is good\n0\tbad\n0\tthe plot is bad bad bad bad\n", encoding="utf-8")
+    assert main(["trace", str(folder), "--data", str(txt), "--preset", "W8A8", "--json", "--threads", "1"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["tokens"] == 6 + 3 + 9  # [CLS] ... [SEP] per line, padding left out
+    names = [l["name"] for l in res["layers"]]
+    assert names.index("bert.embeddings.word_embeddings") < names.index("bert.encoder.layer.0.attention.self.query")
+    assert names[-1] == "classifier"
+    assert all(l["accumulated_sqnr_db"] is not None for l in res["layers"] if l["weight_bits"])
