@@ -124,15 +124,3 @@ def test_hidden_panel_catches_up_when_raised(qtbot, window, wait_idle):
     assert win.trace.result is win.session.analysis.trace
     assert win.trace.result.config == win.session.config.to_dict()
 
-
-def test_module_runs_alone():
-    """``python -m quantviz.gui.views.trace`` opens the panel alone on the demo and exits cleanly."""
-    import os
-    import subprocess
-    import sys
-
-    env = dict(os.environ, QUANTVIZ_SMOKE_MS="300", QT_QPA_PLATFORM="offscreen")
-    proc = subprocess.run([sys.executable, "-m", "quantviz.gui.views.trace"], env=env, capture_output=True, text=True,
-                          timeout=180)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
