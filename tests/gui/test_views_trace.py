@@ -1,5 +1,4 @@
 """The Trace panel: curves, markers, hover, click-to-select, refresh after re-checks, pinning."""
-import math
 
 import pytest
 import torch
