@@ -321,7 +321,8 @@ def trace(sim: QuantSim, specs: dict[str, LayerSpec], data: Dataset, *, batch_si
                 st.sums.append(("clipped", _masked(outside.float(), mask).sum()))
                 st.sums.append(("in_count", _count(x, mask)))
             if st.wq or quant_in:  # own quantization only: quantized weight, quantized float input, no hooks
-                yl = _first_tensor(st.qmod.forward(xq, *args[1:], **kwargs))
+                call = ((xq,) + tuple(args[1:])) if x is not None else tuple(args)  # keyword-only inputs as given
+                yl = _first_tensor(st.qmod.forward(*call, **kwargs))
                 st.sums.append(("local_noise", _sq(yl - y, mask)))
 
         return hook
