@@ -29,7 +29,7 @@ def candidates_arg(args):
     text = getattr(args, "candidates", None)
     if text is None:
         return None
-    from ..core.format_candidates import CandidateError, parse_candidates
+    from ..core.candidates import CandidateError, parse_candidates
 
     try:
         return parse_candidates(text)
@@ -37,9 +37,9 @@ def candidates_arg(args):
         raise CLIError(str(exc)) from None
 
 
-CANDIDATES_HELP = ("weight settings to choose among instead of --bits: integer bits with optional granularity or a "
-                   "number format, e.g. int8,int4g32,mxfp4,nvfp4,fp8 (formats: fp8, fp8_e5m2, mxfp8, mxfp8_e5m2, "
-                   "mxfp6, mxfp6_e3m2, mxfp4, mxint8, nvfp4)")
+CANDIDATES_HELP = ("weight settings to choose among instead of --bits: bits with optional granularity, range and "
+                   "algorithm, or a number format, e.g. int8,int4g32,int3+adaround,int4g32+gptq,mxfp4,nvfp4,fp8 "
+                   "(formats: fp8, fp8_e5m2, mxfp8, mxfp8_e5m2, mxfp6, mxfp6_e3m2, mxfp4, mxint8, nvfp4)")
 
 
 def register(sub) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .format_candidates import as_json, normalize
 from . import proxies
+from .candidates import Candidate, as_json, normalize
 from .progress import Progress, null_progress
 from .sensitivity import DEFAULT_BITS, METHODS, Parts, SensitivityError, fingerprint, sweep
 
@@ -22,9 +22,8 @@ def run(parts: Parts, method: str = "e2e", *, bits=DEFAULT_BITS, act_bits=(), pr
         raise SensitivityError(f"unknown sensitivity method {method!r} (choose from {', '.join(METHODS)})")
     bits = normalize(bits)
     act_bits = tuple(sorted({int(b) for b in act_bits})) if method != "hessian" else ()
-    if method not in ("e2e", "loo") and not all(isinstance(b, int) for b in bits):
-        raise SensitivityError(f"sensitivity method {method!r} takes plain bit-widths; formats and other "
-                               f"candidates ({', '.join(map(str, bits))}) need e2e or loo")
+    if any(isinstance(b, Candidate) for b in bits) and method not in ("e2e", "loo"):
+        raise SensitivityError(f"{method}: candidates beyond plain bit-widths need method e2e or loo")
     try:
         if method in ("e2e", "loo"):
             res = sweep(parts, method, bits=bits, act_bits=act_bits, progress=progress, cancel=cancel)

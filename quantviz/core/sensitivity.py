@@ -31,8 +31,8 @@ from typing import Callable
 
 import torch
 
+from .candidates import Candidate, as_json
 from .data import Dataset
-from .format_candidates import as_json
 from .errors import Cancelled, QuantvizError
 from .evaluate import (SQNR_CAP_DB, FloatReference, MetricStream, evaluate_quantized, higher_is_better,
                        primary_metric, user_metrics)
@@ -115,9 +115,10 @@ def tie_groups(sim: QuantSim, ties=()) -> list[list[str]]:
 
 
 def weight_setting(base: LayerSpec, bits) -> LayerSpec:
-    """``base``'s weight at ``bits`` (an int, or a candidate of :mod:`.format_candidates`), activations float."""
-    w = bits.apply(base.weight) if hasattr(bits, "apply") else replace(base.weight, bits=bits)
-    return LayerSpec(weight=w, activation=ActSpec(bits=None))
+    """The layer's weight at ``bits`` (an int, None, or a :class:`~.candidates.Candidate`), activations float."""
+    if isinstance(bits, Candidate):
+        return LayerSpec(weight=bits.apply(base.weight), activation=ActSpec(bits=None))
+    return LayerSpec(weight=replace(base.weight, bits=bits), activation=ActSpec(bits=None))
 
 
 def act_setting(base: LayerSpec, bits: int | None) -> LayerSpec:
@@ -215,7 +216,7 @@ def sweep(parts: Parts, method: str = "e2e", *, bits=DEFAULT_BITS, act_bits=(), 
                 specs = dict(base)
                 for n in g:
                     specs[n] = setting(kind, b, n) if method == "e2e" else FLOAT_SPEC
-                changed = sim.apply(specs)
+                changed = sim.apply(specs, cancel=cancel)  # a candidate's algorithm runs here
                 m = measure(changed)
                 ref = p.reference.metrics if method == "e2e" else base_by[f"{kind}{b}"]
                 d = drops(ref, m) if method == "e2e" else drops(m, ref)  # loo: what quantizing it costs

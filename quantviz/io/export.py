@@ -100,7 +100,7 @@ def qparams_table(inp: ExportInput, tensors: dict | None = None) -> dict:
         for info in sim.layers:
             spec = specs[info.name]
             wq = sim.quantize_weight(info.name, spec.weight)
-            aq = (sim.activation_qparams(info.name, spec.activation)
+            aq = (sim.input_qparams(info.name, spec)
                   if info.has_activation_input and sim.calibrated else None)
             w = None
             if wq is not None:
@@ -112,6 +112,14 @@ def qparams_table(inp: ExportInput, tensors: dict | None = None) -> dict:
                     per_row = info.weight_numel // max(info.channels, 1)
                     w.update(granularity="per_block", group_size=None, axis=info.channel_axis,
                              partial_last_block=per_row % w["block_size"])
+                if wq.algorithm_info:
+                    w["algorithm"] = algorithm_summary(wq)
+                if wq.codes is not None:  # the algorithm's integer codes, row-major in the weight's layout
+                    w["codes"] = wq.codes.flatten().tolist()
+                if wq.bias is not None:
+                    w["bias"] = wq.bias.flatten().tolist()
+                if wq.input_scale is not None:  # the layer computes Q(W diag(s)) (x / s)
+                    w["input_scale"] = wq.input_scale.flatten().tolist()
             entry = {"type": info.type, "weight_shape": list(info.weight_shape), "channel_axis": info.channel_axis,
                      "spec": spec.to_dict(), "weight": w, "activation": aq.to_dict() if aq is not None else None}
             if tensors is not None:
@@ -124,6 +132,9 @@ def needs_opset(specs: dict) -> int:
     from .onnx_formats import needs_opset as _n
 
     return _n(specs)
+def algorithm_summary(wq) -> dict:
+    """The short, JSON-friendly part of a per-layer algorithm's report."""
+    return {k: v for k, v in wq.algorithm_info.items() if not isinstance(v, list)}
 
 
 def json_document(inp: ExportInput, notes: list[str]) -> dict:
@@ -319,6 +330,12 @@ def export(inp: ExportInput, fmt: str, path: str | Path, *, force: bool = False,
     fmt = check_format(fmt)
     if not inp.prepared and fmt != "torchao":
         raise QuantvizError("the session is not calibrated yet; open the model with its data first")
+    if any(sp.weight.algorithm != "none" and sp.weight.bits is not None for sp in inp.specs.values()):
+        from ..core.progress import scaled
+
+        with inp.lock:  # results of per-layer algorithms for the current config (cached after a re-check)
+            inp.sim.apply(inp.specs, progress=scaled(progress, 0.0, 0.5), cancel=cancel)
+        progress = scaled(progress, 0.5, 1.0)
     return WRITERS[fmt](inp, Path(path), force, progress, cancel)
 
 

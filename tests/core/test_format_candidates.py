@@ -1,7 +1,7 @@
 """Format candidates for sensitivity and search: parsing, sizes with scales, and a searched mixed-format config."""
 import pytest
 
-from quantviz.core.format_candidates import CandidateError, FormatCandidate, parse_candidates
+from quantviz.core.candidates import Candidate, CandidateError, parse_candidates
 from quantviz.core.spec import WeightSpec
 
 
@@ -12,7 +12,7 @@ def test_parse_candidates_formats_and_integers():
     w = c[0].apply(WeightSpec())
     assert (w.format, w.bits) == ("mxfp4", 4)
     assert c[2].apply(WeightSpec()).effective_group_size() == 32
-    assert FormatCandidate(4, "nvfp4").patch() == {"weight": {"bits": 4, "format": "nvfp4"}}
+    assert Candidate(4, format="nvfp4").patch() == {"weight": {"bits": 4, "format": "nvfp4"}}
     with pytest.raises(CandidateError, match="cannot read 'fp5'"):
         parse_candidates("int8,fp5")
 

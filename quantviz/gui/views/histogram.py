@@ -296,6 +296,8 @@ class HistogramPanel(SessionFollower, QWidget):
             wtxt = f"{w.bits}-bit {gran} {f'symmetric ({w.grid} grid)' if w.symmetric else 'asymmetric'}, range {w.range.describe()}"
             if w.format != "int":
                 wtxt = format_label(w.format) + (f" {gran}, range {w.range.describe()}" if w.format.startswith("fp8") else "")
+            if w.algorithm != "none":
+                wtxt += f", {w.algorithm}"
         a = spec.activation
         if not info.has_activation_input:
             atxt = "none (index input)"
