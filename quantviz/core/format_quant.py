@@ -52,9 +52,8 @@ def _unrows(rows: torch.Tensor, w: torch.Tensor, axis: int) -> torch.Tensor:
 
 
 def quantize_weight_format(w: torch.Tensor, spec: WeightSpec, channel_axis: int, name: str = ""):
-    """The format branch of the weight kernel: returns a :class:`~.quantize.TensorQuant`."""
-    from .quantize import TensorQuant
-
+    """The format branch of the weight kernel: the fields of a :class:`~.quantize.TensorQuant`
+    (fake-quantized weight, params, grouped matrix, lo, hi, SQNR dB, MSE, clipped fraction)."""
     fmt = FORMATS[spec.format]
     w = w.detach().float()
     rows = _rows(w, channel_axis)
@@ -89,7 +88,7 @@ def quantize_weight_format(w: torch.Tensor, spec: WeightSpec, channel_axis: int,
     wq = _unrows(q_rows, w, channel_axis)
     d = (wq - w).flatten()
     noise, signal = float(torch.dot(d, d)), float(torch.dot(w.flatten(), w.flatten()))
-    return TensorQuant(wq, params, m, lo, hi, _db(signal, noise), noise / max(w.numel(), 1), clipped)
+    return wq, params, m, lo, hi, _db(signal, noise), noise / max(w.numel(), 1), clipped
 
 
 # ---------------------------------------------------------------- activations

@@ -44,7 +44,7 @@ def quantize_weight_tensor(w: torch.Tensor, spec: WeightSpec, channel_axis: int,
     if spec.format != "int":  # FP8 / MX / NVFP4 (quantviz.core.formats)
         from .format_quant import quantize_weight_format
 
-        return quantize_weight_format(w, spec, channel_axis, name)
+        return TensorQuant(*quantize_weight_format(w, spec, channel_axis, name))
     gs = spec.effective_group_size()
     try:
         m = group_matrix(w, spec.granularity, channel_axis, gs)

@@ -29,7 +29,7 @@ def test_minimal_form_loads_resolves_and_round_trips(tmp_path):
     assert again == cfg
     original = json.loads((DATA / "config_v1_minimal.json").read_text())
     saved = json.loads(out.read_text())
-    assert saved["version"] == 2  # saved in the current version ...
+    assert saved["version"] == 3  # saved in the current version ...
     for key in ("format", "layers"):
         assert saved[key] == original[key]
     # ... with the version-1 meaning spelled out: torch's symmetric grid for every tensor
