@@ -50,7 +50,8 @@ def test_size_matches_a_hand_computation():
     assert rep.compression == pytest.approx(rep.float_bytes / rep.quantized_bytes)
     assert rep.avg_bits == pytest.approx((60 * 8 + 108 * 4 + 30 * 3 + 10 * 32 + 40 * 5) / 248)
     d = rep.to_dict()
-    assert set(d) == {"float_bytes", "quantized_bytes", "compression", "avg_bits"}
+    assert set(d) == {"float_bytes", "quantized_bytes", "compression", "avg_bits", "bits_per_weight"}
+    assert d["bits_per_weight"] == pytest.approx(8 * sum(rep.per_layer.values()) / 248)
 
 
 def test_layer_without_spec_counts_as_float_and_group_counts_match_the_engine():
