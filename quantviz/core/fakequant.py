@@ -250,6 +250,19 @@ class QuantSim(AlgorithmSupport):
         else:
             qmod.bias.data.copy_(bias)
 
+    @torch.no_grad()
+    def load_state(self, state: dict) -> None:
+        """Hold new float weights (a state of the folded model, e.g. after training):
+        both copies load it and every quantized weight is recomputed on the next apply."""
+        self.float_model.load_state_dict(state)
+        self.qmodel.load_state_dict(state, strict=False)  # an algorithm may have given a layer a bias
+        self._float_w = {n: m.weight.detach().clone() for n, m in self._fmods.items()}
+        for n in self._qmods:
+            self._set_bias(n, None)  # back to the float bias
+        self._wcache.clear()  # plain and algorithm results alike depend on the weights
+        self._applied_w.clear()
+        self._calib_gen += 1
+
     def weight_histogram(self, name: str, bins: int = 256):
         return histogram_of(self._float_w[name].float().cpu(), bins=bins)
 
