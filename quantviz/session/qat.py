@@ -148,7 +148,11 @@ class QATMixin:
             return
         p = Path(path)
         wfile = p.with_name(f"{p.stem}.{tag}.pt")
-        atomic.write_with(wfile, lambda tmp: torch.save(self.trained[tag], tmp))
+        written = self.__dict__.setdefault("_weights_written", set())
+        key = (str(wfile.resolve()), id(self.trained[tag]))
+        if key not in written or not wfile.is_file():  # a tag's weights never change: write once per file
+            atomic.write_with(wfile, lambda tmp: torch.save(self.trained[tag], tmp))
+            written.add(key)
         d["weights"] = {"tag": tag, "file": wfile.name}
 
     @staticmethod

@@ -87,3 +87,20 @@ def test_cancel_leaves_the_session_unchanged():
     assert s.config.to_dict() == cfg and s.analysis.qat is None and not s.history.can_undo
     assert all(torch.equal(s.sim.float_weight(n), w0[n]) for n in s.layer_names)
     assert not s.trained
+
+
+def test_recovery_file_carries_trained_weights(demo, tmp_path):
+    from quantviz.session.autosave import Autosaver
+
+    s = demo
+    assert s.weights_tag == "qat-1"
+    saver = Autosaver(s, tmp_path / "rec.json")
+    saver.dirty = True
+    assert saver.flush()
+    assert (tmp_path / "rec.qat-1.pt").is_file()
+    s2 = Session.load(tmp_path / "rec.json")
+    assert s2.weights_tag == "qat-1"
+    name = s.layer_names[0]
+    assert torch.equal(s2.sim.float_weight(name), s.sim.float_weight(name))
+    saver.close()
+    assert not (tmp_path / "rec.qat-1.pt").exists()
