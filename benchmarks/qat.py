@@ -33,7 +33,7 @@ CASES = [
     ("demo", "W2", "full", dict(steps=300, lr=1e-3, lsq=True)),
     ("demo", "W2", "torch", dict(steps=300, lr=1e-3, lsq=False)),
     ("demo", "W2A8", "full", dict(steps=300, lr=1e-3, lsq=False)),
-    (TT, "W3", "full", dict(steps=200, lr=5e-4, lsq=False)),
+    (TT, "W3", "full", dict(steps=150, lr=3e-4, lsq=False, loss="kl")),  # labels are the float model's own
 ]
 
 
@@ -55,12 +55,13 @@ def case(model: str, pre: str, grid: str, kw: dict) -> dict:
     how = "--config w2a8.json (W4A8 with weight bits 2)" if pre == "W2A8" else f"--preset {pre}"
     cmd = (f"quantviz qat {'demo' if model == 'demo' else 'resources/recipes/tiny_transformer.py'} {how}"
            f"{'' if grid == 'full' else ' --grid ' + grid} --steps {kw['steps']} --lr {kw['lr']:g}"
-           f"{' --lsq' if kw['lsq'] else ''} --threads {torch.get_num_threads()}")
+           f"{' --lsq' if kw['lsq'] else ''}{' --loss ' + kw['loss'] if 'loss' in kw else ''}"
+           f" --threads {torch.get_num_threads()}")
     return {"model": s.name, "preset": pre, "grid": grid, "metric": m, "float": rec["float"].get(m),
             "post_training": rec["before"]["metrics"].get(m), "after_qat": rec["after"]["metrics"].get(m),
             "points_below_float": (rec["float"][m] - rec["after"]["metrics"][m]) * (100 if m == "accuracy" else 1),
             "training_seconds": round(rec["seconds"], 2), "settings": {k: rec["settings"][k] for k in
-                                                                      ("steps", "lr", "lsq", "batch_size", "seed")},
+                                                                      ("steps", "lr", "lsq", "loss", "batch_size", "seed")},
             "loss": rec["loss"], "train_samples": rec["train_samples"], "command": cmd}
 
 

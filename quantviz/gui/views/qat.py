@@ -300,7 +300,7 @@ def main() -> int:  # pragma: no cover - a look at the widget alone
 
     def build(session):
         session.set_config(preset("W2"))
-        session.run_qat(QATOptions(steps=60, lr=1e-3, log_every=3, eval_every=6))
+        session.run_qat(QATOptions(steps=30, lr=1e-3, log_every=3, eval_every=5))
         w = QATView()
         w.set_session(session)
         w.select_layer(session.layer_names[1])
