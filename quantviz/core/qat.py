@@ -205,7 +205,7 @@ def load_checkpoint(path: Path | None, fingerprint: str) -> dict | None:
     if path is None or not Path(path).is_file():
         return None
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - a damaged checkpoint is ignored, the run starts over
         return None
     return ck if isinstance(ck, dict) and ck.get("fingerprint") == fingerprint else None
@@ -253,6 +253,7 @@ def append_snapshot(curves: dict, step: int, snap: dict) -> None:
                 lay.setdefault(f"{kind}_{k}", []).append(v)
 
 
+@torch.enable_grad()  # whatever the caller's grad mode (a worker thread, an app in no_grad)
 def train_qat(inp: QATInputs, opt: QATOptions, *, checkpoint: str | Path | None = None,
               on_step: Callable[[dict], None] | None = None, watch: Callable[[], set] | None = None,
               progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False,

@@ -152,3 +152,10 @@ def test_bad_options_are_named():
     for kw, msg in (({"steps": 0}, "steps"), ({"lr": 0}, "learning rate"), ({"loss": "hinge"}, "loss")):
         with pytest.raises(QATError, match=msg):
             QATOptions(**kw).check()
+
+
+def test_trains_even_when_the_caller_disabled_gradients():
+    sim = QuantSim(_mlp())
+    with torch.no_grad():
+        res = train_qat(_inputs(sim), QATOptions(steps=3, lr=1e-3))
+    assert len(res.curves["loss"]) == 3

@@ -104,3 +104,15 @@ def test_recovery_file_carries_trained_weights(demo, tmp_path):
     assert torch.equal(s2.sim.float_weight(name), s.sim.float_weight(name))
     saver.close()
     assert not (tmp_path / "rec.qat-1.pt").exists()
+
+
+def test_trace_follows_the_trained_weights(demo):
+    from quantviz.session.trace import run_trace
+
+    s = demo
+    assert s.weights_tag == "qat-1"
+    s.undo()
+    before = run_trace(s, samples=64)
+    s.redo()
+    after = run_trace(s, samples=64)
+    assert after is not before and after.to_dict() != before.to_dict()
