@@ -308,19 +308,23 @@ def run_model(model: nn.Module, inputs, device) -> torch.Tensor:
 
 def iterate_outputs(model: nn.Module, data: Dataset, *, device, batch_size: int = 64,
                     cancel: Callable[[], bool] = lambda: False) -> Iterable[tuple[int, torch.Tensor, torch.Tensor | None]]:
-    """Yield ``(batch_index, output, labels)`` running ``model`` batch by batch."""
-    with torch.no_grad():
-        for i, (x, y) in enumerate(data.batches(batch_size)):
-            if cancel():
-                raise Cancelled()
-            try:
+    """Yield ``(batch_index, output, labels)`` running ``model`` batch by batch.
+
+    Gradients are off only around each model call, never across a ``yield``: a
+    generator suspended inside ``torch.no_grad()`` would leave its caller's
+    thread without autograd (for good, if the caller stops iterating early)."""
+    for i, (x, y) in enumerate(data.batches(batch_size)):
+        if cancel():
+            raise Cancelled()
+        try:
+            with torch.no_grad():
                 out = run_model(model, x, device)
-            except QuantvizError:
-                raise
-            except Exception as exc:
-                first = str(exc).splitlines()[0] if str(exc) else ""
-                raise ModelError(f"model raised {type(exc).__name__} on {data.name}: {first}") from exc
-            yield i, out.detach().float().cpu(), y
+        except QuantvizError:
+            raise
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise ModelError(f"model raised {type(exc).__name__} on {data.name}: {first}") from exc
+        yield i, out.detach().float().cpu(), y
 
 
 @torch.no_grad()
