@@ -38,6 +38,12 @@ def _ray():
     return ray
 
 
+def _why(exc) -> str:
+    """The root cause's line from a Ray error (e.g. 'ModuleNotFoundError: No module named ...')."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if "Error:" in ln and not ln.strip().startswith("ray.")]
+    return lines[-1] if lines else type(exc).__name__
+
+
 class Worker:
     """What one Ray actor holds: the analysis inputs, built once, and a cell runner per method."""
 
@@ -162,7 +168,7 @@ class RayExecutor:
                         tries[i] += 1
                         self.failures.append(type(exc).__name__)
                         if tries[i] > 3:
-                            raise RayError(f"a Ray worker failed {tries[i]} times on one task ({type(exc).__name__})") from None
+                            raise RayError(f"a Ray worker failed {tries[i]} times on one task: {_why(exc)}") from None
                         self.retries += 1
                         queue.append(i)  # measure it again, on whichever worker is free
                         continue

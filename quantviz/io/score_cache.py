@@ -57,6 +57,7 @@ class SweepStore:
     def __init__(self, folder: Path, meta: dict):
         self.folder = Path(folder)
         self.meta = meta
+        self.read = True  # False: write only (a forced re-run)
         self._ready = False
 
     def _ensure(self) -> None:
@@ -71,6 +72,8 @@ class SweepStore:
         return self.folder / "cells" / f"{_digest(key)}.json"
 
     def _read(self, path: Path):
+        if not self.read:
+            return None
         try:
             d = json.loads(path.read_text())
         except (OSError, ValueError):

@@ -105,10 +105,11 @@ class AnalysisMixin:
             if not force and methods.matches(old, p, method, bits, act_bits, options):
                 return old
             store = executor = None
-            if not force and (self.use_score_cache if cache is None else cache):
+            if self.use_score_cache if cache is None else cache:
                 from .scale import score_store
 
                 store = score_store(self, p, method, options)
+                store.read = not force  # force measures again (and refreshes the cache)
             address = self.ray_address if ray is None else ray
             try:
                 if address and not (store is not None and store.get_result(methods.result_tag(method, bits, act_bits))):
