@@ -89,7 +89,7 @@ def _view_menu(win, mb, acts: dict) -> None:
 
 
 def _run_menu(win, mb, acts: dict) -> None:
-    from . import analysis
+    from . import analysis, scale_menu
 
     r = mb.addMenu("&Run")
     _add(r, acts, "recheck", _action(win, "&Re-check now", lambda: win.request_check(immediately=True), "F5",
@@ -104,6 +104,7 @@ def _run_menu(win, mb, acts: dict) -> None:
     _add(r, acts, "search", _action(win, "&Search mixed precision...", lambda: analysis.ask_and_search(win), None,
                                     "Choose a bit-width per layer for an average-bits budget and trace the "
                                     "size/accuracy Pareto front"))
+    scale_menu.add_actions(win, r, acts)
     r.addSeparator()
     _add(r, acts, "benchmark", _action(win, "&Measure real quantized models...", lambda: analysis.run_benchmark(win),
                                        None, "Build the config with torchao, pt2e (oneDNN int8) and ONNX Runtime, and "
