@@ -13,17 +13,18 @@ applying a new config only touches layers whose settings changed.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
+from .algorithms.simulate import AlgorithmSupport
 from .data import Dataset, call_model, to_device
 from .errors import Cancelled, ModelError, QuantvizError
 from .layers import LayerInfo, fold_batchnorm, inventory
 from .observers import HistogramObserver, histogram_of
-from .progress import Progress, null_progress
+from .progress import Progress, null_progress, scaled
 from .quantize import histogram_error, quantize_weight_tensor
 from .qparams import QParams, compute_qparams
 from .ranges import RangeError, activation_range
@@ -37,10 +38,17 @@ class WeightQuant:
     sqnr_db: float
     mse: float
     clipped_fraction: float
+    # set by a per-layer algorithm (quantviz.core.algorithms); None / empty for rounding to nearest
+    codes: torch.Tensor | None = None  # integer codes of ``tensor`` (int32, weight layout)
+    bias: torch.Tensor | None = None  # the layer's new bias (bias correction; created when absent)
+    input_scale: torch.Tensor | None = None  # SmoothQuant / AWQ: the layer sees x / s (per input channel)
+    input_range: tuple | None = None  # min / max of x / s on calibration data (its input quantizer's range)
+    algorithm_info: dict = field(default_factory=dict)
 
 
-class QuantSim:
-    def __init__(self, model: nn.Module, *, fold_bn: bool = True, device: str | torch.device = "cpu"):
+class QuantSim(AlgorithmSupport):
+    def __init__(self, model: nn.Module, *, fold_bn: bool = True, device: str | torch.device = "cpu",
+                 equalize: bool = False):
         self.device = torch.device(device)
         base = copy.deepcopy(model).eval()
         self.folded_pairs: list[tuple[str, str]] = []
@@ -50,6 +58,12 @@ class QuantSim:
             except Exception:  # a model we cannot analyse stays unfolded
                 self.folded_pairs = []
         self.fold_bn = fold_bn
+        self.equalize = equalize
+        self.cle_report: dict | None = None
+        if equalize:  # cross-layer equalization of conv -> ReLU -> conv pairs (function-preserving)
+            from .algorithms.cle import equalize as _cle
+
+            self.cle_report = _cle(base)
         for p in base.parameters():
             p.requires_grad_(False)
         self.float_model = base.to(self.device).eval()
@@ -64,6 +78,8 @@ class QuantSim:
         self.act_obs: dict[str, HistogramObserver] = {}
         self._act_qp: dict[str, QParams | None] = {}
         self._act_spec: dict[str, ActSpec] = {}
+        self._in_scale: dict[str, torch.Tensor] = {}
+        self._init_algorithms()
         self._hooks = []
         for l in self.layers:
             if l.has_activation_input:
@@ -73,10 +89,17 @@ class QuantSim:
     def float_weight(self, name: str) -> torch.Tensor:
         return self._float_w[name]
 
-    def quantize_weight(self, name: str, spec: WeightSpec) -> WeightQuant | None:
-        """The fake-quantized weight of ``name`` under ``spec`` (cached)."""
+    def quantize_weight(self, name: str, spec: WeightSpec, *, compute: bool = True, progress: Progress = null_progress,
+                        cancel: Callable[[], bool] = lambda: False) -> WeightQuant | None:
+        """The fake-quantized weight of ``name`` under ``spec`` (cached).
+
+        With a per-layer algorithm (``spec.algorithm``) the result depends on the
+        layers before it as last applied (see :mod:`.algorithms.simulate`);
+        ``compute=False`` returns None instead of running a pending algorithm."""
         if spec.bits is None:
             return None
+        if spec.algorithm != "none":
+            return self._algorithm_weight(name, spec, compute=compute, progress=progress, cancel=cancel)
         key = (name, spec)
         hit = self._wcache.get(key)
         if hit is not None:
@@ -84,15 +107,29 @@ class QuantSim:
         info = self.by_name[name]
         t = quantize_weight_tensor(self._float_w[name].float().cpu(), spec, info.channel_axis, name)
         res = WeightQuant(t.tensor.to(self._float_w[name].dtype), t.qparams, t.sqnr_db, t.mse, t.clipped_fraction)
-        if len(self._wcache) > 4 * max(len(self.layers), 64):
-            self._wcache.clear()
+        self._trim_cache()
         self._wcache[key] = res
         return res
+
+    def _trim_cache(self) -> None:
+        """Bound the weight cache; plain rounding (cheap to redo) goes before algorithm results."""
+        cap = 4 * max(len(self.layers), 64)
+        if len(self._wcache) > cap:
+            for k in [k for k in self._wcache if k[1].algorithm == "none"]:
+                del self._wcache[k]
+        if len(self._wcache) > 2 * cap:
+            self._wcache.clear()
 
     # ------------------------------------------------------- activations
     def _make_act_hook(self, name: str):
         def hook(mod, args):
             qp = self._act_qp.get(name)
+            s = self._in_scale.get(name)
+            if s is not None and qp is not None and args and isinstance(args[0], torch.Tensor):
+                # SmoothQuant / AWQ: the input quantizer sees x / s; the weight is Q(W s) / s
+                x = args[0]
+                sv = s.to(x.device).view(*([1] * (x.dim() - 1)), -1)
+                return (fake_quantize_tensor(x / sv, qp) * sv,) + tuple(args[1:])
             if qp is None or not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
                 return None
             return (fake_quantize_tensor(args[0], qp),) + tuple(args[1:])
@@ -126,6 +163,7 @@ class QuantSim:
                              + (f" (and {len(bad) - 1} more layers)" if len(bad) > 1 else ""))
         self.act_obs = {n: o for n, o in observers.items() if o.count}
         self._act_spec.clear()  # force qparams to be recomputed
+        self._set_calibration(data, batch_size)
 
     def activation_qparams(self, name: str, spec: ActSpec) -> QParams | None:
         if spec.bits is None or name not in self.act_obs:
@@ -147,31 +185,70 @@ class QuantSim:
 
     # ------------------------------------------------------------- apply
     @torch.no_grad()
-    def apply(self, specs: dict[str, LayerSpec]) -> list[str]:
-        """Make the twin model simulate ``specs``; returns the layers that changed."""
+    def apply(self, specs: dict[str, LayerSpec], *, progress: Progress = null_progress,
+              cancel: Callable[[], bool] = lambda: False) -> list[str]:
+        """Make the twin model simulate ``specs``; returns the layers that changed.
+
+        Layers are set in inventory order, each layer's input quantizer before its
+        weight, so a per-layer algorithm sees its input as the new config computes it;
+        pending algorithms report ``progress`` and stop on ``cancel``."""
         changed = []
+        self._context = self.context_tokens(specs)
+        pending = set(self.pending_algorithms(specs))
+        done = 0
         for l in self.layers:
             spec = specs.get(l.name)
-            wspec = spec.weight if spec is not None and spec.weight.bits is not None else None
-            if self._applied_w.get(l.name, "unset") != wspec:
-                mod = self._qmods[l.name]
-                if wspec is None:
-                    mod.weight.data.copy_(self._float_w[l.name])
-                else:
-                    mod.weight.data.copy_(self.quantize_weight(l.name, wspec).tensor.to(mod.weight.device))
-                self._applied_w[l.name] = wspec
-                changed.append(l.name)
             aspec = spec.activation if spec is not None else ActSpec(bits=None)
-            if not l.has_activation_input:
-                continue
-            if self._act_spec.get(l.name) != aspec:
+            if l.has_activation_input and self._act_spec.get(l.name) != aspec:
                 if aspec.bits is not None and not self.calibrated:
                     raise QuantvizError("activation quantization needs calibration data (calibrate first)")
                 self._act_qp[l.name] = self.activation_qparams(l.name, aspec)
                 self._act_spec[l.name] = aspec
+                if self._in_scale.pop(l.name, None) is not None:
+                    self._applied_w.pop(l.name, None)  # re-apply the scaled input quantizer below
+                changed.append(l.name)
+            wspec = spec.weight if spec is not None and spec.weight.bits is not None else None
+            wkey = wspec if wspec is None or wspec.algorithm == "none" else self.algorithm_key(l.name, wspec)
+            if self._applied_w.get(l.name, "unset") != wkey:
+                mod = self._qmods[l.name]
+                wq = None
+                if wspec is not None:
+                    if l.name in pending:
+                        sub = scaled(progress, done / len(pending), (done + 1) / len(pending))
+                        wq = self.quantize_weight(l.name, wspec, progress=lambda d, t, m="", _n=l.name: sub(d, t, f"{m} {_n}"),
+                                                  cancel=cancel)
+                        done += 1
+                    else:
+                        wq = self.quantize_weight(l.name, wspec)
+                mod.weight.data.copy_(self._float_w[l.name] if wq is None else wq.tensor.to(mod.weight.device))
+                self._set_bias(l.name, None if wq is None else wq.bias)
+                scale = None if wq is None else wq.input_scale
+                if scale is not None or l.name in self._in_scale:
+                    if scale is None:
+                        self._in_scale.pop(l.name, None)
+                        self._act_qp[l.name] = self.activation_qparams(l.name, aspec)
+                    else:
+                        self._in_scale[l.name] = scale
+                        self._act_qp[l.name] = (compute_qparams(wq.input_range[0], wq.input_range[1], aspec.bits,
+                                                                aspec.symmetric, aspec.grid) if aspec.bits is not None else None)
+                self._applied_w[l.name] = wkey
                 if l.name not in changed:
                     changed.append(l.name)
         return changed
+
+    def _set_bias(self, name: str, bias: torch.Tensor | None) -> None:
+        qmod, fmod = self._qmods[name], self._fmods[name]
+        fb = getattr(fmod, "bias", None)
+        if bias is None:
+            if fb is None:
+                if getattr(qmod, "bias", None) is not None:
+                    qmod.bias = None
+            else:
+                qmod.bias.data.copy_(fb)
+        elif getattr(qmod, "bias", None) is None:
+            qmod.bias = nn.Parameter(bias.to(qmod.weight), requires_grad=False)
+        else:
+            qmod.bias.data.copy_(bias)
 
     def weight_histogram(self, name: str, bins: int = 256):
         return histogram_of(self._float_w[name].float().cpu(), bins=bins)

@@ -31,6 +31,7 @@ from typing import Callable
 
 import torch
 
+from .candidates import Candidate, as_json
 from .data import Dataset
 from .errors import Cancelled, QuantvizError
 from .evaluate import (SQNR_CAP_DB, FloatReference, MetricStream, evaluate_quantized, higher_is_better,
@@ -113,7 +114,10 @@ def tie_groups(sim: QuantSim, ties=()) -> list[list[str]]:
     return list(groups.values())
 
 
-def weight_setting(base: LayerSpec, bits: int | None) -> LayerSpec:
+def weight_setting(base: LayerSpec, bits) -> LayerSpec:
+    """The layer's weight at ``bits`` (an int, None, or a :class:`~.candidates.Candidate`), activations float."""
+    if isinstance(bits, Candidate):
+        return LayerSpec(weight=bits.apply(base.weight), activation=ActSpec(bits=None))
     return LayerSpec(weight=replace(base.weight, bits=bits), activation=ActSpec(bits=None))
 
 
@@ -212,7 +216,7 @@ class CellRunner:
             specs = dict(self.base)
             for n in group:
                 specs[n] = self.setting(kind, b, n) if self.method == "e2e" else FLOAT_SPEC
-            changed = sim.apply(specs)
+            changed = sim.apply(specs, cancel=cancel)  # a candidate's algorithm runs here
             try:
                 if self.naive:
                     return self._evaluate(cancel)
@@ -223,7 +227,7 @@ class CellRunner:
 
 def cell_key(method: str, kind: str, b, group) -> str:
     """The cache key of one sweep cell (``group`` None: loo's all-quantized base)."""
-    return f"{method}/{kind}{int(b)}/" + ("__base__" if group is None else group[0])
+    return f"{method}/{kind}{b}/" + ("__base__" if group is None else group[0])
 
 
 def sweep(parts: Parts, method: str = "e2e", *, bits=DEFAULT_BITS, act_bits=(), naive: bool = False,
@@ -325,7 +329,7 @@ def result_of(p: Parts, method, bits, act_bits, groups, cells, seconds) -> dict:
         if cells[l.name]["a"]:
             entry["act_results"] = cells[l.name]["a"]
         layers.append(entry)
-    return {"method": method, "bits": [int(b) for b in bits], "act_bits": [int(b) for b in act_bits],
+    return {"method": method, "bits": as_json(bits), "act_bits": [int(b) for b in act_bits],
             "metric": primary_metric(p.reference.metrics), "baseline": {"metrics": dict(p.reference.metrics)},
             "layers": layers, "seconds": seconds, "key": fingerprint(p)}
 

@@ -104,6 +104,9 @@ def _run_menu(win, mb, acts: dict) -> None:
     _add(r, acts, "search", _action(win, "&Search mixed precision...", lambda: analysis.ask_and_search(win), None,
                                     "Choose a bit-width per layer for an average-bits budget and trace the "
                                     "size/accuracy Pareto front"))
+    _add(r, acts, "trace", _action(win, "&Trace error through layers", lambda: _trace(win), "Ctrl+T",
+                                   "Where the error enters: accumulated vs local SQNR of every layer in execution "
+                                   "order, in the Trace panel (it then follows every re-check)"))
     scale_menu.add_actions(win, r, acts)
     r.addSeparator()
     _add(r, acts, "benchmark", _action(win, "&Measure real quantized models...", lambda: analysis.run_benchmark(win),
@@ -125,7 +128,7 @@ def update_undo_actions(win, acts=None) -> None:
     acts["redo"].setEnabled(bool(h and h.can_redo))
     acts["undo"].setText(f"&Undo {h.undo_label}" if h and h.can_undo else "&Undo")
     acts["redo"].setText(f"&Redo {h.redo_label}" if h and h.can_redo else "&Redo")
-    for k in ("save", "save_as", "import_config", "export_config", "recheck", "search",
+    for k in ("save", "save_as", "import_config", "export_config", "recheck", "search", "trace",
               *[k for k in acts if k.startswith("sensitivity_")]):
         acts[k].setEnabled(win.session is not None)
 
@@ -206,6 +209,15 @@ def _export_as(win, fmt: str) -> None:
     path = dialogs.choose_save(win, f"Export {fmt}", filt, f"{win.session.name.split()[0]}-{fmt}{suffix}")
     if path:
         win.export_as(fmt, path)
+
+
+def _trace(win) -> None:
+    if win.session is None:
+        return
+    if "trace" in win.docks:
+        win.docks["trace"].show()
+        win.docks["trace"].raise_()
+    win.trace.request(force=True)
 
 
 def _reset_layout(win) -> None:

@@ -38,7 +38,7 @@ class AutosaveController(QObject):
         self.timer.timeout.connect(self.flush)
         win.bridge.sessionChanged.connect(self._on_bridge_session_changed)
         win.bridge.configChanged.connect(self._on_bridge_edit)
-        win.bridge.event.connect(self._on_bridge_edit)  # sensitivity / search results
+        win.bridge.analysisChanged.connect(self._on_bridge_edit)  # sensitivity / search / deploy results
         win.installEventFilter(self)
         if win.session is not None:
             self._on_bridge_session_changed(win.session)

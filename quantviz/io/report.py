@@ -2,7 +2,8 @@
 
 Sections: model summary; float vs quantized metrics and sizes (a re-check
 result of the config); the per-layer config table; the sensitivity heatmap
-and the search's Pareto plot when there are such results; the weight and
+and the search's Pareto plot when there are such results; the error trace
+(accumulated vs local SQNR along depth) when one is given; the weight and
 activation histograms, with clip range and grid, of the most sensitive layers.
 
 It reports :class:`ReportFacts` (plain values the session gathers) and reads
@@ -38,6 +39,7 @@ class ReportFacts:
     sensitivity: dict = field(default_factory=dict)  # method -> sensitivity result
     scores: dict | None = None  # {"method", "bits", "metric", "scores": {layer: drop}} or None
     search: dict | None = None
+    trace: dict | None = None  # an error trace of this config (TraceResult.to_dict())
 
 CSS = """body{font-family:sans-serif;margin:24px;color:#222;max-width:1100px}
 table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
@@ -215,6 +217,41 @@ def most_sensitive(facts: ReportFacts, k: int = 4) -> tuple[list[str], str]:
             "(quantviz export --sensitivity e2e) to rank by the model's metric")
 
 
+def _trace_section(tr: dict) -> str:
+    """The error trace: accumulated and local SQNR along depth, with its table."""
+    layers = tr["layers"]
+    names = [l["name"] for l in layers]
+
+    def db(v):  # JSON None = identical to float
+        return math.inf if v is None else float(v)
+
+    acc = [db(l.get("accumulated_sqnr_db")) for l in layers]
+    loc = [db(l.get("local_sqnr_db")) for l in layers]
+    entry = names.index(tr["entry"]) if tr.get("entry") in names else None
+    drop = None
+    bd = tr.get("biggest_drop")
+    if bd and bd.get("layer") in names and bd.get("after") in names:
+        drop = (names.index(bd["after"]), names.index(bd["layer"]), float(bd["drop_db"]))
+    what = f"{tr.get('samples', 0)} samples" + (f", {tr['tokens']} real tokens" if tr.get("tokens") is not None else "")
+    chart = svg.depth_curves(names, {"accumulated (quantized model vs float)": acc, "local (only this layer quantized)": loc},
+                             title=f"SQNR along depth, {tr.get('label', '')}", ylabel="SQNR (dB)", entry=entry, drop=drop)
+
+    def cell(v):
+        return "float" if v is None else f"{v:.1f}"
+
+    rows = [[escape(l["name"]), escape(l["type"]), cell(l.get("accumulated_sqnr_db")), cell(l.get("local_sqnr_db")),
+             "-" if l.get("input_local_sqnr_db") is None else cell(l.get("input_accumulated_sqnr_db")),
+             "-" if l.get("input_local_sqnr_db") is None else cell(l.get("input_local_sqnr_db")),
+             "-" if l.get("input_clipped_fraction") is None else f"{l['input_clipped_fraction'] * 100:.3g}"]
+            for l in layers]
+    note = (f'<p class="note">On {escape(str(tr.get("data", "")))} ({what}), layers in execution order. Accumulated: '
+            "the layer's output in the fully quantized model against the float model; local: only this layer's own "
+            "quantization (weights and input quantizer), on the float model's input; \"float\": identical to the "
+            "float model.</p>")
+    return note + chart + _table(["layer", "type", "accum dB", "local dB", "input accum dB", "input local dB",
+                                  "input clipped %"], rows, left=2)
+
+
 # -------------------------------------------------------------------- main
 def render_report(facts: ReportFacts, sim, specs: dict, *, progress: Progress = null_progress,
                   cancel: Callable[[], bool] = lambda: False) -> str:
@@ -262,6 +299,8 @@ def render_report(facts: ReportFacts, sim, specs: dict, *, progress: Progress = 
     if search is not None:
         P, F, xl, yl, chosen = search
         parts += ["<h2>Mixed-precision search</h2>", svg.scatter(P, front=F, chosen=chosen, title="Pareto front", xlabel=xl, ylabel=yl)]
+    if facts.trace and facts.trace.get("layers"):
+        parts += ["<h2>Where the error enters</h2>", _trace_section(facts.trace)]
     progress(3, 4, "histograms")
     top, ranked_by = most_sensitive(facts)
     if top:

@@ -182,4 +182,53 @@ def scatter(points: Sequence[tuple[float, float]], *, front: Sequence[tuple[floa
     return _svg(width, height, parts)
 
 
-__all__ = ["histogram", "bars", "heatmap", "scatter"]
+def depth_curves(names: Sequence[str], series: dict[str, Sequence[float | None]], *, title: str = "",
+                 ylabel: str = "dB", entry: int | None = None, drop: tuple[int, int, float] | None = None,
+                 width: int = 760, height: int = 300) -> str:
+    """Curves over layers in order (x labelled by name). ``inf`` sits on a dashed "float" line
+    at the top (hollow markers), ``None`` is left out. ``entry`` marks a layer with a dotted
+    line; ``drop = (i, j, dB)`` draws a thick segment of the first series from i to j."""
+    finite = [float(v) for vs in series.values() for v in vs if v is not None and math.isfinite(v)]
+    top, low = (max(finite), min(finite)) if finite else (40.0, 0.0)
+    ceil = top + max(6.0, 0.12 * (top - low))
+    label_h = min(110, 4 * max((len(n) for n in names), default=4) + 12)  # names are rotated by 40 degrees
+    n = max(len(names), 1)
+    f = _Frame(width, height + label_h, -0.5, n - 0.5, min(low, 0.0) - 2, ceil + 4, top=46, bottom=label_h + 22)
+    parts = f.axes(title, "layers in execution order", ylabel, xticks=False)
+    for i, name in enumerate(names):
+        x, y = f.x(i), f.h - f.b + 10
+        parts.append(f'<text x="{x:.1f}" y="{y}" text-anchor="end" {FONT} transform="rotate(-40 {x:.1f} {y})">'
+                     f'{escape(str(name))}</text>')
+    parts.append(f'<line x1="{f.l}" y1="{f.y(ceil):.1f}" x2="{f.w - f.r}" y2="{f.y(ceil):.1f}" stroke="#999" '
+                 f'stroke-dasharray="4 3"/><text x="{f.l + 4}" y="{f.y(ceil) - 4:.1f}" {FONT} fill="#777">float (no error)</text>')
+    if entry is not None:
+        parts.append(f'<line x1="{f.x(entry):.1f}" y1="{f.t}" x2="{f.x(entry):.1f}" y2="{f.h - f.b}" stroke="{PALETTE[3]}" '
+                     f'stroke-dasharray="2 3"/><text x="{f.x(entry) + 4:.1f}" y="{f.h - f.b - 6}" {FONT} '
+                     f'fill="{PALETTE[3]}">error enters</text>')
+    first = next(iter(series.values()), [])
+    if drop is not None and first:
+        i, j, d = drop
+        parts.append(f'<line x1="{f.x(i):.1f}" y1="{f.y(first[i]):.1f}" x2="{f.x(j):.1f}" y2="{f.y(first[j]):.1f}" '
+                     f'stroke="{PALETTE[3]}" stroke-width="6" stroke-opacity="0.6"/>'
+                     f'<text x="{f.x(j) + 6:.1f}" y="{f.y(first[j]) + 4:.1f}" {FONT} fill="{PALETTE[3]}">'
+                     f'biggest drop -{d:.1f} dB</text>')
+    legend_x = f.l + 8
+    for k, (label, vals) in enumerate(series.items()):
+        color = PALETTE[k % len(PALETTE)]
+        pts = [(i, ceil if math.isinf(v) else float(v), math.isinf(v)) for i, v in enumerate(vals) if v is not None]
+        if len(pts) > 1:
+            poly = " ".join(f"{f.x(i):.1f},{f.y(y):.1f}" for i, y, _ in pts)
+            parts.append(f'<polyline points="{poly}" fill="none" stroke="{color}" stroke-width="2"/>')
+        for i, y, exact in pts:
+            value = "float (exact)" if exact else f"{y:.1f} dB"
+            parts.append(f'<circle cx="{f.x(i):.1f}" cy="{f.y(y):.1f}" r="3.5" fill="{"white" if exact else color}" '
+                         f'stroke="{color}"><title>{escape(str(names[i]))}, {escape(label)}: {value}</title></circle>')
+        parts.append(f'<rect x="{legend_x}" y="{f.t - 18}" width="10" height="10" fill="{color}"/>'
+                     f'<text x="{legend_x + 14}" y="{f.t - 9}" {FONT}>{escape(label)}</text>')
+        legend_x += 14 + 7 * len(label) + 16
+    for t in _ticks(f.y0, top):
+        parts.append(f'<text x="{f.l - 4}" y="{f.y(t) + 4:.1f}" text-anchor="end" {FONT}>{_fmt(t)}</text>')
+    return _svg(width, int(f.h), parts)
+
+
+__all__ = ["histogram", "bars", "heatmap", "scatter", "depth_curves"]

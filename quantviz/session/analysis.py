@@ -1,9 +1,9 @@
-"""Analysis results a session owns: sensitivity, search and deployment measurements.
+"""Analysis results a session owns: sensitivity, search, deployment measurements and the error trace.
 
 Core functions (:mod:`quantviz.core.sensitivity`, :mod:`quantviz.core.search`,
 :mod:`quantviz.session.deploy`) compute and return; only the session stores
 their results here, and every store emits ``analysis_changed`` (``what``:
-``"sensitivity"``, ``"search"`` or ``"deploy"``), so autosave and every view
+``"sensitivity"``, ``"search"``, ``"deploy"`` or ``"trace"``), so autosave and every view
 follow. :class:`AnalysisMixin` holds the session methods that run them.
 """
 from __future__ import annotations
@@ -14,8 +14,10 @@ from typing import Callable
 from ..core import methods
 from ..core import search as search_mod
 from ..core import sensitivity as sens
+from ..core.candidates import Candidate, from_key, normalize
 from ..core.progress import Progress, null_progress, scaled
 from ..core.ranking import layer_scores, rank_agreement
+from ..core.trace import TraceResult
 
 
 @dataclass
@@ -49,10 +51,12 @@ class Analysis:
     scores: LayerScores | None = None  # from the newest e2e / loo sweep
     search: dict | None = None  # the newest search result (chosen point, Pareto front)
     deploy: dict | None = None  # the newest real-model measurement
+    trace: TraceResult | None = None  # the newest error trace (:mod:`.trace`)
 
     def to_dict(self) -> dict:
         return {"sensitivity": self.sensitivity, "scores": self.scores.to_dict() if self.scores else None,
-                "search": self.search, "deploy": self.deploy}
+                "search": self.search, "deploy": self.deploy,
+                "trace": self.trace.to_dict() if self.trace is not None else None}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Analysis":
@@ -63,8 +67,9 @@ class Analysis:
             info = d.get("sensitivity_score_info") or {}
             scores = {"method": info.get("method", "e2e"), "bits": info.get("bits", 0), "metric": info.get("metric"),
                       "scores": d["sensitivity_score"]}
+        trace = d.get("trace")
         return cls(dict(d.get("sensitivity") or {}), LayerScores.from_dict(scores) if scores else None,
-                   d.get("search"), d.get("deploy"))
+                   d.get("search"), d.get("deploy"), TraceResult.from_dict(trace) if trace else None)
 
 
 class AnalysisMixin:
@@ -137,7 +142,9 @@ class AnalysisMixin:
                     other["spearman"] = rank_agreement(res, other)
         store[method] = res
         if method in ("e2e", "loo") and res["bits"]:
-            self.analysis.scores = LayerScores(method, min(res["bits"]), res.get("metric"), layer_scores(res))
+            first = res["bits"][0]
+            self.analysis.scores = LayerScores(method, first if isinstance(first, int) else int(from_key(first)),
+                                               res.get("metric"), layer_scores(res))
 
     def run_search(self, *, avg_bits: float | None = None, size_bytes: int | None = None,
                    max_drop: float | None = None, bits=search_mod.DEFAULT_BITS, pareto_steps: int = 9,
@@ -146,7 +153,7 @@ class AnalysisMixin:
                    ray: str | None = None) -> dict:
         """Search a bit-width per layer for one budget (see :func:`quantviz.core.search.search`)
         and keep the result; every point carries the full config it stands for."""
-        bits = tuple(sorted({int(b) for b in bits}))
+        bits = normalize(bits)
         sens_res = self.run_sensitivity("e2e", bits=bits, act_bits=(), ties=ties, progress=scaled(progress, 0.0, 0.5),
                                         cancel=cancel, cache=cache, ray=ray)
         address = self.ray_address if ray is None else ray
@@ -172,7 +179,8 @@ class AnalysisMixin:
     def _config_with_bits(self, bits_by_layer: dict, name: str | None) -> dict:
         cfg = self.config.copy()
         for n, b in bits_by_layer.items():
-            cfg.set_layer(n, {"weight": {"bits": int(b)}})
+            c = from_key(b)
+            cfg.set_layer(n, c.patch() if isinstance(c, Candidate) else {"weight": {"bits": int(c)}})
         if name:
             cfg.name = name
         return cfg.to_dict()
@@ -186,6 +194,12 @@ class AnalysisMixin:
                         progress=progress, cancel=cancel)
         self.set_deploy(rep)
         return rep
+
+    def run_trace(self, **kw) -> TraceResult:
+        """Trace the current config's error layer by layer and keep it (:func:`.trace.run_trace`)."""
+        from .trace import run_trace
+
+        return run_trace(self, **kw)
 
     def set_deploy(self, report: dict) -> None:
         """Keep a real-model measurement (:func:`quantviz.session.deploy.benchmark`)."""

@@ -17,16 +17,19 @@ from ..io.report import ReportFacts
 class ExportsMixin:
     def report_facts(self, *, progress: Progress = null_progress,
                      cancel: Callable[[], bool] = lambda: False) -> ReportFacts:
-        """What the HTML report states; re-checks the current config when no result is known."""
+        """What the HTML report states; re-checks (and traces) the current config when no result is known."""
         res = self.result_for()
         if res is None:
             res = self.check(progress=progress, cancel=cancel, record=False)
+        trace = self.run_trace(progress=progress, cancel=cancel)  # the kept one when it is of this config
+        trace_dict = trace.to_dict()
+        trace_dict["label"] = res.label
         rows = [self.layer_row(n) for n in self.layer_names]
         a = self.analysis
         return ReportFacts(self.name, str(self.bundle.reference), self.bundle.kind, self.num_params, len(self.eval_data),
                            len(self.calib_data), {"label": res.label, "metrics": dict(res.metrics),
                                                   "float_metrics": dict(res.float_metrics), "size": dict(res.size)},
-                           rows, dict(a.sensitivity), a.scores.to_dict() if a.scores else None, a.search)
+                           rows, dict(a.sensitivity), a.scores.to_dict() if a.scores else None, a.search, trace_dict)
 
     def export_input(self, fmt: str | None = None, *, progress: Progress = null_progress,
                      cancel: Callable[[], bool] = lambda: False) -> export_mod.ExportInput:

@@ -124,6 +124,27 @@ def test_autosave_after_edits_and_clean_close_removes_it(win, qtbot, recipe):
     assert not path.exists()
 
 
+
+def test_a_sensitivity_result_alone_is_autosaved_in_the_app(win, qtbot, recipe):
+    """No edit after the sweep: the sweep's own event makes the app write the recovery file."""
+    from quantviz.gui import analysis
+    from quantviz.session import autosave
+    from quantviz.session.trust import TrustStore
+
+    r, _ = recipe
+    TrustStore().trust(r)
+    win.open_model(str(r))
+    _wait_idle(qtbot, win)
+    path = autosave.recovery_path()
+    assert not path.exists()
+    analysis.run_sensitivity(win, "local")
+    qtbot.waitUntil(path.exists, timeout=60000)
+    saved = autosave.load_recovery(path)
+    assert saved["analysis"]["sensitivity"]["local"]["method"] == "local"
+    assert saved["config"]["layers"] == {}  # nothing was edited
+    _wait_idle(qtbot, win)
+
+
 CHILD = textwrap.dedent("""
     import sys
     from PySide6.QtCore import QTimer

@@ -1,0 +1,89 @@
+import json
+import math
+
+import pytest
+
+from quantviz.cli.main import main
+
+RECIPE = '''
+import torch
+from torch import nn
+
+def build_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 5))
+
+def evaluation_data():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(64, 8, generator=g)
+'''
+
+CONFIG = {"version": 1, "default": {"weight": {"bits": None}},
+          "layers": {"2": {"weight": {"bits": 3}}}}
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    p = tmp_path_factory.mktemp("r") / "mlp.py"
+    p.write_text(RECIPE)
+    return str(p)
+
+
+def test_trace_json_one_quantized_layer(recipe, tmp_path, capsys):
+    cfg = tmp_path / "one.json"
+    cfg.write_text(json.dumps(CONFIG))
+    out = tmp_path / "trace.json"
+    assert main(["trace", recipe, "--config", str(cfg), "--json", "--out", str(out), "--threads", "1"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert [l["name"] for l in res["layers"]] == ["0", "2", "4"]
+    first, mid, last = res["layers"]
+    assert first["accumulated_sqnr_db"] is None and first["local_sqnr_db"] is None  # identical to float
+    assert mid["weight_bits"] == 3 and math.isfinite(mid["accumulated_sqnr_db"])
+    assert mid["local_sqnr_db"] == pytest.approx(mid["accumulated_sqnr_db"])
+    assert last["local_sqnr_db"] is None and last["accumulated_sqnr_db"] is not None
+    assert res["entry"] == "2" and res["samples"] == 64
+    for l in res["layers"]:
+        assert {"name", "type", "accumulated_sqnr_db", "local_sqnr_db", "input_clipped_fraction"} <= set(l)
+    assert json.loads(out.read_text())["layers"] == res["layers"]
+
+
+def test_trace_table_and_bad_input(recipe, capsys):
+    assert main(["trace", recipe, "--preset", "W4A8", "--samples", "20", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert "20 samples" in lines[0]
+    header = lines[1]
+    for col in ("layer", "type", "accum dB", "local dB", "in clipped %"):
+        assert col in header
+    rows = [l.split() for l in lines[3:6]]
+    assert [r[0] for r in rows] == ["0", "2", "4"]
+    assert all(r[2] == "W4A8" for r in rows)
+    assert "error enters" in lines[3]
+    assert main(["trace", recipe, "--samples", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--samples" in err
+    assert main(["trace", recipe, "--preset", "W1"]) == 1
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_trace_hf_text_model_counts_real_tokens(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "movie", "is", "good", "bad", "plot"]
+    cfg = transformers.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32, max_position_embeddings=64, num_labels=2)
+    torch.manual_seed(0)
+    folder = tmp_path / "bert"
+    transformers.BertForSequenceClassification(cfg).save_pretrained(str(folder))
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    transformers.BertTokenizer(str(folder / "vocab.txt")).save_pretrained(str(folder))
+    txt = tmp_path / "reviews.txt"
+    txt.write_text("1\tthe movie is good\n0\tbad\n0\tthe plot is bad bad bad bad\n", encoding="utf-8")
+    assert main(["trace", str(folder), "--data", str(txt), "--preset", "W8A8", "--json", "--threads", "1"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["tokens"] == 6 + 3 + 9  # [CLS] ... [SEP] per line, padding left out
+    names = [l["name"] for l in res["layers"]]
+    assert names.index("bert.embeddings.word_embeddings") < names.index("bert.encoder.layer.0.attention.self.query")
+    assert names[-1] == "classifier"
+    assert all(l["accumulated_sqnr_db"] is not None for l in res["layers"] if l["weight_bits"])

@@ -1,0 +1,125 @@
+"""The Trace panel: curves, markers, hover, click-to-select, refresh after re-checks, pinning."""
+
+import pytest
+import torch
+from PySide6.QtCore import QPointF, Qt
+from torch import nn
+
+from quantviz.core.data import Dataset
+from quantviz.core.sources.base import ModelBundle
+from quantviz.io.config import preset
+from quantviz.session import Session
+
+
+@pytest.fixture
+def session():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    x = torch.randn(40, 6)
+    data = Dataset(x, m(x).argmax(1).detach())
+    s = Session(ModelBundle(model=m, name="mlp", kind="recipe", reference="mlp", eval=data, calib=data),
+                eval_data=data, calib_data=data, config=preset("float"), batch_size=16)
+    s.prepare()
+    return s
+
+
+def _click_point(qtbot, view, i):
+    vb = view.plot.getPlotItem().vb
+    scene = vb.mapViewToScene(QPointF(i, 0.0))
+    pos = view.plot.mapFromScene(scene)
+    qtbot.mouseClick(view.plot.viewport(), Qt.LeftButton, pos=pos)
+
+
+def test_curves_markers_hover_and_click(qtbot, session):
+    from quantviz.gui.views.trace import TraceView
+
+    session.edit_layers(["2"], {"weight": {"bits": 3}})  # only the middle layer quantized
+    w = TraceView()
+    qtbot.addWidget(w)
+    w.resize(700, 380)
+    w.show()
+    w.set_session(session)
+    assert "No trace yet" in w.info.text()
+    session.run_trace()  # the view follows the session's analysis_changed event
+    qtbot.waitUntil(lambda: w.result is session.analysis.trace)
+    xs, ys = w.acc_item.getData()
+    assert list(xs) == [0, 1, 2]
+    # the first layer is exact: drawn on the float line; the quantized one is below it
+    assert ys[0] == pytest.approx(w._ceiling) and ys[1] < w._ceiling
+    lx, ly = w.local_item.getData()
+    assert list(ly).count(w._ceiling) == 2 and ly[1] == pytest.approx(ys[1])
+    assert w.entry_line.isVisible() and w.entry_line.value() == 1
+    assert "Error enters at <b>2</b>" in w.info.text()
+    assert "W3" in w.layer_text(1) and "float (exact)" in w.layer_text(0)
+    with qtbot.waitSignal(w.layerClicked) as sig:
+        _click_point(qtbot, w, 2)
+    assert sig.args == ["4"] and w.sel_line.value() == 2
+    assert w.on_screen()
+    w.curve_combo.setCurrentIndex(w.curve_combo.findData("in"))  # no quantized inputs: empty curves
+    assert len(w.acc_item.getData()[0] or []) == 0
+    w.grab()  # paints without Qt warnings
+
+
+def test_previous_and_pinned_curves(qtbot, session):
+    from quantviz.gui.views.trace import TraceView
+
+    w = TraceView()
+    qtbot.addWidget(w)
+    session.apply_preset("W8")
+    first = session.run_trace()
+    w.set_session(session)
+    w.pin_button.setChecked(True)
+    assert w.pinned is first and w.comparison is None  # the shown curve is the pinned one
+    session.apply_preset("W4A8")
+    w.show_result(session.run_trace())
+    assert w.previous is first and w.comparison is first
+    assert len(w.prev_acc_item.getData()[0]) == 3
+    session.apply_preset("W3")
+    third = session.run_trace()
+    w.show_result(third)
+    assert w.comparison is first  # still pinned
+    w.pin_button.setChecked(False)
+    assert w.comparison is w.previous and w.previous is not first and w.previous is not third
+    w.compare_box.setChecked(False)
+    assert w.comparison is None and len(w.prev_acc_item.getData()[0] or []) == 0
+
+
+def test_main_window_runs_and_refreshes_the_trace(qtbot, window, wait_idle):
+    win = window
+    assert win.docks["trace"].windowTitle() == "Trace"
+    assert win.session.analysis.trace is None  # hidden behind the summary tab: nothing traced yet
+    win.actions["trace"].trigger()
+    wait_idle(win)
+    first = win.session.analysis.trace
+    assert first is not None and win.trace.result is first
+    assert first.config == win.session.config.to_dict()
+    assert win.trace.on_screen()
+    # an edit: the re-check's result starts a new, incremental trace while the panel is on screen
+    name = win.session.layers[-1].name
+    win.session.edit_layers([name], {"weight": {"bits": 2}})
+    wait_idle(win)
+    second = win.session.analysis.trace
+    assert second is not first and win.trace.result is second and win.trace.previous is first
+    assert second.recomputed["local"] == 1
+    assert second.layer(name).local_sqnr_db < first.layer(name).local_sqnr_db
+    # clicking a point selects the layer in the table
+    _click_point(qtbot, win.trace, 1)
+    assert win.table.current_name() == second.layers[1].name
+
+
+def test_hidden_panel_catches_up_when_raised(qtbot, window, wait_idle):
+    win = window
+    win.actions["trace"].trigger()
+    wait_idle(win)
+    first = win.session.analysis.trace
+    win.docks["summary"].raise_()  # the Trace tab goes behind the summary
+    qtbot.waitUntil(lambda: not win.trace.on_screen())
+    win.session.edit_layers([win.session.layers[0].name], {"weight": {"bits": 3}})
+    wait_idle(win)
+    assert win.session.analysis.trace is first and win.trace._stale  # nothing traced while hidden
+    win.docks["trace"].raise_()
+    qtbot.waitUntil(lambda: win.session.analysis.trace is not first)
+    wait_idle(win)
+    assert win.trace.result is win.session.analysis.trace
+    assert win.trace.result.config == win.session.config.to_dict()
+
