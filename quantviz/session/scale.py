@@ -41,8 +41,8 @@ def score_store(session, parts: sens.Parts, method: str, options: dict, root=Non
 def build_parts(payload: dict) -> sens.Parts:
     """Rebuild a session's analysis inputs on a worker (see module doc)."""
     from ..io.config import QuantConfig
-    from .session import Session
 
+    Session = payload["session_cls"]  # passed in: this module must not import the session (no import cycle)
     cfg = QuantConfig.from_dict(payload["config"])
     if payload.get("bundle") is not None:
         s = Session(payload["bundle"], eval_data=payload["eval_data"], calib_data=payload["calib_data"], config=cfg,
@@ -60,7 +60,7 @@ def build_parts(payload: dict) -> sens.Parts:
 
 def parts_factory(session, ties=(), *, trust: bool = False):
     """A picklable zero-argument callable that rebuilds ``session.parts(ties)`` elsewhere."""
-    payload = {"config": session.config.to_dict(), "device": session.device, "batch_size": session.batch_size,
+    payload = {"session_cls": type(session), "config": session.config.to_dict(), "device": session.device, "batch_size": session.batch_size,
                "eval_data": session.eval_data, "calib_data": session.calib_data, "base_specs": dict(session.specs),
                "ties": tuple(tuple(t) for t in ties), "reference": session.bundle.reference,
                "data_ref": session.data_ref, "calib_ref": session.calib_ref, "trust": trust, "bundle": session.bundle}
