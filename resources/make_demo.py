@@ -19,11 +19,14 @@ Outputs (in ``--out``, default: the ``demo`` folder next to this script):
 * ``demo_cnn.pt``        state_dict of the trained DemoNet (``torch.load(..., weights_only=True)``)
 * ``digits_test.npz``    ``x`` float32 (N,1,8,8), ``y`` int64 -- evaluation split
 * ``digits_calib.npz``   ``x`` float32 (256,1,8,8), ``y`` int64 -- calibration split
+* ``digits_train.npz``   ``x`` float32 (1200,1,8,8), ``y`` int64 -- the training split
+  (for quantization-aware training)
 * ``meta.json``          name, float accuracy, sample counts, seed, torch version
 
 Usage::
 
     python resources/make_demo.py [--out DIR] [--epochs N]
+    python resources/make_demo.py --splits-only   # write the .npz splits, keep the weights
 """
 
 from __future__ import annotations
@@ -106,11 +109,23 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, seed: int
             print(f"epoch {epoch + 1:3d}/{epochs}  loss {total / len(xt):.4f}")
 
 
+def write_splits(out: Path, train, calib, test) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / "digits_test.npz", x=test[0], y=test[1])
+    np.savez_compressed(out / "digits_calib.npz", x=calib[0], y=calib[1])
+    np.savez_compressed(out / "digits_train.npz", x=train[0], y=train[1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE / "demo", help="output directory")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--splits-only", action="store_true", help="write the data splits only (no training)")
     args = parser.parse_args(argv)
+    if args.splits_only:
+        write_splits(args.out, *load_splits(SEED))
+        print(f"wrote the data splits to {args.out}")
+        return 0
 
     torch.set_num_threads(2)
     torch.manual_seed(SEED)
@@ -129,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / "demo_cnn.pt")
-    np.savez_compressed(out / "digits_test.npz", x=x_te, y=y_te)
-    np.savez_compressed(out / "digits_calib.npz", x=x_ca, y=y_ca)
+    write_splits(out, (x_tr, y_tr), (x_ca, y_ca), (x_te, y_te))
     meta = {
         "name": "digits-cnn",
         "float_accuracy": round(acc, 6),

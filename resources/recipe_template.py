@@ -34,6 +34,15 @@ The contract
     unless the name ends in ``loss``, ``perplexity``, ``error`` or ``mse``.
     Iterate with ``for x, y in dataset.batches(64)``.
 
+``training_data()``  (optional)
+    Training samples for quantization-aware training (``quantviz qat``), in the
+    same forms as above. Without it, QAT trains on the calibration data (or
+    ``--train D``).
+
+``loss(model_output, batch) -> scalar tensor``  (optional)
+    The training loss for QAT; ``batch`` is ``(x, y)``. Without it QAT uses
+    cross-entropy with labels, else distillation from the float model.
+
 ``NAME``  (optional str)
     The name shown for the model (default: the file name).
 

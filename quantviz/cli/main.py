@@ -12,7 +12,7 @@ import sys
 from .. import __version__
 from ..core.errors import Cancelled, QuantvizError, one_line
 
-COMMANDS = ("inspect", "evaluate", "sensitivity", "search", "trace", "export", "benchmark", "gui")
+COMMANDS = ("inspect", "evaluate", "sensitivity", "search", "trace", "qat", "export", "benchmark", "gui")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -250,6 +250,19 @@ class QuantSim(AlgorithmSupport):
         else:
             qmod.bias.data.copy_(bias)
 
+    @torch.no_grad()
+    def load_state(self, state: dict) -> None:
+        """Hold new float weights (a state of the folded model, e.g. after training):
+        both copies load it and every quantized weight is recomputed on the next apply."""
+        self.float_model.load_state_dict(state)
+        self.qmodel.load_state_dict(state, strict=False)  # an algorithm may have given a layer a bias
+        self._float_w = {n: m.weight.detach().clone() for n, m in self._fmods.items()}
+        for n in self._qmods:
+            self._set_bias(n, None)  # back to the float bias
+        self._wcache.clear()  # plain and algorithm results alike depend on the weights
+        self._applied_w.clear()
+        self._calib_gen += 1
+
     def weight_histogram(self, name: str, bins: int = 256):
         return histogram_of(self._float_w[name].float().cpu(), bins=bins)
 
@@ -295,19 +308,23 @@ def run_model(model: nn.Module, inputs, device) -> torch.Tensor:
 
 def iterate_outputs(model: nn.Module, data: Dataset, *, device, batch_size: int = 64,
                     cancel: Callable[[], bool] = lambda: False) -> Iterable[tuple[int, torch.Tensor, torch.Tensor | None]]:
-    """Yield ``(batch_index, output, labels)`` running ``model`` batch by batch."""
-    with torch.no_grad():
-        for i, (x, y) in enumerate(data.batches(batch_size)):
-            if cancel():
-                raise Cancelled()
-            try:
+    """Yield ``(batch_index, output, labels)`` running ``model`` batch by batch.
+
+    Gradients are off only around each model call, never across a ``yield``: a
+    generator suspended inside ``torch.no_grad()`` would leave its caller's
+    thread without autograd (for good, if the caller stops iterating early)."""
+    for i, (x, y) in enumerate(data.batches(batch_size)):
+        if cancel():
+            raise Cancelled()
+        try:
+            with torch.no_grad():
                 out = run_model(model, x, device)
-            except QuantvizError:
-                raise
-            except Exception as exc:
-                first = str(exc).splitlines()[0] if str(exc) else ""
-                raise ModelError(f"model raised {type(exc).__name__} on {data.name}: {first}") from exc
-            yield i, out.detach().float().cpu(), y
+        except QuantvizError:
+            raise
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise ModelError(f"model raised {type(exc).__name__} on {data.name}: {first}") from exc
+        yield i, out.detach().float().cpu(), y
 
 
 @torch.no_grad()

@@ -30,6 +30,7 @@ from .views.config_diff import ConfigDiffView
 from .views.histogram import HistogramPanel
 from .views.layer_table import LayerTablePanel
 from .views.pareto import ParetoView
+from .views.qat import QATView
 from .views.sensitivity import SensitivityView
 from .views.summary import SummaryPanel
 from .views.trace import TraceView
@@ -67,7 +68,8 @@ class MainWindow(FilesMixin, QMainWindow):
         self.pareto = self._build_view("pareto", ParetoView(), "Pareto search", Qt.BottomDockWidgetArea)
         self.config_diff = self._build_view("config_diff", ConfigDiffView(), "Config diff", Qt.RightDockWidgetArea)
         self.trace = self._build_view("trace", TraceView(), "Trace", Qt.BottomDockWidgetArea)
-        for key in ("sensitivity", "pareto", "trace"):
+        self.qat = self._build_view("qat", QATView(), "QAT", Qt.BottomDockWidgetArea)
+        for key in ("sensitivity", "pareto", "trace", "qat"):
             if key in self.docks:
                 self.tabifyDockWidget(self.docks["summary"], self.docks[key])
         if "config_diff" in self.docks and "histogram" in self.docks:
@@ -87,6 +89,7 @@ class MainWindow(FilesMixin, QMainWindow):
         self.bridge.configChanged.connect(self._on_bridge_config_changed)
         self.table.layerSelected.connect(self._on_table_layer_selected)
         self.table.layerSelected.connect(self.trace.show_layer)
+        self.table.layerSelected.connect(self.qat.select_layer)
         self.table.message.connect(self.show_message)
         self.summary.resultClicked.connect(self._on_summary_result_clicked)
         self.resize(1280, 800)
@@ -142,7 +145,7 @@ class MainWindow(FilesMixin, QMainWindow):
     # ------------------------------------------------------------ views
     def views(self) -> list:
         return [w for w in (self.table, self.summary, self.histogram, self.sensitivity, self.pareto, self.config_diff,
-                            self.trace) if w is not None]
+                            self.trace, self.qat) if w is not None]
 
     def set_session(self, session, path: str | None = None) -> None:
         """Show ``session`` everywhere (the previous one's jobs are cancelled)."""

@@ -90,6 +90,7 @@ def _view_menu(win, mb, acts: dict) -> None:
 
 def _run_menu(win, mb, acts: dict) -> None:
     from . import analysis, scale_menu
+    from .views.qat import ask_and_start as ask_qat
 
     r = mb.addMenu("&Run")
     _add(r, acts, "recheck", _action(win, "&Re-check now", lambda: win.request_check(immediately=True), "F5",
@@ -107,6 +108,9 @@ def _run_menu(win, mb, acts: dict) -> None:
     _add(r, acts, "trace", _action(win, "&Trace error through layers", lambda: _trace(win), "Ctrl+T",
                                    "Where the error enters: accumulated vs local SQNR of every layer in execution "
                                    "order, in the Trace panel (it then follows every re-check)"))
+    _add(r, acts, "qat", _action(win, "&Quantization-aware training...", lambda: ask_qat(win), None,
+                                 "Fine-tune the current config with fake quantization and watch the quantizers "
+                                 "learn in the QAT panel (undoable)"))
     scale_menu.add_actions(win, r, acts)
     r.addSeparator()
     _add(r, acts, "benchmark", _action(win, "&Measure real quantized models...", lambda: analysis.run_benchmark(win),
@@ -128,7 +132,7 @@ def update_undo_actions(win, acts=None) -> None:
     acts["redo"].setEnabled(bool(h and h.can_redo))
     acts["undo"].setText(f"&Undo {h.undo_label}" if h and h.can_undo else "&Undo")
     acts["redo"].setText(f"&Redo {h.redo_label}" if h and h.can_redo else "&Redo")
-    for k in ("save", "save_as", "import_config", "export_config", "recheck", "search", "trace",
+    for k in ("save", "save_as", "import_config", "export_config", "recheck", "search", "trace", "qat",
               *[k for k in acts if k.startswith("sensitivity_")]):
         acts[k].setEnabled(win.session is not None)
 

@@ -3,7 +3,7 @@
 Core functions (:mod:`quantviz.core.sensitivity`, :mod:`quantviz.core.search`,
 :mod:`quantviz.session.deploy`) compute and return; only the session stores
 their results here, and every store emits ``analysis_changed`` (``what``:
-``"sensitivity"``, ``"search"``, ``"deploy"`` or ``"trace"``), so autosave and every view
+``"sensitivity"``, ``"search"``, ``"deploy"``, ``"trace"`` or ``"qat"``), so autosave and every view
 follow. :class:`AnalysisMixin` holds the session methods that run them.
 """
 from __future__ import annotations
@@ -52,11 +52,12 @@ class Analysis:
     search: dict | None = None  # the newest search result (chosen point, Pareto front)
     deploy: dict | None = None  # the newest real-model measurement
     trace: TraceResult | None = None  # the newest error trace (:mod:`.trace`)
+    qat: dict | None = None  # the newest quantization-aware training (settings, curves, before / after)
 
     def to_dict(self) -> dict:
         return {"sensitivity": self.sensitivity, "scores": self.scores.to_dict() if self.scores else None,
                 "search": self.search, "deploy": self.deploy,
-                "trace": self.trace.to_dict() if self.trace is not None else None}
+                "trace": self.trace.to_dict() if self.trace is not None else None, "qat": self.qat}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Analysis":
@@ -69,7 +70,7 @@ class Analysis:
                       "scores": d["sensitivity_score"]}
         trace = d.get("trace")
         return cls(dict(d.get("sensitivity") or {}), LayerScores.from_dict(scores) if scores else None,
-                   d.get("search"), d.get("deploy"), TraceResult.from_dict(trace) if trace else None)
+                   d.get("search"), d.get("deploy"), TraceResult.from_dict(trace) if trace else None, d.get("qat"))
 
 
 class AnalysisMixin:

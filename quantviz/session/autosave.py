@@ -71,7 +71,9 @@ def write_recovery(session: Session, path: Path | None = None) -> Path:
     """Write ``session`` (config, results, analysis, undo history) atomically."""
     path = Path(path) if path is not None else recovery_path()
     ensure_dir(path.parent)
-    text = json.dumps(sanitize(recovery_dict(session)), default=_json_default, allow_nan=False)
+    d = recovery_dict(session)
+    session._save_weights(path, d)  # trained weights (quantization-aware training) next to it
+    text = json.dumps(sanitize(d), default=_json_default, allow_nan=False)
     return atomic.write_text(path, text + "\n")
 
 
@@ -114,6 +116,9 @@ class Autosaver:
         if not keep:
             with contextlib.suppress(OSError):
                 self.path.unlink()
+            for w in self.path.parent.glob(f"{self.path.stem}.qat-*.pt"):
+                with contextlib.suppress(OSError):
+                    w.unlink()
 
 
 def _alive(pid: int) -> bool:

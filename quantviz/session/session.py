@@ -44,6 +44,7 @@ from ..io.config import ConfigError, QuantConfig, preset
 from .analysis import Analysis, AnalysisMixin
 from .events import Events
 from .exports import ExportsMixin
+from .qat import QATMixin
 from .undo import Edit, UndoHistory
 
 SESSION_FORMAT = "quantviz-session"
@@ -114,7 +115,7 @@ def _finite(v):
     return v
 
 
-class Session(AnalysisMixin, ExportsMixin):
+class Session(AnalysisMixin, ExportsMixin, QATMixin):
     def __init__(self, bundle: sources.ModelBundle, *, eval_data: Dataset, calib_data: Dataset,
                  config: QuantConfig | None = None, device: str = "cpu", batch_size: int = 64,
                  data_ref: str | None = None, calib_ref: str | None = None, cache_bytes: int | None = None):
@@ -232,6 +233,7 @@ class Session(AnalysisMixin, ExportsMixin):
                               "cross-layer equalization")
         if cfg.fold_bn != self.sim.fold_bn:
             raise ConfigError("config: options.fold_bn differs from the open session; reopen the model to change BatchNorm folding")
+        self.check_weights(cfg)
         new = cfg.copy()
         specs = new.resolve_all(self.layers)  # validates (bad manual ranges etc. surface here)
         after = new.to_dict()
@@ -241,7 +243,8 @@ class Session(AnalysisMixin, ExportsMixin):
 
     def _install(self, cfg: QuantConfig, specs: dict[str, LayerSpec], label: str, as_dict: dict | None = None) -> None:
         """Make ``cfg`` current and announce the one :class:`ConfigChange` it makes."""
-        changed = {n: s for n, s in specs.items() if self._specs.get(n) != s}
+        reloaded = self._sync_weights(cfg)  # trained weights named by the config (session.qat)
+        changed = {n: s for n, s in specs.items() if reloaded or self._specs.get(n) != s}
         self._config, self._specs = cfg, specs
         self._config_dict = as_dict if as_dict is not None else cfg.to_dict()
         change = ConfigChange(label, changed, self._sizer.report(specs))
@@ -460,7 +463,9 @@ class Session(AnalysisMixin, ExportsMixin):
         }
 
     def save(self, path: str | Path, *, force: bool = True) -> Path:
-        text = json.dumps(sanitize(self.to_dict()), indent=1, default=_json_default, allow_nan=False)
+        d = self.to_dict()
+        self._save_weights(path, d)
+        text = json.dumps(sanitize(d), indent=1, default=_json_default, allow_nan=False)
         return atomic.write_text(path, text + "\n", force=force)
 
     @staticmethod
@@ -484,8 +489,9 @@ class Session(AnalysisMixin, ExportsMixin):
              progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False) -> "Session":
         obj = cls.read_file(path)
         cfg = QuantConfig.from_dict(obj["config"])
-        s = cls.open(obj["model"], data=obj.get("data"), calib=obj.get("calib"), trust=trust, config=cfg,
-                     device=device, progress=progress, cancel=cancel)
+        s = cls.open(obj["model"], data=obj.get("data"), calib=obj.get("calib"), trust=trust,
+                     config=cls._strip_weights(cfg.copy())[0], device=device, progress=progress, cancel=cancel)
+        s._restore_weights(obj, path, cfg)
         s.results = [CheckResult.from_dict(r) for r in obj.get("results", [])]
         s.analysis = Analysis.from_dict(obj.get("analysis", obj.get("extras")))
         if s.results:

@@ -40,7 +40,8 @@ def run_trace(session, *, samples: int | None = None, incremental: bool = True,
         cfg = session.config.copy()
         specs = dict(session.specs)
         data = trace_data(session, samples)
-        basis = (session.sim, session.sim.act_obs, session.eval_data, len(data))
+        # the weights the simulation holds (trained ones after QAT: session.qat) count like the data
+        basis = (session.sim, session.sim.act_obs, session.eval_data, (len(data), session.config.options.get("weights")))
         prev = session.analysis.trace
         changed = None
         old = _BASIS.get(session)

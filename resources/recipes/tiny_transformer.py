@@ -99,3 +99,9 @@ def calibration_data():
 def evaluation_data():
     x, y = _samples(1, 256)
     return {"x": x, "y": y}
+
+
+def training_data():
+    """For quantization-aware training: fresh random sequences, labelled by the float model."""
+    x, y = _samples(2, 1024)
+    return {"x": x, "y": y}

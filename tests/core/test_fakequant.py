@@ -181,3 +181,16 @@ def test_activation_fake_quant_matches_torch_bit_for_bit(bits, symmetric):
         ref = torch.fake_quantize_per_tensor_affine(x, float(qp.scale[0]), int(qp.zero_point[0]), qp.qmin, qp.qmax)
         ours = fake_quantize_tensor(x, qp)
         assert torch.equal(ours, ref), (lo, hi)
+
+
+def test_an_abandoned_output_iterator_leaves_autograd_on():
+    """Stopping early (a cancel, a break) must not leave the caller's thread in no_grad mode."""
+    from quantviz.core.data import Dataset
+    from quantviz.core.fakequant import iterate_outputs
+
+    data = Dataset(torch.randn(8, 4), None, name="x")
+    it = iterate_outputs(torch.nn.Linear(4, 2), data, device="cpu", batch_size=2)
+    next(it)
+    assert torch.is_grad_enabled()
+    del it
+    assert torch.is_grad_enabled()

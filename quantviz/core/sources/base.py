@@ -33,4 +33,6 @@ class ModelBundle:
     eval: Dataset | None = None
     evaluate_fn: EvaluateFn | None = None
     load_data: Callable[[str], Dataset] | None = None
+    train: Dataset | None = None  # training data for quantization-aware training
+    loss_fn: Callable | None = None  # a recipe's loss(model_output, batch) -> scalar tensor
     meta: dict = field(default_factory=dict)

@@ -16,6 +16,7 @@ DEMO_NAME = "digits-cnn (demo)"
 WEIGHTS = "demo_cnn.pt"
 CALIB = "digits_calib.npz"
 EVAL = "digits_test.npz"
+TRAIN = "digits_train.npz"  # optional: the training split, for quantization-aware training
 
 
 def load_demo(folder: Path, reference: str = "demo") -> ModelBundle:
@@ -35,6 +36,7 @@ def load_demo(folder: Path, reference: str = "demo") -> ModelBundle:
     try:
         calib = load_npz(folder / CALIB)
         evald = load_npz(folder / EVAL)
+        train = load_npz(folder / TRAIN) if (folder / TRAIN).is_file() else None
     except DataError as exc:
         raise SourceError(f"demo: {one_line(exc)}") from exc
     meta: dict = {"path": str(folder)}
@@ -51,5 +53,6 @@ def load_demo(folder: Path, reference: str = "demo") -> ModelBundle:
         reference=reference,
         calib=calib,
         eval=evald,
+        train=train,
         meta=meta,
     )

@@ -177,7 +177,8 @@ def load_recipe(path: Path, reference: str, *, cancel: Callable[[], bool] | None
             raise SourceError(f"{name}: build_model() returned a {type(model).__name__}, not a torch.nn.Module")
         model.eval()
         datasets: dict[str, Dataset | None] = {}
-        for fn_name, label in (("calibration_data", "calibration"), ("evaluation_data", "evaluation")):
+        for fn_name, label in (("calibration_data", "calibration"), ("evaluation_data", "evaluation"),
+                               ("training_data", "training")):
             if not hasattr(module, fn_name):
                 datasets[label] = None
                 continue
@@ -191,6 +192,7 @@ def load_recipe(path: Path, reference: str, *, cancel: Callable[[], bool] | None
         calib = evald.subset(CALIB_FROM_EVAL, name=f"{evald.name}[:{CALIB_FROM_EVAL}]")
     evaluate = getattr(module, "evaluate", None)
     evaluate_fn = _wrap_evaluate(evaluate, filename) if callable(evaluate) else None
+    loss = getattr(module, "loss", None)
     display = getattr(module, "NAME", None)
     display = display if isinstance(display, str) and display.strip() else path.stem
     meta = {"path": filename, "module": module.__name__}
@@ -202,6 +204,8 @@ def load_recipe(path: Path, reference: str, *, cancel: Callable[[], bool] | None
         calib=calib,
         eval=evald,
         evaluate_fn=evaluate_fn,
+        train=datasets["training"],
+        loss_fn=loss if callable(loss) else None,
         meta=meta,
     )
 

@@ -1,0 +1,76 @@
+"""The QAT panel: a live run through the job runner (curves grow, pause holds it,
+the result becomes the session state and stays as the panel's curves), and cancel."""
+import pytest
+import torch
+from torch import nn
+
+from quantviz.core.data import Dataset
+from quantviz.core.qat import QATOptions
+from quantviz.core.sources.base import ModelBundle
+from quantviz.io.config import preset
+from quantviz.session import Session
+
+
+def _session():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    x = torch.randn(96, 6)
+    with torch.no_grad():
+        y = m(x).argmax(1)
+    data = Dataset(x, y)
+    s = Session(ModelBundle(model=m, name="mlp", kind="recipe", reference="mlp", eval=data, calib=data, train=data),
+                eval_data=data, calib_data=data, config=preset("W2"), batch_size=32)
+    s.prepare()
+    return s
+
+
+@pytest.fixture
+def view(qtbot):
+    from quantviz.gui.views.qat import QATView
+    from quantviz.gui.workers import JobRunner
+
+    runner = JobRunner()
+    w = QATView()
+    qtbot.addWidget(w)
+    w.set_runner(runner)
+    yield w
+    runner.cancel()
+    runner.shutdown()
+
+
+def test_live_run_pause_and_result(qtbot, view):
+    s = _session()
+    view.set_session(s)
+    view.select_layer("2")
+    view.start(QATOptions(steps=40, lr=3e-3, log_every=2, eval_every=10), paused=True)
+    qtbot.wait(300)
+    assert view._curves["step"] == [] and s.analysis.qat is None
+    assert view.pause_btn.text() == "Resume"
+    view.toggle_pause()  # resume
+    qtbot.waitUntil(lambda: s.analysis.qat is not None and view._job is None, timeout=60000)
+    assert view.loss_item.getData()[0] is not None and len(view.loss_item.getData()[0]) == 40
+    assert len(view.changed_item.getData()[0]) > 5
+    assert s.weights_tag == "qat-1" and s.history.undo_label.startswith("QAT")
+    assert "Last run" in view.status.text()
+    # the histogram shows the trained weights of the chosen layer
+    xs, counts = view.hist_item.getData()
+    assert counts.sum() == s.sim.float_weight("2").numel()
+    # the curves stay in the session: a new panel shows them
+    from quantviz.gui.views.qat import QATView
+
+    other = QATView()
+    qtbot.addWidget(other)
+    other.set_session(s)
+    assert len(other.loss_item.getData()[0]) == 40
+
+
+def test_cancel_leaves_the_session_unchanged(qtbot, view):
+    s = _session()
+    view.set_session(s)
+    cfg = s.config.to_dict()
+    view.start(QATOptions(steps=100000, lr=1e-3))
+    qtbot.waitUntil(lambda: len(view._curves["step"]) >= 3, timeout=60000)
+    view.cancel()
+    qtbot.waitUntil(lambda: view._job is None, timeout=60000)
+    assert "cancelled" in view.status.text()
+    assert s.config.to_dict() == cfg and s.analysis.qat is None and not s.history.can_undo
