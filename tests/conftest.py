@@ -8,6 +8,7 @@ import pytest
 @pytest.fixture(autouse=True)
 def _private_data_dir(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("QUANTVIZ_DATA_DIR", str(tmp_path_factory.mktemp("qv-data")))
+    monkeypatch.setenv("QUANTVIZ_CACHE_DIR", str(tmp_path_factory.mktemp("qv-cache")))
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from .cmd_sensitivity import CANDIDATES_HELP, candidates_arg, parse_bits
-from .common import CLIError, ProgressBar, add_common_args, add_model_args, fmt_bytes, fmt_metric, open_session, print_json, table
+from .common import (CLIError, ProgressBar, add_common_args, add_model_args, add_scale_args, apply_scale_args, fmt_bytes,
+                     fmt_metric, open_session, print_json, table)
 
 
 def register(sub) -> None:
@@ -17,6 +18,7 @@ def register(sub) -> None:
     p.add_argument("--candidates", metavar="C,C", help=CANDIDATES_HELP)
     p.add_argument("--steps", type=int, default=9, metavar="N", help="budgets along the Pareto front (default 9)")
     p.add_argument("--out", metavar="CFG.json", help="write the chosen config (quantviz config format)")
+    add_scale_args(p)
     add_common_args(p)
     p.set_defaults(func=run)
 
@@ -32,6 +34,7 @@ def run(args) -> int:
     if args.max_drop is not None and args.max_drop < 0:
         raise CLIError(f"--max-drop must not be negative, got {args.max_drop}")
     session = open_session(args)
+    apply_scale_args(session, args)
     bar = ProgressBar(True if args.progress else None)
     try:
         res = session.run_search(avg_bits=args.avg_bits, size_bytes=args.size_bytes, max_drop=args.max_drop,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from .common import CLIError, ProgressBar, add_common_args, add_model_args, fmt_metric, open_session, print_json, table
+from .common import CLIError, ProgressBar, add_common_args, add_scale_args, apply_scale_args, add_model_args, fmt_metric, open_session, print_json, table
 
 
 def parse_bits(text: str | None, flag: str, *, required: bool = False) -> tuple[int, ...] | None:
@@ -58,6 +58,7 @@ def register(sub) -> None:
                    help="local: measure each layer's output noise exactly instead of through a random sketch "
                         "(slower; the sketch is within ~1 dB on average)")
     p.add_argument("--out", metavar="FILE", help="write the JSON result to FILE")
+    add_scale_args(p)
     add_common_args(p)
     p.set_defaults(func=run)
 
@@ -69,12 +70,15 @@ def run(args) -> int:
     bits = candidates_arg(args) or parse_bits(args.bits, "--bits", required=True)
     act_bits = parse_bits(args.act_bits, "--act-bits")
     session = open_session(args)
+    apply_scale_args(session, args)
     bar = ProgressBar(True if args.progress else None)
     try:
         if args.compare and args.method != "e2e":
             session.run_sensitivity("e2e", bits=bits, act_bits=(), progress=bar)
         kw = {"sketch": False} if args.exact and args.method == "local" else {}
         res = session.run_sensitivity(args.method, bits=bits, act_bits=act_bits, progress=bar, **kw)
+        if res.get("from_cache") and not args.json:
+            print("(from the score cache; --no-cache measures again)")
     finally:
         bar.close()
     if args.out:

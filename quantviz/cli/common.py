@@ -44,10 +44,34 @@ def add_model_args(p: argparse.ArgumentParser, *, data: bool = True, config: boo
 def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust", action="store_true", help="allow loading pickled modules (unpickling runs code from the file)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: all cores but one)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs (default cpu)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs (default cpu); cuda: every forward pass (calibration, evaluation, re-check, sensitivity, search) on the GPU; "
+                        "metrics and weight quantization math on the CPU (see the README)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is not a terminal")
+
+
+def add_scale_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-cache", action="store_true",
+                   help="do not read or write the score cache ($QUANTVIZ_CACHE_DIR, else ~/.cache/quantviz/scores)")
+    p.add_argument("--ray", metavar="ADDR",
+                   help="run the work on Ray workers: 'auto' (the cluster of `ray start`), HOST:PORT, ray://HOST:PORT, "
+                        "or local[:N] (a local cluster with N CPUs); needs pip install 'quantviz[ray]'")
+    p.add_argument("--ray-workers", type=int, metavar="N", help="Ray workers (default: one per CPU of the cluster)")
+
+
+def apply_scale_args(session, args) -> None:
+    if getattr(args, "ray_workers", None) is not None and args.ray_workers < 1:
+        raise CLIError(f"--ray-workers must be at least 1, got {args.ray_workers}")
+    session.use_score_cache = not getattr(args, "no_cache", False)
+    session.ray_address = getattr(args, "ray", None) or None
+    session.ray_workers = getattr(args, "ray_workers", None)
+    session.trust = bool(getattr(args, "trust", False))
+    if session.ray_address:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise CLIError("--ray needs Ray: pip install 'quantviz[ray]'") from None
 
 
 def setup_runtime(args) -> None:

@@ -94,7 +94,7 @@ class _LocalPlan:
         for k, qp in enumerate(self.act_qparams):
             if qp is not None:
                 xq = torch.fake_quantize_per_tensor_affine(x, float(qp.scale[0]), int(qp.zero_point[0]), qp.qmin, qp.qmax)
-                self.act_noise[k].append(_norm2(self.mod(xq) - y))
+                self.act_noise[k].append(_norm2(self.mod.forward(xq) - y))  # forward: not through this hook again
 
     def totals(self, nbits: int) -> tuple[float, list[float], list[float]]:
         """(signal energy, noise energy per bit-width, noise energy per activation bit-width)."""
@@ -107,6 +107,14 @@ class _LocalPlan:
         return signal, noise.tolist(), [float(_sum_sq(v)) for v in self.act_noise]
 
 
+def _sketch_rows(p: Parts, layer, sketch: bool, sketch_ratio: int) -> tuple[int, int] | None:
+    """(C, m) of the layer's random sketch, or None when it takes none."""
+    mod = p.sim.float_model.get_submodule(layer.name)
+    cout = p.sim.float_weight(layer.name).shape[0]
+    m = max(4, cout // sketch_ratio) if sketch else cout
+    return (cout, m) if _stackable(mod) and m < cout else None
+
+
 def _plan_layer(p: Parts, layer, bits, act_bits, sketch: bool, sketch_ratio: int, gen) -> _LocalPlan:
     sim = p.sim
     mod = sim.float_model.get_submodule(layer.name)
@@ -116,9 +124,9 @@ def _plan_layer(p: Parts, layer, bits, act_bits, sketch: bool, sketch_ratio: int
         wq = sim.quantize_weight(layer.name, weight_setting(p.base_specs[layer.name], b).weight)
         deltas.append((wq.tensor - w).to(w.device))
     stack = _stackable(mod)
-    cout = w.shape[0]
-    m = max(4, cout // sketch_ratio) if sketch else cout
-    if stack and m < cout:
+    rows = _sketch_rows(p, layer, sketch, sketch_ratio)
+    if rows is not None:
+        cout, m = rows
         r = (torch.randint(0, 2, (cout, m), generator=gen).float() * 2 - 1) / math.sqrt(m)
         r = r.to(w.device, w.dtype)
         sk = torch.matmul(r.t(), torch.stack(deltas).flatten(2))  # (bits, m, rest): one product for all bits
@@ -129,6 +137,47 @@ def _plan_layer(p: Parts, layer, bits, act_bits, sketch: bool, sketch_ratio: int
                       -1 if isinstance(mod, nn.Linear) else 1, aqs, act_noise=[[] for _ in act_bits])
 
 
+def local_totals(parts: Parts, names, *, bits, act_bits=(), sketch: bool = True, sketch_ratio: int = 16,
+                 seed: int = 0, progress: Progress = null_progress,
+                 cancel: Callable[[], bool] = lambda: False) -> dict:
+    """The local proxy's sums for the layers ``names`` only (one calibration pass):
+    ``{name: (signal, [noise per bit-width], [noise per activation bit-width])}``.
+
+    The random sketch of each layer is the same whichever layers are asked for (the
+    generator is advanced past the others), so parts computed apart add up to the whole."""
+    p = parts
+    want = set(names)
+    gen = torch.Generator().manual_seed(seed)
+    plans = {}
+    for l in p.sim.layers:
+        if l.name in want:
+            plans[l.name] = _plan_layer(p, l, bits, act_bits, sketch, sketch_ratio, gen)
+        else:
+            rows = _sketch_rows(p, l, sketch, sketch_ratio)
+            if rows is not None:
+                torch.randint(0, 2, rows, generator=gen)  # keep the next layers' sketches as in a full run
+    hooks = [plan.mod.register_forward_hook(lambda mod, args, out, _p=plan: _p.observe(args[0], output_tensor(out)))
+             for plan in plans.values()]
+    try:
+        forward_batches(p.sim.float_model, p.calib, device=p.device, batch_size=p.batch_size, what="local SQNR",
+                        progress=progress, cancel=cancel)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {n: plan.totals(len(bits)) for n, plan in plans.items()}
+
+
+def _chunks(items: list, n: int) -> list[list]:
+    n = max(1, min(n, len(items)))
+    k, r = divmod(len(items), n)
+    out, i = [], 0
+    for j in range(n):
+        step = k + (1 if j < r else 0)
+        out.append(items[i:i + step])
+        i += step
+    return [c for c in out if c]
+
+
 def _db(sig: float, noise: float) -> float:
     if noise <= 0:
         return SQNR_CAP_DB
@@ -136,7 +185,7 @@ def _db(sig: float, noise: float) -> float:
 
 
 def local(parts: Parts, *, bits=DEFAULT_BITS, act_bits=(), sketch: bool = True, sketch_ratio: int = 16, seed: int = 0,
-          progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False) -> dict:
+          progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False, executor=None) -> dict:
     """Each layer's own output SQNR on calibration data, only that layer quantized.
 
     With ``sketch`` (the default) the output noise of a layer with C output channels is
@@ -149,24 +198,26 @@ def local(parts: Parts, *, bits=DEFAULT_BITS, act_bits=(), sketch: bool = True, 
     sim = p.sim
     t0 = time.perf_counter()
     groups = tie_groups(sim, p.ties)
-    gen = torch.Generator().manual_seed(seed)
-    plans = {l.name: _plan_layer(p, l, bits, act_bits, sketch, sketch_ratio, gen) for l in sim.layers}
-    hooks = [plan.mod.register_forward_hook(lambda mod, args, out, _p=plan: _p.observe(args[0], output_tensor(out)))
-             for plan in plans.values()]
-    try:
-        forward_batches(sim.float_model, p.calib, device=p.device, batch_size=p.batch_size, what="local SQNR",
-                        progress=progress, cancel=cancel)
-    finally:
-        for h in hooks:
-            h.remove()
-    totals = {n: plan.totals(len(bits)) for n, plan in plans.items()}
+    names = [l.name for l in sim.layers]
+    opts = dict(bits=tuple(bits), act_bits=tuple(act_bits), sketch=sketch, sketch_ratio=sketch_ratio, seed=seed)
+    if executor is None:
+        totals = local_totals(p, names, progress=progress, cancel=cancel, **opts)
+    else:  # layers split over the workers; each runs the calibration pass for its share
+        chunks = _chunks(names, 2 * executor.size)
+        totals, done = {}, 0
+        for _, part in executor.run([("local_totals", (c, opts)) for c in chunks], cancel=cancel):
+            totals.update(part)
+            done += 1
+            progress(done, len(chunks), "local SQNR (Ray)")
+    has_aq = {l.name: l.has_activation_input for l in sim.layers}
     cells = {}
     for g in groups:  # tied layers share one number: the noise over the group's outputs
         sig = sum(totals[n][0] for n in g)
         w = {str(b): {"metrics": {"sqnr_db": _db(sig, sum(totals[n][1][k] for n in g))}} for k, b in enumerate(bits)}
         a = {}
         for k, b in enumerate(act_bits):
-            if any(plans[n].act_qparams[k] is not None for n in g):
+            if any(has_aq[n] and sim.activation_qparams(n, act_setting(p.base_specs[n], b).activation) is not None
+                   for n in g):
                 a[str(b)] = {"metrics": {"sqnr_db": _db(sig, sum(totals[n][2][k] for n in g))}}
         for n in g:
             cells[n] = {"w": w, "a": a}
@@ -177,37 +228,52 @@ def local(parts: Parts, *, bits=DEFAULT_BITS, act_bits=(), sketch: bool = True, 
 
 
 # ---------------------------------------------------------- hessian
-def hessian(parts: Parts, *, bits=DEFAULT_BITS, iters: int = 2, max_samples: int = 128, seed: int = 0,
-            progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False) -> dict:
-    """HAWQ proxy: mean Hessian trace (Hutchinson) x squared weight perturbation."""
-    p = parts
-    sim = p.sim
-    t0 = time.perf_counter()
-    groups = tie_groups(sim, p.ties)
-    data = p.calib.subset(max_samples)
-    model = sim.float_model
-    mods = [model.get_submodule(l.name) for l in sim.layers]
+def _hessian_weights(sim):
+    mods = [sim.float_model.get_submodule(l.name) for l in sim.layers]
     ws, seen = [], {}
     for m in mods:  # shared weights appear once
         if id(m.weight) not in seen:
             seen[id(m.weight)] = len(ws)
             ws.append(m.weight)
-    index = [seen[id(m.weight)] for m in mods]
+    return ws, [seen[id(m.weight)] for m in mods]
+
+
+def hessian_traces(parts: Parts, batch_ids=None, *, iters: int = 2, max_samples: int = 128, seed: int = 0,
+                   progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False):
+    """Hutchinson trace sums per distinct weight over the calibration batches ``batch_ids``
+    (None: all): ``(traces, use_ce)``. The random probes of each batch are the same
+    whichever batches are asked for, so sums computed apart add up to the whole."""
+    p = parts
+    data = p.calib.subset(max_samples)
+    model = p.sim.float_model
+    ws, _ = _hessian_weights(p.sim)
+    nbatches = data.num_batches(p.batch_size)
+    mine = set(range(nbatches)) if batch_ids is None else set(batch_ids)
     gen = torch.Generator().manual_seed(seed)
     traces = [0.0] * len(ws)
-    total = data.num_batches(p.batch_size) * iters
+    total = len(mine) * iters
     done = 0
     use_ce = None
     for w in ws:
         w.requires_grad_(True)
     try:
-        for x, y in data.batches(p.batch_size):
+        for bi, (x, y) in enumerate(data.batches(p.batch_size)):
+            if bi not in mine and use_ce is not None:
+                for _ in range(iters):  # advance the probes past this batch
+                    for w in ws:
+                        torch.randint(0, 2, w.shape, generator=gen)
+                continue
             x = to_device(x, p.device)
             with torch.no_grad():
                 fout = output_tensor(call_model(model, x)).detach()
             if use_ce is None:
                 use_ce = (y is not None and not y.is_floating_point() and fout.dim() >= 2 and fout.shape[-1] > 1
                           and tuple(y.shape) == tuple(fout.shape[:-1]))
+            if bi not in mine:
+                for _ in range(iters):
+                    for w in ws:
+                        torch.randint(0, 2, w.shape, generator=gen)
+                continue
             for _ in range(iters):
                 if cancel():
                     raise Cancelled("sensitivity cancelled")
@@ -232,6 +298,33 @@ def hessian(parts: Parts, *, bits=DEFAULT_BITS, iters: int = 2, max_samples: int
         for w in ws:
             w.requires_grad_(False)
             w.grad = None
+    return traces, use_ce
+
+
+def hessian(parts: Parts, *, bits=DEFAULT_BITS, iters: int = 2, max_samples: int = 128, seed: int = 0,
+            progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False, executor=None) -> dict:
+    """HAWQ proxy: mean Hessian trace (Hutchinson) x squared weight perturbation.
+
+    With ``executor`` the calibration batches are split over the workers (every
+    weight's trace needs the whole backward pass, so batches, not layers, are the
+    unit of work that adds up exactly)."""
+    p = parts
+    sim = p.sim
+    t0 = time.perf_counter()
+    groups = tie_groups(sim, p.ties)
+    data = p.calib.subset(max_samples)
+    ws, index = _hessian_weights(sim)
+    opts = dict(iters=iters, max_samples=max_samples, seed=seed)
+    if executor is None:
+        traces, use_ce = hessian_traces(p, None, progress=progress, cancel=cancel, **opts)
+    else:
+        chunks = _chunks(list(range(data.num_batches(p.batch_size))), executor.size)
+        traces, use_ce, done = [0.0] * len(ws), None, 0
+        for _, (part, ce) in executor.run([("hessian_traces", (c, opts)) for c in chunks], cancel=cancel):
+            traces = [a + b for a, b in zip(traces, part)]
+            use_ce = ce
+            done += 1
+            progress(done, len(chunks), "Hessian trace (Ray)")
     nb = max(data.num_batches(p.batch_size) * iters, 1)
     cells = {}
     for g in groups:

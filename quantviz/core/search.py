@@ -223,9 +223,25 @@ def _better(a: dict, b: dict | None, metric: str) -> bool:
 class _Measurer:
     """Measures a choice (one option index per group) end to end, once."""
 
-    def __init__(self, p: Parts, groups, bits, cancel):
+    def __init__(self, p: Parts, groups, bits, cancel, executor=None):
         self.p, self.groups, self.bits, self.cancel = p, groups, bits, cancel
+        self.executor = executor
         self.seen: dict[tuple, dict] = {}
+
+    def _specs(self, choice):
+        by_layer = {n: self.bits[k] for g, k in zip(self.groups, choice) for n in g}
+        return by_layer, specs_for(self.p.base_specs, by_layer)
+
+    def many(self, choices) -> None:
+        """Measure every new choice in ``choices`` (on the executor's workers when there is one)."""
+        new = list(dict.fromkeys(tuple(c) for c in choices if c is not None and tuple(c) not in self.seen))
+        if self.executor is None or len(new) < 2:
+            for c in new:
+                self(c)
+            return
+        calls = [("evaluate", (self._specs(c)[1],)) for c in new]
+        for i, metrics in self.executor.run(calls, cancel=self.cancel):
+            self._point(new[i], metrics)
 
     def __call__(self, choice) -> dict:
         key = tuple(choice)
@@ -233,11 +249,17 @@ class _Measurer:
             return self.seen[key]
         if self.cancel():
             raise Cancelled("search cancelled")
-        by_layer = {n: self.bits[k] for g, k in zip(self.groups, choice) for n in g}
-        specs = specs_for(self.p.base_specs, by_layer)
+        if self.executor is not None:
+            (_, metrics), = list(self.executor.run([("evaluate", (self._specs(key)[1],))], cancel=self.cancel))
+            return self._point(key, metrics)
+        _, specs = self._specs(key)
         self.p.sim.apply(specs, cancel=self.cancel)
         metrics = evaluate_quantized(self.p.sim.qmodel, self.p.data, self.p.reference, device=self.p.device,
                                      evaluate_fn=self.p.evaluate_fn, cancel=self.cancel)
+        return self._point(key, metrics)
+
+    def _point(self, key, metrics) -> dict:
+        by_layer, specs = self._specs(key)
         size = model_size(self.p.sim.float_model, self.p.sim.layers, specs)
         pt = {"size_bytes": size.quantized_bytes, "avg_bits": size.avg_bits, "metrics": metrics,
               "bits": {n: (b if isinstance(b, int) else str(b)) for n, b in by_layer.items()},
@@ -250,7 +272,7 @@ class _Measurer:
                 counts[str(b)] = counts.get(str(b), 0) + 1
             pt["formats"] = counts
             pt["name"] = f"{pt['effective_bits']:.2f} bits: {setting_label(counts)}"
-        self.seen[key] = pt
+        self.seen[tuple(key)] = pt
         return pt
 
 
@@ -272,14 +294,15 @@ def pareto_filter(points: list[dict], metric: str) -> list[dict]:
 def search(parts: Parts, sens: dict, *, avg_bits: float | None = None, size_bytes: int | None = None,
            max_drop: float | None = None, bits: Sequence[int] = DEFAULT_BITS, pareto_steps: int = 9,
            solver: str = "auto", progress: Progress = null_progress,
-           cancel: Callable[[], bool] = lambda: False) -> dict:
+           cancel: Callable[[], bool] = lambda: False, executor=None) -> dict:
     """Choose a bit-width per layer for one budget and trace the Pareto front.
 
     ``sens`` is the e2e sensitivity of ``parts`` at ``bits``. Returns
     ``{"chosen": point, "pareto": [point...], "budget": {...}, "metric": name,
     "candidates": n}`` where a point is ``{"size_bytes", "avg_bits",
     "metrics", "bits": {layer: b}, "name"}``. The simulation is left at
-    ``parts.base_specs``.
+    ``parts.base_specs``. With ``executor`` (:class:`.raysweep.RayExecutor`) the
+    candidates of each round are measured in parallel on its workers.
     """
     given = [v is not None for v in (avg_bits, size_bytes, max_drop)]
     if sum(given) != 1:
@@ -289,7 +312,7 @@ def search(parts: Parts, sens: dict, *, avg_bits: float | None = None, size_byte
     p = parts
     try:
         chosen, points, front, metric = _run(p, sens, bits, avg_bits, size_bytes, max_drop, pareto_steps, solver,
-                                             progress, cancel)
+                                             progress, cancel, executor)
     finally:
         p.sim.apply(p.base_specs)
     progress(1, 1, "done")
@@ -312,11 +335,11 @@ def _check_budget(p: Parts, bits, wbytes, avg_bits, size_bytes) -> float:
     return other
 
 
-def _run(p: Parts, sens, bits, avg_bits, size_bytes, max_drop, pareto_steps, solver, progress, cancel):
+def _run(p: Parts, sens, bits, avg_bits, size_bytes, max_drop, pareto_steps, solver, progress, cancel, executor=None):
     groups, wbits, wbytes, noise, drop, metric = _table(p, sens, bits)
     total_w = float(sum(l.weight_numel for l in p.sim.layers))
     other = _check_budget(p, bits, wbytes, avg_bits, size_bytes)
-    measure = _Measurer(p, groups, bits, cancel)
+    measure = _Measurer(p, groups, bits, cancel, executor)
     objs = _objectives(noise, drop)
     sweep_bits = list(np.linspace(wbits.min(axis=1).sum() / total_w, wbits.max(axis=1).sum() / total_w, pareto_steps))
     if avg_bits is not None:
@@ -325,18 +348,17 @@ def _run(p: Parts, sens, bits, avg_bits, size_bytes, max_drop, pareto_steps, sol
     if size_bytes is not None:
         jobs.append(("bytes", float(size_bytes)))
     for i, (kind, budget) in enumerate(jobs):
+        chs = []
         for obj in objs:
             if kind == "bits":
-                ch = solve(obj, wbits, budget * total_w + 1e-6, solver)
+                chs.append(solve(obj, wbits, budget * total_w + 1e-6, solver))
             else:
-                ch = solve(obj, wbytes, budget - other, solver)
-            if ch is not None:
-                measure(ch)
+                chs.append(solve(obj, wbytes, budget - other, solver))
+        measure.many(chs)
         progress(i + 1, len(jobs) + 2, "measuring configs")
     if avg_bits is not None or size_bytes is not None:
         sz, cap = (wbits, avg_bits * total_w + 1e-6) if avg_bits is not None else (wbytes, size_bytes - other)
-        for ch in uniform_path(objs[0], sz, cap) + uniform_neighbours(objs[0], sz, cap):
-            measure(ch)
+        measure.many(uniform_path(objs[0], sz, cap) + uniform_neighbours(objs[0], sz, cap))
     points = list(measure.seen.values())
     chosen = _choose(points, metric, p.reference.metrics, avg_bits, size_bytes, max_drop)
     if chosen is not None and max_drop is not None:
@@ -387,8 +409,9 @@ def _refine_drop(chosen, points, measure, objs, wbits, total_w, metric, ref, max
             break
         mid = (lo + hi) / 2
         ok = False
-        for obj in objs:
-            ch = solve(obj, wbits, mid * total_w + 1e-6, solver)
+        chs = [solve(obj, wbits, mid * total_w + 1e-6, solver) for obj in objs]
+        measure.many(chs)
+        for ch in chs:
             if ch is not None and (_drop(metric, ref, measure(ch)["metrics"]) or 0.0) <= max_drop:
                 ok = True
         lo, hi = (lo, mid) if ok else (mid, hi)

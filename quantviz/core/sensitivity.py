@@ -158,9 +158,87 @@ def _stream_metrics(outputs, p: Parts, cancel) -> dict:
 
 
 # ------------------------------------------------------ e2e and loo
+class CellRunner:
+    """Measures single cells of an ``e2e`` / ``loo`` sweep on one simulation.
+
+    A cell is ``(kind, bits, group)``: the metrics with ``group`` changed on top of
+    the sweep's base (all float for e2e; everything at ``kind``/``bits`` for loo).
+    The base's activations are cached (:class:`SuffixRunner`) and rebuilt only when
+    the base changes, so cells of one setting cost suffixes. The local sweep and a
+    Ray worker (:mod:`.raysweep`) run the same code, so their numbers agree.
+    """
+
+    def __init__(self, parts: Parts, method: str, *, naive: bool = False):
+        self.p, self.method, self.naive = parts, method, naive
+        self.runner = SuffixRunner(parts.sim.qmodel, parts.data, batch_size=parts.batch_size,
+                                   budget_bytes=parts.budget_bytes, device=parts.device)
+        if naive:
+            self.runner.incremental = False
+        self.state = None
+        self.base: dict = {}
+
+    def setting(self, kind, b, name):
+        fn = weight_setting if kind == "w" else act_setting
+        return fn(self.p.base_specs[name], b)
+
+    def _evaluate(self, cancel):
+        p = self.p
+        return evaluate_quantized(p.sim.qmodel, p.data, p.reference, device=p.device, evaluate_fn=p.evaluate_fn,
+                                  cancel=cancel)
+
+    def set_base(self, kind, b, cancel=lambda: False) -> None:
+        key = "float" if self.method == "e2e" else (kind, int(b))
+        if self.state == key:
+            return
+        self.state = None
+        sim = self.p.sim
+        self.base = {} if self.method == "e2e" else {n: self.setting(kind, b, n) for n in sim.by_name}
+        sim.apply(self.base)
+        if not self.naive:
+            self.runner.baseline(cancel=cancel)
+        self.state = key
+
+    def base_metrics(self, kind, b, cancel=lambda: False) -> dict:
+        """loo: the metrics with every layer at ``kind``/``b``."""
+        with torch.no_grad():
+            self.set_base(kind, b, cancel)
+            if self.naive:
+                return self._evaluate(cancel)
+            return _stream_metrics(enumerate(self.runner.outputs), self.p, cancel)
+
+    def cell(self, kind, b, group, cancel=lambda: False) -> dict:
+        """The metrics of one cell (``group`` quantized for e2e, kept float for loo)."""
+        if cancel():
+            raise Cancelled("sensitivity cancelled")
+        sim = self.p.sim
+        with torch.no_grad():
+            self.set_base(kind, b, cancel)
+            specs = dict(self.base)
+            for n in group:
+                specs[n] = self.setting(kind, b, n) if self.method == "e2e" else FLOAT_SPEC
+            changed = sim.apply(specs, cancel=cancel)  # a candidate's algorithm runs here
+            try:
+                if self.naive:
+                    return self._evaluate(cancel)
+                return _stream_metrics(self.runner.iter_run(changed, cancel=cancel), self.p, cancel)
+            finally:
+                sim.apply(self.base)
+
+
+def cell_key(method: str, kind: str, b, group) -> str:
+    """The cache key of one sweep cell (``group`` None: loo's all-quantized base)."""
+    return f"{method}/{kind}{b}/" + ("__base__" if group is None else group[0])
+
+
 def sweep(parts: Parts, method: str = "e2e", *, bits=DEFAULT_BITS, act_bits=(), naive: bool = False,
-          progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False) -> dict:
-    """The ``e2e`` or ``loo`` sweep; ``naive`` runs full forward passes (for checks)."""
+          store=None, executor=None, progress: Progress = null_progress,
+          cancel: Callable[[], bool] = lambda: False) -> dict:
+    """The ``e2e`` or ``loo`` sweep; ``naive`` runs full forward passes (for checks).
+
+    ``store`` (``get(key) -> dict | None``, ``put(key, dict)``) keeps every cell as it
+    is measured, so an interrupted sweep resumes where it stopped; ``executor``
+    (``run(calls, cancel) -> iterator of (index, result)``, see :mod:`.raysweep`)
+    measures the missing cells elsewhere, in any order."""
     p = parts
     if method not in ("e2e", "loo"):
         raise SensitivityError(f"sweep: unknown method {method!r} (e2e or loo)")
@@ -169,64 +247,71 @@ def sweep(parts: Parts, method: str = "e2e", *, bits=DEFAULT_BITS, act_bits=(), 
     infos = sim.by_name
     act_ok = [g for g in groups if any(infos[n].has_activation_input for n in g)]
     kinds = [("w", b, groups) for b in bits] + [("a", b, act_ok) for b in act_bits]
-    total = sum((len(gs) + (1 if method == "loo" else 0)) for _, _, gs in kinds) + (1 if method == "e2e" else 0)
-    done = 0
     t0 = time.perf_counter()
-    runner = SuffixRunner(sim.qmodel, p.data, batch_size=p.batch_size, budget_bytes=p.budget_bytes, device=p.device)
-    if naive:
-        runner.incremental = False
+    # every measurement in order: (key, kind, bits, group or None for loo's base)
+    todo = []
+    for kind, b, gs in kinds:
+        if method == "loo":
+            todo.append((cell_key(method, kind, b, None), kind, b, None))
+        todo += [(cell_key(method, kind, b, g), kind, b, g) for g in gs]
+    total = len(todo) + (1 if method == "e2e" else 0)
+    found = {}
+    if store is not None:
+        for key, *_ in todo:
+            hit = store.get(key)
+            if hit is not None:
+                found[key] = hit
+    done = len(found)
+    missing = [t for t in todo if t[0] not in found]
+    cr = None
+    if method == "e2e":
+        if missing and executor is None:
+            cr = CellRunner(p, method, naive=naive)
+            cr.set_base("w", 0, cancel)
+        done += 1
+        progress(done, total, "float baseline")
 
-    def setting(kind, b, name):
-        fn = weight_setting if kind == "w" else act_setting
-        return fn(p.base_specs[name], b)
+    def label(kind, b, g):
+        return f"{'W' if kind == 'w' else 'A'}{b}" if g is None else f"{g[0]} at {'W' if kind == 'w' else 'A'}{b}"
 
-    def measure(changed):
-        if naive:
-            return evaluate_quantized(sim.qmodel, p.data, p.reference, device=p.device, evaluate_fn=p.evaluate_fn,
-                                      cancel=cancel)
-        return _stream_metrics(runner.iter_run(changed, cancel=cancel), p, cancel)
+    def record(t, metrics):
+        nonlocal done
+        found[t[0]] = metrics
+        if store is not None:
+            store.put(t[0], metrics)
+        done += 1
+        progress(done, total, ("all layers at " if t[3] is None else "") + label(*t[1:]))
 
-    cells: dict[str, dict] = {n: {"w": {}, "a": {}} for n in infos}
-    base_by: dict = {}
-    with torch.no_grad():
-        if method == "e2e":
-            sim.apply({})
-            if not naive:
-                runner.baseline(cancel=cancel)
-            done += 1
-            progress(done, total, "float baseline")
-        for kind, b, gs in kinds:
-            if method == "loo":
-                base = {n: setting(kind, b, n) for n in infos}
-                sim.apply(base)
-                if naive:
-                    bm = evaluate_quantized(sim.qmodel, p.data, p.reference, device=p.device,
-                                            evaluate_fn=p.evaluate_fn, cancel=cancel)
-                else:
-                    runner.baseline(cancel=cancel)
-                    bm = _stream_metrics(enumerate(runner.outputs), p, cancel)
-                base_by[f"{kind}{b}"] = bm
-                done += 1
-                progress(done, total, f"all layers at {'W' if kind == 'w' else 'A'}{b}")
-            else:
-                base = {}
-            for g in gs:
+    try:
+        if executor is not None and missing:
+            calls = [("base_metrics" if g is None else "cell", (method, kind, b, g)) for _, kind, b, g in missing]
+            for i, metrics in executor.run(calls, cancel=cancel):
+                record(missing[i], metrics)
+        else:
+            for t in missing:
+                _, kind, b, g = t
                 if cancel():
                     raise Cancelled("sensitivity cancelled")
-                specs = dict(base)
-                for n in g:
-                    specs[n] = setting(kind, b, n) if method == "e2e" else FLOAT_SPEC
-                changed = sim.apply(specs, cancel=cancel)  # a candidate's algorithm runs here
-                m = measure(changed)
-                ref = p.reference.metrics if method == "e2e" else base_by[f"{kind}{b}"]
-                d = drops(ref, m) if method == "e2e" else drops(m, ref)  # loo: what quantizing it costs
-                for n in g:
-                    cells[n][kind][str(b)] = {"metrics": m, "drop": d}
-                sim.apply(base)
-                done += 1
-                progress(done, total, f"{g[0]} at {'W' if kind == 'w' else 'A'}{b}")
+                if cr is None:
+                    cr = CellRunner(p, method, naive=naive)
+                m = cr.base_metrics(kind, b, cancel) if g is None else cr.cell(kind, b, g, cancel)
+                record(t, m)
+    finally:
+        sim.apply({} if method == "e2e" else p.base_specs)
+    cells: dict[str, dict] = {n: {"w": {}, "a": {}} for n in infos}
+    base_by: dict = {}
+    for key, kind, b, g in todo:
+        m = found[key]
+        if g is None:
+            base_by[f"{kind}{b}"] = m
+            continue
+        ref = p.reference.metrics if method == "e2e" else base_by[f"{kind}{b}"]
+        d = drops(ref, m) if method == "e2e" else drops(m, ref)  # loo: what quantizing it costs
+        for n in g:
+            cells[n][kind][str(b)] = {"metrics": m, "drop": d}
     res = result_of(p, method, bits, act_bits, groups, cells, time.perf_counter() - t0)
-    res["incremental"] = bool(runner.incremental and not naive)
+    res["incremental"] = bool(not naive and (cr is None or cr.runner.incremental))
+    res["cached_cells"] = len(todo) - len(missing)
     if method == "loo":
         res["baseline"]["by_bits"] = {k[1:]: v for k, v in base_by.items() if k[0] == "w"}
         res["baseline"]["by_act_bits"] = {k[1:]: v for k, v in base_by.items() if k[0] == "a"}
@@ -250,4 +335,4 @@ def result_of(p: Parts, method, bits, act_bits, groups, cells, seconds) -> dict:
 
 
 __all__ = ["DEFAULT_BITS", "DEFAULT_ACT_BITS", "METHODS", "Parts", "sweep", "result_of",
-           "tie_groups", "primary_metric", "drops", "weight_setting", "act_setting", "fingerprint", "SensitivityError"]
+           "tie_groups", "primary_metric", "CellRunner", "cell_key", "drops", "weight_setting", "act_setting", "fingerprint", "SensitivityError"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QInputDialog
 
+from . import scale_menu
+
 METHOD_LABELS = {
     "e2e": "End to end (only this layer quantized)",
     "loo": "Leave one out (all but this layer quantized)",
@@ -31,6 +33,8 @@ def run_sensitivity(win, method: str) -> None:
     s = win.session
     if s is None:
         return
+
+    scale_menu.apply(win, s)
 
     def job(progress, cancel):
         return s.run_sensitivity(method, progress=progress, cancel=cancel)
@@ -62,6 +66,8 @@ def run_search(win, **budget) -> None:
     s = win.session
     if s is None:
         return
+
+    scale_menu.apply(win, s)
 
     def job(progress, cancel):
         return s.run_search(progress=progress, cancel=cancel, **budget)

@@ -89,7 +89,7 @@ def _view_menu(win, mb, acts: dict) -> None:
 
 
 def _run_menu(win, mb, acts: dict) -> None:
-    from . import analysis
+    from . import analysis, scale_menu
     from .views.qat import ask_and_start as ask_qat
 
     r = mb.addMenu("&Run")
@@ -111,6 +111,7 @@ def _run_menu(win, mb, acts: dict) -> None:
     _add(r, acts, "qat", _action(win, "&Quantization-aware training...", lambda: ask_qat(win), None,
                                  "Fine-tune the current config with fake quantization and watch the quantizers "
                                  "learn in the QAT panel (undoable)"))
+    scale_menu.add_actions(win, r, acts)
     r.addSeparator()
     _add(r, acts, "benchmark", _action(win, "&Measure real quantized models...", lambda: analysis.run_benchmark(win),
                                        None, "Build the config with torchao, pt2e (oneDNN int8) and ONNX Runtime, and "

@@ -74,7 +74,16 @@ class Analysis:
 
 
 class AnalysisMixin:
-    """Session methods that run analyses and keep their results (see module doc)."""
+    """Session methods that run analyses and keep their results (see module doc).
+
+    ``use_score_cache`` (default on) keeps sensitivity results in the on-disk score
+    cache (:mod:`quantviz.io.score_cache`); ``ray_address`` (default None: run here)
+    sends sweeps and searches to Ray workers (:mod:`.scale`)."""
+
+    use_score_cache: bool = True
+    ray_address: str | None = None
+    ray_workers: int | None = None
+    trust: bool = False
 
     def parts(self, ties=()) -> sens.Parts:
         """What core analyses need from this session (the current config as the base)."""
@@ -85,13 +94,15 @@ class AnalysisMixin:
 
     def run_sensitivity(self, method: str = "e2e", *, bits=sens.DEFAULT_BITS, act_bits=None, force: bool = False,
                         ties=(), progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False,
-                        **options) -> dict:
+                        cache: bool | None = None, ray: str | None = None, **options) -> dict:
         """Run sensitivity ``method`` for the current config and keep the result.
 
         A result computed earlier for the same settings is returned as is (unless
         ``force``). ``act_bits=None`` sweeps 4 and 8 bit activations when the
         config quantizes activations. Proxies get a ``spearman`` entry when an
-        e2e result for the same settings exists."""
+        e2e result for the same settings exists. ``cache`` (default
+        ``use_score_cache``) reads and writes the on-disk score cache, cell by cell;
+        ``ray`` (default ``ray_address``) runs the work on Ray workers."""
         if act_bits is None:
             act_bits = sens.DEFAULT_ACT_BITS if any(s.activation.bits for s in self.specs.values()) else ()
         with self.lock:
@@ -99,7 +110,23 @@ class AnalysisMixin:
             old = self.analysis.sensitivity.get(method)
             if not force and methods.matches(old, p, method, bits, act_bits, options):
                 return old
-            res = methods.run(p, method, bits=bits, act_bits=act_bits, progress=progress, cancel=cancel, **options)
+            store = executor = None
+            if self.use_score_cache if cache is None else cache:
+                from .scale import score_store
+
+                store = score_store(self, p, method, options)
+                store.read = not force  # force measures again (and refreshes the cache)
+            address = self.ray_address if ray is None else ray
+            try:
+                if address and not (store is not None and store.get_result(methods.result_tag(method, bits, act_bits))):
+                    from .scale import ray_executor
+
+                    executor = ray_executor(self, address, ties, workers=self.ray_workers, trust=self.trust)
+                res = methods.run(p, method, bits=bits, act_bits=act_bits, progress=progress, cancel=cancel, store=store,
+                                  executor=executor, **options)
+            finally:
+                if executor is not None:
+                    executor.close()
             self._store_sensitivity(method, res)
         self.events.emit("analysis_changed", what="sensitivity", method=method)
         return res
@@ -123,16 +150,27 @@ class AnalysisMixin:
     def run_search(self, *, avg_bits: float | None = None, size_bytes: int | None = None,
                    max_drop: float | None = None, bits=search_mod.DEFAULT_BITS, pareto_steps: int = 9,
                    solver: str = "auto", ties=(), progress: Progress = null_progress,
-                   cancel: Callable[[], bool] = lambda: False) -> dict:
+                   cancel: Callable[[], bool] = lambda: False, cache: bool | None = None,
+                   ray: str | None = None) -> dict:
         """Search a bit-width per layer for one budget (see :func:`quantviz.core.search.search`)
         and keep the result; every point carries the full config it stands for."""
         bits = normalize(bits)
         sens_res = self.run_sensitivity("e2e", bits=bits, act_bits=(), ties=ties, progress=scaled(progress, 0.0, 0.5),
-                                        cancel=cancel)
+                                        cancel=cancel, cache=cache, ray=ray)
+        address = self.ray_address if ray is None else ray
         with self.lock:
-            res = search_mod.search(self.parts(ties), sens_res, avg_bits=avg_bits, size_bytes=size_bytes,
-                                    max_drop=max_drop, bits=bits, pareto_steps=pareto_steps, solver=solver,
-                                    progress=scaled(progress, 0.5, 1.0), cancel=cancel)
+            executor = None
+            try:
+                if address:
+                    from .scale import ray_executor
+
+                    executor = ray_executor(self, address, ties, workers=self.ray_workers, trust=self.trust)
+                res = search_mod.search(self.parts(ties), sens_res, avg_bits=avg_bits, size_bytes=size_bytes,
+                                        max_drop=max_drop, bits=bits, pareto_steps=pareto_steps, solver=solver,
+                                        progress=scaled(progress, 0.5, 1.0), cancel=cancel, executor=executor)
+            finally:
+                if executor is not None:
+                    executor.close()
             for pt in [res["chosen"], *res["pareto"]]:
                 pt.setdefault("config", self._config_with_bits(pt["bits"], pt.get("name")))
             self.analysis.search = res

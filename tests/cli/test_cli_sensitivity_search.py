@@ -83,3 +83,16 @@ def test_bad_arguments_are_one_line_errors(recipe, capsys):
     assert err.startswith("quantviz: error:") and len(err.strip().splitlines()) == 1
     assert main(["sensitivity", recipe, "--bits", "two", "--threads", "1"]) == 1
     assert "--bits" in capsys.readouterr().err
+
+
+def test_score_cache_flags(recipe, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("QUANTVIZ_CACHE_DIR", str(tmp_path / "cache"))
+    args = ["sensitivity", recipe, "--method", "e2e", "--bits", "4"]
+    assert main(args + ["--no-cache"]) == 0
+    assert not (tmp_path / "cache").exists()
+    assert main(args) == 0
+    assert "from the score cache" not in capsys.readouterr().out
+    assert main(args) == 0
+    assert "from the score cache" in capsys.readouterr().out
+    assert main(args + ["--ray-workers", "0", "--ray", "local"]) != 0
+    assert "--ray-workers must be at least 1" in capsys.readouterr().err

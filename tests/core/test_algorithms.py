@@ -6,13 +6,12 @@ import math
 import pytest
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from quantviz.core.algorithms import run_algorithm
 from quantviz.core.algorithms.adaround import adaround
 from quantviz.core.algorithms.grid import output_sqnr_db, weight_grid
 from quantviz.core.algorithms.gptq import gptq
-from quantviz.core.algorithms.scaling import awq, smoothquant
+from quantviz.core.algorithms.scaling import awq
 from quantviz.core.algorithms.stats import capture_input_stats, columns
 from quantviz.core.data import Dataset
 from quantviz.core.errors import Cancelled

@@ -5,7 +5,6 @@ import pytest
 import torch
 from torch import nn
 
-import quantviz.core.fakequant as fq
 from quantviz.core.data import Dataset
 from quantviz.core.errors import QuantvizError
 from quantviz.core.fakequant import QuantSim

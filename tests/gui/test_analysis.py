@@ -81,3 +81,28 @@ def test_hand_made_configs_join_the_pareto_plot(window, qtbot, wait_idle):
     wait_idle(window)
     assert len(window.pareto._history) == len(s.results)
     assert window.pareto.hist_item.points().size == len(s.results)
+
+
+def test_score_cache_and_ray_preferences_reach_the_session(window, qtbot, wait_idle, tmp_path, monkeypatch):
+    from quantviz.gui import scale_menu
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("QUANTVIZ_CACHE_DIR", str(cache))
+    assert window.actions["score_cache"].isChecked()
+    window.actions["score_cache"].setChecked(False)
+    scale_menu.set_ray_address(window, "local:2", window.actions["ray"])
+    assert "local:2" in window.actions["ray"].text()
+    scale_menu.apply(window, window.session)
+    assert window.session.use_score_cache is False and window.session.ray_address == "local:2"
+    scale_menu.set_ray_address(window, "", window.actions["ray"])  # back to running here
+    window.actions["sensitivity_local"].trigger()
+    qtbot.waitUntil(lambda: "local" in window.session.analysis.sensitivity, timeout=60000)
+    wait_idle(window)
+    assert window.session.ray_address is None
+    assert not cache.exists()  # cache off: nothing written
+    window.actions["score_cache"].setChecked(True)
+    window.session.analysis.sensitivity.clear()
+    window.actions["sensitivity_local"].trigger()
+    qtbot.waitUntil(lambda: "local" in window.session.analysis.sensitivity, timeout=60000)
+    wait_idle(window)
+    assert list(cache.glob("*/result-*.json"))

@@ -18,7 +18,7 @@ from ...core.qparams import MAX_BITS, MIN_BITS
 from ...core.formats import FORMATS
 from ...core.spec import GRANULARITIES, NUMBER_FORMATS, RANGE_METHODS, SYMMETRIC_GRIDS
 from ...core.algorithms.options import DESCRIPTIONS as ALGORITHM_HELP
-from ...core.spec import ALGORITHMS, GRANULARITIES, RANGE_METHODS, SYMMETRIC_GRIDS
+from ...core.spec import ALGORITHMS
 from ...io.config import PRESET_HELP, PRESETS
 from ..bridge import SessionFollower
 from .layer_model import COL, COLUMNS, GRAN_LABEL, LayerFilterProxy, LayerTableModel, apply_field

@@ -1,0 +1,116 @@
+"""A ~1.1B-parameter Llama-layout model through the CLI: time per step and peak memory.
+
+Run: ``python benchmarks/big.py`` (``--layers/--hidden/--mlp/--vocab`` make it
+smaller for a smoke run). It builds a Llama-layout causal LM with random
+weights (default: 22 layers, hidden 2048, MLP 5632, 32 heads / 4 KV heads,
+vocabulary 32000: about 1.1B parameters, the TinyLlama-1.1B layout), saves it
+in bf16 as a Hugging Face folder in a temporary directory (about 2.2 GB;
+deleted afterwards) with 8 random sequences of 128 tokens, and runs, each as
+its own CLI process (``python -m quantviz ...``):
+
+1. ``evaluate --preset W8``: open, calibrate, float reference, one W8 evaluation;
+2. ``sensitivity --method local --bits 3,4,8``;
+3. ``search --avg-bits 6 --bits 4,8 --steps 2`` (its e2e sweep, then the
+   candidates).
+
+For each step: wall time, peak RSS of the process (``wait4`` rusage) and
+``peak_rss_ratio`` = (peak RSS - the baseline of a process that only imports
+torch, transformers and quantviz) / the bf16 weight bytes. The last line is one
+JSON object, with ``per_billion_params`` (seconds per step scaled to 1B).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build(folder: Path, data: Path, args) -> int:
+    import numpy as np
+    import torch
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    cfg = transformers.LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.mlp,
+                                   num_hidden_layers=args.layers, num_attention_heads=args.heads,
+                                   num_key_value_heads=args.kv_heads, max_position_embeddings=2048,
+                                   tie_word_embeddings=False, torch_dtype="bfloat16")
+    torch.manual_seed(0)
+    with torch.device("cpu"):
+        model = transformers.LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
+    n = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(str(folder), safe_serialization=True)
+    del model
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, args.vocab, (args.seqs, args.tokens), generator=g)
+    np.savez(data, input_ids=ids.numpy(), attention_mask=np.ones_like(ids.numpy()))
+    return n
+
+
+def run(cmd: list[str], env: dict) -> dict:
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(ROOT))
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t
+    out, err = p.stdout.read().decode(), p.stderr.read().decode()
+    code = os.waitstatus_to_exitcode(status)
+    return {"seconds": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "exit": code,
+            "error": err.strip().splitlines()[-1] if code and err.strip() else None, "stdout": out}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=22)
+    ap.add_argument("--hidden", type=int, default=2048)
+    ap.add_argument("--mlp", type=int, default=5632)
+    ap.add_argument("--heads", type=int, default=32)
+    ap.add_argument("--kv-heads", type=int, default=4)
+    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--seqs", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--skip-search", action="store_true", help="stop after the local sensitivity")
+    args = ap.parse_args()
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               QUANTVIZ_CACHE_DIR=tempfile.mkdtemp(prefix="qv-big-cache-"))
+    py = sys.executable
+    base = run([py, "-c", "import torch, transformers, quantviz.cli.main, quantviz.session"], env)
+    tmp = Path(tempfile.mkdtemp(prefix="qv-big-"))
+    out: dict = {"baseline_rss_mb": base["peak_rss_mb"], "steps": {}}
+    try:
+        folder, data = tmp / "llama", tmp / "tokens.npz"
+        t = time.perf_counter()
+        params = build(folder, data, args)
+        out["build_save_s"] = round(time.perf_counter() - t, 2)
+        wbytes = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+        out.update(params=params, weight_bytes=wbytes, data=f"{args.seqs} x {args.tokens} tokens")
+        common = [str(folder), "--data", str(data), "--batch-size", str(args.batch_size), "--json"]
+        steps = [("open_calibrate_evaluate", ["evaluate", *common, "--preset", "W8"]),
+                 ("local_3_bits", ["sensitivity", *common, "--method", "local", "--bits", "3,4,8", "--act-bits", "none"])]
+        if not args.skip_search:
+            steps.append(("search", ["search", *common, "--avg-bits", "6", "--bits", "4,8", "--steps", "2"]))
+        for name, cmd in steps:
+            r = run([py, "-m", "quantviz", *cmd], env)
+            r.pop("stdout")
+            r["peak_rss_ratio"] = round((r["peak_rss_mb"] - base["peak_rss_mb"]) * 2**20 / wbytes, 2)
+            out["steps"][name] = r
+            print(json.dumps({name: r}), file=sys.stderr, flush=True)
+        per_b = 1e9 / params
+        out["per_billion_params_s"] = {k: round(v["seconds"] * per_b, 1) for k, v in out["steps"].items()}
+        out["peak_rss_ratio"] = max(v["peak_rss_ratio"] for v in out["steps"].values())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(env["QUANTVIZ_CACHE_DIR"], ignore_errors=True)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
