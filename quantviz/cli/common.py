@@ -9,6 +9,7 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ..core.errors import QuantvizError
@@ -159,8 +160,14 @@ def open_session(args, *, prepare: bool = True, default_preset: str = "W8"):
     from ..io.config import preset
     from ..session import Session
 
-    cfg = load_config_arg(args) or with_algorithm(_with_grid_arg(args, preset(default_preset)),
-                                                  getattr(args, "algorithm", None))
+    from ..io.config import NeedsModel
+
+    aimet = None
+    try:
+        cfg = load_config_arg(args)
+    except NeedsModel as exc:  # AIMET encodings: read them once the model is open
+        aimet, cfg = exc.path, None
+    cfg = cfg or with_algorithm(_with_grid_arg(args, preset(default_preset)), getattr(args, "algorithm", None))
     if getattr(args, "cle", False):
         cfg = cfg.copy()
         cfg.options["cle"] = True
@@ -172,6 +179,9 @@ def open_session(args, *, prepare: bool = True, default_preset: str = "W8"):
                          prepare=prepare, progress=bar)
     finally:
         bar.close()
+    if aimet is not None:
+        s.set_config(with_algorithm(_with_grid_arg(args, s.load_config_file(aimet)), getattr(args, "algorithm", None)),
+                     f"import {Path(aimet).name}")
     return s
 
 

@@ -38,8 +38,16 @@ def screenshot(model: str, out: str, *, data=None, config=None, trust=False, siz
     from ..session.stats import layer_stats
 
     create_app(threads=threads)
-    cfg = load_config(config) if config else None
+    from ..io.config import NeedsModel
+
+    try:
+        cfg = load_config(config) if config else None
+    except NeedsModel:
+        cfg = None
     session = Session.open(model, data=data, config=cfg, trust=trust)
+    if config and cfg is None:
+        cfg = session.load_config_file(config)
+        session.set_config(cfg, f"import {config}")
     session.check(label=cfg.name if cfg is not None and cfg.name else "current config")
     win = MainWindow(settings=settings if settings is not None else _scratch_settings(), restore=False)
     win.resize(*size)

@@ -29,14 +29,21 @@ class FilesMixin:
             self._trust_box = safety.ask_recipe(self, reference,
                                                 lambda: self.open_model(reference, data=data, config=config))
             return
+        from ..io.config import NeedsModel
+
         try:
             cfg = load_config(config) if config else None
+        except NeedsModel:
+            cfg = None  # AIMET encodings: matched against the model once it is open
         except QuantvizError as exc:
             self.show_error(str(exc), str(exc))
             return
 
         def job(progress, cancel):
-            return Session.open(reference, data=data, config=cfg, trust=trust, progress=progress, cancel=cancel)
+            s = Session.open(reference, data=data, config=cfg, trust=trust, progress=progress, cancel=cancel)
+            if config and cfg is None:
+                s.set_config(s.load_config_file(config), f"import {Path(config).name}")
+            return s
 
         def failed(message, details, exc):
             if isinstance(exc, TrustRequired) and not trust:
@@ -75,18 +82,21 @@ class FilesMixin:
 
     def open_path(self, path: str) -> None:
         """Open a dropped / chosen path: a session, a config (applied), or a model."""
+        from ..io.config import is_aimet_encodings
+
         p = Path(path)
         kind = None
         if p.suffix.lower() == ".qvs":
             kind = "quantviz-session"
         elif p.suffix.lower() == ".json" and p.is_file():
             try:
-                kind = json.loads(p.read_text(encoding="utf-8")).get("format")
+                obj = json.loads(p.read_text(encoding="utf-8"))
+                kind = "aimet" if is_aimet_encodings(obj) else obj.get("format")
             except (OSError, ValueError, AttributeError):
                 kind = None
         if kind == "quantviz-session":
             self.open_session_file(path)
-        elif kind == "quantviz-config":
+        elif kind in ("quantviz-config", "quantviz-export", "aimet"):
             self.import_config(path)
         else:
             self.open_model(path)
@@ -132,13 +142,11 @@ class FilesMixin:
     def import_config(self, path: str) -> bool:
         """Apply a config file to the open model (undoable)."""
         from ..core.errors import QuantvizError
-        from ..io.config import load_config
-
         if self.session is None:
             self.show_message("Open a model before importing a config")
             return False
         try:
-            self.session.set_config(load_config(path), f"import {Path(path).name}")
+            self.session.set_config(self.session.load_config_file(path), f"import {Path(path).name}")
         except QuantvizError as exc:
             self.show_error(f"Could not import the config: {exc}", str(exc))
             return False

@@ -41,11 +41,39 @@ def atomic_path(path: str | os.PathLike, *, force: bool = True) -> Iterator[Path
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        _give_mode(tmp_path, target)
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+def _umask() -> int:
+    try:  # Linux says it without changing it (os.umask would, briefly, for every thread)
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _give_mode(tmp: Path, target: Path) -> None:
+    """The mode ``open(target, "w")`` would give: the existing file's, else 0666 under the umask.
+
+    ``mkstemp`` makes its file 0600; left so, every export would be private.
+    """
+    if os.name != "posix":
+        return
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~_umask()
+    os.chmod(tmp, mode)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, *, force: bool = True) -> Path:

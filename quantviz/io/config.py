@@ -472,12 +472,56 @@ def preset(name: str) -> QuantConfig:
 
 
 # ------------------------------------------------------------------ files
+# Files quantviz writes that carry a config: the config itself, a JSON export
+# and a session file (both embed it under "config"). AIMET encodings carry
+# one too, but reading them needs the model (see Session.load_config_file).
+EMBEDDING_FORMATS = ("quantviz-export", "quantviz-session")
+
+
+class NeedsModel(ConfigError):
+    """The file holds a config only a model can read (AIMET encodings)."""
+
+    def __init__(self, message: str, path: Path | None = None, kind: str = "aimet"):
+        super().__init__(message)
+        self.path = path
+        self.kind = kind
+
+
+def is_aimet_encodings(obj: Any) -> bool:
+    return isinstance(obj, dict) and "format" not in obj and (
+        "param_encodings" in obj or "activation_encodings" in obj)
+
+
+def config_kind(obj: Any) -> str:
+    """"config", "export", "session", "aimet" or "unknown" for a parsed JSON file."""
+    if is_aimet_encodings(obj):
+        return "aimet"
+    fmt = obj.get("format") if isinstance(obj, dict) else None
+    return {FORMAT: "config", "quantviz-export": "export", "quantviz-session": "session"}.get(fmt, "unknown")
+
+
+def config_from_document(obj: Any, where: str = "config") -> QuantConfig:
+    """The config of any config-bearing document quantviz writes."""
+    kind = config_kind(obj)
+    if kind in ("export", "session"):
+        inner = obj.get("config")
+        if not isinstance(inner, dict):
+            _fail(f"{where}", f"a {obj['format']} file without an embedded \"config\"")
+        return QuantConfig.from_dict(inner, f"{where}: config")
+    if kind == "aimet":
+        raise NeedsModel(f"{where}: AIMET encodings are read against a model (open one first)")
+    if isinstance(obj, dict) and obj.get("format") not in (None, FORMAT):
+        _fail(f"{where}.format", f"expected one of \"{FORMAT}\", "
+              + ", ".join(f'"{f}"' for f in EMBEDDING_FORMATS) + f" or AIMET encodings, got {json.dumps(obj.get('format'))}")
+    return QuantConfig.from_dict(obj, where)
+
+
 def parse_config_text(text: str, where: str = "config") -> QuantConfig:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    return QuantConfig.from_dict(obj, where)
+    return config_from_document(obj, where)
 
 
 def load_config(path: str | Path) -> QuantConfig:
@@ -496,7 +540,11 @@ def load_config(path: str | Path) -> QuantConfig:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: not a text file (a quantviz config is JSON)") from None
-    cfg = parse_config_text(text, p.name)
+    try:
+        cfg = parse_config_text(text, p.name)
+    except NeedsModel as exc:
+        exc.path = p
+        raise
     cfg.source = p.name
     return cfg
 

@@ -58,5 +58,20 @@ class ExportsMixin:
             return import_aimet(source, self.sim, self.config, example=self.eval_data.first_input(),
                                 tensors=tensors, notes=notes)
 
+    def load_config_file(self, path, *, notes: list[str] | None = None):
+        """The config of any config-bearing file quantviz writes or reads.
+
+        quantviz configs, JSON exports and session files carry it as JSON;
+        AIMET encodings are matched against this model (:meth:`import_aimet`).
+        """
+        from ..io.config import NeedsModel, load_config
+
+        try:
+            return load_config(path)
+        except NeedsModel:
+            cfg = self.import_aimet(path, notes=notes)
+            cfg.source = Path(path).name
+            return cfg
+
 
 __all__ = ["ExportsMixin"]

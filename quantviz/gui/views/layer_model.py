@@ -282,17 +282,45 @@ def apply_field(session, key: str, value, names: list[str]) -> None:
     session.edit_layers(names, field_patch(key, value), edit_label(key, value, names))
 
 
+def name_matcher(text: str):
+    """(match(name) -> bool or None, error) for the filter field's text.
+
+    Plain text matches a case-insensitive substring; ``/pattern/`` (the
+    closing slash optional) is a case-insensitive regular expression, kept as
+    typed (``\\D`` stays "not a digit").
+    """
+    import re
+
+    text = text.strip()
+    if not text:
+        return None, ""
+    if text.startswith("/") and len(text) > 1:
+        pattern = text[1:-1] if text.endswith("/") and len(text) > 2 else text[1:]
+        try:
+            rx = re.compile(pattern, re.IGNORECASE)
+        except re.error as exc:
+            return (lambda name: False), f"invalid regex: {exc}"
+        return (lambda name: rx.search(name) is not None), ""
+    low = text.lower()
+    return (lambda name: low in name.lower()), ""
+
+
 class LayerFilterProxy(QSortFilterProxyModel):
     """Filters rows by a name substring (or /regex/) and by module type."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self._text = ""
+        self._match = None  # name -> bool, or None for "show all"
         self._type = ""
+        self.error = ""  # why the filter text matches nothing (a bad regex), or ""
         self.setSortRole(SORT_ROLE)
 
-    def set_text(self, text: str) -> None:
-        self._refilter(lambda: setattr(self, "_text", text.strip().lower()))
+    def set_text(self, text: str) -> str:
+        """Filter by ``text``; returns the error for an invalid /regex/ ("" when fine)."""
+        match, error = name_matcher(text)
+        self.error = error
+        self._refilter(lambda: setattr(self, "_match", match))
+        return error
 
     def set_type(self, type_name: str) -> None:
         self._refilter(lambda: setattr(self, "_type", type_name))
@@ -311,14 +339,6 @@ class LayerFilterProxy(QSortFilterProxyModel):
         idx = m.index(row, 0, parent)
         if self._type and m.data(idx, TYPE_ROLE) != self._type:
             return False
-        if self._text:
-            name = (m.data(idx, NAME_ROLE) or "").lower()
-            if self._text.startswith("/") and len(self._text) > 1:
-                import re
-
-                try:
-                    return re.search(self._text[1:], name) is not None
-                except re.error:
-                    return False
-            return self._text in name
+        if self._match is not None:
+            return self._match(m.data(idx, NAME_ROLE) or "")
         return True

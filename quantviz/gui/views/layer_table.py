@@ -125,7 +125,13 @@ class LayerTablePanel(SessionFollower, QWidget):
 
         self.filter_edit = QLineEdit(placeholderText="Filter layers by name (or /regex/)")
         self.filter_edit.setClearButtonEnabled(True)
-        self.filter_edit.setToolTip("Show only layers whose name contains this text; start with / for a regular expression.")
+        self._filter_tip = ("Show only layers whose name contains this text (any case); "
+                            "/pattern/ is a regular expression, e.g. /classifier|features\\.0/.")
+        self.filter_edit.setToolTip(self._filter_tip)
+        self.filter_error = QLabel()
+        self.filter_error.setObjectName("error")
+        self.filter_error.setStyleSheet("color: #c62828;")
+        self.filter_error.setVisible(False)
         self.filter_edit.textChanged.connect(self._on_filter_changed)
         self.type_combo = QComboBox()
         self.type_combo.setToolTip("Show only layers of one module type.")
@@ -175,6 +181,7 @@ class LayerTablePanel(SessionFollower, QWidget):
         lay.setContentsMargins(6, 6, 6, 6)
         lay.setSpacing(6)
         lay.addLayout(bar)
+        lay.addWidget(self.filter_error)
         lay.addWidget(self.view)
 
     # ---------------------------------------------------------- session
@@ -196,7 +203,7 @@ class LayerTablePanel(SessionFollower, QWidget):
     def _fit_columns(self) -> None:
         """Columns as wide as their content (visible rows only, so cheap for big models)."""
         self.view.horizontalHeader().setResizeContentsPrecision(100)
-        fixed = {"weight_sqnr_db": 78, "act_sqnr_db": 78, "weight_bits": 58, "act_bits": 58, "params": 72}
+        fixed = {"weight_sqnr_db": 78, "act_sqnr_db": 78, "weight_bits": 58, "act_bits": 58}
         for c, (key, _h, _t) in enumerate(COLUMNS):
             if key in fixed:  # narrow, and the SQNR columns are computed lazily: do not force them here
                 self.view.setColumnWidth(c, fixed[key])
@@ -350,7 +357,10 @@ class LayerTablePanel(SessionFollower, QWidget):
 
     # ----------------------------------------------------------- filter
     def _on_filter_changed(self, text: str) -> None:
-        self.proxy.set_text(text)
+        error = self.proxy.set_text(text)
+        self.filter_error.setText(error)
+        self.filter_error.setVisible(bool(error))
+        self.filter_edit.setToolTip(error or self._filter_tip)
         self._update_count()
 
     def _on_type_changed(self, _i: int) -> None:
