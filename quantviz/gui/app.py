@@ -84,6 +84,7 @@ def run(model: str | None = None, *, data=None, config=None, trust=False, screen
         return 0
     app = create_app(threads=threads)
     win = MainWindow()
+    win.echo_errors = True  # a failed open also prints its one line on stderr
     if size:
         win.resize(*parse_size(size))
     win.show()
@@ -91,4 +92,7 @@ def run(model: str | None = None, *, data=None, config=None, trust=False, screen
     from .safety import offer_recovery
 
     offer_recovery(win)  # the last run was killed: offer its autosaved session
+    from .launch import smoke_quit
+
+    smoke_quit(app)  # tests: quit after $QUANTVIZ_SMOKE_MS
     return app.exec()

@@ -49,7 +49,7 @@ class FilesMixin:
             if isinstance(exc, TrustRequired) and not trust:
                 self._trust_box = dialogs.ask_trust(
                     self, message, lambda: self.open_model(reference, data=data, config=config, trust=True))
-            self.show_error(f"Could not open {reference}: {message}", details)
+            self.show_open_error(reference, message, details)
 
         self.clear_message()
         self.runner.submit("load", job, label=f"Opening {Path(reference).name or reference}",
@@ -69,11 +69,31 @@ class FilesMixin:
         def failed(message, details, exc):
             if isinstance(exc, TrustRequired) and not trust:
                 self._trust_box = dialogs.ask_trust(self, message, lambda: self.open_session_file(path, trust=True))
-            self.show_error(f"Could not open session {Path(path).name}: {message}", details)
+            self.show_open_error(path, message, details)
 
         self.clear_message()
         self.runner.submit("load", job, label=f"Opening {Path(path).name}",
                            on_done=lambda s: self._on_loaded(s, path, path, kind="session"), on_error=failed)
+
+    def show_open_error(self, reference: str, message: str, details: str) -> None:
+        """A failed open: one line in the status bar and a dialog (message + details), the name once."""
+        import sys
+
+        name = Path(str(reference)).name or str(reference)
+        for prefix in (f"{reference}: ", f"{name}: "):
+            if message.startswith(prefix):
+                message = message[len(prefix):]
+                break
+        line = f"Could not open {name}: {message}"
+        self.show_error(line, details)
+        if self.echo_errors:
+            sys.stderr.write(f"quantviz: error: {line}\n")
+            sys.stderr.flush()
+        if not self.isVisible():
+            return
+        if self._error_dialog is not None:
+            self._error_dialog.close()
+        self.show_error_details()
 
     def _on_loaded(self, session, path, reference, kind: str = "model") -> None:
         self.set_session(session, path)
@@ -81,7 +101,7 @@ class FilesMixin:
         self.show_message(f"Opened {reference}")
 
     def open_path(self, path: str) -> None:
-        """Open a dropped / chosen path: a session, a config (applied), or a model."""
+        """Open a dropped / chosen path: a session, a config (applied), or a model (asking first if work is unsaved)."""
         from ..io.config import is_aimet_encodings
 
         p = Path(path)
@@ -94,12 +114,12 @@ class FilesMixin:
                 kind = "aimet" if is_aimet_encodings(obj) else obj.get("format")
             except (OSError, ValueError, AttributeError):
                 kind = None
-        if kind == "quantviz-session":
-            self.open_session_file(path)
-        elif kind in ("quantviz-config", "quantviz-export", "aimet"):
-            self.import_config(path)
+        if kind in ("quantviz-config", "quantviz-export", "aimet") and self.session is not None:
+            self.import_config(path)  # applied to the open model (undoable): nothing is lost
+        elif kind == "quantviz-session":
+            self.confirm_unsaved("open another session", lambda: self.open_session_file(path))
         else:
-            self.open_model(path)
+            self.confirm_unsaved("open another model", lambda: self.open_model(path))
 
     def dragEnterEvent(self, event) -> None:
         if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
@@ -123,6 +143,7 @@ class FilesMixin:
             self.show_error(f"Could not save {path}: {exc}", str(exc))
             return False
         self.session_path = path
+        self.unsaved.mark_clean()
         menus.add_recent(self, "session", path)
         self.show_message(f"Saved session to {path}")
         return True

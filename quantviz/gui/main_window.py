@@ -20,7 +20,7 @@ from __future__ import annotations
 from PySide6.QtCore import QByteArray, Qt, QTimer
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QPushButton
 
-from . import dialogs, gcguard, menus
+from . import dialogs, gcguard, menus, unsaved
 from .bridge import SessionBridge
 from .files import FilesMixin
 from .views.jobs import JobsBar
@@ -44,7 +44,7 @@ class MainWindow(FilesMixin, QMainWindow):
     def __init__(self, settings=None, *, restore: bool = True):
         super().__init__()
         self.settings = settings if settings is not None else make_settings()
-        self.setWindowTitle("quantviz")
+        self.setWindowTitle("quantviz[*]")
         self.setObjectName("quantvizMain")
         self.setAcceptDrops(True)
         self.setDockNestingEnabled(True)
@@ -57,6 +57,9 @@ class MainWindow(FilesMixin, QMainWindow):
 
         self.runner = JobRunner(self)
         self.bridge = SessionBridge(self)
+        self.unsaved = unsaved.UnsavedWork(self)  # title-bar mark; quit / open ask first
+        self.echo_errors = False  # also print failed opens on stderr (set when started from the CLI)
+        self._close_confirmed = False
         self.table = LayerTablePanel()
         self.table.model.request_stats = self._request_stats
         self.setCentralWidget(self.table)
@@ -161,7 +164,7 @@ class MainWindow(FilesMixin, QMainWindow):
         if session is None:
             return
         gcguard.settle()  # the new model's objects are long-lived: later collections skip them
-        self.setWindowTitle(f"quantviz — {session.name}")
+        self.setWindowTitle(f"quantviz — {session.name}[*]")
         if session.layers:
             self.table.select_layer(self.most_interesting_layer() or session.layers[0].name)
         self.request_check(immediately=True)
@@ -317,7 +320,21 @@ class MainWindow(FilesMixin, QMainWindow):
         s.setValue("window/state", self.saveState(SETTINGS_VERSION))
         s.sync()
 
+    def confirm_unsaved(self, action: str, proceed) -> None:
+        """Run ``proceed`` now, or after Save / Discard when there is unsaved work (see :mod:`.unsaved`)."""
+        unsaved.confirm(self, action, proceed)
+
     def closeEvent(self, event) -> None:
+        if self.unsaved.dirty and not self._close_confirmed:
+            event.ignore()  # ask first; closes again once saved or discarded
+
+            def close_now():
+                self._close_confirmed = True
+                self.close()
+
+            self.confirm_unsaved("quit", close_now)
+            return
+        self.autosave.close()  # saved or discarded: the recovery file is no longer needed
         self.save_layout()
         self.runner.shutdown()
         self.bridge.set_session(None)

@@ -48,7 +48,7 @@ def _file_menu(win, mb, acts: dict) -> None:
                                   "Open a recipe .py, TorchScript / pickled .pt, torch.export .pt2 or a quantviz session"))
     _add(f, acts, "open_folder", _action(win, "Open &folder…", lambda: _open_folder(win), None,
                                          "Open a Hugging Face model folder (save_pretrained output)"))
-    _add(f, acts, "open_demo", _action(win, "Open &demo", lambda: win.open_model("demo"), None,
+    _add(f, acts, "open_demo", _action(win, "Open &demo", lambda: win.confirm_unsaved("open the demo", lambda: win.open_model("demo")), None,
                                        "Open the bundled digits CNN with its data"))
     win.recent_menu = f.addMenu("Open &recent")
     win.recent_menu.aboutToShow.connect(lambda: _fill_recent(win))
@@ -165,7 +165,8 @@ def _fill_recent(win) -> None:
         label = ("Session: " if kind == "session" else "") + (Path(ref).name or ref)
         a = m.addAction(label)
         a.setToolTip(ref)
-        a.triggered.connect(lambda _c=False, k=kind, r=ref: win.open_session_file(r) if k == "session" else win.open_model(r))
+        a.triggered.connect(lambda _c=False, k=kind, r=ref: win.confirm_unsaved(
+            "open another model", lambda: win.open_session_file(r) if k == "session" else win.open_model(r)))
 
 
 # ---------------------------------------------------------------- files
@@ -178,7 +179,7 @@ def _open_model(win) -> None:
 def _open_folder(win) -> None:
     path = dialogs.choose_folder(win, "Open a Hugging Face model folder")
     if path:
-        win.open_model(path)
+        win.confirm_unsaved("open another model", lambda: win.open_model(path))
 
 
 def _save(win, ask: bool) -> None:

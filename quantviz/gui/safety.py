@@ -2,7 +2,8 @@
 
 * :class:`AutosaveController` writes the open session to a recovery file
   (``quantviz.session.autosave``) a moment after the last edit or result, and
-  deletes it when the window closes normally. A killed app leaves it behind.
+  deletes it when the window closes normally (after any unsaved work was
+  saved or knowingly discarded). A killed app leaves it behind.
 * :func:`offer_recovery` (at start) asks whether to reopen what a killed app
   left, and reopens it as a session file; "No" discards the file.
 * :func:`ask_recipe` asks before a recipe runs for the first time and
@@ -16,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer
+from PySide6.QtCore import QObject, Qt, QTimer
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 from ..session import autosave
@@ -39,7 +40,6 @@ class AutosaveController(QObject):
         win.bridge.sessionChanged.connect(self._on_bridge_session_changed)
         win.bridge.configChanged.connect(self._on_bridge_edit)
         win.bridge.analysisChanged.connect(self._on_bridge_edit)  # sensitivity / search / deploy results
-        win.installEventFilter(self)
         if win.session is not None:
             self._on_bridge_session_changed(win.session)
 
@@ -68,11 +68,6 @@ class AutosaveController(QObject):
         if self.saver is not None:
             self.saver.close()
             self.saver = None
-
-    def eventFilter(self, obj, event) -> bool:
-        if obj is self.win and event.type() == QEvent.Close:
-            self.close()
-        return False
 
 
 def _question_box(parent: QWidget, name: str, title: str, text: str, info: str, yes: str) -> QMessageBox:

@@ -92,6 +92,7 @@ def window(qtbot):
     _wait_idle(qtbot, win)
     assert win.session is not None, win.last_error
     yield win
+    win.unsaved.mark_clean()  # a test's edits are not work to keep: close without the question
     win.close()
 
 
