@@ -7,8 +7,6 @@ follow that event, so this module only starts jobs and reports how they ended.
 """
 from __future__ import annotations
 
-from PySide6.QtWidgets import QInputDialog
-
 from . import scale_menu
 
 METHOD_LABELS = {
@@ -52,14 +50,25 @@ def run_sensitivity(win, method: str) -> None:
 
 
 def ask_and_search(win) -> None:
+    """Open the search dialog (budget, candidate bits, start config); Search runs the job."""
+    from .search_dialog import SearchDialog
+
     s = win.session
-    if s is None:
+    if s is None or s.reference is None:
         return
-    current = s.size().avg_bits
-    bits, ok = QInputDialog.getDouble(win, "Mixed-precision search", "Average bits per weight (budget):",
-                                      min(4.0, current), 2.0, 16.0, 2)
-    if ok:
-        run_search(win, avg_bits=bits)
+    dlg = SearchDialog(s, win)
+
+    def accepted():
+        req = dlg.request()
+        if s is not win.session:
+            return
+        if req["start"]:
+            s.apply_preset(req["start"])  # one undoable edit, as the dialog says
+        run_search(win, bits=req["bits"], **req["budget"])
+
+    dlg.accepted.connect(accepted)
+    dlg.open()
+    win._search_dialog = dlg
 
 
 def run_search(win, **budget) -> None:

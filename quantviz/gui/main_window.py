@@ -37,7 +37,7 @@ from .views.trace import TraceView
 from .workers import JobRunner
 
 CHECK_DEBOUNCE_MS = 150
-SETTINGS_VERSION = 1
+SETTINGS_VERSION = 2  # 2: summary beside the histogram under the table
 
 
 class MainWindow(FilesMixin, QMainWindow):
@@ -66,17 +66,18 @@ class MainWindow(FilesMixin, QMainWindow):
         self.summary = SummaryPanel()
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("summary", "Summary", self.summary, Qt.BottomDockWidgetArea)
-        self.histogram = self._build_view("histogram", HistogramPanel(), "Histogram", Qt.RightDockWidgetArea)
+        # The table spans the width (it gives up height, never columns); below it the summary
+        # stays in view beside the histogram, whose tabs hold the analysis panels.
+        self.histogram = self._build_view("histogram", HistogramPanel(), "Histogram", Qt.BottomDockWidgetArea)
+        self.splitDockWidget(self.docks["summary"], self.docks["histogram"], Qt.Horizontal)
         self.sensitivity = self._build_view("sensitivity", SensitivityView(), "Sensitivity", Qt.BottomDockWidgetArea)
         self.pareto = self._build_view("pareto", ParetoView(), "Pareto search", Qt.BottomDockWidgetArea)
-        self.config_diff = self._build_view("config_diff", ConfigDiffView(), "Config diff", Qt.RightDockWidgetArea)
+        self.config_diff = self._build_view("config_diff", ConfigDiffView(), "Config diff", Qt.BottomDockWidgetArea)
         self.trace = self._build_view("trace", TraceView(), "Trace", Qt.BottomDockWidgetArea)
         self.qat = self._build_view("qat", QATView(), "QAT", Qt.BottomDockWidgetArea)
-        for key in ("sensitivity", "pareto", "trace", "qat"):
+        for key in ("sensitivity", "pareto", "trace", "qat", "config_diff"):
             if key in self.docks:
-                self.tabifyDockWidget(self.docks["summary"], self.docks[key])
-        if "config_diff" in self.docks and "histogram" in self.docks:
-            self.tabifyDockWidget(self.docks["histogram"], self.docks["config_diff"])
+                self.tabifyDockWidget(self.docks["histogram"], self.docks[key])
         for dock in ("summary", "histogram"):
             if dock in self.docks:
                 self.docks[dock].raise_()
@@ -194,6 +195,7 @@ class MainWindow(FilesMixin, QMainWindow):
         # errors keep the theme's red; plain notes are shown in the normal text colour
         self.error_label.setStyleSheet("" if details else "color: palette(window-text);")
         self.details_button.setVisible(bool(details))
+        self._note_is_error = bool(details)
         if details:
             self.last_error = (message, details)
 
@@ -221,6 +223,8 @@ class MainWindow(FilesMixin, QMainWindow):
 
     def _on_bridge_config_changed(self, change) -> None:
         menus.update_undo_actions(self)
+        if not getattr(self, "_note_is_error", False):
+            self.clear_message()  # "Opened demo" and such notes describe the past once the user edits
         self.runner.cancel("check")  # the running re-check is stale now
         self.request_check()
 
@@ -299,13 +303,17 @@ class MainWindow(FilesMixin, QMainWindow):
             ok = self.restoreGeometry(QByteArray(geo))
         if isinstance(state, (QByteArray, bytes)):
             ok = self.restoreState(QByteArray(state), SETTINGS_VERSION) and ok
+        for dock in ("histogram", "summary"):  # a restart shows the working panels, not the last tab
+            if dock in self.docks:
+                self.docks[dock].raise_()
         return ok
 
     def default_dock_sizes(self) -> None:
-        """Histogram ~40 % of the width, summary ~30 % of the height (first start)."""
-        if "histogram" in self.docks:
-            self.resizeDocks([self.docks["histogram"]], [int(self.width() * 0.4)], Qt.Horizontal)
-        self.resizeDocks([self.docks["summary"]], [max(220, int(self.height() * 0.3))], Qt.Vertical)
+        """Summary and histogram share the lower ~55 % of the height, the histogram ~55 % of the width."""
+        w = self.width()
+        self.resizeDocks([self.docks["summary"], self.docks["histogram"]], [int(w * 0.45), int(w * 0.55)],
+                         Qt.Horizontal)
+        self.resizeDocks([self.docks["summary"]], [max(300, int(self.height() * 0.55))], Qt.Vertical)
 
     def showEvent(self, event) -> None:
         super().showEvent(event)

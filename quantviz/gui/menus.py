@@ -103,7 +103,7 @@ def _run_menu(win, mb, acts: dict) -> None:
                      "Measure every layer at 2, 3, 4, 6 and 8 bits; results fill the Sensitivity panel and the "
                      "table's sensitivity column"))
     _add(r, acts, "search", _action(win, "&Search mixed precision...", lambda: analysis.ask_and_search(win), None,
-                                    "Choose a bit-width per layer for an average-bits budget and trace the "
+                                    "Choose a bit-width per layer for a budget (average bits, size or largest drop) and trace the "
                                     "size/accuracy Pareto front"))
     _add(r, acts, "trace", _action(win, "&Trace error through layers", lambda: _trace(win), "Ctrl+T",
                                    "Where the error enters: accumulated vs local SQNR of every layer in execution "

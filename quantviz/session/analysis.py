@@ -36,6 +36,39 @@ class LayerScores:
             return "accuracy drop (points)"
         return f"{self.metric} drop" if self.metric else "noise (dB)"
 
+    @property
+    def short_unit(self) -> str:
+        """The unit of a cell: ``pt`` (percentage points), ``dB``, or the metric's own."""
+        from ..core.fmt import PERCENT_METRICS
+
+        if self.metric in PERCENT_METRICS:
+            return "pt"
+        return "dB" if self.metric in (None, "sqnr_db") else (self.metric or "")
+
+    @property
+    def header(self) -> str:
+        """The table header: what a cell is, at which bit-width, in which unit."""
+        return f"Drop @{self.bits}b ({self.short_unit})"
+
+    def describe(self) -> str:
+        """A sentence for tooltips: the metric, the unit, the bit-width and the method."""
+        from ..core.fmt import metric_label
+
+        what = f"{metric_label(self.metric)} drop" if self.metric else "output noise"
+        how = {"e2e": "only this layer is quantized", "loo": "every layer but this one is quantized"}.get(
+            self.method, "this layer is quantized")
+        return (f"{what}, in {self.short_unit}, when {how} to {self.bits} bits (sensitivity method "
+                f"{self.method}). Larger means more sensitive.")
+
+    def fmt(self, v: float | None) -> str:
+        from ..core.fmt import PERCENT_METRICS, fmt_drop
+
+        if v is None:
+            return ""
+        if self.metric in PERCENT_METRICS:
+            return fmt_drop(self.metric, v).replace("+", "")
+        return f"{v:.3g}"
+
     def to_dict(self) -> dict:
         return {"method": self.method, "bits": self.bits, "metric": self.metric, "scores": dict(self.scores)}
 

@@ -24,6 +24,7 @@ from ...core.errors import QuantvizError
 from ..bridge import SessionFollower
 from ...core.preview import channel_ranges, display_edges, preview_activation, preview_weight
 from .channel_ranges import ChannelRangeView
+from .hist_extras import ClipRangeEditor, LevelMarkers, legend_html
 from .hist_math import fmt_stats, format_label, format_note, grid_note, weight_note
 
 THROTTLE_MS = 30  # at most ~30 previews per second while dragging
@@ -56,6 +57,13 @@ class RangeHistogram(QWidget):
         self.note = QLabel("")
         self.note.setWordWrap(True)
         self.note.setStyleSheet("color: #555;")
+        # fixed heights: a longer stats line or note never makes the plot jump
+        line = self.fontMetrics().lineSpacing()
+        self.stats.setFixedHeight(line * 2 + 2)
+        self.note.setFixedHeight(line * 3 + 2)
+        self.legend = QLabel(legend_html(FLOAT_PEN, QUANT_PEN, REGION_LINE))  # above the plot, never over the data
+        self.editor = ClipRangeEditor()
+        self.editor.applied.connect(self._on_editor_applied)
         self.plot = pg.PlotWidget()
         self.plot.setBackground("w")
         self.plot.setMenuEnabled(False)
@@ -65,7 +73,6 @@ class RangeHistogram(QWidget):
         item.showGrid(x=False, y=True, alpha=0.2)
         item.getAxis("bottom").enableAutoSIPrefix(False)
         item.getAxis("left").enableAutoSIPrefix(False)
-        item.addLegend(offset=(8, 4), colCount=3, labelTextColor=(40, 40, 40), brush=pg.mkBrush(255, 255, 255, 200))
         self._float = item.plot(stepMode="center", fillLevel=0, pen=pg.mkPen(FLOAT_PEN, width=1),
                                 brush=pg.mkBrush(*FLOAT_BRUSH), name="float")
         self._quant = item.plot(stepMode="center", pen=pg.mkPen(QUANT_PEN, width=2), name="quantized")
@@ -76,12 +83,15 @@ class RangeHistogram(QWidget):
         self.region.setToolTip("Clip range: drag either edge (or the band) to change where values are clipped; "
                                "the layer's SQNR updates live and the model is re-checked on release.")
         item.addItem(self.region, ignoreBounds=True)
+        self.markers = LevelMarkers(item, QUANT_PEN)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.setSpacing(2)
         lay.addWidget(self.stats)
         lay.addWidget(self.note)
+        lay.addWidget(self.legend)
         lay.addWidget(self.plot, 1)
+        lay.addWidget(self.editor)
         self._log = False
         self._syncing = False
         self._last: dict | None = None
@@ -100,6 +110,7 @@ class RangeHistogram(QWidget):
     def set_editable(self, on: bool) -> None:
         self.region.setMovable(on)
         self.region.setVisible(on)
+        self.editor.setEnabled(on)
 
     def set_log(self, on: bool) -> None:
         self._log = bool(on)
@@ -111,6 +122,7 @@ class RangeHistogram(QWidget):
         self._last = None
         for it in (self._float, self._quant, self._levels):
             it.setData([], [])
+        self.markers.clear()
         self.set_editable(False)
         self.stats.setText("")
         self.note.setText(message)
@@ -128,6 +140,7 @@ class RangeHistogram(QWidget):
         if p.get("float"):
             self._quant.setData([], [])
             self._levels.setData([], [])
+            self.markers.clear()
             self._set_yrange(ytop)
             return
         self._quant.setData(edges, self._y(p["quant_counts"]))
@@ -140,6 +153,7 @@ class RangeHistogram(QWidget):
         else:
             top = ytop * (2.0 if self._log else 1.05)
         self._levels.setData(np.repeat(lv, 2), np.tile([base if self._log else 0.0, top], len(lv)))
+        self.markers.update(p, self._log, LOG_FLOOR)  # few levels: each one marked, with its share
 
     def _set_yrange(self, ytop: float) -> None:
         """Fixed y range with headroom above the tallest bar for the legend."""
@@ -147,7 +161,7 @@ class RangeHistogram(QWidget):
         if self._log:
             item.setYRange(math.log10(LOG_FLOOR), math.log10(ytop) * 1.12 + 0.3, padding=0.0)
         else:
-            item.setYRange(0.0, ytop * 1.2, padding=0.0)
+            item.setYRange(0.0, ytop * 1.12, padding=0.0)
 
     def show_preview(self, p: dict, *, move_region: bool, editable: bool, baseline: dict | None = None) -> None:
         """Draw ``preview_*`` output; move the band to its range unless the user is dragging.
@@ -172,6 +186,7 @@ class RangeHistogram(QWidget):
                 self.region.setRegion((p["lo"], p["hi"]))
             finally:
                 self._syncing = False
+        self.editor.set_range(p["lo"], p["hi"], float(edges[-1] - edges[0]))
 
     # ------------------------------------------------------------ drag
     def _on_region_changed(self) -> None:
@@ -183,6 +198,15 @@ class RangeHistogram(QWidget):
     def _emit_dragged(self) -> None:
         lo, hi = self.region.getRegion()
         self.dragged.emit(float(lo), float(hi))
+
+    def _on_editor_applied(self, lo: float, hi: float) -> None:
+        """A typed range: move the band there and commit it, as a release would."""
+        self._syncing = True
+        try:
+            self.region.setRegion((lo, hi))
+        finally:
+            self._syncing = False
+        self.released.emit(float(lo), float(hi))
 
     def _on_region_finished(self) -> None:
         if self._syncing:
@@ -212,7 +236,7 @@ class HistogramPanel(SessionFollower, QWidget):
         self.log_box = QCheckBox("Log-scale counts")
         self.log_box.setToolTip("Show counts on a logarithmic axis, so rare outliers and long tails stay visible.")
         self.log_box.toggled.connect(self._on_log_toggled)
-        hint = QLabel("Drag the shaded band's edges to set the clip range.")
+        hint = QLabel("Drag the shaded band's edges to set the clip range, or type it below the plot.")
         hint.setStyleSheet("color: #555;")
         top = QHBoxLayout()
         top.addWidget(self.header, 1)

@@ -101,6 +101,7 @@ class LayerTableModel(QAbstractTableModel):
         if self._layers:
             c = COL[key]
             self.dataChanged.emit(self.index(0, c), self.index(len(self._layers) - 1, c))
+            self.headerDataChanged.emit(Qt.Horizontal, c, c)  # the sensitivity header names its unit
 
     def name_at(self, row: int) -> str:
         return self._layers[row].name
@@ -178,10 +179,11 @@ class LayerTableModel(QAbstractTableModel):
     def headerData(self, section, orientation, role=Qt.DisplayRole):
         if orientation != Qt.Horizontal or not 0 <= section < len(COLUMNS):
             return None
+        sc = self.session.analysis.scores if self.session is not None and TABLE[section].kind == "sensitivity" else None
         if role == Qt.DisplayRole:
-            return COLUMNS[section][1]
+            return sc.header if sc is not None else COLUMNS[section][1]
         if role == Qt.ToolTipRole:
-            return COLUMNS[section][2]
+            return sc.describe() if sc is not None else COLUMNS[section][2]
         return None
 
     def flags(self, index):
@@ -203,7 +205,7 @@ class LayerTableModel(QAbstractTableModel):
         if col.kind == "sensitivity":
             sc = self.session.analysis.scores if self.session else None
             v = sc.scores.get(info.name) if sc else None
-            return ("", -math.inf) if v is None else (f"{v:.3g}", float(v))
+            return ("", -math.inf) if v is None else (sc.fmt(v), float(v))
         st = self._stats.get((info.name, spec))
         if st is not None and st.get("pending") and not self.session.sim.algorithm_pending(info.name, spec.weight):
             del self._stats[(info.name, spec)]  # a re-check computed the layer's algorithm meanwhile

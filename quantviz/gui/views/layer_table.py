@@ -223,6 +223,7 @@ class LayerTablePanel(SessionFollower, QWidget):
     def _on_session_analysis_changed(self, what: str, _payload) -> None:
         if what in ("sensitivity", "all"):
             self.model.refresh_column("sensitivity")
+            self.view.resizeColumnToContents(COL["sensitivity"])
 
     # -------------------------------------------------------- selection
     def selected_names(self) -> list[str]:

@@ -15,10 +15,12 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QScrollArea, QSplitter, QVBoxLayout, QWidget
 
 from ...core.ranking import predicted
 from ..bridge import SessionFollower
+
+ROW_PX = 20  # a heatmap row is never thinner than this: a long model scrolls instead
 
 MODES = {  # method -> [(label, key)]
     "e2e": [("metric drop", "drop"), ("output noise (-SQNR dB)", "fid")],
@@ -93,13 +95,20 @@ class SensitivityView(SessionFollower, QWidget):
         self.bars.scene().sigMouseClicked.connect(self._on_bars_clicked)
         self._bar_names: list[str] = []
 
-        split = QSplitter(Qt.Orientation.Horizontal)
+        for combo in (self.method_combo, self.mode_combo):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.split = split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.heat)
         split.addWidget(self.bars)
         split.setSizes([600, 400])
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.setWidget(split)
         lay = QVBoxLayout(self)
         lay.addLayout(top)
-        lay.addWidget(split, 1)
+        lay.addWidget(self.scroll, 1)
         lay.addWidget(self.info)
 
     # ------------------------------------------------------------ data
@@ -162,6 +171,8 @@ class SensitivityView(SessionFollower, QWidget):
         hp.setXRange(-0.5, len(self._bits) - 0.5, padding=0)
         hp.setYRange(-0.5, len(self._names) - 0.5, padding=0)
         hp.setTitle(f"{r['method']} sensitivity", color="#333")
+        # rows stay readable: the plots grow with the model and the panel scrolls
+        self.split.setMinimumHeight(len(self._names) * ROW_PX + 90)
         col = 0  # bar chart at the lowest tested bit-width, most sensitive first
         v = np.nan_to_num(vals[:, col], nan=lo)
         order = list(np.argsort(-v, kind="stable"))
@@ -178,7 +189,7 @@ class SensitivityView(SessionFollower, QWidget):
     def _mode_label(self) -> str:
         metric = (self._result or {}).get("metric")
         if self.mode_combo.currentData() == "drop" and metric:
-            return f"{metric} drop" + (" (%)" if metric in ("accuracy", "top1_agreement") else "")
+            return f"{metric} drop" + (" (points)" if metric in ("accuracy", "top1_agreement") else "")
         return self.mode_combo.currentText()
 
     def _name_ticks(self, axis, names) -> None:
@@ -205,8 +216,10 @@ class SensitivityView(SessionFollower, QWidget):
             return
         i, j = ij
         cell = self._result["layers"][i]["results"].get(self._bits[j], {})
-        parts = [f"{k} {v:.4g}" for k, v in cell.get("metrics", {}).items() if isinstance(v, (int, float))]
-        parts += [f"{k} drop {v:.4g}" for k, v in cell.get("drop", {}).items()]
+        from ...core.fmt import fmt_drop, fmt_metric
+
+        parts = [f"{k} {fmt_metric(k, v)}" for k, v in cell.get("metrics", {}).items() if isinstance(v, (int, float))]
+        parts += [f"{k} drop {fmt_drop(k, v)}" for k, v in cell.get("drop", {}).items()]
         self.info.setText(f"{self._names[i]} at W{self._bits[j]}: " + ", ".join(parts))
 
     def _on_heat_clicked(self, ev) -> None:

@@ -20,7 +20,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from ...core.evaluate import primary_metric
-from ...core.fmt import fmt_bytes, fmt_metric
+from ...core.fmt import IDENTICAL_DB, PERCENT_METRICS, fmt_bytes, fmt_metric, metric_label, size_unit
 from .. import theme
 from ..bridge import SessionFollower
 
@@ -92,7 +92,8 @@ class SummaryPanel(SessionFollower, QWidget):
                              "The current config is orange; click a point to go back to that config (undoable).")
         self.plot.setMinimumSize(260, 160)
         self.plot.showGrid(x=True, y=True, alpha=0.25)
-        self.plot.setLabel("bottom", "size (KB)")
+        self.plot.setLabel("bottom", "size")
+        self._unit = "KB"
         self.plot.setMenuEnabled(False)
         self.scatter = pg.ScatterPlotItem(size=9, pen=pg.mkPen(theme.ACCENT, width=1.2), brush=pg.mkBrush(theme.ACCENT_SOFT),
                                           hoverable=True, hoverSize=12, tip=self._point_tip)
@@ -234,28 +235,44 @@ class SummaryPanel(SessionFollower, QWidget):
             self.current_point.setData([])
             return
         key = primary_metric(s.reference.metrics)
-        self.plot.setLabel("left", "accuracy (%)" if key == "accuracy" else key)
-        scale = 100.0 if key in ("accuracy", "top1_agreement") else 1.0
+        self.plot.setLabel("left", metric_label(key))
+        scale = 100.0 if key in PERCENT_METRICS else 1.0
         latest: dict[str, object] = {}
         for r in s.results:
             latest[json.dumps(r.config, sort_keys=True)] = r
         self._points = [r for r in latest.values() if r.metrics.get(key) is not None]
-        spots = [{"pos": (r.size["quantized_bytes"] / 1024, r.metrics[key] * scale), "data": r} for r in self._points]
-        self.scatter.setData(spots)
         fb = s.size().float_bytes
+        unit, div = size_unit(max([fb] + [r.size["quantized_bytes"] for r in self._points]))
+        self._unit = unit
+        self.plot.setLabel("bottom", f"size ({unit})")
         fv = s.reference.metrics.get(key)
-        self.float_point.setData([fb / 1024], [fv * scale] if fv is not None else [0])
+        y_of = self._y_mapper(key, [r.metrics[key] for r in self._points] + ([fv] if fv is not None else []), scale)
+        spots = [{"pos": (r.size["quantized_bytes"] / div, y_of(r.metrics[key])), "data": r} for r in self._points]
+        self.scatter.setData(spots)
+        self.float_point.setData([fb / div], [y_of(fv)] if fv is not None else [0])
         cur = self.current
         if cur is not None and cur.metrics.get(key) is not None:
-            self.current_point.setData([cur.size["quantized_bytes"] / 1024], [cur.metrics[key] * scale])
+            self.current_point.setData([cur.size["quantized_bytes"] / div], [y_of(cur.metrics[key])])
         else:
             self.current_point.setData([])
+
+    @staticmethod
+    def _y_mapper(key: str, values: list, scale: float):
+        """Metric -> y. SQNR's "identical" cap (200 dB) is drawn just above the real points,
+        not at 200, so it does not squash them to the bottom of the plot."""
+        if key != "sqnr_db":
+            return lambda v: v * scale
+        real = [v for v in values if v is not None and math.isfinite(v) and v < IDENTICAL_DB]
+        top = (max(real) + max(3.0, 0.15 * (max(real) - min(real)))) if real else 60.0
+        return lambda v: top if v is None or not math.isfinite(v) or v >= IDENTICAL_DB else v
 
     def _point_tip(self, x, y, data):
         r = data
         if r is None:
             return ""
-        return f"{r.label}\n{x:.1f} KB, {y:.2f}\nclick to restore this config"
+        key = primary_metric(self.session.reference.metrics) if self.session is not None else ""
+        return (f"{r.label}\n{fmt_bytes(r.size.get('quantized_bytes'))}, {fmt_metric(key, r.metrics.get(key))}"
+                "\nclick to restore this config")
 
     def _on_scatter_clicked(self, _item, points, *_args) -> None:
         if len(points):
