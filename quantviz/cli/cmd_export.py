@@ -14,6 +14,9 @@ def register(sub) -> None:
     p.add_argument("--format", "-f", required=True, choices=FORMATS, help="what to write")
     p.add_argument("--out", "-o", required=True, metavar="PATH", help="output file (torchao also writes <stem>_torchao.py, aimet <stem>_model.onnx)")
     p.add_argument("--force", action="store_true", help="replace existing files")
+    p.add_argument("--sensitivity", metavar="METHOD", action="append", choices=("e2e", "loo", "local", "hessian"),
+                   help="report only: run this sensitivity analysis first (e2e, loo, local, hessian; repeatable) so the "
+                        "report has the heatmap and ranks layers by it; a result cached in the session is reused")
     add_common_args(p)
     p.set_defaults(func=run)
 
@@ -30,9 +33,13 @@ def run(args) -> int:
         atomic.check_writable(aimet_model_path(args.out), args.force)
     if not (args.config or args.preset):
         raise CLIError("export needs --config CFG or --preset NAME")
+    if args.sensitivity and args.format != "report":
+        raise CLIError("--sensitivity is for --format report (the other formats carry no analysis)")
     session = open_session(args)
     bar = ProgressBar(True if args.progress else None)
     try:
+        for method in dict.fromkeys(args.sensitivity or ()):  # cached: a repeated method runs once
+            session.run_sensitivity(method, progress=bar)
         res = session.export(args.format, args.out, force=args.force, progress=bar)
     finally:
         bar.close()

@@ -309,11 +309,12 @@ class MainWindow(FilesMixin, QMainWindow):
         return ok
 
     def default_dock_sizes(self) -> None:
-        """Summary and histogram share the lower ~55 % of the height, the histogram ~55 % of the width."""
+        """Summary and histogram share the lower ~60 % of the height (the table gives up height, not
+        columns); the histogram gets about two thirds of the width."""
         w = self.width()
-        self.resizeDocks([self.docks["summary"], self.docks["histogram"]], [int(w * 0.45), int(w * 0.55)],
-                         Qt.Horizontal)
-        self.resizeDocks([self.docks["summary"]], [max(300, int(self.height() * 0.55))], Qt.Vertical)
+        left = max(430, int(w * 0.34))  # the summary's table, its plot beside it when wide enough
+        self.resizeDocks([self.docks["summary"], self.docks["histogram"]], [left, w - left], Qt.Horizontal)
+        self.resizeDocks([self.docks["summary"]], [max(300, int(self.height() * 0.62))], Qt.Vertical)
 
     def showEvent(self, event) -> None:
         super().showEvent(event)

@@ -58,12 +58,17 @@ def _file_menu(win, mb, acts: dict) -> None:
     _add(f, acts, "save_as", _action(win, "Save session &as…", lambda: _save(win, True), QKeySequence.SaveAs))
     f.addSeparator()
     _add(f, acts, "import_config", _action(win, "&Import config…", lambda: _import_config(win), None,
-                                           "Apply a quantviz config JSON to the open model (undoable)"))
+                                           "Apply a config to the open model (undoable): a quantviz config, a JSON "
+                                           "export, a session file or AIMET encodings"))
     _add(f, acts, "export_config", _action(win, "&Export config…", lambda: _export_config(win), "Ctrl+E",
                                            "Write the current per-layer config as quantviz config JSON"))
+    from .help import EXPORT_HELP
+
     ex = f.addMenu("Export &as")
+    ex.setToolTipsVisible(True)
     for fmt in FORMATS:
-        ex.addAction(_action(win, fmt, lambda fmt=fmt: _export_as(win, fmt)))
+        title, tip = EXPORT_HELP.get(fmt, (fmt, ""))
+        _add(ex, acts, f"export_{fmt}", _action(win, f"{title}…", lambda fmt=fmt: _export_as(win, fmt), None, tip))
     f.addSeparator()
     _add(f, acts, "quit", _action(win, "&Quit", win.close, QKeySequence.Quit))
 
@@ -73,7 +78,7 @@ def _edit_menu(win, mb, acts: dict) -> None:
     _add(e, acts, "undo", _action(win, "&Undo", win.undo, [QKeySequence("Ctrl+Z")]))
     _add(e, acts, "redo", _action(win, "&Redo", win.redo, [QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")]))
     e.addSeparator()
-    bulk = e.addMenu("Edit &layers")
+    bulk = e.addMenu("Edit &selection")  # the table's "Edit selection" button, same entries
     bulk.aboutToShow.connect(lambda: win.table.fill_edit_menu(bulk))
     _add(e, acts, "filter", _action(win, "&Find layer", lambda: win.table.filter_edit.setFocus(), QKeySequence.Find,
                                     "Filter the layer table by name"))
@@ -119,7 +124,16 @@ def _run_menu(win, mb, acts: dict) -> None:
 
 
 def _help_menu(win, mb, acts: dict) -> None:
+    from . import help as help_mod
+
     h = mb.addMenu("&Help")
+    _add(h, acts, "shortcuts", _action(win, "&Keyboard shortcuts", lambda: help_mod.show_shortcuts(win), "F1",
+                                       "Every shortcut of the app"))
+    _add(h, acts, "glossary", _action(win, "&Glossary of metrics and settings", lambda: help_mod.show_glossary(win),
+                                      None, "What SQNR, top-1 agreement, KL, per-group, each range method and grid mean"))
+    _add(h, acts, "readme", _action(win, "&README", lambda: help_mod.open_readme(win), None,
+                                    "Open the README (the full manual) in your browser or viewer"))
+    h.addSeparator()
     h.addAction(_action(win, "&About quantviz", lambda: _about(win)))
 
 
@@ -133,6 +147,7 @@ def update_undo_actions(win, acts=None) -> None:
     acts["undo"].setText(f"&Undo {h.undo_label}" if h and h.can_undo else "&Undo")
     acts["redo"].setText(f"&Redo {h.redo_label}" if h and h.can_redo else "&Redo")
     for k in ("save", "save_as", "import_config", "export_config", "recheck", "search", "trace", "qat",
+              *[k for k in acts if k.startswith("export_")],
               *[k for k in acts if k.startswith("sensitivity_")]):
         acts[k].setEnabled(win.session is not None)
 

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.fmt import fmt_bytes, fmt_metric
+from ..core.fmt import PERCENT_METRICS, fmt_bytes, fmt_drop, fmt_metric, metric_label, size_unit
 from ..core.progress import Progress, null_progress
 from . import svg
 
@@ -182,23 +182,35 @@ def _histograms(sim, specs: dict, names: list[str]) -> str:
         h = sim.weight_histogram(name, bins=128)
         wq = sim.quantize_weight(name, spec.weight)
         clip = grid = None
-        if wq is not None and wq.qparams.groups == 1:
+        note = ""
+        if wq is None:
+            note = "float (not quantized)"
+        elif wq.qparams.groups == 1:
             qp = wq.qparams
             s, z = float(qp.scale[0]), int(qp.zero_point[0])
             grid = [(q - z) * s for q in range(qp.qmin, qp.qmax + 1)] if qp.qmax - qp.qmin < 64 else None
             clip = ((qp.qmin - z) * s, (qp.qmax - z) * s)
-        out.append(svg.histogram(h.edges, h.counts, title=f"{name} weights", clip=clip, grid=grid))
+        else:
+            note = f"{spec.weight.granularity.replace('_', '-')}: {wq.qparams.groups} clip ranges, not drawn"
+        out.append(svg.histogram(h.edges, h.counts, title=f"{name} weights ({_bits(spec.weight.bits)})", clip=clip,
+                                 grid=grid, note=note))
         obs = sim.act_obs.get(name)
         if obs is not None:
             ah = obs.histogram().rebinned(128)
             aq = sim.activation_qparams(name, spec.activation)
             aclip = agrid = None
+            anote = "float (not quantized)" if aq is None else ""
             if aq is not None:
                 s, z = float(aq.scale[0]), int(aq.zero_point[0])
                 aclip = ((aq.qmin - z) * s, (aq.qmax - z) * s)
                 agrid = [(q - z) * s for q in range(aq.qmin, aq.qmax + 1)] if aq.qmax - aq.qmin < 64 else None
-            out.append(svg.histogram(ah.edges, ah.counts, title=f"{name} input activations", clip=aclip, grid=agrid))
+            out.append(svg.histogram(ah.edges, ah.counts, title=f"{name} input activations ({_bits(spec.activation.bits)})",
+                                     clip=aclip, grid=agrid, note=anote))
     return '<div class="charts">' + "".join(out) + "</div>"
+
+
+def _bits(b) -> str:
+    return "float" if b is None else f"{b}-bit"
 
 
 def most_sensitive(facts: ReportFacts, k: int = 4) -> tuple[list[str], str]:
@@ -209,8 +221,15 @@ def most_sensitive(facts: ReportFacts, k: int = 4) -> tuple[list[str], str]:
     if score:
         ranked = sorted(score, key=lambda n: -_as_float(score[n]))
         metric = sc.get("metric") or "output noise"
-        return ranked[:k], (f"ranked by {sc.get('method', 'e2e')} sensitivity: the {metric} drop when only the "
-                            f"layer is quantized to {sc.get('bits')} bits")
+        how = "only the layer is quantized" if sc.get("method", "e2e") == "e2e" else "every layer but it is quantized"
+        return ranked[:k], (f"ranked by {sc.get('method', 'e2e')} sensitivity: the {metric} drop when {how} "
+                            f"to {sc.get('bits')} bits")
+    sens = _matrix_from(facts.sensitivity)
+    if sens is not None:  # a proxy (local / hessian): rank by its lowest bit-width's column
+        rws, cols, mat, label = sens
+        col = np.nan_to_num(mat[:, 0], nan=-np.inf)
+        ranked = [rws[i] for i in np.argsort(-col, kind="stable") if rws[i] in names]
+        return ranked[:k], f"ranked by {label} at {cols[0]} bits (most sensitive first)"
     quant = [r for r in facts.rows if r["weight_sqnr_db"] is not None]
     return ([r["name"] for r in sorted(quant, key=lambda r: r["weight_sqnr_db"])[:k]],
             "ranked by weight SQNR under the current config (lowest first); run a sensitivity analysis "
@@ -271,17 +290,26 @@ def render_report(facts: ReportFacts, sim, specs: dict, *, progress: Progress = 
     fm, qm, size = res["float_metrics"], res["metrics"], res["size"]
     names = [n for n in ("accuracy", "top1_agreement", "sqnr_db", "cosine") if n in qm] + sorted(
         set(qm) - {"accuracy", "top1_agreement", "sqnr_db", "cosine"})
-    mrows = [[escape(n), _metric(n, fm.get(n)), _metric(n, qm.get(n))] for n in names]
-    mrows.append(["size", _bytes(size.get("float_bytes")), _bytes(size.get("quantized_bytes"))])
-    mrows.append(["compression", "1.00x", f"{size.get('compression', 0):.2f}x"])
-    mrows.append(["average weight bits", "32", f"{size.get('avg_bits', 0):.2f}"])
-    parts += ["<h2>Float vs quantized</h2>", _table(["metric", "float", "quantized"], mrows)]
-    bar_names = [n for n in ("accuracy", "top1_agreement", "cosine") if n in qm]
-    charts = [svg.bars(["size (KB)"], {"float": [size.get("float_bytes", 0) / 1024], "quantized": [size.get("quantized_bytes", 0) / 1024]},
-                       title="Model size", ylabel="KB", width=260)]
-    if bar_names:
-        charts.append(svg.bars(bar_names, {"float": [fm.get(n) or 0 for n in bar_names], "quantized": [qm.get(n) or 0 for n in bar_names]},
-                               title="Metrics", ylabel="value"))
+    def change(n):
+        f, q = fm.get(n), qm.get(n)
+        if f is None or q is None or n == "sqnr_db":
+            return "-"
+        return escape(fmt_drop(n, q - f))
+
+    mrows = [[escape(metric_label(n)), _metric(n, fm.get(n)), _metric(n, qm.get(n)), change(n)] for n in names]
+    fb, qb = size.get("float_bytes"), size.get("quantized_bytes")
+    mrows.append(["size", _bytes(fb), _bytes(qb), f"-{(1 - qb / fb) * 100:.0f}%" if fb and qb is not None else "-"])
+    mrows.append(["compression", "1.00x", f"{size.get('compression', 0):.2f}x", ""])
+    mrows.append(["average weight bits", "32", f"{size.get('avg_bits', 0):.2f}", ""])
+    parts += ["<h2>Float vs quantized</h2>", _table(["metric", "float", "quantized", "change"], mrows)]
+    unit, div = size_unit(max(fb or 0, qb or 0))
+    charts = [svg.bars([f"size ({unit})"], {"float": [(fb or 0) / div], "quantized": [(qb or 0) / div]},
+                       title="Model size", ylabel=unit, width=260)]
+    pct = [n for n in PERCENT_METRICS if n in qm and n in fm]
+    if pct:  # the change, not the values: 98.99% next to 98.93% shows nothing at this size
+        charts.append(svg.change_bars([metric_label(n).replace(" (%)", "") for n in pct],
+                                      [(qm[n] - fm[n]) * 100.0 for n in pct], title="Change against float",
+                                      ylabel="percentage points", fmt=lambda v: f"{v:+.2f} pt"))
     parts.append('<div class="charts">' + "".join(charts) + "</div>")
     progress(2, 4, "config table")
     trows = [[escape(r["name"]), escape(r["type"]), f"{r['params']:,}", _num(r["weight_bits"]), escape(r["granularity"]) +
@@ -294,7 +322,10 @@ def render_report(facts: ReportFacts, sim, specs: dict, *, progress: Progress = 
     sens = _matrix_from(facts.sensitivity)
     if sens is not None:
         rws, cols, mat, label = sens
-        parts += ["<h2>Sensitivity</h2>", svg.heatmap(rws, cols, mat, title="Sensitivity per layer and setting", value_label=label)]
+        parts += [f"<h2>Sensitivity ({escape(label)})</h2>",
+                  '<p class="note">Each cell: how much worse the model gets with only that layer at that many '
+                  'bits (darker = more sensitive).</p>',
+                  svg.heatmap(rws, cols, mat, title="Sensitivity per layer and weight bits", value_label=label)]
     search = _points_from(facts.search)
     if search is not None:
         P, F, xl, yl, chosen = search
@@ -304,9 +335,12 @@ def render_report(facts: ReportFacts, sim, specs: dict, *, progress: Progress = 
     progress(3, 4, "histograms")
     top, ranked_by = most_sensitive(facts)
     if top:
-        parts += ["<h2>Most sensitive layers</h2>",
-                  f'<p class="note">{escape(ranked_by)}. Red lines: clip range; grey lines: grid points '
-                  '(grids up to 64 levels, per-tensor).</p>',
+        title = ("Most sensitive layers" if not ranked_by.startswith("ranked by weight SQNR")
+                 else "Layers with the lowest weight SQNR")
+        parts += [f"<h2>{title}</h2>",
+                  f'<p class="note">{escape(ranked_by[0].upper() + ranked_by[1:])}. Each chart names what it draws: '
+                  'the clip range (dashed) and the grid points (ticks) are drawn for per-tensor grids of up to '
+                  '64 levels.</p>',
                   _histograms(sim, specs, top)]
     parts.append("</body></html>\n")
     progress(4, 4, "done")

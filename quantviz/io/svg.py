@@ -75,15 +75,18 @@ def _svg(w: int, h: int, parts: list[str]) -> str:
 
 def histogram(edges: Sequence[float], counts: Sequence[float], *, title: str = "", xlabel: str = "value",
               clip: tuple[float, float] | None = None, grid: Sequence[float] | None = None,
-              log: bool = True, width: int = 420, height: int = 220) -> str:
-    """A step histogram; ``clip`` draws the clip range, ``grid`` the grid points (when few)."""
+              log: bool = True, width: int = 420, height: int = 220, note: str = "") -> str:
+    """A step histogram; ``clip`` draws the clip range (dashed red lines), ``grid`` the grid
+    points (dark ticks under the axis, when 64 or fewer). A legend inside the chart names only
+    what is drawn; ``note`` (e.g. why no clip range is drawn) goes in its place otherwise."""
     edges = np.asarray(edges, dtype=float)
     counts = np.asarray(counts, dtype=float)
     vals = np.log10(counts + 1) if log else counts
     lo, hi = float(edges[0]), float(edges[-1])
     if clip is not None:
         lo, hi = min(lo, clip[0]), max(hi, clip[1])
-    f = _Frame(width, height, lo, hi, 0.0, float(vals.max()) if vals.size and vals.max() > 0 else 1.0)
+    pad = (hi - lo) * 0.04 or 1.0  # clip lines never sit on the frame
+    f = _Frame(width, height, lo - pad, hi + pad, 0.0, (float(vals.max()) if vals.size and vals.max() > 0 else 1.0) * 1.18)
     parts = f.axes(title, xlabel, "log10(count+1)" if log else "count", yticks=True)
     pts = [f"{f.x(edges[0]):.1f},{f.y(0):.1f}"]
     for i, v in enumerate(vals):
@@ -91,12 +94,48 @@ def histogram(edges: Sequence[float], counts: Sequence[float], *, title: str = "
         pts.append(f"{f.x(edges[i + 1]):.1f},{f.y(v):.1f}")
     pts.append(f"{f.x(edges[-1]):.1f},{f.y(0):.1f}")
     parts.append(f'<polygon points="{" ".join(pts)}" fill="{PALETTE[0]}" fill-opacity="0.45" stroke="{PALETTE[0]}"/>')
+    legend = []
+    base = f.h - f.b
     if grid is not None and 0 < len(grid) <= 64:
         for g in grid:
-            parts.append(f'<line x1="{f.x(g):.1f}" y1="{f.t}" x2="{f.x(g):.1f}" y2="{f.h - f.b}" stroke="#999" stroke-width="0.5"/>')
+            parts.append(f'<line x1="{f.x(g):.1f}" y1="{base - 7}" x2="{f.x(g):.1f}" y2="{base}" stroke="#333" '
+                         'stroke-width="1.2"/>')
+        legend.append(("#333", f"grid points ({len(grid)})", ""))
     if clip is not None:
         for c in clip:
-            parts.append(f'<line x1="{f.x(c):.1f}" y1="{f.t}" x2="{f.x(c):.1f}" y2="{f.h - f.b}" stroke="{PALETTE[3]}" stroke-width="1.5"/>')
+            parts.append(f'<line x1="{f.x(c):.1f}" y1="{f.t}" x2="{f.x(c):.1f}" y2="{base}" stroke="{PALETTE[3]}" '
+                         'stroke-width="2" stroke-dasharray="5,3"/>')
+        legend.append((PALETTE[3], "clip range", ' stroke-dasharray="5,3"'))
+    x = f.l + 6
+    for color, text, dash in legend:
+        parts.append(f'<line x1="{x}" y1="{f.t + 9}" x2="{x + 16}" y2="{f.t + 9}" stroke="{color}" stroke-width="2"{dash}/>'
+                     f'<text x="{x + 20}" y="{f.t + 13}" {FONT}>{escape(text)}</text>')
+        x += 30 + 7 * len(text)
+    if note:
+        parts.append(f'<text x="{x}" y="{f.t + 13}" {FONT} fill="#666">{escape(note)}</text>')
+    return _svg(width, height, parts)
+
+
+def change_bars(labels: Sequence[str], values: Sequence[float], *, title: str = "", ylabel: str = "",
+                fmt=None, width: int = 420, height: int = 220) -> str:
+    """One bar per label from a zero line (negative bars point down): a change against a reference."""
+    vals = [float(v) for v in values]
+    lo, hi = min(vals + [0.0]), max(vals + [0.0])
+    span = (hi - lo) or 1.0
+    f = _Frame(width, height, 0, len(labels), lo - 0.15 * span, hi + 0.15 * span, top=28, bottom=40)
+    parts = f.axes(title, "", ylabel, xticks=False)
+    parts.append(f'<line x1="{f.l}" y1="{f.y(0):.1f}" x2="{f.w - f.r}" y2="{f.y(0):.1f}" stroke="#333"/>')
+    slot = f.x(1) - f.x(0)
+    for i, (lab, v) in enumerate(zip(labels, vals)):
+        x0 = f.x(i) + slot * 0.25
+        y0, y1 = sorted((f.y(0), f.y(v)))
+        color = PALETTE[3] if v < 0 else PALETTE[2]
+        text = fmt(v) if fmt else _fmt(v)
+        parts.append(f'<rect x="{x0:.1f}" y="{y0:.1f}" width="{slot * 0.5:.1f}" height="{max(y1 - y0, 1.0):.1f}" '
+                     f'fill="{color}"><title>{escape(lab)}: {escape(text)}</title></rect>')
+        ty = f.y(v) - 4 if v >= 0 else f.y(v) + 13
+        parts.append(f'<text x="{x0 + slot * 0.25:.1f}" y="{ty:.1f}" text-anchor="middle" {FONT}>{escape(text)}</text>')
+        parts.append(f'<text x="{x0 + slot * 0.25:.1f}" y="{f.h - f.b + 13}" text-anchor="middle" {FONT}>{escape(lab)}</text>')
     return _svg(width, height, parts)
 
 
@@ -231,4 +270,4 @@ def depth_curves(names: Sequence[str], series: dict[str, Sequence[float | None]]
     return _svg(width, int(f.h), parts)
 
 
-__all__ = ["histogram", "bars", "heatmap", "scatter", "depth_curves"]
+__all__ = ["histogram", "bars", "change_bars", "heatmap", "scatter", "depth_curves"]

@@ -28,7 +28,7 @@ def legend_html(float_rgb, quant_rgb, region_rgb) -> str:
     return (f"<span style='color:{c(float_rgb)}'>■</span> float &nbsp; "
             f"<span style='color:{c(quant_rgb)}'>━</span> quantized &nbsp; "
             f"<span style='color:#666'>┃</span> quantization levels &nbsp; "
-            f"<span style='color:{c(region_rgb)}'>┃ ┃</span> clip range")
+            f"<span style='color:{c(region_rgb)}'>┃ ┃</span> clip range (drag its edges)")
 
 
 class ClipRangeEditor(QWidget):
@@ -42,7 +42,8 @@ class ClipRangeEditor(QWidget):
         self.hi = QDoubleSpinBox()
         for box, tip in ((self.lo, "Lower end of the clip range"), (self.hi, "Upper end of the clip range")):
             box.setDecimals(5)
-            box.setRange(-1e9, 1e9)
+            box.setRange(-1e3, 1e3)  # widened to the data in set_range; a small range keeps the boxes narrow
+            box.setMinimumWidth(90)
             box.setKeyboardTracking(False)
             box.setToolTip(tip + " (type a value, then Apply or Enter).")
             box.lineEdit().returnPressed.connect(self.apply)
@@ -53,7 +54,7 @@ class ClipRangeEditor(QWidget):
         self.error.setObjectName("error")
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(QLabel("Clip range:"))
+        lay.addWidget(QLabel("Clip:"))
         lay.addWidget(self.lo)
         lay.addWidget(QLabel("to"))
         lay.addWidget(self.hi)
@@ -64,10 +65,12 @@ class ClipRangeEditor(QWidget):
         """Show [lo, hi] (not while the user is typing in a box); steps of ~1 % of ``span``."""
         span = span if span and span > 0 else max(abs(hi - lo), 1e-6)
         step = 10 ** math.floor(math.log10(span / 100))
+        reach = max(10 * span, abs(lo) * 2, abs(hi) * 2, 1e-3)
         for box, v in ((self.lo, lo), (self.hi, hi)):
             if box.hasFocus():
                 continue
             box.blockSignals(True)
+            box.setRange(-reach, reach)
             box.setSingleStep(step)
             box.setValue(float(v))
             box.blockSignals(False)

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSizePolicy, QTabWidget, QVBoxLayout, QWidget
 
 from ...core.errors import QuantvizError
 from ..bridge import SessionFollower
@@ -57,10 +57,10 @@ class RangeHistogram(QWidget):
         self.note = QLabel("")
         self.note.setWordWrap(True)
         self.note.setStyleSheet("color: #555;")
-        # fixed heights: a longer stats line or note never makes the plot jump
-        line = self.fontMetrics().lineSpacing()
-        self.stats.setFixedHeight(line * 2 + 2)
-        self.note.setFixedHeight(line * 3 + 2)
+        # one line of fixed height, never wrapped: a longer stats line while dragging never moves the plot
+        self.stats.setWordWrap(False)
+        self.stats.setFixedHeight(self.fontMetrics().lineSpacing() + 4)
+        self.stats.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
         self.legend = QLabel(legend_html(FLOAT_PEN, QUANT_PEN, REGION_LINE))  # above the plot, never over the data
         self.editor = ClipRangeEditor()
         self.editor.applied.connect(self._on_editor_applied)
@@ -236,8 +236,6 @@ class HistogramPanel(SessionFollower, QWidget):
         self.log_box = QCheckBox("Log-scale counts")
         self.log_box.setToolTip("Show counts on a logarithmic axis, so rare outliers and long tails stay visible.")
         self.log_box.toggled.connect(self._on_log_toggled)
-        hint = QLabel("Drag the shaded band's edges to set the clip range, or type it below the plot.")
-        hint.setStyleSheet("color: #555;")
         top = QHBoxLayout()
         top.addWidget(self.header, 1)
         top.addWidget(self.log_box)
@@ -254,7 +252,6 @@ class HistogramPanel(SessionFollower, QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
         lay.addLayout(top)
-        lay.addWidget(hint)
         lay.addWidget(self.tabs, 1)
         self.weights.dragged.connect(lambda lo, hi: self._on_drag("weight", lo, hi, False))
         self.weights.released.connect(lambda lo, hi: self._on_drag("weight", lo, hi, True))

@@ -65,7 +65,7 @@ class ParetoView(SessionFollower, QWidget):
         top.addWidget(self.metric_combo)
         top.addStretch(1)
         self.legend = QLabel(_legend_html())  # outside the plot: it never hides a point
-        top.addWidget(self.legend)
+        self.legend.setWordWrap(True)
         self.plot = pg.PlotWidget(background="w")
         pi = self.plot.getPlotItem()
         pi.setLabel("bottom", "model size")
@@ -86,6 +86,7 @@ class ParetoView(SessionFollower, QWidget):
         self.info.setWordWrap(True)
         lay = QVBoxLayout(self)
         lay.addLayout(top)
+        lay.addWidget(self.legend)
         lay.addWidget(self.plot, 1)
         lay.addWidget(self.info)
 

@@ -17,7 +17,7 @@ import math
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QBoxLayout, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from ...core.evaluate import primary_metric
 from ...core.fmt import IDENTICAL_DB, PERCENT_METRICS, fmt_bytes, fmt_metric, metric_label, size_unit
@@ -90,7 +90,7 @@ class SummaryPanel(SessionFollower, QWidget):
         self.plot = pg.PlotWidget()
         self.plot.setToolTip("Every re-checked config as a point: size against the task metric. "
                              "The current config is orange; click a point to go back to that config (undoable).")
-        self.plot.setMinimumSize(260, 160)
+        self.plot.setMinimumSize(0, 140)  # narrow: the panel stacks the plot under the table instead
         self.plot.showGrid(x=True, y=True, alpha=0.25)
         self.plot.setLabel("bottom", "size")
         self._unit = "KB"
@@ -107,11 +107,19 @@ class SummaryPanel(SessionFollower, QWidget):
         legend.addItem(self.float_point, "float")
         legend.addItem(self.current_point, "current")
 
-        lay = QHBoxLayout(self)
+        self._lay = lay = QBoxLayout(QBoxLayout.LeftToRight, self)
         lay.setContentsMargins(8, 6, 8, 6)
         lay.setSpacing(16)
         lay.addWidget(left_box, 0)
         lay.addWidget(self.plot, 1)
+
+    def resizeEvent(self, event) -> None:
+        """Side by side when there is room for a useful plot, else the plot under the table."""
+        wide = event.size().width() >= LEFT_WIDTH + 340
+        want = QBoxLayout.LeftToRight if wide else QBoxLayout.TopToBottom
+        if self._lay.direction() != want:
+            self._lay.setDirection(want)
+        super().resizeEvent(event)
 
     # ---------------------------------------------------------- session
     def set_session(self, session) -> None:
