@@ -65,11 +65,11 @@ def _bytes(n) -> str:
     return fmt_bytes(n, missing="-")
 
 
-def _table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
-    h = "".join(f'<th class="{"l" if i < left else ""}">{escape(c)}</th>' for i, c in enumerate(header))
+def _table(header: list[str] | None, rows: list[list[str]], left: int = 1) -> str:
+    h = "".join(f'<th class="{"l" if i < left else ""}">{escape(c)}</th>' for i, c in enumerate(header or []))
     body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>"
                    for r in rows)
-    return f"<table><tr>{h}</tr>{body}</table>"
+    return f"<table>{f'<tr>{h}</tr>' if header else ''}{body}</table>"
 
 
 # ------------------------------------------------------- optional sections
@@ -100,8 +100,8 @@ def _matrix_from(sens) -> tuple[list[str], list[str], np.ndarray, str] | None:
             except (KeyError, TypeError, ValueError, AttributeError):
                 continue
             metric = r.get("metric")
-            label = (f"{method}: drop in {metric}" + (" (points)" if metric in ("accuracy", "top1_agreement") else "")
-                     if metric and method in ("e2e", "loo") else f"{method}: output noise (-SQNR dB)")
+            label = (f"{method}: {metric} drop" + (", points" if metric in ("accuracy", "top1_agreement") else "")
+                     if metric and method in ("e2e", "loo") else f"{method}: output noise, -SQNR dB")
             return names, bits, arr, label
     label = str(sens.get("metric", "sensitivity"))
     layers = sens.get("layers")
@@ -190,8 +190,14 @@ def _histograms(sim, specs: dict, names: list[str]) -> str:
             s, z = float(qp.scale[0]), int(qp.zero_point[0])
             grid = [(q - z) * s for q in range(qp.qmin, qp.qmax + 1)] if qp.qmax - qp.qmin < 64 else None
             clip = ((qp.qmin - z) * s, (qp.qmax - z) * s)
-        else:
-            note = f"{spec.weight.granularity.replace('_', '-')}: {wq.qparams.groups} clip ranges, not drawn"
+        else:  # many groups: the widest group's grid, and the envelope of the groups' clip ranges
+            qp = wq.qparams
+            g = int(np.argmax(np.asarray(qp.scale, dtype=float)))
+            s, z = float(qp.scale[g]), int(qp.zero_point[g])
+            grid = [(q - z) * s for q in range(qp.qmin, qp.qmax + 1)] if qp.qmax - qp.qmin < 64 else None
+            glo, ghi = qp.grid_range()
+            clip = (float(glo.min()), float(ghi.max()))
+            note = f"{spec.weight.granularity.replace('_', '-')}: envelope of {qp.groups} ranges, widest grid"
         out.append(svg.histogram(h.edges, h.counts, title=f"{name} weights ({_bits(spec.weight.bits)})", clip=clip,
                                  grid=grid, note=note))
         obs = sim.act_obs.get(name)
@@ -282,7 +288,7 @@ def render_report(facts: ReportFacts, sim, specs: dict, *, progress: Progress = 
              f"<h1>quantviz report: {escape(facts.name)}</h1>",
              f'<p class="note">Generated {time.strftime("%Y-%m-%d %H:%M")} from {escape(str(facts.reference))}.</p>',
              "<h2>Model</h2>",
-             _table(["", ""], [["source", escape(facts.kind)], ["parameters", f"{facts.num_params:,}"],
+             _table(None, [["source", escape(facts.kind)], ["parameters", f"{facts.num_params:,}"],
                                ["quantizable layers", str(len(rows))],
                                ["evaluation samples", str(facts.eval_samples)],
                                ["calibration samples", str(facts.calib_samples)],
@@ -325,7 +331,8 @@ def render_report(facts: ReportFacts, sim, specs: dict, *, progress: Progress = 
         parts += [f"<h2>Sensitivity ({escape(label)})</h2>",
                   '<p class="note">Each cell: how much worse the model gets with only that layer at that many '
                   'bits (darker = more sensitive).</p>',
-                  svg.heatmap(rws, cols, mat, title="Sensitivity per layer and weight bits", value_label=label)]
+                  svg.heatmap(rws, cols, mat, title="Sensitivity per layer and weight bits", value_label=label,
+                              cell=52, row_h=22)]
     search = _points_from(facts.search)
     if search is not None:
         P, F, xl, yl, chosen = search
