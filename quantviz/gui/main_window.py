@@ -303,10 +303,13 @@ class MainWindow(FilesMixin, QMainWindow):
             ok = self.restoreGeometry(QByteArray(geo))
         if isinstance(state, (QByteArray, bytes)):
             ok = self.restoreState(QByteArray(state), SETTINGS_VERSION) and ok
-        for dock in ("histogram", "summary"):  # a restart shows the working panels, not the last tab
+        return ok
+
+    def raise_working_panels(self) -> None:
+        """The histogram and the summary in front (a restart shows them, not the last analysis tab)."""
+        for dock in ("histogram", "summary"):
             if dock in self.docks:
                 self.docks[dock].raise_()
-        return ok
 
     def default_dock_sizes(self) -> None:
         """Summary and histogram share the lower ~60 % of the height (the table gives up height, not
@@ -321,6 +324,9 @@ class MainWindow(FilesMixin, QMainWindow):
         if not self._sized:
             self._sized = True
             self.default_dock_sizes()
+        if not getattr(self, "_shown_once", False):
+            self._shown_once = True
+            self.raise_working_panels()
 
     def save_layout(self) -> None:
         s = self.settings

@@ -346,8 +346,8 @@ def render_report(facts: ReportFacts, sim, specs: dict, *, progress: Progress = 
                  else "Layers with the lowest weight SQNR")
         parts += [f"<h2>{title}</h2>",
                   f'<p class="note">{escape(ranked_by[0].upper() + ranked_by[1:])}. Each chart names what it draws: '
-                  'the clip range (dashed) and the grid points (ticks) are drawn for per-tensor grids of up to '
-                  '64 levels.</p>',
+                  'the clip range (dashed lines; for per-channel weights the envelope of the channels\' ranges) '
+                  'and the grid points (ticks on the axis, for grids of up to 64 levels).</p>',
                   _histograms(sim, specs, top)]
     parts.append("</body></html>\n")
     progress(4, 4, "done")

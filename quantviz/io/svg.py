@@ -86,7 +86,7 @@ def histogram(edges: Sequence[float], counts: Sequence[float], *, title: str = "
     if clip is not None:
         lo, hi = min(lo, clip[0]), max(hi, clip[1])
     pad = (hi - lo) * 0.04 or 1.0  # clip lines never sit on the frame
-    f = _Frame(width, height, lo - pad, hi + pad, 0.0, (float(vals.max()) if vals.size and vals.max() > 0 else 1.0) * 1.18)
+    f = _Frame(width, height, lo - pad, hi + pad, 0.0, (float(vals.max()) if vals.size and vals.max() > 0 else 1.0) * 1.3)
     parts = f.axes(title, xlabel, "log10(count+1)" if log else "count", yticks=True)
     pts = [f"{f.x(edges[0]):.1f},{f.y(0):.1f}"]
     for i, v in enumerate(vals):
@@ -98,8 +98,8 @@ def histogram(edges: Sequence[float], counts: Sequence[float], *, title: str = "
     base = f.h - f.b
     if grid is not None and 0 < len(grid) <= 64:
         for g in grid:
-            parts.append(f'<line x1="{f.x(g):.1f}" y1="{base - 7}" x2="{f.x(g):.1f}" y2="{base}" stroke="#333" '
-                         'stroke-width="1.2"/>')
+            parts.append(f'<line x1="{f.x(g):.1f}" y1="{base - 10}" x2="{f.x(g):.1f}" y2="{base}" stroke="#333" '
+                         'stroke-width="1.5"/>')
         legend.append(("#333", f"grid points ({len(grid)})", ""))
     if clip is not None:
         for c in clip:
@@ -111,8 +111,8 @@ def histogram(edges: Sequence[float], counts: Sequence[float], *, title: str = "
         parts.append(f'<line x1="{x}" y1="{f.t + 9}" x2="{x + 16}" y2="{f.t + 9}" stroke="{color}" stroke-width="2"{dash}/>'
                      f'<text x="{x + 20}" y="{f.t + 13}" {FONT}>{escape(text)}</text>')
         x += 30 + 7 * len(text)
-    if note:
-        parts.append(f'<text x="{x}" y="{f.t + 13}" {FONT} fill="#666">{escape(note)}</text>')
+    if note:  # its own line under the legend (or in its place)
+        parts.append(f'<text x="{f.l + 6}" y="{f.t + (27 if legend else 13)}" {FONT} fill="#666">{escape(note)}</text>')
     return _svg(width, height, parts)
 
 
