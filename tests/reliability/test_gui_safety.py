@@ -47,6 +47,7 @@ def win(qtbot, tmp_path):
     w.show()
     yield w
     w.runner.shutdown(15000)
+    w.unsaved.mark_clean()  # the tests' edits are not work to keep
     w.close()
 
 
@@ -104,7 +105,7 @@ def test_recipe_runs_only_after_the_user_agrees_and_the_answer_is_remembered(win
     win._recipe_box.button(QMessageBox.No).click()
 
 
-def test_autosave_after_edits_and_clean_close_removes_it(win, qtbot, recipe):
+def test_autosave_after_edits_and_a_close_that_discards_removes_it(win, qtbot, recipe):
     from quantviz.session import autosave
     from quantviz.session.trust import TrustStore
 
@@ -120,7 +121,12 @@ def test_autosave_after_edits_and_clean_close_removes_it(win, qtbot, recipe):
     saved = autosave.load_recovery(path)
     assert saved["config"]["layers"][s.layer_names[1]]["weight"]["bits"] == 5
     _wait_idle(qtbot, win)
-    win.close()
+    from PySide6.QtWidgets import QMessageBox
+
+    win.close()  # unsaved work: the close asks first, and the recovery file stays until answered
+    qtbot.waitUntil(lambda: getattr(win, "_unsaved_box", None) is not None and win._unsaved_box.isVisible())
+    assert path.exists() and win.isVisible()
+    win._unsaved_box.button(QMessageBox.Discard).click()  # knowingly discarded: a clean close
     assert not path.exists()
 
 
