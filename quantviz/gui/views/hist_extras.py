@@ -3,9 +3,10 @@ the level markers drawn at low bit-widths, and the legend line above the plot.
 
 * :class:`ClipRangeEditor` — two spin boxes (lo, hi) and Apply: the clip range
   typed instead of dragged; Apply does what releasing the band does.
-* :class:`LevelMarkers` — at 16 levels or fewer each level gets a stem, a dot
-  and the share of values it holds, so the 4 levels of a 2-bit grid are seen
-  as 4 levels (the quantized staircase alone spreads each level over its cell).
+* :class:`LevelMarkers` — at 8 levels or fewer each level gets a stem and a dot
+  (and, for a per-tensor grid, the share of values it holds), so the 4 levels
+  of a 2-bit grid are seen as 4 levels (the quantized staircase alone spreads
+  each level over its cell).
 * :func:`legend_html` — the legend as a line of text above the plot, so it
   never covers the data.
 """
@@ -18,7 +19,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QWidget
 
-MARKED_LEVELS = 16  # grids with at most this many levels get a marker per level
+MARKED_LEVELS = 8  # grids with at most this many levels (3 bits and below) get a marker per level
 
 
 def legend_html(float_rgb, quant_rgb, region_rgb) -> str:
@@ -134,8 +135,9 @@ class LevelMarkers:
         self.stems.setData(np.repeat(xs, 2), np.column_stack([np.full(xs.size, base), hs]).ravel())
         self.dots.setData(xs, hs)
         shares = np.asarray(self.shares)[inside]
+        one_grid = p.get("granularity") == "per_tensor"  # per-channel: each channel has its own levels
         for i, t in enumerate(self.labels):
-            if i < xs.size:
+            if i < xs.size and one_grid:
                 t.setText(f"{shares[i] * 100:.0f}%")
                 t.setPos(float(xs[i]), float(hs[i]))
                 t.setVisible(True)
