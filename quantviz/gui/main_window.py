@@ -327,6 +327,7 @@ class MainWindow(FilesMixin, QMainWindow):
         if not getattr(self, "_shown_once", False):
             self._shown_once = True
             self.raise_working_panels()
+            QTimer.singleShot(0, self.raise_working_panels)  # after the restored tab bars exist
 
     def save_layout(self) -> None:
         s = self.settings

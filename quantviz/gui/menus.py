@@ -69,6 +69,7 @@ def _file_menu(win, mb, acts: dict) -> None:
     for fmt in FORMATS:
         title, tip = EXPORT_HELP.get(fmt, (fmt, ""))
         _add(ex, acts, f"export_{fmt}", _action(win, f"{title}…", lambda fmt=fmt: _export_as(win, fmt), None, tip))
+        acts[f"export_{fmt}"].setData(fmt)
     f.addSeparator()
     _add(f, acts, "quit", _action(win, "&Quit", win.close, QKeySequence.Quit))
 

@@ -283,7 +283,8 @@ def test_export_menu_offers_the_exporters_formats(window, tmp_path, wait_idle):
 
     file_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&File")
     export_menu = next(a.menu() for a in file_menu.actions() if a.menu() is not None and "Export" in a.text())
-    assert [a.text() for a in export_menu.actions()] == list(FORMATS)
+    assert [a.data() for a in export_menu.actions()] == list(FORMATS)
+    assert all(a.toolTip() and a.text() != a.data() for a in export_menu.actions())  # described, not bare names
     out = tmp_path / "export.json"
     window.export_as("json", str(out))
     wait_idle(window)

@@ -266,13 +266,16 @@ def test_help_menu_shortcuts_glossary_readme_and_export_descriptions(window):
 
 
 # ---------------------------------------------------------------- 10 / 13: layout and status
+def _shown(win, key) -> bool:
+    """On screen: not a hidden tab (tabbed docks all report isVisible() offscreen)."""
+    return not win.docks[key].visibleRegion().isEmpty()
+
+
 def test_summary_stays_visible_beside_analysis_tabs(window, qtbot):
-    window.docks["pareto"].raise_()
-    qtbot.wait(50)
-    assert window.summary.isVisible() and window.pareto.isVisible()
-    window.docks["sensitivity"].raise_()
-    qtbot.wait(50)
-    assert window.summary.isVisible() and window.sensitivity.isVisible()
+    for key in ("pareto", "sensitivity"):
+        window.docks[key].raise_()
+        qtbot.wait(50)
+        assert _shown(window, key) and _shown(window, "summary") and not _shown(window, "histogram")
 
 
 def test_table_shows_every_column_at_1280x800(window, qtbot):
@@ -298,10 +301,31 @@ def test_restart_shows_the_histogram_tab(qtbot, window):
     from quantviz.gui.main_window import MainWindow
 
     window.docks["config_diff"].raise_()
+    qtbot.wait(50)
+    assert _shown(window, "config_diff")
     window.save_layout()
     win = MainWindow()
     qtbot.addWidget(win)
     win.show()
     qtbot.waitExposed(win)
-    assert win.histogram.isVisible() and not win.config_diff.isVisible()
+    qtbot.wait(50)
+    assert _shown(win, "histogram") and not _shown(win, "config_diff")
     win.close()
+
+
+def test_bits_editor_shows_its_whole_text_in_a_narrow_column(window, qtbot):
+    from PySide6.QtWidgets import QComboBox
+
+    from quantviz.gui.views.layer_model import COL
+
+    v = window.table.view
+    idx = window.table.proxy.index(0, COL["weight_bits"])
+    v.setCurrentIndex(idx)
+    v.edit(idx)
+    qtbot.waitUntil(lambda: v.findChild(QComboBox) is not None and v.findChild(QComboBox).isVisible())
+    box = v.findChild(QComboBox)
+    fm = box.fontMetrics()
+    assert box.width() >= fm.horizontalAdvance(box.currentText()) + 20
+    assert box.width() > v.columnWidth(COL["weight_bits"])
+    v.closePersistentEditor(idx)
+    v.setFocus()

@@ -88,6 +88,13 @@ class ChoiceDelegate(QStyledItemDelegate):
         box.activated.connect(lambda _i, b=box: self._commit(b))
         return box
 
+    def updateEditorGeometry(self, editor, option, index):
+        """As wide as its longest choice ("8 bits", not "8 bi"), even in a narrow column."""
+        rect = option.rect
+        if isinstance(editor, QComboBox):
+            rect = rect.adjusted(0, 0, max(0, editor.sizeHint().width() - rect.width()), 0)
+        editor.setGeometry(rect)
+
     def _commit(self, box):
         self.commitData.emit(box)
         self.closeEditor.emit(box)
