@@ -70,6 +70,7 @@ SHORTCUTS = [
     ("Ctrl+E", "Export the config as JSON"), ("Ctrl+Z", "Undo the last config edit"),
     ("Ctrl+Shift+Z / Ctrl+Y", "Redo"), ("Ctrl+F", "Find a layer (focus the table's filter)"),
     ("F5", "Re-check the current config now"), ("Ctrl+.", "Cancel the running job"),
+    ("Ctrl+T", "Trace the error through the layers"),
     ("F1", "This list"), ("Ctrl+Q", "Quit (asks when work is unsaved)"),
     ("Double-click / F2 on a cell", "Edit bits, granularity, grid or range in the table"),
     ("Right-click in the table", "Edit selection: a field for the selection, a type or a pattern; presets"),
