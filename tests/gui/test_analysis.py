@@ -70,7 +70,7 @@ def test_measure_real_models_from_the_run_menu_opens_the_report(window, qtbot, w
 
 def test_hand_made_configs_join_the_pareto_plot(window, qtbot, wait_idle):
     s = window.session
-    window.docks["summary"].raise_()  # the Pareto panel is a hidden tab: it catches up when shown
+    window.docks["histogram"].raise_()  # the Pareto panel is a hidden tab: it catches up when shown
     before = len(window.pareto._history)
     s.edit_layers([s.layers[0].name], {"weight": {"bits": 3}})
     wait_idle(window)

@@ -112,7 +112,7 @@ def test_hidden_panel_catches_up_when_raised(qtbot, window, wait_idle):
     win.actions["trace"].trigger()
     wait_idle(win)
     first = win.session.analysis.trace
-    win.docks["summary"].raise_()  # the Trace tab goes behind the summary
+    win.docks["histogram"].raise_()  # the Trace tab goes behind the histogram (its tab group)
     qtbot.waitUntil(lambda: not win.trace.on_screen())
     win.session.edit_layers([win.session.layers[0].name], {"weight": {"bits": 3}})
     wait_idle(win)
