@@ -48,14 +48,24 @@ class LayerInfo:
         return {"name": self.name, "type": self.type, "params": self.params, "weight_shape": list(self.weight_shape)}
 
 
+def is_hf_conv1d(module: nn.Module) -> bool:
+    """transformers' ``Conv1D`` (GPT-2 and kin): a linear layer whose weight is stored
+    ``in_features x out_features``. Recognised without importing transformers."""
+    cls = type(module)
+    return cls.__name__ == "Conv1D" and cls.__module__.startswith("transformers")
+
+
 def channel_axis_of(module: nn.Module) -> int:
     if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
         return 1
+    if is_hf_conv1d(module):
+        return 1  # weight (in, out): output channels along axis 1
     return 0
 
 
 def is_quantizable(module: nn.Module) -> bool:
-    return isinstance(module, QUANTIZABLE_TYPES) and isinstance(getattr(module, "weight", None), torch.Tensor)
+    return (isinstance(module, QUANTIZABLE_TYPES) or is_hf_conv1d(module)) and isinstance(
+        getattr(module, "weight", None), torch.Tensor)
 
 
 def inventory(model: nn.Module) -> list[LayerInfo]:
