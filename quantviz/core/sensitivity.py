@@ -37,6 +37,7 @@ from .evaluate import (SQNR_CAP_DB, FloatReference, MetricStream, evaluate_quant
                        primary_metric, user_metrics)
 from .fakequant import QuantSim
 from .incremental import DEFAULT_BUDGET_BYTES, SuffixRunner
+from .lmmetrics import cat_aux
 from .progress import Progress, null_progress
 from .spec import FLOAT_SPEC, ActSpec, LayerSpec
 
@@ -143,10 +144,10 @@ def _stream_metrics(outputs, p: Parts, cancel) -> dict:
         labels = None
         if all(y is not None for y in ref.labels):
             labels = torch.cat([torch.as_tensor(y) for y in ref.labels])
-        cat = (len(ref.outputs), torch.cat(ref.outputs), labels)
+        cat = (len(ref.outputs), torch.cat(ref.outputs), labels, cat_aux(list(ref.aux)))
         ref._qv_cat = cat
-    stream = MetricStream(ref.num_samples)
-    stream.update(cat[1], torch.cat(outs), cat[2])
+    stream = ref.stream()
+    stream.update(cat[1], torch.cat(outs), cat[2], cat[3])
     m = stream.snapshot()["metrics"]
     if p.evaluate_fn is not None:
         m.update(user_metrics(p.evaluate_fn, p.sim.qmodel, p.data))
