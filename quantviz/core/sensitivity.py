@@ -64,6 +64,12 @@ class Parts:
     evaluate_fn: Callable | None = None
     budget_bytes: int = DEFAULT_BUDGET_BYTES
     ties: tuple = ()
+    metric: str | None = None  # the metric drops are measured in (default: primary_metric)
+
+    def __post_init__(self) -> None:
+        if self.metric is not None and self.reference is not None and self.metric not in self.reference.metrics:
+            have = ", ".join(sorted(self.reference.metrics))
+            raise SensitivityError(f"metric {self.metric!r} is not measured for this model (choose from {have})")
 
 
 # ------------------------------------------------------------ helpers
@@ -127,6 +133,8 @@ def fingerprint(p: Parts) -> str:
     blob = {n: {"w": weight_setting(s, 0).weight.to_dict(), "a": act_setting(s, 0).activation.to_dict()}
             for n, s in sorted(p.base_specs.items())}
     blob["_data"] = [len(p.data), len(p.calib), p.batch_size, [list(t) for t in p.ties]]
+    if p.metric:
+        blob["_metric"] = p.metric
     return hashlib.sha1(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -242,7 +250,7 @@ def result_of(p: Parts, method, bits, act_bits, groups, cells, seconds) -> dict:
             entry["act_results"] = cells[l.name]["a"]
         layers.append(entry)
     return {"method": method, "bits": [int(b) for b in bits], "act_bits": [int(b) for b in act_bits],
-            "metric": primary_metric(p.reference.metrics), "baseline": {"metrics": dict(p.reference.metrics)},
+            "metric": p.metric or primary_metric(p.reference.metrics), "baseline": {"metrics": dict(p.reference.metrics)},
             "layers": layers, "seconds": seconds, "key": fingerprint(p)}
 
 

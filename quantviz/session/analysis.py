@@ -74,16 +74,16 @@ class Analysis:
 class AnalysisMixin:
     """Session methods that run analyses and keep their results (see module doc)."""
 
-    def parts(self, ties=()) -> sens.Parts:
+    def parts(self, ties=(), metric: str | None = None) -> sens.Parts:
         """What core analyses need from this session (the current config as the base)."""
         if not self.prepared:
             raise sens.SensitivityError("the session is not prepared (calibration and float reference missing)")
         return sens.Parts(self.sim, self.eval_data, self.calib_data, self.reference, dict(self.specs), self.batch_size,
-                          self.device, self.bundle.evaluate_fn, ties=tuple(tuple(t) for t in ties))
+                          self.device, self.bundle.evaluate_fn, ties=tuple(tuple(t) for t in ties), metric=metric)
 
     def run_sensitivity(self, method: str = "e2e", *, bits=sens.DEFAULT_BITS, act_bits=None, force: bool = False,
                         ties=(), progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False,
-                        **options) -> dict:
+                        metric: str | None = None, **options) -> dict:
         """Run sensitivity ``method`` for the current config and keep the result.
 
         A result computed earlier for the same settings is returned as is (unless
@@ -93,7 +93,7 @@ class AnalysisMixin:
         if act_bits is None:
             act_bits = sens.DEFAULT_ACT_BITS if any(s.activation.bits for s in self.specs.values()) else ()
         with self.lock:
-            p = self.parts(ties)
+            p = self.parts(ties, metric)
             old = self.analysis.sensitivity.get(method)
             if not force and methods.matches(old, p, method, bits, act_bits, options):
                 return old
@@ -119,14 +119,14 @@ class AnalysisMixin:
     def run_search(self, *, avg_bits: float | None = None, size_bytes: int | None = None,
                    max_drop: float | None = None, bits=search_mod.DEFAULT_BITS, pareto_steps: int = 9,
                    solver: str = "auto", ties=(), progress: Progress = null_progress,
-                   cancel: Callable[[], bool] = lambda: False) -> dict:
+                   cancel: Callable[[], bool] = lambda: False, metric: str | None = None) -> dict:
         """Search a bit-width per layer for one budget (see :func:`quantviz.core.search.search`)
         and keep the result; every point carries the full config it stands for."""
         bits = tuple(sorted({int(b) for b in bits}))
         sens_res = self.run_sensitivity("e2e", bits=bits, act_bits=(), ties=ties, progress=scaled(progress, 0.0, 0.5),
-                                        cancel=cancel)
+                                        cancel=cancel, metric=metric)
         with self.lock:
-            res = search_mod.search(self.parts(ties), sens_res, avg_bits=avg_bits, size_bytes=size_bytes,
+            res = search_mod.search(self.parts(ties, metric), sens_res, avg_bits=avg_bits, size_bytes=size_bytes,
                                     max_drop=max_drop, bits=bits, pareto_steps=pareto_steps, solver=solver,
                                     progress=scaled(progress, 0.5, 1.0), cancel=cancel)
             for pt in [res["chosen"], *res["pareto"]]:

@@ -149,14 +149,14 @@ class Session(AnalysisMixin, ExportsMixin):
              config: QuantConfig | None = None, device: str = "cpu", batch_size: int = 64,
              calib_samples: int = DEFAULT_CALIB_SAMPLES, prepare: bool = True,
              progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False,
-             cache_bytes: int | None = None) -> "Session":
+             cache_bytes: int | None = None, seq_len: int | None = None) -> "Session":
         progress(0, 1000, f"loading {reference}")
         bundle = sources.load_model(reference, trust=trust, cancel=cancel)
-        eval_data = sources.load_data(data, bundle) if data else bundle.eval
+        eval_data = sources.load_data(data, bundle, seq_len=seq_len) if data else bundle.eval
         if eval_data is None:
             raise SessionError(f"{reference}: this model carries no data; pass --data (an .npz with x[, y], an image folder, or a text file)")
         if calib:
-            calib_data = sources.load_data(calib, bundle)
+            calib_data = sources.load_data(calib, bundle, seq_len=seq_len)
         elif data or bundle.calib is None:
             calib_data = eval_data.subset(calib_samples, name=f"{eval_data.name} (first {min(calib_samples, len(eval_data))})")
         else:
@@ -179,7 +179,8 @@ class Session(AnalysisMixin, ExportsMixin):
             self.reference = float_reference(self.sim.float_model, self.eval_data, device=self.device,
                                              batch_size=self.batch_size, evaluate_fn=self.bundle.evaluate_fn,
                                              progress=scaled(progress, 0.5, 1.0), cancel=cancel,
-                                             first_chunk=self.recheck.first_chunk_size())
+                                             first_chunk=self.recheck.first_chunk_size(),
+                                             task=self.bundle.meta.get("task"))
             self._prepared = True
         self.events.emit("loaded", session=self)
 

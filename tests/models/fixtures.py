@@ -84,3 +84,23 @@ def resnet18(seed: int = 0) -> ResNet18:
                 mod.weight.uniform_(0.5, 1.5)
                 mod.bias.uniform_(-0.1, 0.1)
     return m
+
+
+def add_word_tokenizer(folder: Path, vocab: int = 97) -> None:
+    """A word-level tokenizer (built offline) saved into a model folder."""
+    tokenizers = __import__("pytest").importorskip("tokenizers")
+    import transformers
+
+    words = {"<eos>": 0, "<unk>": 1}
+    for i in range(2, vocab):
+        words[f"w{i}"] = i
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(words, unk_token="<unk>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", unk_token="<unk>")
+    fast.save_pretrained(str(folder))
+
+
+def word_text(n_words: int, vocab: int = 97, seed: int = 0) -> str:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, vocab, (n_words,), generator=g).tolist()
+    return " ".join(f"w{i}" for i in ids)
