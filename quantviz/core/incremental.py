@@ -106,8 +106,14 @@ class SuffixRunner:
     def _trace(self) -> None:
         import torch.fx as fx
 
+        from .data import fixed_batch_of
+
+        if fixed_batch_of(self.model) is not None:  # node by node it would see whole batches
+            self.reason = "the program takes a fixed batch size (runs chunk by chunk)"
+            return
         try:
-            gm = fx.symbolic_trace(self.model)
+            # an FX graph (torch.export program, converted TorchScript) is its own trace
+            gm = self.model if isinstance(self.model, fx.GraphModule) else fx.symbolic_trace(self.model)
         except Exception as exc:  # untraceable: fall back to full passes
             self.reason = f"not traceable ({type(exc).__name__})"
             return
@@ -126,6 +132,9 @@ class SuffixRunner:
         if n.op == "call_module":
             return bool(getattr(self._mods.get(n.target), "inplace", False))
         if n.op == "call_function":
+            schema = getattr(n.target, "_schema", None)  # aten ops (export graphs): in-place ops write an argument
+            if schema is not None and any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments):
+                return True
             name = getattr(n.target, "__name__", "")
             return n.target in _INPLACE_FUNCS or name.endswith("_") or bool(n.kwargs.get("inplace", False))
         if n.op == "call_method":

@@ -161,6 +161,7 @@ class Session(AnalysisMixin, ExportsMixin):
             calib_data = eval_data.subset(calib_samples, name=f"{eval_data.name} (first {min(calib_samples, len(eval_data))})")
         else:
             calib_data = bundle.calib
+        sources.prepare_for_data(bundle, eval_data)
         sources.check_fits(bundle, eval_data)
         if calib:
             sources.check_fits(bundle, calib_data)

@@ -40,6 +40,7 @@ __all__ = [
     "load_model",
     "load_data",
     "check_fits",
+    "prepare_for_data",
     "resources_dir",
     "SourceError",
     "TrustRequired",
@@ -171,6 +172,20 @@ def _model_device(model) -> torch.device:
         return next(model.parameters()).device
     except (StopIteration, AttributeError, RuntimeError):
         return torch.device("cpu")
+
+
+def prepare_for_data(bundle: ModelBundle, dataset: Dataset) -> None:
+    """Whatever a model needs a data sample for: a TorchScript module is converted to an
+    exported-program graph (see :mod:`.graphs`). Never raises for a failed conversion:
+    the bundle's note says what is simulated."""
+    from .graphs import convert_torchscript, needs_conversion
+
+    if needs_conversion(bundle):
+        try:
+            check_fits(bundle, dataset)  # data that does not fit is the user's problem, said as such
+        except QuantvizError:
+            raise
+        convert_torchscript(bundle, dataset)
 
 
 def check_fits(bundle: ModelBundle, dataset: Dataset) -> None:
