@@ -1,19 +1,33 @@
 """Simulated quantization of a model: :class:`QuantSim`.
 
-``QuantSim`` keeps two copies of the (BatchNorm-folded) model: the float
-reference and a twin whose quantizable layers carry fake-quantized weights.
-Activation quantization is a forward pre-hook on each quantized layer of the
-twin: **the activation settings of layer L apply to L's input** (per-tensor),
-so every quantized layer consumes a quantized tensor, as in a QDQ graph.
-Embedding inputs are indices and are never quantized.
+``QuantSim`` keeps **one** (BatchNorm-folded) model. ``sim.float_model`` is
+that model; ``sim.qmodel`` is a thin view of it that runs it *quantized*:
+while it runs, a forward pre-hook on each quantizable layer swaps in the
+layer's fake-quantized weight (restored when the call returns) and
+fake-quantizes the layer's input. **The activation settings of layer L apply
+to L's input** (per-tensor), so every quantized layer consumes a quantized
+tensor, as in a QDQ graph. Embedding inputs are indices and are never
+quantized. Outside a quantized call the hooks do nothing.
 
-Quantized weights and their qparams are cached per ``(layer, WeightSpec)``;
-applying a new config only touches layers whose settings changed.
+The caller's model is not copied unless BatchNorm folding must change its
+weights (then one copy is folded). Quantized weights and their qparams are
+cached per ``(layer, WeightSpec)``; the quantized tensors live in a byte
+budget (``weight_cache_bytes``, default half the float weight bytes, or
+``$QUANTVIZ_WEIGHT_CACHE``): the tensors of the applied config are kept first,
+others are dropped oldest first, and a layer whose tensor does not fit is
+re-quantized when it runs. Quantized weights keep the model's dtype (bf16 /
+fp16 checkpoints stay so); ranges, qparams and rounding are computed in
+float32.
+
+A TorchScript module (no Python hooks) is simulated weights-only: its weights
+are quantized in place on the module ``qmodel`` and ``float_model`` is a copy.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-from dataclasses import dataclass
+import os
+import threading
 from typing import Callable, Iterable
 
 import torch
@@ -21,7 +35,7 @@ from torch import nn
 
 from .data import Dataset, call_model, to_device
 from .errors import Cancelled, ModelError, QuantvizError
-from .layers import LayerInfo, fold_batchnorm, inventory
+from .layers import _BN, LayerInfo, fold_batchnorm, inventory
 from .observers import HistogramObserver, histogram_of
 from .progress import Progress, null_progress
 from .quantize import histogram_error, quantize_weight_tensor
@@ -30,44 +44,235 @@ from .ranges import RangeError, activation_range
 from .spec import ActSpec, LayerSpec, WeightSpec
 
 
-@dataclass
+CACHE_ENV = "QUANTVIZ_WEIGHT_CACHE"
+DEFAULT_CACHE_FRACTION = 0.5
+
+
 class WeightQuant:
-    tensor: torch.Tensor  # fake-quantized weight (same shape/dtype as the float one)
-    qparams: QParams
-    sqnr_db: float
-    mse: float
-    clipped_fraction: float
+    """A layer's quantized weight under one spec: qparams and error statistics, and the
+    fake-quantized tensor (same shape/dtype/device as the float one). The tensor may have
+    been dropped from the cache's budget; ``tensor`` then recomputes it (not kept)."""
+
+    __slots__ = ("_tensor", "qparams", "sqnr_db", "mse", "clipped_fraction", "_remake")
+
+    def __init__(self, tensor, qparams: QParams, sqnr_db: float, mse: float, clipped_fraction: float):
+        self._tensor = tensor
+        self.qparams = qparams
+        self.sqnr_db = sqnr_db
+        self.mse = mse
+        self.clipped_fraction = clipped_fraction
+        self._remake = None
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        t = self._tensor
+        if t is None and self._remake is not None:
+            t = self._remake()
+        return t
+
+    def _stats_only(self) -> "WeightQuant":
+        return WeightQuant(None, self.qparams, self.sqnr_db, self.mse, self.clipped_fraction)
+
+    def __repr__(self) -> str:
+        return f"WeightQuant(bits={self.qparams.bits}, sqnr_db={self.sqnr_db:.2f}, cached={self._tensor is not None})"
+
+
+def _nbytes(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.numel() * t.element_size()
+
+
+def _default_cache_bytes(float_bytes: int) -> int:
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env:
+        try:
+            return max(0, int(float(env)))
+        except ValueError:
+            pass
+    return max(64 << 20, int(DEFAULT_CACHE_FRACTION * float_bytes))
+
+
+class _QuantView(nn.Module):
+    """``sim.qmodel``: calls the one model with quantization switched on."""
+
+    def __init__(self, sim: "QuantSim"):
+        super().__init__()
+        object.__setattr__(self, "_sim", sim)  # not a registered child: no second module tree
+
+    @property
+    def quantviz_base(self) -> nn.Module:
+        return self._sim.float_model
+
+    def quantviz_context(self):
+        return self._sim.quantized()
+
+    @property
+    def quantviz_fixed_batch(self):
+        from .data import fixed_batch_of
+
+        return fixed_batch_of(self._sim.float_model)
+
+    def forward(self, *args, **kwargs):
+        with self._sim.quantized():
+            return self._sim.float_model(*args, **kwargs)
+
+    # the view has the base model's parameters and layers (for callers that look)
+    def parameters(self, recurse: bool = True):
+        return self._sim.float_model.parameters(recurse)
+
+    def named_parameters(self, *args, **kwargs):
+        return self._sim.float_model.named_parameters(*args, **kwargs)
+
+    def named_modules(self, *args, **kwargs):
+        return self._sim.float_model.named_modules(*args, **kwargs)
+
+    def get_submodule(self, target: str) -> nn.Module:
+        return self._sim.float_model.get_submodule(target)
 
 
 class QuantSim:
-    def __init__(self, model: nn.Module, *, fold_bn: bool = True, device: str | torch.device = "cpu"):
+    def __init__(self, model: nn.Module, *, fold_bn: bool = True, device: str | torch.device = "cpu",
+                 copy_model: bool | None = None, weight_cache_bytes: int | None = None):
         self.device = torch.device(device)
-        base = copy.deepcopy(model).eval()
+        self.weights_only = isinstance(model, torch.jit.ScriptModule)
         self.folded_pairs: list[tuple[str, str]] = []
-        if fold_bn:
-            try:
-                base, self.folded_pairs = fold_batchnorm(base, inplace=True)
-            except Exception:  # a model we cannot analyse stays unfolded
-                self.folded_pairs = []
         self.fold_bn = fold_bn
-        for p in base.parameters():
-            p.requires_grad_(False)
+        if self.weights_only:
+            base, self.qmodel = copy.deepcopy(model), model
+            for m in (base, model):
+                m.eval()
+        else:
+            if copy_model is None:  # folding rewrites weights: never change the caller's model
+                copy_model = fold_bn and any(isinstance(m, _BN) for m in model.modules())
+            base = copy.deepcopy(model) if copy_model else model
+            base.eval()
+            if fold_bn:
+                try:
+                    base, self.folded_pairs = fold_batchnorm(base, inplace=True)
+                except Exception:  # a model we cannot analyse stays unfolded
+                    self.folded_pairs = []
+            self.qmodel = _QuantView(self)
+        for m in ([base, self.qmodel] if self.weights_only else [base]):
+            for p in m.parameters():
+                if p.is_leaf:  # a copied TorchScript module holds non-leaf parameters
+                    p.requires_grad_(False)
         self.float_model = base.to(self.device).eval()
-        self.qmodel = copy.deepcopy(self.float_model).eval()
+        if self.weights_only:
+            self.qmodel.to(self.device)
         self.layers: list[LayerInfo] = inventory(self.float_model)
         self.by_name = {l.name: l for l in self.layers}
         self._fmods = {l.name: self.float_model.get_submodule(l.name) for l in self.layers}
-        self._qmods = {l.name: self.qmodel.get_submodule(l.name) for l in self.layers}
-        self._float_w = {n: m.weight.detach().clone() for n, m in self._fmods.items()}
+        self._qmods = ({l.name: self.qmodel.get_submodule(l.name) for l in self.layers} if self.weights_only
+                       else self._fmods)
+        # views of the float weights, never copies: the float model is never written to
+        self._float_w = {n: m.weight.detach() for n, m in self._fmods.items()}
+        self._float_param = {} if self.weights_only else {n: m._parameters.get("weight") for n, m in self._fmods.items()}
+        float_bytes = sum(_nbytes(w) for w in {id(w): w for w in self._float_w.values()}.values())
+        self.weight_cache_bytes = (_default_cache_bytes(float_bytes) if weight_cache_bytes is None
+                                   else int(weight_cache_bytes))
+        self._cached_bytes = 0
+        self._no_store = False
         self._wcache: dict[tuple[str, WeightSpec], WeightQuant] = {}
         self._applied_w: dict[str, WeightSpec | None] = {}
         self.act_obs: dict[str, HistogramObserver] = {}
         self._act_qp: dict[str, QParams | None] = {}
         self._act_spec: dict[str, ActSpec] = {}
+        self._tls = threading.local()
+        self._swapped: list[tuple[nn.Module, str]] = []
         self._hooks = []
-        for l in self.layers:
-            if l.has_activation_input:
-                self._hooks.append(self._qmods[l.name].register_forward_pre_hook(self._make_act_hook(l.name)))
+        if not self.weights_only:
+            for l in self.layers:
+                self._hooks.append(self._fmods[l.name].register_forward_pre_hook(self._make_hook(l.name)))
+
+    # ----------------------------------------------------- quantized mode
+    @property
+    def active(self) -> bool:
+        return getattr(self._tls, "depth", 0) > 0
+
+    @contextlib.contextmanager
+    def quantized(self):
+        """Within this block (this thread) the model runs quantized."""
+        self._tls.depth = getattr(self._tls, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            self._tls.depth -= 1
+            if self._tls.depth == 0:
+                self._restore_weights()
+
+    def _restore_weights(self) -> None:
+        while self._swapped:
+            mod, name = self._swapped.pop()
+            mod._parameters["weight"] = self._float_param[name]
+
+    def _make_hook(self, name: str):
+        # a closure, not a bound method: a deep copy of the model (torchao export) shares it,
+        # and it does nothing there (``mod`` is not this simulation's module)
+        def hook(mod, args):
+            if not self.active or mod is not self._fmods.get(name):
+                return None
+            wspec = self._applied_w.get(name)
+            if wspec is not None and mod._parameters.get("weight") is self._float_param[name]:
+                mod._parameters["weight"] = self._weight_for_run(name, wspec)
+                self._swapped.append((mod, name))
+            qp = self._act_qp.get(name)
+            if qp is None or not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
+                return None
+            return (fake_quantize_tensor(args[0], qp),) + tuple(args[1:])
+
+        return hook
+
+    def _weight_for_run(self, name: str, spec: WeightSpec) -> torch.Tensor:
+        wq = self.quantize_weight(name, spec)
+        if wq._tensor is not None:
+            return wq._tensor
+        t = wq.tensor  # recomputed
+        if self._make_room(_nbytes(t)):  # the applied config's tensors come first
+            wq._tensor = t
+            self._cached_bytes += _nbytes(t)
+        return t
+
+    # ------------------------------------------------------- weight cache
+    def _make_room(self, nbytes: int) -> bool:
+        budget = self.weight_cache_bytes
+        if self._cached_bytes + nbytes <= budget:
+            return True
+        for key, v in list(self._wcache.items()):  # oldest first; never the applied config's
+            if self._cached_bytes + nbytes <= budget:
+                break
+            if v._tensor is not None and self._applied_w.get(key[0]) != key[1]:
+                self._cached_bytes -= _nbytes(v._tensor)
+                v._tensor = None
+        return self._cached_bytes + nbytes <= budget
+
+    def _cache_put(self, key: tuple[str, WeightSpec], res: WeightQuant) -> None:
+        if self._no_store:
+            return
+        if len(self._wcache) > 4 * max(len(self.layers), 64):  # bound the statistics, too
+            for k in [k for k in self._wcache if self._applied_w.get(k[0]) != k[1]][: len(self._wcache) // 2]:
+                self._cached_bytes -= _nbytes(self._wcache.pop(k)._tensor)
+        stored = res if self._make_room(_nbytes(res._tensor)) else res._stats_only()
+        if stored is res:
+            self._cached_bytes += _nbytes(res._tensor)
+        stored._remake = lambda: self._remake(key)
+        res._remake = stored._remake
+        self._wcache[key] = stored
+
+    def _remake(self, key: tuple[str, WeightSpec]) -> torch.Tensor:
+        """The quantized tensor of ``key`` computed again, without touching the cache."""
+        old = self._wcache.pop(key, None)
+        self._no_store = True
+        try:
+            res = self.quantize_weight(*key)
+        finally:
+            self._no_store = False
+            if old is not None:
+                self._wcache[key] = old
+        return res._tensor
+
+    @property
+    def cache_stats(self) -> dict:
+        return {"entries": len(self._wcache), "tensors": sum(v._tensor is not None for v in self._wcache.values()),
+                "bytes": self._cached_bytes, "budget": self.weight_cache_bytes}
 
     # ----------------------------------------------------------- weights
     def float_weight(self, name: str) -> torch.Tensor:
@@ -83,22 +288,12 @@ class QuantSim:
             return hit
         info = self.by_name[name]
         t = quantize_weight_tensor(self._float_w[name].float().cpu(), spec, info.channel_axis, name)
-        res = WeightQuant(t.tensor.to(self._float_w[name].dtype), t.qparams, t.sqnr_db, t.mse, t.clipped_fraction)
-        if len(self._wcache) > 4 * max(len(self.layers), 64):
-            self._wcache.clear()
-        self._wcache[key] = res
+        # the float weight's dtype and device
+        res = WeightQuant(t.tensor.to(self._float_w[name]), t.qparams, t.sqnr_db, t.mse, t.clipped_fraction)
+        self._cache_put(key, res)
         return res
 
     # ------------------------------------------------------- activations
-    def _make_act_hook(self, name: str):
-        def hook(mod, args):
-            qp = self._act_qp.get(name)
-            if qp is None or not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
-                return None
-            return (fake_quantize_tensor(args[0], qp),) + tuple(args[1:])
-
-        return hook
-
     @property
     def calibrated(self) -> bool:
         return bool(self.act_obs)
@@ -107,6 +302,9 @@ class QuantSim:
     def calibrate(self, data: Dataset, *, batch_size: int = 64, progress: Progress = null_progress,
                   cancel: Callable[[], bool] = lambda: False) -> None:
         """Stream the inputs of every quantizable layer into histograms (float model)."""
+        if self.weights_only:  # TorchScript modules take no Python hooks: no activation statistics
+            self.act_obs = {}
+            return
         observers = {l.name: HistogramObserver() for l in self.layers if l.has_activation_input}
         hooks = []
         for name, obs in observers.items():
@@ -154,15 +352,16 @@ class QuantSim:
             spec = specs.get(l.name)
             wspec = spec.weight if spec is not None and spec.weight.bits is not None else None
             if self._applied_w.get(l.name, "unset") != wspec:
-                mod = self._qmods[l.name]
-                if wspec is None:
-                    mod.weight.data.copy_(self._float_w[l.name])
-                else:
-                    mod.weight.data.copy_(self.quantize_weight(l.name, wspec).tensor.to(mod.weight.device))
                 self._applied_w[l.name] = wspec
+                if self.weights_only:  # TorchScript: quantized in place on qmodel
+                    mod = self._qmods[l.name]
+                    src = self._float_w[l.name] if wspec is None else self.quantize_weight(l.name, wspec).tensor
+                    mod.weight.data.copy_(src.to(mod.weight.device))
+                elif wspec is not None:
+                    self.quantize_weight(l.name, wspec)  # errors (bad ranges) surface here, not mid-forward
                 changed.append(l.name)
             aspec = spec.activation if spec is not None else ActSpec(bits=None)
-            if not l.has_activation_input:
+            if not l.has_activation_input or self.weights_only:
                 continue
             if self._act_spec.get(l.name) != aspec:
                 if aspec.bits is not None and not self.calibrated:
@@ -173,10 +372,18 @@ class QuantSim:
                     changed.append(l.name)
         return changed
 
+    def applied_weight(self, name: str) -> torch.Tensor:
+        """The weight layer ``name`` runs with in ``qmodel`` under the applied config."""
+        if self.weights_only:
+            return self._qmods[name].weight.detach()
+        spec = self._applied_w.get(name)
+        return self._float_w[name] if spec is None else self.quantize_weight(name, spec).tensor
+
     def weight_histogram(self, name: str, bins: int = 256):
         return histogram_of(self._float_w[name].float().cpu(), bins=bins)
 
     def close(self) -> None:
+        self._restore_weights()
         for h in self._hooks:
             h.remove()
         self._hooks.clear()

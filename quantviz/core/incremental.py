@@ -34,6 +34,7 @@ Stats: ``cache_bytes`` (held now), ``peak_cache_bytes``, ``nodes_total``,
 """
 from __future__ import annotations
 
+import contextlib
 import operator
 import time
 from typing import Callable, Iterable, Iterator, Mapping
@@ -84,7 +85,9 @@ class SuffixRunner:
     def __init__(self, model: nn.Module, data: Dataset, *, batch_size: int = 64,
                  budget_bytes: int = DEFAULT_BUDGET_BYTES, device: str | torch.device = "cpu",
                  trace: bool = True):
-        self.model = model
+        # a QuantSim's ``qmodel`` is a view: trace and run its base model in quantized mode
+        self._ctx = getattr(model, "quantviz_context", None)
+        self.model = getattr(model, "quantviz_base", model)
         self.data = data
         self.batch_size = batch_size
         self.budget_bytes = int(budget_bytes)
@@ -127,6 +130,9 @@ class SuffixRunner:
         self.has_mutation = any(self._mutates(n) for n in self.nodes)
         self.incremental = True
         self.reason = ""
+
+    def _mode(self):
+        return self._ctx() if self._ctx is not None else contextlib.nullcontext()
 
     def _mutates(self, n) -> bool:
         if n.op == "call_module":
@@ -200,7 +206,8 @@ class SuffixRunner:
         total = self.data.num_batches(self.batch_size)
         if self.incremental:
             try:
-                self._baseline_graph(total, progress, cancel)
+                with self._mode():
+                    self._baseline_graph(total, progress, cancel)
             except Cancelled:
                 raise
             except _GraphMismatch as exc:
@@ -220,7 +227,8 @@ class SuffixRunner:
 
     def _full_pass(self, x) -> torch.Tensor:
         try:
-            out = output_tensor(call_model(self.model, to_device(x, self.device)))
+            with self._mode():
+                out = output_tensor(call_model(self.model, to_device(x, self.device)))
         except QuantvizError:
             raise
         except Exception as exc:
@@ -419,7 +427,9 @@ class SuffixRunner:
             if cancel():
                 raise Cancelled()
             x = next(batches)[0] if batches is not None else None
-            yield i, self._run_batch(i, todo, aff, x, commit=commit)
+            with self._mode():
+                out = self._run_batch(i, todo, aff, x, commit=commit)
+            yield i, out
 
     def run(self, changed: Iterable[str], *, cancel: Callable[[], bool] = lambda: False) -> list[torch.Tensor]:
         return [out for _, out in self.iter_run(changed, cancel=cancel)]
