@@ -122,6 +122,9 @@ def open_session(args, *, prepare: bool = True, default_preset: str = "W8"):
                          prepare=prepare, progress=bar, seq_len=getattr(args, "seq_len", None))
     finally:
         bar.close()
+    meta = s.bundle.meta
+    if meta.get("note") and (meta.get("weights_only") or meta.get("fixed_batch")):
+        print(f"quantviz: note: {meta['note']}", file=sys.stderr)  # what is (not) simulated, in one line
     return s
 
 

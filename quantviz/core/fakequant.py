@@ -160,9 +160,10 @@ class QuantSim:
             self.qmodel.to(self.device)
         self.layers: list[LayerInfo] = inventory(self.float_model)
         self.by_name = {l.name: l for l in self.layers}
-        self._fmods = {l.name: self.float_model.get_submodule(l.name) for l in self.layers}
-        self._qmods = ({l.name: self.qmodel.get_submodule(l.name) for l in self.layers} if self.weights_only
-                       else self._fmods)
+        fmods = dict(self.float_model.named_modules())  # (ScriptModules have no get_submodule)
+        self._fmods = {l.name: fmods[l.name] for l in self.layers}
+        qmods = dict(self.qmodel.named_modules()) if self.weights_only else fmods
+        self._qmods = {l.name: qmods[l.name] for l in self.layers}
         # views of the float weights, never copies: the float model is never written to
         self._float_w = {n: m.weight.detach() for n, m in self._fmods.items()}
         self._float_param = {} if self.weights_only else {n: m._parameters.get("weight") for n, m in self._fmods.items()}

@@ -84,6 +84,16 @@ def is_quantizable(module: nn.Module) -> bool:
         and isinstance(getattr(module, "weight", None), torch.Tensor)
 
 
+def submodule(model: nn.Module, name: str) -> nn.Module:
+    """``model.get_submodule(name)``, also for TorchScript modules (which lack it)."""
+    if not isinstance(model, torch.jit.ScriptModule):
+        return model.get_submodule(name)
+    mod = model
+    for part in name.split(".") if name else []:
+        mod = getattr(mod, part)
+    return mod
+
+
 def inventory(model: nn.Module) -> list[LayerInfo]:
     """Every quantizable layer of ``model`` in registration order.
 

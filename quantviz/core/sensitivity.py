@@ -101,7 +101,7 @@ def tie_groups(sim: QuantSim, ties=()) -> list[list[str]]:
 
     by_weight: dict = {}
     for l in sim.layers:
-        w = sim.float_model.get_submodule(l.name).weight
+        w = sim.float_weight(l.name)
         key = (w.untyped_storage().data_ptr(), w.storage_offset(), tuple(w.shape))
         if key in by_weight:
             union(by_weight[key], l.name)

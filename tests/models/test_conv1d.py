@@ -72,9 +72,7 @@ def test_evaluate_and_exports(gpt2, tmp_path):
     s.apply_preset("W8A8")
     res = s.check(label="W8A8")
     assert 20 < res.metrics["sqnr_db"] < 200
-    from quantviz.io.export import export
-
-    export(s, "aimet", tmp_path / "m.encodings")
+    s.export("aimet", tmp_path / "m.encodings")
     doc = json.loads((tmp_path / "m.encodings").read_text())
     names = {e["name"] for e in doc["param_encodings"]}
     for p in PROJ:
@@ -82,7 +80,7 @@ def test_evaluate_and_exports(gpt2, tmp_path):
     enc = next(e for e in doc["param_encodings"] if e["name"] == "transformer.h.0.mlp.c_fc.weight")
     assert len(enc["scale"]) == 128  # per output column
     pytest.importorskip("onnx")
-    export(s, "onnx", tmp_path / "m.onnx")
+    s.export("onnx", tmp_path / "m.onnx")
     import onnx
 
     m = onnx.load(str(tmp_path / "m.onnx"))

@@ -108,3 +108,42 @@ def test_cli_evaluate_pt2_fixed_batch(files):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "sqnr_db" in r.stdout
+
+
+class _Loopy(torch.nn.Module):
+    """A scripted module torch's converter cannot take (a data-dependent loop)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(6, 8)
+        self.fc2 = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        y = self.fc(x)
+        n = int(y.sum().item() > 0)
+        for i in range(n + 1):
+            y = torch.relu(y) + float(i)
+        return self.fc2(y)
+
+
+def test_unconvertible_torchscript_is_weights_only(tmp_path):
+    torch.manual_seed(0)
+    torch.jit.save(torch.jit.script(_Loopy().eval()), str(tmp_path / "loopy.ts"))
+    x = torch.randn(16, 6)
+    np.savez(tmp_path / "d.npz", x=x.numpy())
+    r = subprocess.run([sys.executable, "-m", "quantviz", "evaluate", str(tmp_path / "loopy.ts"), "--data",
+                        str(tmp_path / "d.npz"), "--preset", "W4A8", "--json"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "activations cannot be simulated" in lines[0] and "prim::Loop" in lines[0]
+    import json
+
+    rep = json.loads(r.stdout)
+    assert 5 < rep["quantized"]["metrics"]["sqnr_db"] < 60  # the weights are quantized
+    s = Session.open(str(tmp_path / "loopy.ts"), data=str(tmp_path / "d.npz"))
+    s.apply_preset("W8")
+    w8 = s.check(label="W8").metrics["sqnr_db"]
+    s.apply_preset("W8A8")
+    assert s.check(label="W8A8").metrics["sqnr_db"] == pytest.approx(w8)  # activations: not simulated
+    assert torch.equal(s.sim.float_weight("fc"), s.sim.float_model.fc.weight.detach())
