@@ -63,6 +63,13 @@ def _db(ratio: float) -> float:
     return float(min(SQNR_CAP_DB, 10 * math.log10(ratio)))
 
 
+def row_blocks(rows: int, row_numel: int, max_elems: int = 1 << 22):
+    """Slices of ``rows`` samples, each block at most ``max_elems`` elements (at least one row)."""
+    step = max(1, max_elems // max(row_numel, 1))
+    for a in range(0, rows, step):
+        yield slice(a, min(a + step, rows))
+
+
 def is_classifier_output(out: torch.Tensor) -> bool:
     return out.dim() >= 2 and out.shape[-1] > 1
 
@@ -103,13 +110,16 @@ class MetricStream:
             qout_m = fout_m if same else mask_padding(qout, mask)
         else:
             fout_m, qout_m = fout, qout
-        f = fout_m.reshape(b, -1).double()
-        q = qout_m.reshape(b, -1).double()
-        sig = (f**2).sum(dim=1)
-        noise = ((f - q) ** 2).sum(dim=1)
-        fn = f.norm(dim=1)
-        qn = q.norm(dim=1)
-        cos = (f * q).sum(dim=1) / (fn * qn).clamp_min(1e-30)
+        fr, qr = fout_m.reshape(b, -1), qout_m.reshape(b, -1)
+        parts = []
+        for sl in row_blocks(b, fr.shape[1]):  # float64 per block of samples: bounded temporaries
+            f, q = fr[sl].double(), qr[sl].double()
+            parts.append(torch.stack([(f * f).sum(dim=1), ((f - q) ** 2).sum(dim=1), (f * q).sum(dim=1),
+                                      (q * q).sum(dim=1)]))
+            del f, q
+        sig, noise, dot, qq = torch.cat(parts, dim=1)
+        fn, qn = sig.sqrt(), qq.sqrt()
+        cos = dot / (fn * qn).clamp_min(1e-30)
         cos = torch.where((fn == 0) & (qn == 0), torch.ones_like(cos), cos)
         # every per-sample statistic summed at once: one conversion to Python per batch
         sums = torch.stack([sig, noise, sig**2, noise**2, sig * noise, cos, cos**2]).sum(dim=1).tolist()
@@ -142,8 +152,10 @@ class MetricStream:
         if self.task == "hidden" or not is_classifier_output(fout):
             return
         if not same:
-            kl = kl_per_position(fout, qout)
-            self.kl.add(kl[mask] if mask is not None else kl)
+            b = fout.shape[0]
+            for sl in row_blocks(b, fout[0].numel() if b else 1):  # log-softmax copies per block of samples
+                kl = kl_per_position(fout[sl], qout[sl])
+                self.kl.add(kl[mask[sl]] if mask is not None else kl)
         if self.task == "causal_lm":
             ce_f = next_token_ce(fout, aux)
             if ce_f is not None:
@@ -218,8 +230,30 @@ class FloatReference:
     aux: list = field(default_factory=list)  # per batch: attention mask / token ids (lmmetrics.batch_aux)
     task: str | None = None
 
+    recompute: Callable[[int, int], torch.Tensor] | None = None  # rows a:b -> float outputs (when not kept)
+
     def aux_of(self, i: int) -> dict | None:
         return self.aux[i] if i < len(self.aux) else None
+
+    def output(self, i: int) -> torch.Tensor:
+        """The float outputs of batch ``i`` (kept, or computed again when over the memory budget)."""
+        o = self.outputs[i]
+        if o is None:
+            a = i * self.batch_size
+            o = self.recompute(a, min(a + self.batch_size, self.num_samples))
+        return o
+
+    def rows(self, a: int, b: int) -> torch.Tensor:
+        """The float outputs of samples ``a:b`` (within one batch)."""
+        k = a // self.batch_size
+        o = self.outputs[k]
+        if o is None:
+            return self.recompute(a, b)
+        return o[a - k * self.batch_size:b - k * self.batch_size]
+
+    @property
+    def kept_bytes(self) -> int:
+        return sum(o.numel() * o.element_size() for o in self.outputs if o is not None)
 
     def stream(self) -> "MetricStream":
         return MetricStream(self.num_samples, task=self.task)
@@ -228,14 +262,16 @@ class FloatReference:
 def float_reference(model, data: Dataset, *, device="cpu", batch_size: int = 64,
                     evaluate_fn: Callable | None = None, progress: Progress = null_progress,
                     cancel: Callable[[], bool] = lambda: False, first_chunk: int | None = None,
-                    task: str | None = None) -> FloatReference:
+                    task: str | None = None, keep_bytes: int | None = None) -> FloatReference:
     """The float model's outputs per ``batch_size`` batch, and its metrics.
 
     With ``first_chunk`` the model runs over :func:`~.data.chunk_bounds` (a
     small first chunk, then whole batches), the chunks a re-check uses, so a
     config that quantizes nothing reproduces these outputs bit for bit (the
     kernels a backend picks can depend on the batch size). ``task``: see
-    :mod:`.lmmetrics` (masks and next-token targets come from the inputs)."""
+    :mod:`.lmmetrics` (masks and next-token targets come from the inputs).
+    ``keep_bytes`` bounds the outputs kept in memory (a language model's logits
+    are large): batches beyond it are computed again when needed."""
     outs, labels = [], []
     src = ChunkedData(data, chunk_bounds(len(data), batch_size, first_chunk)) if first_chunk else data
     total = src.num_batches(batch_size)
@@ -243,13 +279,20 @@ def float_reference(model, data: Dataset, *, device="cpu", batch_size: int = 64,
     chunk_aux = [batch_aux(x, task) for x, _ in src.batches(batch_size)] if first_chunk else aux
     stream = MetricStream(len(data), task=task)
     pending: list = []  # chunks of the batch being assembled
+    kept = 0
     for i, out, y in iterate_outputs(model, src, device=device, batch_size=batch_size, cancel=cancel):
         if not torch.isfinite(out).all():
             raise ModelError(f"the float model produces NaN/Inf outputs on {data.name}")
         stream.update(out, out, y, chunk_aux[i])
         pending.append((out, y))
         if sum(o.shape[0] for o, _ in pending) >= batch_size or i + 1 == total:
-            outs.append(pending[0][0] if len(pending) == 1 else torch.cat([o for o, _ in pending]))
+            o = pending[0][0] if len(pending) == 1 else torch.cat([o for o, _ in pending])
+            size = o.numel() * o.element_size()
+            if keep_bytes is not None and kept + size > keep_bytes:
+                o = None  # over the budget: computed again when needed
+            else:
+                kept += size
+            outs.append(o)
             ys = [t for _, t in pending]
             labels.append(ys[0] if len(ys) == 1 or ys[0] is None else torch.cat([torch.as_tensor(t) for t in ys]))
             pending = []
@@ -265,7 +308,38 @@ def float_reference(model, data: Dataset, *, device="cpu", batch_size: int = 64,
         metrics["perplexity"] = perplexity(stream.ce_f.mean)
     if evaluate_fn is not None:
         metrics.update(user_metrics(evaluate_fn, model, data))
-    return FloatReference(outs, labels, metrics, batch_size, len(data), aux=aux, task=stream.task)
+    ref = FloatReference(outs, labels, metrics, batch_size, len(data), aux=aux, task=stream.task)
+    if any(o is None for o in outs):
+        ref.recompute = _rows_recomputer(model, data, device)
+    return ref
+
+
+def _rows_recomputer(model, data: Dataset, device) -> Callable[[int, int], torch.Tensor]:
+    from .data import call_model, output_tensor, to_device
+
+    def recompute(a: int, b: int) -> torch.Tensor:
+        with torch.no_grad():
+            out = output_tensor(call_model(model, to_device(data._take(slice(a, b)), device)))
+        return out.detach().float().cpu()
+
+    return recompute
+
+
+REFERENCE_ENV = "QUANTVIZ_REFERENCE_BYTES"
+
+
+def default_reference_bytes(weight_bytes: int) -> int:
+    """How much of the float reference's outputs to keep: ``$QUANTVIZ_REFERENCE_BYTES``,
+    else a quarter of the model's weight bytes (at least 64 MiB)."""
+    import os
+
+    env = os.environ.get(REFERENCE_ENV, "").strip()
+    if env:
+        try:
+            return max(0, int(float(env)))
+        except ValueError:
+            pass
+    return max(64 << 20, weight_bytes // 4)
 
 
 def user_metrics(evaluate_fn, model, data) -> dict:
@@ -318,7 +392,7 @@ def evaluate_quantized(qmodel, data: Dataset, ref: FloatReference, *, device="cp
     stream = ref.stream()
     total = len(ref.outputs)
     for i, out, y in iterate_outputs(qmodel, data, device=device, batch_size=ref.batch_size, cancel=cancel):
-        stream.update(ref.outputs[i], out, y, ref.aux_of(i))
+        stream.update(ref.output(i), out, y, ref.aux_of(i))
         progress(i + 1, total, "evaluating")
         if on_estimate is not None and i + 1 < total:
             snap = stream.snapshot()

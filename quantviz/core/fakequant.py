@@ -12,7 +12,7 @@ quantized. Outside a quantized call the hooks do nothing.
 The caller's model is not copied unless BatchNorm folding must change its
 weights (then one copy is folded). Quantized weights and their qparams are
 cached per ``(layer, WeightSpec)``; the quantized tensors live in a byte
-budget (``weight_cache_bytes``, default half the float weight bytes, or
+budget (``weight_cache_bytes``, default a quarter of the float weight bytes, or
 ``$QUANTVIZ_WEIGHT_CACHE``): the tensors of the applied config are kept first,
 others are dropped oldest first, and a layer whose tensor does not fit is
 re-quantized when it runs. Quantized weights keep the model's dtype (bf16 /
@@ -45,7 +45,7 @@ from .spec import ActSpec, LayerSpec, WeightSpec
 
 
 CACHE_ENV = "QUANTVIZ_WEIGHT_CACHE"
-DEFAULT_CACHE_FRACTION = 0.5
+DEFAULT_CACHE_FRACTION = 0.25
 
 
 class WeightQuant:
@@ -53,7 +53,7 @@ class WeightQuant:
     fake-quantized tensor (same shape/dtype/device as the float one). The tensor may have
     been dropped from the cache's budget; ``tensor`` then recomputes it (not kept)."""
 
-    __slots__ = ("_tensor", "qparams", "sqnr_db", "mse", "clipped_fraction", "_remake")
+    __slots__ = ("_tensor", "qparams", "sqnr_db", "mse", "clipped_fraction", "_remake", "_codes")
 
     def __init__(self, tensor, qparams: QParams, sqnr_db: float, mse: float, clipped_fraction: float):
         self._tensor = tensor
@@ -62,13 +62,20 @@ class WeightQuant:
         self.mse = mse
         self.clipped_fraction = clipped_fraction
         self._remake = None
+        self._codes = None  # integer codes (core.wcodes) when the full tensor is not kept
 
     @property
     def tensor(self) -> torch.Tensor:
         t = self._tensor
+        if t is None and self._codes is not None:
+            return self._codes.decode()
         if t is None and self._remake is not None:
             t = self._remake()
         return t
+
+    @property
+    def held_bytes(self) -> int:
+        return _nbytes(self._tensor) + (self._codes.nbytes if self._codes is not None else 0)
 
     def _stats_only(self) -> "WeightQuant":
         return WeightQuant(None, self.qparams, self.sqnr_db, self.mse, self.clipped_fraction)
@@ -168,6 +175,7 @@ class QuantSim:
         self._float_w = {n: m.weight.detach() for n, m in self._fmods.items()}
         self._float_param = {} if self.weights_only else {n: m._parameters.get("weight") for n, m in self._fmods.items()}
         float_bytes = sum(_nbytes(w) for w in {id(w): w for w in self._float_w.values()}.values())
+        self.float_weight_bytes = float_bytes
         self.weight_cache_bytes = (_default_cache_bytes(float_bytes) if weight_cache_bytes is None
                                    else int(weight_cache_bytes))
         self._cached_bytes = 0
@@ -179,10 +187,12 @@ class QuantSim:
         self._act_spec: dict[str, ActSpec] = {}
         self._tls = threading.local()
         self._swapped: list[tuple[nn.Module, str]] = []
+        self._swapped_now: dict[str, nn.Module] = {}
         self._hooks = []
         if not self.weights_only:
             for l in self.layers:
                 self._hooks.append(self._fmods[l.name].register_forward_pre_hook(self._make_hook(l.name)))
+                self._hooks.append(self._fmods[l.name].register_forward_hook(self._make_post_hook(l.name)))
 
     # ----------------------------------------------------- quantized mode
     @property
@@ -201,6 +211,7 @@ class QuantSim:
                 self._restore_weights()
 
     def _restore_weights(self) -> None:
+        self._swapped_now.clear()
         while self._swapped:
             mod, name = self._swapped.pop()
             mod._parameters["weight"] = self._float_param[name]
@@ -215,6 +226,7 @@ class QuantSim:
             if wspec is not None and mod._parameters.get("weight") is self._float_param[name]:
                 mod._parameters["weight"] = self._weight_for_run(name, wspec)
                 self._swapped.append((mod, name))
+                self._swapped_now[name] = mod
             qp = self._act_qp.get(name)
             if qp is None or not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
                 return None
@@ -222,15 +234,37 @@ class QuantSim:
 
         return hook
 
+    def _make_post_hook(self, name: str):
+        def post(mod, args, out):  # the quantized weight of a layer that ran is not held any longer
+            if self._swapped_now.pop(name, None) is mod:
+                mod._parameters["weight"] = self._float_param[name]
+            return None
+
+        return post
+
     def _weight_for_run(self, name: str, spec: WeightSpec) -> torch.Tensor:
         wq = self.quantize_weight(name, spec)
-        if wq._tensor is not None:
-            return wq._tensor
+        if wq._tensor is not None or wq._codes is not None:
+            return wq.tensor
         t = wq.tensor  # recomputed
-        if self._make_room(_nbytes(t)):  # the applied config's tensors come first
-            wq._tensor = t
-            self._cached_bytes += _nbytes(t)
+        self._keep(name, spec, wq, t)  # the applied config's tensors come first
         return t
+
+    def _keep(self, name: str, spec: WeightSpec, entry: WeightQuant, t: torch.Tensor) -> bool:
+        """Hold ``t`` for ``entry``: whole if it fits the budget, else as integer codes, else not."""
+        if self._make_room(_nbytes(t)):
+            entry._tensor = t
+            self._cached_bytes += _nbytes(t)
+            return True
+        from .wcodes import encode
+
+        axis = None if spec.granularity == "per_tensor" else self.by_name[name].channel_axis
+        codes = encode(t, entry.qparams, axis, spec.effective_group_size())
+        if codes is not None and self._make_room(codes.nbytes):
+            entry._codes = codes
+            self._cached_bytes += codes.nbytes
+            return True
+        return False
 
     # ------------------------------------------------------- weight cache
     def _make_room(self, nbytes: int) -> bool:
@@ -240,9 +274,9 @@ class QuantSim:
         for key, v in list(self._wcache.items()):  # oldest first; never the applied config's
             if self._cached_bytes + nbytes <= budget:
                 break
-            if v._tensor is not None and self._applied_w.get(key[0]) != key[1]:
-                self._cached_bytes -= _nbytes(v._tensor)
-                v._tensor = None
+            if v.held_bytes and self._applied_w.get(key[0]) != key[1]:
+                self._cached_bytes -= v.held_bytes
+                v._tensor = v._codes = None
         return self._cached_bytes + nbytes <= budget
 
     def _cache_put(self, key: tuple[str, WeightSpec], res: WeightQuant) -> None:
@@ -250,10 +284,11 @@ class QuantSim:
             return
         if len(self._wcache) > 4 * max(len(self.layers), 64):  # bound the statistics, too
             for k in [k for k in self._wcache if self._applied_w.get(k[0]) != k[1]][: len(self._wcache) // 2]:
-                self._cached_bytes -= _nbytes(self._wcache.pop(k)._tensor)
-        stored = res if self._make_room(_nbytes(res._tensor)) else res._stats_only()
-        if stored is res:
-            self._cached_bytes += _nbytes(res._tensor)
+                self._cached_bytes -= self._wcache.pop(k).held_bytes
+        stored = res._stats_only()
+        self._keep(key[0], key[1], stored, res._tensor)
+        if stored._tensor is not None:  # kept whole: cache the caller's object itself
+            stored = res
         stored._remake = lambda: self._remake(key)
         res._remake = stored._remake
         self._wcache[key] = stored
@@ -273,6 +308,7 @@ class QuantSim:
     @property
     def cache_stats(self) -> dict:
         return {"entries": len(self._wcache), "tensors": sum(v._tensor is not None for v in self._wcache.values()),
+                "codes": sum(v._codes is not None for v in self._wcache.values()),
                 "bytes": self._cached_bytes, "budget": self.weight_cache_bytes}
 
     # ----------------------------------------------------------- weights

@@ -152,8 +152,10 @@ def _stream_metrics(outputs, p: Parts, cancel) -> dict:
         labels = None
         if all(y is not None for y in ref.labels):
             labels = torch.cat([torch.as_tensor(y) for y in ref.labels])
-        cat = (len(ref.outputs), torch.cat(ref.outputs), labels, cat_aux(list(ref.aux)))
-        ref._qv_cat = cat
+        cat = (len(ref.outputs), torch.cat([ref.output(i) for i in range(len(ref.outputs))]), labels,
+               cat_aux(list(ref.aux)))
+        if all(o is not None for o in ref.outputs):  # a reference over its memory budget is not kept whole
+            ref._qv_cat = cat
     stream = ref.stream()
     stream.update(cat[1], torch.cat(outs), cat[2], cat[3])
     m = stream.snapshot()["metrics"]

@@ -165,7 +165,7 @@ class Rechecker:
             a, b = bounds[i]
             bs = s.reference.batch_size
             k = a // bs
-            fout = s.reference.outputs[k][a - k * bs:b - k * bs]
+            fout = s.reference.rows(a, b)
             y = s.eval_data.y[a:b] if s.eval_data.y is not None else None
             stream.update(fout, out, y, slice_aux(s.reference.aux_of(k), a - k * bs, b - k * bs))
             fed[0] += 1

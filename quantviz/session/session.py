@@ -32,7 +32,7 @@ import torch
 from ..core import sources
 from ..core.data import Dataset
 from ..core.errors import QuantvizError
-from ..core.evaluate import FloatReference, float_reference
+from ..core.evaluate import FloatReference, default_reference_bytes, float_reference
 from ..core.fakequant import QuantSim
 from ..core.layers import LayerInfo
 from ..core.progress import Progress, null_progress, scaled
@@ -181,7 +181,8 @@ class Session(AnalysisMixin, ExportsMixin):
                                              batch_size=self.batch_size, evaluate_fn=self.bundle.evaluate_fn,
                                              progress=scaled(progress, 0.5, 1.0), cancel=cancel,
                                              first_chunk=self.recheck.first_chunk_size(),
-                                             task=self.bundle.meta.get("task"))
+                                             task=self.bundle.meta.get("task"),
+                                             keep_bytes=default_reference_bytes(self.sim.float_weight_bytes))
             self._prepared = True
         self.events.emit("loaded", session=self)
 
