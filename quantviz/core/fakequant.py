@@ -251,8 +251,11 @@ class QuantSim:
         return t
 
     def _keep(self, name: str, spec: WeightSpec, entry: WeightQuant, t: torch.Tensor) -> bool:
-        """Hold ``t`` for ``entry``: whole if it fits the budget, else as integer codes, else not."""
-        if self._make_room(_nbytes(t)):
+        """Hold ``t`` for ``entry``: whole when all the model's weights fit the budget whole (small
+        models: no decoding on every call), else as integer codes (a quarter of float32), else whole
+        if it fits, else not at all (recomputed when needed)."""
+        whole_ok = self.float_weight_bytes <= self.weight_cache_bytes
+        if whole_ok and self._make_room(_nbytes(t)):
             entry._tensor = t
             self._cached_bytes += _nbytes(t)
             return True
@@ -263,6 +266,10 @@ class QuantSim:
         if codes is not None and self._make_room(codes.nbytes):
             entry._codes = codes
             self._cached_bytes += codes.nbytes
+            return True
+        if codes is None and not whole_ok and self._make_room(_nbytes(t)):
+            entry._tensor = t
+            self._cached_bytes += _nbytes(t)
             return True
         return False
 
