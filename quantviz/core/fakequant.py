@@ -416,6 +416,19 @@ class QuantSim:
                     changed.append(l.name)
         return changed
 
+    def layer_forward(self, name: str, args: tuple, kwargs: dict | None = None):
+        """Layer ``name``'s own forward with its applied quantized weight (no hooks, input as given)."""
+        mod = self._fmods[name]
+        spec = self._applied_w.get(name)
+        if spec is None or self.weights_only:
+            return mod.forward(*args, **(kwargs or {}))
+        saved = mod._parameters.get("weight")
+        mod._parameters["weight"] = self.applied_weight(name)
+        try:
+            return mod.forward(*args, **(kwargs or {}))
+        finally:
+            mod._parameters["weight"] = saved
+
     def applied_weight(self, name: str) -> torch.Tensor:
         """The weight layer ``name`` runs with in ``qmodel`` under the applied config."""
         if self.weights_only:
