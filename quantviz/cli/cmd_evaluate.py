@@ -44,7 +44,7 @@ def run(args) -> int:
             print(f"after {snap['samples']} samples: " + "; ".join(parts), file=sys.stderr)
 
     try:
-        res = session.check(label=(args.preset or args.config or "W8"), progress=bar, on_estimate=on_estimate)
+        res = session.check(label=(args.preset or args.config or "W8") + (f"+{args.algorithm}" if getattr(args, "algorithm", None) else ""), progress=bar, on_estimate=on_estimate)
     finally:
         bar.close()
     rep = evaluation_report(session, res)

@@ -1,7 +1,7 @@
 """``quantviz search MODEL``: mixed precision under a budget, with the Pareto front."""
 from __future__ import annotations
 
-from .cmd_sensitivity import parse_bits
+from .cmd_sensitivity import candidates_arg, parse_bits
 from .common import CLIError, ProgressBar, add_common_args, add_model_args, fmt_bytes, fmt_metric, open_session, print_json, table
 
 
@@ -14,6 +14,9 @@ def register(sub) -> None:
     g.add_argument("--max-drop", type=float, metavar="D",
                    help="largest acceptable drop of the main metric (accuracy as a fraction, e.g. 0.01)")
     p.add_argument("--bits", default="2,3,4,6,8", metavar="B,B", help="candidate weight bit-widths (default 2,3,4,6,8)")
+    p.add_argument("--candidates", metavar="C,C",
+                   help="weight settings to choose among instead of --bits: bits with optional granularity, range "
+                        "and algorithm, e.g. int8,int4,int4g32,int3+adaround,int4g32+gptq,int4+mse")
     p.add_argument("--steps", type=int, default=9, metavar="N", help="budgets along the Pareto front (default 9)")
     p.add_argument("--metric", metavar="NAME",
                    help="metric --max-drop and the Pareto front use, e.g. accuracy, perplexity, kl_div (default: the model's main metric)")
@@ -25,7 +28,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..io.config import QuantConfig, save_config
 
-    bits = parse_bits(args.bits, "--bits", required=True)
+    bits = candidates_arg(args) or parse_bits(args.bits, "--bits", required=True)
     if args.steps < 2:
         raise CLIError(f"--steps must be at least 2, got {args.steps}")
     if args.size_bytes is not None and args.size_bytes <= 0:
@@ -48,7 +51,7 @@ def run(args) -> int:
     c = res["chosen"]
     print(f"{session.name}: chosen config {fmt_bytes(c['size_bytes'])}, {c['avg_bits']:.2f} bits/weight, "
           f"{metric} {fmt_metric(metric, c['metrics'].get(metric))}, SQNR {fmt_metric('sqnr_db', c['metrics'].get('sqnr_db'))}")
-    print(table([[n, str(b)] for n, b in c["bits"].items()], ["layer", "bits"], "lr"))
+    print(table([[n, str(b)] for n, b in c["bits"].items()], ["layer", "bits" if all(isinstance(b, int) for b in c["bits"].values()) else "setting"], "lr"))
     print("\nPareto front (measured):")
     rows = [[fmt_bytes(q["size_bytes"]), f"{q['avg_bits']:.2f}", fmt_metric(metric, q["metrics"].get(metric)),
              fmt_metric("sqnr_db", q["metrics"].get("sqnr_db"))] for q in res["pareto"]]

@@ -24,10 +24,26 @@ def parse_bits(text: str | None, flag: str, *, required: bool = False) -> tuple[
     return bits
 
 
+def candidates_arg(args):
+    """``--candidates`` parsed (None when not given); bad text is a one-line CLIError."""
+    text = getattr(args, "candidates", None)
+    if text is None:
+        return None
+    from ..core.candidates import CandidateError, parse_candidates
+
+    try:
+        return parse_candidates(text)
+    except CandidateError as exc:
+        raise CLIError(str(exc)) from None
+
+
 def register(sub) -> None:
     p = sub.add_parser("sensitivity", help="which layers suffer most from quantization (per layer x bit-width)")
     add_model_args(p)
     p.add_argument("--bits", default="2,3,4,6,8", metavar="B,B", help="weight bit-widths to test (default 2,3,4,6,8)")
+    p.add_argument("--candidates", metavar="C,C",
+                   help="weight settings to choose among instead of --bits: bits with optional granularity, range "
+                        "and algorithm, e.g. int8,int4,int4g32,int3+adaround,int4g32+gptq,int4+mse")
     p.add_argument("--act-bits", metavar="B,B",
                    help="activation bit-widths to test (default 4,8 when the config quantizes activations; 'none' to skip)")
     p.add_argument("--method", default="e2e", choices=["e2e", "loo", "local", "hessian"],
@@ -50,7 +66,7 @@ def run(args) -> int:
     from ..io import atomic
     from .common import clean_json
 
-    bits = parse_bits(args.bits, "--bits", required=True)
+    bits = candidates_arg(args) or parse_bits(args.bits, "--bits", required=True)
     act_bits = parse_bits(args.act_bits, "--act-bits")
     session = open_session(args)
     bar = ProgressBar(True if args.progress else None)
@@ -97,7 +113,7 @@ def print_table(session, res: dict) -> None:
             "local": "the layer's own output SQNR (calibration data)",
             "hessian": "mean Hessian trace x ||Q(W) - W||^2"}[method]
     print(f"{session.name}: {method} sensitivity ({what})")
-    print(table(rows, ["layer", "type"] + [f"W{k}" for k in keys], "ll" + "r" * len(keys)))
+    print(table(rows, ["layer", "type"] + [f"W{k}" if k.isdigit() else k for k in keys], "ll" + "r" * len(keys)))
     sp = res.get("spearman")
     if sp:
         parts = [f"{k} {v:+.2f}" for k, v in sp["mean"].items()]

@@ -32,6 +32,11 @@ def add_model_args(p: argparse.ArgumentParser, *, data: bool = True, config: boo
         g = p.add_mutually_exclusive_group()
         g.add_argument("--config", metavar="CFG", help="quantviz config JSON")
         g.add_argument("--preset", metavar="NAME", help="a preset: float, W8A8, W8, W6, W4A8, W4, W4G32, W3, W2")
+        p.add_argument("--algorithm", metavar="ALGO",
+                       help="per-layer PTQ algorithm for every layer the config leaves at its default: "
+                            "none, adaround, gptq, bias_correction, smoothquant, awq")
+        p.add_argument("--cle", action="store_true",
+                       help="cross-layer equalization of conv -> ReLU -> conv pairs before quantizing (options.cle)")
         p.add_argument("--grid", choices=["full", "torch", "restricted"],
                        help="symmetric grid of every symmetric tensor, replacing the config's: full [-2^(b-1), 2^(b-1)-1] "
                             "with both range ends on the grid (default), torch (torch observers' scale), "
@@ -99,7 +104,7 @@ def load_config_arg(args):
         cfg = load_config(args.config)
     elif getattr(args, "preset", None):
         cfg = preset(args.preset)
-    return _with_grid_arg(args, cfg)
+    return with_algorithm(_with_grid_arg(args, cfg), getattr(args, "algorithm", None))
 
 
 def _with_grid_arg(args, cfg):
@@ -109,11 +114,34 @@ def _with_grid_arg(args, cfg):
     return with_grid(cfg, grid) if cfg is not None and grid else cfg
 
 
+def with_algorithm(cfg, algorithm: str | None):
+    """``cfg`` with ``algorithm`` as the default weight algorithm (``--algorithm``)."""
+    if not algorithm:
+        return cfg
+    from ..io.config import ConfigError, QuantConfig, preset
+    from ..core.spec import ALGORITHMS
+
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"--algorithm: unknown algorithm {algorithm!r} (allowed: {', '.join(ALGORITHMS)})")
+    cfg = (cfg or preset("W8")).copy()
+    w = dict(cfg.default.get("weight", {}))
+    w["algorithm"] = algorithm
+    w.pop("algorithm_options", None)
+    cfg.default = dict(cfg.default, weight=w)
+    if cfg.name:
+        cfg.name = f"{cfg.name}+{algorithm}"
+    return QuantConfig.from_dict(cfg.to_dict())
+
+
 def open_session(args, *, prepare: bool = True, default_preset: str = "W8"):
     from ..io.config import preset
     from ..session import Session
 
-    cfg = load_config_arg(args) or _with_grid_arg(args, preset(default_preset))
+    cfg = load_config_arg(args) or with_algorithm(_with_grid_arg(args, preset(default_preset)),
+                                                  getattr(args, "algorithm", None))
+    if getattr(args, "cle", False):
+        cfg = cfg.copy()
+        cfg.options["cle"] = True
     bar = ProgressBar(True if getattr(args, "progress", False) else None)
     try:
         s = Session.open(args.model, data=getattr(args, "data", None), calib=getattr(args, "calib", None),

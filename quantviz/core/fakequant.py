@@ -28,16 +28,18 @@ import contextlib
 import copy
 import os
 import threading
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
+from .algorithms.simulate import AlgorithmSupport
 from .data import Dataset, call_model, to_device
 from .errors import Cancelled, ModelError, QuantvizError
 from .layers import _BN, LayerInfo, fold_batchnorm, inventory
 from .observers import HistogramObserver, histogram_of
-from .progress import Progress, null_progress
+from .progress import Progress, null_progress, scaled
 from .quantize import histogram_error, quantize_weight_tensor
 from .qparams import QParams, compute_qparams
 from .ranges import RangeError, activation_range
@@ -48,40 +50,29 @@ CACHE_ENV = "QUANTVIZ_WEIGHT_CACHE"
 DEFAULT_CACHE_FRACTION = 0.25
 
 
+@dataclass
 class WeightQuant:
-    """A layer's quantized weight under one spec: qparams and error statistics, and the
-    fake-quantized tensor (same shape/dtype/device as the float one). The tensor may have
-    been dropped from the cache's budget; ``tensor`` then recomputes it (not kept)."""
+    """A layer's quantized weight under one spec: the fake-quantized tensor (same shape/dtype/device
+    as the float one), qparams and error statistics. In the cache an entry may hold its tensor only
+    as integer codes (``packed``) or not at all (over the budget); :meth:`QuantSim.quantize_weight`
+    always returns one with ``tensor`` set."""
 
-    __slots__ = ("_tensor", "qparams", "sqnr_db", "mse", "clipped_fraction", "_remake", "_codes")
-
-    def __init__(self, tensor, qparams: QParams, sqnr_db: float, mse: float, clipped_fraction: float):
-        self._tensor = tensor
-        self.qparams = qparams
-        self.sqnr_db = sqnr_db
-        self.mse = mse
-        self.clipped_fraction = clipped_fraction
-        self._remake = None
-        self._codes = None  # integer codes (core.wcodes) when the full tensor is not kept
-
-    @property
-    def tensor(self) -> torch.Tensor:
-        t = self._tensor
-        if t is None and self._codes is not None:
-            return self._codes.decode()
-        if t is None and self._remake is not None:
-            t = self._remake()
-        return t
+    tensor: torch.Tensor | None
+    qparams: QParams
+    sqnr_db: float
+    mse: float
+    clipped_fraction: float
+    # set by a per-layer algorithm (quantviz.core.algorithms); None / empty for rounding to nearest
+    codes: torch.Tensor | None = None  # integer codes of ``tensor`` (int32, weight layout)
+    bias: torch.Tensor | None = None  # the layer's new bias (bias correction; created when absent)
+    input_scale: torch.Tensor | None = None  # SmoothQuant / AWQ: the layer sees x / s (per input channel)
+    input_range: tuple | None = None  # min / max of x / s on calibration data (its input quantizer's range)
+    algorithm_info: dict = field(default_factory=dict)
+    packed: object = field(default=None, repr=False)  # core.wcodes.Codes when the cache keeps codes only
 
     @property
     def held_bytes(self) -> int:
-        return _nbytes(self._tensor) + (self._codes.nbytes if self._codes is not None else 0)
-
-    def _stats_only(self) -> "WeightQuant":
-        return WeightQuant(None, self.qparams, self.sqnr_db, self.mse, self.clipped_fraction)
-
-    def __repr__(self) -> str:
-        return f"WeightQuant(bits={self.qparams.bits}, sqnr_db={self.sqnr_db:.2f}, cached={self._tensor is not None})"
+        return _nbytes(self.tensor) + (self.packed.nbytes if self.packed is not None else 0)
 
 
 def _nbytes(t: torch.Tensor | None) -> int:
@@ -136,9 +127,9 @@ class _QuantView(nn.Module):
         return self._sim.float_model.get_submodule(target)
 
 
-class QuantSim:
+class QuantSim(AlgorithmSupport):
     def __init__(self, model: nn.Module, *, fold_bn: bool = True, device: str | torch.device = "cpu",
-                 copy_model: bool | None = None, weight_cache_bytes: int | None = None):
+                 equalize: bool = False, copy_model: bool | None = None, weight_cache_bytes: int | None = None):
         self.device = torch.device(device)
         self.weights_only = isinstance(model, torch.jit.ScriptModule)
         self.folded_pairs: list[tuple[str, str]] = []
@@ -148,8 +139,8 @@ class QuantSim:
             for m in (base, model):
                 m.eval()
         else:
-            if copy_model is None:  # folding rewrites weights: never change the caller's model
-                copy_model = fold_bn and any(isinstance(m, _BN) for m in model.modules())
+            if copy_model is None:  # folding / equalization rewrite weights: never change the caller's model
+                copy_model = equalize or (fold_bn and any(isinstance(m, _BN) for m in model.modules()))
             base = copy.deepcopy(model) if copy_model else model
             base.eval()
             if fold_bn:
@@ -158,6 +149,12 @@ class QuantSim:
                 except Exception:  # a model we cannot analyse stays unfolded
                     self.folded_pairs = []
             self.qmodel = _QuantView(self)
+        self.equalize = equalize
+        self.cle_report: dict | None = None
+        if equalize and not self.weights_only:  # cross-layer equalization of conv -> ReLU -> conv pairs
+            from .algorithms.cle import equalize as _cle
+
+            self.cle_report = _cle(base)
         for m in ([base, self.qmodel] if self.weights_only else [base]):
             for p in m.parameters():
                 if p.is_leaf:  # a copied TorchScript module holds non-leaf parameters
@@ -188,6 +185,11 @@ class QuantSim:
         self._tls = threading.local()
         self._swapped: list[tuple[nn.Module, str]] = []
         self._swapped_now: dict[str, nn.Module] = {}
+        self._applied_spec: dict[str, WeightSpec | None] = {}  # the WeightSpec behind _applied_w's key
+        self._applied_bias: dict[str, torch.Tensor] = {}  # bias correction: the bias a layer runs with
+        self._float_bias = {} if self.weights_only else {n: m._parameters.get("bias") for n, m in self._fmods.items()}
+        self._in_scale: dict[str, torch.Tensor] = {}
+        self._init_algorithms()
         self._hooks = []
         if not self.weights_only:
             for l in self.layers:
@@ -214,7 +216,12 @@ class QuantSim:
         self._swapped_now.clear()
         while self._swapped:
             mod, name = self._swapped.pop()
-            mod._parameters["weight"] = self._float_param[name]
+            self._restore_layer(mod, name)
+
+    def _restore_layer(self, mod: nn.Module, name: str) -> None:
+        mod._parameters["weight"] = self._float_param[name]
+        if name in self._applied_bias:
+            mod._parameters["bias"] = self._float_bias.get(name)
 
     def _make_hook(self, name: str):
         # a closure, not a bound method: a deep copy of the model (torchao export) shares it,
@@ -222,12 +229,20 @@ class QuantSim:
         def hook(mod, args):
             if not self.active or mod is not self._fmods.get(name):
                 return None
-            wspec = self._applied_w.get(name)
+            wspec = self._applied_spec.get(name)
             if wspec is not None and mod._parameters.get("weight") is self._float_param[name]:
                 mod._parameters["weight"] = self._weight_for_run(name, wspec)
+                if name in self._applied_bias:
+                    mod._parameters["bias"] = self._applied_bias[name]
                 self._swapped.append((mod, name))
                 self._swapped_now[name] = mod
             qp = self._act_qp.get(name)
+            s = self._in_scale.get(name)
+            if s is not None and qp is not None and args and isinstance(args[0], torch.Tensor):
+                # SmoothQuant / AWQ: the input quantizer sees x / s; the weight is Q(W s) / s
+                x = args[0]
+                sv = s.to(x.device).view(*([1] * (x.dim() - 1)), -1)
+                return (fake_quantize_tensor(x / sv, qp) * sv,) + tuple(args[1:])
             if qp is None or not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
                 return None
             return (fake_quantize_tensor(args[0], qp),) + tuple(args[1:])
@@ -237,17 +252,21 @@ class QuantSim:
     def _make_post_hook(self, name: str):
         def post(mod, args, out):  # the quantized weight of a layer that ran is not held any longer
             if self._swapped_now.pop(name, None) is mod:
-                mod._parameters["weight"] = self._float_param[name]
+                self._restore_layer(mod, name)
             return None
 
         return post
 
     def _weight_for_run(self, name: str, spec: WeightSpec) -> torch.Tensor:
-        wq = self.quantize_weight(name, spec)
-        if wq._tensor is not None or wq._codes is not None:
-            return wq.tensor
-        t = wq.tensor  # recomputed
-        self._keep(name, spec, wq, t)  # the applied config's tensors come first
+        if spec.algorithm != "none":  # algorithm results stay whole in the cache
+            wq = self.quantize_weight(name, spec, compute=False)  # never start an algorithm mid-forward
+            return self._float_param[name] if wq is None else wq.tensor.to(self._float_w[name])
+        key = (name, spec)
+        entry = self._wcache.get(key)
+        t = self.quantize_weight(name, spec).tensor  # decoded or recomputed when not held whole
+        entry = self._wcache.get(key, entry)
+        if entry is not None and entry.held_bytes == 0:
+            self._keep(name, spec, entry, t)  # the applied config's tensors come first
         return t
 
     def _keep(self, name: str, spec: WeightSpec, entry: WeightQuant, t: torch.Tensor) -> bool:
@@ -256,7 +275,7 @@ class QuantSim:
         if it fits, else not at all (recomputed when needed)."""
         whole_ok = self.float_weight_bytes <= self.weight_cache_bytes
         if whole_ok and self._make_room(_nbytes(t)):
-            entry._tensor = t
+            entry.tensor = t
             self._cached_bytes += _nbytes(t)
             return True
         from .wcodes import encode
@@ -264,11 +283,11 @@ class QuantSim:
         axis = None if spec.granularity == "per_tensor" else self.by_name[name].channel_axis
         codes = encode(t, entry.qparams, axis, spec.effective_group_size())
         if codes is not None and self._make_room(codes.nbytes):
-            entry._codes = codes
+            entry.packed = codes
             self._cached_bytes += codes.nbytes
             return True
         if codes is None and not whole_ok and self._make_room(_nbytes(t)):
-            entry._tensor = t
+            entry.tensor = t
             self._cached_bytes += _nbytes(t)
             return True
         return False
@@ -281,61 +300,74 @@ class QuantSim:
         for key, v in list(self._wcache.items()):  # oldest first; never the applied config's
             if self._cached_bytes + nbytes <= budget:
                 break
-            if v.held_bytes and self._applied_w.get(key[0]) != key[1]:
+            if len(key) == 2 and v.held_bytes and self._applied_spec.get(key[0]) != key[1]:
                 self._cached_bytes -= v.held_bytes
-                v._tensor = v._codes = None
+                v.tensor = v.packed = None
         return self._cached_bytes + nbytes <= budget
 
-    def _cache_put(self, key: tuple[str, WeightSpec], res: WeightQuant) -> None:
+    def _cache_put(self, key: tuple[str, WeightSpec], res: WeightQuant) -> WeightQuant:
+        """Store ``res`` (its tensor whole, as codes, or not at all); returns it with its tensor."""
         if self._no_store:
-            return
-        if len(self._wcache) > 4 * max(len(self.layers), 64):  # bound the statistics, too
-            for k in [k for k in self._wcache if self._applied_w.get(k[0]) != k[1]][: len(self._wcache) // 2]:
-                self._cached_bytes -= self._wcache.pop(k).held_bytes
-        stored = res._stats_only()
-        self._keep(key[0], key[1], stored, res._tensor)
-        if stored._tensor is not None:  # kept whole: cache the caller's object itself
-            stored = res
-        stored._remake = lambda: self._remake(key)
-        res._remake = stored._remake
-        self._wcache[key] = stored
+            return res
+        self._trim_cache()
+        stored = replace(res, tensor=None, packed=None)
+        self._keep(key[0], key[1], stored, res.tensor)
+        self._wcache[key] = res if stored.tensor is not None else stored  # kept whole: the same object
+        return res
 
-    def _remake(self, key: tuple[str, WeightSpec]) -> torch.Tensor:
-        """The quantized tensor of ``key`` computed again, without touching the cache."""
-        old = self._wcache.pop(key, None)
+    def _trim_cache(self) -> None:
+        """Bound the weight cache; plain rounding (cheap to redo) goes before algorithm results."""
+        cap = 4 * max(len(self.layers), 64)
+        if len(self._wcache) > cap:
+            for k in [k for k in self._wcache if k[1].algorithm == "none" and self._applied_spec.get(k[0]) != k[1]]:
+                self._cached_bytes -= self._wcache.pop(k).held_bytes
+        if len(self._wcache) > 2 * cap:
+            self._wcache.clear()
+            self._cached_bytes = 0
+
+    def _materialize(self, key: tuple[str, WeightSpec], entry: WeightQuant) -> WeightQuant:
+        """``entry`` with its tensor: decoded from codes, or quantized again (not stored)."""
+        if entry.packed is not None:
+            return replace(entry, tensor=entry.packed.decode(), packed=None)
         self._no_store = True
         try:
-            res = self.quantize_weight(*key)
+            return self._quantize_rtn(*key)
         finally:
             self._no_store = False
-            if old is not None:
-                self._wcache[key] = old
-        return res._tensor
 
     @property
     def cache_stats(self) -> dict:
-        return {"entries": len(self._wcache), "tensors": sum(v._tensor is not None for v in self._wcache.values()),
-                "codes": sum(v._codes is not None for v in self._wcache.values()),
+        return {"entries": len(self._wcache), "tensors": sum(v.tensor is not None for v in self._wcache.values()),
+                "codes": sum(v.packed is not None for v in self._wcache.values()),
                 "bytes": self._cached_bytes, "budget": self.weight_cache_bytes}
 
     # ----------------------------------------------------------- weights
     def float_weight(self, name: str) -> torch.Tensor:
         return self._float_w[name]
 
-    def quantize_weight(self, name: str, spec: WeightSpec) -> WeightQuant | None:
-        """The fake-quantized weight of ``name`` under ``spec`` (cached)."""
+    def quantize_weight(self, name: str, spec: WeightSpec, *, compute: bool = True, progress: Progress = null_progress,
+                        cancel: Callable[[], bool] = lambda: False) -> WeightQuant | None:
+        """The fake-quantized weight of ``name`` under ``spec`` (cached; the result always has its tensor).
+
+        With a per-layer algorithm (``spec.algorithm``) the result depends on the
+        layers before it as last applied (see :mod:`.algorithms.simulate`);
+        ``compute=False`` returns None instead of running a pending algorithm."""
         if spec.bits is None:
             return None
+        if spec.algorithm != "none":
+            return self._algorithm_weight(name, spec, compute=compute, progress=progress, cancel=cancel)
         key = (name, spec)
         hit = self._wcache.get(key)
         if hit is not None:
-            return hit
+            return hit if hit.tensor is not None else self._materialize(key, hit)
+        return self._quantize_rtn(name, spec)
+
+    def _quantize_rtn(self, name: str, spec: WeightSpec) -> WeightQuant:
         info = self.by_name[name]
         t = quantize_weight_tensor(self._float_w[name].float().cpu(), spec, info.channel_axis, name)
         # the float weight's dtype and device
         res = WeightQuant(t.tensor.to(self._float_w[name]), t.qparams, t.sqnr_db, t.mse, t.clipped_fraction)
-        self._cache_put(key, res)
-        return res
+        return self._cache_put((name, spec), res)
 
     # ------------------------------------------------------- activations
     @property
@@ -368,6 +400,7 @@ class QuantSim:
                              + (f" (and {len(bad) - 1} more layers)" if len(bad) > 1 else ""))
         self.act_obs = {n: o for n, o in observers.items() if o.count}
         self._act_spec.clear()  # force qparams to be recomputed
+        self._set_calibration(data, batch_size)
 
     def activation_qparams(self, name: str, spec: ActSpec) -> QParams | None:
         if spec.bits is None or name not in self.act_obs:
@@ -389,29 +422,60 @@ class QuantSim:
 
     # ------------------------------------------------------------- apply
     @torch.no_grad()
-    def apply(self, specs: dict[str, LayerSpec]) -> list[str]:
-        """Make the twin model simulate ``specs``; returns the layers that changed."""
+    def apply(self, specs: dict[str, LayerSpec], *, progress: Progress = null_progress,
+              cancel: Callable[[], bool] = lambda: False) -> list[str]:
+        """Make ``qmodel`` simulate ``specs``; returns the layers that changed.
+
+        Layers are set in inventory order, each layer's input quantizer before its
+        weight, so a per-layer algorithm sees its input as the new config computes it;
+        pending algorithms report ``progress`` and stop on ``cancel``."""
         changed = []
+        self._context = self.context_tokens(specs)
+        pending = set(self.pending_algorithms(specs))
+        done = 0
         for l in self.layers:
             spec = specs.get(l.name)
-            wspec = spec.weight if spec is not None and spec.weight.bits is not None else None
-            if self._applied_w.get(l.name, "unset") != wspec:
-                self._applied_w[l.name] = wspec
-                if self.weights_only:  # TorchScript: quantized in place on qmodel
-                    mod = self._qmods[l.name]
-                    src = self._float_w[l.name] if wspec is None else self.quantize_weight(l.name, wspec).tensor
-                    mod.weight.data.copy_(src.to(mod.weight.device))
-                elif wspec is not None:
-                    self.quantize_weight(l.name, wspec)  # errors (bad ranges) surface here, not mid-forward
-                changed.append(l.name)
             aspec = spec.activation if spec is not None else ActSpec(bits=None)
-            if not l.has_activation_input or self.weights_only:
-                continue
-            if self._act_spec.get(l.name) != aspec:
+            if l.has_activation_input and not self.weights_only and self._act_spec.get(l.name) != aspec:
                 if aspec.bits is not None and not self.calibrated:
                     raise QuantvizError("activation quantization needs calibration data (calibrate first)")
                 self._act_qp[l.name] = self.activation_qparams(l.name, aspec)
                 self._act_spec[l.name] = aspec
+                if self._in_scale.pop(l.name, None) is not None:
+                    self._applied_w.pop(l.name, None)  # re-apply the scaled input quantizer below
+                changed.append(l.name)
+            wspec = spec.weight if spec is not None and spec.weight.bits is not None else None
+            wkey = wspec if wspec is None or wspec.algorithm == "none" else self.algorithm_key(l.name, wspec)
+            if self._applied_w.get(l.name, "unset") != wkey:
+                self._applied_spec.pop(l.name, None)  # while its new weight is computed the layer is float
+                self._applied_bias.pop(l.name, None)
+                wq = None
+                if wspec is not None:
+                    if l.name in pending:
+                        sub = scaled(progress, done / len(pending), (done + 1) / len(pending))
+                        wq = self.quantize_weight(l.name, wspec, progress=lambda d, t, m="", _n=l.name: sub(d, t, f"{m} {_n}"),
+                                                  cancel=cancel)
+                        done += 1
+                    else:
+                        wq = self.quantize_weight(l.name, wspec)  # errors (bad ranges) surface here
+                if self.weights_only:  # TorchScript: quantized in place on qmodel
+                    mod = self._qmods[l.name]
+                    mod.weight.data.copy_((self._float_w[l.name] if wq is None else wq.tensor).to(mod.weight.device))
+                self._applied_spec[l.name] = wspec
+                if wq is not None and wq.bias is not None:
+                    self._applied_bias[l.name] = wq.bias.to(self._float_w[l.name])
+                else:
+                    self._applied_bias.pop(l.name, None)
+                scale = None if wq is None else wq.input_scale
+                if scale is not None or l.name in self._in_scale:
+                    if scale is None:
+                        self._in_scale.pop(l.name, None)
+                        self._act_qp[l.name] = self.activation_qparams(l.name, aspec)
+                    else:
+                        self._in_scale[l.name] = scale
+                        self._act_qp[l.name] = (compute_qparams(wq.input_range[0], wq.input_range[1], aspec.bits,
+                                                                aspec.symmetric, aspec.grid) if aspec.bits is not None else None)
+                self._applied_w[l.name] = wkey
                 if l.name not in changed:
                     changed.append(l.name)
         return changed
@@ -419,21 +483,32 @@ class QuantSim:
     def layer_forward(self, name: str, args: tuple, kwargs: dict | None = None):
         """Layer ``name``'s own forward with its applied quantized weight (no hooks, input as given)."""
         mod = self._fmods[name]
-        spec = self._applied_w.get(name)
+        spec = self._applied_spec.get(name)
         if spec is None or self.weights_only:
             return mod.forward(*args, **(kwargs or {}))
-        saved = mod._parameters.get("weight")
+        saved, saved_b = mod._parameters.get("weight"), mod._parameters.get("bias")
         mod._parameters["weight"] = self.applied_weight(name)
+        if name in self._applied_bias:
+            mod._parameters["bias"] = self._applied_bias[name]
         try:
             return mod.forward(*args, **(kwargs or {}))
         finally:
             mod._parameters["weight"] = saved
+            if name in self._applied_bias:
+                mod._parameters["bias"] = saved_b
+
+    def applied_bias(self, name: str) -> torch.Tensor | None:
+        """The bias layer ``name`` runs with in ``qmodel`` (bias correction may create one)."""
+        if name in self._applied_bias:
+            return self._applied_bias[name]
+        b = getattr(self._qmods[name], "bias", None)
+        return b.detach() if isinstance(b, torch.Tensor) else None
 
     def applied_weight(self, name: str) -> torch.Tensor:
         """The weight layer ``name`` runs with in ``qmodel`` under the applied config."""
         if self.weights_only:
             return self._qmods[name].weight.detach()
-        spec = self._applied_w.get(name)
+        spec = self._applied_spec.get(name)
         return self._float_w[name] if spec is None else self.quantize_weight(name, spec).tensor
 
     def weight_histogram(self, name: str, bins: int = 256):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Callable
 
 from . import proxies
+from .candidates import Candidate, as_json, normalize
 from .progress import Progress, null_progress
 from .sensitivity import DEFAULT_BITS, METHODS, Parts, SensitivityError, fingerprint, sweep
 
@@ -19,8 +20,10 @@ def run(parts: Parts, method: str = "e2e", *, bits=DEFAULT_BITS, act_bits=(), pr
     The simulation is left as it was (``parts.base_specs`` applied)."""
     if method not in METHODS:
         raise SensitivityError(f"unknown sensitivity method {method!r} (choose from {', '.join(METHODS)})")
-    bits = tuple(sorted({int(b) for b in bits}))
+    bits = normalize(bits)
     act_bits = tuple(sorted({int(b) for b in act_bits})) if method != "hessian" else ()
+    if any(isinstance(b, Candidate) for b in bits) and method not in ("e2e", "loo"):
+        raise SensitivityError(f"{method}: candidates beyond plain bit-widths need method e2e or loo")
     try:
         if method in ("e2e", "loo"):
             res = sweep(parts, method, bits=bits, act_bits=act_bits, progress=progress, cancel=cancel)
@@ -39,7 +42,7 @@ def matches(result: dict | None, parts: Parts, method: str, bits, act_bits, opti
     if not result:
         return False
     act = sorted({int(b) for b in act_bits}) if method != "hessian" else []
-    return (result.get("key") == fingerprint(parts) and result.get("bits") == sorted({int(b) for b in bits})
+    return (result.get("key") == fingerprint(parts) and result.get("bits") == as_json(normalize(bits))
             and result.get("act_bits") == act and result.get("options", {}) == dict(options))
 
 

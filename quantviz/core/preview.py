@@ -151,6 +151,18 @@ def preview_weight(sim, name: str, wspec: WeightSpec, lo: float | None = None, h
     t = quantize_weight_tensor(w, wspec, info.channel_axis, name)
     wq, qp, glo, ghi = t.tensor, t.qparams, t.lo, t.hi
     sqnr, mse, clipped = t.sqnr_db, t.mse, t.clipped_fraction
+    algo_note = None
+    if wspec.algorithm != "none":
+        # the config's algorithm result when the re-check computed it (never computed here)
+        res = sim.quantize_weight(name, wspec, compute=False) if lo is None else None
+        if res is None:
+            algo_note = (f"{wspec.algorithm}: pending (runs with the next re-check)" if lo is None else
+                         f"{wspec.algorithm} is not previewed while dragging: rounding to nearest shown")
+        else:
+            algo_note = algorithm_text(res.algorithm_info)
+            if res.input_scale is None and res.qparams.scale.shape == qp.scale.shape:
+                wq, qp = res.tensor.float(), res.qparams
+                sqnr, mse, clipped = res.sqnr_db, res.mse, res.clipped_fraction
     widest = int(torch.argmax(qp.scale))
     if lo is None and wspec.range.method == "manual":  # show the stored range, not its symmetric envelope
         lo, hi = wspec.range.lo, wspec.range.hi
@@ -175,7 +187,38 @@ def preview_weight(sim, name: str, wspec: WeightSpec, lo: float | None = None, h
         "group_lo": glo.numpy(), "group_hi": ghi.numpy(),
         "channel_lo": ch_lo.numpy(), "channel_hi": ch_hi.numpy(),
     })
+    if algo_note:
+        out["algorithm_note"] = algo_note
     return out
+
+
+def algorithm_text(info: dict) -> str | None:
+    """What a layer's algorithm changed, in one line (rounding flips and where they are)."""
+    if not info:
+        return None
+    if info.get("skipped"):
+        return info["skipped"]
+    algo = info.get("algorithm", "")
+    parts = []
+    if algo in ("adaround", "gptq") and "changed" in info:
+        t = f"{info['changed']:,} weights ({info.get('changed_fraction', 0) * 100:.1f}%) round differently from nearest"
+        if info.get("changed"):
+            t += f" ({info.get('changed_up', 0):,} up)"
+            per = info.get("changed_per_channel") or []
+            top = sorted(range(len(per)), key=lambda i: -per[i])[:3]
+            if per:
+                t += ", most in channels " + ", ".join(f"{i} ({per[i]})" for i in top if per[i])
+            if info.get("changed_near_tie") is not None:
+                t += f"; {info['changed_near_tie'] * 100:.0f}% of them within a quarter step of a rounding tie"
+        parts.append(t)
+    if "bias_shift_max" in info:
+        parts.append(f"bias shifted by up to {info['bias_shift_max']:.3g}" + (" (bias created)" if info.get("bias_created") else ""))
+    if "scale_min" in info:
+        parts.append(f"input scales {info['scale_min']:.3g}..{info['scale_max']:.3g}")
+    a, b = info.get("output_sqnr_db_nearest"), info.get("output_sqnr_db")
+    if a is not None and b is not None and math.isfinite(a) and math.isfinite(b):
+        parts.append(f"layer output SQNR {a:.1f} → {b:.1f} dB")
+    return f"{algo}: " + "; ".join(parts)
 
 
 def channel_ranges(sim, name: str) -> dict:

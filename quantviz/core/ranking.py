@@ -76,7 +76,7 @@ def rank_agreement(e2e: dict, proxy: dict) -> dict:
 
 def layer_scores(result: dict) -> dict[str, float]:
     """One number per layer for the layer table: the drop at the lowest tested bits."""
-    b = str(min(result["bits"])) if result["bits"] else None
+    b = str(result["bits"][0]) if result["bits"] else None  # sorted: the smallest bit-width / candidate
     metric = result.get("metric")
     scores = {}
     for e in result["layers"]:

@@ -21,6 +21,7 @@ it is chosen).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -29,6 +30,7 @@ from .errors import Cancelled, QuantvizError
 from .evaluate import evaluate_quantized, higher_is_better
 from .progress import Progress, null_progress
 from .sensitivity import DEFAULT_BITS, Parts, primary_metric, tie_groups, weight_setting
+from .candidates import Candidate, as_json, normalize
 from .size import layer_weight_bytes, model_size
 
 
@@ -106,8 +108,11 @@ def _table(p: Parts, sens: dict, bits: Sequence[int]):
     wbits, wbytes, noise, drop = [], [], [], []
     for g in groups:
         infos = [p.sim.by_name[n] for n in g]
-        wbits.append([sum(i.weight_numel for i in infos) * b for b in bits])
         wbytes.append([sum(layer_weight_bytes(i, weight_setting(p.base_specs[i.name], b)) for i in infos) for b in bits])
+        # plain bit-widths: weight bits without scales (the avg-bits rule); candidates (granularity,
+        # groups, algorithms): their exact bits with scales, so per-group scales are paid for
+        wbits.append([8 * y if isinstance(b, Candidate) else sum(i.weight_numel for i in infos) * b
+                      for b, y in zip(bits, wbytes[-1])])
         cells = by_name[g[0]]["results"]
         for b in bits:
             if str(b) not in cells:
@@ -198,7 +203,10 @@ def specs_for(base_specs: dict, bits_by_layer: dict) -> dict:
     """``base_specs`` with the weight bits of the layers in ``bits_by_layer`` replaced."""
     specs = dict(base_specs)
     for n, b in bits_by_layer.items():
-        specs[n] = specs[n].with_weight(bits=int(b))
+        if isinstance(b, Candidate):
+            specs[n] = replace(specs[n], weight=b.apply(specs[n].weight))
+        else:
+            specs[n] = specs[n].with_weight(bits=int(b))
     return specs
 
 
@@ -225,14 +233,19 @@ class _Measurer:
             return self.seen[key]
         if self.cancel():
             raise Cancelled("search cancelled")
-        by_layer = {n: int(self.bits[k]) for g, k in zip(self.groups, choice) for n in g}
+        by_layer = {n: self.bits[k] for g, k in zip(self.groups, choice) for n in g}
         specs = specs_for(self.p.base_specs, by_layer)
-        self.p.sim.apply(specs)
+        self.p.sim.apply(specs, cancel=self.cancel)
         metrics = evaluate_quantized(self.p.sim.qmodel, self.p.data, self.p.reference, device=self.p.device,
                                      evaluate_fn=self.p.evaluate_fn, cancel=self.cancel)
         size = model_size(self.p.sim.float_model, self.p.sim.layers, specs)
-        pt = {"size_bytes": size.quantized_bytes, "avg_bits": size.avg_bits, "metrics": metrics, "bits": by_layer,
+        pt = {"size_bytes": size.quantized_bytes, "avg_bits": size.avg_bits, "metrics": metrics,
+              "bits": {n: (b if isinstance(b, int) else str(b)) for n, b in by_layer.items()},
               "name": f"mixed {size.avg_bits:.2f} bits"}
+        if any(isinstance(b, Candidate) for b in self.bits):  # the budget counts scales: say so per point
+            numel = sum(l.weight_numel for l in self.p.sim.layers)
+            pt["effective_bits"] = 8 * sum(size.per_layer.values()) / max(numel, 1)
+            pt["name"] = f"mixed {pt['effective_bits']:.2f} bits (with scales)"
         self.seen[key] = pt
         return pt
 
@@ -267,7 +280,7 @@ def search(parts: Parts, sens: dict, *, avg_bits: float | None = None, size_byte
     given = [v is not None for v in (avg_bits, size_bytes, max_drop)]
     if sum(given) != 1:
         raise SearchError("search: give exactly one budget (avg_bits, size_bytes or max_drop)")
-    bits = tuple(sorted({int(b) for b in bits}))
+    bits = normalize(bits)
     t0 = time.perf_counter()
     p = parts
     try:
@@ -279,7 +292,7 @@ def search(parts: Parts, sens: dict, *, avg_bits: float | None = None, size_byte
     if chosen is None:
         raise SearchError(f"no config within {', '.join(map(str, bits))} bits keeps the {metric} drop within {max_drop:g}")
     return {"chosen": chosen, "pareto": front, "metric": metric, "float_metrics": dict(p.reference.metrics),
-            "budget": {"avg_bits": avg_bits, "size_bytes": size_bytes, "max_drop": max_drop}, "bits": list(bits),
+            "budget": {"avg_bits": avg_bits, "size_bytes": size_bytes, "max_drop": max_drop}, "bits": as_json(bits),
             "candidates": len(points), "seconds": time.perf_counter() - t0}
 
 
@@ -287,8 +300,8 @@ def _check_budget(p: Parts, bits, wbytes, avg_bits, size_bytes) -> float:
     """The bytes outside quantizable weights; raises when a budget is below the smallest config."""
     base_size = model_size(p.sim.float_model, p.sim.layers, {})
     other = base_size.float_bytes - sum(base_size.float_per_layer.values())
-    if avg_bits is not None and avg_bits < min(bits):
-        raise SearchError(f"--avg-bits {avg_bits:g} is below the smallest candidate bit-width ({min(bits)})")
+    if avg_bits is not None and avg_bits < min(int(b) for b in bits):
+        raise SearchError(f"--avg-bits {avg_bits:g} is below the smallest candidate bit-width ({min(int(b) for b in bits)})")
     if size_bytes is not None and size_bytes < other + wbytes.min(axis=1).sum():
         raise SearchError(f"--size-bytes {size_bytes} is below the smallest possible size "
                           f"({int(other + wbytes.min(axis=1).sum())} bytes at {min(bits)} bits)")
@@ -301,7 +314,7 @@ def _run(p: Parts, sens, bits, avg_bits, size_bytes, max_drop, pareto_steps, sol
     other = _check_budget(p, bits, wbytes, avg_bits, size_bytes)
     measure = _Measurer(p, groups, bits, cancel)
     objs = _objectives(noise, drop)
-    sweep_bits = list(np.linspace(min(bits), max(bits), pareto_steps))
+    sweep_bits = list(np.linspace(wbits.min(axis=1).sum() / total_w, wbits.max(axis=1).sum() / total_w, pareto_steps))
     if avg_bits is not None:
         sweep_bits.append(float(avg_bits))
     jobs = [("bits", b) for b in sweep_bits]
@@ -329,6 +342,11 @@ def _run(p: Parts, sens, bits, avg_bits, size_bytes, max_drop, pareto_steps, sol
     return chosen, points, pareto_filter(points, metric), metric
 
 
+def _bits(q: dict) -> float:
+    """The bits a point spends against an avg-bits budget (with scales when candidates are searched)."""
+    return q.get("effective_bits", q["avg_bits"])
+
+
 def _drop(metric, ref, m):
     v, b = m.get(metric), ref.get(metric)
     if v is None or b is None:
@@ -348,7 +366,7 @@ def _choose(points, metric, ref, avg_bits, size_bytes, max_drop):
                 best = q
         return best
     for q in points:
-        fits = q["avg_bits"] <= avg_bits + 1e-9 if avg_bits is not None else q["size_bytes"] <= size_bytes
+        fits = _bits(q) <= avg_bits + 1e-9 if avg_bits is not None else q["size_bytes"] <= size_bytes
         if fits and _better(q, best, metric):
             best = q
     return best
@@ -357,9 +375,9 @@ def _choose(points, metric, ref, avg_bits, size_bytes, max_drop):
 def _refine_drop(chosen, points, measure, objs, wbits, total_w, metric, ref, max_drop, solver, steps=3):
     """Bisect the weight-bit budget between the largest measured config that
     misses the drop and the chosen one, measuring as it goes."""
-    misses = [q["avg_bits"] for q in points
-              if q["avg_bits"] < chosen["avg_bits"] and (_drop(metric, ref, q["metrics"]) or 0.0) > max_drop]
-    lo, hi = (max(misses) if misses else chosen["avg_bits"]), chosen["avg_bits"]
+    misses = [_bits(q) for q in points
+              if _bits(q) < _bits(chosen) and (_drop(metric, ref, q["metrics"]) or 0.0) > max_drop]
+    lo, hi = (max(misses) if misses else _bits(chosen)), _bits(chosen)
     for _ in range(steps):
         if hi - lo < 1e-3:
             break

@@ -31,6 +31,7 @@ from typing import Callable
 
 import torch
 
+from .candidates import Candidate, as_json
 from .data import Dataset
 from .errors import Cancelled, QuantvizError
 from .evaluate import (SQNR_CAP_DB, FloatReference, MetricStream, evaluate_quantized, higher_is_better,
@@ -120,7 +121,10 @@ def tie_groups(sim: QuantSim, ties=()) -> list[list[str]]:
     return list(groups.values())
 
 
-def weight_setting(base: LayerSpec, bits: int | None) -> LayerSpec:
+def weight_setting(base: LayerSpec, bits) -> LayerSpec:
+    """The layer's weight at ``bits`` (an int, None, or a :class:`~.candidates.Candidate`), activations float."""
+    if isinstance(bits, Candidate):
+        return LayerSpec(weight=bits.apply(base.weight), activation=ActSpec(bits=None))
     return LayerSpec(weight=replace(base.weight, bits=bits), activation=ActSpec(bits=None))
 
 
@@ -223,7 +227,7 @@ def sweep(parts: Parts, method: str = "e2e", *, bits=DEFAULT_BITS, act_bits=(), 
                 specs = dict(base)
                 for n in g:
                     specs[n] = setting(kind, b, n) if method == "e2e" else FLOAT_SPEC
-                changed = sim.apply(specs)
+                changed = sim.apply(specs, cancel=cancel)  # a candidate's algorithm runs here
                 m = measure(changed)
                 ref = p.reference.metrics if method == "e2e" else base_by[f"{kind}{b}"]
                 d = drops(ref, m) if method == "e2e" else drops(m, ref)  # loo: what quantizing it costs
@@ -251,7 +255,7 @@ def result_of(p: Parts, method, bits, act_bits, groups, cells, seconds) -> dict:
         if cells[l.name]["a"]:
             entry["act_results"] = cells[l.name]["a"]
         layers.append(entry)
-    return {"method": method, "bits": [int(b) for b in bits], "act_bits": [int(b) for b in act_bits],
+    return {"method": method, "bits": as_json(bits), "act_bits": [int(b) for b in act_bits],
             "metric": p.metric or primary_metric(p.reference.metrics), "baseline": {"metrics": dict(p.reference.metrics)},
             "layers": layers, "seconds": seconds, "key": fingerprint(p)}
 

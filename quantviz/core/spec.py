@@ -12,6 +12,8 @@ RANGE_METHODS = ("minmax", "percentile", "mse", "kl", "manual")
 GRANULARITIES = ("per_tensor", "per_channel", "per_group")
 DEFAULT_PERCENTILE = 99.99
 DEFAULT_GROUP_SIZE = 32
+# per-layer PTQ algorithms (quantviz.core.algorithms); "none" is plain rounding to nearest
+ALGORITHMS = ("none", "adaround", "gptq", "bias_correction", "smoothquant", "awq")
 # Symmetric grid rules (quantviz.core.qparams): "full" [-2^(b-1), 2^(b-1)-1] with both range ends
 # on the grid; "torch" (torch's observers' scale); "restricted" [-(2^(b-1)-1), 2^(b-1)-1].
 # Asymmetric grids ignore the setting.
@@ -50,10 +52,19 @@ class WeightSpec:
     symmetric: bool = True
     range: RangeSpec = field(default_factory=RangeSpec)
     grid: str = DEFAULT_GRID  # symmetric grid rule; ignored when asymmetric
+    algorithm: str = "none"  # per-layer PTQ algorithm (quantviz.core.algorithms)
+    # the algorithm's options as sorted (key, value) pairs (hashable: the spec keys caches)
+    algorithm_options: tuple = ()
 
     @property
     def enabled(self) -> bool:
         return self.bits is not None
+
+    def options_dict(self) -> dict:
+        return dict(self.algorithm_options)
+
+    def without_algorithm(self) -> "WeightSpec":
+        return replace(self, algorithm="none", algorithm_options=())
 
     def effective_group_size(self) -> int | None:
         if self.granularity != "per_group":
@@ -66,6 +77,9 @@ class WeightSpec:
             d["grid"] = self.grid
         if self.granularity == "per_group":
             d["group_size"] = self.effective_group_size()
+        d["algorithm"] = self.algorithm
+        if self.algorithm_options:
+            d["algorithm_options"] = dict(self.algorithm_options)
         return d
 
 

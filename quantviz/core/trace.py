@@ -257,7 +257,7 @@ def trace(sim: QuantSim, specs: dict[str, LayerSpec], data: Dataset, *, batch_si
     t0 = time.perf_counter()
     if len(data) == 0:
         raise QuantvizError(f"{data.name}: no samples to trace")
-    sim.apply(specs)
+    sim.apply(specs, cancel=cancel)  # per-layer algorithms run here when not cached
     device = sim.device
     reuse = previous is not None and changed is not None and previous.samples == len(data) \
         and previous.data == data.name

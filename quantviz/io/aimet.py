@@ -79,6 +79,10 @@ def encodings(sim, specs: dict, tensors: dict[str, dict], notes: list[str] | Non
         wq = sim.quantize_weight(info.name, spec.weight)
         if wq is not None:
             params.append(_entry(wname, wq.qparams, spec.weight.granularity, spec.weight.effective_group_size()))
+            if wq.bias is not None or wq.input_scale is not None:
+                notes.append(f"{info.name}: {spec.weight.algorithm} changed the "
+                             f"{'bias' if wq.bias is not None else 'input scale'}, which encodings cannot carry; "
+                             "the ONNX / quantviz JSON exports hold it")
             if wq.qparams.symmetric and wq.qparams.grid == "restricted":
                 restricted.append(wname)
         if not info.has_activation_input:

@@ -28,16 +28,18 @@ from typing import Any, Iterable
 from ..core.errors import QuantvizError
 from ..core.layers import LayerInfo
 from ..core.qparams import MAX_BITS, MIN_BITS
+from ..core.algorithms.options import check_algorithm, options_tuple
 from ..core.spec import DEFAULT_GRID, GRANULARITIES, RANGE_METHODS, SYMMETRIC_GRIDS, ActSpec, LayerSpec, RangeSpec, WeightSpec
 from . import atomic
 
 FORMAT = "quantviz-config"
 CURRENT_VERSION = 2
 
-WEIGHT_KEYS = {"bits", "granularity", "group_size", "symmetric", "range", "grid"}
+WEIGHT_KEYS = {"bits", "granularity", "group_size", "symmetric", "range", "grid", "algorithm", "algorithm_options"}
 ACT_KEYS = {"bits", "symmetric", "range", "granularity", "grid"}
 RANGE_KEYS = {"method", "p", "lo", "hi"}
-BUILTIN_WEIGHT = {"bits": 8, "granularity": "per_channel", "symmetric": True, "range": {"method": "minmax"}, "grid": DEFAULT_GRID}
+BUILTIN_WEIGHT = {"bits": 8, "granularity": "per_channel", "symmetric": True, "range": {"method": "minmax"}, "grid": DEFAULT_GRID,
+                  "algorithm": "none"}
 BUILTIN_ACT = {"bits": None, "symmetric": False, "granularity": "per_tensor", "range": {"method": "minmax"}, "grid": DEFAULT_GRID}
 
 
@@ -115,6 +117,10 @@ def _check_tensor(d: Any, where: str, kind: str) -> None:
             _fail(f"{where}.group_size", f"must be a positive integer, got {json.dumps(gs)}")
     if "range" in d:
         _check_range(d["range"], f"{where}.range")
+    if "algorithm" in d or "algorithm_options" in d:
+        msg = check_algorithm(d.get("algorithm"), d.get("algorithm_options"))
+        if msg:
+            _fail(f"{where}.{msg[0]}", msg[1])
 
 
 def _check_partial(d: Any, where: str) -> None:
@@ -181,6 +187,11 @@ def _merge(base: dict, over: dict) -> dict:
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "range":
             out[k] = _merge(out[k], v)
+        elif k == "algorithm" and v != out.get(k) and "algorithm_options" not in over:
+            out[k] = v  # another algorithm: the old one's options do not carry over
+            out.pop("algorithm_options", None)
+        elif k == "algorithm_options" and isinstance(v, dict):
+            out[k] = _jcopy(v)  # options come whole with their algorithm
         elif k == "range" and isinstance(v, dict) and isinstance(out.get(k), dict):
             # a new method replaces the old range's parameters
             out[k] = _jcopy(v) if "method" in v and v.get("method") != out[k].get("method") else _merge(out[k], v)
@@ -203,6 +214,8 @@ def spec_from_dicts(w: dict, a: dict) -> LayerSpec:
             group_size=w.get("group_size"),
             symmetric=bool(w.get("symmetric", True)),
             range=_range_spec(w.get("range", {})),
+            algorithm=w.get("algorithm", "none"),
+            algorithm_options=options_tuple(w.get("algorithm", "none"), w.get("algorithm_options")),
             grid=w.get("grid", DEFAULT_GRID),
         ),
         activation=ActSpec(
@@ -261,6 +274,8 @@ class QuantConfig:
             _fail(f"{where}.options", "must be an object")
         if "fold_bn" in options and not isinstance(options["fold_bn"], bool):
             _fail(f"{where}.options.fold_bn", "must be true or false")
+        if "cle" in options and not isinstance(options["cle"], bool):
+            _fail(f"{where}.options.cle", "must be true or false (cross-layer equalization of conv -> ReLU -> conv pairs)")
         known = {"format", "version", "default", "rules", "layers", "options", "name"}
         extra = {k: v for k, v in obj.items() if k not in known}
         return cls(_jcopy(default), _jcopy(rules), _jcopy(layers), _jcopy(options),

@@ -100,7 +100,7 @@ def qparams_table(inp: ExportInput, tensors: dict | None = None) -> dict:
         for info in sim.layers:
             spec = specs[info.name]
             wq = sim.quantize_weight(info.name, spec.weight)
-            aq = (sim.activation_qparams(info.name, spec.activation)
+            aq = (sim.input_qparams(info.name, spec)
                   if info.has_activation_input and sim.calibrated else None)
             w = None
             if wq is not None:
@@ -108,12 +108,25 @@ def qparams_table(inp: ExportInput, tensors: dict | None = None) -> dict:
                 w.update(granularity=spec.weight.granularity, group_size=spec.weight.effective_group_size(),
                          axis=None if spec.weight.granularity == "per_tensor" else info.channel_axis,
                          sqnr_db=wq.sqnr_db)
+                if wq.algorithm_info:
+                    w["algorithm"] = algorithm_summary(wq)
+                if wq.codes is not None:  # the algorithm's integer codes, row-major in the weight's layout
+                    w["codes"] = wq.codes.flatten().tolist()
+                if wq.bias is not None:
+                    w["bias"] = wq.bias.flatten().tolist()
+                if wq.input_scale is not None:  # the layer computes Q(W diag(s)) (x / s)
+                    w["input_scale"] = wq.input_scale.flatten().tolist()
             entry = {"type": info.type, "weight_shape": list(info.weight_shape), "channel_axis": info.channel_axis,
                      "spec": spec.to_dict(), "weight": w, "activation": aq.to_dict() if aq is not None else None}
             if tensors is not None:
                 entry["onnx"] = tensors.get(info.name)
             out[info.name] = entry
     return out
+
+
+def algorithm_summary(wq) -> dict:
+    """The short, JSON-friendly part of a per-layer algorithm's report."""
+    return {k: v for k, v in wq.algorithm_info.items() if not isinstance(v, list)}
 
 
 def json_document(inp: ExportInput, notes: list[str]) -> dict:
@@ -304,6 +317,12 @@ def export(inp: ExportInput, fmt: str, path: str | Path, *, force: bool = False,
     fmt = check_format(fmt)
     if not inp.prepared and fmt != "torchao":
         raise QuantvizError("the session is not calibrated yet; open the model with its data first")
+    if any(sp.weight.algorithm != "none" and sp.weight.bits is not None for sp in inp.specs.values()):
+        from ..core.progress import scaled
+
+        with inp.lock:  # results of per-layer algorithms for the current config (cached after a re-check)
+            inp.sim.apply(inp.specs, progress=scaled(progress, 0.0, 0.5), cancel=cancel)
+        progress = scaled(progress, 0.5, 1.0)
     return WRITERS[fmt](inp, Path(path), force, progress, cancel)
 
 

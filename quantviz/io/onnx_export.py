@@ -288,7 +288,10 @@ def _weight_qdq(graph, lt: LayerTensors, sim: QuantSim, name: str, spec, new_nod
     gs = spec.weight.effective_group_size()
     gran = spec.weight.granularity
     axis = None if gran == "per_tensor" else info.channel_axis
-    q = quantize_int(w, qp, axis=axis, group_size=gs)  # torch layout, int64
+    if wq.codes is not None:  # a per-layer algorithm chose the codes (AdaRound, GPTQ, SmoothQuant / AWQ's W s)
+        q = wq.codes.long()
+    else:
+        q = quantize_int(w, qp, axis=axis, group_size=gs)  # torch layout, int64
     signed = qp.qmin < 0
     scale = qp.scale.detach().float().cpu().numpy()
     zp = qp.zero_point.detach().cpu().numpy().astype(np.int64)
@@ -341,6 +344,84 @@ def _weight_qdq(graph, lt: LayerTensors, sim: QuantSim, name: str, spec, new_nod
                               _tensor(zname, dtype, zp)])
     new_nodes.append(helper.make_node("DequantizeLinear", [qname, sname, zname], [out_name], name=f"{base}_dequantize", **attrs))
     new_nodes.extend(post)
+
+
+def _set_bias(graph, lt: LayerTensors, bias: torch.Tensor, cons, new_nodes: list) -> str:
+    """Give the layer's op(s) the bias of a per-layer algorithm (bias correction); returns what was done."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = {i.name: i for i in graph.initializer}
+    vals = bias.detach().float().cpu().numpy()
+    notes = []
+    for k, (node, idx) in enumerate(cons.get(lt.weight, [])):
+        if node.op_type in ("Conv", "Gemm", "ConvTranspose"):
+            if len(node.input) > 2 and node.input[2] in inits:
+                inits[node.input[2]].CopyFrom(numpy_helper.from_array(vals.reshape(_arr(inits[node.input[2]]).shape), node.input[2]))
+                notes.append("replaced")
+            else:
+                name = f"{lt.weight.rsplit('.', 1)[0]}.bias_corrected{k or ''}"
+                graph.initializer.append(_tensor(name, TensorProto.FLOAT, vals))
+                if len(node.input) == 2:
+                    node.input.append(name)
+                else:
+                    node.input[2] = name
+                notes.append("created")
+        elif node.op_type == "MatMul":
+            out = node.output[0]
+            adds = [(n, i) for n, i in _consumers(graph).get(out, []) if n.op_type == "Add"]
+            init_in = [(n, i) for n, i in adds if n.input[1 - i] in inits]
+            if len(init_in) == 1:
+                n, i = init_in[0]
+                arr = _arr(inits[n.input[1 - i]])
+                inits[n.input[1 - i]].CopyFrom(numpy_helper.from_array(vals.reshape(arr.shape).astype(np.float32), n.input[1 - i]))
+                notes.append("replaced")
+            else:
+                name = f"{lt.weight.rsplit('.', 1)[0]}.bias_corrected{k or ''}"
+                graph.initializer.append(_tensor(name, TensorProto.FLOAT, vals))
+                new_out = f"{out}_biased"
+                for c, ci in _consumers(graph).get(out, []):
+                    c.input[ci] = new_out
+                for go in graph.output:
+                    if go.name == out:
+                        go.name = new_out
+                new_nodes.append(helper.make_node("Add", [out, name], [new_out], name=f"{name}_add"))
+                notes.append("created")
+    return "created" if "created" in notes else "replaced"
+
+
+def _fold_into_norm(graph, tensor: str, scale: torch.Tensor, layer_nodes: set, cons) -> bool:
+    """Divide a LayerNormalization's gamma and beta by ``scale`` when its output ``tensor``
+    feeds only ``layer_nodes`` (the layer's own ops); True when folded."""
+    from onnx import TensorProto
+
+    if any(o.name == tensor for o in graph.output) or any(id(n) not in layer_nodes for n, _ in cons.get(tensor, [])):
+        return False
+    prod = next((n for n in graph.node if tensor in n.output), None)
+    inits = {i.name: i for i in graph.initializer}
+    if prod is None or prod.op_type != "LayerNormalization" or len(prod.input) < 2 or prod.input[1] not in inits:
+        return False
+    inv = (1.0 / scale.detach().double()).cpu().numpy()
+    ks = range(1, min(len(prod.input), 3))
+    if any(prod.input[k] not in inits or _arr(inits[prod.input[k]]).shape != inv.shape for k in ks):
+        return False
+    for k in ks:
+        arr = _arr(inits[prod.input[k]]).astype(np.float64)
+        name = f"{prod.input[k]}_smoothed_{tensor}"
+        graph.initializer.append(_tensor(name, TensorProto.FLOAT, (arr * inv).astype(np.float32)))
+        prod.input[k] = name
+    return True
+
+
+def _scale_input(graph, tensor: str, scale: torch.Tensor, tag: str, new_nodes: list) -> str:
+    """Insert ``Mul(tensor, 1 / s)`` (SmoothQuant / AWQ's per-input-channel scale); returns its output."""
+    from onnx import TensorProto, helper
+
+    name = f"{tensor}_{tag}_inv_scale"
+    inv = (1.0 / scale.detach().double()).float().cpu().numpy()
+    graph.initializer.append(_tensor(name, TensorProto.FLOAT, inv))
+    out = f"{tensor}_{tag}_scaled"
+    new_nodes.append(helper.make_node("Mul", [tensor, name], [out], name=f"{tensor}_{tag}_scale"))
+    return out
 
 
 def _act_qdq(graph, tensor: str, qp: QParams, tag: str, new_nodes: list) -> str:
@@ -404,6 +485,7 @@ def build_qdq(sim: QuantSim, specs: dict[str, LayerSpec], example, *, progress: 
     new_nodes: list = []
     done_act: dict[tuple, str] = {}
     unmapped = []
+    algo_notes: list[str] = []
     progress(1, 3, "inserting Q/DQ nodes")
     cons = _consumers(graph)
     for info in sim.layers:
@@ -416,9 +498,28 @@ def build_qdq(sim: QuantSim, specs: dict[str, LayerSpec], example, *, progress: 
             if quantized:
                 unmapped.append(info.name)
             continue
-        if spec.weight.bits is not None:
+        wq = sim.quantize_weight(info.name, spec.weight) if spec.weight.bits is not None else None
+        if wq is not None:
             _weight_qdq(graph, lt, sim, info.name, spec, new_nodes)
-        aq = sim.activation_qparams(info.name, spec.activation) if info.has_activation_input else None
+            if wq.bias is not None:
+                algo_notes.append(f"{info.name}: bias {_set_bias(graph, lt, wq.bias, cons, new_nodes)} by {spec.weight.algorithm}")
+        aq = sim.input_qparams(info.name, spec) if info.has_activation_input else None
+        if wq is not None and wq.input_scale is not None:
+            # x / s before the input quantizer (and the weight's W s): folded into a LayerNorm that feeds
+            # only this layer, else an explicit Mul
+            how = set()
+            uses = [(n, i) for n, i in cons.get(lt.weight, []) if n.op_type != "Gather"]
+            for node, idx in uses:
+                act_idx = 0 if idx != 0 else 1
+                t = node.input[act_idx]
+                if _fold_into_norm(graph, t, wq.input_scale, {id(n) for n, _ in uses}, cons):
+                    how.add("folded into the LayerNorm before it")
+                else:
+                    t = _scale_input(graph, t, wq.input_scale, f"s{len(algo_notes)}", new_nodes)
+                    how.add("an explicit Mul")
+                node.input[act_idx] = _act_qdq(graph, t, aq, "q", new_nodes) if aq is not None else t
+            algo_notes.append(f"{info.name}: {spec.weight.algorithm} input scale as {' and '.join(sorted(how))}")
+            continue
         if aq is None:
             continue
         key_params = (float(aq.scale[0]), int(aq.zero_point[0]), aq.qmin, aq.qmax)
@@ -445,7 +546,7 @@ def build_qdq(sim: QuantSim, specs: dict[str, LayerSpec], example, *, progress: 
     except Exception as exc:
         raise ExportError(f"the QDQ model failed onnx.checker: {str(exc).splitlines()[0]}") from exc
     progress(3, 3, "done")
-    notes = [f"{n}: not found in the exported ONNX graph, left float" for n in unmapped]
+    notes = [f"{n}: not found in the exported ONNX graph, left float" for n in unmapped] + algo_notes
     return OnnxExport(m, tensors, in_names, out_names, unmapped, notes)
 
 

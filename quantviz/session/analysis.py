@@ -14,6 +14,7 @@ from typing import Callable
 from ..core import methods
 from ..core import search as search_mod
 from ..core import sensitivity as sens
+from ..core.candidates import Candidate, from_key, normalize
 from ..core.progress import Progress, null_progress, scaled
 from ..core.ranking import layer_scores, rank_agreement
 from ..core.trace import TraceResult
@@ -114,7 +115,9 @@ class AnalysisMixin:
                     other["spearman"] = rank_agreement(res, other)
         store[method] = res
         if method in ("e2e", "loo") and res["bits"]:
-            self.analysis.scores = LayerScores(method, min(res["bits"]), res.get("metric"), layer_scores(res))
+            first = res["bits"][0]
+            self.analysis.scores = LayerScores(method, first if isinstance(first, int) else int(from_key(first)),
+                                               res.get("metric"), layer_scores(res))
 
     def run_search(self, *, avg_bits: float | None = None, size_bytes: int | None = None,
                    max_drop: float | None = None, bits=search_mod.DEFAULT_BITS, pareto_steps: int = 9,
@@ -122,7 +125,7 @@ class AnalysisMixin:
                    cancel: Callable[[], bool] = lambda: False, metric: str | None = None) -> dict:
         """Search a bit-width per layer for one budget (see :func:`quantviz.core.search.search`)
         and keep the result; every point carries the full config it stands for."""
-        bits = tuple(sorted({int(b) for b in bits}))
+        bits = normalize(bits)
         sens_res = self.run_sensitivity("e2e", bits=bits, act_bits=(), ties=ties, progress=scaled(progress, 0.0, 0.5),
                                         cancel=cancel, metric=metric)
         with self.lock:
@@ -138,7 +141,8 @@ class AnalysisMixin:
     def _config_with_bits(self, bits_by_layer: dict, name: str | None) -> dict:
         cfg = self.config.copy()
         for n, b in bits_by_layer.items():
-            cfg.set_layer(n, {"weight": {"bits": int(b)}})
+            c = from_key(b)
+            cfg.set_layer(n, c.patch() if isinstance(c, Candidate) else {"weight": {"bits": int(c)}})
         if name:
             cfg.name = name
         return cfg.to_dict()

@@ -153,7 +153,14 @@ class Rechecker:
         """Apply ``specs`` to the simulation and return its metrics (streams estimates)."""
         s = self.session
         t0 = time.perf_counter()
-        s.sim.apply(specs)
+        if s.sim.pending_algorithms(specs):
+            # per-layer algorithms run first (cancellable, with progress), then the evaluation
+            from ..core.progress import scaled
+
+            s.sim.apply(specs, progress=scaled(progress, 0.0, 0.5), cancel=cancel)
+            progress = scaled(progress, 0.5, 1.0)
+        else:
+            s.sim.apply(specs, cancel=cancel)
         bounds = self.bounds()
         data = ChunkedData(s.eval_data, bounds)
         stream = s.reference.stream()

@@ -133,7 +133,8 @@ class Session(AnalysisMixin, ExportsMixin):
         self._generation = 0  # newest generation handed out
         self._wanted = 0  # generation of the re-check whose result is the one to show
         self._config = (config or preset("W8")).copy()
-        self.sim = QuantSim(bundle.model, fold_bn=self._config.fold_bn, device=device)
+        self.sim = QuantSim(bundle.model, fold_bn=self._config.fold_bn, device=device,
+                            equalize=bool(self._config.options.get("cle", False)))
         self._config.check_layers(self.layer_names)
         self._specs = self._config.resolve_all(self.layers)  # resolved once per config
         self._config_dict = self._config.to_dict()
@@ -229,6 +230,9 @@ class Session(AnalysisMixin, ExportsMixin):
 
     def set_config(self, cfg: QuantConfig, label: str = "set config", *, record: bool = True) -> None:
         cfg.check_layers(self.layer_names)
+        if bool(cfg.options.get("cle", False)) != self.sim.equalize:
+            raise ConfigError("config: options.cle differs from the open session; reopen the model to change "
+                              "cross-layer equalization")
         if cfg.fold_bn != self.sim.fold_bn:
             raise ConfigError("config: options.fold_bn differs from the open session; reopen the model to change BatchNorm folding")
         new = cfg.copy()
@@ -322,6 +326,7 @@ class Session(AnalysisMixin, ExportsMixin):
             "symmetric": spec.weight.symmetric,
             "grid": spec.weight.grid,
             "range": spec.weight.range.describe(),
+            "algorithm": spec.weight.algorithm,
             "act_range": spec.activation.range.describe(),
             "weight_sqnr_db": None,
             "act_sqnr_db": None,
@@ -332,6 +337,10 @@ class Session(AnalysisMixin, ExportsMixin):
             if wq is not None:
                 row["weight_sqnr_db"] = wq.sqnr_db
                 row["clipped"] = wq.clipped_fraction
+                if wq.algorithm_info:
+                    from ..core.preview import algorithm_text
+
+                    row["algorithm_note"] = algorithm_text(wq.algorithm_info)
             if info.has_activation_input and spec.activation.bits is not None and self.sim.calibrated:
                 row["act_sqnr_db"] = self.sim.activation_sqnr(name, spec.activation)
         from ..core.size import layer_weight_bytes

@@ -21,10 +21,17 @@ def layer_stats(session, items: list[tuple[str, LayerSpec]], cancel: Callable[[]
         info = sim.by_name[name]
         stats = {"weight_sqnr_db": None, "act_sqnr_db": None, "clipped": None, "error": None}
         try:
-            wq = sim.quantize_weight(name, spec.weight)
+            # a per-layer algorithm's result comes from the re-check job: never run it here ("pending")
+            wq = sim.quantize_weight(name, spec.weight, compute=False)
+            if wq is None and spec.weight.bits is not None:
+                stats["pending"] = True
             if wq is not None:
                 stats["weight_sqnr_db"] = wq.sqnr_db
                 stats["clipped"] = wq.clipped_fraction
+                if wq.algorithm_info:
+                    from ..core.preview import algorithm_text
+
+                    stats["algorithm"] = algorithm_text(wq.algorithm_info)
             if info.has_activation_input and spec.activation.bits is not None and sim.calibrated:
                 stats["act_sqnr_db"] = sim.activation_sqnr(name, spec.activation)
         except Exception as exc:  # noqa: BLE001 - shown in the cell's tooltip

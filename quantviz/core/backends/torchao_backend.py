@@ -134,6 +134,10 @@ def triage(layers: list[LayerInfo], specs: dict[str, LayerSpec], choose) -> tupl
         if spec is None or (spec.weight.bits is None and spec.activation.bits is None):
             floats.append(info.name)
             continue
+        if spec.weight.bits is not None and spec.weight.algorithm in ("smoothquant", "awq"):
+            # Q(W s) / s is not on W's grid and the input needs x / s: no kernel reproduces it here
+            simulated[info.name] = f"{spec.weight.algorithm}: the migrated input scale stays simulated"
+            continue
         k, why = choose(info, spec)
         if k is None:
             simulated[info.name] = why
@@ -155,7 +159,14 @@ def grid_model(sim, specs: dict[str, LayerSpec]) -> nn.Module:
             spec = specs.get(info.name)
             if spec is None or spec.weight.bits is None:
                 continue
-            model.get_submodule(info.name).weight.data.copy_(sim.quantize_weight(info.name, spec.weight).tensor)
+            wq = sim.quantize_weight(info.name, spec.weight)
+            mod = model.get_submodule(info.name)
+            mod.weight.data.copy_(wq.tensor)  # a per-layer algorithm's weights are on the grid too
+            if wq.bias is not None:  # bias correction (creates a bias when the layer had none)
+                if mod.bias is None:
+                    mod.bias = nn.Parameter(wq.bias.clone().to(mod.weight), requires_grad=False)
+                else:
+                    mod.bias.data.copy_(wq.bias)
     return model
 
 

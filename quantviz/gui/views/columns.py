@@ -95,6 +95,7 @@ FIELDS = {f.key: f for f in (
     Field("act_grid", "activation grid", lambda s: s.activation.grid, lambda v: {"activation": {"grid": v}}, True),
     Field("range", "weight range", lambda s: s.weight.range.method, _range_patch("weight")),
     Field("act_range", "activation range", lambda s: s.activation.range.method, _range_patch("activation"), True),
+    Field("algorithm", "algorithm", lambda s: s.weight.algorithm, lambda v: {"weight": {"algorithm": v}}),
 )}
 
 TABLE = [
@@ -122,6 +123,10 @@ TABLE = [
            lambda i, s: (s.weight.range.describe(),) * 2, FIELDS["range"]),
     Column("act_range", "A range", "How the activation clip range is chosen from the calibration histogram.",
            _act_range, FIELDS["act_range"]),
+    Column("algorithm", "Algorithm", "Post-training algorithm for this weight: round to nearest (none), AdaRound's "
+           "learned rounding, GPTQ's error compensation, bias correction, SmoothQuant / AWQ scaling. It runs on the "
+           "calibration data with the next re-check ('pending' until then).",
+           lambda i, s: ((s.weight.algorithm,) * 2 if s.weight.bits is not None else ("—", "")), FIELDS["algorithm"]),
     Column("size_bytes", "Size", "Storage of this layer's weight under its settings, including scales and zero "
            "points.", _size, right=True),
     Column("sensitivity", "Sensitivity", "How much the model's metric drops when only this layer is quantized "
@@ -138,6 +143,8 @@ def stats_cell(key: str, info, spec, stats: dict | None) -> tuple[str, float] | 
         return "—", math.inf
     if stats is None:
         return None
+    if key == "weight_sqnr_db" and stats.get("pending"):
+        return "pending", -math.inf  # a per-layer algorithm the next re-check computes
     v = stats.get(key)
     if v is None:
         return ("error" if stats.get("error") else "—"), -math.inf

@@ -30,6 +30,8 @@ def weight_note(p: dict) -> str:
         parts.append(grid_note(p))
     if p.get("sample_stride", 1) > 1:
         parts.append(f"histogram from every {p['sample_stride']}th weight")
+    if p.get("algorithm_note"):
+        parts.append(p["algorithm_note"])
     return " · ".join(parts)
 
 

@@ -294,6 +294,8 @@ class HistogramPanel(SessionFollower, QWidget):
         else:
             gran = w.granularity + (f" ({w.effective_group_size()})" if w.granularity == "per_group" else "")
             wtxt = f"{w.bits}-bit {gran} {f'symmetric ({w.grid} grid)' if w.symmetric else 'asymmetric'}, range {w.range.describe()}"
+            if w.algorithm != "none":
+                wtxt += f", {w.algorithm}"
         a = spec.activation
         if not info.has_activation_input:
             atxt = "none (index input)"

@@ -204,7 +204,11 @@ class LayerTableModel(QAbstractTableModel):
             sc = self.session.analysis.scores if self.session else None
             v = sc.scores.get(info.name) if sc else None
             return ("", -math.inf) if v is None else (f"{v:.3g}", float(v))
-        cell = stats_cell(col.key, info, spec, self._stats.get((info.name, spec)))
+        st = self._stats.get((info.name, spec))
+        if st is not None and st.get("pending") and not self.session.sim.algorithm_pending(info.name, spec.weight):
+            del self._stats[(info.name, spec)]  # a re-check computed the layer's algorithm meanwhile
+            st = None
+        cell = stats_cell(col.key, info, spec, st)
         if cell is None:
             self._want_stats((info.name, spec))
             return "…", -math.inf
@@ -243,8 +247,11 @@ class LayerTableModel(QAbstractTableModel):
             st = self._stats.get((info.name, spec))
             if st and st.get("error"):
                 return st["error"]
+            if st and col.key == "weight_sqnr_db" and st.get("pending"):
+                return f"{spec.weight.algorithm} runs with the next re-check"
             if st and col.key == "weight_sqnr_db" and st.get("clipped") is not None:
-                return f"{col.tip}\nclipped weights: {st['clipped'] * 100:.2f}%"
+                tip = f"{col.tip}\nclipped weights: {st['clipped'] * 100:.2f}%"
+                return tip + (f"\n{st['algorithm']}" if st.get("algorithm") else "")
         return col.tip
 
     def setData(self, index, value, role=Qt.EditRole):

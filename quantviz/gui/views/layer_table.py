@@ -15,7 +15,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeade
                                QMenu, QStyledItemDelegate, QTableView, QToolButton, QVBoxLayout, QWidget)
 
 from ...core.qparams import MAX_BITS, MIN_BITS
-from ...core.spec import GRANULARITIES, RANGE_METHODS, SYMMETRIC_GRIDS
+from ...core.algorithms.options import DESCRIPTIONS as ALGORITHM_HELP
+from ...core.spec import ALGORITHMS, GRANULARITIES, RANGE_METHODS, SYMMETRIC_GRIDS
 from ...io.config import PRESET_HELP, PRESETS
 from ..bridge import SessionFollower
 from .layer_model import COL, COLUMNS, GRAN_LABEL, LayerFilterProxy, LayerTableModel, apply_field
@@ -50,6 +51,8 @@ def choices(field: str) -> list[tuple[str, object, str]]:
                  "keep it unquantized" if b is None else f"{2 ** b} levels") for b in BIT_CHOICES]
     if field == "granularity":
         return [(GRAN_LABEL[g], g, GRAN_HELP[g]) for g in GRANULARITIES]
+    if field == "algorithm":
+        return [(a, a, ALGORITHM_HELP[a]) for a in ALGORITHMS]
     if field in ("grid", "act_grid"):
         return [(g, g, GRID_HELP[g] + " (symmetric grids only)") for g in SYMMETRIC_GRIDS]
     methods = [m for m in RANGE_METHODS if m != "manual"]
@@ -58,7 +61,7 @@ def choices(field: str) -> list[tuple[str, object, str]]:
 
 FIELD_LABELS = {"weight_bits": "Weight bits", "act_bits": "Activation bits", "granularity": "Granularity",
                 "grid": "Weight grid", "act_grid": "Activation grid",
-                "range": "Weight range", "act_range": "Activation range"}
+                "range": "Weight range", "act_range": "Activation range", "algorithm": "Algorithm"}
 
 
 class ChoiceDelegate(QStyledItemDelegate):
@@ -191,12 +194,15 @@ class LayerTablePanel(SessionFollower, QWidget):
             else:
                 self.view.resizeColumnToContents(c)
         for key, lo, hi in (("name", 110, 260), ("granularity", 80, 140), ("grid", 52, 90), ("range", 64, 140),
-                            ("act_range", 60, 140)):
+                            ("act_range", 60, 140), ("algorithm", 70, 120)):
             c = COL[key]
             self.view.setColumnWidth(c, max(lo, min(hi, self.view.columnWidth(c))))
 
     def _on_session_config_changed(self, change) -> None:
         self.model.specs_changed(change.changed)
+
+    def _on_session_result(self, _result) -> None:
+        self.model.refresh_column("weight_sqnr_db")  # per-layer algorithms ("pending") computed by the re-check
 
     def _on_session_analysis_changed(self, what: str, _payload) -> None:
         if what in ("sensitivity", "all"):

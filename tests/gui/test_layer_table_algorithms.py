@@ -1,0 +1,47 @@
+"""The layer table's Algorithm column: editing, 'pending' until a re-check computed it."""
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+
+from quantviz.gui.views.layer_model import COL
+from quantviz.gui.views.layer_table import LayerTablePanel, choices
+
+
+@pytest.fixture
+def panel(qtbot, demo_session):
+    p = LayerTablePanel()
+    qtbot.addWidget(p)
+    p.set_session(demo_session)
+    p.resize(1200, 400)
+    p.show()
+    return p
+
+
+def test_algorithm_edit_shows_pending_then_what_it_changed(panel, demo_session, tmp_path):
+    s = demo_session
+    name = s.layers[3].name  # classifier.1
+    assert [v for _, v, _ in choices("algorithm")][:3] == ["none", "adaround", "gptq"]
+    idx = panel.proxy.index(3, COL["algorithm"])
+    assert idx.data() == "none" and panel.proxy.flags(idx) & Qt.ItemIsEditable
+    assert panel.proxy.setData(panel.proxy.index(3, COL["weight_bits"]), 3)
+    assert panel.proxy.setData(idx, "adaround")
+    assert s.spec(name).weight.algorithm == "adaround" and idx.data() == "adaround"
+    sq = panel.proxy.index(3, COL["weight_sqnr_db"])
+    sq.data()
+    panel.model._flush_stats()
+    assert sq.data() == "pending"  # the table never runs the algorithm itself
+    assert "next re-check" in sq.data(Qt.ToolTipRole)
+    s.check(record=False)  # the re-check job computes it
+    panel.model.refresh_column("weight_sqnr_db")
+    sq.data()
+    panel.model._flush_stats()
+    assert sq.data().endswith("dB")
+    tip = sq.data(Qt.ToolTipRole)
+    assert "adaround:" in tip and "round differently from nearest" in tip
+    panel.grab().save(str(tmp_path / "table.png"))
+    # undo is instant: the result is cached per (layer, settings, context)
+    s.undo()
+    assert s.spec(name).weight.algorithm == "none"
+    s.redo()
+    assert not s.sim.algorithm_pending(name, s.spec(name).weight)
