@@ -46,6 +46,12 @@ The contract
 ``NAME``  (optional str)
     The name shown for the model (default: the file name).
 
+``TASK``  (optional str)
+    What the model's main output is: ``"causal_lm"`` (next-token logits of a
+    language model; inputs a dict with ``input_ids`` and ``attention_mask``:
+    perplexity and KL divergence are measured over the real tokens),
+    ``"logits"`` (class logits) or ``"hidden"`` (hidden states / embeddings).
+
 The recipe runs with its own folder importable, so ``from mymodel import
 MyNet`` works for a ``mymodel.py`` next to it. Relative file names are not
 resolved against the recipe folder: use ``HERE / "weights.pt"`` as below.

@@ -52,7 +52,8 @@ def run(args) -> int:
         print_json(rep)
         return 0
     fm, qm = rep["float"]["metrics"], rep["quantized"]["metrics"]
-    names = [n for n in ("accuracy", "top1_agreement", "sqnr_db", "cosine") if n in qm] + sorted(set(qm) - {"accuracy", "top1_agreement", "sqnr_db", "cosine"})
+    first = ("accuracy", "perplexity", "top1_agreement", "kl_div", "sqnr_db", "cosine")
+    names = [n for n in first if n in qm] + sorted(set(qm) - set(first))
     rows = [[n, fmt_metric(n, fm.get(n)), fmt_metric(n, qm.get(n))] for n in names]
     rows.append(["size", fmt_bytes(rep["float"]["size_bytes"]), fmt_bytes(rep["quantized"]["size_bytes"])])
     rows.append(["avg bits / weight", "32", f"{rep['quantized']['avg_bits']:.2f}"])

@@ -7,17 +7,22 @@ from .common import add_common_args, add_model_args, fmt_bytes, print_json, tabl
 def register(sub) -> None:
     p = sub.add_parser("inspect", help="list the quantizable layers and their weight statistics")
     add_model_args(p, data=False, config=False)
+    p.add_argument("--data", metavar="D", help="a data sample (optional): lets a TorchScript file be converted to a "
+                   "torch.export graph, so BatchNorm folds as in the source model")
     p.add_argument("--no-fold-bn", action="store_true", help="do not fold BatchNorm into the preceding conv")
     add_common_args(p)
     p.set_defaults(func=run)
 
 
-def inspect_model(reference: str, *, trust: bool = False, fold_bn: bool = True, device: str = "cpu") -> dict:
+def inspect_model(reference: str, *, trust: bool = False, fold_bn: bool = True, device: str = "cpu",
+                  data: str | None = None) -> dict:
     from ..core import sources
     from ..core.fakequant import QuantSim
     from ..core.size import float_model_bytes
 
     bundle = sources.load_model(reference, trust=trust)
+    if data:
+        sources.prepare_for_data(bundle, sources.load_data(data, bundle))
     sim = QuantSim(bundle.model, fold_bn=fold_bn, device=device)
     layers = []
     for l in sim.layers:
@@ -44,7 +49,8 @@ def inspect_model(reference: str, *, trust: bool = False, fold_bn: bool = True, 
 
 
 def run(args) -> int:
-    info = inspect_model(args.model, trust=args.trust, fold_bn=not args.no_fold_bn, device=args.device)
+    info = inspect_model(args.model, trust=args.trust, fold_bn=not args.no_fold_bn, device=args.device,
+                         data=getattr(args, "data", None))
     if args.json:
         print_json(info)
         return 0

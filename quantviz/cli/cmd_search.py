@@ -17,6 +17,8 @@ def register(sub) -> None:
     p.add_argument("--bits", default="2,3,4,6,8", metavar="B,B", help="candidate weight bit-widths (default 2,3,4,6,8)")
     p.add_argument("--candidates", metavar="C,C", help=CANDIDATES_HELP)
     p.add_argument("--steps", type=int, default=9, metavar="N", help="budgets along the Pareto front (default 9)")
+    p.add_argument("--metric", metavar="NAME",
+                   help="metric --max-drop and the Pareto front use, e.g. accuracy, perplexity, kl_div (default: the model's main metric)")
     p.add_argument("--out", metavar="CFG.json", help="write the chosen config (quantviz config format)")
     add_scale_args(p)
     add_common_args(p)
@@ -38,7 +40,7 @@ def run(args) -> int:
     bar = ProgressBar(True if args.progress else None)
     try:
         res = session.run_search(avg_bits=args.avg_bits, size_bytes=args.size_bytes, max_drop=args.max_drop,
-                     bits=bits, pareto_steps=args.steps, progress=bar)
+                     bits=bits, pareto_steps=args.steps, progress=bar, metric=args.metric)
     finally:
         bar.close()
     if args.out:

@@ -57,6 +57,9 @@ def register(sub) -> None:
     p.add_argument("--exact", action="store_true",
                    help="local: measure each layer's output noise exactly instead of through a random sketch "
                         "(slower; the sketch is within ~1 dB on average)")
+    p.add_argument("--metric", metavar="NAME",
+                   help="metric the drops are measured in, e.g. accuracy, perplexity, kl_div, top1_agreement, sqnr_db "
+                        "(default: accuracy, else perplexity for a causal LM, else a recipe metric, else fidelity)")
     p.add_argument("--out", metavar="FILE", help="write the JSON result to FILE")
     add_scale_args(p)
     add_common_args(p)
@@ -74,9 +77,9 @@ def run(args) -> int:
     bar = ProgressBar(True if args.progress else None)
     try:
         if args.compare and args.method != "e2e":
-            session.run_sensitivity("e2e", bits=bits, act_bits=(), progress=bar)
+            session.run_sensitivity("e2e", bits=bits, act_bits=(), progress=bar, metric=args.metric)
         kw = {"sketch": False} if args.exact and args.method == "local" else {}
-        res = session.run_sensitivity(args.method, bits=bits, act_bits=act_bits, progress=bar, **kw)
+        res = session.run_sensitivity(args.method, bits=bits, act_bits=act_bits, progress=bar, metric=args.metric, **kw)
         if res.get("from_cache") and not args.json:
             print("(from the score cache; --no-cache measures again)")
     finally:

@@ -27,6 +27,8 @@ def add_model_args(p: argparse.ArgumentParser, *, data: bool = True, config: boo
         p.add_argument("--calib", metavar="D", help="calibration data (default: the source's own, else the first --calib-samples of --data)")
         p.add_argument("--calib-samples", type=int, default=512, metavar="N", help="samples used for calibration when taken from --data (default 512)")
         p.add_argument("--batch-size", type=int, default=64, metavar="N", help="batch size for calibration and evaluation (default 64)")
+        p.add_argument("--seq-len", type=int, metavar="N",
+                       help="causal language models: tokens per sequence cut from a text file (default 512, at most the model's context)")
     if config:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--config", metavar="CFG", help="quantviz config JSON")
@@ -176,12 +178,15 @@ def open_session(args, *, prepare: bool = True, default_preset: str = "W8"):
         s = Session.open(args.model, data=getattr(args, "data", None), calib=getattr(args, "calib", None),
                          trust=args.trust, config=cfg, device=args.device,
                          batch_size=getattr(args, "batch_size", 64), calib_samples=getattr(args, "calib_samples", 512),
-                         prepare=prepare, progress=bar)
+                         prepare=prepare, progress=bar, seq_len=getattr(args, "seq_len", None))
     finally:
         bar.close()
     if aimet is not None:
         s.set_config(with_algorithm(_with_grid_arg(args, s.load_config_file(aimet)), getattr(args, "algorithm", None)),
                      f"import {Path(aimet).name}")
+    meta = s.bundle.meta
+    if meta.get("note") and (meta.get("weights_only") or meta.get("fixed_batch")):
+        print(f"quantviz: note: {meta['note']}", file=sys.stderr)  # what is (not) simulated, in one line
     return s
 
 

@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = getattr(args, "debug", False)
+    from .quiet import quiet_third_party
+
+    quiet_third_party(debug)
     try:
         from .common import setup_runtime
 

@@ -91,7 +91,54 @@ def to_device(inputs: Inputs, device: torch.device | str) -> Inputs:
     return inputs
 
 
+def batch_len(inputs: Inputs) -> int | None:
+    if isinstance(inputs, torch.Tensor):
+        return int(inputs.shape[0]) if inputs.dim() else None
+    vals = list(inputs.values()) if isinstance(inputs, Mapping) else list(inputs) if isinstance(inputs, (tuple, list)) else []
+    vals = [v for v in vals if isinstance(v, torch.Tensor) and v.dim()]
+    return int(vals[0].shape[0]) if vals else None
+
+
+def _take_rows(inputs: Inputs, a: int, b: int, pad_to: int | None = None) -> Inputs:
+    def cut(v):
+        if not isinstance(v, torch.Tensor) or not v.dim():
+            return v
+        part = v[a:b]
+        if pad_to is not None and part.shape[0] < pad_to:  # repeat the last sample to fill the fixed batch
+            part = torch.cat([part, part[-1:].expand((pad_to - part.shape[0],) + tuple(part.shape[1:]))])
+        return part
+
+    if isinstance(inputs, Mapping):
+        return {k: cut(v) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(cut(v) for v in inputs)
+    return cut(inputs)
+
+
+def fixed_batch_of(model) -> int | None:
+    """The batch size a model only accepts (a torch.export program exported with a fixed batch)."""
+    fb = getattr(model, "quantviz_fixed_batch", None)  # a wrapper may say so
+    meta = getattr(model, "meta", None)  # a GraphModule: its meta survives deepcopy
+    if fb is None and isinstance(meta, dict):
+        fb = meta.get("quantviz_fixed_batch")
+    return int(fb) if isinstance(fb, int) and fb > 0 else None
+
+
 def call_model(model: Callable, inputs: Inputs) -> Any:
+    fb = fixed_batch_of(model)
+    if fb is not None:
+        n = batch_len(inputs)
+        if n is not None and n != fb:  # run at the batch size the program accepts, chunk by chunk
+            outs = []
+            for a in range(0, n, fb):
+                b = min(a + fb, n)
+                out = output_tensor(_call(model, _take_rows(inputs, a, b, pad_to=fb)))
+                outs.append(out[: b - a])
+            return torch.cat(outs)
+    return _call(model, inputs)
+
+
+def _call(model: Callable, inputs: Inputs) -> Any:
     if isinstance(inputs, Mapping):
         return model(**inputs)
     if isinstance(inputs, (tuple, list)):

@@ -9,10 +9,15 @@ Metric names (stable, used by the CLI's JSON, sensitivity and search):
   ``SQNR_CAP_DB`` (identical outputs);
 * ``cosine``: mean per-sample cosine similarity of the outputs;
 * ``top1_agreement``: fraction of samples (tokens) whose argmax agrees with
-  the float model's, for outputs with a class axis;
+  the float model's, for class / token logits (not hidden states);
+* ``kl_div``: mean KL divergence of the quantized model's output distribution
+  from the float one (per sample, or per token), for class / token logits;
+* ``perplexity``: ``exp`` of the mean next-token cross-entropy over the
+  evaluation tokens, for causal language models (float and quantized);
 * anything a recipe's ``evaluate(model, data)`` returns.
 
-While streaming, :meth:`MetricStream.snapshot` gives each metric an
+With an attention mask in the inputs, every metric is computed over the
+tokens the mask marks as real (``quantviz.core.lmmetrics``). While streaming, :meth:`MetricStream.snapshot` gives each metric an
 uncertainty band: a 95 % Wilson interval for proportions, a normal interval
 (1.96 standard errors) for the others.
 """
@@ -27,11 +32,12 @@ import torch
 from .data import ChunkedData, Dataset, chunk_bounds
 from .errors import ModelError, QuantvizError
 from .fakequant import iterate_outputs
+from .lmmetrics import Moments, batch_aux, kl_per_position, mask_padding, next_token_ce, perplexity, token_mask
 from .progress import Progress, null_progress
 
 SQNR_CAP_DB = 200.0
 Z95 = 1.959963984540054
-LOWER_IS_BETTER_SUFFIXES = ("loss", "perplexity", "error", "mse")
+LOWER_IS_BETTER_SUFFIXES = ("loss", "perplexity", "error", "mse", "kl_div")
 
 
 def higher_is_better(metric: str) -> bool:
@@ -57,6 +63,13 @@ def _db(ratio: float) -> float:
     return float(min(SQNR_CAP_DB, 10 * math.log10(ratio)))
 
 
+def row_blocks(rows: int, row_numel: int, max_elems: int = 1 << 22):
+    """Slices of ``rows`` samples, each block at most ``max_elems`` elements (at least one row)."""
+    step = max(1, max_elems // max(row_numel, 1))
+    for a in range(0, rows, step):
+        yield slice(a, min(a + step, rows))
+
+
 def is_classifier_output(out: torch.Tensor) -> bool:
     return out.dim() >= 2 and out.shape[-1] > 1
 
@@ -64,8 +77,12 @@ def is_classifier_output(out: torch.Tensor) -> bool:
 class MetricStream:
     """Accumulates metrics of quantized outputs against float outputs / labels."""
 
-    def __init__(self, total_samples: int | None = None):
+    def __init__(self, total_samples: int | None = None, task: str | None = None):
         self.total = total_samples
+        self.task = task  # see quantviz.core.lmmetrics; None: decided by the first output
+        self.kl = Moments()
+        self.ce_q = Moments()
+        self.ce_f = Moments()
         self.n = 0
         self.s = self.nn = self.s2 = self.n2 = self.sn = 0.0  # per-sample signal / noise moments
         self.cos_sum = self.cos_sq = 0.0
@@ -75,19 +92,34 @@ class MetricStream:
         self.labelled = 0
         self.float_correct = 0.0
 
-    def update(self, fout: torch.Tensor, qout: torch.Tensor, labels: torch.Tensor | None) -> None:
+    def update(self, fout: torch.Tensor, qout: torch.Tensor, labels: torch.Tensor | None,
+               aux: dict | None = None) -> None:
+        """One batch; ``aux`` holds its attention mask / token ids (``lmmetrics.batch_aux``)."""
         if fout.shape != qout.shape:
             raise ModelError(f"quantized output shape {tuple(qout.shape)} differs from float {tuple(fout.shape)}")
         if not torch.isfinite(qout).all():
             raise ModelError("quantized model produced NaN/Inf outputs")
+        if self.task is None:
+            self.task = "logits" if is_classifier_output(fout) else "hidden"
+        mask = token_mask(fout, aux)
+        same = qout is fout
+        self._lm_update(fout, qout, aux, mask, same)
         b = fout.shape[0] if fout.dim() else 1
-        f = fout.reshape(b, -1).double()
-        q = qout.reshape(b, -1).double()
-        sig = (f**2).sum(dim=1)
-        noise = ((f - q) ** 2).sum(dim=1)
-        fn = f.norm(dim=1)
-        qn = q.norm(dim=1)
-        cos = (f * q).sum(dim=1) / (fn * qn).clamp_min(1e-30)
+        if mask is not None:  # padding contributes nothing to the sums below
+            fout_m = mask_padding(fout, mask)
+            qout_m = fout_m if same else mask_padding(qout, mask)
+        else:
+            fout_m, qout_m = fout, qout
+        fr, qr = fout_m.reshape(b, -1), qout_m.reshape(b, -1)
+        parts = []
+        for sl in row_blocks(b, fr.shape[1]):  # float64 per block of samples: bounded temporaries
+            f, q = fr[sl].double(), qr[sl].double()
+            parts.append(torch.stack([(f * f).sum(dim=1), ((f - q) ** 2).sum(dim=1), (f * q).sum(dim=1),
+                                      (q * q).sum(dim=1)]))
+            del f, q
+        sig, noise, dot, qq = torch.cat(parts, dim=1)
+        fn, qn = sig.sqrt(), qq.sqrt()
+        cos = dot / (fn * qn).clamp_min(1e-30)
         cos = torch.where((fn == 0) & (qn == 0), torch.ones_like(cos), cos)
         # every per-sample statistic summed at once: one conversion to Python per batch
         sums = torch.stack([sig, noise, sig**2, noise**2, sig * noise, cos, cos**2]).sum(dim=1).tolist()
@@ -99,9 +131,13 @@ class MetricStream:
         self.cos_sum += sums[5]
         self.cos_sq += sums[6]
         self.n += b
-        if is_classifier_output(fout):
+        if self.task != "hidden" and is_classifier_output(fout):
             fa = fout.argmax(dim=-1)
             qa = qout.argmax(dim=-1)
+            if mask is not None:
+                fa, qa = fa[mask], qa[mask]
+                if labels is not None and tuple(labels.shape) == tuple(mask.shape):
+                    labels = labels[mask]
             self.agree_n += fa.numel()
             if labels is not None and labels.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8) and labels.shape == fa.shape:
                 agree, correct, fcorrect = torch.stack([(fa == qa).sum(), (qa == labels).sum(), (fa == labels).sum()]).tolist()
@@ -111,6 +147,20 @@ class MetricStream:
             else:
                 agree = (fa == qa).sum().item()
             self.agree += float(agree)
+
+    def _lm_update(self, fout, qout, aux, mask, same: bool) -> None:
+        if self.task == "hidden" or not is_classifier_output(fout):
+            return
+        if not same:
+            b = fout.shape[0]
+            for sl in row_blocks(b, fout[0].numel() if b else 1):  # log-softmax copies per block of samples
+                kl = kl_per_position(fout[sl], qout[sl])
+                self.kl.add(kl[mask[sl]] if mask is not None else kl)
+        if self.task == "causal_lm":
+            ce_f = next_token_ce(fout, aux)
+            if ce_f is not None:
+                self.ce_f.add(ce_f)
+                self.ce_q.add(ce_f if same else next_token_ce(qout, aux))
 
     def _sqnr_band(self) -> tuple[float, float, float]:
         if self.nn == 0:
@@ -150,6 +200,15 @@ class MetricStream:
             half = Z95 * sd / math.sqrt(self.n) * fpc
             metrics["cosine"] = c
             bands["cosine"] = [c - half, min(1.0, c + half)]
+        if self.kl.n:
+            m = self.kl.mean
+            lo, hi = self.kl.band(fpc)
+            metrics["kl_div"] = m
+            bands["kl_div"] = [max(0.0, lo), hi]
+        if self.ce_q.n:
+            lo, hi = self.ce_q.band(fpc)
+            metrics["perplexity"] = perplexity(self.ce_q.mean)
+            bands["perplexity"] = [perplexity(lo), perplexity(hi)]
         if self.agree_n:
             a = self.agree / self.agree_n
             metrics["top1_agreement"] = a
@@ -168,43 +227,119 @@ class FloatReference:
     batch_size: int
     num_samples: int
     extra: dict = field(default_factory=dict)
+    aux: list = field(default_factory=list)  # per batch: attention mask / token ids (lmmetrics.batch_aux)
+    task: str | None = None
+
+    recompute: Callable[[int, int], torch.Tensor] | None = None  # rows a:b -> float outputs (when not kept)
+
+    def aux_of(self, i: int) -> dict | None:
+        return self.aux[i] if i < len(self.aux) else None
+
+    def output(self, i: int) -> torch.Tensor:
+        """The float outputs of batch ``i`` (kept, or computed again when over the memory budget)."""
+        o = self.outputs[i]
+        if o is None:
+            a = i * self.batch_size
+            o = self.recompute(a, min(a + self.batch_size, self.num_samples))
+        return o
+
+    def rows(self, a: int, b: int) -> torch.Tensor:
+        """The float outputs of samples ``a:b`` (within one batch)."""
+        k = a // self.batch_size
+        o = self.outputs[k]
+        if o is None:
+            return self.recompute(a, b)
+        return o[a - k * self.batch_size:b - k * self.batch_size]
+
+    @property
+    def kept_bytes(self) -> int:
+        return sum(o.numel() * o.element_size() for o in self.outputs if o is not None)
+
+    def stream(self) -> "MetricStream":
+        return MetricStream(self.num_samples, task=self.task)
 
 
 def float_reference(model, data: Dataset, *, device="cpu", batch_size: int = 64,
                     evaluate_fn: Callable | None = None, progress: Progress = null_progress,
-                    cancel: Callable[[], bool] = lambda: False, first_chunk: int | None = None) -> FloatReference:
+                    cancel: Callable[[], bool] = lambda: False, first_chunk: int | None = None,
+                    task: str | None = None, keep_bytes: int | None = None) -> FloatReference:
     """The float model's outputs per ``batch_size`` batch, and its metrics.
 
     With ``first_chunk`` the model runs over :func:`~.data.chunk_bounds` (a
     small first chunk, then whole batches), the chunks a re-check uses, so a
     config that quantizes nothing reproduces these outputs bit for bit (the
-    kernels a backend picks can depend on the batch size)."""
+    kernels a backend picks can depend on the batch size). ``task``: see
+    :mod:`.lmmetrics` (masks and next-token targets come from the inputs).
+    ``keep_bytes`` bounds the outputs kept in memory (a language model's logits
+    are large): batches beyond it are computed again when needed."""
     outs, labels = [], []
     src = ChunkedData(data, chunk_bounds(len(data), batch_size, first_chunk)) if first_chunk else data
     total = src.num_batches(batch_size)
-    stream = MetricStream(len(data))
+    aux = [batch_aux(x, task) for x, _ in data.batches(batch_size)]
+    chunk_aux = [batch_aux(x, task) for x, _ in src.batches(batch_size)] if first_chunk else aux
+    stream = MetricStream(len(data), task=task)
     pending: list = []  # chunks of the batch being assembled
+    kept = 0
     for i, out, y in iterate_outputs(model, src, device=device, batch_size=batch_size, cancel=cancel):
         if not torch.isfinite(out).all():
             raise ModelError(f"the float model produces NaN/Inf outputs on {data.name}")
-        stream.update(out, out, y)
+        stream.update(out, out, y, chunk_aux[i])
         pending.append((out, y))
         if sum(o.shape[0] for o, _ in pending) >= batch_size or i + 1 == total:
-            outs.append(pending[0][0] if len(pending) == 1 else torch.cat([o for o, _ in pending]))
+            o = pending[0][0] if len(pending) == 1 else torch.cat([o for o, _ in pending])
+            size = o.numel() * o.element_size()
+            if keep_bytes is not None and kept + size > keep_bytes:
+                o = None  # over the budget: computed again when needed
+            else:
+                kept += size
+            outs.append(o)
             ys = [t for _, t in pending]
             labels.append(ys[0] if len(ys) == 1 or ys[0] is None else torch.cat([torch.as_tensor(t) for t in ys]))
             pending = []
         progress(i + 1, total, "float reference")
-    snap = stream.snapshot()["metrics"]
     metrics = {"sqnr_db": SQNR_CAP_DB, "cosine": 1.0}
     if stream.labelled:
         metrics["accuracy"] = stream.float_correct / stream.labelled
     if stream.agree_n:
         metrics["top1_agreement"] = 1.0
-    del snap
+    if stream.task in ("logits", "causal_lm") and stream.agree_n:
+        metrics["kl_div"] = 0.0
+    if stream.ce_f.n:
+        metrics["perplexity"] = perplexity(stream.ce_f.mean)
     if evaluate_fn is not None:
         metrics.update(user_metrics(evaluate_fn, model, data))
-    return FloatReference(outs, labels, metrics, batch_size, len(data))
+    ref = FloatReference(outs, labels, metrics, batch_size, len(data), aux=aux, task=stream.task)
+    if any(o is None for o in outs):
+        ref.recompute = _rows_recomputer(model, data, device)
+    return ref
+
+
+def _rows_recomputer(model, data: Dataset, device) -> Callable[[int, int], torch.Tensor]:
+    from .data import call_model, output_tensor, to_device
+
+    def recompute(a: int, b: int) -> torch.Tensor:
+        with torch.no_grad():
+            out = output_tensor(call_model(model, to_device(data._take(slice(a, b)), device)))
+        return out.detach().float().cpu()
+
+    return recompute
+
+
+REFERENCE_ENV = "QUANTVIZ_REFERENCE_BYTES"
+
+
+def default_reference_bytes(weight_bytes: int) -> int:
+    """How much of the float reference's outputs to keep: ``$QUANTVIZ_REFERENCE_BYTES``,
+    else a quarter of the model's weight bytes (at least 64 MiB)."""
+    import os
+
+    env = os.environ.get(REFERENCE_ENV, "").strip()
+    if env:
+        try:
+            return max(0, int(float(env)))
+        except ValueError:
+            pass
+    return max(64 << 20, weight_bytes // 4)
 
 
 def user_metrics(evaluate_fn, model, data) -> dict:
@@ -230,14 +365,16 @@ def user_metrics(evaluate_fn, model, data) -> dict:
     return out
 
 
-FIDELITY_METRICS = ("sqnr_db", "cosine", "top1_agreement")
+FIDELITY_METRICS = ("sqnr_db", "cosine", "top1_agreement", "kl_div")
 
 
 def primary_metric(metrics: dict) -> str:
-    """The metric a model is judged by: accuracy, else a recipe's own metric, else
+    """The metric a model is judged by: accuracy, else perplexity, else a recipe's own metric, else
     top-1 agreement, cosine or SQNR (the first the metrics have)."""
     if "accuracy" in metrics:
         return "accuracy"
+    if "perplexity" in metrics:  # a causal language model
+        return "perplexity"
     for k in metrics:
         if k not in FIDELITY_METRICS:
             return k
@@ -252,10 +389,10 @@ def evaluate_quantized(qmodel, data: Dataset, ref: FloatReference, *, device="cp
                        cancel: Callable[[], bool] = lambda: False,
                        on_estimate: Callable[[dict], None] | None = None) -> dict:
     """Metrics of ``qmodel`` against the float reference; streams estimates."""
-    stream = MetricStream(ref.num_samples)
+    stream = ref.stream()
     total = len(ref.outputs)
     for i, out, y in iterate_outputs(qmodel, data, device=device, batch_size=ref.batch_size, cancel=cancel):
-        stream.update(ref.outputs[i], out, y)
+        stream.update(ref.output(i), out, y, ref.aux_of(i))
         progress(i + 1, total, "evaluating")
         if on_estimate is not None and i + 1 < total:
             snap = stream.snapshot()

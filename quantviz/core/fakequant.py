@@ -1,19 +1,34 @@
 """Simulated quantization of a model: :class:`QuantSim`.
 
-``QuantSim`` keeps two copies of the (BatchNorm-folded) model: the float
-reference and a twin whose quantizable layers carry fake-quantized weights.
-Activation quantization is a forward pre-hook on each quantized layer of the
-twin: **the activation settings of layer L apply to L's input** (per-tensor),
-so every quantized layer consumes a quantized tensor, as in a QDQ graph.
-Embedding inputs are indices and are never quantized.
+``QuantSim`` keeps **one** (BatchNorm-folded) model. ``sim.float_model`` is
+that model; ``sim.qmodel`` is a thin view of it that runs it *quantized*:
+while it runs, a forward pre-hook on each quantizable layer swaps in the
+layer's fake-quantized weight (restored when the call returns) and
+fake-quantizes the layer's input. **The activation settings of layer L apply
+to L's input** (per-tensor), so every quantized layer consumes a quantized
+tensor, as in a QDQ graph. Embedding inputs are indices and are never
+quantized. Outside a quantized call the hooks do nothing.
 
-Quantized weights and their qparams are cached per ``(layer, WeightSpec)``;
-applying a new config only touches layers whose settings changed.
+The caller's model is not copied unless BatchNorm folding must change its
+weights (then one copy is folded). Quantized weights and their qparams are
+cached per ``(layer, WeightSpec)``; the quantized tensors live in a byte
+budget (``weight_cache_bytes``, default a quarter of the float weight bytes, or
+``$QUANTVIZ_WEIGHT_CACHE``): the tensors of the applied config are kept first,
+others are dropped oldest first, and a layer whose tensor does not fit is
+re-quantized when it runs. Quantized weights keep the model's dtype (bf16 /
+fp16 checkpoints stay so); ranges, qparams and rounding are computed in
+float32.
+
+A TorchScript module (no Python hooks) is simulated weights-only: its weights
+are quantized in place on the module ``qmodel`` and ``float_model`` is a copy.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-from dataclasses import dataclass, field
+import os
+import threading
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
 import torch
@@ -23,7 +38,7 @@ from .algorithms.simulate import AlgorithmSupport
 from .data import Dataset, call_model, to_device
 from .errors import Cancelled, ModelError, QuantvizError
 from .format_quant import activation_axis, activation_error, activation_params, fake_quantize_activation
-from .layers import LayerInfo, fold_batchnorm, inventory
+from .layers import _BN, LayerInfo, fold_batchnorm, inventory
 from .observers import HistogramObserver, histogram_of
 from .progress import Progress, null_progress, scaled
 from .quantize import histogram_error, quantize_weight_tensor
@@ -32,9 +47,18 @@ from .ranges import RangeError, activation_range
 from .spec import ActSpec, LayerSpec, WeightSpec
 
 
+CACHE_ENV = "QUANTVIZ_WEIGHT_CACHE"
+DEFAULT_CACHE_FRACTION = 0.25
+
+
 @dataclass
 class WeightQuant:
-    tensor: torch.Tensor  # fake-quantized weight (same shape/dtype as the float one)
+    """A layer's quantized weight under one spec: the fake-quantized tensor (same shape/dtype/device
+    as the float one), qparams and error statistics. In the cache an entry may hold its tensor only
+    as integer codes (``packed``) or not at all (over the budget); :meth:`QuantSim.quantize_weight`
+    always returns one with ``tensor`` set."""
+
+    tensor: torch.Tensor | None
     qparams: QParams
     sqnr_db: float
     mse: float
@@ -45,85 +69,174 @@ class WeightQuant:
     input_scale: torch.Tensor | None = None  # SmoothQuant / AWQ: the layer sees x / s (per input channel)
     input_range: tuple | None = None  # min / max of x / s on calibration data (its input quantizer's range)
     algorithm_info: dict = field(default_factory=dict)
+    packed: object = field(default=None, repr=False)  # core.wcodes.Codes when the cache keeps codes only
+
+    @property
+    def held_bytes(self) -> int:
+        return _nbytes(self.tensor) + (self.packed.nbytes if self.packed is not None else 0)
+
+
+def _nbytes(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.numel() * t.element_size()
+
+
+def _default_cache_bytes(float_bytes: int) -> int:
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env:
+        try:
+            return max(0, int(float(env)))
+        except ValueError:
+            pass
+    return max(64 << 20, int(DEFAULT_CACHE_FRACTION * float_bytes))
+
+
+class _QuantView(nn.Module):
+    """``sim.qmodel``: calls the one model with quantization switched on."""
+
+    def __init__(self, sim: "QuantSim"):
+        super().__init__()
+        object.__setattr__(self, "_sim", sim)  # not a registered child: no second module tree
+
+    @property
+    def quantviz_base(self) -> nn.Module:
+        return self._sim.float_model
+
+    def quantviz_context(self):
+        return self._sim.quantized()
+
+    @property
+    def quantviz_fixed_batch(self):
+        from .data import fixed_batch_of
+
+        return fixed_batch_of(self._sim.float_model)
+
+    def forward(self, *args, **kwargs):
+        with self._sim.quantized():
+            return self._sim.float_model(*args, **kwargs)
+
+    # the view has the base model's parameters and layers (for callers that look)
+    def parameters(self, recurse: bool = True):
+        return self._sim.float_model.parameters(recurse)
+
+    def named_parameters(self, *args, **kwargs):
+        return self._sim.float_model.named_parameters(*args, **kwargs)
+
+    def named_modules(self, *args, **kwargs):
+        return self._sim.float_model.named_modules(*args, **kwargs)
+
+    def get_submodule(self, target: str) -> nn.Module:
+        return self._sim.float_model.get_submodule(target)
 
 
 class QuantSim(AlgorithmSupport):
     def __init__(self, model: nn.Module, *, fold_bn: bool = True, device: str | torch.device = "cpu",
-                 equalize: bool = False):
+                 equalize: bool = False, copy_model: bool | None = None, weight_cache_bytes: int | None = None):
         self.device = torch.device(device)
-        base = copy.deepcopy(model).eval()
+        self.weights_only = isinstance(model, torch.jit.ScriptModule)
         self.folded_pairs: list[tuple[str, str]] = []
-        if fold_bn:
-            try:
-                base, self.folded_pairs = fold_batchnorm(base, inplace=True)
-            except Exception:  # a model we cannot analyse stays unfolded
-                self.folded_pairs = []
         self.fold_bn = fold_bn
+        if self.weights_only:
+            base, self.qmodel = copy.deepcopy(model), model
+            for m in (base, model):
+                m.eval()
+        else:
+            if copy_model is None:  # folding / equalization rewrite weights: never change the caller's model
+                copy_model = equalize or (fold_bn and any(isinstance(m, _BN) for m in model.modules()))
+            base = copy.deepcopy(model) if copy_model else model
+            base.eval()
+            if fold_bn:
+                try:
+                    base, self.folded_pairs = fold_batchnorm(base, inplace=True)
+                except Exception:  # a model we cannot analyse stays unfolded
+                    self.folded_pairs = []
+            self.qmodel = _QuantView(self)
         self.equalize = equalize
         self.cle_report: dict | None = None
-        if equalize:  # cross-layer equalization of conv -> ReLU -> conv pairs (function-preserving)
+        if equalize and not self.weights_only:  # cross-layer equalization of conv -> ReLU -> conv pairs
             from .algorithms.cle import equalize as _cle
 
             self.cle_report = _cle(base)
-        for p in base.parameters():
-            p.requires_grad_(False)
+        for m in ([base, self.qmodel] if self.weights_only else [base]):
+            for p in m.parameters():
+                if p.is_leaf:  # a copied TorchScript module holds non-leaf parameters
+                    p.requires_grad_(False)
         self.float_model = base.to(self.device).eval()
-        self.qmodel = copy.deepcopy(self.float_model).eval()
+        if self.weights_only:
+            self.qmodel.to(self.device)
         self.layers: list[LayerInfo] = inventory(self.float_model)
         self.by_name = {l.name: l for l in self.layers}
-        self._fmods = {l.name: self.float_model.get_submodule(l.name) for l in self.layers}
-        self._qmods = {l.name: self.qmodel.get_submodule(l.name) for l in self.layers}
-        self._float_w = {n: m.weight.detach().clone() for n, m in self._fmods.items()}
+        fmods = dict(self.float_model.named_modules())  # (ScriptModules have no get_submodule)
+        self._fmods = {l.name: fmods[l.name] for l in self.layers}
+        qmods = dict(self.qmodel.named_modules()) if self.weights_only else fmods
+        self._qmods = {l.name: qmods[l.name] for l in self.layers}
+        # views of the float weights, never copies: the float model is never written to
+        self._float_w = {n: m.weight.detach() for n, m in self._fmods.items()}
+        self._float_param = {} if self.weights_only else {n: m._parameters.get("weight") for n, m in self._fmods.items()}
+        float_bytes = sum(_nbytes(w) for w in {id(w): w for w in self._float_w.values()}.values())
+        self.float_weight_bytes = float_bytes
+        self.weight_cache_bytes = (_default_cache_bytes(float_bytes) if weight_cache_bytes is None
+                                   else int(weight_cache_bytes))
+        self._cached_bytes = 0
+        self._no_store = False
         self._wcache: dict[tuple[str, WeightSpec], WeightQuant] = {}
         self._applied_w: dict[str, WeightSpec | None] = {}
         self.act_obs: dict[str, HistogramObserver] = {}
         self._act_qp: dict[str, QParams | None] = {}
         self._act_spec: dict[str, ActSpec] = {}
+        self._tls = threading.local()
+        self._swapped: list[tuple[nn.Module, str]] = []
+        self._swapped_now: dict[str, nn.Module] = {}
+        self._applied_spec: dict[str, WeightSpec | None] = {}  # the WeightSpec behind _applied_w's key
+        self._applied_bias: dict[str, torch.Tensor] = {}  # bias correction: the bias a layer runs with
+        self._float_bias = {} if self.weights_only else {n: m._parameters.get("bias") for n, m in self._fmods.items()}
         self._in_scale: dict[str, torch.Tensor] = {}
         self._init_algorithms()
         self._hooks = []
-        for l in self.layers:
-            if l.has_activation_input:
-                self._hooks.append(self._qmods[l.name].register_forward_pre_hook(self._make_act_hook(l.name)))
+        if not self.weights_only:
+            for l in self.layers:
+                self._hooks.append(self._fmods[l.name].register_forward_pre_hook(self._make_hook(l.name)))
+                self._hooks.append(self._fmods[l.name].register_forward_hook(self._make_post_hook(l.name)))
 
-    # ----------------------------------------------------------- weights
-    def float_weight(self, name: str) -> torch.Tensor:
-        return self._float_w[name]
+    # ----------------------------------------------------- quantized mode
+    @property
+    def active(self) -> bool:
+        return getattr(self._tls, "depth", 0) > 0
 
-    def quantize_weight(self, name: str, spec: WeightSpec, *, compute: bool = True, progress: Progress = null_progress,
-                        cancel: Callable[[], bool] = lambda: False) -> WeightQuant | None:
-        """The fake-quantized weight of ``name`` under ``spec`` (cached).
+    @contextlib.contextmanager
+    def quantized(self):
+        """Within this block (this thread) the model runs quantized."""
+        self._tls.depth = getattr(self._tls, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            self._tls.depth -= 1
+            if self._tls.depth == 0:
+                self._restore_weights()
 
-        With a per-layer algorithm (``spec.algorithm``) the result depends on the
-        layers before it as last applied (see :mod:`.algorithms.simulate`);
-        ``compute=False`` returns None instead of running a pending algorithm."""
-        if spec.bits is None:
-            return None
-        if spec.algorithm != "none":
-            return self._algorithm_weight(name, spec, compute=compute, progress=progress, cancel=cancel)
-        key = (name, spec)
-        hit = self._wcache.get(key)
-        if hit is not None:
-            return hit
-        info = self.by_name[name]
-        t = quantize_weight_tensor(self._float_w[name].float().cpu(), spec, info.channel_axis, name)
-        res = WeightQuant(t.tensor.to(self._float_w[name].dtype), t.qparams, t.sqnr_db, t.mse, t.clipped_fraction)
-        self._trim_cache()
-        self._wcache[key] = res
-        return res
+    def _restore_weights(self) -> None:
+        self._swapped_now.clear()
+        while self._swapped:
+            mod, name = self._swapped.pop()
+            self._restore_layer(mod, name)
 
-    def _trim_cache(self) -> None:
-        """Bound the weight cache; plain rounding (cheap to redo) goes before algorithm results."""
-        cap = 4 * max(len(self.layers), 64)
-        if len(self._wcache) > cap:
-            for k in [k for k in self._wcache if k[1].algorithm == "none"]:
-                del self._wcache[k]
-        if len(self._wcache) > 2 * cap:
-            self._wcache.clear()
+    def _restore_layer(self, mod: nn.Module, name: str) -> None:
+        mod._parameters["weight"] = self._float_param[name]
+        if name in self._applied_bias:
+            mod._parameters["bias"] = self._float_bias.get(name)
 
-    # ------------------------------------------------------- activations
-    def _make_act_hook(self, name: str):
+    def _make_hook(self, name: str):
+        # a closure, not a bound method: a deep copy of the model (torchao export) shares it,
+        # and it does nothing there (``mod`` is not this simulation's module)
         def hook(mod, args):
+            if not self.active or mod is not self._fmods.get(name):
+                return None
+            wspec = self._applied_spec.get(name)
+            if wspec is not None and mod._parameters.get("weight") is self._float_param[name]:
+                mod._parameters["weight"] = self._weight_for_run(name, wspec)
+                if name in self._applied_bias:
+                    mod._parameters["bias"] = self._applied_bias[name]
+                self._swapped.append((mod, name))
+                self._swapped_now[name] = mod
             qp = self._act_qp.get(name)
             s = self._in_scale.get(name)
             if s is not None and qp is not None and args and isinstance(args[0], torch.Tensor):
@@ -139,6 +252,127 @@ class QuantSim(AlgorithmSupport):
 
         return hook
 
+    def _make_post_hook(self, name: str):
+        def post(mod, args, out):  # the quantized weight of a layer that ran is not held any longer
+            if self._swapped_now.pop(name, None) is mod:
+                self._restore_layer(mod, name)
+            return None
+
+        return post
+
+    def _weight_for_run(self, name: str, spec: WeightSpec) -> torch.Tensor:
+        if spec.algorithm != "none":  # algorithm results stay whole in the cache
+            wq = self.quantize_weight(name, spec, compute=False)  # never start an algorithm mid-forward
+            return self._float_param[name] if wq is None else wq.tensor.to(self._float_w[name])
+        key = (name, spec)
+        entry = self._wcache.get(key)
+        t = self.quantize_weight(name, spec).tensor  # decoded or recomputed when not held whole
+        entry = self._wcache.get(key, entry)
+        if entry is not None and entry.held_bytes == 0:
+            self._keep(name, spec, entry, t)  # the applied config's tensors come first
+        return t
+
+    def _keep(self, name: str, spec: WeightSpec, entry: WeightQuant, t: torch.Tensor) -> bool:
+        """Hold ``t`` for ``entry``: whole when all the model's weights fit the budget whole (small
+        models: no decoding on every call), else as integer codes (a quarter of float32), else whole
+        if it fits, else not at all (recomputed when needed)."""
+        whole_ok = self.float_weight_bytes <= self.weight_cache_bytes
+        if whole_ok and self._make_room(_nbytes(t)):
+            entry.tensor = t
+            self._cached_bytes += _nbytes(t)
+            return True
+        from .wcodes import encode
+
+        axis = None if spec.granularity == "per_tensor" else self.by_name[name].channel_axis
+        codes = encode(t, entry.qparams, axis, spec.effective_group_size())
+        if codes is not None and self._make_room(codes.nbytes):
+            entry.packed = codes
+            self._cached_bytes += codes.nbytes
+            return True
+        if codes is None and not whole_ok and self._make_room(_nbytes(t)):
+            entry.tensor = t
+            self._cached_bytes += _nbytes(t)
+            return True
+        return False
+
+    # ------------------------------------------------------- weight cache
+    def _make_room(self, nbytes: int) -> bool:
+        budget = self.weight_cache_bytes
+        if self._cached_bytes + nbytes <= budget:
+            return True
+        for key, v in list(self._wcache.items()):  # oldest first; never the applied config's
+            if self._cached_bytes + nbytes <= budget:
+                break
+            if len(key) == 2 and v.held_bytes and self._applied_spec.get(key[0]) != key[1]:
+                self._cached_bytes -= v.held_bytes
+                v.tensor = v.packed = None
+        return self._cached_bytes + nbytes <= budget
+
+    def _cache_put(self, key: tuple[str, WeightSpec], res: WeightQuant) -> WeightQuant:
+        """Store ``res`` (its tensor whole, as codes, or not at all); returns it with its tensor."""
+        if self._no_store:
+            return res
+        self._trim_cache()
+        stored = replace(res, tensor=None, packed=None)
+        self._keep(key[0], key[1], stored, res.tensor)
+        self._wcache[key] = res if stored.tensor is not None else stored  # kept whole: the same object
+        return res
+
+    def _trim_cache(self) -> None:
+        """Bound the weight cache; plain rounding (cheap to redo) goes before algorithm results."""
+        cap = 4 * max(len(self.layers), 64)
+        if len(self._wcache) > cap:
+            for k in [k for k in self._wcache if k[1].algorithm == "none" and self._applied_spec.get(k[0]) != k[1]]:
+                self._cached_bytes -= self._wcache.pop(k).held_bytes
+        if len(self._wcache) > 2 * cap:
+            self._wcache.clear()
+            self._cached_bytes = 0
+
+    def _materialize(self, key: tuple[str, WeightSpec], entry: WeightQuant) -> WeightQuant:
+        """``entry`` with its tensor: decoded from codes, or quantized again (not stored)."""
+        if entry.packed is not None:
+            return replace(entry, tensor=entry.packed.decode(), packed=None)
+        self._no_store = True
+        try:
+            return self._quantize_rtn(*key)
+        finally:
+            self._no_store = False
+
+    @property
+    def cache_stats(self) -> dict:
+        return {"entries": len(self._wcache), "tensors": sum(v.tensor is not None for v in self._wcache.values()),
+                "codes": sum(v.packed is not None for v in self._wcache.values()),
+                "bytes": self._cached_bytes, "budget": self.weight_cache_bytes}
+
+    # ----------------------------------------------------------- weights
+    def float_weight(self, name: str) -> torch.Tensor:
+        return self._float_w[name]
+
+    def quantize_weight(self, name: str, spec: WeightSpec, *, compute: bool = True, progress: Progress = null_progress,
+                        cancel: Callable[[], bool] = lambda: False) -> WeightQuant | None:
+        """The fake-quantized weight of ``name`` under ``spec`` (cached; the result always has its tensor).
+
+        With a per-layer algorithm (``spec.algorithm``) the result depends on the
+        layers before it as last applied (see :mod:`.algorithms.simulate`);
+        ``compute=False`` returns None instead of running a pending algorithm."""
+        if spec.bits is None:
+            return None
+        if spec.algorithm != "none":
+            return self._algorithm_weight(name, spec, compute=compute, progress=progress, cancel=cancel)
+        key = (name, spec)
+        hit = self._wcache.get(key)
+        if hit is not None:
+            return hit if hit.tensor is not None else self._materialize(key, hit)
+        return self._quantize_rtn(name, spec)
+
+    def _quantize_rtn(self, name: str, spec: WeightSpec) -> WeightQuant:
+        info = self.by_name[name]
+        t = quantize_weight_tensor(self._float_w[name].float().cpu(), spec, info.channel_axis, name)
+        # the float weight's dtype and device
+        res = WeightQuant(t.tensor.to(self._float_w[name]), t.qparams, t.sqnr_db, t.mse, t.clipped_fraction)
+        return self._cache_put((name, spec), res)
+
+    # ------------------------------------------------------- activations
     @property
     def calibrated(self) -> bool:
         return bool(self.act_obs)
@@ -147,6 +381,9 @@ class QuantSim(AlgorithmSupport):
     def calibrate(self, data: Dataset, *, batch_size: int = 64, progress: Progress = null_progress,
                   cancel: Callable[[], bool] = lambda: False) -> None:
         """Stream the inputs of every quantizable layer into histograms (float model)."""
+        if self.weights_only:  # TorchScript modules take no Python hooks: no activation statistics
+            self.act_obs = {}
+            return
         observers = {l.name: HistogramObserver() for l in self.layers if l.has_activation_input}
         hooks = []
         for name, obs in observers.items():
@@ -195,7 +432,7 @@ class QuantSim(AlgorithmSupport):
     @torch.no_grad()
     def apply(self, specs: dict[str, LayerSpec], *, progress: Progress = null_progress,
               cancel: Callable[[], bool] = lambda: False) -> list[str]:
-        """Make the twin model simulate ``specs``; returns the layers that changed.
+        """Make ``qmodel`` simulate ``specs``; returns the layers that changed.
 
         Layers are set in inventory order, each layer's input quantizer before its
         weight, so a per-layer algorithm sees its input as the new config computes it;
@@ -207,7 +444,7 @@ class QuantSim(AlgorithmSupport):
         for l in self.layers:
             spec = specs.get(l.name)
             aspec = spec.activation if spec is not None else ActSpec(bits=None)
-            if l.has_activation_input and self._act_spec.get(l.name) != aspec:
+            if l.has_activation_input and not self.weights_only and self._act_spec.get(l.name) != aspec:
                 if aspec.bits is not None and not self.calibrated:
                     raise QuantvizError("activation quantization needs calibration data (calibrate first)")
                 self._act_qp[l.name] = self.activation_qparams(l.name, aspec)
@@ -218,7 +455,8 @@ class QuantSim(AlgorithmSupport):
             wspec = spec.weight if spec is not None and spec.weight.bits is not None else None
             wkey = wspec if wspec is None or wspec.algorithm == "none" else self.algorithm_key(l.name, wspec)
             if self._applied_w.get(l.name, "unset") != wkey:
-                mod = self._qmods[l.name]
+                self._applied_spec.pop(l.name, None)  # while its new weight is computed the layer is float
+                self._applied_bias.pop(l.name, None)
                 wq = None
                 if wspec is not None:
                     if l.name in pending:
@@ -227,9 +465,15 @@ class QuantSim(AlgorithmSupport):
                                                   cancel=cancel)
                         done += 1
                     else:
-                        wq = self.quantize_weight(l.name, wspec)
-                mod.weight.data.copy_(self._float_w[l.name] if wq is None else wq.tensor.to(mod.weight.device))
-                self._set_bias(l.name, None if wq is None else wq.bias)
+                        wq = self.quantize_weight(l.name, wspec)  # errors (bad ranges) surface here
+                if self.weights_only:  # TorchScript: quantized in place on qmodel
+                    mod = self._qmods[l.name]
+                    mod.weight.data.copy_((self._float_w[l.name] if wq is None else wq.tensor).to(mod.weight.device))
+                self._applied_spec[l.name] = wspec
+                if wq is not None and wq.bias is not None:
+                    self._applied_bias[l.name] = wq.bias.to(self._float_w[l.name])
+                else:
+                    self._applied_bias.pop(l.name, None)
                 scale = None if wq is None else wq.input_scale
                 if scale is not None or l.name in self._in_scale:
                     if scale is None:
@@ -244,37 +488,57 @@ class QuantSim(AlgorithmSupport):
                     changed.append(l.name)
         return changed
 
-    def _set_bias(self, name: str, bias: torch.Tensor | None) -> None:
-        qmod, fmod = self._qmods[name], self._fmods[name]
-        fb = getattr(fmod, "bias", None)
-        if bias is None:
-            if fb is None:
-                if getattr(qmod, "bias", None) is not None:
-                    qmod.bias = None
-            else:
-                qmod.bias.data.copy_(fb)
-        elif getattr(qmod, "bias", None) is None:
-            qmod.bias = nn.Parameter(bias.to(qmod.weight), requires_grad=False)
-        else:
-            qmod.bias.data.copy_(bias)
+    def layer_forward(self, name: str, args: tuple, kwargs: dict | None = None):
+        """Layer ``name``'s own forward with its applied quantized weight (no hooks, input as given)."""
+        mod = self._fmods[name]
+        spec = self._applied_spec.get(name)
+        if spec is None or self.weights_only:
+            return mod.forward(*args, **(kwargs or {}))
+        saved, saved_b = mod._parameters.get("weight"), mod._parameters.get("bias")
+        mod._parameters["weight"] = self.applied_weight(name)
+        if name in self._applied_bias:
+            mod._parameters["bias"] = self._applied_bias[name]
+        try:
+            return mod.forward(*args, **(kwargs or {}))
+        finally:
+            mod._parameters["weight"] = saved
+            if name in self._applied_bias:
+                mod._parameters["bias"] = saved_b
+
+    def applied_bias(self, name: str) -> torch.Tensor | None:
+        """The bias layer ``name`` runs with in ``qmodel`` (bias correction may create one)."""
+        if name in self._applied_bias:
+            return self._applied_bias[name]
+        b = getattr(self._qmods[name], "bias", None)
+        return b.detach() if isinstance(b, torch.Tensor) else None
+
+    def applied_weight(self, name: str) -> torch.Tensor:
+        """The weight layer ``name`` runs with in ``qmodel`` under the applied config."""
+        if self.weights_only:
+            return self._qmods[name].weight.detach()
+        spec = self._applied_spec.get(name)
+        return self._float_w[name] if spec is None else self.quantize_weight(name, spec).tensor
 
     @torch.no_grad()
     def load_state(self, state: dict) -> None:
-        """Hold new float weights (a state of the folded model, e.g. after training):
-        both copies load it and every quantized weight is recomputed on the next apply."""
+        """Hold new float weights (a state of the folded model, e.g. after training), loaded in
+        place into the one model; every quantized weight is recomputed on the next apply."""
+        self._restore_weights()
         self.float_model.load_state_dict(state)
-        self.qmodel.load_state_dict(state, strict=False)  # an algorithm may have given a layer a bias
-        self._float_w = {n: m.weight.detach().clone() for n, m in self._fmods.items()}
-        for n in self._qmods:
-            self._set_bias(n, None)  # back to the float bias
+        if self.weights_only:
+            self.qmodel.load_state_dict(state, strict=False)
         self._wcache.clear()  # plain and algorithm results alike depend on the weights
+        self._cached_bytes = 0
         self._applied_w.clear()
+        self._applied_spec.clear()
+        self._applied_bias.clear()
         self._calib_gen += 1
 
     def weight_histogram(self, name: str, bins: int = 256):
         return histogram_of(self._float_w[name].float().cpu(), bins=bins)
 
     def close(self) -> None:
+        self._restore_weights()
         for h in self._hooks:
             h.remove()
         self._hooks.clear()

@@ -34,6 +34,7 @@ Stats: ``cache_bytes`` (held now), ``peak_cache_bytes``, ``nodes_total``,
 """
 from __future__ import annotations
 
+import contextlib
 import operator
 import time
 from typing import Callable, Iterable, Iterator, Mapping
@@ -84,7 +85,9 @@ class SuffixRunner:
     def __init__(self, model: nn.Module, data: Dataset, *, batch_size: int = 64,
                  budget_bytes: int = DEFAULT_BUDGET_BYTES, device: str | torch.device = "cpu",
                  trace: bool = True):
-        self.model = model
+        # a QuantSim's ``qmodel`` is a view: trace and run its base model in quantized mode
+        self._ctx = getattr(model, "quantviz_context", None)
+        self.model = getattr(model, "quantviz_base", model)
         self.data = data
         self.batch_size = batch_size
         self.budget_bytes = int(budget_bytes)
@@ -106,8 +109,14 @@ class SuffixRunner:
     def _trace(self) -> None:
         import torch.fx as fx
 
+        from .data import fixed_batch_of
+
+        if fixed_batch_of(self.model) is not None:  # node by node it would see whole batches
+            self.reason = "the program takes a fixed batch size (runs chunk by chunk)"
+            return
         try:
-            gm = fx.symbolic_trace(self.model)
+            # an FX graph (torch.export program, converted TorchScript) is its own trace
+            gm = self.model if isinstance(self.model, fx.GraphModule) else fx.symbolic_trace(self.model)
         except Exception as exc:  # untraceable: fall back to full passes
             self.reason = f"not traceable ({type(exc).__name__})"
             return
@@ -122,10 +131,16 @@ class SuffixRunner:
         self.incremental = True
         self.reason = ""
 
+    def _mode(self):
+        return self._ctx() if self._ctx is not None else contextlib.nullcontext()
+
     def _mutates(self, n) -> bool:
         if n.op == "call_module":
             return bool(getattr(self._mods.get(n.target), "inplace", False))
         if n.op == "call_function":
+            schema = getattr(n.target, "_schema", None)  # aten ops (export graphs): in-place ops write an argument
+            if schema is not None and any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments):
+                return True
             name = getattr(n.target, "__name__", "")
             return n.target in _INPLACE_FUNCS or name.endswith("_") or bool(n.kwargs.get("inplace", False))
         if n.op == "call_method":
@@ -191,7 +206,8 @@ class SuffixRunner:
         total = self.data.num_batches(self.batch_size)
         if self.incremental:
             try:
-                self._baseline_graph(total, progress, cancel)
+                with self._mode():
+                    self._baseline_graph(total, progress, cancel)
             except Cancelled:
                 raise
             except _GraphMismatch as exc:
@@ -211,7 +227,8 @@ class SuffixRunner:
 
     def _full_pass(self, x) -> torch.Tensor:
         try:
-            out = output_tensor(call_model(self.model, to_device(x, self.device)))
+            with self._mode():
+                out = output_tensor(call_model(self.model, to_device(x, self.device)))
         except QuantvizError:
             raise
         except Exception as exc:
@@ -410,7 +427,9 @@ class SuffixRunner:
             if cancel():
                 raise Cancelled()
             x = next(batches)[0] if batches is not None else None
-            yield i, self._run_batch(i, todo, aff, x, commit=commit)
+            with self._mode():
+                out = self._run_batch(i, todo, aff, x, commit=commit)
+            yield i, out
 
     def run(self, changed: Iterable[str], *, cancel: Callable[[], bool] = lambda: False) -> list[torch.Tensor]:
         return [out for _, out in self.iter_run(changed, cancel=cancel)]

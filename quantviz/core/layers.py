@@ -48,14 +48,50 @@ class LayerInfo:
         return {"name": self.name, "type": self.type, "params": self.params, "weight_shape": list(self.weight_shape)}
 
 
+def is_hf_conv1d(module: nn.Module) -> bool:
+    """transformers' ``Conv1D`` (GPT-2 and kin): a linear layer whose weight is stored
+    ``in_features x out_features``. Recognised without importing transformers."""
+    cls = type(module)
+    return cls.__name__ == "Conv1D" and cls.__module__.startswith("transformers")
+
+
 def channel_axis_of(module: nn.Module) -> int:
-    if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+    if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) or (
+            scripted_type(module) or "").startswith("ConvTranspose"):
         return 1
+    if is_hf_conv1d(module):
+        return 1  # weight (in, out): output channels along axis 1
     return 0
 
 
+_SCRIPTED = {t.__name__ for t in QUANTIZABLE_TYPES}
+
+
+def scripted_type(module: nn.Module) -> str | None:
+    """The original class name of a TorchScript sub-module that wraps a quantizable layer."""
+    if isinstance(module, torch.jit.ScriptModule):
+        name = getattr(module, "original_name", None)
+        return name if name in _SCRIPTED else None
+    return None
+
+
+def layer_type(module: nn.Module) -> str:
+    return scripted_type(module) or type(module).__name__
+
+
 def is_quantizable(module: nn.Module) -> bool:
-    return isinstance(module, QUANTIZABLE_TYPES) and isinstance(getattr(module, "weight", None), torch.Tensor)
+    return (isinstance(module, QUANTIZABLE_TYPES) or is_hf_conv1d(module) or scripted_type(module) is not None) \
+        and isinstance(getattr(module, "weight", None), torch.Tensor)
+
+
+def submodule(model: nn.Module, name: str) -> nn.Module:
+    """``model.get_submodule(name)``, also for TorchScript modules (which lack it)."""
+    if not isinstance(model, torch.jit.ScriptModule):
+        return model.get_submodule(name)
+    mod = model
+    for part in name.split(".") if name else []:
+        mod = getattr(mod, part)
+    return mod
 
 
 def inventory(model: nn.Module) -> list[LayerInfo]:
@@ -75,11 +111,11 @@ def inventory(model: nn.Module) -> list[LayerInfo]:
         out.append(
             LayerInfo(
                 name=name,
-                type=type(mod).__name__,
+                type=layer_type(mod),
                 weight_shape=tuple(w.shape),
                 params=int(params),
                 channel_axis=channel_axis_of(mod),
-                has_activation_input=not isinstance(mod, nn.Embedding),
+                has_activation_input=not isinstance(mod, nn.Embedding) and scripted_type(mod) != "Embedding",
                 index=len(out),
             )
         )
@@ -90,7 +126,8 @@ def _conv_bn_pairs_fx(model: nn.Module) -> list[tuple[str, str]] | None:
     try:
         import torch.fx as fx
 
-        gm = fx.symbolic_trace(model)
+        # an FX graph (torch.export program, converted TorchScript) is its own trace
+        gm = model if isinstance(model, fx.GraphModule) else fx.symbolic_trace(model)
     except Exception:
         return None
     mods = dict(model.named_modules())

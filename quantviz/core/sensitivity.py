@@ -34,10 +34,11 @@ import torch
 from .candidates import Candidate, as_json
 from .data import Dataset
 from .errors import Cancelled, QuantvizError
-from .evaluate import (SQNR_CAP_DB, FloatReference, MetricStream, evaluate_quantized, higher_is_better,
+from .evaluate import (SQNR_CAP_DB, FloatReference, evaluate_quantized, higher_is_better,
                        primary_metric, user_metrics)
 from .fakequant import QuantSim
 from .incremental import DEFAULT_BUDGET_BYTES, SuffixRunner
+from .lmmetrics import cat_aux
 from .progress import Progress, null_progress
 from .spec import FLOAT_SPEC, ActSpec, LayerSpec
 
@@ -64,6 +65,12 @@ class Parts:
     evaluate_fn: Callable | None = None
     budget_bytes: int = DEFAULT_BUDGET_BYTES
     ties: tuple = ()
+    metric: str | None = None  # the metric drops are measured in (default: primary_metric)
+
+    def __post_init__(self) -> None:
+        if self.metric is not None and self.reference is not None and self.metric not in self.reference.metrics:
+            have = ", ".join(sorted(self.reference.metrics))
+            raise SensitivityError(f"metric {self.metric!r} is not measured for this model (choose from {have})")
 
 
 # ------------------------------------------------------------ helpers
@@ -95,7 +102,7 @@ def tie_groups(sim: QuantSim, ties=()) -> list[list[str]]:
 
     by_weight: dict = {}
     for l in sim.layers:
-        w = sim.float_model.get_submodule(l.name).weight
+        w = sim.float_weight(l.name)
         key = (w.untyped_storage().data_ptr(), w.storage_offset(), tuple(w.shape))
         if key in by_weight:
             union(by_weight[key], l.name)
@@ -130,6 +137,8 @@ def fingerprint(p: Parts) -> str:
     blob = {n: {"w": weight_setting(s, 0).weight.to_dict(), "a": act_setting(s, 0).activation.to_dict()}
             for n, s in sorted(p.base_specs.items())}
     blob["_data"] = [len(p.data), len(p.calib), p.batch_size, [list(t) for t in p.ties]]
+    if p.metric:
+        blob["_metric"] = p.metric
     return hashlib.sha1(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -147,10 +156,12 @@ def _stream_metrics(outputs, p: Parts, cancel) -> dict:
         labels = None
         if all(y is not None for y in ref.labels):
             labels = torch.cat([torch.as_tensor(y) for y in ref.labels])
-        cat = (len(ref.outputs), torch.cat(ref.outputs), labels)
-        ref._qv_cat = cat
-    stream = MetricStream(ref.num_samples)
-    stream.update(cat[1], torch.cat(outs), cat[2])
+        cat = (len(ref.outputs), torch.cat([ref.output(i) for i in range(len(ref.outputs))]), labels,
+               cat_aux(list(ref.aux)))
+        if all(o is not None for o in ref.outputs):  # a reference over its memory budget is not kept whole
+            ref._qv_cat = cat
+    stream = ref.stream()
+    stream.update(cat[1], torch.cat(outs), cat[2], cat[3])
     m = stream.snapshot()["metrics"]
     if p.evaluate_fn is not None:
         m.update(user_metrics(p.evaluate_fn, p.sim.qmodel, p.data))
@@ -330,7 +341,7 @@ def result_of(p: Parts, method, bits, act_bits, groups, cells, seconds) -> dict:
             entry["act_results"] = cells[l.name]["a"]
         layers.append(entry)
     return {"method": method, "bits": as_json(bits), "act_bits": [int(b) for b in act_bits],
-            "metric": primary_metric(p.reference.metrics), "baseline": {"metrics": dict(p.reference.metrics)},
+            "metric": p.metric or primary_metric(p.reference.metrics), "baseline": {"metrics": dict(p.reference.metrics)},
             "layers": layers, "seconds": seconds, "key": fingerprint(p)}
 
 

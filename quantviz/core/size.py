@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .fmt import fmt_bytes  # noqa: F401  (re-exported: sizes are formatted in one place)
-from .layers import LayerInfo
+from .layers import LayerInfo, submodule
 from .spec import LayerSpec
 
 
@@ -107,7 +107,7 @@ class SizeModel:
         weight_ids = set()
         self.itemsize: dict[str, int] = {}
         for l in self.layers:
-            w = model.get_submodule(l.name).weight
+            w = submodule(model, l.name).weight
             weight_ids.add(id(w))
             self.itemsize[l.name] = w.element_size()
         other = 0

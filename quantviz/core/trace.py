@@ -297,6 +297,8 @@ def trace(sim: QuantSim, specs: dict[str, LayerSpec], data: Dataset, *, batch_si
         st = states[name]
 
         def hook(mod, args, kwargs, out):
+            if sim.active:  # one model: this is the quantized pass (quant_hook's)
+                return
             if name not in seen:
                 seen.add(name)
                 order.append(name)
@@ -322,7 +324,7 @@ def trace(sim: QuantSim, specs: dict[str, LayerSpec], data: Dataset, *, batch_si
                 st.sums.append(("in_count", _count(x, mask)))
             if st.wq or quant_in:  # own quantization only: quantized weight, quantized float input, no hooks
                 call = ((xq,) + tuple(args[1:])) if x is not None else tuple(args)  # keyword-only inputs as given
-                yl = _first_tensor(st.qmod.forward(*call, **kwargs))
+                yl = _first_tensor(sim.layer_forward(name, call, kwargs))
                 st.sums.append(("local_noise", _sq(yl - y, mask)))
 
         return hook
@@ -331,7 +333,7 @@ def trace(sim: QuantSim, specs: dict[str, LayerSpec], data: Dataset, *, batch_si
         st = states[name]
 
         def hook(mod, args, kwargs, out):
-            if not st.acc:
+            if not st.acc or not sim.active:  # one model: only the quantized pass
                 return
             if st.used >= len(st.kept):
                 raise ModelError(f"layer {name} ran more often in the quantized model than in the float model")

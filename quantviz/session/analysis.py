@@ -118,16 +118,17 @@ class AnalysisMixin:
     ray_workers: int | None = None
     trust: bool = False
 
-    def parts(self, ties=()) -> sens.Parts:
+    def parts(self, ties=(), metric: str | None = None) -> sens.Parts:
         """What core analyses need from this session (the current config as the base)."""
         if not self.prepared:
             raise sens.SensitivityError("the session is not prepared (calibration and float reference missing)")
         return sens.Parts(self.sim, self.eval_data, self.calib_data, self.reference, dict(self.specs), self.batch_size,
-                          self.device, self.bundle.evaluate_fn, ties=tuple(tuple(t) for t in ties))
+                          self.device, self.bundle.evaluate_fn, ties=tuple(tuple(t) for t in ties), metric=metric)
 
     def run_sensitivity(self, method: str = "e2e", *, bits=sens.DEFAULT_BITS, act_bits=None, force: bool = False,
                         ties=(), progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False,
-                        cache: bool | None = None, ray: str | None = None, **options) -> dict:
+                        cache: bool | None = None, ray: str | None = None, metric: str | None = None,
+                        **options) -> dict:
         """Run sensitivity ``method`` for the current config and keep the result.
 
         A result computed earlier for the same settings is returned as is (unless
@@ -139,7 +140,7 @@ class AnalysisMixin:
         if act_bits is None:
             act_bits = sens.DEFAULT_ACT_BITS if any(s.activation.bits for s in self.specs.values()) else ()
         with self.lock:
-            p = self.parts(ties)
+            p = self.parts(ties, metric)
             old = self.analysis.sensitivity.get(method)
             if not force and methods.matches(old, p, method, bits, act_bits, options):
                 return old
@@ -154,7 +155,8 @@ class AnalysisMixin:
                 if address and not (store is not None and store.get_result(methods.result_tag(method, bits, act_bits))):
                     from .scale import ray_executor
 
-                    executor = ray_executor(self, address, ties, workers=self.ray_workers, trust=self.trust)
+                    executor = ray_executor(self, address, ties, workers=self.ray_workers, trust=self.trust,
+                                            metric=metric)
                 res = methods.run(p, method, bits=bits, act_bits=act_bits, progress=progress, cancel=cancel, store=store,
                                   executor=executor, **options)
             finally:
@@ -184,12 +186,12 @@ class AnalysisMixin:
                    max_drop: float | None = None, bits=search_mod.DEFAULT_BITS, pareto_steps: int = 9,
                    solver: str = "auto", ties=(), progress: Progress = null_progress,
                    cancel: Callable[[], bool] = lambda: False, cache: bool | None = None,
-                   ray: str | None = None) -> dict:
+                   ray: str | None = None, metric: str | None = None) -> dict:
         """Search a bit-width per layer for one budget (see :func:`quantviz.core.search.search`)
         and keep the result; every point carries the full config it stands for."""
         bits = normalize(bits)
         sens_res = self.run_sensitivity("e2e", bits=bits, act_bits=(), ties=ties, progress=scaled(progress, 0.0, 0.5),
-                                        cancel=cancel, cache=cache, ray=ray)
+                                        cancel=cancel, cache=cache, ray=ray, metric=metric)
         address = self.ray_address if ray is None else ray
         with self.lock:
             executor = None
@@ -197,8 +199,9 @@ class AnalysisMixin:
                 if address:
                     from .scale import ray_executor
 
-                    executor = ray_executor(self, address, ties, workers=self.ray_workers, trust=self.trust)
-                res = search_mod.search(self.parts(ties), sens_res, avg_bits=avg_bits, size_bytes=size_bytes,
+                    executor = ray_executor(self, address, ties, workers=self.ray_workers, trust=self.trust,
+                                            metric=metric)
+                res = search_mod.search(self.parts(ties, metric), sens_res, avg_bits=avg_bits, size_bytes=size_bytes,
                                         max_drop=max_drop, bits=bits, pareto_steps=pareto_steps, solver=solver,
                                         progress=scaled(progress, 0.5, 1.0), cancel=cancel, executor=executor)
             finally:

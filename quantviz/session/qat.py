@@ -53,6 +53,9 @@ class QATMixin:
             raise QuantvizError(f"config: options.weights names trained weights {tag!r} that this session does not hold")
 
     def _original_state(self) -> dict:
+        kept = getattr(self, "_kept_original", None)
+        if kept is not None:  # the simulation may hold the caller's model itself: trained loads overwrite it
+            return kept
         base = copy.deepcopy(self.bundle.model).eval()
         if self.sim.fold_bn and self.sim.folded_pairs:
             base, _ = fold_batchnorm(base, inplace=True)
@@ -69,6 +72,8 @@ class QATMixin:
             return False
         self.check_weights(cfg)
         with self.lock:
+            if want is not None and getattr(self, "_kept_original", None) is None:
+                self._kept_original = {k: v.detach().clone() for k, v in self.sim.float_model.state_dict().items()}
             self.sim.load_state(self._original_state() if want is None else self.trained[want])
             if self._recheck is not None:
                 self._recheck.invalidate()

@@ -40,9 +40,10 @@ from typing import Callable
 import torch
 
 from ..core.errors import QuantvizError
-from ..core.evaluate import MetricStream, user_metrics
+from ..core.evaluate import user_metrics
 from ..core.data import ChunkedData, chunk_bounds
 from ..core.fakequant import iterate_outputs
+from ..core.lmmetrics import slice_aux
 from ..core.incremental import SuffixRunner
 from ..core.progress import Progress, null_progress
 
@@ -162,7 +163,7 @@ class Rechecker:
             s.sim.apply(specs, cancel=cancel)
         bounds = self.bounds()
         data = ChunkedData(s.eval_data, bounds)
-        stream = MetricStream(s.reference.num_samples)
+        stream = s.reference.stream()
         fed = [0]
 
         def feed(i: int, out: torch.Tensor) -> None:
@@ -171,9 +172,9 @@ class Rechecker:
             a, b = bounds[i]
             bs = s.reference.batch_size
             k = a // bs
-            fout = s.reference.outputs[k][a - k * bs:b - k * bs]
+            fout = s.reference.rows(a, b)
             y = s.eval_data.y[a:b] if s.eval_data.y is not None else None
-            stream.update(fout, out, y)
+            stream.update(fout, out, y, slice_aux(s.reference.aux_of(k), a - k * bs, b - k * bs))
             fed[0] += 1
             progress(i + 1, len(bounds), "evaluating")
             if on_estimate is not None and i + 1 < len(bounds):

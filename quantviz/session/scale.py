@@ -51,19 +51,20 @@ def build_parts(payload: dict) -> sens.Parts:
     else:
         s = Session.open(payload["reference"], data=payload["data_ref"], calib=payload["calib_ref"],
                          trust=payload["trust"], config=cfg, device=payload["device"],
-                         batch_size=payload["batch_size"])
-    p = s.parts(payload["ties"])
+                         batch_size=payload["batch_size"], seq_len=payload.get("seq_len"))
+    p = s.parts(payload["ties"], payload.get("metric"))
     p.base_specs = dict(payload["base_specs"])
     p._session = s  # keep the session (and its hooks) alive with the parts
     return p
 
 
-def parts_factory(session, ties=(), *, trust: bool = False):
-    """A picklable zero-argument callable that rebuilds ``session.parts(ties)`` elsewhere."""
+def parts_factory(session, ties=(), *, trust: bool = False, metric: str | None = None):
+    """A picklable zero-argument callable that rebuilds ``session.parts(ties, metric)`` elsewhere."""
     payload = {"session_cls": type(session), "config": session.config.to_dict(), "device": session.device, "batch_size": session.batch_size,
                "eval_data": session.eval_data, "calib_data": session.calib_data, "base_specs": dict(session.specs),
                "ties": tuple(tuple(t) for t in ties), "reference": session.bundle.reference,
-               "data_ref": session.data_ref, "calib_ref": session.calib_ref, "trust": trust, "bundle": session.bundle}
+               "data_ref": session.data_ref, "calib_ref": session.calib_ref, "trust": trust, "bundle": session.bundle,
+               "metric": metric, "seq_len": getattr(session, "seq_len", None)}
     try:
         from ray import cloudpickle
 
@@ -73,11 +74,12 @@ def parts_factory(session, ties=(), *, trust: bool = False):
     return functools.partial(build_parts, payload)
 
 
-def ray_executor(session, address, ties=(), *, workers: int | None = None, trust: bool = False):
+def ray_executor(session, address, ties=(), *, workers: int | None = None, trust: bool = False,
+                 metric: str | None = None):
     from ..core.raysweep import RayExecutor
 
     gpus = 1 if str(session.device).startswith("cuda") else 0
-    return RayExecutor(parts_factory(session, ties, trust=trust), address=None if address in (None, "") else address,
+    return RayExecutor(parts_factory(session, ties, trust=trust, metric=metric), address=None if address in (None, "") else address,
                        workers=workers, gpus_per_worker=gpus)
 
 

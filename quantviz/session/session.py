@@ -32,7 +32,7 @@ import torch
 from ..core import sources
 from ..core.data import Dataset
 from ..core.errors import QuantvizError
-from ..core.evaluate import FloatReference, float_reference
+from ..core.evaluate import FloatReference, default_reference_bytes, float_reference
 from ..core.fakequant import QuantSim
 from ..core.layers import LayerInfo
 from ..core.progress import Progress, null_progress, scaled
@@ -151,23 +151,25 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
              config: QuantConfig | None = None, device: str = "cpu", batch_size: int = 64,
              calib_samples: int = DEFAULT_CALIB_SAMPLES, prepare: bool = True,
              progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False,
-             cache_bytes: int | None = None) -> "Session":
+             cache_bytes: int | None = None, seq_len: int | None = None) -> "Session":
         progress(0, 1000, f"loading {reference}")
         bundle = sources.load_model(reference, trust=trust, cancel=cancel)
-        eval_data = sources.load_data(data, bundle) if data else bundle.eval
+        eval_data = sources.load_data(data, bundle, seq_len=seq_len) if data else bundle.eval
         if eval_data is None:
             raise SessionError(f"{reference}: this model carries no data; pass --data (an .npz with x[, y], an image folder, or a text file)")
         if calib:
-            calib_data = sources.load_data(calib, bundle)
+            calib_data = sources.load_data(calib, bundle, seq_len=seq_len)
         elif data or bundle.calib is None:
             calib_data = eval_data.subset(calib_samples, name=f"{eval_data.name} (first {min(calib_samples, len(eval_data))})")
         else:
             calib_data = bundle.calib
+        sources.prepare_for_data(bundle, eval_data)
         sources.check_fits(bundle, eval_data)
         if calib:
             sources.check_fits(bundle, calib_data)
         s = cls(bundle, eval_data=eval_data, calib_data=calib_data, config=config, device=device,
                 batch_size=batch_size, data_ref=data, calib_ref=calib, cache_bytes=cache_bytes)
+        s.seq_len = seq_len  # how text data was cut (Ray workers open the same data the same way)
         if prepare:
             s.prepare(progress=scaled(progress, 0.1, 1.0), cancel=cancel)
         return s
@@ -181,7 +183,9 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
             self.reference = float_reference(self.sim.float_model, self.eval_data, device=self.device,
                                              batch_size=self.batch_size, evaluate_fn=self.bundle.evaluate_fn,
                                              progress=scaled(progress, 0.5, 1.0), cancel=cancel,
-                                             first_chunk=self.recheck.first_chunk_size())
+                                             first_chunk=self.recheck.first_chunk_size(),
+                                             task=self.bundle.meta.get("task"),
+                                             keep_bytes=default_reference_bytes(self.sim.float_weight_bytes))
             self._prepared = True
         self.events.emit("loaded", session=self)
 

@@ -79,6 +79,7 @@ def test_gptq_lowers_output_error_and_keeps_the_grid_layout(granularity, act_ord
 
 
 def test_gptq_on_a_convolution_uses_unfolded_inputs():
+    torch.manual_seed(0)  # seeded: the margin over nearest rounding depends on the draw
     conv = nn.Conv2d(4, 8, 3, padding=1)
     x = torch.randn(64, 4, 6, 6)
     st = _stats_for(conv, x)
@@ -98,8 +99,7 @@ def test_bias_correction_restores_the_output_mean_and_creates_a_bias():
     sim.calibrate(Dataset(x, name="calib"))
     spec = LayerSpec(weight=WeightSpec(bits=3, algorithm="bias_correction"))
     sim.apply({"0": spec})
-    q = sim.qmodel[0]
-    assert q.bias is not None and sim.float_model[0].bias is None
+    assert sim.applied_bias("0") is not None and sim.float_model[0].bias is None
     with torch.no_grad():
         fmean = sim.float_model(x).mean(0)
         qmean = sim.qmodel(x).mean(0)
@@ -109,7 +109,7 @@ def test_bias_correction_restores_the_output_mean_and_creates_a_bias():
     info = sim.quantize_weight("0", spec.weight).algorithm_info
     assert info["bias_created"] and info["bias_shift_max"] > 1e-3
     sim.apply({"0": LayerSpec(weight=WeightSpec(bits=3))})
-    assert sim.qmodel[0].bias is None  # back to the float layer's (absent) bias
+    assert sim.applied_bias("0") is None  # back to the float layer's (absent) bias
 
 
 def test_smoothquant_simulation_is_exactly_the_scaled_product():

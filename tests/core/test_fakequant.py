@@ -36,16 +36,16 @@ def test_apply_recomputes_only_changed_layers(monkeypatch):
     assert sim.apply(specs) == names and len(calls) == 3
     assert sim.apply(specs) == [] and len(calls) == 3  # nothing changed, nothing computed
     w4 = LayerSpec(WeightSpec(bits=4), ActSpec(bits=None))
-    before = {n: sim.qmodel.get_submodule(n).weight.clone() for n in names}
+    before = {n: sim.applied_weight(n).clone() for n in names}
     assert sim.apply(dict(specs, **{"2": w4})) == ["2"] and len(calls) == 4
-    assert torch.equal(sim.qmodel.get_submodule("0").weight, before["0"])
-    assert not torch.equal(sim.qmodel.get_submodule("2").weight, before["2"])
+    assert torch.equal(sim.applied_weight("0"), before["0"])
+    assert not torch.equal(sim.applied_weight("2"), before["2"])
     # going back to the earlier setting is a cache hit: the layer changes, nothing is quantized
     assert sim.apply(specs) == ["2"] and len(calls) == 4
-    assert torch.equal(sim.qmodel.get_submodule("2").weight, before["2"])
+    assert torch.equal(sim.applied_weight("2"), before["2"])
     # a float layer gets its float weight back
     assert sim.apply(dict(specs, **{"4": LayerSpec(WeightSpec(bits=None))})) == ["4"]
-    assert torch.equal(sim.qmodel.get_submodule("4").weight, sim.float_weight("4"))
+    assert torch.equal(sim.applied_weight("4"), sim.float_weight("4"))
     assert len(calls) == 4
 
 

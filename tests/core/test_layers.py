@@ -47,7 +47,7 @@ def test_every_layer_type_quantizes_per_channel_on_its_output_axis(module, x, ax
     if info.has_activation_input:
         sim.calibrate(_dataset(x))
     assert sim.apply({info.name: spec}) == [info.name]
-    wq = sim.qmodel.get_submodule(info.name).weight
+    wq = sim.applied_weight(info.name)
     w = sim.float_weight(info.name)
     wqp = sim.quantize_weight(info.name, spec.weight)
     assert wqp.qparams.groups == w.shape[axis]
@@ -125,7 +125,7 @@ def test_fold_bn_false_keeps_batchnorm_and_weights():
     model, x = _fold_case(2)
     sim = QuantSim(model, fold_bn=False)
     assert sim.folded_pairs == []
-    assert isinstance(sim.float_model[1], nn.BatchNorm2d) and isinstance(sim.qmodel[4], nn.BatchNorm2d)
+    assert isinstance(sim.float_model[1], nn.BatchNorm2d) and isinstance(sim.qmodel.get_submodule("4"), nn.BatchNorm2d)
     assert torch.equal(sim.float_weight("0"), model[0].weight)
     with torch.no_grad():
         assert torch.equal(sim.float_model(x), model(x))

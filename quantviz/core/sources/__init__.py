@@ -40,6 +40,7 @@ __all__ = [
     "load_model",
     "load_data",
     "check_fits",
+    "prepare_for_data",
     "resources_dir",
     "SourceError",
     "TrustRequired",
@@ -102,8 +103,9 @@ def load_model(reference: str, *, trust: bool = False, cancel: Callable[[], bool
     return bundle
 
 
-def load_data(path: str, bundle: ModelBundle | None = None) -> Dataset:
-    """Read a data file or folder; ``.txt`` needs a bundle with ``load_data``."""
+def load_data(path: str, bundle: ModelBundle | None = None, *, seq_len: int | None = None) -> Dataset:
+    """Read a data file or folder; ``.txt`` needs a bundle with ``load_data``
+    (``seq_len``: tokens per sequence when a causal LM cuts running text)."""
     from .datafiles import load_file
 
     p = Path(str(path)).expanduser()
@@ -113,7 +115,10 @@ def load_data(path: str, bundle: ModelBundle | None = None) -> Dataset:
                 raise DataError(f"{p.name}: no such file ({p})")
             if p.suffix.lower() == ".txt" and p.is_file() and p.stat().st_size == 0:
                 raise DataError(f"{p.name}: the file is empty")
-            return bundle.load_data(str(p))
+            return bundle.load_data(str(p), seq_len=seq_len) if seq_len else bundle.load_data(str(p))
+        if p.suffix.lower() == ".txt" and bundle is not None and bundle.kind == "hf":
+            raise DataError(f"{p.name}: text data needs the model folder's tokenizer, and {bundle.name} has none "
+                            "(add tokenizer files to the folder or give token ids as .npz)")
         return load_file(p)
     except QuantvizError:
         raise
@@ -167,6 +172,20 @@ def _model_device(model) -> torch.device:
         return next(model.parameters()).device
     except (StopIteration, AttributeError, RuntimeError):
         return torch.device("cpu")
+
+
+def prepare_for_data(bundle: ModelBundle, dataset: Dataset) -> None:
+    """Whatever a model needs a data sample for: a TorchScript module is converted to an
+    exported-program graph (see :mod:`.graphs`). Never raises for a failed conversion:
+    the bundle's note says what is simulated."""
+    from .graphs import convert_torchscript, needs_conversion
+
+    if needs_conversion(bundle):
+        try:
+            check_fits(bundle, dataset)  # data that does not fit is the user's problem, said as such
+        except QuantvizError:
+            raise
+        convert_torchscript(bundle, dataset)
 
 
 def check_fits(bundle: ModelBundle, dataset: Dataset) -> None:

@@ -14,6 +14,11 @@ Text data (``.txt``), read with the folder's tokenizer:
   every line has a label or none does;
 * tokens are padded to the longest line, at most ``MAX_TOKENS`` (128);
   inputs are ``{"input_ids", "attention_mask"}``.
+
+For a causal language model (``*ForCausalLM`` / ``*LMHeadModel``) a text file
+is one running text instead: tokenized whole and cut into sequences of
+``seq_len`` tokens (default ``DEFAULT_SEQ_LEN``, at most the model's context);
+a last partial sequence is dropped. Its metrics include perplexity.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from .base import ModelBundle
 from .datafiles import load_file, make_dataset
 
 MAX_TOKENS = 128
+DEFAULT_SEQ_LEN = 512
 WEIGHT_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -125,10 +131,38 @@ def _parse_lines(lines: list[tuple[int, str]], name: str, label2id: dict | None,
     return texts, (labels if all(has) else None)
 
 
-def make_text_loader(tokenizer, config, is_classifier: bool) -> Callable[[str], Dataset]:
+def context_length(config) -> int | None:
+    for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length"):
+        v = getattr(config, key, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def causal_sequences(tokenizer, raw: str, name: str, seq_len: int | None, context: int | None) -> Dataset:
+    """One running text -> ``(n, seq_len)`` token sequences (all real: the mask is all ones)."""
+    want = int(seq_len) if seq_len else DEFAULT_SEQ_LEN
+    if want < 2:
+        raise DataError(f"{name}: --seq-len must be at least 2 tokens, got {want}")
+    if context:
+        want = min(want, context)
+    try:
+        ids = tokenizer(raw, return_attention_mask=False, verbose=False)["input_ids"]
+    except Exception as exc:  # noqa: BLE001 - tokenizer failures are data problems
+        raise DataError(f"{name}: the tokenizer failed ({one_line(exc)})") from exc
+    n = len(ids) // want
+    if n == 0:
+        raise DataError(f"{name}: the text has {len(ids)} tokens, too short for one sequence of {want} tokens "
+                        "(give more text or a smaller --seq-len)")
+    x = torch.tensor(ids[: n * want], dtype=torch.long).reshape(n, want)
+    meta = {"tokens": n * want, "seq_len": want, "dropped_tokens": len(ids) - n * want}
+    return make_dataset({"input_ids": x, "attention_mask": torch.ones_like(x)}, None, name, meta)
+
+
+def make_text_loader(tokenizer, config, is_classifier: bool, is_causal: bool = False) -> Callable[..., Dataset]:
     """A ``load_data`` that tokenizes ``.txt`` files and reads other formats as usual."""
 
-    def load_data(path: str) -> Dataset:
+    def load_data(path: str, seq_len: int | None = None) -> Dataset:
         p = Path(path).expanduser()
         if p.suffix.lower() != ".txt" or not p.is_file():
             return load_file(p)
@@ -137,6 +171,10 @@ def make_text_loader(tokenizer, config, is_classifier: bool) -> Callable[[str], 
             raw = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"{name}: cannot be read as UTF-8 text ({one_line(exc)})") from exc
+        if is_causal:
+            if not raw.strip():
+                raise DataError(f"{name}: the file is empty")
+            return causal_sequences(tokenizer, raw, name, seq_len, context_length(config))
         lines = [(i, ln.rstrip("\r")) for i, ln in enumerate(raw.split("\n"), start=1) if ln.strip()]
         if not lines:
             raise DataError(f"{name}: the file is empty (expected one text sample per line)")
@@ -204,17 +242,20 @@ def load_hf_folder(folder: Path, reference: str, *, trust: bool = False, cancel=
     if config is not None and getattr(config, "use_cache", None):
         config.use_cache = False  # no key/value caches while measuring
     is_classifier = auto_name == "AutoModelForSequenceClassification"
+    is_causal = auto_name == "AutoModelForCausalLM"
     meta: dict = {
         "path": str(folder),
         "auto_class": auto_name,
         "architectures": cfg.get("architectures"),
         "model_type": cfg.get("model_type"),
         "tokenizer": type(tokenizer).__name__ if tokenizer is not None else None,
-        "text_format": "one sample per line" + ("; 'label<TAB>text' for labels" if is_classifier else ""),
+        "text_format": ("running text cut into --seq-len token sequences" if is_causal else
+                        "one sample per line" + ("; 'label<TAB>text' for labels" if is_classifier else "")),
+        "task": "causal_lm" if is_causal else ("logits" if is_classifier else "hidden"),
     }
     if tok_error:
         meta["note"] = f"tokenizer could not be loaded ({tok_error}); give tokenized data (.npz with input_ids)"
     elif tokenizer is None:
         meta["note"] = "no tokenizer in the folder; give tokenized data (.npz with input_ids, attention_mask)"
-    load_data = make_text_loader(tokenizer, config, is_classifier) if tokenizer is not None else None
+    load_data = make_text_loader(tokenizer, config, is_classifier, is_causal) if tokenizer is not None else None
     return ModelBundle(model=model, name=name, kind="hf", reference=reference, load_data=load_data, meta=meta)

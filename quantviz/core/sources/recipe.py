@@ -8,6 +8,9 @@ The contract is documented in ``resources/recipe_template.py``:
   ``evaluation_data`` exists, calibration uses its first 256 samples
 * ``evaluate(model, dataset) -> dict[str, float]`` (optional)
 * ``NAME`` (optional str): the model's display name
+* ``TASK`` (optional str): ``causal_lm`` (next-token logits: perplexity and KL
+  divergence, over the tokens the inputs' ``attention_mask`` marks as real),
+  ``logits`` (class logits) or ``hidden`` (hidden states: no agreement / KL)
 
 The file runs as a module named ``quantviz_recipe_<stem>`` with its folder on
 ``sys.path``. While the recipe's own code runs, a trace hook checks ``cancel()``
@@ -196,6 +199,13 @@ def load_recipe(path: Path, reference: str, *, cancel: Callable[[], bool] | None
     display = getattr(module, "NAME", None)
     display = display if isinstance(display, str) and display.strip() else path.stem
     meta = {"path": filename, "module": module.__name__}
+    task = getattr(module, "TASK", None)
+    if task is not None:
+        from ..lmmetrics import TASKS
+
+        if task not in TASKS:
+            raise SourceError(f"{name}: TASK must be one of {', '.join(TASKS)}, got {task!r}")
+        meta["task"] = task
     return ModelBundle(
         model=model,
         name=display,

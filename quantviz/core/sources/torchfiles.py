@@ -118,11 +118,9 @@ def load_torchscript(path: Path, reference: str, cancel=None) -> ModelBundle:
     except Exception as exc:  # noqa: BLE001 - jit raises RuntimeError subclasses with long texts
         raise _corrupt(name, exc) from exc
     model.eval()
-    note = (
-        "TorchScript module: its sub-modules are RecursiveScriptModule, not nn.Conv2d / nn.Linear, "
-        "so quantization of scripted modules may be limited"
-    )
-    meta = {"note": note, "format": "torch.jit.save", "path": str(path)}
+    note = ("TorchScript module: converted to a torch.export graph when data arrives "
+            "(give --data to simulate activations and fold BatchNorm)")
+    meta = {"note": note, "format": "torch.jit.save", "path": str(path), "converted": None}
     return ModelBundle(model=model, name=name, kind="torchscript", reference=reference, meta=meta)
 
 
@@ -134,10 +132,12 @@ def load_export(path: Path, reference: str, cancel=None) -> ModelBundle:
     log = logging.getLogger("torch.export")
     old_level = log.level
     log.setLevel(logging.ERROR)  # torch.export logs a traceback before raising
+    from .graphs import fixed_batch_note, graph_of_program
+
     try:
         with _quiet():
             program = torch.export.load(str(path))
-            model = program.module()
+            model, fixed = graph_of_program(program)
     except Exception as exc:  # noqa: BLE001
         text = one_line(exc)
         if "version" in text.lower():
@@ -147,14 +147,9 @@ def load_export(path: Path, reference: str, cancel=None) -> ModelBundle:
         raise SourceError(f"{name}: not a loadable torch.export program ({text})") from exc
     finally:
         log.setLevel(old_level)
-    with contextlib.suppress(Exception):  # exported modules refuse .eval() in some torch versions
-        model.eval()
-    meta = {
-        "note": "torch.export program: layers are graph nodes, not nn.Conv2d / nn.Linear modules, "
-        "so quantization of exported programs may be limited",
-        "format": "torch.export.save",
-        "path": str(path),
-    }
+    meta = {"format": "torch.export.save", "path": str(path), "fixed_batch": fixed}
+    if fixed is not None:
+        meta["note"] = fixed_batch_note(fixed)
     return ModelBundle(model=model, name=name, kind="export", reference=reference, meta=meta)
 
 

@@ -1,0 +1,106 @@
+"""Models built on the fly for the format/LM tests: a tiny GPT-2 folder and a
+ResNet-18-layout network (random weights; no downloads, no torchvision)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def tiny_gpt2(folder: Path, *, seed: int = 0, n_positions: int = 64, vocab: int = 97) -> Path:
+    transformers = __import__("pytest").importorskip("transformers")
+    cfg = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=vocab, n_positions=n_positions,
+                                  bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(seed)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    transformers.utils.logging.set_verbosity_error()
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def token_npz(path: Path, n: int = 8, seq: int = 16, vocab: int = 97, pad_from: int | None = None, seed: int = 0) -> Path:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab, (n, seq), generator=g)
+    mask = torch.ones(n, seq, dtype=torch.long)
+    if pad_from is not None:  # right padding on every other sample
+        mask[::2, pad_from:] = 0
+        ids[::2, pad_from:] = 0
+    np.savez(path, input_ids=ids.numpy(), attention_mask=mask.numpy())
+    return path
+
+
+class Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class ResNet18(nn.Module):
+    """The torchvision ResNet-18 layout (2-2-2-2 basic blocks), narrow for speed."""
+
+    def __init__(self, width: int = 8, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = width
+        for k, c in enumerate([width, 2 * width, 4 * width, 8 * width]):
+            stride = 1 if k == 0 else 2
+            setattr(self, f"layer{k + 1}", nn.Sequential(Block(cin, c, stride), Block(c, c, 1)))
+            cin = c
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def resnet18(seed: int = 0) -> ResNet18:
+    torch.manual_seed(seed)
+    m = ResNet18().eval()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.1, 0.1)
+    return m
+
+
+def add_word_tokenizer(folder: Path, vocab: int = 97) -> None:
+    """A word-level tokenizer (built offline) saved into a model folder."""
+    tokenizers = __import__("pytest").importorskip("tokenizers")
+    import transformers
+
+    words = {"<eos>": 0, "<unk>": 1}
+    for i in range(2, vocab):
+        words[f"w{i}"] = i
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(words, unk_token="<unk>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", unk_token="<unk>")
+    fast.save_pretrained(str(folder))
+
+
+def word_text(n_words: int, vocab: int = 97, seed: int = 0) -> str:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, vocab, (n_words,), generator=g).tolist()
+    return " ".join(f"w{i}" for i in ids)

@@ -1,0 +1,89 @@
+"""transformers' Conv1D (GPT-2): inventory, per-channel axis, evaluate, exports."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from quantviz.core.fakequant import QuantSim
+from quantviz.core.layers import inventory
+from quantviz.core.spec import WeightSpec
+from quantviz.session import Session
+
+from .fixtures import tiny_gpt2, token_npz
+
+pytest.importorskip("transformers")
+
+PROJ = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory):
+    d = tmp_path_factory.mktemp("gpt2")
+    folder = tiny_gpt2(d / "gpt2")
+    data = token_npz(d / "ids.npz")
+    return folder, data
+
+
+def test_inventory_lists_every_projection(gpt2):
+    import transformers
+
+    model = transformers.GPT2LMHeadModel.from_pretrained(str(gpt2[0]))
+    layers = {l.name: l for l in inventory(model)}
+    for blk in range(2):
+        for p in PROJ:
+            info = layers[f"transformer.h.{blk}.{p}"]
+            assert info.type == "Conv1D"
+            assert info.channel_axis == 1  # weight stored (in, out)
+            mod = model.get_submodule(info.name)
+            assert info.channels == mod.nf
+
+
+def test_per_channel_and_group_grids_run_along_output_columns(gpt2):
+    import transformers
+
+    model = transformers.GPT2LMHeadModel.from_pretrained(str(gpt2[0]))
+    sim = QuantSim(model)
+    name = "transformer.h.0.mlp.c_fc"
+    w = sim.float_weight(name).float()
+    wq = sim.quantize_weight(name, WeightSpec(bits=8, granularity="per_channel"))
+    assert wq.qparams.scale.numel() == w.shape[1]  # one scale per output column
+    # the same numbers as a Linear holding the transposed weight (output channels on axis 0)
+    lin = torch.nn.Sequential(torch.nn.Linear(w.shape[0], w.shape[1], bias=False))
+    with torch.no_grad():
+        lin[0].weight.copy_(w.t())
+    ref = QuantSim(lin)
+    for spec in (WeightSpec(bits=8, granularity="per_channel"), WeightSpec(bits=4, granularity="per_group", group_size=16)):
+        got = sim.quantize_weight(name, spec)
+        exp = ref.quantize_weight("0", spec)
+        assert torch.equal(got.tensor.float().t(), exp.tensor.float())
+        assert torch.equal(got.qparams.scale, exp.qparams.scale)
+    g = sim.quantize_weight(name, WeightSpec(bits=4, granularity="per_group", group_size=16))
+    assert g.qparams.scale.numel() == w.shape[1] * (w.shape[0] // 16)
+    ref.close()
+    sim.close()
+
+
+def test_evaluate_and_exports(gpt2, tmp_path):
+    folder, data = gpt2
+    s = Session.open(str(folder), data=str(data), batch_size=4)
+    assert sum(1 for l in s.layers if l.type == "Conv1D") == 8
+    s.apply_preset("W8A8")
+    res = s.check(label="W8A8")
+    assert 20 < res.metrics["sqnr_db"] < 200
+    s.export("aimet", tmp_path / "m.encodings")
+    doc = json.loads((tmp_path / "m.encodings").read_text())
+    names = {e["name"] for e in doc["param_encodings"]}
+    for p in PROJ:
+        assert f"transformer.h.1.{p}.weight" in names
+    enc = next(e for e in doc["param_encodings"] if e["name"] == "transformer.h.0.mlp.c_fc.weight")
+    assert len(enc["scale"]) == 128  # per output column
+    pytest.importorskip("onnx")
+    s.export("onnx", tmp_path / "m.onnx")
+    import onnx
+
+    m = onnx.load(str(tmp_path / "m.onnx"))
+    dq = {n.output[0] for n in m.graph.node if n.op_type == "DequantizeLinear"}
+    for p in PROJ:
+        assert f"transformer.h.0.{p}.weight" in dq

@@ -1,0 +1,149 @@
+"""One ResNet-18-layout model as nn.Module (recipe), traced TorchScript and torch.export
+programs (dynamic and fixed batch): same layers in inspect, same metrics in evaluate."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from quantviz.cli.cmd_inspect import inspect_model
+from quantviz.session import Session
+
+from .fixtures import resnet18
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("formats")
+    m = resnet18()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(20, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        y = m(x).argmax(1)
+    np.savez(d / "data.npz", x=x.numpy(), y=y.numpy())
+    recipe = d / "resnet_recipe.py"
+    recipe.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(HERE)!r})
+        from fixtures import resnet18
+        NAME = "resnet18"
+        def build_model():
+            return resnet18()
+    """))
+    with torch.no_grad():
+        torch.jit.save(torch.jit.trace(m, x[:4]), str(d / "dyn.ts"))
+        torch.jit.save(torch.jit.trace(m, x[:1]), str(d / "one.ts"))
+    batch = torch.export.Dim("batch")
+    torch.export.save(torch.export.export(m, (x[:4],), dynamic_shapes=({0: batch},)), str(d / "dyn.pt2"))
+    torch.export.save(torch.export.export(m, (x[:1],)), str(d / "one.pt2"))
+    return d
+
+
+SOURCES = ["resnet_recipe.py", "dyn.ts", "one.ts", "dyn.pt2", "one.pt2"]
+
+
+def test_inspect_gives_the_same_layers(files):
+    data = str(files / "data.npz")
+    infos = {s: inspect_model(str(files / s), data=data) for s in SOURCES}
+    ref = infos["resnet_recipe.py"]
+    assert len(ref["layers"]) == 21  # 20 convolutions + fc
+    assert len(ref["folded_batchnorm"]) == 20
+    for s, info in infos.items():
+        assert [l["name"] for l in info["layers"]] == [l["name"] for l in ref["layers"]], s
+        assert [l["type"] for l in info["layers"]] == [l["type"] for l in ref["layers"]], s
+        assert info["folded_batchnorm"] == ref["folded_batchnorm"], s
+        for a, b in zip(info["layers"], ref["layers"]):  # folded weights: same statistics
+            assert a["weight_std"] == pytest.approx(b["weight_std"], rel=1e-5), (s, a["name"])
+    assert "fixed batch size of 1" in infos["one.pt2"]["note"]
+    assert "converted" in infos["dyn.ts"]["note"]
+    # without data a TorchScript file still lists its layers (the script modules)
+    bare = inspect_model(str(files / "dyn.ts"))
+    assert [l["name"] for l in bare["layers"]] == [l["name"] for l in ref["layers"]]
+
+
+def _metrics(path: Path, data: Path):
+    s = Session.open(str(path), data=str(data), batch_size=8)
+    out = {}
+    for p in ("W8A8", "W4A8"):
+        s.apply_preset(p)
+        out[p] = s.check(label=p).metrics
+    return s, out
+
+
+def test_evaluate_gives_the_same_metrics(files):
+    data = files / "data.npz"
+    ref_s, ref = _metrics(files / "resnet_recipe.py", data)
+    assert ref["W4A8"]["sqnr_db"] < ref["W8A8"]["sqnr_db"]
+    for src in SOURCES[1:]:
+        s, got = _metrics(files / src, data)
+        assert s.layer_names == ref_s.layer_names
+        for p in ("W8A8", "W4A8"):
+            for k, v in ref[p].items():
+                tol = 0.1 if k == "sqnr_db" else 2e-3  # float rounding (batch 1 vs 8 convolutions)
+                assert got[p][k] == pytest.approx(v, abs=tol), (src, p, k)
+        # a config written for the nn.Module applies unchanged
+        s.set_config(ref_s.config)
+        assert s.specs == ref_s.specs
+
+
+def test_sensitivity_on_an_exported_graph(files):
+    s = Session.open(str(files / "dyn.pt2"), data=str(files / "data.npz"), batch_size=8)
+    s.apply_preset("W8")
+    res = s.run_sensitivity("e2e", bits=(2,), act_bits=())
+    assert len(res["layers"]) == 21
+    local = s.run_sensitivity("local", bits=(2, 8))
+    assert all(e["results"]["2"]["metrics"]["sqnr_db"] < e["results"]["8"]["metrics"]["sqnr_db"] for e in local["layers"])
+
+
+def test_cli_evaluate_pt2_fixed_batch(files):
+    r = subprocess.run([sys.executable, "-m", "quantviz", "evaluate", str(files / "one.pt2"), "--data",
+                        str(files / "data.npz"), "--preset", "W8A8", "--batch-size", "8"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "sqnr_db" in r.stdout
+
+
+class _Loopy(torch.nn.Module):
+    """A scripted module torch's converter cannot take (a data-dependent loop)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(6, 8)
+        self.fc2 = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        y = self.fc(x)
+        n = int(y.sum().item() > 0)
+        for i in range(n + 1):
+            y = torch.relu(y) + float(i)
+        return self.fc2(y)
+
+
+def test_unconvertible_torchscript_is_weights_only(tmp_path):
+    torch.manual_seed(0)
+    torch.jit.save(torch.jit.script(_Loopy().eval()), str(tmp_path / "loopy.ts"))
+    x = torch.randn(16, 6)
+    np.savez(tmp_path / "d.npz", x=x.numpy())
+    r = subprocess.run([sys.executable, "-m", "quantviz", "evaluate", str(tmp_path / "loopy.ts"), "--data",
+                        str(tmp_path / "d.npz"), "--preset", "W4A8", "--json"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "activations cannot be simulated" in lines[0] and "prim::Loop" in lines[0]
+    import json
+
+    rep = json.loads(r.stdout)
+    assert 5 < rep["quantized"]["metrics"]["sqnr_db"] < 60  # the weights are quantized
+    s = Session.open(str(tmp_path / "loopy.ts"), data=str(tmp_path / "d.npz"))
+    s.apply_preset("W8")
+    w8 = s.check(label="W8").metrics["sqnr_db"]
+    s.apply_preset("W8A8")
+    assert s.check(label="W8A8").metrics["sqnr_db"] == pytest.approx(w8)  # activations: not simulated
+    assert torch.equal(s.sim.float_weight("fc"), s.sim.float_model.fc.weight.detach())
