@@ -32,7 +32,7 @@ import torch
 from .data import ChunkedData, Dataset, chunk_bounds
 from .errors import ModelError, QuantvizError
 from .fakequant import iterate_outputs
-from .lmmetrics import Moments, batch_aux, kl_per_position, mask_padding, next_token_ce, perplexity, token_mask
+from .lmmetrics import Moments, batch_aux, kl_per_position, mask_padding, next_token_ce, perplexity, slice_aux, token_mask
 from .progress import Progress, null_progress
 
 SQNR_CAP_DB = 200.0
@@ -63,7 +63,7 @@ def _db(ratio: float) -> float:
     return float(min(SQNR_CAP_DB, 10 * math.log10(ratio)))
 
 
-def row_blocks(rows: int, row_numel: int, max_elems: int = 1 << 22):
+def row_blocks(rows: int, row_numel: int, max_elems: int = 1 << 20):
     """Slices of ``rows`` samples, each block at most ``max_elems`` elements (at least one row)."""
     step = max(1, max_elems // max(row_numel, 1))
     for a in range(0, rows, step):
@@ -157,10 +157,14 @@ class MetricStream:
                 kl = kl_per_position(fout[sl], qout[sl])
                 self.kl.add(kl[mask[sl]] if mask is not None else kl)
         if self.task == "causal_lm":
-            ce_f = next_token_ce(fout, aux)
-            if ce_f is not None:
+            b = fout.shape[0]
+            for sl in row_blocks(b, fout[0].numel() if b else 1):  # log-softmax copies per block of samples
+                a_sl = slice_aux(aux, sl.start, sl.stop)
+                ce_f = next_token_ce(fout[sl], a_sl)
+                if ce_f is None:
+                    break
                 self.ce_f.add(ce_f)
-                self.ce_q.add(ce_f if same else next_token_ce(qout, aux))
+                self.ce_q.add(ce_f if same else next_token_ce(qout[sl], a_sl))
 
     def _sqnr_band(self) -> tuple[float, float, float]:
         if self.nn == 0:

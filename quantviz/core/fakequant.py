@@ -45,6 +45,7 @@ from .quantize import histogram_error, quantize_weight_tensor
 from .qparams import QParams, compute_qparams
 from .ranges import RangeError, activation_range
 from .spec import ActSpec, LayerSpec, WeightSpec
+from .wcodes import blockable, quantize_codes
 
 
 CACHE_ENV = "QUANTVIZ_WEIGHT_CACHE"
@@ -365,9 +366,31 @@ class QuantSim(AlgorithmSupport):
             return hit if hit.tensor is not None else self._materialize(key, hit)
         return self._quantize_rtn(name, spec)
 
-    def _quantize_rtn(self, name: str, spec: WeightSpec) -> WeightQuant:
+    def _prepare_rtn(self, name: str, spec: WeightSpec) -> WeightQuant:
+        """The cache entry of ``(name, spec)`` (rounding to nearest), computed if missing; its tensor
+        is not materialised (the layer decodes it when it runs)."""
+        hit = self._wcache.get((name, spec))
+        return hit if hit is not None else self._quantize_rtn(name, spec, need_tensor=False)
+
+    def _quantize_rtn(self, name: str, spec: WeightSpec, *, need_tensor: bool = True) -> WeightQuant:
         info = self.by_name[name]
-        t = quantize_weight_tensor(self._float_w[name].float().cpu(), spec, info.channel_axis, name)
+        w = self._float_w[name]
+        if (self.float_weight_bytes > self.weight_cache_bytes and w.device.type == "cpu"
+                and blockable(spec, w.numel())):
+            # a big layer of a model whose quantized weights are kept as codes: straight to codes,
+            # a block of channels at a time (no full-size float32 temporaries)
+            got = quantize_codes(w, spec, info.channel_axis, name)
+            if got is not None:
+                codes, qp, sqnr, mse, clipped = got
+                entry = WeightQuant(None, qp, sqnr, mse, clipped)
+                if not self._no_store:
+                    self._trim_cache()
+                    if self._make_room(codes.nbytes):
+                        entry.packed = codes
+                        self._cached_bytes += codes.nbytes
+                    self._wcache[(name, spec)] = entry
+                return replace(entry, tensor=codes.decode(), packed=None) if need_tensor else entry
+        t = quantize_weight_tensor(w.float().cpu(), spec, info.channel_axis, name)
         # the float weight's dtype and device
         res = WeightQuant(t.tensor.to(self._float_w[name]), t.qparams, t.sqnr_db, t.mse, t.clipped_fraction)
         return self._cache_put((name, spec), res)
@@ -464,6 +487,8 @@ class QuantSim(AlgorithmSupport):
                         wq = self.quantize_weight(l.name, wspec, progress=lambda d, t, m="", _n=l.name: sub(d, t, f"{m} {_n}"),
                                                   cancel=cancel)
                         done += 1
+                    elif wspec.algorithm == "none" and not self.weights_only:
+                        wq = self._prepare_rtn(l.name, wspec)  # errors (bad ranges) surface here
                     else:
                         wq = self.quantize_weight(l.name, wspec)  # errors (bad ranges) surface here
                 if self.weights_only:  # TorchScript: quantized in place on qmodel
