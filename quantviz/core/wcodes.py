@@ -80,6 +80,24 @@ class Codes:
             moved[a:b].copy_(self._decode_rows(a * rpc, b * rpc, block_shape, moved_first=True))
         return out
 
+    def take(self, ids: torch.Tensor) -> torch.Tensor:
+        """``decode()[ids]`` (rows of the first axis: an embedding lookup) without decoding the rest;
+        the same values bit for bit. Only for codes along axis 0 or per tensor."""
+        c = self.shape[0]
+        flat = ids.reshape(-1).to(self.q.device)
+        if self.axis is None:
+            s = self.qp.scale.float().to(self.q.device)[:1]
+            z = self.qp.zero_point.float().to(self.q.device)[:1]
+            rows = (self.q.view(c, -1)[flat].float() - z).mul_(s)
+        else:
+            rpc = self.q.shape[0] // c
+            s = self.qp.scale.float().to(self.q.device).view(c, rpc, 1)[flat]
+            z = self.qp.zero_point.float().to(self.q.device).view(c, rpc, 1)[flat]
+            rows = (self.q.view(c, rpc, -1)[flat].float() - z).mul_(s)
+            rows = rows.reshape(flat.numel(), -1)[:, : _numel(self.shape[1:])]
+        out = rows.reshape((flat.numel(),) + tuple(self.shape[1:])).to(device=self.device, dtype=self.dtype)
+        return out.reshape(tuple(ids.shape) + tuple(self.shape[1:]))
+
     def _decode_rows(self, r0: int, r1: int, shape: tuple, moved_first: bool = False) -> torch.Tensor:
         """Rows ``r0:r1`` of the codes decoded to ``shape`` (the weight, or a block of its channels
         with the channel axis first when ``moved_first``)."""

@@ -187,6 +187,7 @@ class Rechecker:
             mode, changed = "full", None
             for i, out, _ in iterate_outputs(s.sim.qmodel, data, device=s.device, cancel=cancel):
                 feed(i, out)
+                del out  # not held while the next chunk runs
         else:
             changed = self.changed_layers(specs)
             if changed is None:
