@@ -197,6 +197,7 @@ class QuantSim(AlgorithmSupport):
         self._swapped: list[tuple[nn.Module, str]] = []
         self._swapped_now: dict[str, nn.Module] = {}
         self._gathers: dict = {}  # embeddings that look up their quantized rows in this call
+        self._run_w: dict[str, tuple] = {}  # name -> (applied WeightSpec, its whole quantized tensor)
         self._applied_spec: dict[str, WeightSpec | None] = {}  # the WeightSpec behind _applied_w's key
         self._applied_bias: dict[str, torch.Tensor] = {}  # bias correction: the bias a layer runs with
         self._float_bias = {} if self.weights_only else {n: m._parameters.get("bias") for n, m in self._fmods.items()}
@@ -246,7 +247,8 @@ class QuantSim(AlgorithmSupport):
             if wspec is not None and self._gather_codes(name, mod, wspec, args):
                 pass  # an embedding whose codes are looked up row by row after its call
             elif wspec is not None and mod._parameters.get("weight") is self._float_param[name]:
-                mod._parameters["weight"] = self._weight_for_run(name, wspec)
+                rw = self._run_w.get(name)  # fast path: the applied config's whole tensor
+                mod._parameters["weight"] = rw[1] if rw is not None and rw[0] is wspec else self._weight_for_run(name, wspec)
                 if name in self._applied_bias:
                     mod._parameters["bias"] = self._applied_bias[name]
                 self._swapped.append((mod, name))
@@ -300,6 +302,8 @@ class QuantSim(AlgorithmSupport):
         entry = self._wcache.get(key, entry)
         if entry is not None and entry.held_bytes == 0:
             self._keep(name, spec, entry, t)  # the applied config's tensors come first
+        if entry is not None and entry.tensor is t:  # held whole: the next calls take it directly
+            self._run_w[name] = (spec, t)
         return t
 
     def _keep(self, name: str, spec: WeightSpec, entry: WeightQuant, t: torch.Tensor) -> bool:
@@ -356,6 +360,7 @@ class QuantSim(AlgorithmSupport):
                 self._cached_bytes -= self._wcache.pop(k).held_bytes
         if len(self._wcache) > 2 * cap:
             self._wcache.clear()
+            self._run_w.clear()
             self._cached_bytes = 0
 
     def _materialize(self, key: tuple[str, WeightSpec], entry: WeightQuant) -> WeightQuant:
@@ -508,6 +513,7 @@ class QuantSim(AlgorithmSupport):
             wkey = wspec if wspec is None or wspec.algorithm == "none" else self.algorithm_key(l.name, wspec)
             if self._applied_w.get(l.name, "unset") != wkey:
                 self._applied_spec.pop(l.name, None)  # while its new weight is computed the layer is float
+                self._run_w.pop(l.name, None)
                 self._applied_bias.pop(l.name, None)
                 wq = None
                 if wspec is not None:
@@ -582,6 +588,7 @@ class QuantSim(AlgorithmSupport):
         if self.weights_only:
             self.qmodel.load_state_dict(state, strict=False)
         self._wcache.clear()  # plain and algorithm results alike depend on the weights
+        self._run_w.clear()
         self._cached_bytes = 0
         self._applied_w.clear()
         self._applied_spec.clear()
