@@ -40,7 +40,10 @@ class FilesMixin:
             return
 
         def job(progress, cancel):
-            s = Session.open(reference, data=data, config=cfg, trust=trust, progress=progress, cancel=cancel)
+            # the table and the weight histograms need no forward pass: the model is shown at once,
+            # calibration and the float reference follow as their own job (prepare_session)
+            s = Session.open(reference, data=data, config=cfg, trust=trust, progress=progress, cancel=cancel,
+                             prepare=False)
             if config and cfg is None:
                 s.set_config(s.load_config_file(config), f"import {Path(config).name}")
             return s
@@ -53,7 +56,31 @@ class FilesMixin:
 
         self.clear_message()
         self.runner.submit("load", job, label=f"Opening {Path(reference).name or reference}",
-                           on_done=lambda s: self._on_loaded(s, None, reference), on_error=failed)
+                           on_done=lambda s: self._on_opened(s, reference), on_error=failed)
+
+    def _on_opened(self, session, reference) -> None:
+        self._on_loaded(session, None, reference)
+        self.prepare_session(session)
+
+    def prepare_session(self, session) -> None:
+        """Calibrate and compute the float reference in the background; then re-check."""
+        if session.prepared:
+            return
+
+        def job(progress, cancel):
+            session.prepare(progress=progress, cancel=cancel)
+            return session
+
+        def done(s) -> None:
+            if s is not self.session:
+                return
+            self.table.model.specs_changed(dict(s.specs))  # activation statistics are there now
+            if self.histogram is not None:
+                self.histogram.refresh()
+            self.request_check(immediately=True)
+
+        self.runner.submit("prepare", job, label="Calibrating", on_done=done,
+                           on_error=lambda message, details, exc: self.show_error(f"Calibration failed: {message}", details))
 
     def open_session_file(self, path: str, *, trust: bool = False) -> None:
         from ..session import Session
