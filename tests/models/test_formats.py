@@ -147,3 +147,32 @@ def test_unconvertible_torchscript_is_weights_only(tmp_path):
     s.apply_preset("W8A8")
     assert s.check(label="W8A8").metrics["sqnr_db"] == pytest.approx(w8)  # activations: not simulated
     assert torch.equal(s.sim.float_weight("fc"), s.sim.float_model.fc.weight.detach())
+
+
+def _one_line_error(*args):
+    r = subprocess.run([sys.executable, "-m", "quantviz", *args], capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode != 0 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("src", ["dyn.pt2", "dyn.ts"])
+def test_a_damaged_archive_is_refused_not_loaded_with_wrong_weights(files, tmp_path, src):
+    """torch's reader skips the records' CRC: bytes flipped inside a weight loaded silently."""
+    raw = bytearray((files / src).read_bytes())
+    mid = len(raw) // 3
+    raw[mid:mid + 512] = bytes(b ^ 0x55 for b in raw[mid:mid + 512])
+    bad = tmp_path / f"flipped{Path(src).suffix}"
+    bad.write_bytes(bytes(raw))
+    out = tmp_path / "out.json"
+    line = _one_line_error("export", str(bad), "--data", str(files / "data.npz"), "--preset", "W8",
+                           "--format", "json", "--out", str(out))
+    assert "damaged" in line and "CRC" in line and bad.name in line
+    assert not out.exists()  # nothing written
+
+
+def test_a_shape_guard_names_the_fixed_dimension(files, tmp_path):
+    small = tmp_path / "small.npz"
+    np.savez(small, x=np.zeros((4, 3, 16, 16), np.float32))
+    line = _one_line_error("evaluate", str(files / "dyn.pt2"), "--data", str(small))
+    assert "dimension 2 fixed at 32" in line and "fixed batch" not in line

@@ -159,3 +159,28 @@ def test_cli_stderr_is_quiet_unless_debug(lm):
     r = _cli("inspect", str(folder))
     assert r.returncode == 0, r.stderr
     assert r.stderr.strip() == ""
+
+
+def test_padding_never_enters_calibration(lm, tmp_path):
+    """Activation ranges come from the real tokens only: whatever the padded positions
+    hold, a W8A8 evaluation gives the same metrics and the same activation histograms."""
+    import numpy as np
+
+    d, folder = lm
+    padded = token_npz(tmp_path / "pad.npz", n=4, seq=16, pad_from=6, seed=4)
+    z = np.load(padded)
+    ids, mask = z["input_ids"].copy(), z["attention_mask"]
+    g = np.random.default_rng(0)
+    ids[mask == 0] = g.integers(1, 97, int((mask == 0).sum()))
+    junk = tmp_path / "junk.npz"
+    np.savez(junk, input_ids=ids, attention_mask=mask)
+    out = []
+    for path in (padded, junk):
+        s = Session.open(str(folder), data=str(path), batch_size=4)
+        s.apply_preset("W8A8")
+        h = s.sim.act_obs["transformer.h.0.mlp.c_fc"].histogram()
+        out.append((s.check(label="W8A8").metrics, h.min, h.max, int(np.asarray(h.counts).sum())))
+    (m0, lo0, hi0, n0), (m1, lo1, hi1, n1) = out
+    assert (lo0, hi0) == (lo1, hi1)
+    assert n0 == n1 == int(mask.sum()) * 32  # one row of n_embd values per real token
+    assert m0 == pytest.approx(m1, rel=1e-9)
