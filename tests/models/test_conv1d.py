@@ -87,3 +87,36 @@ def test_evaluate_and_exports(gpt2, tmp_path):
     dq = {n.output[0] for n in m.graph.node if n.op_type == "DequantizeLinear"}
     for p in PROJ:
         assert f"transformer.h.0.{p}.weight" in dq
+
+
+def test_torchao_export_runs_the_projections_on_real_kernels(gpt2, tmp_path):
+    """Conv1D is x @ W + b: torchao's Linear kernels run it (as the nn.Linear holding W.T),
+    in the export and in the generated script applied to the user's own model."""
+    pytest.importorskip("torchao")
+    import importlib.util
+
+    import transformers
+
+    from quantviz.core.qparams import sqnr_db
+
+    folder, data = gpt2
+    s = Session.open(str(folder), data=str(data), batch_size=4)
+    s.apply_preset("W4G32")
+    res = s.export("torchao", tmp_path / "m.pt")
+    for blk in range(2):
+        for p in PROJ:
+            assert f"transformer.h.{blk}.{p}" in res.details["kernels"]
+    assert not any(".h." in n for n in res.details["simulated"])
+    spec = importlib.util.spec_from_file_location("apply_torchao", tmp_path / "m_torchao.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    model = transformers.GPT2LMHeadModel.from_pretrained(str(folder)).eval()
+    mod.apply(model)
+    assert isinstance(model.transformer.h[0].mlp.c_fc, torch.nn.Linear)
+    model.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=False)["state_dict"], assign=True)
+    x = s.eval_data.x
+    with torch.no_grad():
+        got = model(**x).logits
+        s.sim.apply(s.specs)
+        ref = s.sim.qmodel(**x).logits
+    assert sqnr_db(ref, got) > 80  # the same weights on torchao's int4 kernels
