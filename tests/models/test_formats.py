@@ -176,3 +176,28 @@ def test_a_shape_guard_names_the_fixed_dimension(files, tmp_path):
     np.savez(small, x=np.zeros((4, 3, 16, 16), np.float32))
     line = _one_line_error("evaluate", str(files / "dyn.pt2"), "--data", str(small))
     assert "dimension 2 fixed at 32" in line and "fixed batch" not in line
+
+
+@pytest.mark.parametrize("src", ["dyn.pt2", "one.pt2"])
+def test_torchao_export_gives_the_convolutions_int8_kernels(files, tmp_path, src):
+    """ResNet calls one ReLU module twice per block (a non-strict export names both calls
+    alike, which made the x86 quantizer give up); a fixed-batch program is calibrated and
+    exported at its batch size. Either way every convolution gets a pt2e int8 kernel."""
+    pytest.importorskip("torchao")
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401 - registers the Q/DQ ops for loading
+
+    from quantviz.core.data import call_model
+    from quantviz.core.qparams import sqnr_db
+
+    s = Session.open(str(files / src), data=str(files / "data.npz"), batch_size=8)
+    s.apply_preset("W8A8")
+    res = s.export("torchao", tmp_path / "m.pt")
+    assert not any("could not be exported" in n for n in res.notes), res.notes
+    assert any(n.startswith("pt2e int8 program for conv1, layer1.0.conv1,") for n in res.notes), res.notes
+    program = torch.export.load(str(tmp_path / "m_pt2e.pt2")).module()
+    x = s.eval_data.x[:4]
+    with torch.no_grad():
+        s.sim.apply(s.specs)
+        ref = call_model(s.sim.qmodel, x)
+        got = torch.cat([program(x[i:i + 1]) for i in range(len(x))])
+    assert sqnr_db(ref, got) > 45  # the int8 program computes what the simulation does
