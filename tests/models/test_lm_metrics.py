@@ -1,6 +1,7 @@
 """Language-model metrics: perplexity, KL divergence, masking of padded tokens, text data."""
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -184,3 +185,19 @@ def test_padding_never_enters_calibration(lm, tmp_path):
     assert (lo0, hi0) == (lo1, hi1)
     assert n0 == n1 == int(mask.sum()) * 32  # one row of n_embd values per real token
     assert m0 == pytest.approx(m1, rel=1e-9)
+
+
+def test_cli_sensitivity_and_search_in_lm_metrics(lm, tmp_path, capsys):
+    from quantviz.cli.main import main
+
+    d, folder = lm
+    data = token_npz(tmp_path / "ids.npz", n=4, seq=12)
+    assert main(["sensitivity", str(folder), "--data", str(data), "--bits", "4", "--metric", "perplexity",
+                 "--batch-size", "4", "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    assert "perplexity rise (positive = worse)" in out and "points" not in out
+    assert main(["search", str(folder), "--data", str(data), "--bits", "4,8", "--metric", "kl_div",
+                 "--max-drop", "1e-5", "--steps", "3", "--batch-size", "4", "--no-cache", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["metric"] == "kl_div"
+    assert res["chosen"]["metrics"]["kl_div"] <= 1e-5
