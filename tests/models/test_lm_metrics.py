@@ -155,11 +155,24 @@ def test_bad_text_inputs_are_one_line(lm, tmp_path):
     assert r.returncode != 0 and len(lines) == 1 and "tokenizer" in lines[0]
 
 
-def test_cli_stderr_is_quiet_unless_debug(lm):
+def test_cli_stderr_is_quiet_unless_debug(lm, tmp_path):
     d, folder = lm
     r = _cli("inspect", str(folder))
     assert r.returncode == 0, r.stderr
     assert r.stderr.strip() == ""
+    add_word_tokenizer(folder)
+    txt = tmp_path / "t.txt"
+    txt.write_text(word_text(80))
+    r = _cli("evaluate", str(folder), "--data", str(txt), "--seq-len", "16", "--preset", "W8A8")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == ""
+    # what the libraries print on import here shows again with --debug
+    noise = subprocess.run([sys.executable, "-c", "import torchao.quantization, transformers"], capture_output=True,
+                           text=True, timeout=300).stderr.strip()
+    r = _cli("inspect", str(folder), "--debug")
+    assert r.returncode == 0, r.stderr
+    if noise:
+        assert noise.splitlines()[0][:40] in r.stderr
 
 
 def test_padding_never_enters_calibration(lm, tmp_path):
