@@ -120,3 +120,29 @@ def test_torchao_export_runs_the_projections_on_real_kernels(gpt2, tmp_path):
         s.sim.apply(s.specs)
         ref = s.sim.qmodel(**x).logits
     assert sqnr_db(ref, got) > 80  # the same weights on torchao's int4 kernels
+
+
+def test_onnx_export_runs_in_onnx_runtime_on_any_token_count(gpt2, tmp_path):
+    """The ONNX model takes the data's inputs only (transformers' logits_to_keep once became a
+    graph input that picked one token's logits), with dynamic batch and token axes, and
+    ONNX Runtime computes what the simulation computes."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    folder, data = gpt2
+    s = Session.open(str(folder), data=str(data), batch_size=4)
+    s.apply_preset("W8A8")
+    s.export("onnx", tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert sorted(i.name for i in sess.get_inputs()) == ["attention_mask", "input_ids"]
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(1, 97, (3, 21), generator=g)
+    mask = torch.ones(3, 21, dtype=torch.long)
+    mask[0, 13:] = 0
+    got = torch.from_numpy(sess.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0])
+    with torch.no_grad():
+        s.sim.apply(s.specs)
+        ref = s.sim.qmodel(input_ids=ids, attention_mask=mask).logits
+    assert got.shape == ref.shape
+    from quantviz.core.qparams import sqnr_db
+
+    assert sqnr_db(ref[mask.bool()], got[mask.bool()]) > 60
