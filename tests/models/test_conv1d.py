@@ -146,3 +146,25 @@ def test_onnx_export_runs_in_onnx_runtime_on_any_token_count(gpt2, tmp_path):
     from quantviz.core.qparams import sqnr_db
 
     assert sqnr_db(ref[mask.bool()], got[mask.bool()]) > 60
+
+
+def test_an_exported_gpt2_program_lists_the_same_layers(gpt2, tmp_path):
+    """A torch.export program of GPT-2 calls its Conv1D projections as aten.addmm and its
+    tied wte / lm_head weight from two places; it loads (its ModelOutput type is transformers')
+    and lists the folder's layers, with the folder's metrics."""
+    import transformers
+
+    folder, data = gpt2
+    model = transformers.GPT2LMHeadModel.from_pretrained(str(folder)).eval()
+    model.config.use_cache = False
+    ids = torch.randint(1, 97, (2, 16))
+    ep = torch.export.export(model, (), {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, strict=False)
+    torch.export.save(ep, str(tmp_path / "gpt2.pt2"))
+    a = Session.open(str(folder), data=str(data), batch_size=4)
+    b = Session.open(str(tmp_path / "gpt2.pt2"), data=str(data), batch_size=4)
+    assert [(l.name, l.type) for l in b.layers] == [(l.name, l.type) for l in a.layers]
+    for s in (a, b):
+        s.apply_preset("W8A8")
+    ma, mb = a.check(label="W8A8").metrics, b.check(label="W8A8").metrics
+    for k in ("sqnr_db", "cosine", "kl_div", "top1_agreement"):
+        assert mb[k] == pytest.approx(ma[k], rel=1e-5, abs=1e-9), k

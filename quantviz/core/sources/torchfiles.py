@@ -152,11 +152,18 @@ def load_export(path: Path, reference: str, cancel=None) -> ModelBundle:
     from .graphs import fixed_batch_note, graph_of_program
 
     try:
-        with _quiet():
-            program = torch.export.load(str(path))
+        with _quiet(), _pytree_errors() as errs:
+            try:
+                program = torch.export.load(str(path))
+            except RuntimeError:
+                if not _import_output_types(errs):
+                    raise
+                program = torch.export.load(str(path))  # the program's output types are known now
             model, fixed = graph_of_program(program)
     except Exception as exc:  # noqa: BLE001
         text = one_line(exc)
+        if errs and "warnings above" in text:  # torch logs the real reason and raises a generic one
+            text = errs[-1]
         if "version" in text.lower():
             raise SourceError(
                 f"{name}: a torch.export program from another PyTorch version ({text}); re-export it with torch {torch.__version__.split('+')[0]}"
@@ -168,6 +175,56 @@ def load_export(path: Path, reference: str, cancel=None) -> ModelBundle:
     if fixed is not None:
         meta["note"] = fixed_batch_note(fixed)
     return ModelBundle(model=model, name=name, kind="export", reference=reference, meta=meta)
+
+
+@contextlib.contextmanager
+def _pytree_errors():
+    """Collect the reasons torch.export.load logs (it raises "check the warnings above")."""
+    import logging
+
+    found: list[str] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record):
+            exc = record.exc_info[1] if record.exc_info else None
+            seen = 0
+            while exc is not None and seen < 8:  # the chain down to the root cause
+                found.append(one_line(exc)[:240])
+                exc, seen = exc.__cause__ or exc.__context__, seen + 1
+
+    log = logging.getLogger("torch.export")
+    h = _Keep(level=logging.WARNING)
+    handlers = list(log.handlers)
+    log.handlers = [h]  # torch may attach its own stderr handler to this logger
+    old, old_level = log.propagate, log.level
+    log.propagate = False  # the reasons go into the one-line message, not onto stderr
+    log.setLevel(logging.WARNING)
+    try:
+        yield found
+    finally:
+        log.handlers = handlers
+        log.propagate = old
+        log.setLevel(old_level)
+
+
+def _import_output_types(errors: list[str]) -> bool:
+    """A program returning transformers' ``ModelOutput`` loads once the module defining that
+    class is imported (transformers registers its pytree name then). Only modules of
+    transformers are imported, and only when it is installed."""
+    import importlib
+    import re
+
+    done = False
+    for text in errors:
+        m = re.search(r"Deserializing (transformers(?:\.\w+)+)\.\w+ in pytree", text)
+        if m is None:
+            continue
+        try:
+            importlib.import_module(m.group(1))
+            done = True
+        except ImportError:
+            return False
+    return done
 
 
 def _unsafe_globals(path: Path, kind: str, exc: BaseException | None = None) -> list[str]:
