@@ -40,6 +40,7 @@ def files(tmp_path_factory):
     with torch.no_grad():
         torch.jit.save(torch.jit.trace(m, x[:4]), str(d / "dyn.ts"))
         torch.jit.save(torch.jit.trace(m, x[:1]), str(d / "one.ts"))
+        torch.jit.save(torch.jit.script(m), str(d / "scripted.ts"))
     batch = torch.export.Dim("batch")
     torch.export.save(torch.export.export(m, (x[:4],), dynamic_shapes=({0: batch},)), str(d / "dyn.pt2"))
     torch.export.save(torch.export.export(m, (x[:1],)), str(d / "one.pt2"))
@@ -51,7 +52,7 @@ SOURCES = ["resnet_recipe.py", "dyn.ts", "one.ts", "dyn.pt2", "one.pt2"]
 
 def test_inspect_gives_the_same_layers(files):
     data = str(files / "data.npz")
-    infos = {s: inspect_model(str(files / s), data=data) for s in SOURCES}
+    infos = {s: inspect_model(str(files / s), data=data) for s in SOURCES + ["scripted.ts"]}
     ref = infos["resnet_recipe.py"]
     assert len(ref["layers"]) == 21  # 20 convolutions + fc
     assert len(ref["folded_batchnorm"]) == 20
@@ -62,7 +63,7 @@ def test_inspect_gives_the_same_layers(files):
         for a, b in zip(info["layers"], ref["layers"]):  # folded weights: same statistics
             assert a["weight_std"] == pytest.approx(b["weight_std"], rel=1e-5), (s, a["name"])
     assert "fixed batch size of 1" in infos["one.pt2"]["note"]
-    assert "converted" in infos["dyn.ts"]["note"]
+    assert "converted" in infos["dyn.ts"]["note"] and "converted" in infos["scripted.ts"]["note"]
     # without data a TorchScript file still lists its layers (the script modules)
     bare = inspect_model(str(files / "dyn.ts"))
     assert [l["name"] for l in bare["layers"]] == [l["name"] for l in ref["layers"]]

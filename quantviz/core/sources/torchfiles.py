@@ -172,6 +172,9 @@ def load_export(path: Path, reference: str, cancel=None) -> ModelBundle:
     finally:
         log.setLevel(old_level)
     meta = {"format": "torch.export.save", "path": str(path), "fixed_batch": fixed}
+    out_type = getattr(getattr(getattr(program, "call_spec", None), "out_spec", None), "type", None)
+    if isinstance(out_type, type) and out_type.__name__.startswith("CausalLMOutput"):
+        meta["task"] = "causal_lm"  # a program of a transformers causal LM: perplexity applies
     if fixed is not None:
         meta["note"] = fixed_batch_note(fixed)
     return ModelBundle(model=model, name=name, kind="export", reference=reference, meta=meta)
