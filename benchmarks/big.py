@@ -15,7 +15,8 @@ its own CLI process (``python -m quantviz ...``):
 
 For each step: wall time, peak RSS of the process (``wait4`` rusage) and
 ``peak_rss_ratio`` = (peak RSS - the baseline of a process that only imports
-torch, transformers and quantviz) / the bf16 weight bytes. The last line is one
+torch, transformers, quantviz and transformers' Llama class) / the bf16 weight
+bytes. The last line is one
 JSON object, with ``per_billion_params`` (seconds per step scaled to 1B).
 """
 from __future__ import annotations
@@ -78,11 +79,13 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--skip-search", action="store_true", help="stop after the local sensitivity")
+    ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args()
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                QUANTVIZ_CACHE_DIR=tempfile.mkdtemp(prefix="qv-big-cache-"))
     py = sys.executable
-    base = run([py, "-c", "import torch, transformers, quantviz.cli.main, quantviz.session"], env)
+    # the baseline process also loads transformers' Llama code (~140 MB, the same for any size)
+    base = run([py, "-c", "import torch, transformers, quantviz.cli.main, quantviz.session; transformers.LlamaForCausalLM"], env)
     tmp = Path(tempfile.mkdtemp(prefix="qv-big-"))
     out: dict = {"baseline_rss_mb": base["peak_rss_mb"], "steps": {}}
     try:
@@ -109,6 +112,8 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(env["QUANTVIZ_CACHE_DIR"], ignore_errors=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out))
 
 
