@@ -164,3 +164,27 @@ def test_bf16_checkpoint_stays_bf16_through_calibration_and_evaluation(small_blo
     assert 0 < metrics["sqnr_db"] < 200
     assert all(p.dtype == torch.bfloat16 for p in sim.float_model.parameters())
     sim.close()
+
+
+def test_bf16_hugging_face_folder_opens_in_bf16(tmp_path):
+    """A bf16 checkpoint stays bf16 on the CPU (float model and quantized weights); the metrics come out."""
+    transformers = pytest.importorskip("transformers")
+    import numpy as np
+
+    from quantviz.session import Session
+
+    cfg = transformers.LlamaConfig(vocab_size=211, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                   tie_word_embeddings=False)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(str(tmp_path / "llama"))
+    ids = torch.randint(0, 211, (6, 16)).numpy()
+    np.savez(tmp_path / "tok.npz", input_ids=ids, attention_mask=np.ones_like(ids))
+    s = Session.open(str(tmp_path / "llama"), data=str(tmp_path / "tok.npz"), batch_size=3)
+    assert {p.dtype for p in s.sim.float_model.parameters()} == {torch.bfloat16}
+    res = s.check(incremental=False)
+    assert {p.dtype for p in s.sim.float_model.parameters()} == {torch.bfloat16}
+    name = s.layers[0].name
+    assert s.sim.applied_weight(name).dtype == torch.bfloat16
+    assert "perplexity" in res.metrics and 0 < res.metrics["sqnr_db"] < 200
+    s.sim.close()
