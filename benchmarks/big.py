@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--skip-search", action="store_true", help="stop after the local sensitivity")
     ap.add_argument("--out", help="also write the JSON here")
+    ap.add_argument("--steps", help="only these steps, e.g. open,local,search (default: all)")
     args = ap.parse_args()
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                QUANTVIZ_CACHE_DIR=tempfile.mkdtemp(prefix="qv-big-cache-"))
@@ -100,6 +101,8 @@ def main() -> None:
                  ("local_3_bits", ["sensitivity", *common, "--method", "local", "--bits", "3,4,8", "--act-bits", "none"])]
         if not args.skip_search:
             steps.append(("search", ["search", *common, "--avg-bits", "6", "--bits", "4,8", "--steps", "2"]))
+        if args.steps:
+            steps = [st for st in steps if st[0].split("_")[0] in args.steps.split(",")]
         for name, cmd in steps:
             r = run([py, "-m", "quantviz", *cmd], env)
             r.pop("stdout")
@@ -108,7 +111,7 @@ def main() -> None:
             print(json.dumps({name: r}), file=sys.stderr, flush=True)
         per_b = 1e9 / params
         out["per_billion_params_s"] = {k: round(v["seconds"] * per_b, 1) for k, v in out["steps"].items()}
-        out["peak_rss_ratio"] = max(v["peak_rss_ratio"] for v in out["steps"].values())
+        out["peak_rss_ratio"] = max((v["peak_rss_ratio"] for v in out["steps"].values()), default=None)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(env["QUANTVIZ_CACHE_DIR"], ignore_errors=True)

@@ -167,7 +167,10 @@ def _plan_layer(p: Parts, layer, bits, act_bits, sketch: bool, sketch_ratio: int
         deltas = list(sk.view((len(deltas), m) + tuple(w.shape[1:])).unbind(0))
     aqs = [sim.activation_qparams(layer.name, act_setting(p.base_specs[layer.name], a).activation)
            if layer.has_activation_input else None for a in act_bits]
-    return _LocalPlan(mod, _noise_call(mod), deltas, torch.cat(deltas, 0) if stack else None,
+    stacked = torch.cat(deltas, 0) if stack else None
+    if stacked is not None:
+        deltas = []  # held once, as the stack (a language model's sketches are hundreds of MB)
+    return _LocalPlan(mod, _noise_call(mod), deltas, stacked,
                       -1 if isinstance(mod, nn.Linear) else 1, aqs, act_noise=[[] for _ in act_bits])
 
 
