@@ -58,10 +58,15 @@ def build(folder: Path, data: Path, args) -> int:
 
 def run(cmd: list[str], env: dict) -> dict:
     t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(ROOT))
-    _, status, usage = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t
-    out, err = p.stdout.read().decode(), p.stderr.read().decode()
+    # output goes to files: a child writing more than a pipe holds (a sensitivity JSON) would block
+    # forever while this process waits for it
+    with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
+        p = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env, cwd=str(ROOT))
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t
+        fo.seek(0)
+        fe.seek(0)
+        out, err = fo.read().decode(errors="replace"), fe.read().decode(errors="replace")
     code = os.waitstatus_to_exitcode(status)
     return {"seconds": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "exit": code,
             "error": err.strip().splitlines()[-1] if code and err.strip() else None, "stdout": out}
