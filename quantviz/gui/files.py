@@ -59,10 +59,17 @@ class FilesMixin:
                            on_done=lambda s: self._on_opened(s, reference), on_error=failed)
 
     def _on_opened(self, session, reference) -> None:
+        previous, previous_path = self.session, self.session_path
         self._on_loaded(session, None, reference)
-        self.prepare_session(session)
 
-    def prepare_session(self, session) -> None:
+        def failed(message, details) -> None:  # bad data shows in calibration: the open failed
+            if self.session is session and previous is not None:
+                self.set_session(previous, previous_path)
+            self.show_open_error(reference, message, details)
+
+        self.prepare_session(session, on_failed=failed)
+
+    def prepare_session(self, session, on_failed=None) -> None:
         """Calibrate and compute the float reference in the background; then re-check."""
         if session.prepared:
             return
@@ -79,8 +86,13 @@ class FilesMixin:
                 self.histogram.refresh()
             self.request_check(immediately=True)
 
-        self.runner.submit("prepare", job, label="Calibrating", on_done=done,
-                           on_error=lambda message, details, exc: self.show_error(f"Calibration failed: {message}", details))
+        def error(message, details, exc) -> None:
+            if on_failed is not None:
+                on_failed(message, details)
+            else:
+                self.show_error(f"Calibration failed: {message}", details)
+
+        self.runner.submit("prepare", job, label="Calibrating", on_done=done, on_error=error)
 
     def open_session_file(self, path: str, *, trust: bool = False) -> None:
         from ..session import Session
