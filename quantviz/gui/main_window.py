@@ -60,7 +60,7 @@ class MainWindow(FilesMixin, QMainWindow):
         self.unsaved = unsaved.UnsavedWork(self)  # title-bar mark; quit / open ask first
         self.echo_errors = False  # also print failed opens on stderr (set when started from the CLI)
         self._close_confirmed = False
-        self.table = LayerTablePanel()
+        self.table = LayerTablePanel(settings=self.settings)
         self.table.model.request_stats = self._request_stats
         self.setCentralWidget(self.table)
         self.summary = SummaryPanel()

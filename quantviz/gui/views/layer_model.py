@@ -60,6 +60,7 @@ class LayerTableModel(QAbstractTableModel):
         self._specs: dict[str, LayerSpec] = {}
         self._stats: dict[tuple[str, LayerSpec], dict] = {}
         self._pending: set[tuple[str, LayerSpec]] = set()
+        self._varies: dict[str, bool] = {}  # column key -> do its cells differ between layers
         self._inflight = False
         self._req = 0
         # request_stats(session, items, done(stats), failed(message | None)) runs layer_stats in the background;
@@ -81,6 +82,7 @@ class LayerTableModel(QAbstractTableModel):
         self._specs = dict(session.specs) if session is not None else {}
         self._stats.clear()
         self._pending.clear()
+        self._varies.clear()
         self._inflight = False
         self._req += 1  # answers to earlier requests are dropped
         self.endResetModel()
@@ -89,6 +91,7 @@ class LayerTableModel(QAbstractTableModel):
         """Take the new specs of the layers an edit changed (a ConfigChange's ``changed``)."""
         if self.session is None:
             return
+        self._varies.clear()
         rows = []
         for n, spec in changed.items():
             if n in self._row_of:
@@ -102,6 +105,23 @@ class LayerTableModel(QAbstractTableModel):
             c = COL[key]
             self.dataChanged.emit(self.index(0, c), self.index(len(self._layers) - 1, c))
             self.headerDataChanged.emit(Qt.Horizontal, c, c)  # the sensitivity header names its unit
+
+    def column_varies(self, key: str) -> bool:
+        """Whether a column says something: its cells differ between layers (computed columns always do)."""
+        col = TABLE[COL[key]]
+        if col.cell is None or not self._layers:
+            return True
+        if key not in self._varies:
+            first, varies = None, False
+            for info in self._layers:
+                text = col.cell(info, self._specs[info.name])[0]
+                if first is None:
+                    first = text
+                elif text != first:
+                    varies = True
+                    break
+            self._varies[key] = varies
+        return self._varies[key]
 
     def name_at(self, row: int) -> str:
         return self._layers[row].name
