@@ -115,6 +115,9 @@ class HistogramPanel(SessionFollower, QWidget):
             e = self._edges[self.layer] = display_edges(float(w.min()), float(w.max()), w.numel())
         return e
 
+    def _weights_only(self) -> bool:
+        return bool(self.session.bundle.meta.get("weights_only"))
+
     def _header(self, spec) -> None:
         info = self.session.layer(self.layer)
         shape = "×".join(str(s) for s in info.weight_shape)
@@ -129,7 +132,9 @@ class HistogramPanel(SessionFollower, QWidget):
             if w.algorithm != "none":
                 wtxt += f", {w.algorithm}"
         a = spec.activation
-        if not info.has_activation_input:
+        if self._weights_only():
+            atxt = "not simulated (weights-only file)"
+        elif not info.has_activation_input:
             atxt = "none (index input)"
         elif a.bits is None:
             atxt = "float"
@@ -163,6 +168,9 @@ class HistogramPanel(SessionFollower, QWidget):
     def _refresh_activation(self, lo: float | None = None, hi: float | None = None, dragging: bool = False) -> dict | None:
         info = self.session.layer(self.layer)
         obs = self.session.sim.act_obs.get(self.layer)
+        if self._weights_only():
+            self.acts.clear("Activations cannot be simulated for this file: only its weights are quantized.")
+            return None
         if not info.has_activation_input:
             self.acts.clear("This layer's input is indices (Embedding): there is no activation to quantize.")
             return None

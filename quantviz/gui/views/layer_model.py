@@ -61,6 +61,7 @@ class LayerTableModel(QAbstractTableModel):
         self._stats: dict[tuple[str, LayerSpec], dict] = {}
         self._pending: set[tuple[str, LayerSpec]] = set()
         self._varies: dict[str, bool] = {}  # column key -> do its cells differ between layers
+        self.weights_only = False
         self._inflight = False
         self._req = 0
         # request_stats(session, items, done(stats), failed(message | None)) runs layer_stats in the background;
@@ -83,6 +84,8 @@ class LayerTableModel(QAbstractTableModel):
         self._stats.clear()
         self._pending.clear()
         self._varies.clear()
+        # a file whose activations cannot be simulated (unconvertible TorchScript): no activation cells
+        self.weights_only = bool(session is not None and session.bundle.meta.get("weights_only"))
         self._inflight = False
         self._req += 1  # answers to earlier requests are dropped
         self.endResetModel()
@@ -213,13 +216,20 @@ class LayerTableModel(QAbstractTableModel):
         key = COLUMNS[index.column()][0]
         if key in EDITABLE:
             info = self._layers[index.row()]
-            if key in ("act_bits", "act_range") and not info.has_activation_input:
+            if self._no_activation(TABLE[index.column()], info):
                 return f
             f |= Qt.ItemIsEditable
         return f
 
+    def _no_activation(self, col: Column, info) -> bool:
+        """An activation cell with nothing to show: the input is not a float tensor, or the file is weights-only."""
+        act = (col.field is not None and col.field.activation) or col.key == "act_sqnr_db"
+        return act and (self.weights_only or not info.has_activation_input)
+
     def _value(self, info, spec: LayerSpec, col: Column):
         """(display text, sort key) of one cell."""
+        if self.weights_only and self._no_activation(col, info):
+            return "—", 100
         if col.cell is not None:
             return col.cell(info, spec)
         if col.kind == "sensitivity":
@@ -263,6 +273,8 @@ class LayerTableModel(QAbstractTableModel):
         return None
 
     def _tooltip(self, info, spec: LayerSpec, col: Column) -> str:
+        if self.weights_only and self._no_activation(col, info):
+            return "Activations cannot be simulated for this file: only its weights are quantized."
         if col.key == "name":
             return f"{info.name}\n{info.type}, weight shape {tuple(info.weight_shape)}"
         if col.kind == "stats":

@@ -11,14 +11,22 @@ Run alone for a look: ``python -m quantviz.gui.views.layer_table``.
 from __future__ import annotations
 
 from PySide6.QtCore import QItemSelectionModel, Qt, Signal
+from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QInputDialog, QLabel, QLineEdit,
-                               QMenu, QStyledItemDelegate, QTableView, QToolButton, QVBoxLayout, QWidget)
+                               QMenu, QSizePolicy, QStyledItemDelegate, QTableView, QToolButton, QVBoxLayout, QWidget)
 
 from ...io.config import PRESET_HELP, PRESETS
 from ..bridge import SessionFollower
 from .choices import FIELD_LABELS, choices  # noqa: F401 (choices re-exported)
 from .layer_model import COL, COLUMNS, LayerFilterProxy, LayerTableModel, apply_field
 from .table_columns import ColumnFitter
+
+
+def header_text_width(header, text: str) -> int:
+    """Pixels the header's text needs (the theme draws headers bold)."""
+    font = QFont(header.font())
+    font.setBold(True)
+    return QFontMetrics(font).horizontalAdvance(text)
 
 
 class ChoiceDelegate(QStyledItemDelegate):
@@ -100,6 +108,12 @@ class LayerTablePanel(SessionFollower, QWidget):
         self.edit_button.menu().aboutToShow.connect(lambda: self.fill_edit_menu(self.edit_button.menu()))
         self.count_label = QLabel()
         self.count_label.setObjectName("muted")
+        self.note = QLabel()  # what is (not) simulated for this file, in one line (full text in the tooltip)
+        self.note.setObjectName("modelNote")
+        self.note.setTextFormat(Qt.PlainText)
+        self.note.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
+        self.note.setVisible(False)
+        self._note_text = ""
 
         bar = QHBoxLayout()
         bar.setContentsMargins(0, 0, 0, 0)
@@ -140,6 +154,7 @@ class LayerTablePanel(SessionFollower, QWidget):
         lay.setContentsMargins(6, 6, 6, 6)
         lay.setSpacing(6)
         lay.addLayout(bar)
+        lay.addWidget(self.note)
         lay.addWidget(self.filter_error)
         lay.addWidget(self.view)
 
@@ -158,6 +173,26 @@ class LayerTablePanel(SessionFollower, QWidget):
         self.proxy.set_type("")
         self._update_count()
         self._fit_columns()
+        meta = session.bundle.meta if session is not None else {}
+        warn = bool(meta.get("weights_only"))
+        self.set_note(meta.get("note", "") if warn or meta.get("fixed_batch") else "", warn)
+
+    def set_note(self, text: str, warn: bool = False) -> None:
+        """One line above the table about the file (elided in the middle: its start and its verdict show)."""
+        self._note_text = ("⚠ " if warn and text else "") + text
+        self.note.setStyleSheet("background: #fff3cd; color: #5c4400; padding: 3px 6px; border-radius: 3px;" if warn
+                                else "color: palette(window-text); padding: 3px 6px;")
+        self.note.setToolTip(text)
+        self.note.setVisible(bool(text))
+        self._elide_note()
+
+    def _elide_note(self) -> None:
+        fm = self.note.fontMetrics()
+        self.note.setText(fm.elidedText(self._note_text, Qt.ElideMiddle, max(40, self.note.width() - 14)))
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._elide_note()
 
     def _fit_columns(self) -> None:
         """Columns as wide as their content (the first rows only, so cheap for big models), within caps;
@@ -181,7 +216,7 @@ class LayerTablePanel(SessionFollower, QWidget):
         """Room for the header's text (and the sort arrow on the sorted column); cells elide, headers never."""
         hh = self.view.horizontalHeader()
         text = self.model.headerData(c, Qt.Horizontal) or ""
-        return hh.fontMetrics().horizontalAdvance(text) + 18 + (16 if hh.sortIndicatorSection() == c else 0)
+        return header_text_width(hh, text) + 18 + (16 if hh.sortIndicatorSection() == c else 0)
 
     def _on_session_config_changed(self, change) -> None:
         self.model.specs_changed(change.changed)

@@ -22,6 +22,7 @@ from ...core.ranking import predicted
 from ..bridge import SessionFollower
 
 ROW_PX = 20  # a heatmap row is never thinner than this: a long model scrolls instead
+NAME_PX = 150  # layer names on the axes: longer ones are elided at the front (the end names the layer)
 
 MODES = {  # method -> [(label, key)]; "drop" stands for one entry per metric the cells hold
     "e2e": [("metric drop", "drop"), ("output noise (-SQNR dB)", "fid")],
@@ -125,6 +126,8 @@ class SensitivityView(SessionFollower, QWidget):
         self.cmap = pg.colormap.get("viridis")
         self.colorbar = pg.ColorBarItem(colorMap=self.cmap, interactive=False, width=14, label="")
         self.colorbar.setImageItem(self.image, insert_in=hp)
+        self.colorbar.axis.enableAutoSIPrefix(False)  # KL drops of 1e-5: the label names the unit, never "x0.001"
+        self.colorbar.axis.setWidth(self.fontMetrics().horizontalAdvance("0.0000") + 34)  # ticks and label side by side
         self.heat.scene().sigMouseMoved.connect(self._on_heat_hover)
         self.heat.scene().sigMouseClicked.connect(self._on_heat_clicked)
 
@@ -133,6 +136,7 @@ class SensitivityView(SessionFollower, QWidget):
         self.bars.hideButtons()
         bp = self.bars.getPlotItem()
         bp.invertY(True)
+        bp.getAxis("bottom").enableAutoSIPrefix(False)
         self.bar_item = pg.BarGraphItem(x0=[], y=[], height=[], width=[], brush=pg.mkBrush(70, 110, 180))
         bp.addItem(self.bar_item)
         self.bars.scene().sigMouseClicked.connect(self._on_bars_clicked)
@@ -141,9 +145,11 @@ class SensitivityView(SessionFollower, QWidget):
         for combo in (self.method_combo, self.mode_combo, self.metric_combo):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.split = split = QSplitter(Qt.Orientation.Horizontal)
+        for plot in (self.heat, self.bars):
+            plot.setMinimumWidth(220)  # the two plots share a narrow panel instead of running off its edge
         split.addWidget(self.heat)
         split.addWidget(self.bars)
-        split.setSizes([600, 400])
+        split.setSizes([500, 500])  # the bar chart's names take as much room as the heatmap's
         self.scroll = QScrollArea()
         self.scroll.setWidgetResizable(True)
         self.scroll.setFrameShape(QScrollArea.Shape.NoFrame)
@@ -264,7 +270,9 @@ class SensitivityView(SessionFollower, QWidget):
         self._name_ticks(bp.getAxis("left"), self._bar_names)
         bp.setLabel("bottom", f"{self._mode_label()} at W{self._bits[col]}")
         bp.setYRange(-0.6, len(order) - 0.4, padding=0)
-        bp.setTitle("most sensitive first", color="#333")
+        top = float(v.max()) if len(v) else 0.0
+        bp.setXRange(base, top + 0.06 * (top - base) if top > base else base + 1.0, padding=0)  # no bar on the edge
+        bp.setTitle("most sensitive first", color="#333", size="9pt")
 
     def _mode_label(self) -> str:
         return self.mode_combo.currentText()
@@ -279,11 +287,13 @@ class SensitivityView(SessionFollower, QWidget):
         return ""
 
     def _name_ticks(self, axis, names) -> None:
-        """One tick per layer name, with room for the longest name."""
-        axis.setStyle(hideOverlappingLabels=False)
-        axis.setTicks([[(i, n) for i, n in enumerate(names)]])
+        """One tick per layer name; a long name keeps its end (``…h.1.attn.c_attn``), in full on hover."""
         fm = self.fontMetrics()
-        axis.setWidth(min(260, max((fm.horizontalAdvance(n) for n in names), default=20) + 16))
+        room = NAME_PX
+        short = [fm.elidedText(n, Qt.TextElideMode.ElideLeft, room) for n in names]
+        axis.setStyle(hideOverlappingLabels=False)
+        axis.setTicks([[(i, n) for i, n in enumerate(short)]])
+        axis.setWidth(max((fm.horizontalAdvance(n) for n in short), default=20) + 16)
 
     # ---------------------------------------------------------- mouse
     def _cell_at(self, scene_pos):

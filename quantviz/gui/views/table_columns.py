@@ -108,8 +108,8 @@ class ColumnFitter(QObject):
             for c, col in enumerate(TABLE):
                 if self.view.isColumnHidden(c) != (c not in show):
                     self.view.setColumnHidden(c, c not in show)
-                    if c in show and c in self.natural:
-                        self.view.setColumnWidth(c, self.natural[c])
+                if c in show and c in self.natural and self.view.columnWidth(c) != self.natural[c]:
+                    self.view.setColumnWidth(c, self.natural[c])  # the last one then stretches to the edge
         finally:
             self._fitting = False
         if hidden != self.hidden:
