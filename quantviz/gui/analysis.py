@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from PySide6.QtGui import QAction, QActionGroup
 
-from ..core.fmt import fmt_metric, metric_label
+from ..core.fmt import METRIC_LABELS, fmt_metric, metric_label
 from . import scale_menu
 
 METHOD_LABELS = {
@@ -125,7 +125,7 @@ def fill_metric_menu(win, sub) -> None:
     group = QActionGroup(sub)
     primary = primary_metric(ref.metrics)
     for k in metric_choices(ref.metrics):
-        a = QAction(metric_label(k) + (" (primary)" if k == primary else ""), sub)
+        a = QAction(METRIC_LABELS.get(k, k) + (" (primary)" if k == primary else ""), sub)
         a.setCheckable(True)
         a.setChecked(k == s.analysis_metric)
         a.setData(k)
@@ -135,7 +135,7 @@ def fill_metric_menu(win, sub) -> None:
         def choose(_c=False, k=k):
             try:
                 s.set_analysis_metric(k)
-                win.show_message(f"Sensitivity and search now rank by {metric_label(k)}")
+                win.show_message(f"Sensitivity and search now rank by {METRIC_LABELS.get(k, k)}")
             except QuantvizError as exc:
                 win.show_error(str(exc), "")
         a.triggered.connect(choose)

@@ -14,7 +14,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox,
                                QFormLayout, QGridLayout, QHBoxLayout, QLabel, QRadioButton, QVBoxLayout, QWidget)
 
-from ..core.fmt import PERCENT_METRICS, fmt_bytes, metric_label, size_unit
+from ..core.fmt import METRIC_LABELS, PERCENT_METRICS, fmt_bytes, size_unit
 
 CANDIDATE_BITS = (2, 3, 4, 6, 8)
 
@@ -35,7 +35,7 @@ class SearchDialog(QDialog):
         from .views.sensitivity import metric_choices
 
         for k in metric_choices(session.reference.metrics):
-            self.metric_combo.addItem(metric_label(k) + (" (primary)" if k == primary else ""), k)
+            self.metric_combo.addItem(METRIC_LABELS.get(k, k) + (" (primary)" if k == primary else ""), k)
         self.metric_combo.setCurrentIndex(max(0, self.metric_combo.findData(self.metric_key)))
         self.metric_combo.setToolTip("What the search compares configs by (and the sensitivity sweep it starts "
                                      "with ranks layers by); as quantviz search --metric")
@@ -119,7 +119,7 @@ class SearchDialog(QDialog):
         self.metric_key = self.metric_combo.currentData() or self.metric_key
         pct = self.metric_key in PERCENT_METRICS
         word = "drop" if higher_is_better(self.metric_key) else "increase"
-        self.radios["max_drop"].setText(f"Largest {metric_label(self.metric_key)} {word}")
+        self.radios["max_drop"].setText(f"Largest {METRIC_LABELS.get(self.metric_key, self.metric_key)} {word}")
         self.max_drop.setDecimals(2 if pct else 4)
         self.max_drop.setRange(0.0, 100.0 if pct else 1e6)
         self.max_drop.setSingleStep(0.5 if pct else 0.01)

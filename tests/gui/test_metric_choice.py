@@ -64,7 +64,7 @@ def test_search_dialog_compares_by_the_chosen_metric(window, qtbot):
     assert dlg.metric_combo.currentData() == "cosine"
     assert dlg.radios["max_drop"].text() == "Largest cosine drop" and dlg.max_drop.suffix() == ""
     dlg.metric_combo.setCurrentIndex(dlg.metric_combo.findData("accuracy"))
-    assert dlg.radios["max_drop"].text() == "Largest accuracy (%) drop" and dlg.max_drop.suffix() == " pt"
+    assert dlg.radios["max_drop"].text() == "Largest accuracy drop" and dlg.max_drop.suffix() == " pt"
     dlg.radios["max_drop"].setChecked(True)
     dlg.max_drop.setValue(2.0)
     req = dlg.request()

@@ -17,7 +17,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QScrollArea, QSplitter, QVBoxLayout, QWidget
 
-from ...core.fmt import METRIC_LABELS, PERCENT_METRICS, metric_label
+from ...core.fmt import METRIC_LABELS, PERCENT_METRICS
 from ...core.ranking import predicted
 from ..bridge import SessionFollower
 
@@ -182,7 +182,7 @@ class SensitivityView(SessionFollower, QWidget):
         self.metric_combo.blockSignals(True)
         self.metric_combo.clear()
         for k in metrics:
-            self.metric_combo.addItem(metric_label(k) + (" (primary)" if k == primary_metric(ref.metrics) else ""), k)
+            self.metric_combo.addItem(METRIC_LABELS.get(k, k) + (" (primary)" if k == primary_metric(ref.metrics) else ""), k)
         chosen = s.analysis_metric if s is not None else None
         if chosen in metrics:
             self.metric_combo.setCurrentIndex(metrics.index(chosen))
