@@ -24,6 +24,7 @@ from .columns import COL, FIELDS, GRAN_LABEL, TABLE, Column, edit_label, stats_c
 COLUMNS = [(c.key, c.header, c.tip) for c in TABLE]  # (key, header, tooltip), in order
 EDITABLE = {c.key for c in TABLE if c.editable}
 STATS_KEYS = {c.key for c in TABLE if c.kind == "stats"}
+VARIES_SAMPLE = 4000  # layers looked at to tell whether a column says something
 SORT_ROLE = Qt.UserRole + 1
 NAME_ROLE = Qt.UserRole + 2
 TYPE_ROLE = Qt.UserRole + 3
@@ -116,7 +117,8 @@ class LayerTableModel(QAbstractTableModel):
             return True
         if key not in self._varies:
             first, varies = None, False
-            for info in self._layers:
+            step = max(1, len(self._layers) // VARIES_SAMPLE)  # a huge model: a spread sample decides (cheap per edit)
+            for info in self._layers[::step]:
                 text = col.cell(info, self._specs[info.name])[0]
                 if first is None:
                     first = text
