@@ -193,6 +193,7 @@ class LayerTablePanel(SessionFollower, QWidget):
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         self._elide_note()
+        self.columns.schedule()  # as many columns as fit the new width
 
     def _fit_columns(self) -> None:
         """Columns as wide as their content (the first rows only, so cheap for big models), within caps;

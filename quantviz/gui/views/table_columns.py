@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import QMenu
 
 from .columns import TABLE
@@ -46,7 +46,9 @@ class ColumnFitter(QObject):
         header.setContextMenuPolicy(Qt.CustomContextMenu)
         header.customContextMenuRequested.connect(self._on_header_menu)
         header.sectionResized.connect(self._on_section_resized)
-        view.viewport().installEventFilter(self)
+        # the panel calls schedule() when it is resized (no Python event filter on the viewport); a vertical
+        # scroll bar that comes or goes changes the width too
+        view.verticalScrollBar().rangeChanged.connect(self.schedule)
 
     # --------------------------------------------------------- settings
     def _load(self) -> dict[str, bool]:
@@ -79,7 +81,7 @@ class ColumnFitter(QObject):
         self.fit()
 
     # -------------------------------------------------------------- fit
-    def schedule(self) -> None:
+    def schedule(self, *_a) -> None:
         self._timer.start()
 
     def fit(self) -> None:
@@ -115,11 +117,6 @@ class ColumnFitter(QObject):
         if hidden != self.hidden:
             self.hidden = hidden
             self.changed.emit()
-
-    def eventFilter(self, obj, event) -> bool:
-        if event.type() == QEvent.Type.Resize:
-            self.schedule()
-        return False
 
     def _on_section_resized(self, c: int, _old: int, new: int) -> None:
         """A column the user dragged wider or narrower keeps that width (the stretched last one excepted)."""
