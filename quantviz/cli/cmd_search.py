@@ -13,7 +13,8 @@ def register(sub) -> None:
     g.add_argument("--avg-bits", type=float, metavar="X", help="average weight bits over all quantizable weights")
     g.add_argument("--size-bytes", type=int, metavar="N", help="model size in bytes (with scale overhead)")
     g.add_argument("--max-drop", type=float, metavar="D",
-                   help="largest acceptable drop of the main metric (accuracy as a fraction, e.g. 0.01)")
+                   help="largest acceptable drop of the metric: accuracy / top1_agreement as a fraction (0.01 = 1 point), "
+                        "perplexity / kl_div as a rise in their own units (e.g. 0.5 perplexity)")
     p.add_argument("--bits", default="2,3,4,6,8", metavar="B,B", help="candidate weight bit-widths (default 2,3,4,6,8)")
     p.add_argument("--candidates", metavar="C,C", help=CANDIDATES_HELP)
     p.add_argument("--steps", type=int, default=9, metavar="N", help="budgets along the Pareto front (default 9)")

@@ -95,6 +95,15 @@ def run(args) -> int:
     return 0
 
 
+def drop_words(metric: str | None) -> str:
+    """What a drop of ``metric`` is called (positive = worse)."""
+    if metric in ("accuracy", "top1_agreement"):
+        return f"{metric} drop in points"
+    if metric in ("perplexity", "kl_div"):
+        return f"{metric} rise (positive = worse)"
+    return f"{metric} drop"
+
+
 def print_table(session, res: dict) -> None:
     method = res["method"]
     metric = res.get("metric")
@@ -115,8 +124,8 @@ def print_table(session, res: dict) -> None:
                     cell = f"{d[metric] * 100:+.2f} pt / " + cell if metric in ("accuracy", "top1_agreement") else f"{d[metric]:+.3g} / " + cell
                 row.append(cell)
         rows.append(row)
-    what = {"e2e": f"{metric} drop in points / output SQNR, only this layer quantized",
-            "loo": f"{metric} drop / SQNR gain from keeping it float, all others quantized",
+    what = {"e2e": f"{drop_words(metric)} / output SQNR, only this layer quantized",
+            "loo": f"{drop_words(metric)} / SQNR gain from keeping it float, all others quantized",
             "local": "the layer's own output SQNR (calibration data)",
             "hessian": "mean Hessian trace x ||Q(W) - W||^2"}[method]
     print(f"{session.name}: {method} sensitivity ({what})")

@@ -386,15 +386,19 @@ class QuantSim(AlgorithmSupport):
             return
         observers = {l.name: HistogramObserver() for l in self.layers if l.has_activation_input}
         hooks = []
+        from .lmmetrics import MaskTracker
+
+        track = MaskTracker(self.float_model)  # padded tokens stay out of the statistics
         for name, obs in observers.items():
             def hook(mod, args, _obs=obs):
                 if args and isinstance(args[0], torch.Tensor):
-                    _obs.update(args[0])
+                    _obs.update(track.real(args[0]))
             hooks.append(self._fmods[name].register_forward_pre_hook(hook))
         try:
             forward_batches(self.float_model, data, device=self.device, batch_size=batch_size, what="calibration",
                             progress=progress, cancel=cancel)
         finally:
+            track.remove()
             for h in hooks:
                 h.remove()
         bad = [n for n, o in observers.items() if o.nonfinite]

@@ -66,6 +66,8 @@ def _source_path(node) -> str | None:
 
 def _layer_name(node, weight_node) -> str:
     target = str(weight_node.target)
+    if len(weight_node.users) > 1 and _source_path(node):  # a tied weight (GPT-2's wte / lm_head): each call's own module
+        return _source_path(node)
     if target.endswith(".weight"):
         return target[: -len(".weight")]
     return _source_path(node) or target.replace(".", "_")
@@ -117,6 +119,16 @@ def _build(gm, node) -> tuple[nn.Module, str, object, list] | None:
             return None
         mod = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device="meta")
         inp, attrs = kw.get("input"), [w_node] + ([b_node] if b_node is not None else [])
+    elif t == aten.addmm.default:  # transformers' Conv1D: addmm(bias, x, W) with W stored in x out
+        b_node, inp, w_node = kw.get("input"), kw.get("mat1"), kw.get("mat2")
+        w, b = _tensor_attr(gm, w_node), _tensor_attr(gm, b_node)
+        if (w is None or b is None or w.dim() != 2 or b.dim() != 1 or b.shape[0] != w.shape[1]
+                or kw.get("beta", 1) != 1 or kw.get("alpha", 1) != 1):
+            return None
+        mod = _conv1d(w.shape[1], w.shape[0])
+        if mod is None:
+            return None
+        return _fill(mod, {"weight": w, "bias": b}, {}), _layer_name(node, w_node), inp, [w_node, b_node]
     elif t == aten.embedding.default:
         w_node = kw.get("weight")
         w = _tensor_attr(gm, w_node)
@@ -149,6 +161,16 @@ def _build(gm, node) -> tuple[nn.Module, str, object, list] | None:
     return _fill(mod, {"weight": w, "bias": b}, {}), _layer_name(node, w_node), inp, attrs
 
 
+def _conv1d(nf: int, nx: int) -> nn.Module | None:
+    """transformers' ``Conv1D(nf, nx)`` without allocating its weights (None without transformers)."""
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except Exception:  # noqa: BLE001 - transformers missing or broken: the call stays as it is
+        return None
+    with torch.device("meta"):
+        return Conv1D(nf, nx)
+
+
 def _fill(mod: nn.Module, params: dict, buffers: dict) -> nn.Module:
     for k, v in params.items():
         if v is not None:
@@ -167,6 +189,12 @@ def _same_config(a: nn.Module, b: nn.Module) -> bool:
         a._parameters.get(k) is b._parameters.get(k) for k in ("weight", "bias"))
 
 
+def _storage_key(t) -> tuple | None:
+    if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+        return None
+    return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+
+
 def _can_install(gm: nn.Module, name: str, consumed: set[str]) -> bool:
     """Is ``name`` free, or a plain container holding only tensors this layer consumes?"""
     parent_name, _, leaf = name.rpartition(".")
@@ -182,7 +210,15 @@ def _can_install(gm: nn.Module, name: str, consumed: set[str]) -> bool:
     if not isinstance(cur, nn.Module) or len(cur._modules):
         return False
     own = {f"{name}.{k}" for k in list(cur._parameters) + list(cur._buffers)}
-    return all(k.rpartition(".")[2] in _OWN_ATTRS for k in own) and own <= consumed | {
+    ids = set()
+    for t in consumed:  # the same storage under another name (a tied weight) is consumed too
+        try:
+            ids.add(_storage_key(_fetch(gm, t)))
+        except AttributeError:
+            pass
+    same = {f"{name}.{k}" for k, v in list(cur._parameters.items()) + list(cur._buffers.items())
+            if v is not None and _storage_key(v) in ids}
+    return all(k.rpartition(".")[2] in _OWN_ATTRS for k in own) and own <= consumed | same | {
         f"{name}.num_batches_tracked"}
 
 

@@ -122,9 +122,33 @@ class Moments:
         return m - half, m + half
 
 
+class MaskTracker:
+    """Remembers the ``attention_mask`` of each call of ``model`` (a forward pre-hook on the
+    root), so that hooks on inner layers can keep only the real tokens of their inputs:
+    calibration statistics, like the metrics, must not see padding."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.mask: torch.Tensor | None = None
+        self._handle = model.register_forward_pre_hook(self._on_call, with_kwargs=True)
+
+    def _on_call(self, module, args, kwargs) -> None:
+        m = kwargs.get("attention_mask") if kwargs else None
+        self.mask = m.bool() if isinstance(m, torch.Tensor) and m.dim() == 2 else None
+
+    def real(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` (batch, tokens, ...) reduced to the rows of real tokens; ``t`` itself otherwise."""
+        m = self.mask
+        if m is None or t.dim() < 3 or tuple(t.shape[:2]) != tuple(m.shape) or bool(m.all()):
+            return t
+        return t[m.to(t.device)]
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
 def perplexity(ce_mean: float) -> float:
     return float(math.exp(min(ce_mean, 700.0)))
 
 
 __all__ = ["TASKS", "LM_METRICS", "batch_aux", "slice_aux", "cat_aux", "token_mask", "mask_padding",
-           "kl_per_position", "next_token_ce", "Moments", "perplexity"]
+           "kl_per_position", "next_token_ce", "Moments", "MaskTracker", "perplexity"]

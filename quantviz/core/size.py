@@ -106,10 +106,16 @@ class SizeModel:
         self.layers = list(layers)
         weight_ids = set()
         self.itemsize: dict[str, int] = {}
+        self._shares: dict[str, str] = {}  # a layer whose weight is another layer's (tied) -> that layer
+        first_of: dict[int, str] = {}
         for l in self.layers:
             w = submodule(model, l.name).weight
             weight_ids.add(id(w))
             self.itemsize[l.name] = w.element_size()
+            if id(w) in first_of:
+                self._shares[l.name] = first_of[id(w)]
+            else:
+                first_of[id(w)] = l.name
         other = 0
         seen = set()
         for p in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
@@ -128,9 +134,13 @@ class SizeModel:
             s = specs.get(l.name)
             b = s.weight.bits if s is not None and s.weight.bits is not None else self.itemsize[l.name] * 8
             bit_sum += b * l.weight_numel
+        # a tied weight is stored once in float, and once per distinct setting when quantized
+        float_total = sum(v for n, v in self.float_per_layer.items() if n not in self._shares)
+        q_total = sum(v for n, v in per_layer.items()
+                      if n not in self._shares or specs.get(n) != specs.get(self._shares[n]))
         return SizeReport(
-            float_bytes=int(self.other_bytes + sum(self.float_per_layer.values())),
-            quantized_bytes=int(self.other_bytes + sum(per_layer.values())),
+            float_bytes=int(self.other_bytes + float_total),
+            quantized_bytes=int(self.other_bytes + q_total),
             avg_bits=bit_sum / self.total_weights if self.total_weights else 0.0,
             per_layer=per_layer,
             float_per_layer=dict(self.float_per_layer),

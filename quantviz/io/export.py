@@ -255,8 +255,16 @@ def _pt2e_program(inp: ExportInput, notes: list[str], cancel):
     if inp.calib is None or not isinstance(inp.calib.first_input(), torch.Tensor):
         notes.append("pt2e: convolutions stay simulated (needs calibration data and a model taking one tensor)")
         return None
-    example = next(iter(inp.calib.batches(inp.batch_size)))[0]
-    calib = [x for x, _ in inp.calib.batches(inp.batch_size)]
+    from ..core.data import fixed_batch_of
+
+    fixed = fixed_batch_of(inp.sim.float_model)  # a program exported with a fixed batch size runs at that size
+    bs = fixed or inp.batch_size
+    calib = [x for x, _ in inp.calib.batches(bs) if not fixed or x.shape[0] == fixed]
+    if not calib:
+        notes.append(f"pt2e: convolutions stay simulated (the program takes batches of {fixed}; "
+                     "the calibration data has fewer samples)")
+        return None
+    example = calib[0]
     _check_cancel(cancel)
     try:
         with inp.lock:

@@ -108,6 +108,7 @@ def export_float(model: torch.nn.Module, example, *, opset: int = OPSET):
     n_out = len(out) if isinstance(out, (tuple, list)) else 1
     out_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
     axes = {n: {0: "batch"} for n in in_names + out_names}
+    _token_axes(axes, kwargs, out, out_names)
     with tempfile.TemporaryDirectory(prefix="quantviz-onnx-") as tmp:
         path = os.path.join(tmp, "model.onnx")
         errors = []
@@ -121,7 +122,11 @@ def export_float(model: torch.nn.Module, example, *, opset: int = OPSET):
                               dynamic_axes=axes)
                     if not dynamo:
                         kw["do_constant_folding"] = True
-                    torch.onnx.export(model, args, path, kwargs=kwargs or None, **kw)
+                    if kwargs and not dynamo:
+                        with _positional(model, list(kwargs)):  # the data's inputs only, see _positional
+                            torch.onnx.export(model, tuple(kwargs.values()), path, **kw)
+                    else:
+                        torch.onnx.export(model, args, path, kwargs=kwargs or None, **kw)
                 m = onnx.load(path, load_external_data=True)
                 break
             except Exception as exc:  # try the next exporter
@@ -129,6 +134,54 @@ def export_float(model: torch.nn.Module, example, *, opset: int = OPSET):
         else:
             raise ExportError(f"torch.onnx.export failed: {errors[-1]}")
     return m, in_names, out_names
+
+
+@contextlib.contextmanager
+def _positional(model: torch.nn.Module, names: list[str]):
+    """Let ``model`` take exactly the data's keyword inputs, positionally, while it is traced.
+
+    Given keyword inputs, the TorchScript exporter makes every other argument of
+    ``forward`` a graph input too, traced as a tensor: transformers' ``logits_to_keep=0``
+    then became an input that *indexes* the token axis, and the exported GPT-2 returned
+    the logits of one token. An instance ``forward`` that forwards the named inputs keeps
+    every other argument at its Python default and the parameters' names unchanged."""
+    had = "forward" in vars(model)
+    orig = model.forward
+
+    def forward(*args):
+        return orig(**dict(zip(names, args)))
+
+    model.forward = forward
+    try:
+        yield
+    finally:
+        if had:
+            model.forward = orig
+        else:
+            del model.forward
+
+
+def _token_axes(axes: dict, kwargs: dict, out, out_names: list[str]) -> None:
+    """Text models (keyword inputs such as ``input_ids`` / ``attention_mask``, 2-D integer
+    tensors of one length): the token axis is dynamic too, in the inputs and the output."""
+    ints = {k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor) and v.dim() == 2
+            and not v.is_floating_point()}
+    lengths = {int(v.shape[1]) for v in ints.values()}
+    if len(lengths) != 1:
+        return
+    n = lengths.pop()
+    for k in ints:
+        axes[k][1] = "tokens"
+    if len(out_names) == 1:
+        from ..core.data import output_tensor
+
+        try:
+            t = output_tensor(out)
+        except TypeError:
+            return
+        if t.dim() >= 2 and t.shape[1] == n:
+            axes[out_names[0]][1] = "tokens"
+
 
 
 def _arr(init) -> np.ndarray:

@@ -71,3 +71,33 @@ def test_eight_bit_weights_are_about_four_times_smaller():
     layers = inventory(model)
     rep = model_size(model, layers, {l.name: LayerSpec(WeightSpec(bits=8)) for l in layers})
     assert 3.8 < rep.compression < 4.0 and rep.avg_bits == 8
+
+
+class _Tied(nn.Module):
+    """A language-model head tied to its embedding (GPT-2 style)."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte = nn.Embedding(50, 16)
+        self.mid = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 50, bias=False)
+        self.head.weight = self.wte.weight
+
+    def forward(self, ids):
+        return self.head(self.mid(self.wte(ids)))
+
+
+def test_a_tied_weight_is_counted_once():
+    m = _Tied()
+    layers = inventory(m)
+    assert {"wte", "head"} <= {l.name for l in layers}
+    float_rep = model_size(m, layers, {})
+    assert float_rep.float_bytes == float_model_bytes(m)  # 50x16 stored once, not twice
+    w8 = LayerSpec(weight=WeightSpec(bits=8))
+    same = model_size(m, layers, {"wte": w8, "head": w8, "mid": w8})
+    w4 = LayerSpec(weight=WeightSpec(bits=4))
+    differ = model_size(m, layers, {"wte": w8, "head": w4, "mid": w8})
+    tied_w8 = same.per_layer["wte"]
+    # one 8-bit copy when both uses share a setting; a second (4-bit) copy when they differ
+    assert differ.quantized_bytes == same.quantized_bytes + differ.per_layer["head"]
+    assert same.quantized_bytes == float_rep.float_bytes - 4 * (50 * 16 + 16 * 16) + tied_w8 + same.per_layer["mid"]

@@ -40,6 +40,7 @@ def files(tmp_path_factory):
     with torch.no_grad():
         torch.jit.save(torch.jit.trace(m, x[:4]), str(d / "dyn.ts"))
         torch.jit.save(torch.jit.trace(m, x[:1]), str(d / "one.ts"))
+        torch.jit.save(torch.jit.script(m), str(d / "scripted.ts"))
     batch = torch.export.Dim("batch")
     torch.export.save(torch.export.export(m, (x[:4],), dynamic_shapes=({0: batch},)), str(d / "dyn.pt2"))
     torch.export.save(torch.export.export(m, (x[:1],)), str(d / "one.pt2"))
@@ -51,7 +52,7 @@ SOURCES = ["resnet_recipe.py", "dyn.ts", "one.ts", "dyn.pt2", "one.pt2"]
 
 def test_inspect_gives_the_same_layers(files):
     data = str(files / "data.npz")
-    infos = {s: inspect_model(str(files / s), data=data) for s in SOURCES}
+    infos = {s: inspect_model(str(files / s), data=data) for s in SOURCES + ["scripted.ts"]}
     ref = infos["resnet_recipe.py"]
     assert len(ref["layers"]) == 21  # 20 convolutions + fc
     assert len(ref["folded_batchnorm"]) == 20
@@ -62,7 +63,7 @@ def test_inspect_gives_the_same_layers(files):
         for a, b in zip(info["layers"], ref["layers"]):  # folded weights: same statistics
             assert a["weight_std"] == pytest.approx(b["weight_std"], rel=1e-5), (s, a["name"])
     assert "fixed batch size of 1" in infos["one.pt2"]["note"]
-    assert "converted" in infos["dyn.ts"]["note"]
+    assert "converted" in infos["dyn.ts"]["note"] and "converted" in infos["scripted.ts"]["note"]
     # without data a TorchScript file still lists its layers (the script modules)
     bare = inspect_model(str(files / "dyn.ts"))
     assert [l["name"] for l in bare["layers"]] == [l["name"] for l in ref["layers"]]
@@ -147,3 +148,63 @@ def test_unconvertible_torchscript_is_weights_only(tmp_path):
     s.apply_preset("W8A8")
     assert s.check(label="W8A8").metrics["sqnr_db"] == pytest.approx(w8)  # activations: not simulated
     assert torch.equal(s.sim.float_weight("fc"), s.sim.float_model.fc.weight.detach())
+
+
+def _one_line_error(*args):
+    r = subprocess.run([sys.executable, "-m", "quantviz", *args], capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode != 0 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("src", ["dyn.pt2", "dyn.ts"])
+def test_a_damaged_archive_is_refused_not_loaded_with_wrong_weights(files, tmp_path, src):
+    """torch's reader skips the records' CRC: bytes flipped inside a weight loaded silently."""
+    raw = bytearray((files / src).read_bytes())
+    mid = len(raw) // 3
+    raw[mid:mid + 512] = bytes(b ^ 0x55 for b in raw[mid:mid + 512])
+    bad = tmp_path / f"flipped{Path(src).suffix}"
+    bad.write_bytes(bytes(raw))
+    if src.endswith(".ts"):  # the same check, in process
+        from quantviz.core.sources import SourceError, load_model
+
+        with pytest.raises(SourceError, match="fails its CRC check"):
+            load_model(str(bad))
+        return
+    out = tmp_path / "out.json"
+    line = _one_line_error("export", str(bad), "--data", str(files / "data.npz"), "--preset", "W8",
+                           "--format", "json", "--out", str(out))
+    assert "damaged" in line and "CRC" in line and bad.name in line
+    assert not out.exists()  # nothing written
+
+
+def test_a_shape_guard_names_the_fixed_dimension(files, tmp_path):
+    small = tmp_path / "small.npz"
+    np.savez(small, x=np.zeros((4, 3, 16, 16), np.float32))
+    line = _one_line_error("evaluate", str(files / "dyn.pt2"), "--data", str(small))
+    assert "dimension 2 fixed at 32" in line and "fixed batch" not in line
+
+
+@pytest.mark.parametrize("src", ["dyn.pt2", "one.pt2"])
+def test_torchao_export_gives_the_convolutions_int8_kernels(files, tmp_path, src):
+    """ResNet calls one ReLU module twice per block (a non-strict export names both calls
+    alike, which made the x86 quantizer give up); a fixed-batch program is calibrated and
+    exported at its batch size. Either way every convolution gets a pt2e int8 kernel."""
+    pytest.importorskip("torchao")
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401 - registers the Q/DQ ops for loading
+
+    from quantviz.core.data import call_model
+    from quantviz.core.qparams import sqnr_db
+
+    s = Session.open(str(files / src), data=str(files / "data.npz"), batch_size=8)
+    s.apply_preset("W8A8")
+    res = s.export("torchao", tmp_path / "m.pt")
+    assert not any("could not be exported" in n for n in res.notes), res.notes
+    assert any(n.startswith("pt2e int8 program for conv1, layer1.0.conv1,") for n in res.notes), res.notes
+    program = torch.export.load(str(tmp_path / "m_pt2e.pt2")).module()
+    x = s.eval_data.x[:4]
+    with torch.no_grad():
+        s.sim.apply(s.specs)
+        ref = call_model(s.sim.qmodel, x)
+        got = torch.cat([program(x[i:i + 1]) for i in range(len(x))])
+    assert sqnr_db(ref, got) > 45  # the int8 program computes what the simulation does

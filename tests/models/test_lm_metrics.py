@@ -1,6 +1,7 @@
 """Language-model metrics: perplexity, KL divergence, masking of padded tokens, text data."""
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -154,8 +155,62 @@ def test_bad_text_inputs_are_one_line(lm, tmp_path):
     assert r.returncode != 0 and len(lines) == 1 and "tokenizer" in lines[0]
 
 
-def test_cli_stderr_is_quiet_unless_debug(lm):
+def test_cli_stderr_is_quiet_unless_debug(lm, tmp_path):
     d, folder = lm
     r = _cli("inspect", str(folder))
     assert r.returncode == 0, r.stderr
     assert r.stderr.strip() == ""
+    add_word_tokenizer(folder)
+    txt = tmp_path / "t.txt"
+    txt.write_text(word_text(80))
+    r = _cli("evaluate", str(folder), "--data", str(txt), "--seq-len", "16", "--preset", "W8A8")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == ""
+    # what the libraries print on import here shows again with --debug
+    noise = subprocess.run([sys.executable, "-c", "import torchao.quantization, transformers"], capture_output=True,
+                           text=True, timeout=300).stderr.strip()
+    r = _cli("inspect", str(folder), "--debug")
+    assert r.returncode == 0, r.stderr
+    if noise:
+        assert noise.splitlines()[0][:40] in r.stderr
+
+
+def test_padding_never_enters_calibration(lm, tmp_path):
+    """Activation ranges come from the real tokens only: whatever the padded positions
+    hold, a W8A8 evaluation gives the same metrics and the same activation histograms."""
+    import numpy as np
+
+    d, folder = lm
+    padded = token_npz(tmp_path / "pad.npz", n=4, seq=16, pad_from=6, seed=4)
+    z = np.load(padded)
+    ids, mask = z["input_ids"].copy(), z["attention_mask"]
+    g = np.random.default_rng(0)
+    ids[mask == 0] = g.integers(1, 97, int((mask == 0).sum()))
+    junk = tmp_path / "junk.npz"
+    np.savez(junk, input_ids=ids, attention_mask=mask)
+    out = []
+    for path in (padded, junk):
+        s = Session.open(str(folder), data=str(path), batch_size=4)
+        s.apply_preset("W8A8")
+        h = s.sim.act_obs["transformer.h.0.mlp.c_fc"].histogram()
+        out.append((s.check(label="W8A8").metrics, h.min, h.max, int(np.asarray(h.counts).sum())))
+    (m0, lo0, hi0, n0), (m1, lo1, hi1, n1) = out
+    assert (lo0, hi0) == (lo1, hi1)
+    assert n0 == n1 == int(mask.sum()) * 32  # one row of n_embd values per real token
+    assert m0 == pytest.approx(m1, rel=1e-9)
+
+
+def test_cli_sensitivity_and_search_in_lm_metrics(lm, tmp_path, capsys):
+    from quantviz.cli.main import main
+
+    d, folder = lm
+    data = token_npz(tmp_path / "ids.npz", n=4, seq=12)
+    assert main(["sensitivity", str(folder), "--data", str(data), "--bits", "4", "--metric", "perplexity",
+                 "--batch-size", "4", "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    assert "perplexity rise (positive = worse)" in out and "points" not in out
+    assert main(["search", str(folder), "--data", str(data), "--bits", "4,8", "--metric", "kl_div",
+                 "--max-drop", "1e-5", "--steps", "3", "--batch-size", "4", "--no-cache", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["metric"] == "kl_div"
+    assert res["chosen"]["metrics"]["kl_div"] <= 1e-5

@@ -162,6 +162,28 @@ def _drop_unused(gm: nn.Module) -> None:
             getattr(owner, kind).pop(leaf, None)
 
 
+def _split_shared_calls(gm: nn.Module, keep: set[str]) -> None:
+    """Give each call of a module that runs at several places (torchvision's ResNet calls one
+    ``self.relu`` twice per block) its own name in the nodes' ``nn_module_stack``: the x86
+    quantizer groups a non-strict export's nodes by that name, and one partition with two
+    outputs makes it give up on the whole model. ``keep``: layer names left as they are
+    (their per-layer qconfigs match by name)."""
+    calls: dict[str, int] = {}
+    prev = None
+    for node in gm.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if node.op != "call_function" or not stack:
+            prev = None
+            continue
+        key = list(stack)[-1]
+        fqn, cls = stack[key]
+        if fqn != prev:
+            calls[fqn] = calls.get(fqn, 0) + 1
+        prev = fqn
+        if calls[fqn] > 1 and fqn not in keep:
+            node.meta["nn_module_stack"] = {**stack, key: (f"{fqn}@call{calls[fqn]}", cls)}
+
+
 def _export(model: nn.Module, example: torch.Tensor) -> nn.Module:
     """``torch.export`` with a dynamic batch dimension where the model allows it."""
     try:
@@ -191,6 +213,7 @@ def convert(sim, specs: dict[str, LayerSpec], calib_batches, example: torch.Tens
     try:
         with _quiet():
             exported = _export(model, example)
+            _split_shared_calls(exported, set(p.kernels))
             quantizer = xiq.X86InductorQuantizer()
             for name in p.kernels:
                 quantizer.set_module_name_qconfig(name, cfg)

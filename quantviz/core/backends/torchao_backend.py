@@ -11,6 +11,11 @@ Which layers get a real kernel (torchao 0.18, CPU):
 * ``nn.Linear`` with 2..8-bit weights, per-channel or per-group
   -> ``IntxWeightOnlyConfig`` (activations float) or
   ``Int8DynamicActivationIntxWeightConfig`` (8-bit activations).
+* transformers' ``Conv1D`` (GPT-2's projections: ``x @ W + b`` with ``W``
+  stored ``in x out``) takes the same kernels: the export replaces it by the
+  ``nn.Linear`` holding ``W.T`` (same outputs; quantviz's per-channel and
+  per-group grids of a Conv1D already run along its output columns), and the
+  generated script does the same to your model before ``quantize_``.
 
 Symmetric weights use torchao's ``SYMMETRIC_NO_CLIPPING_ERR`` mapping
 (``max(max / qmax, min / qmin)``, the ``full`` grid's rule) through the Intx
@@ -90,16 +95,20 @@ class TorchaoPlan:
     kernels: dict[str, KernelChoice] = field(default_factory=dict)  # layer -> real kernel
     simulated: dict[str, str] = field(default_factory=dict)  # layer -> why it is simulated
     float_layers: list[str] = field(default_factory=list)
+    as_linear: list[str] = field(default_factory=list)  # Conv1D layers replaced by nn.Linear (weight transposed)
 
     def to_dict(self) -> dict:
         return {"kernels": {k: v.source() for k, v in self.kernels.items()}, "simulated": dict(self.simulated),
                 "float": list(self.float_layers)}
 
 
+LINEAR_TYPES = ("Linear", "Conv1D")
+
+
 def choose_kernel(info: LayerInfo, spec: LayerSpec) -> tuple[KernelChoice | None, str]:
     """The torchao config that runs this layer for real, or (None, reason)."""
     w, a = spec.weight, spec.activation
-    if info.type != "Linear":
+    if info.type not in LINEAR_TYPES:
         return None, f"{info.type}: no torchao CPU kernel used (weights fake-quantized)"
     if w.bits is None:
         return None, "float weights"
@@ -115,7 +124,8 @@ def choose_kernel(info: LayerInfo, spec: LayerSpec) -> tuple[KernelChoice | None
     if w.granularity == "per_tensor":
         return None, "per-tensor weights: no torchao Intx layout (weights fake-quantized)"
     gran = "PerAxis(0)" if w.granularity == "per_channel" else f"PerGroup({w.effective_group_size()})"
-    if info.weight_shape[1] % (w.effective_group_size() or 1):
+    in_features = info.weight_shape[0] if info.type == "Conv1D" else info.weight_shape[1]
+    if in_features % (w.effective_group_size() or 1):
         return None, "group size does not divide the input features"
     if act8:
         return KernelChoice("Int8DynamicActivationIntxWeightConfig",
@@ -154,7 +164,23 @@ def triage(layers: list[LayerInfo], specs: dict[str, LayerSpec], choose) -> tupl
 
 def plan(layers: list[LayerInfo], specs: dict[str, LayerSpec]) -> TorchaoPlan:
     floats, simulated, kernels = triage(layers, specs, choose_kernel)
-    return TorchaoPlan(kernels=kernels, simulated=simulated, float_layers=floats)
+    conv1d = [l.name for l in layers if l.type == "Conv1D" and l.name in kernels]
+    return TorchaoPlan(kernels=kernels, simulated=simulated, float_layers=floats, as_linear=conv1d)
+
+
+def conv1d_as_linear(model: nn.Module, names: list[str]) -> None:
+    """Replace each named transformers ``Conv1D`` (``x @ W + b``, ``W`` in x out) by the
+    ``nn.Linear`` computing the same (weight ``W.T``), in place."""
+    for name in names:
+        parent, _, leaf = name.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        conv = getattr(owner, leaf)
+        w = conv.weight.detach()
+        lin = nn.Linear(w.shape[0], w.shape[1], bias=conv.bias is not None, device="meta")
+        lin.weight = nn.Parameter(w.t().contiguous(), requires_grad=False)
+        if conv.bias is not None:
+            lin.bias = nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+        setattr(owner, leaf, lin)
 
 
 def grid_model(sim, specs: dict[str, LayerSpec]) -> nn.Module:
@@ -204,6 +230,7 @@ def build(sim, specs: dict[str, LayerSpec]) -> tuple[nn.Module, TorchaoPlan]:
     tq, _ = _torchao()
     p = plan(sim.layers, specs)
     model = grid_model(sim, specs)
+    conv1d_as_linear(model, p.as_linear)
     if p.kernels:
         fqn_cls = getattr(tq, "FqnToConfig", None) or tq.ModuleFqnToConfig  # renamed in torchao 0.14
         cfg = fqn_cls({name: _instantiate(k) for name, k in p.kernels.items()})
@@ -213,11 +240,15 @@ def build(sim, specs: dict[str, LayerSpec]) -> tuple[nn.Module, TorchaoPlan]:
             mod = model.get_submodule(name)
             wq = sim.quantize_weight(name, specs[name].weight)
             ref = wq.tensor.detach().float().cpu()
+            if name in p.as_linear:
+                ref = ref.t()
             got = _dequantized(mod.weight)
             tol = float(wq.qparams.scale.min()) * 1e-3
             if got is None or got.shape != ref.shape or float((got.cpu() - ref).abs().max()) > tol:
                 mod.weight = nn.Parameter(ref.to(sim.float_weight(name).dtype), requires_grad=False)
                 del p.kernels[name]
+                if name in p.as_linear:
+                    p.as_linear.remove(name)  # stays an nn.Linear holding W.T: the same outputs
                 p.simulated[name] = ("torchao recomputes another scale from the on-grid weights (a range end is not "
                                      "on qmin or qmax), so its codes would differ "
                                      "(weights fake-quantized)")
@@ -249,8 +280,22 @@ def script_source(p: TorchaoPlan, model_name: str) -> str:
     lines += ["})", "", "SIMULATED = {"]
     for name, why in p.simulated.items():
         lines.append(f"    {name!r}: {why!r},")
-    lines += ["}", "", "", "def apply(model: torch.nn.Module) -> torch.nn.Module:",
+    lines += ["}", "", f"CONV1D_AS_LINEAR = {list(p.as_linear)!r}  # transformers Conv1D: x @ W + b, W in x out", "",
+              "", "def _conv1d_as_linear(model: torch.nn.Module) -> None:",
+              "    for name in CONV1D_AS_LINEAR:",
+              "        parent, _, leaf = name.rpartition('.')",
+              "        owner = model.get_submodule(parent) if parent else model",
+              "        conv = getattr(owner, leaf)",
+              "        w = conv.weight.detach()",
+              "        lin = torch.nn.Linear(w.shape[0], w.shape[1], bias=conv.bias is not None)",
+              "        with torch.no_grad():",
+              "            lin.weight.copy_(w.t())",
+              "            if conv.bias is not None:",
+              "                lin.bias.copy_(conv.bias)",
+              "        setattr(owner, leaf, lin)",
+              "", "", "def apply(model: torch.nn.Module) -> torch.nn.Module:",
               '    """Quantize ``model`` in place with the per-layer torchao configs above."""',
+              "    _conv1d_as_linear(model)",
               "    if CONFIG.fqn_to_config:",
               "        quantize_(model, CONFIG, filter_fn=None)",
               "    return model", ""]
@@ -269,4 +314,4 @@ def save(model: nn.Module, p: TorchaoPlan, path: str | os.PathLike, model_name: 
                 "kernels": p.to_dict()["kernels"], "simulated": p.simulated}, path)
 
 
-__all__ = ["plan", "triage", "grid_model", "build", "save", "script_source", "choose_kernel", "TorchaoPlan", "state_bytes"]
+__all__ = ["plan", "triage", "conv1d_as_linear", "grid_model", "build", "save", "script_source", "choose_kernel", "TorchaoPlan", "state_bytes"]

@@ -25,6 +25,7 @@ names the file.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable
@@ -174,6 +175,20 @@ def _model_device(model) -> torch.device:
         return torch.device("cpu")
 
 
+_GUARD = re.compile(r"(\w+)\.size\(\)\[(\d+)\]\s*==\s*(\d+)")
+
+
+def _guard_hint(text: str) -> str:
+    """What a failed shape guard of a torch.export program means (a fixed batch size is
+    handled by running chunk by chunk, so a guard is about another dimension)."""
+    m = _GUARD.search(text)
+    if m is None:
+        return " (the program was exported for other input shapes)"
+    name, axis, size = m.group(1), int(m.group(2)), int(m.group(3))
+    return (f" (the program was exported with {name}'s dimension {axis} fixed at {size}; "
+            "re-export it with torch.export.Dim for that dimension, or give inputs of that size)")
+
+
 def prepare_for_data(bundle: ModelBundle, dataset: Dataset) -> None:
     """Whatever a model needs a data sample for: a TorchScript module is converted to an
     exported-program graph (see :mod:`.graphs`). Never raises for a failed conversion:
@@ -204,7 +219,7 @@ def check_fits(bundle: ModelBundle, dataset: Dataset) -> None:
         if _is_fit_error(exc):
             hint = ""
             if bundle.kind == "export" and "guard" in text.lower():
-                hint = " (was it exported with a fixed batch size? export with a dynamic batch dimension)"
+                hint = _guard_hint(text)
             raise DataError(f"{data_name}: {shape} do not fit model {bundle.name}: {text}{hint}") from exc
         raise ModelError(f"model {bundle.name} raised {type(exc).__name__} on {data_name}: {text}") from exc
     try:

@@ -45,6 +45,8 @@ def quiet_torch():
 def graph_of_program(program) -> tuple[torch.nn.Module, int | None]:
     """(GraphModule with real layers, fixed batch size or None) of an ExportedProgram."""
     gm = program.module()
+    for k in ("train", "eval"):  # .module() makes both raise; the graph is fixed anyway, so they only set flags
+        vars(gm).pop(k, None)
     lift_layers(gm)
     fixed = fixed_batch_size(program)
     if fixed is not None:

@@ -40,6 +40,19 @@ def _check_cancel(cancel: Callable[[], bool] | None) -> None:
         raise Cancelled()
 
 
+def _check_crc(path: Path) -> None:
+    """torch's archive reader does not check the records' CRC32: a file damaged in its
+    middle would load with wrong weights. Read every record once (about 1 s per GB)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+        raise SourceError(f"{path.name}: a damaged PyTorch archive ({one_line(exc)})") from exc
+    if bad is not None:
+        raise SourceError(f"{path.name}: a damaged PyTorch archive (record {bad} fails its CRC check); "
+                          "copy or save the file again")
+
+
 def sniff(path: Path) -> str:
     """Classify a model file: torchscript, export, torchsave, legacy, or raise SourceError."""
     name = path.name
@@ -59,14 +72,18 @@ def sniff(path: Path) -> str:
             raise SourceError(f"{name}: a damaged zip archive ({one_line(exc)})") from exc
         parts = [n.split("/") for n in names]
         # torch archives keep every record under one top-level folder
+        kind = None
         if any(len(p) >= 3 and p[1] == "code" for p in parts) or any(p[1:] == ["constants.pkl"] for p in parts):
-            return "torchscript"
-        if any(p[1:] == ["archive_format"] for p in parts) or any(
+            kind = "torchscript"
+        elif any(p[1:] == ["archive_format"] for p in parts) or any(
             len(p) == 3 and p[1] == "models" and p[2].endswith(".json") for p in parts
         ):
-            return "export"
-        if any(p[1:] == ["data.pkl"] for p in parts):
-            return "torchsave"
+            kind = "export"
+        elif any(p[1:] == ["data.pkl"] for p in parts):
+            kind = "torchsave"
+        if kind is not None:
+            _check_crc(path)
+            return kind
         raise SourceError(
             f"{name}: a zip archive that is not a PyTorch file (no TorchScript code, export program or torch.save data)"
         )
@@ -135,11 +152,18 @@ def load_export(path: Path, reference: str, cancel=None) -> ModelBundle:
     from .graphs import fixed_batch_note, graph_of_program
 
     try:
-        with _quiet():
-            program = torch.export.load(str(path))
+        with _quiet(), _pytree_errors() as errs:
+            try:
+                program = torch.export.load(str(path))
+            except RuntimeError:
+                if not _import_output_types(errs):
+                    raise
+                program = torch.export.load(str(path))  # the program's output types are known now
             model, fixed = graph_of_program(program)
     except Exception as exc:  # noqa: BLE001
         text = one_line(exc)
+        if errs and "warnings above" in text:  # torch logs the real reason and raises a generic one
+            text = errs[-1]
         if "version" in text.lower():
             raise SourceError(
                 f"{name}: a torch.export program from another PyTorch version ({text}); re-export it with torch {torch.__version__.split('+')[0]}"
@@ -148,9 +172,62 @@ def load_export(path: Path, reference: str, cancel=None) -> ModelBundle:
     finally:
         log.setLevel(old_level)
     meta = {"format": "torch.export.save", "path": str(path), "fixed_batch": fixed}
+    out_type = getattr(getattr(getattr(program, "call_spec", None), "out_spec", None), "type", None)
+    if isinstance(out_type, type) and out_type.__name__.startswith("CausalLMOutput"):
+        meta["task"] = "causal_lm"  # a program of a transformers causal LM: perplexity applies
     if fixed is not None:
         meta["note"] = fixed_batch_note(fixed)
     return ModelBundle(model=model, name=name, kind="export", reference=reference, meta=meta)
+
+
+@contextlib.contextmanager
+def _pytree_errors():
+    """Collect the reasons torch.export.load logs (it raises "check the warnings above")."""
+    import logging
+
+    found: list[str] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record):
+            exc = record.exc_info[1] if record.exc_info else None
+            seen = 0
+            while exc is not None and seen < 8:  # the chain down to the root cause
+                found.append(one_line(exc)[:240])
+                exc, seen = exc.__cause__ or exc.__context__, seen + 1
+
+    log = logging.getLogger("torch.export")
+    h = _Keep(level=logging.WARNING)
+    handlers = list(log.handlers)
+    log.handlers = [h]  # torch may attach its own stderr handler to this logger
+    old, old_level = log.propagate, log.level
+    log.propagate = False  # the reasons go into the one-line message, not onto stderr
+    log.setLevel(logging.WARNING)
+    try:
+        yield found
+    finally:
+        log.handlers = handlers
+        log.propagate = old
+        log.setLevel(old_level)
+
+
+def _import_output_types(errors: list[str]) -> bool:
+    """A program returning transformers' ``ModelOutput`` loads once the module defining that
+    class is imported (transformers registers its pytree name then). Only modules of
+    transformers are imported, and only when it is installed."""
+    import importlib
+    import re
+
+    done = False
+    for text in errors:
+        m = re.search(r"Deserializing (transformers(?:\.\w+)+)\.\w+ in pytree", text)
+        if m is None:
+            continue
+        try:
+            importlib.import_module(m.group(1))
+            done = True
+        except ImportError:
+            return False
+    return done
 
 
 def _unsafe_globals(path: Path, kind: str, exc: BaseException | None = None) -> list[str]:
