@@ -82,6 +82,9 @@ class FilesMixin:
             if s is not self.session:
                 return
             self.table.model.specs_changed(dict(s.specs))  # activation statistics are there now
+            for w in self.views():  # the float reference's metrics are known now (summary rows, choices)
+                if w is not None and w is not self.table and w is not self.histogram:
+                    w.set_session(s)
             if self.histogram is not None:
                 self.histogram.refresh()
             self.request_check(immediately=True)
