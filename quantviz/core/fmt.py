@@ -81,7 +81,7 @@ def size_unit(max_bytes: float) -> tuple[str, float]:
     for unit, div in (("GB", 1024.0 ** 3), ("MB", 1024.0 ** 2), ("KB", 1024.0)):
         if max_bytes >= div * 2:
             return unit, div
-    return "KB", 1024.0
+    return ("KB", 1024.0) if max_bytes >= 1024 else ("B", 1.0)  # a toy model: not "0.3 KB" (or "x0.001")
 
 
 def fmt_bits(b: int | float | None) -> str:

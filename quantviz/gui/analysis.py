@@ -7,6 +7,9 @@ follow that event, so this module only starts jobs and reports how they ended.
 """
 from __future__ import annotations
 
+from PySide6.QtGui import QAction, QActionGroup
+
+from ..core.fmt import METRIC_LABELS, fmt_metric, metric_label
 from . import scale_menu
 
 METHOD_LABELS = {
@@ -64,6 +67,7 @@ def ask_and_search(win) -> None:
             return
         if req["start"]:
             s.apply_preset(req["start"])  # one undoable edit, as the dialog says
+        s.set_analysis_metric(req["metric"])  # the session keeps it: the next sweep ranks by it too
         run_search(win, bits=req["bits"], **req["budget"])
 
     dlg.accepted.connect(accepted)
@@ -88,13 +92,53 @@ def run_search(win, **budget) -> None:
             win.docks["pareto"].raise_()
         chosen = result.get("chosen") or {}
         m = chosen.get("metrics", {})
-        acc = f", accuracy {m['accuracy'] * 100:.2f}%" if "accuracy" in m else ""
-        win.show_message(f"Search: {chosen.get('avg_bits', 0):.2f} bits/weight{acc}; click a Pareto point to use it")
+        metric = result.get("metric") or s.analysis_metric
+        val = f", {metric_label(metric)} {fmt_metric(metric, m[metric])}" if metric in m else ""
+        win.show_message(f"Search: {chosen.get('avg_bits', 0):.2f} bits/weight{val}; click a Pareto point to use it")
 
     def failed(message, details, exc):
         win.show_error(f"Search failed: {message}", details)
 
     win.runner.submit("search", job, label="Searching mixed precision", on_done=done, on_error=failed)
+
+
+def add_metric_menu(win, menu, acts: dict) -> None:
+    """Run › Rank by metric: what sensitivity and search rank by (the session keeps the choice)."""
+    sub = menu.addMenu("Rank by &metric")
+    sub.setToolTipsVisible(True)
+    win.metric_menu = sub
+    sub.menuAction().setStatusTip("The metric sensitivity sweeps and the search rank by (quantviz --metric)")
+    sub.aboutToShow.connect(lambda: fill_metric_menu(win, sub))
+
+
+def fill_metric_menu(win, sub) -> None:
+    from ..core.errors import QuantvizError
+    from ..core.evaluate import primary_metric
+    from .views.sensitivity import metric_choices
+
+    sub.clear()
+    s = win.session
+    ref = getattr(s, "reference", None) if s is not None else None
+    if ref is None or not ref.metrics:
+        sub.addAction("No model open").setEnabled(False)
+        return
+    group = QActionGroup(sub)
+    primary = primary_metric(ref.metrics)
+    for k in metric_choices(ref.metrics):
+        a = QAction(METRIC_LABELS.get(k, k) + (" (primary)" if k == primary else ""), sub)
+        a.setCheckable(True)
+        a.setChecked(k == s.analysis_metric)
+        a.setData(k)
+        group.addAction(a)
+        sub.addAction(a)
+
+        def choose(_c=False, k=k):
+            try:
+                s.set_analysis_metric(k)
+                win.show_message(f"Sensitivity and search now rank by {METRIC_LABELS.get(k, k)}")
+            except QuantvizError as exc:
+                win.show_error(str(exc), "")
+        a.triggered.connect(choose)
 
 
 def run_benchmark(win) -> None:

@@ -60,7 +60,7 @@ class MainWindow(FilesMixin, QMainWindow):
         self.unsaved = unsaved.UnsavedWork(self)  # title-bar mark; quit / open ask first
         self.echo_errors = False  # also print failed opens on stderr (set when started from the CLI)
         self._close_confirmed = False
-        self.table = LayerTablePanel()
+        self.table = LayerTablePanel(settings=self.settings)
         self.table.model.request_stats = self._request_stats
         self.setCentralWidget(self.table)
         self.summary = SummaryPanel()
@@ -164,9 +164,7 @@ class MainWindow(FilesMixin, QMainWindow):
         menus.update_undo_actions(self)
         if session is None:
             return
-        meta = session.bundle.meta
-        if meta.get("note") and (meta.get("weights_only") or meta.get("fixed_batch")):
-            self.show_message(meta["note"])  # what is (not) simulated for this file, in one line
+        # what is (not) simulated for this file: one line above the table (LayerTablePanel.set_note)
         gcguard.settle()  # the new model's objects are long-lived: later collections skip them
         self.setWindowTitle(f"quantviz — {session.name}[*]")
         if session.layers:

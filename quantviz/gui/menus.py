@@ -117,6 +117,7 @@ def _run_menu(win, mb, acts: dict) -> None:
     _add(r, acts, "qat", _action(win, "&Quantization-aware training...", lambda: ask_qat(win), None,
                                  "Fine-tune the current config with fake quantization and watch the quantizers "
                                  "learn in the QAT panel (undoable)"))
+    analysis.add_metric_menu(win, r, acts)
     scale_menu.add_actions(win, r, acts)
     r.addSeparator()
     _add(r, acts, "benchmark", _action(win, "&Measure real quantized models...", lambda: analysis.run_benchmark(win),

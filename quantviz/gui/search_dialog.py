@@ -1,5 +1,5 @@
 """The mixed-precision search dialog: one budget (average bits, size or largest drop),
-the candidate bit-widths, and what the search starts from.
+the metric it compares by, the candidate bit-widths, and what the search starts from.
 
 The search changes only each layer's weight bit-width; every other setting
 (granularity, range method and manual ranges, grid, activation bits) comes
@@ -14,13 +14,13 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox,
                                QFormLayout, QGridLayout, QHBoxLayout, QLabel, QRadioButton, QVBoxLayout, QWidget)
 
-from ..core.fmt import PERCENT_METRICS, fmt_bytes, metric_label, size_unit
+from ..core.fmt import METRIC_LABELS, PERCENT_METRICS, fmt_bytes, size_unit
 
 CANDIDATE_BITS = (2, 3, 4, 6, 8)
 
 
 class SearchDialog(QDialog):
-    """Non-blocking (``open()``); :meth:`request` gives ``run_search`` keywords plus ``start``."""
+    """Non-blocking (``open()``); :meth:`request` gives ``run_search`` keywords plus ``start`` and ``metric``."""
 
     def __init__(self, session, parent: QWidget | None = None):
         super().__init__(parent)
@@ -28,8 +28,18 @@ class SearchDialog(QDialog):
         self.setWindowTitle("Mixed-precision search")
         self.session = session
         size = session.size()
-        self.metric = session.reference.metrics and _primary(session.reference.metrics)
+        self.metric_key = session.analysis_metric or _primary(session.reference.metrics)
         self._unit, self._div = size_unit(size.float_bytes)
+        self.metric_combo = QComboBox()
+        primary = _primary(session.reference.metrics)
+        from .views.sensitivity import metric_choices
+
+        for k in metric_choices(session.reference.metrics):
+            self.metric_combo.addItem(METRIC_LABELS.get(k, k) + (" (primary)" if k == primary else ""), k)
+        self.metric_combo.setCurrentIndex(max(0, self.metric_combo.findData(self.metric_key)))
+        self.metric_combo.setToolTip("What the search compares configs by (and the sensitivity sweep it starts "
+                                     "with ranks layers by); as quantviz search --metric")
+        self.metric_combo.currentIndexChanged.connect(self._on_metric_changed)
 
         self.kind = QButtonGroup(self)
         grid = QGridLayout()
@@ -39,16 +49,12 @@ class SearchDialog(QDialog):
         self.size = QDoubleSpinBox(decimals=2, minimum=0.01, maximum=1e9)
         self.size.setSuffix(f" {self._unit}")
         self.size.setValue(round(size.float_bytes / 8 / self._div, 2))
-        pct = self.metric in PERCENT_METRICS
-        self.max_drop = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=100.0 if pct else 1e6, singleStep=0.5,
-                                       value=1.0 if pct else 0.01)
-        self.max_drop.setSuffix(" pt" if pct else "")
+        self.max_drop = QDoubleSpinBox(decimals=4)
         rows = [("avg_bits", "Average bits per weight", self.avg_bits,
                  f"now {size.avg_bits:.2f} bits/weight"),
                 ("size_bytes", "Model size at most", self.size, f"float {fmt_bytes(size.float_bytes)}, "
                                                                f"now {fmt_bytes(size.quantized_bytes)}"),
-                ("max_drop", f"Largest {metric_label(self.metric)} drop", self.max_drop,
-                 "against the float model" + (" (percentage points)" if pct else ""))]
+                ("max_drop", "", self.max_drop, "")]
         self.radios: dict[str, QRadioButton] = {}
         for r, (key, text, spin, hint) in enumerate(rows):
             rb = QRadioButton(text)
@@ -59,6 +65,8 @@ class SearchDialog(QDialog):
             note = QLabel(hint)
             note.setObjectName("muted")
             grid.addWidget(note, r, 2)
+            if key == "max_drop":
+                self._drop_note = note
             rb.toggled.connect(lambda on, s=spin: s.setEnabled(on))
             spin.setEnabled(False)
         self.radios["avg_bits"].setChecked(True)
@@ -92,13 +100,32 @@ class SearchDialog(QDialog):
         self.error = QLabel()
         self.error.setObjectName("error")
         lay = QVBoxLayout(self)
+        top = QFormLayout()
+        top.addRow("Compare configs by:", self.metric_combo)
+        lay.addLayout(top)
         lay.addWidget(QLabel("<b>Budget</b> (one of):"))
         lay.addLayout(grid)
         lay.addLayout(form)
         lay.addWidget(self.keeps)
         lay.addWidget(self.error)
         lay.addWidget(buttons)
+        self._on_metric_changed()
         self._explain()
+
+    def _on_metric_changed(self, *_a) -> None:
+        """The largest-drop budget speaks the chosen metric's unit."""
+        from ..core.evaluate import higher_is_better
+
+        self.metric_key = self.metric_combo.currentData() or self.metric_key
+        pct = self.metric_key in PERCENT_METRICS
+        word = "drop" if higher_is_better(self.metric_key) else "increase"
+        self.radios["max_drop"].setText(f"Largest {METRIC_LABELS.get(self.metric_key, self.metric_key)} {word}")
+        self.max_drop.setDecimals(2 if pct else 4)
+        self.max_drop.setRange(0.0, 100.0 if pct else 1e6)
+        self.max_drop.setSingleStep(0.5 if pct else 0.01)
+        self.max_drop.setValue(1.0 if pct else 0.01)
+        self.max_drop.setSuffix(" pt" if pct else "")
+        self._drop_note.setText("against the float model" + (" (percentage points)" if pct else ""))
 
     def _explain(self, *_a) -> None:
         manual = sum(1 for sp in self.session.specs.values()
@@ -127,8 +154,9 @@ class SearchDialog(QDialog):
         elif key == "size_bytes":
             value = int(self.size.value() * self._div)
         else:
-            value = float(self.max_drop.value()) / (100.0 if self.metric in PERCENT_METRICS else 1.0)
-        return {"budget": {key: value}, "bits": self.bits(), "start": self.start.currentData()}
+            value = float(self.max_drop.value()) / (100.0 if self.metric_key in PERCENT_METRICS else 1.0)
+        return {"budget": {key: value}, "bits": self.bits(), "start": self.start.currentData(),
+                "metric": self.metric_key}
 
     def _accept(self) -> None:
         if len(self.bits()) < 2:

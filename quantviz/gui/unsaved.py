@@ -41,7 +41,7 @@ class UnsavedWork(QObject):
 
     def _on_bridge_analysis_changed(self, what: str, _payload) -> None:
         self._touch({"sensitivity": "sensitivity results", "search": "search results",
-                     "deploy": "measured backends"}.get(what, "analysis results"))
+                     "deploy": "measured backends", "metric": "the analysis metric"}.get(what, "analysis results"))
 
     def _touch(self, reason: str) -> None:
         if self.win.session is None:

@@ -47,17 +47,30 @@ class LayerScores:
 
     @property
     def header(self) -> str:
-        """The table header: what a cell is, at which bit-width, in which unit."""
-        return f"Drop @{self.bits}b ({self.short_unit})"
+        """The table header: what a cell is, at which bit-width, in which unit (``Drop @2b (pt)``,
+        ``ΔKL @4b`` for a metric without a unit of its own)."""
+        from ..core.fmt import PERCENT_METRICS
+
+        if self.metric in (None, "sqnr_db") or self.metric in PERCENT_METRICS:
+            return f"Drop @{self.bits}b ({self.short_unit})"
+        short = {"kl_div": "KL", "perplexity": "PPL", "cosine": "cos"}.get(self.metric, self.metric)
+        return f"Δ{short} @{self.bits}b"
 
     def describe(self) -> str:
         """A sentence for tooltips: the metric, the unit, the bit-width and the method."""
-        from ..core.fmt import metric_label
+        from ..core.fmt import METRIC_LABELS
 
-        what = f"{metric_label(self.metric)} drop" if self.metric else "output noise"
+        from ..core.evaluate import higher_is_better
+
+        if not self.metric:
+            what = "output noise"
+        else:
+            label = METRIC_LABELS.get(self.metric, self.metric)
+            what = f"{label} {'drop' if higher_is_better(self.metric) else 'increase'}"
+        unit = f", in {self.short_unit}," if self.short_unit in ("pt", "dB") else ""
         how = {"e2e": "only this layer is quantized", "loo": "every layer but this one is quantized"}.get(
             self.method, "this layer is quantized")
-        return (f"{what}, in {self.short_unit}, when {how} to {self.bits} bits (sensitivity method "
+        return (f"{what}{unit} when {how} to {self.bits} bits (sensitivity method "
                 f"{self.method}). Larger means more sensitive.")
 
     def fmt(self, v: float | None) -> str:
@@ -86,11 +99,13 @@ class Analysis:
     deploy: dict | None = None  # the newest real-model measurement
     trace: TraceResult | None = None  # the newest error trace (:mod:`.trace`)
     qat: dict | None = None  # the newest quantization-aware training (settings, curves, before / after)
+    metric: str | None = None  # what sensitivity and search rank by when not told (None: the primary metric)
 
     def to_dict(self) -> dict:
         return {"sensitivity": self.sensitivity, "scores": self.scores.to_dict() if self.scores else None,
                 "search": self.search, "deploy": self.deploy,
-                "trace": self.trace.to_dict() if self.trace is not None else None, "qat": self.qat}
+                "trace": self.trace.to_dict() if self.trace is not None else None, "qat": self.qat,
+                "metric": self.metric}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Analysis":
@@ -103,7 +118,8 @@ class Analysis:
                       "scores": d["sensitivity_score"]}
         trace = d.get("trace")
         return cls(dict(d.get("sensitivity") or {}), LayerScores.from_dict(scores) if scores else None,
-                   d.get("search"), d.get("deploy"), TraceResult.from_dict(trace) if trace else None, d.get("qat"))
+                   d.get("search"), d.get("deploy"), TraceResult.from_dict(trace) if trace else None, d.get("qat"),
+                   d.get("metric") if isinstance(d.get("metric"), str) else None)
 
 
 class AnalysisMixin:
@@ -137,6 +153,7 @@ class AnalysisMixin:
         e2e result for the same settings exists. ``cache`` (default
         ``use_score_cache``) reads and writes the on-disk score cache, cell by cell;
         ``ray`` (default ``ray_address``) runs the work on Ray workers."""
+        metric = self.analysis.metric if metric is None else metric
         if act_bits is None:
             act_bits = sens.DEFAULT_ACT_BITS if any(s.activation.bits for s in self.specs.values()) else ()
         with self.lock:
@@ -190,6 +207,7 @@ class AnalysisMixin:
         """Search a bit-width per layer for one budget (see :func:`quantviz.core.search.search`)
         and keep the result; every point carries the full config it stands for."""
         bits = normalize(bits)
+        metric = self.analysis.metric if metric is None else metric
         sens_res = self.run_sensitivity("e2e", bits=bits, act_bits=(), ties=ties, progress=scaled(progress, 0.0, 0.5),
                                         cancel=cancel, cache=cache, ray=ray, metric=metric)
         address = self.ray_address if ray is None else ray
@@ -243,8 +261,33 @@ class AnalysisMixin:
         self.analysis.deploy = report
         self.events.emit("analysis_changed", what="deploy")
 
+    @property
+    def analysis_metric(self) -> str | None:
+        """The metric sensitivity and search rank by: the chosen one, else the primary (None before prepare)."""
+        from ..core.evaluate import primary_metric
+
+        ref = getattr(self, "reference", None)
+        if self.analysis.metric:
+            return self.analysis.metric
+        return primary_metric(ref.metrics) if ref is not None and ref.metrics else None
+
+    def set_analysis_metric(self, metric: str | None) -> None:
+        """Rank sensitivity and search by ``metric`` (a key of the float reference's metrics; None or the
+        primary metric: the default). Kept with the session's analysis (session files, autosave)."""
+        from ..core.evaluate import primary_metric
+
+        ref = getattr(self, "reference", None)
+        known = list(ref.metrics) if ref is not None else []
+        if metric is not None and metric not in known:
+            raise sens.SensitivityError(f"unknown metric {metric!r}; this model has: {', '.join(known) or 'none yet'}")
+        if metric is not None and metric == primary_metric(ref.metrics):
+            metric = None  # the default: results stay comparable with runs that named no metric
+        if metric != self.analysis.metric:
+            self.analysis.metric = metric
+            self.events.emit("analysis_changed", what="metric")
+
     def clear_analysis(self) -> None:
-        self.analysis = Analysis()
+        self.analysis = Analysis(metric=self.analysis.metric)
         self.events.emit("analysis_changed", what="all")
 
 

@@ -123,3 +123,27 @@ def test_hidden_panel_catches_up_when_raised(qtbot, window, wait_idle):
     assert win.trace.result is win.session.analysis.trace
     assert win.trace.result.config == win.session.config.to_dict()
 
+
+
+def test_legend_sits_above_the_curves(qtbot, demo_session):
+    """The legend takes one row in the headroom above the float line: it hides no point (issue 13, look again)."""
+    from quantviz.gui.views.trace import TraceView
+
+    demo_session.prepare()
+    w = TraceView()
+    qtbot.addWidget(w)
+    w.resize(760, 380)
+    w.show()
+    w.set_session(demo_session)
+    demo_session.run_trace()
+    qtbot.waitUntil(lambda: w.result is demo_session.analysis.trace)
+    qtbot.wait(50)
+    pi = w.plot.getPlotItem()
+    box = pi.legend.sceneBoundingRect()
+    for item in (w.acc_item, w.local_item):
+        xs, ys = item.getData()
+        for x, y in zip(xs, ys):
+            p = pi.vb.mapViewToScene(QPointF(float(x), float(y)))
+            assert not box.adjusted(-4, -4, 4, 4).contains(p), (x, y)
+    line_y = pi.vb.mapViewToScene(QPointF(0.0, w._ceiling)).y()
+    assert box.bottom() <= line_y + 2  # above the float line

@@ -231,9 +231,12 @@ def test_params_column_is_not_cut_on_a_real_model(qtbot, hf_session):
 
     w = LayerTablePanel()
     qtbot.addWidget(w)
+    w.resize(1400, 400)  # room for every column (a narrow panel hides Params before the ranges)
     w.set_session(hf_session)
     w.show()
+    qtbot.waitExposed(w)
     c = COL["params"]
+    qtbot.waitUntil(lambda: not w.view.isColumnHidden(c))
     fm = w.view.fontMetrics()
     widest = max(fm.horizontalAdvance(w.proxy.index(r, c).data()) for r in range(w.proxy.rowCount()))
     assert w.view.columnWidth(c) >= widest + 6
@@ -278,7 +281,14 @@ def test_summary_stays_visible_beside_analysis_tabs(window, qtbot):
         assert _shown(window, key) and _shown(window, "summary") and not _shown(window, "histogram")
 
 
-def test_layout_fits_the_window_and_the_table_gives_up_height(window, qtbot):
+def test_layout_fits_the_window_and_the_table_gives_up_height(window, qtbot, wait_idle):
+    from PySide6.QtCore import Qt
+
+    from quantviz.gui.views.columns import COL, TABLE
+    from quantviz.gui.views.layer_table import header_text_width
+
+    window.session.run_sensitivity("e2e", bits=(2, 4))  # the widest Sensitivity header ("Drop @2b (pt)")
+    wait_idle(window)
     v = window.table.view
     for w, h in ((1280, 800), (1600, 1000)):
         window.resize(w, h)
@@ -287,8 +297,17 @@ def test_layout_fits_the_window_and_the_table_gives_up_height(window, qtbot):
         assert window.width() <= w  # no dock's minimum width pushes the window past the screen
         assert window.histogram.weights.plot.height() >= 200
         assert window.docks["summary"].height() > v.height()  # the table gave up height
-    total = sum(v.columnWidth(c) for c in range(v.model().columnCount()))
-    assert total <= v.viewport().width() + 2  # at 1600 px every column is in view
+        shown = [c for c in range(len(TABLE)) if not v.isColumnHidden(c)]
+        # every column that shows is in view: no sideways scrolling
+        assert sum(v.columnWidth(c) for c in shown) <= v.viewport().width() + 2, (w, window.table.columns.hidden)
+        assert v.horizontalScrollBar().maximum() == 0
+        for key in ("name", "weight_bits", "act_bits", "weight_sqnr_db", "range", "act_range", "size_bytes",
+                    "sensitivity"):
+            assert COL[key] in shown, (w, key)
+        for c in shown:  # and no header is cut off (headers are drawn bold)
+            text = v.model().headerData(c, Qt.Horizontal)
+            assert v.columnWidth(c) >= header_text_width(v.horizontalHeader(), text) + 12, (w, TABLE[c].key)
+    assert window.table.columns.hidden == []  # at 1600 px every column is in view
 
 
 def test_opened_note_goes_on_edit_and_summary_is_never_stale(window):

@@ -39,6 +39,7 @@ class Column:
     field: Field | None = None  # set when the column is editable
     kind: str = "spec"  # "spec", "stats" (computed in the background) or "sensitivity"
     right: bool = False  # right-aligned (numbers)
+    hide_rank: int = 0  # 0: always shown; else hidden when the window is narrow, the highest rank first
 
     @property
     def editable(self) -> bool:
@@ -135,9 +136,10 @@ FIELDS = {f.key: f for f in (
 TABLE = [
     Column("name", "Layer", "The module's full name in the model; dots show the hierarchy (features.3 is child 3 "
            "of features).", lambda i, s: (i.name, i.index)),
-    Column("type", "Type", "The module type (Conv2d, Linear, Embedding, ...).", lambda i, s: (i.type, i.type)),
+    Column("type", "Type", "The module type (Conv2d, Linear, Embedding, ...).", lambda i, s: (i.type, i.type),
+           hide_rank=2),
     Column("params", "Params", "Number of parameters of the layer (weight and bias).",
-           lambda i, s: (f"{i.params:,}", i.params), right=True),
+           lambda i, s: (f"{i.params:,}", i.params), right=True, hide_rank=1),
     Column("weight_bits", "W bits", "Bits per weight value; 'float' keeps the weight unquantized. Double-click to "
            "change.", lambda i, s: _bits_cell(s.weight.bits), FIELDS["weight_bits"], right=True),
     Column("act_bits", "A bits", "Bits of this layer's input activation; 'float' keeps it unquantized, '—' when the "
@@ -145,19 +147,19 @@ TABLE = [
     Column("format", "W format", "The weight's number format: int (the integer grid set by bits, granularity and "
            "grid) or a float / block format: FP8 E4M3 / E5M2, MXFP8 / MXFP6 / MXFP4 / MXINT8 (OCP microscaling: an "
            "E8M0 power-of-two scale per block of 32) or NVFP4 (E2M1, an E4M3 scale per block of 16). Double-click to "
-           "change.", lambda i, s: _format_cell(s.weight.format, s.weight.bits), FIELDS["format"]),
+           "change.", lambda i, s: _format_cell(s.weight.format, s.weight.bits), FIELDS["format"], hide_rank=4),
     Column("act_format", "A format", "The input activation's number format: FP8 with a calibrated per-tensor scale, or "
-           "MX / NVFP4 with block scales computed on the fly.", _act_format, FIELDS["act_format"]),
+           "MX / NVFP4 with block scales computed on the fly.", _act_format, FIELDS["act_format"], hide_rank=7),
     Column("weight_sqnr_db", "W SQNR", "Signal-to-quantization-noise ratio of the weight: 10·log10(Σw² / Σ(w−q(w))²). "
            "Higher is better; each extra bit adds about 6 dB.", kind="stats", right=True),
     Column("act_sqnr_db", "A SQNR", "SQNR of quantizing this layer's input activation, estimated from the calibration "
            "histogram.", kind="stats", right=True),
     Column("granularity", "Granularity", "How many scales the weight gets: one per tensor, one per output channel "
            "(per-channel), or one per group of values within a channel (per-group).", _granularity,
-           FIELDS["granularity"]),
+           FIELDS["granularity"], hide_rank=3),
     Column("grid", "W grid", "The weight's symmetric grid: full [-2^(b-1), 2^(b-1)-1] with both range ends on it "
            "(nothing clipped), torch (torch observers' scale: max|w| on a rounding tie, the top clipped) or restricted "
-           "[-(2^(b-1)-1), 2^(b-1)-1]. Asymmetric weights ignore it ('asym').", _grid, FIELDS["grid"]),
+           "[-(2^(b-1)-1), 2^(b-1)-1]. Asymmetric weights ignore it ('asym').", _grid, FIELDS["grid"], hide_rank=6),
     Column("range", "W range", "How the weight clip range is chosen: min-max, a percentile of |w|, the range "
            "minimising MSE, KL divergence, or a manual range dragged on the histogram.",
            lambda i, s: ("block max",) * 2 if _block(s) else (s.weight.range.describe(),) * 2, FIELDS["range"]),
@@ -166,7 +168,8 @@ TABLE = [
     Column("algorithm", "Algorithm", "Post-training algorithm for this weight: round to nearest (none), AdaRound's "
            "learned rounding, GPTQ's error compensation, bias correction, SmoothQuant / AWQ scaling. It runs on the "
            "calibration data with the next re-check ('pending' until then).",
-           lambda i, s: ((s.weight.algorithm,) * 2 if s.weight.bits is not None else ("—", "")), FIELDS["algorithm"]),
+           lambda i, s: ((s.weight.algorithm,) * 2 if s.weight.bits is not None else ("—", "")), FIELDS["algorithm"],
+           hide_rank=5),
     Column("size_bytes", "Size", "Storage of this layer's weight under its settings, including scales and zero "
            "points.", _size, right=True),
     Column("sensitivity", "Sensitivity", "How much the model's metric drops when only this layer is quantized "

@@ -24,6 +24,7 @@ from .columns import COL, FIELDS, GRAN_LABEL, TABLE, Column, edit_label, stats_c
 COLUMNS = [(c.key, c.header, c.tip) for c in TABLE]  # (key, header, tooltip), in order
 EDITABLE = {c.key for c in TABLE if c.editable}
 STATS_KEYS = {c.key for c in TABLE if c.kind == "stats"}
+VARIES_SAMPLE = 4000  # layers looked at to tell whether a column says something
 SORT_ROLE = Qt.UserRole + 1
 NAME_ROLE = Qt.UserRole + 2
 TYPE_ROLE = Qt.UserRole + 3
@@ -60,6 +61,8 @@ class LayerTableModel(QAbstractTableModel):
         self._specs: dict[str, LayerSpec] = {}
         self._stats: dict[tuple[str, LayerSpec], dict] = {}
         self._pending: set[tuple[str, LayerSpec]] = set()
+        self._varies: dict[str, bool] = {}  # column key -> do its cells differ between layers
+        self.weights_only = False
         self._inflight = False
         self._req = 0
         # request_stats(session, items, done(stats), failed(message | None)) runs layer_stats in the background;
@@ -81,6 +84,9 @@ class LayerTableModel(QAbstractTableModel):
         self._specs = dict(session.specs) if session is not None else {}
         self._stats.clear()
         self._pending.clear()
+        self._varies.clear()
+        # a file whose activations cannot be simulated (unconvertible TorchScript): no activation cells
+        self.weights_only = bool(session is not None and session.bundle.meta.get("weights_only"))
         self._inflight = False
         self._req += 1  # answers to earlier requests are dropped
         self.endResetModel()
@@ -89,6 +95,7 @@ class LayerTableModel(QAbstractTableModel):
         """Take the new specs of the layers an edit changed (a ConfigChange's ``changed``)."""
         if self.session is None:
             return
+        self._varies.clear()
         rows = []
         for n, spec in changed.items():
             if n in self._row_of:
@@ -102,6 +109,24 @@ class LayerTableModel(QAbstractTableModel):
             c = COL[key]
             self.dataChanged.emit(self.index(0, c), self.index(len(self._layers) - 1, c))
             self.headerDataChanged.emit(Qt.Horizontal, c, c)  # the sensitivity header names its unit
+
+    def column_varies(self, key: str) -> bool:
+        """Whether a column says something: its cells differ between layers (computed columns always do)."""
+        col = TABLE[COL[key]]
+        if col.cell is None or not self._layers:
+            return True
+        if key not in self._varies:
+            first, varies = None, False
+            step = max(1, len(self._layers) // VARIES_SAMPLE)  # a huge model: a spread sample decides (cheap per edit)
+            for info in self._layers[::step]:
+                text = col.cell(info, self._specs[info.name])[0]
+                if first is None:
+                    first = text
+                elif text != first:
+                    varies = True
+                    break
+            self._varies[key] = varies
+        return self._varies[key]
 
     def name_at(self, row: int) -> str:
         return self._layers[row].name
@@ -193,13 +218,20 @@ class LayerTableModel(QAbstractTableModel):
         key = COLUMNS[index.column()][0]
         if key in EDITABLE:
             info = self._layers[index.row()]
-            if key in ("act_bits", "act_range") and not info.has_activation_input:
+            if self._no_activation(TABLE[index.column()], info):
                 return f
             f |= Qt.ItemIsEditable
         return f
 
+    def _no_activation(self, col: Column, info) -> bool:
+        """An activation cell with nothing to show: the input is not a float tensor, or the file is weights-only."""
+        act = (col.field is not None and col.field.activation) or col.key == "act_sqnr_db"
+        return act and (self.weights_only or not info.has_activation_input)
+
     def _value(self, info, spec: LayerSpec, col: Column):
         """(display text, sort key) of one cell."""
+        if self.weights_only and self._no_activation(col, info):
+            return "—", 100
         if col.cell is not None:
             return col.cell(info, spec)
         if col.kind == "sensitivity":
@@ -243,6 +275,8 @@ class LayerTableModel(QAbstractTableModel):
         return None
 
     def _tooltip(self, info, spec: LayerSpec, col: Column) -> str:
+        if self.weights_only and self._no_activation(col, info):
+            return "Activations cannot be simulated for this file: only its weights are quantized."
         if col.key == "name":
             return f"{info.name}\n{info.type}, weight shape {tuple(info.weight_shape)}"
         if col.kind == "stats":

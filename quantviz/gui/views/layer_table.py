@@ -11,66 +11,22 @@ Run alone for a look: ``python -m quantviz.gui.views.layer_table``.
 from __future__ import annotations
 
 from PySide6.QtCore import QItemSelectionModel, Qt, Signal
+from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QInputDialog, QLabel, QLineEdit,
-                               QMenu, QStyledItemDelegate, QTableView, QToolButton, QVBoxLayout, QWidget)
+                               QMenu, QSizePolicy, QStyledItemDelegate, QTableView, QToolButton, QVBoxLayout, QWidget)
 
-from ...core.qparams import MAX_BITS, MIN_BITS
-from ...core.formats import FORMATS
-from ...core.spec import GRANULARITIES, NUMBER_FORMATS, RANGE_METHODS, SYMMETRIC_GRIDS
-from ...core.algorithms.options import DESCRIPTIONS as ALGORITHM_HELP
-from ...core.spec import ALGORITHMS
 from ...io.config import PRESET_HELP, PRESETS
 from ..bridge import SessionFollower
-from .layer_model import COL, COLUMNS, GRAN_LABEL, LayerFilterProxy, LayerTableModel, apply_field
-
-BIT_CHOICES = [None] + ([16] if MAX_BITS >= 16 else []) + list(range(min(MAX_BITS, 8), MIN_BITS - 1, -1))
-RANGE_HELP = {
-    "minmax": "the full range of the values",
-    "percentile": "clip at the 99.99th percentile of |x|",
-    "mse": "the clip range that minimises the mean squared error",
-    "kl": "the clip range that minimises the KL divergence of the histogram",
-    "manual": "a range set by dragging on the histogram",
-}
-GRID_HELP = {
-    "full": "[-2^(b-1), 2^(b-1)-1], scale = max(max / qmax, min / qmin): both ends of the range on the grid, "
-            "nothing clipped (AIMET's rule; the default)",
-    "torch": "[-2^(b-1), 2^(b-1)-1], scale = max|x| / ((qmax - qmin) / 2) as torch's observers: max|x| falls on a "
-             "rounding tie and a positive maximum is clipped to qmax",
-    "restricted": "[-(2^(b-1)-1), 2^(b-1)-1], scale = max|x| / qmax: one level fewer, symmetric around 0 "
-                  "(many inference backends)",
-}
-GRAN_HELP = {
-    "per_tensor": "one scale for the whole weight tensor",
-    "per_channel": "one scale per output channel: each filter gets its own range",
-    "per_group": "one scale per group of 32 values within a channel (finer, more overhead)",
-}
+from .choices import FIELD_LABELS, choices  # noqa: F401 (choices re-exported)
+from .layer_model import COL, COLUMNS, LayerFilterProxy, LayerTableModel, apply_field
+from .table_columns import ColumnFitter
 
 
-def choices(field: str) -> list[tuple[str, object, str]]:
-    """(label, value, tooltip) of what a field can be set to."""
-    if field in ("weight_bits", "act_bits"):
-        return [("float" if b is None else f"{b} bits", b,
-                 "keep it unquantized" if b is None else f"{2 ** b} levels") for b in BIT_CHOICES]
-    if field == "granularity":
-        return [(GRAN_LABEL[g], g, GRAN_HELP[g]) for g in GRANULARITIES]
-    if field in ("format", "act_format"):
-        return [("int" if f == "int" else FORMATS[f].label, f,
-                 "integer grid (bits, granularity, grid)" if f == "int" else
-                 f"{FORMATS[f].element.name.upper()} elements, {FORMATS[f].bits_per_element():g} bits per value"
-                 + (f" with a scale per block of {FORMATS[f].block}" if FORMATS[f].block else " with an FP32 scale"))
-                for f in NUMBER_FORMATS]
-    if field == "algorithm":
-        return [(a, a, ALGORITHM_HELP[a]) for a in ALGORITHMS]
-    if field in ("grid", "act_grid"):
-        return [(g, g, GRID_HELP[g] + " (symmetric grids only)") for g in SYMMETRIC_GRIDS]
-    methods = [m for m in RANGE_METHODS if m != "manual"]
-    return [(m, m, RANGE_HELP[m]) for m in methods]
-
-
-FIELD_LABELS = {"weight_bits": "Weight bits", "act_bits": "Activation bits", "granularity": "Granularity",
-                "format": "Weight format", "act_format": "Activation format",
-                "grid": "Weight grid", "act_grid": "Activation grid",
-                "range": "Weight range", "act_range": "Activation range", "algorithm": "Algorithm"}
+def header_text_width(header, text: str) -> int:
+    """Pixels the header's text needs (the theme draws headers bold)."""
+    font = QFont(header.font())
+    font.setBold(True)
+    return QFontMetrics(font).horizontalAdvance(text)
 
 
 class ChoiceDelegate(QStyledItemDelegate):
@@ -120,9 +76,10 @@ class LayerTablePanel(SessionFollower, QWidget):
     layerSelected = Signal(str)
     message = Signal(str)  # one-line notes for the status bar (failed edits)
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, settings=None):
         super().__init__(parent)
         self.session = None
+        self.settings = settings  # QSettings that keep the columns shown / hidden by hand (None: not kept)
         self.model = LayerTableModel(self)
         self.model.edit_targets = self._edit_targets
         self.model.editFailed.connect(self.message)
@@ -151,6 +108,12 @@ class LayerTablePanel(SessionFollower, QWidget):
         self.edit_button.menu().aboutToShow.connect(lambda: self.fill_edit_menu(self.edit_button.menu()))
         self.count_label = QLabel()
         self.count_label.setObjectName("muted")
+        self.note = QLabel()  # what is (not) simulated for this file, in one line (full text in the tooltip)
+        self.note.setObjectName("modelNote")
+        self.note.setTextFormat(Qt.PlainText)
+        self.note.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
+        self.note.setVisible(False)
+        self._note_text = ""
 
         bar = QHBoxLayout()
         bar.setContentsMargins(0, 0, 0, 0)
@@ -178,6 +141,9 @@ class LayerTablePanel(SessionFollower, QWidget):
         hh.setSectionResizeMode(QHeaderView.Interactive)
         hh.setStretchLastSection(True)
         hh.setHighlightSections(False)
+        hh.setToolTip("Right-click to show or hide columns")
+        self.columns = ColumnFitter(self.view, lambda: self.settings, self.model.column_varies)
+        self.columns.changed.connect(self._update_count)
         self._fit_columns()
         self.view.selectionModel().currentRowChanged.connect(self._on_view_current_changed)
         self.proxy.rowsInserted.connect(self._update_count)
@@ -188,6 +154,7 @@ class LayerTablePanel(SessionFollower, QWidget):
         lay.setContentsMargins(6, 6, 6, 6)
         lay.setSpacing(6)
         lay.addLayout(bar)
+        lay.addWidget(self.note)
         lay.addWidget(self.filter_error)
         lay.addWidget(self.view)
 
@@ -206,23 +173,55 @@ class LayerTablePanel(SessionFollower, QWidget):
         self.proxy.set_type("")
         self._update_count()
         self._fit_columns()
+        meta = session.bundle.meta if session is not None else {}
+        warn = bool(meta.get("weights_only"))
+        self.set_note(meta.get("note", "") if warn or meta.get("fixed_batch") else "", warn)
+
+    def set_note(self, text: str, warn: bool = False) -> None:
+        """One line above the table about the file (elided in the middle: its start and its verdict show)."""
+        self._note_text = ("⚠ " if warn and text else "") + text
+        self.note.setStyleSheet("background: #fff3cd; color: #5c4400; padding: 3px 6px; border-radius: 3px;" if warn
+                                else "color: palette(window-text); padding: 3px 6px;")
+        self.note.setToolTip(text)
+        self.note.setVisible(bool(text))
+        self._elide_note()
+
+    def _elide_note(self) -> None:
+        fm = self.note.fontMetrics()
+        self.note.setText(fm.elidedText(self._note_text, Qt.ElideMiddle, max(40, self.note.width() - 14)))
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._elide_note()
+        self.columns.schedule()  # as many columns as fit the new width
 
     def _fit_columns(self) -> None:
-        """Columns as wide as their content (visible rows only, so cheap for big models)."""
+        """Columns as wide as their content (the first rows only, so cheap for big models), within caps;
+        then as many as fit the window show (:class:`.table_columns.ColumnFitter`)."""
         self.view.horizontalHeader().setResizeContentsPrecision(100)
-        fixed = {"weight_sqnr_db": 78, "act_sqnr_db": 78, "weight_bits": 58, "act_bits": 58}
+        fixed = {"weight_sqnr_db": 74, "act_sqnr_db": 74, "weight_bits": 56, "act_bits": 56}
+        caps = {"name": (110, 260), "granularity": (80, 130), "grid": (52, 80), "range": (64, 130),
+                "act_range": (60, 130), "algorithm": (70, 110), "format": (62, 90), "act_format": (62, 90)}
         for c, (key, _h, _t) in enumerate(COLUMNS):
-            if key in fixed:  # narrow, and the SQNR columns are computed lazily: do not force them here
-                self.view.setColumnWidth(c, fixed[key])
-            else:
-                self.view.resizeColumnToContents(c)
-        for key, lo, hi in (("name", 110, 260), ("granularity", 80, 140), ("grid", 52, 90), ("range", 64, 140),
-                            ("act_range", 60, 140), ("algorithm", 70, 120)):
-            c = COL[key]
-            self.view.setColumnWidth(c, max(lo, min(hi, self.view.columnWidth(c))))
+            # narrow, and the SQNR columns are computed lazily: do not force them here
+            w = fixed.get(key) or self._content_width(c)
+            lo, hi = caps.get(key, (0, 10 ** 6))
+            self.columns.natural[c] = max(lo, min(hi, w), self._header_width(c))
+            self.view.setColumnWidth(c, self.columns.natural[c])
+        self.columns.fit()
+
+    def _content_width(self, c: int) -> int:
+        return max(self.view.sizeHintForColumn(c), self._header_width(c))
+
+    def _header_width(self, c: int) -> int:
+        """Room for the header's text (and the sort arrow on the sorted column); cells elide, headers never."""
+        hh = self.view.horizontalHeader()
+        text = self.model.headerData(c, Qt.Horizontal) or ""
+        return header_text_width(hh, text) + 18 + (16 if hh.sortIndicatorSection() == c else 0)
 
     def _on_session_config_changed(self, change) -> None:
         self.model.specs_changed(change.changed)
+        self.columns.schedule()  # a column that said nothing may say something now (an FP8 layer)
 
     def _on_session_result(self, _result) -> None:
         self.model.refresh_column("weight_sqnr_db")  # per-layer algorithms ("pending") computed by the re-check
@@ -230,7 +229,8 @@ class LayerTablePanel(SessionFollower, QWidget):
     def _on_session_analysis_changed(self, what: str, _payload) -> None:
         if what in ("sensitivity", "all"):
             self.model.refresh_column("sensitivity")
-            self.view.resizeColumnToContents(COL["sensitivity"])
+            self.columns.natural[COL["sensitivity"]] = self._content_width(COL["sensitivity"])
+            self.columns.fit()
 
     # -------------------------------------------------------- selection
     def selected_names(self) -> list[str]:
@@ -378,7 +378,12 @@ class LayerTablePanel(SessionFollower, QWidget):
     def _update_count(self, *args) -> None:
         total = self.model.rowCount()
         shown = self.proxy.rowCount()
-        self.count_label.setText(f"{total} layers" if shown == total else f"{shown} of {total} layers")
+        text = f"{total} layers" if shown == total else f"{shown} of {total} layers"
+        hidden = len(self.columns.hidden)
+        self.count_label.setText(text + (f" · {hidden} column{'s' * (hidden > 1)} hidden" if hidden else ""))
+        self.count_label.setToolTip(("Hidden to fit the window or by hand: " + ", ".join(
+            COLUMNS[COL[k]][1] for k in self.columns.hidden) + ". Right-click the table header to choose.")
+            if hidden else "")
 
 
 def main() -> int:  # pragma: no cover - a look at the widget alone

@@ -69,6 +69,8 @@ class ParetoView(SessionFollower, QWidget):
         self.plot = pg.PlotWidget(background="w")
         pi = self.plot.getPlotItem()
         pi.setLabel("bottom", "model size")
+        for axis in ("bottom", "left"):
+            pi.getAxis(axis).enableAutoSIPrefix(False)  # units are in the labels
         pi.showGrid(x=True, y=True, alpha=0.25)
         self.front_item = pg.PlotDataItem(pen=pg.mkPen(*FRONT_COLOR, width=2), symbol="o", symbolSize=9,
                                           symbolBrush=pg.mkBrush(*FRONT_COLOR))

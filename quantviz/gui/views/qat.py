@@ -94,7 +94,7 @@ class QATView(SessionFollower, QWidget):
         top.addWidget(self.cancel_btn)
         self.loss_plot = _plot("training loss", "loss")
         self.metric_plot = _plot("held-out metric", "metric")
-        self.scale_plot = _plot("scale (relative to the calibrated start)", "scale / start")
+        self.scale_plot = _plot("scale vs calibrated", "scale / start")
         self.codes_plot = _plot("codes changed / clipped", "fraction (%)")
         self.hist_plot = _plot("current weights", "count", "weight")
         self.loss_item = self.loss_plot.plot(pen=pg.mkPen(40, 90, 170, width=1.5))

@@ -30,6 +30,10 @@ METRIC_ROWS = [
                                "10·log10(Σf² / Σ(f−q)²) in dB. Higher is better; 'identical' means no difference."),
     ("cosine", "Cosine", "Mean cosine similarity between the quantized and the float outputs, per sample (1 = same direction)."),
     ("top1_agreement", "Top-1 agreement", "Share of samples where the quantized model predicts the same class as the float model."),
+    ("perplexity", "Perplexity", "exp of the mean next-token cross-entropy over the real (unpadded) evaluation tokens "
+                                 "(a causal language model's task metric). Lower is better."),
+    ("kl_div", "KL divergence", "Mean KL divergence of the quantized model's output distribution from the float "
+                                "model's, over real tokens / samples (0 = identical). Lower is better."),
 ]
 SIZE_ROWS = [
     ("bytes", "Model size", "Bytes to store the model: quantized weights bit-packed plus scales and zero points; "
@@ -93,6 +97,8 @@ class SummaryPanel(SessionFollower, QWidget):
         self.plot.setMinimumSize(0, 140)  # narrow: the panel stacks the plot under the table instead
         self.plot.showGrid(x=True, y=True, alpha=0.25)
         self.plot.setLabel("bottom", "size")
+        for axis in ("bottom", "left"):
+            self.plot.getAxis(axis).enableAutoSIPrefix(False)  # the unit is in the label (B, KB, MB, GB)
         self._unit = "KB"
         self.plot.setMenuEnabled(False)
         self.scatter = pg.ScatterPlotItem(size=9, pen=pg.mkPen(theme.ACCENT, width=1.2), brush=pg.mkBrush(theme.ACCENT_SOFT),
@@ -129,8 +135,25 @@ class SummaryPanel(SessionFollower, QWidget):
         self._estimate = None
         self._size = session.size().to_dict() if session is not None else None
         self.state.setText("Loaded; waiting for the first re-check" if session is not None else "No model open")
+        self._order_rows()
         self._render()
         self.refresh_points()
+
+    def _order_rows(self) -> None:
+        """The model's task metric on the first row (perplexity for a language model), the others after it."""
+        ref = getattr(self.session, "reference", None) if self.session is not None else None
+        first = primary_metric(ref.metrics) if ref is not None and ref.metrics else "accuracy"
+        keys = [k for k, _l, _t in METRIC_ROWS]
+        order = ([first] if first in keys else []) + [k for k in keys if k != first] + [k for k, _l, _t in SIZE_ROWS]
+        for r, key in enumerate(order, start=1):
+            for i, c in enumerate(self.cells[key]):
+                self.grid.addWidget(c, r, i)  # re-adding moves the label to its new row
+
+    def metric_rows(self) -> list[str]:
+        """The metric rows shown, top to bottom."""
+        rows = [(self.grid.getItemPosition(self.grid.indexOf(self.cells[k][0]))[0], k) for k, _l, _t in METRIC_ROWS
+                if not self.cells[k][0].isHidden()]
+        return [k for _r, k in sorted(rows)]
 
     def _on_session_config_changed(self, change) -> None:
         self._size = change.size.to_dict()
@@ -226,8 +249,8 @@ class SummaryPanel(SessionFollower, QWidget):
             return ""
         if key in ("accuracy", "top1_agreement"):
             return f"{(q - f) * 100:+.2f} pt"
-        if key == "sqnr_db":
-            return ""
+        if key == "sqnr_db" or (key == "kl_div" and not f):
+            return ""  # against a float reference of 0 the change is the value itself
         if key == "cosine":
             d = q - f
             return "±0" if abs(d) < 5e-6 else f"{d:+.5f}"

@@ -100,7 +100,9 @@ class TraceView(SessionFollower, QWidget):
         pi.setMenuEnabled(False)
         self.plot.hideButtons()
         self.plot.setMouseEnabled(False, False)
-        pi.addLegend(offset=(-10, 10), labelTextColor=(40, 40, 40), brush=pg.mkBrush(255, 255, 255, 220))
+        pi.addLegend(offset=(-10, 4), labelTextColor=(40, 40, 40), brush=pg.mkBrush(255, 255, 255, 220))
+        pi.legend.setColumnCount(3)  # one row in the headroom above the float line, never over a curve
+        pi.vb.sigResized.connect(self._fit_y)
         self.acc_item = pg.PlotDataItem(pen=pg.mkPen(ACC_COLOR, width=2.5), symbol="o", symbolSize=8,
                                         symbolPen=pg.mkPen(ACC_COLOR), symbolBrush=pg.mkBrush(ACC_COLOR),
                                         name="accumulated")
@@ -276,8 +278,19 @@ class TraceView(SessionFollower, QWidget):
         pi = self.plot.getPlotItem()
         self._update_ticks()
         pi.setXRange(-0.5, len(self._names) - 0.5, padding=0.02)
-        pi.setYRange(min(low, 0.0) - 2, self._ceiling + 4, padding=0)
+        self._floor = min(low, 0.0) - 2
+        self._fit_y()
         self._default_info()
+
+    def _fit_y(self, *_a) -> None:
+        """The y range with room above the float line for the legend's row (kept as the plot resizes)."""
+        if getattr(self, "_floor", None) is None:
+            return
+        pi = self.plot.getPlotItem()
+        span = self._ceiling - self._floor
+        room = pi.legend.boundingRect().height() + 8
+        h = max(120.0, pi.vb.height())
+        pi.setYRange(self._floor, self._ceiling + span * room / max(40.0, h - room), padding=0)
 
     def _update_ticks(self) -> None:
         """Layer names under the axis: every k-th one when they do not all fit (the rest get a bare tick),
