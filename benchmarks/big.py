@@ -15,7 +15,8 @@ its own CLI process (``python -m quantviz ...``):
 
 For each step: wall time, peak RSS of the process (``wait4`` rusage) and
 ``peak_rss_ratio`` = (peak RSS - the baseline of a process that only imports
-torch, transformers and quantviz) / the bf16 weight bytes. The last line is one
+torch, transformers, quantviz and transformers' Llama class) / the bf16 weight
+bytes. The last line is one
 JSON object, with ``per_billion_params`` (seconds per step scaled to 1B).
 """
 from __future__ import annotations
@@ -57,10 +58,15 @@ def build(folder: Path, data: Path, args) -> int:
 
 def run(cmd: list[str], env: dict) -> dict:
     t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(ROOT))
-    _, status, usage = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t
-    out, err = p.stdout.read().decode(), p.stderr.read().decode()
+    # output goes to files: a child writing more than a pipe holds (a sensitivity JSON) would block
+    # forever while this process waits for it
+    with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
+        p = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env, cwd=str(ROOT))
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t
+        fo.seek(0)
+        fe.seek(0)
+        out, err = fo.read().decode(errors="replace"), fe.read().decode(errors="replace")
     code = os.waitstatus_to_exitcode(status)
     return {"seconds": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "exit": code,
             "error": err.strip().splitlines()[-1] if code and err.strip() else None, "stdout": out}
@@ -78,11 +84,14 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--skip-search", action="store_true", help="stop after the local sensitivity")
+    ap.add_argument("--out", help="also write the JSON here")
+    ap.add_argument("--steps", help="only these steps, e.g. open,local,search (default: all)")
     args = ap.parse_args()
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                QUANTVIZ_CACHE_DIR=tempfile.mkdtemp(prefix="qv-big-cache-"))
     py = sys.executable
-    base = run([py, "-c", "import torch, transformers, quantviz.cli.main, quantviz.session"], env)
+    # the baseline process also loads transformers' Llama code (~140 MB, the same for any size)
+    base = run([py, "-c", "import torch, transformers, quantviz.cli.main, quantviz.session; transformers.LlamaForCausalLM"], env)
     tmp = Path(tempfile.mkdtemp(prefix="qv-big-"))
     out: dict = {"baseline_rss_mb": base["peak_rss_mb"], "steps": {}}
     try:
@@ -97,6 +106,8 @@ def main() -> None:
                  ("local_3_bits", ["sensitivity", *common, "--method", "local", "--bits", "3,4,8", "--act-bits", "none"])]
         if not args.skip_search:
             steps.append(("search", ["search", *common, "--avg-bits", "6", "--bits", "4,8", "--steps", "2"]))
+        if args.steps:
+            steps = [st for st in steps if st[0].split("_")[0] in args.steps.split(",")]
         for name, cmd in steps:
             r = run([py, "-m", "quantviz", *cmd], env)
             r.pop("stdout")
@@ -105,10 +116,12 @@ def main() -> None:
             print(json.dumps({name: r}), file=sys.stderr, flush=True)
         per_b = 1e9 / params
         out["per_billion_params_s"] = {k: round(v["seconds"] * per_b, 1) for k, v in out["steps"].items()}
-        out["peak_rss_ratio"] = max(v["peak_rss_ratio"] for v in out["steps"].values())
+        out["peak_rss_ratio"] = max((v["peak_rss_ratio"] for v in out["steps"].values()), default=None)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(env["QUANTVIZ_CACHE_DIR"], ignore_errors=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out))
 
 

@@ -32,7 +32,7 @@ import torch
 from .data import ChunkedData, Dataset, chunk_bounds
 from .errors import ModelError, QuantvizError
 from .fakequant import iterate_outputs
-from .lmmetrics import Moments, batch_aux, kl_per_position, mask_padding, next_token_ce, perplexity, token_mask
+from .lmmetrics import Moments, batch_aux, kl_per_position, mask_padding, next_token_ce, perplexity, slice_aux, token_mask
 from .progress import Progress, null_progress
 
 SQNR_CAP_DB = 200.0
@@ -63,11 +63,37 @@ def _db(ratio: float) -> float:
     return float(min(SQNR_CAP_DB, 10 * math.log10(ratio)))
 
 
-def row_blocks(rows: int, row_numel: int, max_elems: int = 1 << 22):
+def row_blocks(rows: int, row_numel: int, max_elems: int = 1 << 20):
     """Slices of ``rows`` samples, each block at most ``max_elems`` elements (at least one row)."""
     step = max(1, max_elems // max(row_numel, 1))
     for a in range(0, rows, step):
         yield slice(a, min(a + step, rows))
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """No NaN / Inf in ``t``: NaN propagates through min / max and an Inf shows in them, so two
+    reductions decide it (``torch.isfinite`` makes an ``abs`` copy of the whole tensor)."""
+    if t.numel() == 0 or not t.is_floating_point():
+        return True
+    lo, hi = torch.aminmax(t)
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
+
+
+def _row_sums(fr: torch.Tensor, qr: torch.Tensor, max_elems: int = 1 << 19) -> torch.Tensor:
+    """Per row: sum f^2, sum (f - q)^2, sum f q, sum q^2 in float64, over blocks of at most
+    ``max_elems`` elements (rows split into column blocks when long): bounded temporaries."""
+    b, n = fr.shape
+    out = torch.zeros(4, b, dtype=torch.float64)
+    if n <= max_elems:
+        blocks = [(sl, slice(0, n)) for sl in row_blocks(b, n, max_elems)]
+    else:
+        blocks = [(slice(r, r + 1), slice(c, min(n, c + max_elems))) for r in range(b) for c in range(0, n, max_elems)]
+    for rs, cs in blocks:
+        f, q = fr[rs, cs].double(), qr[rs, cs].double()
+        d = f - q
+        out[:, rs] += torch.stack([(f * f).sum(dim=1), (d * d).sum(dim=1), (f * q).sum(dim=1), (q * q).sum(dim=1)])
+        del f, q, d
+    return out
 
 
 def is_classifier_output(out: torch.Tensor) -> bool:
@@ -97,7 +123,7 @@ class MetricStream:
         """One batch; ``aux`` holds its attention mask / token ids (``lmmetrics.batch_aux``)."""
         if fout.shape != qout.shape:
             raise ModelError(f"quantized output shape {tuple(qout.shape)} differs from float {tuple(fout.shape)}")
-        if not torch.isfinite(qout).all():
+        if not all_finite(qout):
             raise ModelError("quantized model produced NaN/Inf outputs")
         if self.task is None:
             self.task = "logits" if is_classifier_output(fout) else "hidden"
@@ -110,14 +136,7 @@ class MetricStream:
             qout_m = fout_m if same else mask_padding(qout, mask)
         else:
             fout_m, qout_m = fout, qout
-        fr, qr = fout_m.reshape(b, -1), qout_m.reshape(b, -1)
-        parts = []
-        for sl in row_blocks(b, fr.shape[1]):  # float64 per block of samples: bounded temporaries
-            f, q = fr[sl].double(), qr[sl].double()
-            parts.append(torch.stack([(f * f).sum(dim=1), ((f - q) ** 2).sum(dim=1), (f * q).sum(dim=1),
-                                      (q * q).sum(dim=1)]))
-            del f, q
-        sig, noise, dot, qq = torch.cat(parts, dim=1)
+        sig, noise, dot, qq = _row_sums(fout_m.reshape(b, -1), qout_m.reshape(b, -1))
         fn, qn = sig.sqrt(), qq.sqrt()
         cos = dot / (fn * qn).clamp_min(1e-30)
         cos = torch.where((fn == 0) & (qn == 0), torch.ones_like(cos), cos)
@@ -157,10 +176,14 @@ class MetricStream:
                 kl = kl_per_position(fout[sl], qout[sl])
                 self.kl.add(kl[mask[sl]] if mask is not None else kl)
         if self.task == "causal_lm":
-            ce_f = next_token_ce(fout, aux)
-            if ce_f is not None:
+            b = fout.shape[0]
+            for sl in row_blocks(b, fout[0].numel() if b else 1):  # log-softmax copies per block of samples
+                a_sl = slice_aux(aux, sl.start, sl.stop)
+                ce_f = next_token_ce(fout[sl], a_sl)
+                if ce_f is None:
+                    break
                 self.ce_f.add(ce_f)
-                self.ce_q.add(ce_f if same else next_token_ce(qout, aux))
+                self.ce_q.add(ce_f if same else next_token_ce(qout[sl], a_sl))
 
     def _sqnr_band(self) -> tuple[float, float, float]:
         if self.nn == 0:
@@ -281,7 +304,7 @@ def float_reference(model, data: Dataset, *, device="cpu", batch_size: int = 64,
     pending: list = []  # chunks of the batch being assembled
     kept = 0
     for i, out, y in iterate_outputs(model, src, device=device, batch_size=batch_size, cancel=cancel):
-        if not torch.isfinite(out).all():
+        if not all_finite(out):
             raise ModelError(f"the float model produces NaN/Inf outputs on {data.name}")
         stream.update(out, out, y, chunk_aux[i])
         pending.append((out, y))
@@ -296,6 +319,8 @@ def float_reference(model, data: Dataset, *, device="cpu", batch_size: int = 64,
             ys = [t for _, t in pending]
             labels.append(ys[0] if len(ys) == 1 or ys[0] is None else torch.cat([torch.as_tensor(t) for t in ys]))
             pending = []
+            del o
+        del out
         progress(i + 1, total, "float reference")
     metrics = {"sqnr_db": SQNR_CAP_DB, "cosine": 1.0}
     if stream.labelled:
@@ -330,7 +355,8 @@ REFERENCE_ENV = "QUANTVIZ_REFERENCE_BYTES"
 
 def default_reference_bytes(weight_bytes: int) -> int:
     """How much of the float reference's outputs to keep: ``$QUANTVIZ_REFERENCE_BYTES``,
-    else a quarter of the model's weight bytes (at least 64 MiB)."""
+    else an eighth of the model's weight bytes (at least 64 MiB): with the weights, their int8
+    codes and a batch's transients this keeps a model's peak within twice its weights."""
     import os
 
     env = os.environ.get(REFERENCE_ENV, "").strip()
@@ -339,7 +365,7 @@ def default_reference_bytes(weight_bytes: int) -> int:
             return max(0, int(float(env)))
         except ValueError:
             pass
-    return max(64 << 20, weight_bytes // 4)
+    return max(64 << 20, weight_bytes // 8)
 
 
 def user_metrics(evaluate_fn, model, data) -> dict:
@@ -393,6 +419,7 @@ def evaluate_quantized(qmodel, data: Dataset, ref: FloatReference, *, device="cp
     total = len(ref.outputs)
     for i, out, y in iterate_outputs(qmodel, data, device=device, batch_size=ref.batch_size, cancel=cancel):
         stream.update(ref.output(i), out, y, ref.aux_of(i))
+        del out  # not held while the next batch runs
         progress(i + 1, total, "evaluating")
         if on_estimate is not None and i + 1 < total:
             snap = stream.snapshot()

@@ -12,10 +12,13 @@ quantized. Outside a quantized call the hooks do nothing.
 The caller's model is not copied unless BatchNorm folding must change its
 weights (then one copy is folded). Quantized weights and their qparams are
 cached per ``(layer, WeightSpec)``; the quantized tensors live in a byte
-budget (``weight_cache_bytes``, default a quarter of the float weight bytes, or
+budget (``weight_cache_bytes``, default room for every weight as int8 codes:
+a quarter of float32 weight bytes, half of bf16, at least 64 MiB; or
 ``$QUANTVIZ_WEIGHT_CACHE``): the tensors of the applied config are kept first,
 others are dropped oldest first, and a layer whose tensor does not fit is
-re-quantized when it runs. Quantized weights keep the model's dtype (bf16 /
+re-quantized when it runs. Large layers of a model kept as codes are quantized
+straight to codes a block of channels at a time (:mod:`.wcodes`), and an
+``nn.Embedding`` held as codes decodes only the rows it looks up. Quantized weights keep the model's dtype (bf16 /
 fp16 checkpoints stay so); ranges, qparams and rounding are computed in
 float32.
 
@@ -35,6 +38,7 @@ import torch
 from torch import nn
 
 from .algorithms.simulate import AlgorithmSupport
+from .allocator import MIN_MODEL_BYTES, limit_heap_fragmentation
 from .data import Dataset, call_model, to_device
 from .errors import Cancelled, ModelError, QuantvizError
 from .format_quant import activation_axis, activation_error, activation_params, fake_quantize_activation
@@ -45,6 +49,7 @@ from .quantize import histogram_error, quantize_weight_tensor
 from .qparams import QParams, compute_qparams
 from .ranges import RangeError, activation_range
 from .spec import ActSpec, LayerSpec, WeightSpec
+from .wcodes import blockable, quantize_codes
 
 
 CACHE_ENV = "QUANTVIZ_WEIGHT_CACHE"
@@ -80,14 +85,16 @@ def _nbytes(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.numel() * t.element_size()
 
 
-def _default_cache_bytes(float_bytes: int) -> int:
+def _default_cache_bytes(float_bytes: int, numel: int) -> int:
+    """``$QUANTVIZ_WEIGHT_CACHE``, else room for every weight as int8 codes (a quarter of float32
+    weights, half of bf16 / fp16 ones: one 8-bit copy of the model), at least 64 MiB."""
     env = os.environ.get(CACHE_ENV, "").strip()
     if env:
         try:
             return max(0, int(float(env)))
         except ValueError:
             pass
-    return max(64 << 20, int(DEFAULT_CACHE_FRACTION * float_bytes))
+    return max(64 << 20, int(numel), int(DEFAULT_CACHE_FRACTION * float_bytes))
 
 
 class _QuantView(nn.Module):
@@ -174,7 +181,10 @@ class QuantSim(AlgorithmSupport):
         self._float_param = {} if self.weights_only else {n: m._parameters.get("weight") for n, m in self._fmods.items()}
         float_bytes = sum(_nbytes(w) for w in {id(w): w for w in self._float_w.values()}.values())
         self.float_weight_bytes = float_bytes
-        self.weight_cache_bytes = (_default_cache_bytes(float_bytes) if weight_cache_bytes is None
+        if float_bytes >= MIN_MODEL_BYTES:  # big models: freed temporaries go back to the system
+            limit_heap_fragmentation()
+        numel = sum(w.numel() for w in {id(w): w for w in self._float_w.values()}.values())
+        self.weight_cache_bytes = (_default_cache_bytes(float_bytes, numel) if weight_cache_bytes is None
                                    else int(weight_cache_bytes))
         self._cached_bytes = 0
         self._no_store = False
@@ -186,6 +196,8 @@ class QuantSim(AlgorithmSupport):
         self._tls = threading.local()
         self._swapped: list[tuple[nn.Module, str]] = []
         self._swapped_now: dict[str, nn.Module] = {}
+        self._gathers: dict = {}  # embeddings that look up their quantized rows in this call
+        self._run_w: dict[str, tuple] = {}  # name -> (applied WeightSpec, its whole quantized tensor)
         self._applied_spec: dict[str, WeightSpec | None] = {}  # the WeightSpec behind _applied_w's key
         self._applied_bias: dict[str, torch.Tensor] = {}  # bias correction: the bias a layer runs with
         self._float_bias = {} if self.weights_only else {n: m._parameters.get("bias") for n, m in self._fmods.items()}
@@ -215,6 +227,7 @@ class QuantSim(AlgorithmSupport):
 
     def _restore_weights(self) -> None:
         self._swapped_now.clear()
+        self._gathers.clear()
         while self._swapped:
             mod, name = self._swapped.pop()
             self._restore_layer(mod, name)
@@ -231,8 +244,11 @@ class QuantSim(AlgorithmSupport):
             if not self.active or mod is not self._fmods.get(name):
                 return None
             wspec = self._applied_spec.get(name)
-            if wspec is not None and mod._parameters.get("weight") is self._float_param[name]:
-                mod._parameters["weight"] = self._weight_for_run(name, wspec)
+            if wspec is not None and self._gather_codes(name, mod, wspec, args):
+                pass  # an embedding whose codes are looked up row by row after its call
+            elif wspec is not None and mod._parameters.get("weight") is self._float_param[name]:
+                rw = self._run_w.get(name)  # fast path: the applied config's whole tensor
+                mod._parameters["weight"] = rw[1] if rw is not None and rw[0] is wspec else self._weight_for_run(name, wspec)
                 if name in self._applied_bias:
                     mod._parameters["bias"] = self._applied_bias[name]
                 self._swapped.append((mod, name))
@@ -256,9 +272,25 @@ class QuantSim(AlgorithmSupport):
         def post(mod, args, out):  # the quantized weight of a layer that ran is not held any longer
             if self._swapped_now.pop(name, None) is mod:
                 self._restore_layer(mod, name)
+            codes = self._gathers.pop(name, None)
+            if codes is not None and isinstance(out, torch.Tensor):
+                return codes.take(args[0]).to(out.device)  # the quantized table's rows, as the lookup gives them
             return None
 
         return post
+
+    def _gather_codes(self, name: str, mod: nn.Module, spec: WeightSpec, args) -> bool:
+        """An ``nn.Embedding`` whose quantized table is held as codes looks up only the rows it needs
+        (the post-hook replaces its output with those rows, decoded): a language model's token table
+        is never decoded whole."""
+        if (type(mod) is not nn.Embedding or mod.max_norm is not None or spec.algorithm != "none"
+                or not args or not isinstance(args[0], torch.Tensor) or args[0].is_floating_point()):
+            return False
+        entry = self._wcache.get((name, spec))
+        if entry is None or entry.tensor is not None or entry.packed is None or entry.packed.axis not in (None, 0):
+            return False
+        self._gathers[name] = entry.packed
+        return True
 
     def _weight_for_run(self, name: str, spec: WeightSpec) -> torch.Tensor:
         if spec.algorithm != "none":  # algorithm results stay whole in the cache
@@ -270,6 +302,8 @@ class QuantSim(AlgorithmSupport):
         entry = self._wcache.get(key, entry)
         if entry is not None and entry.held_bytes == 0:
             self._keep(name, spec, entry, t)  # the applied config's tensors come first
+        if entry is not None and entry.tensor is t:  # held whole: the next calls take it directly
+            self._run_w[name] = (spec, t)
         return t
 
     def _keep(self, name: str, spec: WeightSpec, entry: WeightQuant, t: torch.Tensor) -> bool:
@@ -326,6 +360,7 @@ class QuantSim(AlgorithmSupport):
                 self._cached_bytes -= self._wcache.pop(k).held_bytes
         if len(self._wcache) > 2 * cap:
             self._wcache.clear()
+            self._run_w.clear()
             self._cached_bytes = 0
 
     def _materialize(self, key: tuple[str, WeightSpec], entry: WeightQuant) -> WeightQuant:
@@ -365,9 +400,31 @@ class QuantSim(AlgorithmSupport):
             return hit if hit.tensor is not None else self._materialize(key, hit)
         return self._quantize_rtn(name, spec)
 
-    def _quantize_rtn(self, name: str, spec: WeightSpec) -> WeightQuant:
+    def _prepare_rtn(self, name: str, spec: WeightSpec) -> WeightQuant:
+        """The cache entry of ``(name, spec)`` (rounding to nearest), computed if missing; its tensor
+        is not materialised (the layer decodes it when it runs)."""
+        hit = self._wcache.get((name, spec))
+        return hit if hit is not None else self._quantize_rtn(name, spec, need_tensor=False)
+
+    def _quantize_rtn(self, name: str, spec: WeightSpec, *, need_tensor: bool = True) -> WeightQuant:
         info = self.by_name[name]
-        t = quantize_weight_tensor(self._float_w[name].float().cpu(), spec, info.channel_axis, name)
+        w = self._float_w[name]
+        if (self.float_weight_bytes > self.weight_cache_bytes and w.device.type == "cpu"
+                and blockable(spec, w.numel())):
+            # a big layer of a model whose quantized weights are kept as codes: straight to codes,
+            # a block of channels at a time (no full-size float32 temporaries)
+            got = quantize_codes(w, spec, info.channel_axis, name)
+            if got is not None:
+                codes, qp, sqnr, mse, clipped = got
+                entry = WeightQuant(None, qp, sqnr, mse, clipped)
+                if not self._no_store:
+                    self._trim_cache()
+                    if self._make_room(codes.nbytes):
+                        entry.packed = codes
+                        self._cached_bytes += codes.nbytes
+                    self._wcache[(name, spec)] = entry
+                return replace(entry, tensor=codes.decode(), packed=None) if need_tensor else entry
+        t = quantize_weight_tensor(w.float().cpu(), spec, info.channel_axis, name)
         # the float weight's dtype and device
         res = WeightQuant(t.tensor.to(self._float_w[name]), t.qparams, t.sqnr_db, t.mse, t.clipped_fraction)
         return self._cache_put((name, spec), res)
@@ -460,6 +517,7 @@ class QuantSim(AlgorithmSupport):
             wkey = wspec if wspec is None or wspec.algorithm == "none" else self.algorithm_key(l.name, wspec)
             if self._applied_w.get(l.name, "unset") != wkey:
                 self._applied_spec.pop(l.name, None)  # while its new weight is computed the layer is float
+                self._run_w.pop(l.name, None)
                 self._applied_bias.pop(l.name, None)
                 wq = None
                 if wspec is not None:
@@ -468,6 +526,8 @@ class QuantSim(AlgorithmSupport):
                         wq = self.quantize_weight(l.name, wspec, progress=lambda d, t, m="", _n=l.name: sub(d, t, f"{m} {_n}"),
                                                   cancel=cancel)
                         done += 1
+                    elif wspec.algorithm == "none" and not self.weights_only:
+                        wq = self._prepare_rtn(l.name, wspec)  # errors (bad ranges) surface here
                     else:
                         wq = self.quantize_weight(l.name, wspec)  # errors (bad ranges) surface here
                 if self.weights_only:  # TorchScript: quantized in place on qmodel
@@ -532,6 +592,7 @@ class QuantSim(AlgorithmSupport):
         if self.weights_only:
             self.qmodel.load_state_dict(state, strict=False)
         self._wcache.clear()  # plain and algorithm results alike depend on the weights
+        self._run_w.clear()
         self._cached_bytes = 0
         self._applied_w.clear()
         self._applied_spec.clear()
@@ -600,7 +661,9 @@ def iterate_outputs(model: nn.Module, data: Dataset, *, device, batch_size: int 
         except Exception as exc:
             first = str(exc).splitlines()[0] if str(exc) else ""
             raise ModelError(f"model raised {type(exc).__name__} on {data.name}: {first}") from exc
-        yield i, out.detach().float().cpu(), y
+        out = out.detach().float().cpu()
+        yield i, out, y
+        del out, x  # not held while the next batch runs (a language model's logits are large)
 
 
 @torch.no_grad()

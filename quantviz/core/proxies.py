@@ -115,17 +115,51 @@ def _sketch_rows(p: Parts, layer, sketch: bool, sketch_ratio: int) -> tuple[int,
     return (cout, m) if _stackable(mod) and m < cout else None
 
 
+_BLOCK_ELEMS = 1 << 22  # weights larger than this are sketched a block of output channels at a time
+
+
+def _deltas(p: Parts, layer, w: torch.Tensor, bits) -> list:
+    out = []
+    for b in bits:
+        wq = p.sim.quantize_weight(layer.name, weight_setting(p.base_specs[layer.name], b).weight)
+        out.append((wq.tensor - w).to(w.device))
+    return out
+
+
+def _blocked_sketch(p: Parts, layer, w: torch.Tensor, bits, rows: tuple[int, int], gen) -> list:
+    """The sketch ``R^T (Q(W) - W)`` per bit-width of a large weight, summed over blocks of output
+    channels in float32: the same random signs as the one-product path (drawn as int8), without a
+    float copy of R or of any full-size difference (a language model's output layer has tens of
+    thousands of channels: R alone would be gigabytes)."""
+    cout, m = rows
+    signs = torch.randint(0, 2, (cout, m), generator=gen, dtype=torch.int8)
+    per = max(1, w.numel() // cout)
+    step = max(1, _BLOCK_ELEMS // max(per, m))
+    sk = torch.zeros((len(bits), m, per), dtype=torch.float32, device=w.device)
+    wf = w.reshape(cout, per)
+    for k, b in enumerate(bits):
+        wq = p.sim.quantize_weight(layer.name, weight_setting(p.base_specs[layer.name], b).weight).tensor
+        wqf = wq.reshape(cout, per)
+        for a in range(0, cout, step):
+            e = min(cout, a + step)
+            r = ((signs[a:e].float() * 2 - 1) / math.sqrt(m)).to(w.device)
+            d = wqf[a:e].float() - wf[a:e].float()
+            sk[k].addmm_(r.t(), d)
+        del wq, wqf
+    return [t.view((m,) + tuple(w.shape[1:])).to(w.dtype) for t in sk.unbind(0)]
+
+
 def _plan_layer(p: Parts, layer, bits, act_bits, sketch: bool, sketch_ratio: int, gen) -> _LocalPlan:
     sim = p.sim
     mod = sim.float_model.get_submodule(layer.name)
     w = sim.float_weight(layer.name)
-    deltas = []
-    for b in bits:
-        wq = sim.quantize_weight(layer.name, weight_setting(p.base_specs[layer.name], b).weight)
-        deltas.append((wq.tensor - w).to(w.device))
     stack = _stackable(mod)
     rows = _sketch_rows(p, layer, sketch, sketch_ratio)
-    if rows is not None:
+    # large or bf16 / fp16 weights: sketched in float32 blocks (CPUs without bf16 matrix units
+    # multiply bf16 many times slower than float32)
+    blocked = rows is not None and (w.numel() > _BLOCK_ELEMS or w.dtype != torch.float32)
+    deltas = _blocked_sketch(p, layer, w, bits, rows, gen) if blocked else _deltas(p, layer, w, bits)
+    if rows is not None and not blocked:
         cout, m = rows
         r = (torch.randint(0, 2, (cout, m), generator=gen).float() * 2 - 1) / math.sqrt(m)
         r = r.to(w.device, w.dtype)
@@ -133,7 +167,10 @@ def _plan_layer(p: Parts, layer, bits, act_bits, sketch: bool, sketch_ratio: int
         deltas = list(sk.view((len(deltas), m) + tuple(w.shape[1:])).unbind(0))
     aqs = [sim.activation_qparams(layer.name, act_setting(p.base_specs[layer.name], a).activation)
            if layer.has_activation_input else None for a in act_bits]
-    return _LocalPlan(mod, _noise_call(mod), deltas, torch.cat(deltas, 0) if stack else None,
+    stacked = torch.cat(deltas, 0) if stack else None
+    if stacked is not None:
+        deltas = []  # held once, as the stack (a language model's sketches are hundreds of MB)
+    return _LocalPlan(mod, _noise_call(mod), deltas, stacked,
                       -1 if isinstance(mod, nn.Linear) else 1, aqs, act_noise=[[] for _ in act_bits])
 
 

@@ -7,6 +7,13 @@ quantized weight this way when the full tensor does not fit its budget, and
 decodes it when the layer runs. :func:`encode` checks that decoding gives the
 tensor back bit for bit; a tensor that is not exactly on its grid is not
 encoded (``None``).
+
+:func:`quantize_codes` quantizes a large weight straight to codes, a block of
+output channels at a time, so that no full-size float32 copy of the weight
+(nor of its fake-quantized form) ever exists: for per-channel / per-group
+grids whose range rule looks at each row alone, every block gives the same
+qparams and codes as the whole tensor would. :meth:`Codes.decode` writes the
+weight in its own dtype block by block for the same reason.
 """
 from __future__ import annotations
 
@@ -59,14 +66,50 @@ class Codes:
         return self.q.numel() * self.q.element_size()
 
     def decode(self) -> torch.Tensor:
-        s = self.qp.scale.float().to(self.q.device).view(-1, 1)
-        z = self.qp.zero_point.float().to(self.q.device).view(-1, 1)
-        rows = (self.q.float() - z).mul_(s)
+        if self.axis is None or self.q.numel() <= BLOCK_ELEMS:
+            return self._decode_rows(0, self.q.shape[0], self.shape)
+        # block by block into the weight's own dtype: no float32 copy of the whole weight
+        c = self.shape[self.axis]
+        rpc = self.q.shape[0] // c  # code rows per output channel
+        out = torch.empty(self.shape, dtype=self.dtype, device=self.device)
+        moved = out.movedim(self.axis, 0)
+        step = max(1, BLOCK_ELEMS // max(1, self.q[0].numel() * rpc))
+        for a in range(0, c, step):
+            b = min(c, a + step)
+            block_shape = (b - a,) + tuple(moved.shape[1:])
+            moved[a:b].copy_(self._decode_rows(a * rpc, b * rpc, block_shape, moved_first=True))
+        return out
+
+    def take(self, ids: torch.Tensor) -> torch.Tensor:
+        """``decode()[ids]`` (rows of the first axis: an embedding lookup) without decoding the rest;
+        the same values bit for bit. Only for codes along axis 0 or per tensor."""
+        c = self.shape[0]
+        flat = ids.reshape(-1).to(self.q.device)
+        if self.axis is None:
+            s = self.qp.scale.float().to(self.q.device)[:1]
+            z = self.qp.zero_point.float().to(self.q.device)[:1]
+            rows = (self.q.view(c, -1)[flat].float() - z).mul_(s)
+        else:
+            rpc = self.q.shape[0] // c
+            s = self.qp.scale.float().to(self.q.device).view(c, rpc, 1)[flat]
+            z = self.qp.zero_point.float().to(self.q.device).view(c, rpc, 1)[flat]
+            rows = (self.q.view(c, rpc, -1)[flat].float() - z).mul_(s)
+            rows = rows.reshape(flat.numel(), -1)[:, : _numel(self.shape[1:])]
+        out = rows.reshape((flat.numel(),) + tuple(self.shape[1:])).to(device=self.device, dtype=self.dtype)
+        return out.reshape(tuple(ids.shape) + tuple(self.shape[1:]))
+
+    def _decode_rows(self, r0: int, r1: int, shape: tuple, moved_first: bool = False) -> torch.Tensor:
+        """Rows ``r0:r1`` of the codes decoded to ``shape`` (the weight, or a block of its channels
+        with the channel axis first when ``moved_first``)."""
+        s = self.qp.scale.float().to(self.q.device)[r0:r1].view(-1, 1)
+        z = self.qp.zero_point.float().to(self.q.device)[r0:r1].view(-1, 1)
+        rows = (self.q[r0:r1].float() - z).mul_(s)
+        axis = 0 if moved_first else self.axis
         pad = 0
-        if self.axis is not None:  # padding columns per output channel (per-group rows)
-            c = self.shape[self.axis]
-            pad = rows.numel() // c - _numel(self.shape) // c
-        out = _unrows(rows, self.shape, self.axis, self.group_size, pad)
+        if axis is not None:  # padding columns per output channel (per-group rows)
+            c = shape[axis]
+            pad = rows.numel() // c - _numel(shape) // c
+        out = _unrows(rows, shape, axis, self.group_size, pad)
         return out.to(device=self.device, dtype=self.dtype).contiguous()
 
 
@@ -91,4 +134,70 @@ def encode(wq: torch.Tensor, qp: QParams, axis: int | None, group_size: int | No
     return codes
 
 
-__all__ = ["Codes", "encode"]
+# a block of this many elements (16 MB of float32) is quantized / decoded at a time
+BLOCK_ELEMS = 1 << 22
+# range rules that look at each row (group) of the weight alone: blocks of rows give the whole's result
+ROW_LOCAL_RANGES = ("minmax", "percentile", "mse")
+
+
+def blockable(spec, numel: int) -> bool:
+    """Can :func:`quantize_codes` quantize a weight of ``numel`` elements under ``spec`` block-wise?"""
+    return (numel > BLOCK_ELEMS and spec.format == "int" and spec.algorithm == "none"
+            and spec.granularity in ("per_channel", "per_group") and spec.range.method in ROW_LOCAL_RANGES)
+
+
+def quantize_codes(w: torch.Tensor, spec, axis: int, name: str = ""):
+    """Quantize ``w`` (any float dtype) under ``spec`` a block of channels at a time, straight to codes.
+
+    Returns ``(codes, qparams, sqnr_db, mse, clipped_fraction)`` -- the same codes and qparams as
+    quantizing the whole tensor, decoding to ``quantize_weight_tensor(w.float()).tensor`` cast to
+    ``w``'s dtype -- or None when a block's fake-quantized values are not exactly encodable (the
+    caller then quantizes the whole tensor). Only for :func:`blockable` specs."""
+    from .quantize import quantize_weight_tensor, _db
+    from .qparams import QParams
+
+    gs = spec.effective_group_size() if spec.granularity == "per_group" else None
+    c = w.shape[axis]
+    per = max(1, w.numel() // max(c, 1))
+    step = max(2, BLOCK_ELEMS // per)  # at least two channels: a one-row block is a per-tensor case
+    q = None
+    parts: list[QParams] = []
+    noise = signal = clipped = 0.0
+    m_numel = 0
+    row = 0
+    bounds, a = [], 0
+    while a < c:
+        b = min(c, a + step)
+        if c - b == 1:  # never leave a last block of one channel
+            b = c
+        bounds.append((a, b))
+        a = b
+    for a, b in bounds:
+        n = b - a
+        wb = w.detach().narrow(axis, a, n).float()
+        tq = quantize_weight_tensor(wb, spec, axis, name)
+        wq = tq.tensor.to(w.dtype)
+        codes = encode(wq, tq.qparams, axis, gs)
+        if codes is None:
+            return None
+        if q is None:
+            rows_per_ch = codes.q.shape[0] // n
+            q = torch.empty((c * rows_per_ch,) + tuple(codes.q.shape[1:]), dtype=codes.q.dtype, device=codes.q.device)
+        q[row:row + codes.q.shape[0]].copy_(codes.q)
+        row += codes.q.shape[0]
+        parts.append(tq.qparams)
+        d = (wq.float() - wb).flatten()
+        noise += float(torch.dot(d, d))
+        signal += float(torch.dot(wb.flatten(), wb.flatten()))
+        clipped += tq.clipped_fraction * tq.matrix.numel()
+        m_numel += tq.matrix.numel()
+        del wb, tq, wq, codes, d
+    p0 = parts[0]
+    qp = QParams(scale=torch.cat([p.scale for p in parts]), zero_point=torch.cat([p.zero_point for p in parts]),
+                 qmin=p0.qmin, qmax=p0.qmax, lo=torch.cat([p.lo for p in parts]), hi=torch.cat([p.hi for p in parts]),
+                 bits=p0.bits, symmetric=p0.symmetric, grid=p0.grid)
+    codes = Codes(q, qp, axis, gs, tuple(w.shape), w.dtype, w.device)
+    return codes, qp, _db(signal, noise), noise / max(w.numel(), 1), clipped / max(m_numel, 1)
+
+
+__all__ = ["BLOCK_ELEMS", "Codes", "blockable", "encode", "quantize_codes"]

@@ -40,7 +40,10 @@ class FilesMixin:
             return
 
         def job(progress, cancel):
-            s = Session.open(reference, data=data, config=cfg, trust=trust, progress=progress, cancel=cancel)
+            # the table and the weight histograms need no forward pass: the model is shown at once,
+            # calibration and the float reference follow as their own job (prepare_session)
+            s = Session.open(reference, data=data, config=cfg, trust=trust, progress=progress, cancel=cancel,
+                             prepare=False)
             if config and cfg is None:
                 s.set_config(s.load_config_file(config), f"import {Path(config).name}")
             return s
@@ -53,7 +56,46 @@ class FilesMixin:
 
         self.clear_message()
         self.runner.submit("load", job, label=f"Opening {Path(reference).name or reference}",
-                           on_done=lambda s: self._on_loaded(s, None, reference), on_error=failed)
+                           on_done=lambda s: self._on_opened(s, reference), on_error=failed)
+
+    def _on_opened(self, session, reference) -> None:
+        previous, previous_path = self.session, self.session_path
+        self._on_loaded(session, None, reference)
+
+        def failed(message, details) -> None:  # bad data shows in calibration: the open failed
+            if self.session is session and previous is not None:
+                self.set_session(previous, previous_path)
+            self.show_open_error(reference, message, details)
+
+        self.prepare_session(session, on_failed=failed)
+
+    def prepare_session(self, session, on_failed=None) -> None:
+        """Calibrate and compute the float reference in the background; then re-check."""
+        if session.prepared:
+            return
+
+        def job(progress, cancel):
+            session.prepare(progress=progress, cancel=cancel)
+            return session
+
+        def done(s) -> None:
+            if s is not self.session:
+                return
+            self.table.model.specs_changed(dict(s.specs))  # activation statistics are there now
+            for w in self.views():  # the float reference's metrics are known now (summary rows, choices)
+                if w is not None and w is not self.table and w is not self.histogram:
+                    w.set_session(s)
+            if self.histogram is not None:
+                self.histogram.refresh()
+            self.request_check(immediately=True)
+
+        def error(message, details, exc) -> None:
+            if on_failed is not None:
+                on_failed(message, details)
+            else:
+                self.show_error(f"Calibration failed: {message}", details)
+
+        self.runner.submit("prepare", job, label="Calibrating", on_done=done, on_error=error)
 
     def open_session_file(self, path: str, *, trust: bool = False) -> None:
         from ..session import Session

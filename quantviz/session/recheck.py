@@ -28,7 +28,8 @@ stream, and the runner's outputs equal a plain forward pass of the model
 bit for bit, so both paths return identical metrics.
 
 The cache budget is ``Session(cache_bytes=...)``, else ``$QUANTVIZ_CACHE_BYTES``
-(bytes, or with a K/M/G suffix), else ``min(25 % of available RAM, 2 GiB)``.
+(bytes, or with a K/M/G suffix), else ``min(25 % of available RAM, 2 GiB)``,
+and at most ``max(256 MiB, a quarter of the model's weight bytes)``.
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ from ..core.progress import Progress, null_progress
 CACHE_ENV = "QUANTVIZ_CACHE_BYTES"
 CACHE_CAP_BYTES = 2 << 30
 CACHE_RAM_SHARE = 0.25
+CACHE_MODEL_FLOOR = 256 << 20
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -76,15 +78,18 @@ def available_memory() -> int | None:
         return None
 
 
-def default_budget() -> int:
-    """The cache budget when the session sets none (see the module docstring)."""
+def default_budget(weight_bytes: int | None = None) -> int:
+    """The cache budget when the session sets none (see the module docstring); with the model's
+    ``weight_bytes``, also at most ``max(CACHE_MODEL_FLOOR, weight_bytes / 4)``, so that a big
+    model's peak memory stays within twice its weights."""
     env = os.environ.get(CACHE_ENV, "").strip()
     if env:
         return parse_bytes(env)
     avail = available_memory()
-    if avail is None:
-        return CACHE_CAP_BYTES // 4
-    return int(min(CACHE_RAM_SHARE * avail, CACHE_CAP_BYTES))
+    budget = CACHE_CAP_BYTES // 4 if avail is None else int(min(CACHE_RAM_SHARE * avail, CACHE_CAP_BYTES))
+    if weight_bytes is not None:
+        budget = min(budget, max(CACHE_MODEL_FLOOR, int(weight_bytes) // 4))
+    return budget
 
 
 class Rechecker:
@@ -93,7 +98,8 @@ class Rechecker:
     def __init__(self, session, *, budget_bytes: int | None = None, first_chunk: int | None = None,
                  trace: bool = True):
         self.session = session
-        self.budget_bytes = int(budget_bytes) if budget_bytes is not None else default_budget()
+        self.budget_bytes = (int(budget_bytes) if budget_bytes is not None
+                             else default_budget(getattr(getattr(session, "sim", None), "float_weight_bytes", None)))
         self.first_chunk = first_chunk
         self.trace = trace
         self.runner: SuffixRunner | None = None
@@ -187,6 +193,7 @@ class Rechecker:
             mode, changed = "full", None
             for i, out, _ in iterate_outputs(s.sim.qmodel, data, device=s.device, cancel=cancel):
                 feed(i, out)
+                del out  # not held while the next chunk runs
         else:
             changed = self.changed_layers(specs)
             if changed is None:

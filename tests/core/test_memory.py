@@ -1,13 +1,14 @@
 """One model, no spare copies: the quantized view, the weight cache's budget and codes."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from quantviz.core.data import Dataset
 from quantviz.core.evaluate import evaluate_quantized, float_reference
 from quantviz.core.fakequant import QuantSim
-from quantviz.core.spec import ActSpec, LayerSpec, WeightSpec
+from quantviz.core.spec import ActSpec, LayerSpec, RangeSpec, WeightSpec
 from quantviz.core.wcodes import encode
 
 
@@ -79,3 +80,111 @@ def test_bf16_model_keeps_its_dtype():
     with torch.no_grad():
         assert sim.qmodel(x).dtype == torch.bfloat16
     sim.close()
+
+
+V = 3000
+
+
+def _big_lm(dtype=torch.float32):
+    """A token table and an output layer; tests make them "big" by lowering wcodes.BLOCK_ELEMS."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Embedding(V, 96), nn.Linear(96, 64), nn.ReLU(), nn.Linear(64, V)).to(dtype).eval()
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    from quantviz.core import wcodes
+
+    monkeypatch.setattr(wcodes, "BLOCK_ELEMS", 1 << 14)  # blocks of a few hundred channels
+
+
+def test_block_wise_codes_equal_the_whole_tensor_path(small_blocks):
+    from quantviz.core import wcodes
+
+    m = _big_lm()
+    sim = QuantSim(m, weight_cache_bytes=1 << 30)  # everything fits whole: the reference path
+    for spec in (WeightSpec(bits=8), WeightSpec(bits=4, granularity="per_group", group_size=48),
+                 WeightSpec(bits=3, symmetric=False), WeightSpec(bits=4, range=RangeSpec(method="mse"))):
+        for name in ("0", "3"):
+            w = sim.float_weight(name)
+            assert wcodes.blockable(spec, w.numel())
+            whole = sim.quantize_weight(name, spec)
+            got = wcodes.quantize_codes(w, spec, sim.by_name[name].channel_axis, name)
+            assert got is not None
+            codes, qp, sqnr, mse, clipped = got
+            assert torch.equal(codes.decode(), whole.tensor)
+            assert torch.equal(qp.scale, whole.qparams.scale) and torch.equal(qp.zero_point, whole.qparams.zero_point)
+            assert abs(sqnr - whole.sqnr_db) < 1e-3 and abs(clipped - whole.clipped_fraction) < 1e-6
+            ids = torch.tensor([[0, 5, V - 1], [17, 17, 3]])
+            if name == "0":
+                assert torch.equal(codes.take(ids), whole.tensor[ids])
+    sim.close()
+
+
+def test_model_kept_as_codes_runs_like_the_whole_tensors(small_blocks):
+    x = torch.randint(0, V, (6, 5))
+    data = Dataset(x, name="tokens")
+    outs = {}
+    for budget in (1 << 30, None):  # whole tensors / the default: codes (the model is above the budget)
+        sim = QuantSim(_big_lm(), weight_cache_bytes=budget)
+        if budget is None:
+            sim.weight_cache_bytes = sim.float_weight_bytes // 4  # as for a big model: int8 codes only
+        sim.calibrate(data, batch_size=3)
+        sim.apply(_specs(sim, act=8, bits=8))
+        with torch.no_grad():
+            outs[budget] = sim.qmodel(x)
+        if budget is None:
+            st = sim.cache_stats
+            assert st["codes"] == len(sim.layers) and st["tensors"] == 0 and st["bytes"] <= sim.weight_cache_bytes
+            # the embedding looked up its rows: its float table is what the model holds
+            assert sim.float_model[0].weight is sim._float_param["0"]
+        sim.close()
+    assert torch.equal(outs[1 << 30], outs[None])
+
+
+def test_default_cache_holds_one_int8_copy():
+    for dtype in (torch.float32, torch.bfloat16):
+        sim = QuantSim(_big_lm(dtype))
+        numel = sum(sim.float_weight(l.name).numel() for l in sim.layers)
+        assert sim.weight_cache_bytes == max(64 << 20, numel)
+        sim.close()
+
+
+def test_bf16_checkpoint_stays_bf16_through_calibration_and_evaluation(small_blocks):
+    m = _big_lm(torch.bfloat16)
+    x = torch.randint(0, V, (4, 5))
+    data = Dataset(x, name="tokens")
+    sim = QuantSim(m, weight_cache_bytes=1 << 20)  # codes path
+    sim.calibrate(data, batch_size=2)
+    ref = float_reference(sim.float_model, data, batch_size=2)
+    sim.apply(_specs(sim, act=8, bits=4, granularity="per_group", group_size=32))
+    assert all(p.dtype == torch.bfloat16 for p in sim.float_model.parameters())
+    assert sim.quantize_weight("3", WeightSpec(bits=4, granularity="per_group", group_size=32)).tensor.dtype == torch.bfloat16
+    metrics = evaluate_quantized(sim.qmodel, data, ref)
+    assert 0 < metrics["sqnr_db"] < 200
+    assert all(p.dtype == torch.bfloat16 for p in sim.float_model.parameters())
+    sim.close()
+
+
+def test_bf16_hugging_face_folder_opens_in_bf16(tmp_path):
+    """A bf16 checkpoint stays bf16 on the CPU (float model and quantized weights); the metrics come out."""
+    transformers = pytest.importorskip("transformers")
+    import numpy as np
+
+    from quantviz.session import Session
+
+    cfg = transformers.LlamaConfig(vocab_size=211, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                   tie_word_embeddings=False)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(str(tmp_path / "llama"))
+    ids = torch.randint(0, 211, (6, 16)).numpy()
+    np.savez(tmp_path / "tok.npz", input_ids=ids, attention_mask=np.ones_like(ids))
+    s = Session.open(str(tmp_path / "llama"), data=str(tmp_path / "tok.npz"), batch_size=3)
+    assert {p.dtype for p in s.sim.float_model.parameters()} == {torch.bfloat16}
+    res = s.check(incremental=False)
+    assert {p.dtype for p in s.sim.float_model.parameters()} == {torch.bfloat16}
+    name = s.layers[0].name
+    assert s.sim.applied_weight(name).dtype == torch.bfloat16
+    assert "perplexity" in res.metrics and 0 < res.metrics["sqnr_db"] < 200
+    s.sim.close()

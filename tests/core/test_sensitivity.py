@@ -128,3 +128,15 @@ def test_tied_layers_are_measured_as_one():
     by = {e["name"]: e for e in r["layers"]}
     assert by["emb"]["group"] == ["emb", "head"]
     assert by["emb"]["results"] == by["head"]["results"]
+
+
+def test_local_sketch_in_blocks_equals_one_product(res_session, monkeypatch):
+    """Big (or bf16) weights are sketched a block of output channels at a time, in float32: the same
+    random signs and the same estimate as one product of the whole matrices."""
+    p = res_session.parts()
+    whole = P.local(p, bits=(2, 4), sketch=True, sketch_ratio=4)
+    monkeypatch.setattr(P, "_BLOCK_ELEMS", 64)  # every sketched layer in blocks of a few channels
+    blocked = P.local(p, bits=(2, 4), sketch=True, sketch_ratio=4)
+    for ea, eb in zip(whole["layers"], blocked["layers"]):
+        for k in ("2", "4"):
+            assert ea["results"][k]["metrics"]["sqnr_db"] == pytest.approx(eb["results"][k]["metrics"]["sqnr_db"], abs=1e-3)

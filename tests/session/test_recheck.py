@@ -283,3 +283,12 @@ def test_budget_from_env_and_parse(monkeypatch):
         default_budget()
     monkeypatch.delenv(CACHE_ENV)
     assert 0 < default_budget() <= 2 << 30
+
+
+def test_budget_scales_down_with_a_big_model(monkeypatch):
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    free = default_budget()
+    assert default_budget(10 << 20) == min(free, 256 << 20)  # small models keep a useful floor
+    assert default_budget(2 << 30) == min(free, (2 << 30) // 4)  # a 2 GB model: a quarter of its weights
+    monkeypatch.setenv(CACHE_ENV, "3m")
+    assert default_budget(2 << 30) == 3 << 20  # the user's setting wins
