@@ -20,6 +20,11 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=9, metavar="N", help="budgets along the Pareto front (default 9)")
     p.add_argument("--metric", metavar="NAME",
                    help="metric --max-drop and the Pareto front use, e.g. accuracy, perplexity, kl_div (default: the model's main metric)")
+    p.add_argument("--sensitivity", default="e2e", metavar="METHOD",
+                   help="what ranks the layers before the candidates are measured: e2e (one evaluation per layer "
+                        "and bit-width), local (each layer's own output SQNR, one calibration pass: for large "
+                        "models) or hessian (HAWQ); as quantviz sensitivity --method; a cached result is reused "
+                        "(default e2e)")
     p.add_argument("--out", metavar="CFG.json", help="write the chosen config (quantviz config format)")
     add_scale_args(p)
     add_common_args(p)
@@ -29,6 +34,10 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..io.config import QuantConfig, save_config
 
+    from ..session.analysis import SEARCH_SENSITIVITY
+
+    if args.sensitivity not in SEARCH_SENSITIVITY:
+        raise CLIError(f"--sensitivity: unknown method {args.sensitivity!r} (choose from {', '.join(SEARCH_SENSITIVITY)})")
     bits = candidates_arg(args) or parse_bits(args.bits, "--bits", required=True)
     if args.steps < 2:
         raise CLIError(f"--steps must be at least 2, got {args.steps}")
@@ -41,7 +50,8 @@ def run(args) -> int:
     bar = ProgressBar(True if args.progress else None)
     try:
         res = session.run_search(avg_bits=args.avg_bits, size_bytes=args.size_bytes, max_drop=args.max_drop,
-                     bits=bits, pareto_steps=args.steps, progress=bar, metric=args.metric)
+                     bits=bits, pareto_steps=args.steps, progress=bar, metric=args.metric,
+                                 sensitivity=args.sensitivity)
     finally:
         bar.close()
     if args.out:
@@ -51,6 +61,9 @@ def run(args) -> int:
         return 0
     metric = res["metric"]
     c = res["chosen"]
+    ranked = res.get("sensitivity", "e2e") + (" sensitivity, from the score cache" if res.get("sensitivity_from_cache")
+                                              else " sensitivity")
+    print(f"{session.name}: layers ranked by {ranked}; {res['candidates']} candidates measured end to end")
     print(f"{session.name}: chosen config {fmt_bytes(c['size_bytes'])}, {c['avg_bits']:.2f} bits/weight, "
           f"{metric} {fmt_metric(metric, c['metrics'].get(metric))}, SQNR {fmt_metric('sqnr_db', c['metrics'].get('sqnr_db'))}")
     print(table([[n, str(b)] for n, b in c["bits"].items()], ["layer", "bits" if all(isinstance(b, int) for b in c["bits"].values()) else "setting"], "lr"))

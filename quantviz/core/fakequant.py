@@ -37,6 +37,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from . import cpucompute as _upcast
 from .algorithms.simulate import AlgorithmSupport
 from .allocator import MIN_MODEL_BYTES, limit_heap_fragmentation
 from .data import Dataset, call_model, to_device
@@ -208,6 +209,9 @@ class QuantSim(AlgorithmSupport):
             for l in self.layers:
                 self._hooks.append(self._fmods[l.name].register_forward_pre_hook(self._make_hook(l.name)))
                 self._hooks.append(self._fmods[l.name].register_forward_hook(self._make_post_hook(l.name)))
+        # bf16 / fp16 layers on the CPU compute in float32, float and quantized runs alike (:mod:`.cpucompute`)
+        self._upcast = [] if self.weights_only else _upcast.install(
+            m for m in self._fmods.values() if _upcast.wants(m, self.device))
 
     # ----------------------------------------------------- quantized mode
     @property
@@ -607,6 +611,8 @@ class QuantSim(AlgorithmSupport):
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
+        _upcast.uninstall(self._upcast)
+        self._upcast = []
 
 
 def fake_quantize_tensor(x: torch.Tensor, qp: QParams) -> torch.Tensor:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cpucompute import half_call
 from .data import call_model, output_tensor, to_device
 from .errors import Cancelled, ModelError
 from .evaluate import SQNR_CAP_DB
@@ -28,10 +29,10 @@ from .sensitivity import DEFAULT_BITS, Parts, result_of, act_setting, tie_groups
 # ------------------------------------------------------------ local
 def _noise_call(mod: nn.Module):
     """``f(x, w)`` without bias for layers whose output is linear in the weight."""
-    if isinstance(mod, nn.Linear):
-        return lambda x, w: F.linear(x, w)
+    if isinstance(mod, nn.Linear):  # bf16 / fp16 on the CPU: computed in float32 (:mod:`.cpucompute`)
+        return lambda x, w: half_call(F.linear, x, w)
     if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        return lambda x, w: mod._conv_forward(x, w, None)
+        return lambda x, w: half_call(lambda a, b: mod._conv_forward(a, b, None), x, w)
     if isinstance(mod, nn.Embedding):
         return lambda x, w: F.embedding(x, w, mod.padding_idx, mod.max_norm, mod.norm_type, mod.scale_grad_by_freq, mod.sparse)
 

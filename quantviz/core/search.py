@@ -1,7 +1,9 @@
 """Mixed-precision search: a bit-width per layer under a budget.
 
 The e2e sensitivities give, for each layer (or tied group) and bit-width,
-the output noise it adds and the drop of the task metric. Modelled as
+the output noise it adds and the drop of the task metric; a cheap proxy
+(``local``: the layer's own output SQNR; ``hessian``: HAWQ's score) gives a
+cost per cell instead, the ranking a large model can afford. Modelled as
 additive, choosing one bit-width per group is a multiple-choice knapsack,
 solved exactly by :func:`solve` (``scipy.optimize.milp`` when scipy is
 installed, else :func:`solve_dp`, a dynamic program over Pareto states).
@@ -103,6 +105,7 @@ def solve(costs, sizes, budget: float, method: str = "auto") -> list[int] | None
 def _table(p: Parts, sens: dict, bits: Sequence[int]):
     """Groups, per-option sizes (weight bits, bytes) and the additive objectives."""
     groups = tie_groups(p.sim, p.ties)
+    method = sens.get("method", "e2e")
     by_name = {e["name"]: e for e in sens["layers"]}
     metric = sens.get("metric") or primary_metric(p.reference.metrics)
     wbits, wbytes, noise, drop = [], [], [], []
@@ -117,9 +120,20 @@ def _table(p: Parts, sens: dict, bits: Sequence[int]):
         for b in bits:
             if str(b) not in cells:
                 raise SearchError(f"the sensitivity result has no {b}-bit entry for {g[0]}")
-        noise.append([10 ** (-cells[str(b)]["metrics"].get("sqnr_db", 0.0) / 10) for b in bits])
-        drop.append([max(0.0, cells[str(b)]["drop"].get(metric, 0.0)) for b in bits])
+        noise.append([_cost(cells[str(b)]["metrics"], method) for b in bits])
+        # only e2e / loo results measure the metric's drop; a proxy ranks by its cost alone
+        drop.append([max(0.0, (cells[str(b)].get("drop") or {}).get(metric, 0.0)) for b in bits])
     return groups, np.array(wbits, float), np.array(wbytes, float), np.array(noise), np.array(drop), metric
+
+
+def _cost(metrics: dict, method: str) -> float:
+    """A cell's additive cost: the noise power ``10^(-SQNR/10)`` (e2e / loo: at the model's output;
+    local: at the layer's own output), or the HAWQ score (hessian: trace x squared weight change)."""
+    if method == "hessian":
+        return max(0.0, float(metrics.get("hessian_score", 0.0)))
+    if "sqnr_db" not in metrics:
+        raise SearchError(f"the {method} sensitivity result has no SQNR to rank layers by")
+    return 10 ** (-float(metrics["sqnr_db"]) / 10)
 
 
 def _objectives(noise: np.ndarray, drop: np.ndarray) -> list[np.ndarray]:
@@ -297,9 +311,12 @@ def search(parts: Parts, sens: dict, *, avg_bits: float | None = None, size_byte
            cancel: Callable[[], bool] = lambda: False, executor=None) -> dict:
     """Choose a bit-width per layer for one budget and trace the Pareto front.
 
-    ``sens`` is the e2e sensitivity of ``parts`` at ``bits``. Returns
+    ``sens`` is a sensitivity result of ``parts`` at ``bits`` (``e2e`` or ``loo``:
+    output noise and metric drop per cell; the proxies ``local`` / ``hessian``:
+    their cost per cell only, so the solver's optimum minimises that cost and
+    the candidates' measured metric picks among them). Returns
     ``{"chosen": point, "pareto": [point...], "budget": {...}, "metric": name,
-    "candidates": n}`` where a point is ``{"size_bytes", "avg_bits",
+    "sensitivity": method, "candidates": n}`` where a point is ``{"size_bytes", "avg_bits",
     "metrics", "bits": {layer: b}, "name"}``. The simulation is left at
     ``parts.base_specs``. With ``executor`` (:class:`.raysweep.RayExecutor`) the
     candidates of each round are measured in parallel on its workers.
@@ -319,6 +336,7 @@ def search(parts: Parts, sens: dict, *, avg_bits: float | None = None, size_byte
     if chosen is None:
         raise SearchError(f"no config within {', '.join(map(str, bits))} bits keeps the {metric} drop within {max_drop:g}")
     return {"chosen": chosen, "pareto": front, "metric": metric, "float_metrics": dict(p.reference.metrics),
+            "sensitivity": sens.get("method", "e2e"), "sensitivity_from_cache": bool(sens.get("from_cache")),
             "budget": {"avg_bits": avg_bits, "size_bytes": size_bytes, "max_drop": max_drop}, "bits": as_json(bits),
             "candidates": len(points), "seconds": time.perf_counter() - t0}
 

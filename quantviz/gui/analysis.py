@@ -68,7 +68,7 @@ def ask_and_search(win) -> None:
         if req["start"]:
             s.apply_preset(req["start"])  # one undoable edit, as the dialog says
         s.set_analysis_metric(req["metric"])  # the session keeps it: the next sweep ranks by it too
-        run_search(win, bits=req["bits"], **req["budget"])
+        run_search(win, bits=req["bits"], sensitivity=req["sensitivity"], **req["budget"])
 
     dlg.accepted.connect(accepted)
     dlg.open()

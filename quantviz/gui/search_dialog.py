@@ -1,5 +1,6 @@
 """The mixed-precision search dialog: one budget (average bits, size or largest drop),
-the metric it compares by, the candidate bit-widths, and what the search starts from.
+the metric it compares by, the candidate bit-widths, what ranks the layers, and what
+the search starts from.
 
 The search changes only each layer's weight bit-width; every other setting
 (granularity, range method and manual ranges, grid, activation bits) comes
@@ -17,6 +18,9 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDia
 from ..core.fmt import METRIC_LABELS, PERCENT_METRICS, fmt_bytes, size_unit
 
 CANDIDATE_BITS = (2, 3, 4, 6, 8)
+RANKINGS = (("e2e", "End-to-end sensitivity (one evaluation per layer and bit-width)"),
+            ("local", "Local SQNR (one calibration pass; for large models)"),
+            ("hessian", "Hessian trace (HAWQ)"))
 
 
 class SearchDialog(QDialog):
@@ -80,6 +84,13 @@ class SearchDialog(QDialog):
             bits_row.addWidget(cb)
         bits_row.addStretch(1)
 
+        self.rank = QComboBox()
+        for key, text in RANKINGS:
+            self.rank.addItem(text, key)
+        self.rank.setToolTip("What ranks the layers before the candidate configs are measured end to end "
+                             "(as quantviz search --sensitivity). Local and Hessian need one calibration pass "
+                             "instead of one evaluation per layer and bit-width: use them for large models.")
+
         self.start = QComboBox()
         self.start.addItem("the current config", None)
         for name in ("W8", "W8A8", "W4"):
@@ -92,6 +103,7 @@ class SearchDialog(QDialog):
 
         form = QFormLayout()
         form.addRow("Candidate weight bits:", _wrap(bits_row))
+        form.addRow("Rank layers by:", self.rank)
         form.addRow("Start from:", self.start)
         buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         buttons.button(QDialogButtonBox.Ok).setText("Search")
@@ -147,7 +159,8 @@ class SearchDialog(QDialog):
         return tuple(b for b, cb in self.bit_boxes.items() if cb.isChecked())
 
     def request(self) -> dict:
-        """``{"budget": {key: value}, "bits": (...), "start": preset name or None}``."""
+        """``{"budget": {key: value}, "bits": (...), "start": preset name or None, "metric": key,
+        "sensitivity": "e2e" | "local" | "hessian"}``."""
         key = next(k for k, rb in self.radios.items() if rb.isChecked())
         if key == "avg_bits":
             value = float(self.avg_bits.value())
@@ -156,7 +169,7 @@ class SearchDialog(QDialog):
         else:
             value = float(self.max_drop.value()) / (100.0 if self.metric_key in PERCENT_METRICS else 1.0)
         return {"budget": {key: value}, "bits": self.bits(), "start": self.start.currentData(),
-                "metric": self.metric_key}
+                "metric": self.metric_key, "sensitivity": self.rank.currentData()}
 
     def _accept(self) -> None:
         if len(self.bits()) < 2:

@@ -20,6 +20,9 @@ from ..core.ranking import layer_scores, rank_agreement
 from ..core.trace import TraceResult
 
 
+SEARCH_SENSITIVITY = ("e2e", "local", "hessian")  # what a search can rank layers by (quantviz search --sensitivity)
+
+
 @dataclass
 class LayerScores:
     """One sensitivity number per layer for the layer table (the drop at ``bits``)."""
@@ -203,13 +206,28 @@ class AnalysisMixin:
                    max_drop: float | None = None, bits=search_mod.DEFAULT_BITS, pareto_steps: int = 9,
                    solver: str = "auto", ties=(), progress: Progress = null_progress,
                    cancel: Callable[[], bool] = lambda: False, cache: bool | None = None,
-                   ray: str | None = None, metric: str | None = None) -> dict:
+                   ray: str | None = None, metric: str | None = None, sensitivity: str = "e2e") -> dict:
         """Search a bit-width per layer for one budget (see :func:`quantviz.core.search.search`)
-        and keep the result; every point carries the full config it stands for."""
+        and keep the result; every point carries the full config it stands for.
+
+        ``sensitivity`` ranks the layers: ``e2e`` (one evaluation per layer and bit-width)
+        or a cheap proxy, ``local`` or ``hessian`` (one calibration pass: what a large model
+        can afford). A result of that method for the same settings, kept by the session or
+        in the score cache (as ``quantviz sensitivity --method local`` leaves it), is reused.
+        The candidates are measured end to end either way."""
+        if sensitivity not in SEARCH_SENSITIVITY:
+            raise search_mod.SearchError(f"unknown search sensitivity {sensitivity!r} "
+                                         f"(choose from {', '.join(SEARCH_SENSITIVITY)})")
         bits = normalize(bits)
         metric = self.analysis.metric if metric is None else metric
-        sens_res = self.run_sensitivity("e2e", bits=bits, act_bits=(), ties=ties, progress=scaled(progress, 0.0, 0.5),
-                                        cancel=cancel, cache=cache, ray=ray, metric=metric)
+        act_bits: tuple = ()
+        if sensitivity == "local" and any(s.activation.bits for s in self.specs.values()):
+            # a local sweep run with the sensitivity command's default activation bits serves as well
+            if self._has_sensitivity("local", bits, sens.DEFAULT_ACT_BITS, ties, metric, cache):
+                act_bits = sens.DEFAULT_ACT_BITS
+        sens_res = self.run_sensitivity(sensitivity, bits=bits, act_bits=act_bits, ties=ties,
+                                        progress=scaled(progress, 0.0, 0.5), cancel=cancel, cache=cache, ray=ray,
+                                        metric=metric)
         address = self.ray_address if ray is None else ray
         with self.lock:
             executor = None
@@ -230,6 +248,18 @@ class AnalysisMixin:
             self.analysis.search = res
         self.events.emit("analysis_changed", what="search")
         return res
+
+    def _has_sensitivity(self, method: str, bits, act_bits, ties, metric, cache) -> bool:
+        """Is a ``method`` result for these settings kept by the session or in the score cache?"""
+        with self.lock:
+            p = self.parts(ties, metric)
+            if methods.matches(self.analysis.sensitivity.get(method), p, method, bits, act_bits, {}):
+                return True
+            if not (self.use_score_cache if cache is None else cache):
+                return False
+            from .scale import score_store
+
+            return score_store(self, p, method, {}).get_result(methods.result_tag(method, bits, act_bits)) is not None
 
     def _config_with_bits(self, bits_by_layer: dict, name: str | None) -> dict:
         cfg = self.config.copy()
@@ -291,4 +321,4 @@ class AnalysisMixin:
         self.events.emit("analysis_changed", what="all")
 
 
-__all__ = ["Analysis", "AnalysisMixin", "LayerScores"]
+__all__ = ["Analysis", "AnalysisMixin", "LayerScores", "SEARCH_SENSITIVITY"]
