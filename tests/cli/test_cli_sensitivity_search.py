@@ -96,3 +96,43 @@ def test_score_cache_flags(recipe, capsys, tmp_path, monkeypatch):
     assert "from the score cache" in capsys.readouterr().out
     assert main(args + ["--ray-workers", "0", "--ray", "local"]) != 0
     assert "--ray-workers must be at least 1" in capsys.readouterr().err
+
+
+def test_search_ranked_by_a_cached_local_sweep(recipe, capsys, tmp_path, monkeypatch):
+    """``search --sensitivity local`` ranks the layers by the local proxy and reuses the sweep that
+    ``sensitivity --method local`` left in the score cache (no second sweep, no e2e sweep)."""
+    from quantviz.core import proxies, sensitivity
+
+    monkeypatch.setenv("QUANTVIZ_CACHE_DIR", str(tmp_path / "cache"))
+    calls = {"local": 0, "e2e": 0}
+    real_local, real_sweep = proxies.local_totals, sensitivity.sweep
+
+    def local_spy(*a, **k):
+        calls["local"] += 1
+        return real_local(*a, **k)
+
+    def sweep_spy(*a, **k):
+        calls["e2e"] += 1
+        return real_sweep(*a, **k)
+
+    monkeypatch.setattr(proxies, "local_totals", local_spy)
+    monkeypatch.setattr("quantviz.core.methods.sweep", sweep_spy)
+    assert main(["sensitivity", recipe, "--method", "local", "--bits", "2,4", "--act-bits", "none", "--threads", "1"]) == 0
+    capsys.readouterr()
+    assert calls == {"local": 1, "e2e": 0}
+    assert main(["search", recipe, "--avg-bits", "3", "--bits", "2,4", "--steps", "2", "--sensitivity", "local",
+                 "--json", "--threads", "1"]) == 0
+    res = _json(capsys)
+    assert calls == {"local": 1, "e2e": 0}
+    assert res["sensitivity"] == "local" and res["sensitivity_from_cache"] is True
+    assert res["chosen"]["avg_bits"] <= 3 + 1e-9 and "accuracy" in res["chosen"]["metrics"]
+    assert main(["search", recipe, "--avg-bits", "3", "--bits", "2,4", "--steps", "2", "--sensitivity", "local",
+                 "--threads", "1"]) == 0
+    assert "layers ranked by local sensitivity, from the score cache" in capsys.readouterr().out
+
+
+def test_search_sensitivity_bad_value_is_one_line(recipe, capsys):
+    assert main(["search", recipe, "--avg-bits", "3", "--bits", "2,4", "--sensitivity", "loo", "--threads", "1"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("quantviz: error: --sensitivity: unknown method 'loo' (choose from e2e, local, hessian)")
