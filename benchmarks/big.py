@@ -9,9 +9,14 @@ deleted afterwards) with 8 random sequences of 128 tokens, and runs, each as
 its own CLI process (``python -m quantviz ...``):
 
 1. ``evaluate --preset W8``: open, calibrate, float reference, one W8 evaluation;
-2. ``sensitivity --method local --bits 3,4,8``;
-3. ``search --avg-bits 6 --bits 4,8 --steps 2`` (its e2e sweep, then the
-   candidates).
+2. ``sensitivity --method local --bits 4,6,8 --act-bits none``: the local proxy at
+   three bit-widths (written to the score cache);
+3. ``search --avg-bits 5 --bits 4,6,8 --steps 2 --sensitivity local``: layers
+   ranked by the local proxy (step 2's sweep, read from the score cache: the
+   search runs no sweep of its own), then every candidate config measured end
+   to end on the 8 sequences (``candidates`` in the JSON). An e2e-ranked search
+   would first run one evaluation per layer and bit-width: 156 layers x 3 =
+   468 evaluations of the whole model.
 
 For each step: wall time, peak RSS of the process (``wait4`` rusage) and
 ``peak_rss_ratio`` = (peak RSS - the baseline of a process that only imports
@@ -83,6 +88,8 @@ def main() -> None:
     ap.add_argument("--seqs", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--bits", default="4,6,8", help="bit-widths of the local sweep and the search (default 4,6,8)")
+    ap.add_argument("--avg-bits", type=float, default=5.0, help="the search's budget (default 5)")
     ap.add_argument("--skip-search", action="store_true", help="stop after the local sensitivity")
     ap.add_argument("--out", help="also write the JSON here")
     ap.add_argument("--steps", help="only these steps, e.g. open,local,search (default: all)")
@@ -93,7 +100,10 @@ def main() -> None:
     # the baseline process also loads transformers' Llama code (~140 MB, the same for any size)
     base = run([py, "-c", "import torch, transformers, quantviz.cli.main, quantviz.session; transformers.LlamaForCausalLM"], env)
     tmp = Path(tempfile.mkdtemp(prefix="qv-big-"))
-    out: dict = {"baseline_rss_mb": base["peak_rss_mb"], "steps": {}}
+    out: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
+                 "load_avg_start": [round(v, 2) for v in os.getloadavg()],
+                 "cpu_upcast": os.environ.get("QUANTVIZ_CPU_UPCAST", "1"),
+                 "baseline_rss_mb": base["peak_rss_mb"], "steps": {}}
     try:
         folder, data = tmp / "llama", tmp / "tokens.npz"
         t = time.perf_counter()
@@ -103,15 +113,25 @@ def main() -> None:
         out.update(params=params, weight_bytes=wbytes, data=f"{args.seqs} x {args.tokens} tokens")
         common = [str(folder), "--data", str(data), "--batch-size", str(args.batch_size), "--json"]
         steps = [("open_calibrate_evaluate", ["evaluate", *common, "--preset", "W8"]),
-                 ("local_3_bits", ["sensitivity", *common, "--method", "local", "--bits", "3,4,8", "--act-bits", "none"])]
+                 ("local_3_bits", ["sensitivity", *common, "--method", "local", "--bits", args.bits, "--act-bits", "none"])]
         if not args.skip_search:
-            steps.append(("search", ["search", *common, "--avg-bits", "6", "--bits", "4,8", "--steps", "2"]))
+            steps.append(("search", ["search", *common, "--avg-bits", str(args.avg_bits), "--bits", args.bits,
+                                     "--steps", "2", "--sensitivity", "local"]))
         if args.steps:
             steps = [st for st in steps if st[0].split("_")[0] in args.steps.split(",")]
         for name, cmd in steps:
             r = run([py, "-m", "quantviz", *cmd], env)
-            r.pop("stdout")
+            stdout = r.pop("stdout")
+            if name == "search" and r["exit"] == 0:
+                res = json.loads(stdout)
+                c = res["chosen"]
+                r.update(sensitivity=res.get("sensitivity"), sensitivity_from_cache=res.get("sensitivity_from_cache"),
+                         candidates=res.get("candidates"), metric=res.get("metric"), chosen_avg_bits=round(c["avg_bits"], 3),
+                         chosen_metric=c["metrics"].get(res.get("metric")), float_metric=res["float_metrics"].get(res.get("metric")),
+                         pareto=[{"avg_bits": round(q["avg_bits"], 3), res["metric"]: q["metrics"].get(res["metric"])}
+                                 for q in res["pareto"]], search_s=round(res.get("seconds", 0.0), 1))
             r["peak_rss_ratio"] = round((r["peak_rss_mb"] - base["peak_rss_mb"]) * 2**20 / wbytes, 2)
+            r["load_avg_after"] = [round(v, 2) for v in os.getloadavg()]  # the machine is shared: how busy it was
             out["steps"][name] = r
             print(json.dumps({name: r}), file=sys.stderr, flush=True)
         per_b = 1e9 / params
