@@ -9,7 +9,8 @@ input, the weight it runs with (the float weight, or the fake-quantized one
 :class:`.fakequant.QuantSim` swaps in) and the bias are upcast for the call
 only, and the output is cast back to the layer's dtype, so the model's dtype
 and memory stay as they are (one layer's float32 weight lives during its
-call). The float reference and the quantized runs go through the same layers,
+call; a Linear weight over 16M elements, a language model's output layer, is
+upcast a block of output rows at a time). The float reference and the quantized runs go through the same layers,
 so they stay comparable.
 
 ``QUANTVIZ_CPU_UPCAST=0`` turns this off (compute in the model's dtype).
@@ -30,6 +31,7 @@ ENV = "QUANTVIZ_CPU_UPCAST"
 HALF_TYPES = (torch.bfloat16, torch.float16)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _ACTIVE: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+BLOCK_ELEMS = 1 << 24  # Linear weights larger than this are upcast a block of output rows at a time (64 MB)
 
 
 def enabled() -> bool:
@@ -64,7 +66,10 @@ def _tracing() -> bool:
 def compute(mod: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``mod``'s product of ``x`` with ``weight`` (+ ``bias``) in float32, cast back to ``weight``'s dtype."""
     dtype = weight.dtype
-    xf, wf = x.float(), weight.float()
+    xf = x.float()
+    if isinstance(mod, nn.Linear) and weight.numel() > BLOCK_ELEMS:
+        return _blocked_linear(xf, weight, bias, dtype)
+    wf = weight.float()
     bf = bias.float() if bias is not None else None
     if isinstance(mod, nn.Linear):
         out = F.linear(xf, wf, bf)
@@ -74,6 +79,17 @@ def compute(mod: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.T
         flat = xf.reshape(-1, xf.shape[-1])
         out = (torch.addmm(bf, flat, wf) if bf is not None else flat @ wf).view(*xf.shape[:-1], wf.shape[-1])
     return out.to(dtype)
+
+
+def _blocked_linear(xf: torch.Tensor, weight: torch.Tensor, bias, dtype) -> torch.Tensor:
+    """``F.linear`` a block of output rows at a time: the float32 copy of a large weight (a language
+    model's output layer) never exists whole."""
+    rows = max(1, BLOCK_ELEMS // max(1, weight.shape[1]))
+    out = torch.empty(*xf.shape[:-1], weight.shape[0], dtype=dtype, device=xf.device)
+    for a in range(0, weight.shape[0], rows):
+        b = min(weight.shape[0], a + rows)
+        out[..., a:b] = F.linear(xf, weight[a:b].float(), bias[a:b].float() if bias is not None else None)
+    return out
 
 
 def _upcast_ok(x, w) -> bool:

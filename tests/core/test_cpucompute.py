@@ -112,3 +112,14 @@ def test_half_call_upcasts_only_cpu_half_pairs():
     out = cpucompute.half_call(F.linear, xb, wb)
     assert out.dtype == torch.bfloat16
     assert torch.equal(out, F.linear(xb.float(), wb.float()).to(torch.bfloat16))
+
+
+def test_a_large_linear_is_upcast_in_blocks(monkeypatch):
+    monkeypatch.setattr(cpucompute, "BLOCK_ELEMS", 64)  # 64 elements: blocks of 4 rows of 16
+    torch.manual_seed(0)
+    lin = nn.Linear(16, 10).to(torch.bfloat16)
+    x = torch.randn(2, 3, 16).to(torch.bfloat16)
+    out = cpucompute.compute(lin, x, lin.weight, lin.bias)
+    want = F.linear(x.float(), lin.weight.float(), lin.bias.float()).to(torch.bfloat16)
+    assert out.dtype == torch.bfloat16 and out.shape == (2, 3, 10)
+    torch.testing.assert_close(out.float(), want.float(), rtol=1e-2, atol=1e-2)
