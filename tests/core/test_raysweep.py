@@ -56,6 +56,12 @@ def test_every_method_and_the_search_equal_the_local_run(cluster, session):
     b = session.run_search(avg_bits=4, bits=(2, 4, 8), cache=False, ray="cluster")
     assert a["chosen"]["bits"] == b["chosen"]["bits"] and a["candidates"] == b["candidates"]
     assert [q["metrics"] for q in a["pareto"]] == [q["metrics"] for q in b["pareto"]]
+    # ranked by the local proxy: its candidates are measured on the workers, with the same answer
+    a = session.run_search(avg_bits=4, bits=(2, 4, 8), cache=False, sensitivity="local")
+    b = session.run_search(avg_bits=4, bits=(2, 4, 8), cache=False, sensitivity="local", ray="cluster")
+    assert a["sensitivity"] == b["sensitivity"] == "local"
+    assert a["chosen"]["bits"] == b["chosen"]["bits"] and a["candidates"] == b["candidates"]
+    assert [q["metrics"] for q in a["pareto"]] == [q["metrics"] for q in b["pareto"]]
 
 
 def test_cancel_stops_the_workers_and_a_killed_worker_is_recomputed(cluster, session):
