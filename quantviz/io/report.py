@@ -142,6 +142,15 @@ def _as_float(v) -> float:
         return float("nan")
 
 
+def _search_note(search: dict) -> str:
+    """Which sensitivity ranked the layers and how many candidates were measured end to end."""
+    how = {"e2e": "the end-to-end sensitivity sweep", "local": "the local (layer output SQNR) proxy",
+           "hessian": "the Hessian (HAWQ) proxy"}.get(search.get("sensitivity", "e2e"), str(search.get("sensitivity")))
+    n = search.get("candidates")
+    measured = f"; {n} candidate configs measured end to end" if isinstance(n, int) else ""
+    return f'<p class="note">Layers ranked by {escape(how)}{escape(measured)}.</p>'
+
+
 def _points_from(search) -> tuple[list, list, str, str, tuple | None] | None:
     if not isinstance(search, dict):
         return None
@@ -336,7 +345,8 @@ def render_report(facts: ReportFacts, sim, specs: dict, *, progress: Progress = 
     search = _points_from(facts.search)
     if search is not None:
         P, F, xl, yl, chosen = search
-        parts += ["<h2>Mixed-precision search</h2>", svg.scatter(P, front=F, chosen=chosen, title="Pareto front", xlabel=xl, ylabel=yl)]
+        parts += ["<h2>Mixed-precision search</h2>", _search_note(facts.search),
+                  svg.scatter(P, front=F, chosen=chosen, title="Pareto front", xlabel=xl, ylabel=yl)]
     if facts.trace and facts.trace.get("layers"):
         parts += ["<h2>Where the error enters</h2>", _trace_section(facts.trace)]
     progress(3, 4, "histograms")

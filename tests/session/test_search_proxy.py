@@ -85,3 +85,15 @@ def test_hessian_ranked_search_and_a_bad_method(tmp_path, monkeypatch):
     assert res["sensitivity"] == "hessian" and res["chosen"]["avg_bits"] <= 5 + 1e-9
     with pytest.raises(SearchError, match=r"unknown search sensitivity 'loo' \(choose from e2e, local, hessian\)"):
         s.run_search(avg_bits=4, bits=(2, 4), sensitivity="loo")
+
+
+def test_the_report_says_what_ranked_the_layers(tmp_path):
+    from quantviz.session import Session
+
+    s = Session.open("demo")
+    s.run_search(avg_bits=4, bits=(2, 4, 8), pareto_steps=2, sensitivity="local", cache=False)
+    p = tmp_path / "r.html"
+    s.export("report", p)
+    html = p.read_text()
+    n = s.analysis.search["candidates"]
+    assert f"Layers ranked by the local (layer output SQNR) proxy; {n} candidate configs measured end to end." in html
