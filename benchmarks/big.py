@@ -77,6 +77,15 @@ def run(cmd: list[str], env: dict) -> dict:
             "error": err.strip().splitlines()[-1] if code and err.strip() else None, "stdout": out}
 
 
+def _json_of(text: str):
+    """The JSON object a ``--json`` command printed (anything printed before it is skipped)."""
+    start = text.find("\n{") + 1 if not text.lstrip().startswith("{") else text.find("{")
+    try:
+        return json.loads(text[start:]) if start >= 0 else None
+    except ValueError:
+        return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=22)
@@ -123,7 +132,11 @@ def main() -> None:
             r = run([py, "-m", "quantviz", *cmd], env)
             stdout = r.pop("stdout")
             if name == "search" and r["exit"] == 0:
-                res = json.loads(stdout)
+                res = _json_of(stdout)
+            if name == "search" and r["exit"] == 0 and res is None:
+                r["parse_error"] = "no JSON object in the output: " + stdout[:300]
+                Path(tempfile.gettempdir(), "qv-big-search-stdout.txt").write_text(stdout)
+            elif name == "search" and r["exit"] == 0:
                 c = res["chosen"]
                 r.update(sensitivity=res.get("sensitivity"), sensitivity_from_cache=res.get("sensitivity_from_cache"),
                          candidates=res.get("candidates"), metric=res.get("metric"), chosen_avg_bits=round(c["avg_bits"], 3),
