@@ -180,14 +180,15 @@ class MetricStream:
                 kl = kl_per_position(fout[sl], qout[sl])
                 self.kl.add(kl[mask[sl]] if mask is not None else kl)
         if self.task == "causal_lm":
+            owner = f"{self.readout.owner}: " if self.readout.custom_output else ""
             b = fout.shape[0]
             for sl in row_blocks(b, fout[0].numel() if b else 1):  # log-softmax copies per block of samples
                 a_sl = slice_aux(aux, sl.start, sl.stop)
-                ce_f = next_token_ce(fout[sl], a_sl)
+                ce_f = next_token_ce(fout[sl], a_sl, owner)
                 if ce_f is None:
                     break
                 self.ce_f.add(ce_f)
-                self.ce_q.add(ce_f if same else next_token_ce(qout[sl], a_sl))
+                self.ce_q.add(ce_f if same else next_token_ce(qout[sl], a_sl, owner))
 
     def _sqnr_band(self) -> tuple[float, float, float]:
         if self.nn == 0:

@@ -80,7 +80,7 @@ def kl_per_position(fout: torch.Tensor, qout: torch.Tensor) -> torch.Tensor:
     return F.kl_div(lq, lf, reduction="none", log_target=True).sum(-1)
 
 
-def next_token_ce(logits: torch.Tensor, aux: dict | None) -> torch.Tensor | None:
+def next_token_ce(logits: torch.Tensor, aux: dict | None, owner: str = "") -> torch.Tensor | None:
     """Cross-entropy of every real next-token prediction (1-D), or None if not a causal LM batch."""
     ids = aux.get("ids") if aux else None
     if ids is None or logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(ids.shape) or ids.shape[1] < 2:
@@ -91,6 +91,12 @@ def next_token_ce(logits: torch.Tensor, aux: dict | None) -> torch.Tensor | None
         valid = m[:, :-1] & m[:, 1:]
     pred = logits[:, :-1][valid].float()
     target = ids[:, 1:][valid]
+    top = int(target.max()) if target.numel() else -1
+    if top >= logits.shape[-1]:
+        from .errors import ModelError
+
+        raise ModelError(f"{owner}token ids reach {top} but the output read has {logits.shape[-1]} classes: "
+                         "perplexity needs next-token logits (a recipe names that output with OUTPUT)")
     return F.cross_entropy(pred, target, reduction="none")
 
 
