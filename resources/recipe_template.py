@@ -66,7 +66,8 @@ The contract
     ``inputs -> Tensor`` of shape ``(batch, tokens)``, non-zero / True for a
     real token (``MASK = lambda inputs: inputs["input_ids"] != PAD_ID``). Every
     metric, the calibration statistics, the per-layer algorithms' statistics,
-    the sensitivity proxies and the trace count those tokens only. A value
+    the sensitivity proxies, the trace and QAT's distillation loss count those
+    tokens only (QAT and ``loss()`` also read ``OUTPUT``). A value
     that does not fit the data is a one-line error naming the attribute.
 
 The recipe runs with its own folder importable, so ``from mymodel import

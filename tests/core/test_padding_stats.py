@@ -137,3 +137,24 @@ def test_local_and_hessian_proxies_count_real_tokens_only():
         p, u, old = (cells(res[name][k], metric) for name in ("padded", "unpadded", "padded, no mask"))
         assert p == pytest.approx(u, rel=1e-4), metric
         assert p != pytest.approx(old, rel=1e-4), metric
+
+
+def test_qat_distillation_counts_real_tokens_only():
+    from quantviz.core.qat import loss_value
+
+    g = torch.Generator().manual_seed(2)
+    out, teacher = torch.randn(3, 5, 7, generator=g), torch.randn(3, 5, 7, generator=g)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[0, 2:] = False
+    mask[2, 4:] = False
+    for kind in ("kl", "mse"):
+        base = loss_value(kind, None, out, teacher, None, None, 1.0, mask)
+        junk_o, junk_t = out.clone(), teacher.clone()
+        junk_o[~mask], junk_t[~mask] = 50.0, -50.0  # whatever padding holds, the loss is the same
+        assert torch.allclose(loss_value(kind, None, junk_o, junk_t, None, None, 1.0, mask), base), kind
+        full = torch.ones_like(mask)  # nothing padded: the loss as without a mask
+        assert torch.equal(loss_value(kind, None, out, teacher, None, None, 1.0, full),
+                           loss_value(kind, None, out, teacher, None, None, 1.0)), kind
+    real = out[mask], teacher[mask]
+    assert torch.allclose(loss_value("mse", None, out, teacher, None, None, 1.0, mask),
+                          torch.nn.functional.mse_loss(*real))
