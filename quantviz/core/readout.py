@@ -58,6 +58,16 @@ def inputs_of_call(args: tuple, kwargs: dict) -> Any:
     return tuple(args)
 
 
+def _describe(sel: Any) -> str:
+    if not callable(sel):
+        return repr(sel)
+    import hashlib
+
+    code = getattr(sel, "__code__", None)
+    blob = repr((code.co_code, code.co_consts, code.co_names)) if code is not None else repr(sel)
+    return f"{getattr(sel, '__qualname__', type(sel).__name__)}#{hashlib.sha1(blob.encode()).hexdigest()[:12]}"
+
+
 @dataclass(frozen=True, eq=False)
 class Readout:
     """The output and the token mask the metrics use (see the module docstring)."""
@@ -73,6 +83,13 @@ class Readout:
     @property
     def custom_mask(self) -> bool:
         return self.mask is not None
+
+    def key(self) -> str | None:
+        """What the readout is, as a string for cache keys (None for the default): a key or an
+        index as written, a function by its name and a hash of its code."""
+        if not (self.custom_output or self.custom_mask):
+            return None
+        return f"output={_describe(self.output)};mask={_describe(self.mask)}"
 
     # ---------------------------------------------------------- output
     def pick(self, out: Any, batch: int | None = None) -> torch.Tensor:

@@ -184,3 +184,17 @@ def test_cli_error_is_one_line(tmp_path):
                        capture_output=True, text=True, timeout=300)
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert r.returncode != 0 and len(lines) == 1 and "OUTPUT 'nope'" in lines[0], r.stderr
+
+
+def test_score_cache_keys_tell_readouts_apart(tmp_path):
+    from quantviz.session.scale import score_store
+
+    stores = []
+    for i, mask in enumerate(("", 'MASK = "pad_mask"\n', "MASK = lambda inputs: inputs['pad_mask'] > 0\n",
+                              "MASK = lambda inputs: inputs['input_ids'] > 3\n")):
+        attrs = 'OUTPUT = "scores"\n' + mask
+        d = tmp_path / f"r{i}"
+        d.mkdir()
+        s = Session.open(str(_recipe(d, attrs)), batch_size=4)  # same name, same weights, same data
+        stores.append(score_store(s, s.parts(), "local", {}, root=tmp_path / "cache").folder)
+    assert len(set(stores)) == 4
