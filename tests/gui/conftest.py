@@ -38,6 +38,22 @@ def qt_warnings_fail(qapp):
 
 
 @pytest.fixture(autouse=True)
+def pyqtgraph_exceptions_fail():
+    """An exception pyqtgraph swallows in a paint or mouse handler ("Ignored exception") fails the test.
+
+    It once was the only visible sign of a stale PySide wrapper that later crashed the process."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    bad = [str(w.message) for w in caught
+           if issubclass(w.category, RuntimeWarning) and "Ignored exception" in str(w.message)]
+    if bad:
+        pytest.fail("pyqtgraph swallowed an exception during the test:\n" + bad[0][-1500:])
+
+
+@pytest.fixture(autouse=True)
 def no_jobs_left_running(qapp):
     """A test that leaves a background job or a Python thread running fails."""
     before = set(threading.enumerate())

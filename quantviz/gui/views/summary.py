@@ -67,12 +67,13 @@ class SummaryPanel(SessionFollower, QWidget):
             h = QLabel(f"<b>{text}</b>")
             h.setAlignment(Qt.AlignRight | Qt.AlignVCenter if c else Qt.AlignLeft)
             self.grid.addWidget(h, 0, c)
-        self.cells: dict[str, tuple[QLabel, QLabel, QLabel, QLabel]] = {}
-        for r, (key, label, tip) in enumerate(METRIC_ROWS + SIZE_ROWS, start=1):
+        # One row of four labels per metric / size entry, built once. Rows never move in the grid: re-adding a
+        # widget deletes its layout item, and PySide keeps a stale wrapper for an item of a nested layout (a
+        # crash later, when its address is reused). To put the task metric first, a row takes another key.
+        self._rows: list[tuple[QLabel, QLabel, QLabel, QLabel]] = []
+        for r in range(1, len(METRIC_ROWS + SIZE_ROWS) + 1):
             cells = tuple(QLabel() for _ in range(4))
-            cells[0].setText(label)
             for i, c in enumerate(cells):
-                c.setToolTip(tip)
                 if i:
                     c.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
                     c.setTextInteractionFlags(Qt.TextSelectableByMouse)
@@ -81,7 +82,10 @@ class SummaryPanel(SessionFollower, QWidget):
             cells[0].setFixedWidth(110)
             for c, w in zip(cells[1:], (72, 112, 70)):
                 c.setFixedWidth(w)
-            self.cells[key] = cells
+            self._rows.append(cells)
+        self.cells: dict[str, tuple[QLabel, QLabel, QLabel, QLabel]] = {}  # key -> the row showing it
+        self._row_keys: list[str] = []  # key of each row, top to bottom
+        self._assign_rows([k for k, _l, _t in METRIC_ROWS + SIZE_ROWS])
 
         left_box = QWidget()
         left_box.setFixedWidth(LEFT_WIDTH)
@@ -144,16 +148,29 @@ class SummaryPanel(SessionFollower, QWidget):
         ref = getattr(self.session, "reference", None) if self.session is not None else None
         first = primary_metric(ref.metrics) if ref is not None and ref.metrics else "accuracy"
         keys = [k for k, _l, _t in METRIC_ROWS]
-        order = ([first] if first in keys else []) + [k for k in keys if k != first] + [k for k, _l, _t in SIZE_ROWS]
-        for r, key in enumerate(order, start=1):
-            for i, c in enumerate(self.cells[key]):
-                self.grid.addWidget(c, r, i)  # re-adding moves the label to its new row
+        self._assign_rows(([first] if first in keys else []) + [k for k in keys if k != first]
+                          + [k for k, _l, _t in SIZE_ROWS])
+
+    def _assign_rows(self, order: list[str]) -> None:
+        """Row i shows ``order[i]``: its label and tooltip change, its widgets stay where they are."""
+        if order == self._row_keys:
+            return
+        texts = {k: (label, tip) for k, label, tip in METRIC_ROWS + SIZE_ROWS}
+        self.cells = {}
+        for cells, key in zip(self._rows, order):
+            label, tip = texts[key]
+            cells[0].setText(label)
+            for c in cells:
+                c.setToolTip(tip)
+                if c is not cells[0]:
+                    c.clear()
+            self.cells[key] = cells
+        self._row_keys = list(order)
 
     def metric_rows(self) -> list[str]:
         """The metric rows shown, top to bottom."""
-        rows = [(self.grid.getItemPosition(self.grid.indexOf(self.cells[k][0]))[0], k) for k, _l, _t in METRIC_ROWS
-                if not self.cells[k][0].isHidden()]
-        return [k for _r, k in sorted(rows)]
+        metrics = {k for k, _l, _t in METRIC_ROWS}
+        return [k for k in self._row_keys if k in metrics and not self.cells[k][0].isHidden()]
 
     def _on_session_config_changed(self, change) -> None:
         self._size = change.size.to_dict()
