@@ -38,23 +38,11 @@ sys.path.insert(0, str(ROOT))
 
 
 def build_llama(folder: Path, data: Path, *, quick: bool, seqs: int, tokens: int) -> int:
-    import numpy as np
-    import torch
-    import transformers
+    from benchmarks.models import LLAMA_134M, build_llama as build
 
-    transformers.utils.logging.set_verbosity_error()
     size = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=4, vocab_size=512) if quick else \
-        dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
-             num_key_value_heads=12, vocab_size=32000)
-    cfg = transformers.LlamaConfig(max_position_embeddings=max(256, tokens), tie_word_embeddings=False, **size)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(cfg).eval()
-    model.save_pretrained(str(folder))
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, cfg.vocab_size, (seqs, tokens), generator=g)
-    np.savez(data, input_ids=ids.numpy(), attention_mask=np.ones_like(ids.numpy()))
-    return sum(p.numel() for p in model.parameters())
+                num_key_value_heads=4, vocab_size=512) if quick else LLAMA_134M
+    return build(folder, data, size=size, seqs=seqs, tokens=tokens, max_positions=max(256, tokens))
 
 
 def save_resnet(folder: Path, *, quick: bool) -> tuple[str, str, int]:

@@ -52,20 +52,9 @@ def _peak_bytes() -> int:
 
 
 def build_llama(folder: Path, data: Path, *, seqs: int = 32, tokens: int = 64) -> None:
-    import numpy as np
-    import torch
-    import transformers
+    from benchmarks.models import LLAMA_134M, build_llama as build  # in the build child only
 
-    transformers.utils.logging.set_verbosity_error()
-    cfg = transformers.LlamaConfig(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
-                                   num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=512,
-                                   tie_word_embeddings=False)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(cfg).eval()
-    model.save_pretrained(str(folder))
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, cfg.vocab_size, (seqs, tokens), generator=g)
-    np.savez(data, input_ids=ids.numpy(), attention_mask=np.ones_like(ids.numpy()))
+    build(folder, data, size=LLAMA_134M, seqs=seqs, tokens=tokens, max_positions=512)
 
 
 def _import_model_class(model: str) -> None:

@@ -4,10 +4,16 @@
   parameters for 1000 classes, ~11.2 M for 10) with random weights and
   randomised BatchNorm statistics, so that folding and quantization see
   realistic, non-trivial tensors.
+  ``width`` narrows it (the tests' fixture uses 8).
 * :func:`random_dataset` -- a :class:`quantviz.core.data.Dataset` of
   standard-normal inputs with integer labels, reproducible from a seed.
+* :func:`build_llama` -- a Llama-layout causal LM with random weights saved as a
+  Hugging Face folder, and random token ids as an ``.npz`` (``LLAMA_134M``: the
+  ~134M-parameter layout of the memory and GPU benchmarks).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -39,22 +45,22 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """BasicBlock ResNet-18 ([2, 2, 2, 2] blocks, widths 64..512)."""
+    """BasicBlock ResNet-18 ([2, 2, 2, 2] blocks, widths ``width`` x 1, 2, 4, 8: 64..512 by default)."""
 
-    def __init__(self, num_classes: int = 10):
+    def __init__(self, num_classes: int = 10, width: int = 64):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        layers, cin = [], 64
-        for i, width in enumerate((64, 128, 256, 512)):
+        layers, cin = [], width
+        for i, c in enumerate((width, 2 * width, 4 * width, 8 * width)):
             stride = 1 if i == 0 else 2
-            layers.append(nn.Sequential(BasicBlock(cin, width, stride), BasicBlock(width, width)))
-            cin = width
+            layers.append(nn.Sequential(BasicBlock(cin, c, stride), BasicBlock(c, c)))
+            cin = c
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(cin, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -88,4 +94,25 @@ def random_dataset(n: int, shape: tuple[int, ...], num_classes: int = 10, seed: 
     return Dataset(x, y, name=name)
 
 
-__all__ = ["BasicBlock", "ResNet18", "build_resnet18", "random_dataset"]
+LLAMA_134M = dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
+                  num_key_value_heads=12, vocab_size=32000)
+
+
+def build_llama(folder: Path, data: Path, *, size: dict, seqs: int, tokens: int, max_positions: int) -> int:
+    """Save a ``LlamaForCausalLM`` of ``size`` (seed 0, untied embeddings) to ``folder`` and
+    ``seqs`` random sequences of ``tokens`` ids (all real) to ``data``; returns its parameter count."""
+    import numpy as np
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    cfg = transformers.LlamaConfig(max_position_embeddings=max_positions, tie_word_embeddings=False, **size)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    model.save_pretrained(str(folder))
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, cfg.vocab_size, (seqs, tokens), generator=g)
+    np.savez(data, input_ids=ids.numpy(), attention_mask=np.ones_like(ids.numpy()))
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["BasicBlock", "ResNet18", "build_resnet18", "random_dataset", "build_llama", "LLAMA_134M"]

@@ -52,6 +52,24 @@ The contract
     perplexity and KL divergence are measured over the real tokens),
     ``"logits"`` (class logits) or ``"hidden"`` (hidden states / embeddings).
 
+``OUTPUT``  (optional)
+    The output the metrics read, when it is not the model's main one (by
+    default: the tensor the model returns, else its ``logits`` entry or
+    attribute, else its first tensor). A key or attribute name
+    (``OUTPUT = "scores"``), an index into a tuple / dict of outputs
+    (``OUTPUT = 1``), or a function ``output -> Tensor`` with the batch axis
+    first (``OUTPUT = lambda out: out["heads"]["lm"]``).
+
+``MASK``  (optional)
+    Which tokens are real, when padding is not marked by an ``attention_mask``
+    input (the default). An input's name (``MASK = "pad_mask"``) or a function
+    ``inputs -> Tensor`` of shape ``(batch, tokens)``, non-zero / True for a
+    real token (``MASK = lambda inputs: inputs["input_ids"] != PAD_ID``). Every
+    metric, the calibration statistics, the per-layer algorithms' statistics,
+    the sensitivity proxies, the trace and QAT's distillation loss count those
+    tokens only (QAT and ``loss()`` also read ``OUTPUT``). A value
+    that does not fit the data is a one-line error naming the attribute.
+
 The recipe runs with its own folder importable, so ``from mymodel import
 MyNet`` works for a ``mymodel.py`` next to it. Relative file names are not
 resolved against the recipe folder: use ``HERE / "weights.pt"`` as below.

@@ -17,7 +17,8 @@ Metric names (stable, used by the CLI's JSON, sensitivity and search):
 * anything a recipe's ``evaluate(model, data)`` returns.
 
 With an attention mask in the inputs, every metric is computed over the
-tokens the mask marks as real (``quantviz.core.lmmetrics``). While streaming, :meth:`MetricStream.snapshot` gives each metric an
+tokens the mask marks as real (``quantviz.core.lmmetrics``); a recipe can name
+the output and the mask the metrics read (:mod:`quantviz.core.readout`). While streaming, :meth:`MetricStream.snapshot` gives each metric an
 uncertainty band: a 95 % Wilson interval for proportions, a normal interval
 (1.96 standard errors) for the others.
 """
@@ -34,6 +35,7 @@ from .errors import ModelError, QuantvizError
 from .fakequant import iterate_outputs
 from .lmmetrics import Moments, batch_aux, kl_per_position, mask_padding, next_token_ce, perplexity, slice_aux, token_mask
 from .progress import Progress, null_progress
+from .readout import DEFAULT, Readout
 
 SQNR_CAP_DB = 200.0
 Z95 = 1.959963984540054
@@ -103,8 +105,9 @@ def is_classifier_output(out: torch.Tensor) -> bool:
 class MetricStream:
     """Accumulates metrics of quantized outputs against float outputs / labels."""
 
-    def __init__(self, total_samples: int | None = None, task: str | None = None):
+    def __init__(self, total_samples: int | None = None, task: str | None = None, readout: Readout = DEFAULT):
         self.total = total_samples
+        self.readout = readout
         self.task = task  # see quantviz.core.lmmetrics; None: decided by the first output
         self.kl = Moments()
         self.ce_q = Moments()
@@ -127,6 +130,7 @@ class MetricStream:
             raise ModelError("quantized model produced NaN/Inf outputs")
         if self.task is None:
             self.task = "logits" if is_classifier_output(fout) else "hidden"
+        self.readout.check_lines_up(aux.get("mask") if aux else None, fout)
         mask = token_mask(fout, aux)
         same = qout is fout
         self._lm_update(fout, qout, aux, mask, same)
@@ -176,14 +180,15 @@ class MetricStream:
                 kl = kl_per_position(fout[sl], qout[sl])
                 self.kl.add(kl[mask[sl]] if mask is not None else kl)
         if self.task == "causal_lm":
+            owner = f"{self.readout.owner}: " if self.readout.custom_output else ""
             b = fout.shape[0]
             for sl in row_blocks(b, fout[0].numel() if b else 1):  # log-softmax copies per block of samples
                 a_sl = slice_aux(aux, sl.start, sl.stop)
-                ce_f = next_token_ce(fout[sl], a_sl)
+                ce_f = next_token_ce(fout[sl], a_sl, owner)
                 if ce_f is None:
                     break
                 self.ce_f.add(ce_f)
-                self.ce_q.add(ce_f if same else next_token_ce(qout[sl], a_sl))
+                self.ce_q.add(ce_f if same else next_token_ce(qout[sl], a_sl, owner))
 
     def _sqnr_band(self) -> tuple[float, float, float]:
         if self.nn == 0:
@@ -252,6 +257,7 @@ class FloatReference:
     extra: dict = field(default_factory=dict)
     aux: list = field(default_factory=list)  # per batch: attention mask / token ids (lmmetrics.batch_aux)
     task: str | None = None
+    readout: Readout = DEFAULT  # the output and token mask the metrics read
 
     recompute: Callable[[int, int], torch.Tensor] | None = None  # rows a:b -> float outputs (when not kept)
 
@@ -279,13 +285,14 @@ class FloatReference:
         return sum(o.numel() * o.element_size() for o in self.outputs if o is not None)
 
     def stream(self) -> "MetricStream":
-        return MetricStream(self.num_samples, task=self.task)
+        return MetricStream(self.num_samples, task=self.task, readout=self.readout)
 
 
 def float_reference(model, data: Dataset, *, device="cpu", batch_size: int = 64,
                     evaluate_fn: Callable | None = None, progress: Progress = null_progress,
                     cancel: Callable[[], bool] = lambda: False, first_chunk: int | None = None,
-                    task: str | None = None, keep_bytes: int | None = None) -> FloatReference:
+                    task: str | None = None, keep_bytes: int | None = None,
+                    readout: Readout | None = None) -> FloatReference:
     """The float model's outputs per ``batch_size`` batch, and its metrics.
 
     With ``first_chunk`` the model runs over :func:`~.data.chunk_bounds` (a
@@ -294,16 +301,19 @@ def float_reference(model, data: Dataset, *, device="cpu", batch_size: int = 64,
     kernels a backend picks can depend on the batch size). ``task``: see
     :mod:`.lmmetrics` (masks and next-token targets come from the inputs).
     ``keep_bytes`` bounds the outputs kept in memory (a language model's logits
-    are large): batches beyond it are computed again when needed."""
+    are large): batches beyond it are computed again when needed. ``readout``: the output and
+    token mask the metrics read (default: the main output and the inputs' attention mask)."""
+    readout = readout or DEFAULT
     outs, labels = [], []
     src = ChunkedData(data, chunk_bounds(len(data), batch_size, first_chunk)) if first_chunk else data
     total = src.num_batches(batch_size)
-    aux = [batch_aux(x, task) for x, _ in data.batches(batch_size)]
-    chunk_aux = [batch_aux(x, task) for x, _ in src.batches(batch_size)] if first_chunk else aux
-    stream = MetricStream(len(data), task=task)
+    aux = [batch_aux(x, task, readout) for x, _ in data.batches(batch_size)]
+    chunk_aux = [batch_aux(x, task, readout) for x, _ in src.batches(batch_size)] if first_chunk else aux
+    stream = MetricStream(len(data), task=task, readout=readout)
     pending: list = []  # chunks of the batch being assembled
     kept = 0
-    for i, out, y in iterate_outputs(model, src, device=device, batch_size=batch_size, cancel=cancel):
+    for i, out, y in iterate_outputs(model, src, device=device, batch_size=batch_size, cancel=cancel,
+                                     readout=readout):
         if not all_finite(out):
             raise ModelError(f"the float model produces NaN/Inf outputs on {data.name}")
         stream.update(out, out, y, chunk_aux[i])
@@ -333,18 +343,18 @@ def float_reference(model, data: Dataset, *, device="cpu", batch_size: int = 64,
         metrics["perplexity"] = perplexity(stream.ce_f.mean)
     if evaluate_fn is not None:
         metrics.update(user_metrics(evaluate_fn, model, data))
-    ref = FloatReference(outs, labels, metrics, batch_size, len(data), aux=aux, task=stream.task)
+    ref = FloatReference(outs, labels, metrics, batch_size, len(data), aux=aux, task=stream.task, readout=readout)
     if any(o is None for o in outs):
-        ref.recompute = _rows_recomputer(model, data, device)
+        ref.recompute = _rows_recomputer(model, data, device, readout)
     return ref
 
 
-def _rows_recomputer(model, data: Dataset, device) -> Callable[[int, int], torch.Tensor]:
-    from .data import call_model, output_tensor, to_device
+def _rows_recomputer(model, data: Dataset, device, readout: Readout) -> Callable[[int, int], torch.Tensor]:
+    from .data import call_model, to_device
 
     def recompute(a: int, b: int) -> torch.Tensor:
         with torch.no_grad():
-            out = output_tensor(call_model(model, to_device(data._take(slice(a, b)), device)))
+            out = readout.pick(call_model(model, to_device(data._take(slice(a, b)), device)))
         return out.detach().float().cpu()
 
     return recompute
@@ -417,7 +427,8 @@ def evaluate_quantized(qmodel, data: Dataset, ref: FloatReference, *, device="cp
     """Metrics of ``qmodel`` against the float reference; streams estimates."""
     stream = ref.stream()
     total = len(ref.outputs)
-    for i, out, y in iterate_outputs(qmodel, data, device=device, batch_size=ref.batch_size, cancel=cancel):
+    for i, out, y in iterate_outputs(qmodel, data, device=device, batch_size=ref.batch_size, cancel=cancel,
+                                     readout=ref.readout):
         stream.update(ref.output(i), out, y, ref.aux_of(i))
         del out  # not held while the next batch runs
         progress(i + 1, total, "evaluating")

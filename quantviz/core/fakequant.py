@@ -113,6 +113,10 @@ class _QuantView(nn.Module):
         return self._sim.quantized()
 
     @property
+    def quantviz_readout(self):
+        return self._sim.readout
+
+    @property
     def quantviz_fixed_batch(self):
         from .data import fixed_batch_of
 
@@ -138,8 +142,12 @@ class _QuantView(nn.Module):
 
 class QuantSim(AlgorithmSupport):
     def __init__(self, model: nn.Module, *, fold_bn: bool = True, device: str | torch.device = "cpu",
-                 equalize: bool = False, copy_model: bool | None = None, weight_cache_bytes: int | None = None):
+                 equalize: bool = False, copy_model: bool | None = None, weight_cache_bytes: int | None = None,
+                 readout=None):
+        from .readout import DEFAULT
+
         self.device = torch.device(device)
+        self.readout = readout or DEFAULT  # the output / real-token mask metrics and statistics use
         self.weights_only = isinstance(model, torch.jit.ScriptModule)
         self.folded_pairs: list[tuple[str, str]] = []
         self.fold_bn = fold_bn
@@ -449,7 +457,7 @@ class QuantSim(AlgorithmSupport):
         hooks = []
         from .lmmetrics import MaskTracker
 
-        track = MaskTracker(self.float_model)  # padded tokens stay out of the statistics
+        track = MaskTracker(self.float_model, self.readout)  # padded tokens stay out of the statistics
         for name, obs in observers.items():
             def hook(mod, args, _obs=obs):
                 if args and isinstance(args[0], torch.Tensor):
@@ -643,15 +651,19 @@ def _per_tensor_constants(qp: QParams) -> tuple[float, float, float]:
     return c[1]
 
 
-def run_model(model: nn.Module, inputs, device) -> torch.Tensor:
-    from .data import output_tensor
+def run_model(model: nn.Module, inputs, device, readout=None) -> torch.Tensor:
+    """The output the metrics read (``readout``, default the model's own: :mod:`.readout`)."""
+    from .data import batch_len
+    from .readout import readout_of
 
-    return output_tensor(call_model(model, to_device(inputs, device)))
+    return readout_of(model, readout).pick(call_model(model, to_device(inputs, device)), batch_len(inputs))
 
 
 def iterate_outputs(model: nn.Module, data: Dataset, *, device, batch_size: int = 64,
-                    cancel: Callable[[], bool] = lambda: False) -> Iterable[tuple[int, torch.Tensor, torch.Tensor | None]]:
-    """Yield ``(batch_index, output, labels)`` running ``model`` batch by batch.
+                    cancel: Callable[[], bool] = lambda: False,
+                    readout=None) -> Iterable[tuple[int, torch.Tensor, torch.Tensor | None]]:
+    """Yield ``(batch_index, output, labels)`` running ``model`` batch by batch (the output
+    ``readout`` picks; default the one ``model`` carries, else its main output).
 
     Gradients are off only around each model call, never across a ``yield``: a
     generator suspended inside ``torch.no_grad()`` would leave its caller's
@@ -661,7 +673,7 @@ def iterate_outputs(model: nn.Module, data: Dataset, *, device, batch_size: int 
             raise Cancelled()
         try:
             with torch.no_grad():
-                out = run_model(model, x, device)
+                out = run_model(model, x, device, readout)
         except QuantvizError:
             raise
         except Exception as exc:

@@ -42,7 +42,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 import torch
 from torch import nn
 
-from .data import Dataset, call_model, output_tensor, to_device
+from .data import Dataset, call_model, to_device
 from .errors import Cancelled, ModelError, QuantvizError
 
 DEFAULT_BUDGET_BYTES = 512 << 20
@@ -84,8 +84,11 @@ class SuffixRunner:
 
     def __init__(self, model: nn.Module, data: Dataset, *, batch_size: int = 64,
                  budget_bytes: int = DEFAULT_BUDGET_BYTES, device: str | torch.device = "cpu",
-                 trace: bool = True):
+                 trace: bool = True, readout=None):
+        from .readout import readout_of
+
         # a QuantSim's ``qmodel`` is a view: trace and run its base model in quantized mode
+        self.readout = readout_of(model, readout)  # the output the metrics read
         self._ctx = getattr(model, "quantviz_context", None)
         self.model = getattr(model, "quantviz_base", model)
         self.data = data
@@ -228,7 +231,7 @@ class SuffixRunner:
     def _full_pass(self, x) -> torch.Tensor:
         try:
             with self._mode():
-                out = output_tensor(call_model(self.model, to_device(x, self.device)))
+                out = self.readout.pick(call_model(self.model, to_device(x, self.device)))
         except QuantvizError:
             raise
         except Exception as exc:
@@ -281,7 +284,7 @@ class SuffixRunner:
                 env[n.name] = v
                 if n in cand and n.name not in self._evicted:
                     self._store(kept, n, v, cand, cost, sizes)
-            out = output_tensor(env[self.output_node.name]).detach().float().cpu()
+            out = self.readout.pick(env[self.output_node.name]).detach().float().cpu()
             if i == 0:
                 ref = self._full_pass(x)
                 if ref.shape != out.shape or not torch.equal(ref, out):
@@ -474,7 +477,7 @@ class SuffixRunner:
             raise
         except Exception as exc:
             raise _model_error(exc) from exc
-        out = output_tensor(env[self.output_node.name]).detach().float().cpu()
+        out = self.readout.pick(env[self.output_node.name]).detach().float().cpu()
         if fresh is not None:
             cached.update(fresh)
             self._outputs[i] = out

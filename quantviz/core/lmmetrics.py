@@ -11,9 +11,10 @@ A model's *task* says what its main output is:
   agreement nor KL is defined for them;
 * ``None``: decided from the first output (a class axis means ``logits``).
 
-The per-batch *aux* record holds the ``attention_mask`` (bool, ``(batch,
-tokens)``) and, for a causal LM, the ``input_ids``. Every metric is computed
-over the positions the mask marks as real; padding never enters a sum.
+The per-batch *aux* record holds the mask of real tokens (bool, ``(batch,
+tokens)``: the inputs' ``attention_mask``, or what a recipe's ``MASK`` says, see
+:mod:`.readout`) and, for a causal LM, the ``input_ids``. Every metric is
+computed over the positions the mask marks as real; padding never enters a sum.
 """
 from __future__ import annotations
 
@@ -23,18 +24,20 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
+from .readout import DEFAULT, Readout, inputs_of_call, real_rows
+
 TASKS = ("causal_lm", "logits", "hidden")
 LM_METRICS = ("perplexity", "kl_div")
 
 
-def batch_aux(x, task: str | None) -> dict | None:
+def batch_aux(x, task: str | None, readout: Readout = DEFAULT) -> dict | None:
     """The mask (and next-token targets for a causal LM) of one input batch."""
-    if not isinstance(x, Mapping):
-        return None
     aux = {}
-    m = x.get("attention_mask")
-    if isinstance(m, torch.Tensor) and m.dim() == 2:
+    m = readout.mask_of(x)
+    if m is not None:
         aux["mask"] = m.detach().cpu().bool()
+    if not isinstance(x, Mapping):
+        return aux or None
     ids = x.get("input_ids")
     if task == "causal_lm" and isinstance(ids, torch.Tensor) and ids.dim() == 2:
         aux["ids"] = ids.detach().cpu().long()
@@ -77,7 +80,7 @@ def kl_per_position(fout: torch.Tensor, qout: torch.Tensor) -> torch.Tensor:
     return F.kl_div(lq, lf, reduction="none", log_target=True).sum(-1)
 
 
-def next_token_ce(logits: torch.Tensor, aux: dict | None) -> torch.Tensor | None:
+def next_token_ce(logits: torch.Tensor, aux: dict | None, owner: str = "") -> torch.Tensor | None:
     """Cross-entropy of every real next-token prediction (1-D), or None if not a causal LM batch."""
     ids = aux.get("ids") if aux else None
     if ids is None or logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(ids.shape) or ids.shape[1] < 2:
@@ -88,6 +91,12 @@ def next_token_ce(logits: torch.Tensor, aux: dict | None) -> torch.Tensor | None
         valid = m[:, :-1] & m[:, 1:]
     pred = logits[:, :-1][valid].float()
     target = ids[:, 1:][valid]
+    top = int(target.max()) if target.numel() else -1
+    if top >= logits.shape[-1]:
+        from .errors import ModelError
+
+        raise ModelError(f"{owner}token ids reach {top} but the output read has {logits.shape[-1]} classes: "
+                         "perplexity needs next-token logits (a recipe names that output with OUTPUT)")
     return F.cross_entropy(pred, target, reduction="none")
 
 
@@ -123,24 +132,22 @@ class Moments:
 
 
 class MaskTracker:
-    """Remembers the ``attention_mask`` of each call of ``model`` (a forward pre-hook on the
-    root), so that hooks on inner layers can keep only the real tokens of their inputs:
-    calibration statistics, like the metrics, must not see padding."""
+    """Remembers the real-token mask of each call of ``model`` (a forward pre-hook on the
+    root; the mask as ``readout`` reads it from the call's inputs), so that hooks on inner
+    layers can keep only the real tokens of what they see: calibration statistics, like
+    the metrics, must not see padding."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, readout: Readout = DEFAULT) -> None:
         self.mask: torch.Tensor | None = None
+        self.readout = readout
         self._handle = model.register_forward_pre_hook(self._on_call, with_kwargs=True)
 
     def _on_call(self, module, args, kwargs) -> None:
-        m = kwargs.get("attention_mask") if kwargs else None
-        self.mask = m.bool() if isinstance(m, torch.Tensor) and m.dim() == 2 else None
+        self.mask = self.readout.mask_of(inputs_of_call(args, kwargs or {}))
 
     def real(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` (batch, tokens, ...) reduced to the rows of real tokens; ``t`` itself otherwise."""
-        m = self.mask
-        if m is None or t.dim() < 3 or tuple(t.shape[:2]) != tuple(m.shape) or bool(m.all()):
-            return t
-        return t[m.to(t.device)]
+        return real_rows(t, self.mask)
 
     def remove(self) -> None:
         self._handle.remove()

@@ -6,6 +6,9 @@
   squared weight perturbation.
 
 Both return the same JSON-able result layout as :func:`.sensitivity.sweep`.
+Padded tokens (the inputs' ``attention_mask``, or a recipe's ``MASK``) enter
+neither: the local sums count the real tokens of each layer's output, the
+Hessian's loss the real tokens of the model's output.
 """
 from __future__ import annotations
 
@@ -19,11 +22,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cpucompute import half_call
-from .data import call_model, output_tensor, to_device
+from .data import batch_len, call_model, output_tensor, to_device
 from .errors import Cancelled, ModelError
 from .evaluate import SQNR_CAP_DB
 from .fakequant import forward_batches
+from .lmmetrics import MaskTracker
 from .progress import Progress, null_progress
+from .readout import real_rows
 from .sensitivity import DEFAULT_BITS, Parts, result_of, act_setting, tie_groups, weight_setting
 
 # ------------------------------------------------------------ local
@@ -85,17 +90,18 @@ class _LocalPlan:
     noise: list = field(default_factory=list)  # per batch: ||f(x, dW)|| per bit-width (rows when stacked)
     act_noise: list = field(default_factory=list)  # per activation bit-width, per batch
 
-    def observe(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def observe(self, x: torch.Tensor, y: torch.Tensor, real: Callable = lambda t: t) -> None:
+        """One call of the layer; ``real`` keeps the real tokens of an output (padding adds nothing)."""
         # per batch only norms are kept (float32, one reduction each); squares and sums come at the end
-        self.signal.append(_norm2(y))
+        self.signal.append(_norm2(real(y)))
         if self.stacked is not None:  # every bit-width's noise in one call and one reduction
-            self.noise.append(_row_norm2(self.call(x, self.stacked), self.axis))
+            self.noise.append(_row_norm2(real(self.call(x, self.stacked)), self.axis))
         else:
-            self.noise.append(torch.stack([_norm2(self.call(x, d)) for d in self.deltas]))
+            self.noise.append(torch.stack([_norm2(real(self.call(x, d))) for d in self.deltas]))
         for k, qp in enumerate(self.act_qparams):
             if qp is not None:
                 xq = torch.fake_quantize_per_tensor_affine(x, float(qp.scale[0]), int(qp.zero_point[0]), qp.qmin, qp.qmax)
-                self.act_noise[k].append(_norm2(self.mod.forward(xq) - y))  # forward: not through this hook again
+                self.act_noise[k].append(_norm2(real(self.mod.forward(xq) - y)))  # forward: not through this hook again
 
     def totals(self, nbits: int) -> tuple[float, list[float], list[float]]:
         """(signal energy, noise energy per bit-width, noise energy per activation bit-width)."""
@@ -194,12 +200,15 @@ def local_totals(parts: Parts, names, *, bits, act_bits=(), sketch: bool = True,
             rows = _sketch_rows(p, l, sketch, sketch_ratio)
             if rows is not None:
                 torch.randint(0, 2, rows, generator=gen)  # keep the next layers' sketches as in a full run
-    hooks = [plan.mod.register_forward_hook(lambda mod, args, out, _p=plan: _p.observe(args[0], output_tensor(out)))
+    track = MaskTracker(p.sim.float_model, p.sim.readout)  # padded tokens stay out of the sums
+    hooks = [plan.mod.register_forward_hook(lambda mod, args, out, _p=plan: _p.observe(args[0], output_tensor(out),
+                                                                                        track.real))
              for plan in plans.values()]
     try:
         forward_batches(p.sim.float_model, p.calib, device=p.device, batch_size=p.batch_size, what="local SQNR",
                         progress=progress, cancel=cancel)
     finally:
+        track.remove()
         for h in hooks:
             h.remove()
     return {n: plan.totals(len(bits)) for n, plan in plans.items()}
@@ -292,6 +301,7 @@ def hessian_traces(parts: Parts, batch_ids=None, *, iters: int = 2, max_samples:
     total = len(mine) * iters
     done = 0
     use_ce = None
+    readout = p.sim.readout
     for w in ws:
         w.requires_grad_(True)
     try:
@@ -302,8 +312,9 @@ def hessian_traces(parts: Parts, batch_ids=None, *, iters: int = 2, max_samples:
                         torch.randint(0, 2, w.shape, generator=gen)
                 continue
             x = to_device(x, p.device)
+            mask = readout.mask_of(x)  # the loss reads the real tokens only
             with torch.no_grad():
-                fout = output_tensor(call_model(model, x)).detach()
+                fout = readout.pick(call_model(model, x), batch_len(x)).detach()
             if use_ce is None:
                 use_ce = (y is not None and not y.is_floating_point() and fout.dim() >= 2 and fout.shape[-1] > 1
                           and tuple(y.shape) == tuple(fout.shape[:-1]))
@@ -316,11 +327,15 @@ def hessian_traces(parts: Parts, batch_ids=None, *, iters: int = 2, max_samples:
                 if cancel():
                     raise Cancelled("sensitivity cancelled")
                 with torch.enable_grad():
-                    out = output_tensor(call_model(model, x))
+                    out = readout.pick(call_model(model, x))
                     if use_ce:
-                        loss = F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), y.to(out.device).reshape(-1))
+                        yr = y.to(out.device)
+                        if mask is not None and tuple(yr.shape[:2]) == tuple(mask.shape):
+                            yr = real_rows(yr.unsqueeze(-1), mask).squeeze(-1)
+                        o = real_rows(out, mask)
+                        loss = F.cross_entropy(o.reshape(-1, o.shape[-1]).float(), yr.reshape(-1))
                     else:
-                        loss = F.mse_loss(out.float(), fout.float())
+                        loss = F.mse_loss(real_rows(out, mask).float(), real_rows(fout, mask).float())
                     grads = torch.autograd.grad(loss, ws, create_graph=True)
                     vs = [(torch.randint(0, 2, w.shape, generator=gen).to(w) * 2 - 1) for w in ws]
                     gv = sum((g * v).sum() for g, v in zip(grads, vs))

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .data import Dataset, call_model, output_tensor, to_device
+from .data import Dataset, call_model, to_device
 from .errors import Cancelled, QuantvizError
 from .evaluate import FloatReference, evaluate_quantized, is_classifier_output, primary_metric
 from .layers import LayerInfo
@@ -176,7 +176,15 @@ def choose_loss(opt: QATOptions, inp: QATInputs, out: torch.Tensor, y) -> str:
     return "kl" if is_classifier_output(out) else "mse"
 
 
-def loss_value(kind: str, inp: QATInputs, out: torch.Tensor, teacher: torch.Tensor | None, x, y, T: float):
+def loss_value(kind: str, inp: QATInputs, out: torch.Tensor, teacher: torch.Tensor | None, x, y, T: float,
+               mask: torch.Tensor | None = None):
+    """The training loss; ``mask`` (batch, tokens): distillation counts the real tokens only
+    (the same value as without ``mask`` when nothing is padded)."""
+    from .lmmetrics import mask_padding
+    from .readout import real_rows
+
+    if mask is not None and teacher is not None and (out.dim() < 3 or tuple(out.shape[:2]) != tuple(mask.shape)):
+        mask = None
     if kind == "recipe":
         v = inp.loss_fn(out, (x, y))
         if not isinstance(v, torch.Tensor) or v.dim() != 0:
@@ -185,9 +193,14 @@ def loss_value(kind: str, inp: QATInputs, out: torch.Tensor, teacher: torch.Tens
     if kind == "ce":
         return nn.functional.cross_entropy(out, y.to(out.device).long())
     if kind == "kl":
+        if mask is not None:  # padded positions: both logits zero, a KL of 0
+            m = mask.to(out.device)
+            out, teacher = mask_padding(out, m), mask_padding(teacher, m)
         return nn.functional.kl_div(nn.functional.log_softmax(out / T, dim=-1),
                                     nn.functional.log_softmax(teacher / T, dim=-1), log_target=True,
                                     reduction="batchmean") * (T * T)
+    if mask is not None:
+        out, teacher = real_rows(out, mask), real_rows(teacher, mask)
     return nn.functional.mse_loss(out, teacher)
 
 
@@ -269,6 +282,9 @@ def train_qat(inp: QATInputs, opt: QATOptions, *, checkpoint: str | Path | None 
     torch.manual_seed(opt.seed)
     model, wq, aq = build_qat_model(inp, opt.lsq)
     teacher = inp.model.to(inp.device).eval()
+    from .readout import DEFAULT
+
+    readout = inp.reference.readout if inp.reference is not None else DEFAULT  # the output and tokens metrics read
     model.eval()  # dropout off, BatchNorm statistics frozen (re-estimated below where kept)
     params = [p for n, p in model.named_parameters() if not n.endswith(".scale")]
     scales = [p for n, p in model.named_parameters() if n.endswith(".scale")]
@@ -311,14 +327,14 @@ def train_qat(inp: QATInputs, opt: QATOptions, *, checkpoint: str | Path | None 
         logged = (step + 1) % log_every == 0 or step + 1 == opt.steps
         for a in aq.values():
             a.record = logged
-        out = output_tensor(call_model(model, xd)).float()
+        out = readout.pick(call_model(model, xd)).float()
         if kind is None:
             kind = choose_loss(opt, inp, out, y)
         tout = None
         if kind in ("kl", "mse"):
             with torch.no_grad():
-                tout = output_tensor(call_model(teacher, xd)).float()
-        loss = loss_value(kind, inp, out, tout, x, y, opt.temperature)
+                tout = readout.pick(call_model(teacher, xd)).float()
+        loss = loss_value(kind, inp, out, tout, x, y, opt.temperature, readout.mask_of(x))
         if not torch.isfinite(loss):
             raise QATError(f"the training loss became {float(loss)} at step {step + 1}; lower the learning rate")
         optim.zero_grad(set_to_none=True)

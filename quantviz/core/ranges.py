@@ -197,7 +197,9 @@ def weight_range(m: torch.Tensor, rng: RangeSpec, bits: int, symmetric: bool,
         flat = m.flatten().numpy()
         counts, width = _abs_histogram_from_values(flat, None)
         t = kl_threshold(counts, width, bits)
-        return torch.clamp(lo, min=-t), torch.clamp(hi, max=t)
+        # the threshold is one magnitude for the whole tensor; a row whose values all lie beyond it
+        # (one-sided, e.g. [0.5, 1.0] with t = 0.5) is clipped to [0, t], as its grid includes 0 anyway
+        return torch.clamp(torch.clamp(lo, max=0.0), min=-t), torch.clamp(torch.clamp(hi, min=0.0), max=t)
     elif method == "manual":
         if rng.lo is None or rng.hi is None:
             raise RangeError("manual range needs lo and hi")

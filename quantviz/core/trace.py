@@ -16,8 +16,8 @@ set:
 SQNR is ``10 log10(sum f^2 / sum (f - q)^2)`` over all elements the layer
 produced on the data; ``inf`` when the two are identical (layers before the
 first quantized one). For text models whose data carries an
-``attention_mask``, tensors shaped ``(batch, tokens, ...)`` count real
-tokens only.
+``attention_mask`` (or whose recipe names a ``MASK``, see :mod:`.readout`),
+tensors shaped ``(batch, tokens, ...)`` count real tokens only.
 
 How: the data is cut into chunks; for each chunk one float pass (forward
 hooks keep that chunk's layer outputs and compute the local terms at once,
@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, fields
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable
 
 import torch
 
@@ -48,7 +48,6 @@ from .progress import Progress, null_progress
 from .spec import LayerSpec
 
 DEFAULT_BUDGET_BYTES = 256 << 20
-MASK_KEY = "attention_mask"
 
 
 def sqnr_db(signal: float, noise: float) -> float:
@@ -191,13 +190,13 @@ class TraceResult:
 
 
 # ------------------------------------------------------------- helpers
-def _mask_of(inputs) -> torch.Tensor | None:
-    """The ``(batch, tokens)`` attention mask of a batch, as float; None when there is none."""
-    if isinstance(inputs, Mapping):
-        m = inputs.get(MASK_KEY)
-        if isinstance(m, torch.Tensor) and m.dim() == 2:
-            return (m != 0).float()
-    return None
+def _mask_of(inputs, readout=None) -> torch.Tensor | None:
+    """The ``(batch, tokens)`` real-token mask of a batch (the attention mask, or the recipe's
+    ``MASK``), as float; None when there is none."""
+    from .readout import DEFAULT
+
+    m = (readout or DEFAULT).mask_of(inputs)
+    return None if m is None else m.float()
 
 
 def _masked(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -367,7 +366,7 @@ def trace(sim: QuantSim, specs: dict[str, LayerSpec], data: Dataset, *, batch_si
             stop = min(n, start + chunk)
             x = data._take(slice(start, stop))
             xd = to_device(x, device)
-            mask_box[0] = _mask_of(xd)
+            mask_box[0] = _mask_of(xd, sim.readout)
             if mask_box[0] is not None:
                 has_mask = True
                 tokens += float(mask_box[0].sum())

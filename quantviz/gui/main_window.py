@@ -91,6 +91,7 @@ class MainWindow(FilesMixin, QMainWindow):
         self._check_timer.timeout.connect(self.start_check)
 
         self.bridge.configChanged.connect(self._on_bridge_config_changed)
+        self.bridge.analysisChanged.connect(self._on_bridge_analysis_changed)
         self.table.layerSelected.connect(self._on_table_layer_selected)
         self.table.layerSelected.connect(self.trace.show_layer)
         self.table.layerSelected.connect(self.qat.select_layer)
@@ -228,6 +229,10 @@ class MainWindow(FilesMixin, QMainWindow):
             self.clear_message()  # "Opened demo" and such notes describe the past once the user edits
         self.runner.cancel("check")  # the running re-check is stale now
         self.request_check()
+
+    def _on_bridge_analysis_changed(self, what: str, _payload) -> None:
+        if what in ("sensitivity", "search", "trace", "deploy") and not getattr(self, "_note_is_error", False):
+            self.clear_message()  # a new result makes "Opened demo" old news too
 
     def _on_histogram_range_committed(self, name: str, kind: str, lo: float, hi: float) -> None:
         from ..core.errors import QuantvizError

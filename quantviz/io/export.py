@@ -275,7 +275,42 @@ def _pt2e_program(inp: ExportInput, notes: list[str], cancel):
     notes.append(f"pt2e int8 program for {', '.join(plan.kernels)} (torch.export.load, then torchao's "
                  "lower_pt2e_quantized_to_x86 or torch.compile); apply_pt2e() in the script does the same "
                  "to your own model")
-    return converted, example, pb.script_section(plan, pb.input_ranges(inp.sim, inp.specs, plan.kernels))
+    return (converted, example, pb.script_section(plan, pb.input_ranges(inp.sim, inp.specs, plan.kernels)),
+            list(plan.kernels))
+
+
+def torchao_notes(layers, plan, pt2e_kernels: list[str], model_file: str, program_file: str | None) -> list[str]:
+    """What runs on int8 kernels and what is simulated, per layer type, then per simulated layer.
+
+    A layer torchao leaves simulated in ``model_file`` (a convolution: torchao has no kernel
+    for it) but that the pt2e program lowers runs on an int8 kernel there, and is said so."""
+    types = {l.name: l.type for l in layers}
+    pt2e = set(pt2e_kernels) if program_file else set()
+    by_type: dict[str, list[int]] = {}  # type -> [torchao kernels, pt2e int8 kernels, of those simulated in
+    for n in list(plan.kernels) + list(plan.simulated):  # model_file, simulated everywhere]
+        c = by_type.setdefault(types[n], [0, 0, 0, 0])
+        c[0] += n in plan.kernels
+        c[1] += n in pt2e
+        c[2] += n in pt2e and n in plan.simulated
+        c[3] += n in plan.simulated and n not in pt2e
+    notes = []
+    for t, (ao, pe, pe_only, sim) in by_type.items():
+        parts = []
+        if ao:
+            parts.append(f"{ao} on torchao kernels in {model_file}")
+        if pe:
+            parts.append(f"{pe} on int8 kernels in the pt2e program {program_file}"
+                         + (f" ({pe_only} of them fake-quantized in {model_file}: torchao has no {t} kernel)"
+                            if pe_only else ""))
+        if sim:
+            parts.append(f"{sim} simulated (fake-quantized weights)")
+        notes.append(f"{t}: " + "; ".join(parts))
+    for n, why in plan.simulated.items():
+        if n in pt2e:
+            notes.append(f"{n}: int8 kernel in the pt2e program {program_file}; simulated in {model_file} ({why})")
+        else:
+            notes.append(f"{n}: simulated ({why})")
+    return notes
 
 
 def _write_torchao(inp: ExportInput, path, force, progress, cancel) -> ExportResult:
@@ -305,9 +340,11 @@ def _write_torchao(inp: ExportInput, path, force, progress, cancel) -> ExportRes
         if program is not None:
             pb.save_program(program[0], program[1], tmp_program)
     progress(3, 3, "done")
-    notes += [f"{n}: simulated ({why})" for n, why in plan.simulated.items()]
+    pt2e_kernels = program[3] if program is not None else []
+    notes += torchao_notes(inp.sim.layers, plan, pt2e_kernels, Path(path).name,
+                           program_path.name if program is not None else None)
     files = [Path(path), script] + ([program_path] if program is not None else [])
-    return ExportResult("torchao", files, notes, plan.to_dict())
+    return ExportResult("torchao", files, notes, dict(plan.to_dict(), pt2e_kernels=pt2e_kernels))
 
 
 def _write_report(inp: ExportInput, path, force, progress, cancel) -> ExportResult:

@@ -66,7 +66,7 @@ class _Bench:
         from ..core.fakequant import iterate_outputs
 
         outs, labels = [], []
-        for _, o, y in iterate_outputs(model, self.s.eval_data, device="cpu"):
+        for _, o, y in iterate_outputs(model, self.s.eval_data, device="cpu", readout=self.s.sim.readout):
             outs.append(o)
             if y is not None:
                 labels.append(y)

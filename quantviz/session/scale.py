@@ -35,6 +35,9 @@ def score_store(session, parts: sens.Parts, method: str, options: dict, root=Non
     meta = dict(fingerprints(session), method=method, settings=sens.fingerprint(parts), options=dict(options),
                 device=str(parts.device).split(":")[0], model_name=session.name,
                 evaluate_fn=getattr(fn, "__qualname__", None) if fn else None)
+    readout = session.sim.readout.key()
+    if readout is not None:  # a recipe's OUTPUT / MASK: other outputs or tokens, other scores
+        meta["readout"] = readout
     return ScoreCache(root).sweep(meta)
 
 

@@ -135,7 +135,8 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
         self._wanted = 0  # generation of the re-check whose result is the one to show
         self._config = (config or preset("W8")).copy()
         self.sim = QuantSim(bundle.model, fold_bn=self._config.fold_bn, device=device,
-                            equalize=bool(self._config.options.get("cle", False)))
+                            equalize=bool(self._config.options.get("cle", False)),
+                            readout=bundle.meta.get("readout"))
         self._config.check_layers(self.layer_names)
         self._specs = self._config.resolve_all(self.layers)  # resolved once per config
         self._config_dict = self._config.to_dict()
@@ -184,7 +185,7 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
                                              batch_size=self.batch_size, evaluate_fn=self.bundle.evaluate_fn,
                                              progress=scaled(progress, 0.5, 1.0), cancel=cancel,
                                              first_chunk=self.recheck.first_chunk_size(),
-                                             task=self.bundle.meta.get("task"),
+                                             task=self.bundle.meta.get("task"), readout=self.sim.readout,
                                              keep_bytes=default_reference_bytes(self.sim.float_weight_bytes))
             self._prepared = True
         self.events.emit("loaded", session=self)

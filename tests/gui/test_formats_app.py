@@ -94,9 +94,21 @@ def test_gpt2_table_summary_histogram_and_sensitivity(files, open_window, wait_i
     assert h.weights.stats.text() and "SQNR" in h.weights.stats.text()
     # rank by KL: the table's column says so; long names keep their end on the heatmap's axis
     assert win.sensitivity.metric_combo.currentData() == "perplexity"
+    pareto = win.pareto.metric_combo
+    assert pareto.currentData() == "perplexity"  # the hand-made points are drawn by the task metric
     win.session.set_analysis_metric("kl_div")
+    assert pareto.currentData() == "kl_div"  # and follow the metric chosen for ranking
     win.session.run_sensitivity("e2e", bits=(2, 8))
     wait_idle(win)
+    win.session.run_search(avg_bits=5.0, bits=(2, 8), pareto_steps=2)
+    wait_idle(win)
+    assert pareto.currentData() == "kl_div"  # the search's metric
+    i = pareto.findData("cosine")
+    pareto.setCurrentIndex(i)
+    pareto.activated.emit(i)  # the user's own choice stays through later results
+    win.session.set_analysis_metric(None)
+    assert pareto.currentData() == "cosine"
+    win.session.set_analysis_metric("kl_div")
     assert t.model.headerData(COL["sensitivity"], Qt.Horizontal) == "ΔKL @2b"
     assert "KL divergence increase" in t.model.headerData(COL["sensitivity"], Qt.Horizontal, Qt.ToolTipRole)
     ticks = [s for _v, s in win.sensitivity.heat.getPlotItem().getAxis("left")._tickLevels[0]]

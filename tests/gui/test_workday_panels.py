@@ -318,6 +318,17 @@ def test_opened_note_goes_on_edit_and_summary_is_never_stale(window):
     assert not window.summary.state.text().startswith("Up to date")
 
 
+def test_opened_note_goes_when_an_analysis_result_arrives(window, wait_idle):
+    assert window.error_label.text().startswith("Opened")
+    window.session.run_sensitivity("local", bits=(4,))
+    wait_idle(window)
+    assert window.error_label.text() == ""
+    window.show_message("bad.pt: not a model", "details")  # an error stays until the user acts on it
+    window.session.run_sensitivity("local", bits=(3,))
+    wait_idle(window)
+    assert window.error_label.text() == "bad.pt: not a model"
+
+
 def test_restart_shows_the_histogram_tab(qtbot, window):
     from quantviz.gui.main_window import MainWindow
 

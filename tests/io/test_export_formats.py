@@ -105,6 +105,28 @@ def test_torchao_export_writes_the_pt2e_int8_program_for_convolutions(demo, tmp_
     assert out.shape == sim.shape and sqnr_db(sim, out) > 30
 
 
+def test_torchao_notes_say_per_layer_type_what_runs_on_int8_kernels(demo, tmp_path):
+    """Convolutions the pt2e program lowers to int8 kernels are not called "simulated" without
+    saying where; without a pt2e program they are simulated."""
+    pytest.importorskip("torchao")
+    res = demo.export("torchao", tmp_path / "m.pt")
+    convs = [l.name for l in demo.layers if l.type == "Conv2d"]
+    assert set(convs) <= set(res.details["pt2e_kernels"])
+    assert "Conv2d: 3 on int8 kernels in the pt2e program m_pt2e.pt2 (3 of them fake-quantized in m.pt: " \
+           "torchao has no Conv2d kernel)" in res.notes
+    assert any(n.startswith("Linear: 2 on torchao kernels in m.pt; ") for n in res.notes)
+    for c in convs:
+        mine = [n for n in res.notes if n.startswith(f"{c}:")]
+        assert len(mine) == 1 and mine[0].startswith(f"{c}: int8 kernel in the pt2e program m_pt2e.pt2; simulated in m.pt")
+    s = Session.open("demo")
+    s.apply_preset("W8")  # float activations: no pt2e program, the convolutions are simulated
+    res = s.export("torchao", tmp_path / "w8.pt")
+    assert res.details["pt2e_kernels"] == [] and not pt2e_program_path(tmp_path / "w8.pt").exists()
+    assert "Conv2d: 3 simulated (fake-quantized weights)" in res.notes
+    assert not any("int8 kernel" in n for n in res.notes)
+    assert all(any(n.startswith(f"{c}: simulated (") for n in res.notes) for c in convs)
+
+
 def test_torchao_script_applies_the_pt2e_flow_to_a_fresh_model(tmp_path):
     pytest.importorskip("torchao")
     from quantviz.core.qparams import sqnr_db

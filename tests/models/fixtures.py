@@ -2,11 +2,14 @@
 ResNet-18-layout network (random weights; no downloads, no torchvision)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository: the model is the benchmarks' (benchmarks/models.py)
 
 
 def tiny_gpt2(folder: Path, *, seed: int = 0, n_positions: int = 64, vocab: int = 97) -> Path:
@@ -31,51 +34,14 @@ def token_npz(path: Path, n: int = 8, seq: int = 16, vocab: int = 97, pad_from: 
     return path
 
 
-class Block(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+def resnet18(seed: int = 0) -> nn.Module:
+    """The benchmarks' ResNet-18 (torchvision's layout), narrow for speed: width 8."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from benchmarks.models import ResNet18
 
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
-
-
-class ResNet18(nn.Module):
-    """The torchvision ResNet-18 layout (2-2-2-2 basic blocks), narrow for speed."""
-
-    def __init__(self, width: int = 8, num_classes: int = 10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        cin = width
-        for k, c in enumerate([width, 2 * width, 4 * width, 8 * width]):
-            stride = 1 if k == 0 else 2
-            setattr(self, f"layer{k + 1}", nn.Sequential(Block(cin, c, stride), Block(c, c, 1)))
-            cin = c
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, num_classes)
-
-    def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
-
-
-def resnet18(seed: int = 0) -> ResNet18:
     torch.manual_seed(seed)
-    m = ResNet18().eval()
+    m = ResNet18(num_classes=10, width=8).eval()
     with torch.no_grad():
         for mod in m.modules():
             if isinstance(mod, nn.BatchNorm2d):

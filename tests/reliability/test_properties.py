@@ -182,6 +182,7 @@ def _assert_within(x: torch.Tensor, xq: torch.Tensor, lo: torch.Tensor, hi: torc
 @SLOW
 @given(st.one_of(_tensors(4.0), _tensors(BIG)), range_specs, bits, st.booleans(), st.sampled_from(GRANULARITIES),
        st.integers(1, 9))
+@example(np.array([[0.5, 1.0]], dtype=np.float32), RangeSpec("kl"), 2, False, "per_group", 1)  # a row beyond KL's t
 def test_weight_quantization_properties(w, rng, b, sym, gran, gs):
     w = torch.from_numpy(w)
     m = group_matrix(w, gran, 0, gs)

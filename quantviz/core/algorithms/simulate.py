@@ -102,7 +102,7 @@ class AlgorithmSupport:
                 raise QuantvizError(f"layer {name}: {algo} needs calibration data (calibrate first)")
             stats = capture_input_stats(self.float_model, fmod, self.qmodel, self._qmods[name], self._calib_data,
                                         device=self.device, batch_size=self._calib_batch,
-                                        progress=scaled(progress, 0.0, 0.2), cancel=cancel)
+                                        progress=scaled(progress, 0.0, 0.2), cancel=cancel, readout=self.readout)
             if stats is None:
                 why = "a layer that does not run on the calibration data"
         if why is not None:

@@ -16,6 +16,11 @@ out (``C_in x kh x kw``, the order of the weight's flattened rows). With
 The statistics come from the float model (each layer sees float inputs), so
 they depend only on the layer and the calibration data: a layer's algorithm
 result can be cached per (layer, settings) until the calibration changes.
+
+Padding never enters them: for a Linear layer whose input is ``(batch, tokens,
+features)``, only the rows of real tokens count (the inputs' ``attention_mask``,
+or a recipe's ``MASK``: :mod:`quantviz.core.readout`), so a padded batch gives
+the statistics of the same tokens without padding.
 """
 from __future__ import annotations
 
@@ -160,12 +165,17 @@ def _grab(model: nn.Module, module: nn.Module, inputs) -> torch.Tensor | None:
 @torch.no_grad()
 def capture_input_stats(float_model: nn.Module, fmod: nn.Module, qmodel: nn.Module | None, qmod: nn.Module | None,
                         data, *, device="cpu", batch_size: int = 64, progress: Progress = null_progress,
-                        cancel: Callable[[], bool] = lambda: False) -> InputStats | None:
+                        cancel: Callable[[], bool] = lambda: False, readout=None) -> InputStats | None:
     """Input statistics of one layer: ``x`` from the simulated model ``qmodel`` (the
     layers before it quantized, its own input quantizer applied) and ``f`` from the
-    float model. Each pass stops at the layer. ``qmodel=None``: float inputs only."""
+    float model. Each pass stops at the layer. ``qmodel=None``: float inputs only.
+    ``readout`` says which tokens are real (default: the inputs' attention mask)."""
     from ..data import to_device
     from ..errors import ModelError, QuantvizError
+    from ..readout import DEFAULT, real_rows
+
+    readout = readout or DEFAULT
+    tokens = isinstance(fmod, nn.Linear)  # (batch, tokens, features) inputs: padded rows are dropped
 
     acc = _Acc(fmod)
     total = data.num_batches(batch_size)
@@ -183,6 +193,13 @@ def capture_input_stats(float_model: nn.Module, fmod: nn.Module, qmodel: nn.Modu
             raise ModelError(f"model raised {type(exc).__name__} while collecting layer inputs on {data.name}: {first}") from exc
         if f is None or q is None:
             return None  # the layer does not run on this data
-        acc.update(q, f)
+        if tokens:
+            mask = readout.mask_of(x)
+            if mask is not None:
+                same = q is f
+                f = real_rows(f, mask)
+                q = f if same else real_rows(q, mask)
+        if f.shape[0]:  # a batch of padding only adds nothing
+            acc.update(q, f)
         progress(i + 1, total, "layer inputs")
     return acc.result() if acc.n else None

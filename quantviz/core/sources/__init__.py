@@ -222,10 +222,17 @@ def check_fits(bundle: ModelBundle, dataset: Dataset) -> None:
                 hint = _guard_hint(text)
             raise DataError(f"{data_name}: {shape} do not fit model {bundle.name}: {text}{hint}") from exc
         raise ModelError(f"model {bundle.name} raised {type(exc).__name__} on {data_name}: {text}") from exc
-    try:
-        t = output_tensor(out)
-    except TypeError as exc:
-        raise ModelError(f"model {bundle.name} returns no tensor on {data_name} ({one_line(exc)})") from exc
+    readout = bundle.meta.get("readout")
+    if readout is not None:  # a recipe's OUTPUT / MASK: said at once when they do not fit the data
+        from ..data import batch_len
+
+        t = readout.pick(out, batch_len(x))
+        readout.check_lines_up(readout.mask_of(x), t)
+    else:
+        try:
+            t = output_tensor(out)
+        except TypeError as exc:
+            raise ModelError(f"model {bundle.name} returns no tensor on {data_name} ({one_line(exc)})") from exc
     if t.is_floating_point() or t.is_complex():
         if bool(torch.isnan(t).any()):
             raise ModelError(f"model {bundle.name} produces NaN outputs on {data_name}")

@@ -11,6 +11,11 @@ The contract is documented in ``resources/recipe_template.py``:
 * ``TASK`` (optional str): ``causal_lm`` (next-token logits: perplexity and KL
   divergence, over the tokens the inputs' ``attention_mask`` marks as real),
   ``logits`` (class logits) or ``hidden`` (hidden states: no agreement / KL)
+* ``OUTPUT`` (optional): the output the metrics read: a key / attribute name, an
+  index into a tuple / dict of outputs, or a function ``output -> Tensor``
+* ``MASK`` (optional): the real tokens: an input's name, or a function
+  ``inputs -> Tensor (batch, tokens)``; absent: the inputs' ``attention_mask``
+  (both: :mod:`quantviz.core.readout`)
 
 The file runs as a module named ``quantviz_recipe_<stem>`` with its folder on
 ``sys.path``. While the recipe's own code runs, a trace hook checks ``cancel()``
@@ -165,6 +170,22 @@ def _wrap_evaluate(fn: Callable, filename: str) -> Callable[[nn.Module, Dataset]
     return evaluate_fn
 
 
+def _readout(module: Any, name: str):
+    """The recipe's ``OUTPUT`` / ``MASK`` as a :class:`~quantviz.core.readout.Readout` (None: neither)."""
+    from ..readout import Readout
+
+    output, mask = getattr(module, "OUTPUT", None), getattr(module, "MASK", None)
+    if output is not None and (isinstance(output, bool) or not (isinstance(output, (str, int)) or callable(output))):
+        raise SourceError(f"{name}: OUTPUT must be an output's key or attribute name, an index, or a function "
+                          f"output -> tensor; got a {type(output).__name__}")
+    if mask is not None and not (isinstance(mask, str) or callable(mask)):
+        raise SourceError(f"{name}: MASK must be an input's name or a function inputs -> (batch, tokens) tensor; "
+                          f"got a {type(mask).__name__}")
+    if output is None and mask is None:
+        return None
+    return Readout(output, mask, owner=name)
+
+
 def load_recipe(path: Path, reference: str, *, cancel: Callable[[], bool] | None = None) -> ModelBundle:
     path = path.resolve()
     name = path.name
@@ -206,6 +227,9 @@ def load_recipe(path: Path, reference: str, *, cancel: Callable[[], bool] | None
         if task not in TASKS:
             raise SourceError(f"{name}: TASK must be one of {', '.join(TASKS)}, got {task!r}")
         meta["task"] = task
+    readout = _readout(module, name)
+    if readout is not None:
+        meta["readout"] = readout
     return ModelBundle(
         model=model,
         name=display,

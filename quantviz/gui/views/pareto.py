@@ -62,6 +62,8 @@ class ParetoView(SessionFollower, QWidget):
         self.metric_combo = QComboBox()
         self.metric_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.metric_combo.currentIndexChanged.connect(lambda _i: self._redraw())
+        self._picked: str | None = None  # the metric the user chose here (kept across results); else the search's
+        self.metric_combo.activated.connect(lambda _i: setattr(self, "_picked", self.metric_combo.currentData()))
         top.addWidget(self.metric_combo)
         top.addStretch(1)
         self.legend = QLabel(_legend_html())  # outside the plot: it never hides a point
@@ -103,10 +105,15 @@ class ParetoView(SessionFollower, QWidget):
         hist = [{"size_bytes": r.size.get("quantized_bytes"), "avg_bits": r.size.get("avg_bits"), "metrics": r.metrics,
                  "config": r.config, "label": r.label} for r in session.results]
         self._budget = dict(search.get("budget") or {})
-        self.set_data(search.get("pareto", []), search.get("chosen"), hist, search.get("metric"))
+        self.set_data(search.get("pareto", []), search.get("chosen"), hist, search.get("metric") or self._metric_of(session))
+
+    @staticmethod
+    def _metric_of(session) -> str | None:
+        """Before a search: the metric sweeps rank by (the model's task metric unless chosen otherwise)."""
+        return getattr(session, "analysis_metric", None)
 
     def _on_session_analysis_changed(self, what: str, _payload) -> None:
-        if what in ("search", "all"):
+        if what in ("search", "all", "metric"):
             self.set_session(self.session)
 
     def _on_session_config_changed(self, _change) -> None:
@@ -135,7 +142,7 @@ class ParetoView(SessionFollower, QWidget):
                     names.append(k)
         first = metric if metric in names else (names[0] if names else None)
         order = ([first] if first else []) + [n for n in names if n != first]
-        current = self.metric_combo.currentData()
+        current = self._picked
         self.metric_combo.blockSignals(True)
         self.metric_combo.clear()
         for n in order:
