@@ -48,6 +48,12 @@ class SizeReport:
         return 8.0 * sum(self.per_layer.values()) / n if n else 0.0
 
     @property
+    def float_avg_bits(self) -> float:
+        """Bits per weight of the float model's quantizable layers (32 for float32, 16 for a bf16 checkpoint)."""
+        n = sum(self.weight_numel.values()) if self.weight_numel else 0
+        return 8.0 * sum(self.float_per_layer.values()) / n if n else 32.0
+
+    @property
     def compression(self) -> float:
         return self.float_bytes / self.quantized_bytes if self.quantized_bytes else float("inf")
 
@@ -58,6 +64,7 @@ class SizeReport:
             "compression": self.compression,
             "avg_bits": self.avg_bits,
             "bits_per_weight": self.bits_per_weight,
+            "float_avg_bits": self.float_avg_bits,
         }
 
 

@@ -50,7 +50,7 @@ def test_size_matches_a_hand_computation():
     assert rep.compression == pytest.approx(rep.float_bytes / rep.quantized_bytes)
     assert rep.avg_bits == pytest.approx((60 * 8 + 108 * 4 + 30 * 3 + 10 * 32 + 40 * 5) / 248)
     d = rep.to_dict()
-    assert set(d) == {"float_bytes", "quantized_bytes", "compression", "avg_bits", "bits_per_weight"}
+    assert set(d) == {"float_bytes", "quantized_bytes", "compression", "avg_bits", "bits_per_weight", "float_avg_bits"}
     assert d["bits_per_weight"] == pytest.approx(8 * sum(rep.per_layer.values()) / 248)
 
 
@@ -101,3 +101,14 @@ def test_a_tied_weight_is_counted_once():
     # one 8-bit copy when both uses share a setting; a second (4-bit) copy when they differ
     assert differ.quantized_bytes == same.quantized_bytes + differ.per_layer["head"]
     assert same.quantized_bytes == float_rep.float_bytes - 4 * (50 * 16 + 16 * 16) + tied_w8 + same.per_layer["mid"]
+
+
+def test_float_bits_per_weight_follow_the_checkpoint_dtype():
+    model = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 8)).eval()
+    layers = inventory(model)
+    assert model_size(model, layers, {}).to_dict()["float_avg_bits"] == 32.0
+    half = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 8)).to(torch.bfloat16).eval()
+    layers = inventory(half)
+    rep = model_size(half, layers, {l.name: LayerSpec(WeightSpec(bits=8)) for l in layers})
+    assert rep.to_dict()["float_avg_bits"] == 16.0 and rep.avg_bits == 8
+    assert rep.to_dict()["compression"] < 2.1  # 16 -> 8 bits (plus scales), not 32 -> 8

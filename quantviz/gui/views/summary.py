@@ -39,7 +39,7 @@ SIZE_ROWS = [
     ("bytes", "Model size", "Bytes to store the model: quantized weights bit-packed plus scales and zero points; "
                             "everything else at its float size."),
     ("compression", "Compression", "Float size divided by quantized size."),
-    ("avg_bits", "Bits / weight", "Weight bits averaged over all weights of the quantizable layers (float weights count 32)."),
+    ("avg_bits", "Bits / weight", "Weight bits averaged over all weights of the quantizable layers (a float weight counts its dtype's bits: 32, or 16 for a bf16 / fp16 checkpoint)."),
 ]
 
 
@@ -256,7 +256,7 @@ class SummaryPanel(SessionFollower, QWidget):
         comp = size.get("compression")
         self.cells["compression"][1].setText("1.00×" if fb else "–")
         self.cells["compression"][2].setText(f"{comp:.2f}×" if comp and math.isfinite(comp) else "–")
-        self.cells["avg_bits"][1].setText("32.0" if fb else "–")
+        self.cells["avg_bits"][1].setText(f"{size.get('float_avg_bits', 32.0):.1f}" if fb else "–")
         ab = size.get("avg_bits")
         self.cells["avg_bits"][2].setText(f"{ab:.2f}" if ab is not None else "–")
 
