@@ -18,6 +18,11 @@ its own CLI process (``python -m quantviz ...``):
    would first run one evaluation per layer and bit-width: 156 layers x 3 =
    468 evaluations of the whole model.
 
+The model is built in a subprocess too: on Linux a child's ``ru_maxrss`` starts
+from its parent's peak RSS (the high-water mark survives fork and exec), so a
+parent that had held the 1.1B model would lift every step's figure to its own
+peak (4.7 GB: how the first runs of this benchmark over-reported evaluate).
+
 For each step: wall time, peak RSS of the process (``wait4`` rusage) and
 ``peak_rss_ratio`` = (peak RSS - the baseline of a process that only imports
 torch, transformers, quantviz and transformers' Llama class) / the bf16 weight
@@ -29,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -77,6 +83,13 @@ def run(cmd: list[str], env: dict) -> dict:
             "error": err.strip().splitlines()[-1] if code and err.strip() else None, "stdout": out}
 
 
+SHAPE = ("layers", "hidden", "mlp", "heads", "kv_heads", "vocab", "seqs", "tokens")
+
+
+def _shape_args(args) -> list[str]:
+    return [a for k in SHAPE for a in (f"--{k.replace('_', '-')}", str(getattr(args, k)))]
+
+
 def _json_of(text: str):
     """The JSON object a ``--json`` command printed (anything printed before it is skipped)."""
     start = text.find("\n{") + 1 if not text.lstrip().startswith("{") else text.find("{")
@@ -102,7 +115,11 @@ def main() -> None:
     ap.add_argument("--skip-search", action="store_true", help="stop after the local sensitivity")
     ap.add_argument("--out", help="also write the JSON here")
     ap.add_argument("--steps", help="only these steps, e.g. open,local,search (default: all)")
+    ap.add_argument("--build-into", nargs=2, metavar=("FOLDER", "DATA"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.build_into:  # the child that builds the model (see the module doc)
+        print(build(Path(args.build_into[0]), Path(args.build_into[1]), args))
+        return
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                QUANTVIZ_CACHE_DIR=tempfile.mkdtemp(prefix="qv-big-cache-"))
     py = sys.executable
@@ -116,8 +133,12 @@ def main() -> None:
     try:
         folder, data = tmp / "llama", tmp / "tokens.npz"
         t = time.perf_counter()
-        params = build(folder, data, args)
+        b = run([py, __file__, "--build-into", str(folder), str(data), *_shape_args(args)], env)
+        if b["exit"] != 0:
+            raise SystemExit(f"building the model failed: {b['error']}")
+        params = int(b["stdout"].strip().splitlines()[-1])
         out["build_save_s"] = round(time.perf_counter() - t, 2)
+        out["parent_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         wbytes = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
         out.update(params=params, weight_bytes=wbytes, data=f"{args.seqs} x {args.tokens} tokens")
         common = [str(folder), "--data", str(data), "--batch-size", str(args.batch_size), "--json"]

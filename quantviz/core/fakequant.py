@@ -322,7 +322,7 @@ class QuantSim(AlgorithmSupport):
         """Hold ``t`` for ``entry``: whole when all the model's weights fit the budget whole (small
         models: no decoding on every call), else as integer codes (a quarter of float32), else whole
         if it fits, else not at all (recomputed when needed)."""
-        whole_ok = self.float_weight_bytes <= self.weight_cache_bytes
+        whole_ok = self.keeps_whole
         if whole_ok and self._make_room(_nbytes(t)):
             entry.tensor = t
             self._cached_bytes += _nbytes(t)
@@ -379,9 +379,12 @@ class QuantSim(AlgorithmSupport):
         """``entry`` with its tensor: decoded from codes, or quantized again (not stored)."""
         if entry.packed is not None:
             return replace(entry, tensor=entry.packed.decode(), packed=None)
+        return self._quantize_unstored(*key)
+
+    def _quantize_unstored(self, name: str, spec: WeightSpec) -> WeightQuant:
         self._no_store = True
         try:
-            return self._quantize_rtn(*key)
+            return self._quantize_rtn(name, spec)
         finally:
             self._no_store = False
 
@@ -396,12 +399,14 @@ class QuantSim(AlgorithmSupport):
         return self._float_w[name]
 
     def quantize_weight(self, name: str, spec: WeightSpec, *, compute: bool = True, progress: Progress = null_progress,
-                        cancel: Callable[[], bool] = lambda: False) -> WeightQuant | None:
+                        cancel: Callable[[], bool] = lambda: False, store: bool = True) -> WeightQuant | None:
         """The fake-quantized weight of ``name`` under ``spec`` (cached; the result always has its tensor).
 
         With a per-layer algorithm (``spec.algorithm``) the result depends on the
         layers before it as last applied (see :mod:`.algorithms.simulate`);
-        ``compute=False`` returns None instead of running a pending algorithm."""
+        ``compute=False`` returns None instead of running a pending algorithm.
+        ``store=False``: a rounding result not cached yet is computed and not kept (a one-off
+        use, such as a proxy's noise of a big model at several bit-widths)."""
         if spec.bits is None:
             return None
         if spec.algorithm != "none":
@@ -410,7 +415,12 @@ class QuantSim(AlgorithmSupport):
         hit = self._wcache.get(key)
         if hit is not None:
             return hit if hit.tensor is not None else self._materialize(key, hit)
-        return self._quantize_rtn(name, spec)
+        return self._quantize_rtn(name, spec) if store else self._quantize_unstored(name, spec)
+
+    @property
+    def keeps_whole(self) -> bool:
+        """Whether the cache holds every quantized weight whole (a small model); else as codes, in a budget."""
+        return self.float_weight_bytes <= self.weight_cache_bytes
 
     def _prepare_rtn(self, name: str, spec: WeightSpec) -> WeightQuant:
         """The cache entry of ``(name, spec)`` (rounding to nearest), computed if missing; its tensor

@@ -128,7 +128,8 @@ _BLOCK_ELEMS = 1 << 22  # weights larger than this are sketched a block of outpu
 def _deltas(p: Parts, layer, w: torch.Tensor, bits) -> list:
     out = []
     for b in bits:
-        wq = p.sim.quantize_weight(layer.name, weight_setting(p.base_specs[layer.name], b).weight)
+        wq = p.sim.quantize_weight(layer.name, weight_setting(p.base_specs[layer.name], b).weight,
+                                   store=p.sim.keeps_whole)
         out.append((wq.tensor - w).to(w.device))
     return out
 
@@ -145,7 +146,9 @@ def _blocked_sketch(p: Parts, layer, w: torch.Tensor, bits, rows: tuple[int, int
     sk = torch.zeros((len(bits), m, per), dtype=torch.float32, device=w.device)
     wf = w.reshape(cout, per)
     for k, b in enumerate(bits):
-        wq = p.sim.quantize_weight(layer.name, weight_setting(p.base_specs[layer.name], b).weight).tensor
+        # used once: a big model's cache is left to the configs the user checks
+        wq = p.sim.quantize_weight(layer.name, weight_setting(p.base_specs[layer.name], b).weight,
+                                   store=p.sim.keeps_whole).tensor
         wqf = wq.reshape(cout, per)
         for a in range(0, cout, step):
             e = min(cout, a + step)
@@ -389,7 +392,7 @@ def hessian(parts: Parts, *, bits=DEFAULT_BITS, iters: int = 2, max_samples: int
                 k = index[sim.layers.index(sim.by_name[n])]
                 t = traces[k] / nb / ws[k].numel()
                 tr_mean = t
-                wq = sim.quantize_weight(n, weight_setting(p.base_specs[n], b).weight)
+                wq = sim.quantize_weight(n, weight_setting(p.base_specs[n], b).weight, store=sim.keeps_whole)
                 score += t * float(((wq.tensor.to(ws[k]) - sim.float_weight(n).to(ws[k])) ** 2).sum())
             w_res[str(b)] = {"metrics": {"hessian_score": score}}
         for n in g:

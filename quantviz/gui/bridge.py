@@ -84,3 +84,32 @@ class SessionFollower:
                 if hasattr(self, handler):
                     getattr(bridge, signal).connect(getattr(self, handler))
         bridge.set_session(session)
+
+
+class OnScreen:
+    """Mixin for a panel that defers work while hidden (a tab behind another dock counts as hidden).
+
+    ``on_screen()`` says whether the user can see it; ``when_shown(callback)`` calls
+    ``callback(raised)`` when the panel may have come into view: ``raised=True`` when its dock
+    (or dock tab) became visible, ``False`` on a show event (which tabbed docks also get while
+    behind another tab: check ``on_screen()``). Tabbed docks report ``isVisible()`` even when
+    behind another tab, hence the visible region.
+    """
+
+    def on_screen(self) -> bool:
+        return self.isVisible() and not self.visibleRegion().isEmpty()
+
+    def when_shown(self, callback) -> None:
+        from PySide6.QtWidgets import QDockWidget
+
+        self.__dict__["_on_shown"] = callback
+        dock = self.parentWidget()
+        if isinstance(dock, QDockWidget) and not self.__dict__.get("_dock_watched"):
+            self._dock_watched = True
+            dock.visibilityChanged.connect(lambda visible: visible and self._on_shown(True))
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        cb = self.__dict__.get("_on_shown")
+        if cb is not None:
+            cb(False)

@@ -55,7 +55,7 @@ class MainWindow(FilesMixin, QMainWindow):
         self._trust_box = None
         self._busy_note = ""
 
-        self.runner = JobRunner(self)
+        self.runner = JobRunner(self, max_threads=3)  # a big layer's histogram need not wait for calibration
         self.bridge = SessionBridge(self)
         self.unsaved = unsaved.UnsavedWork(self)  # title-bar mark; quit / open ask first
         self.echo_errors = False  # also print failed opens on stderr (set when started from the CLI)

@@ -188,3 +188,44 @@ def test_bf16_hugging_face_folder_opens_in_bf16(tmp_path):
     assert s.sim.applied_weight(name).dtype == torch.bfloat16
     assert "perplexity" in res.metrics and 0 < res.metrics["sqnr_db"] < 200
     s.sim.close()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_proxies_leave_a_big_models_weight_cache_alone(dtype):
+    """The local and Hessian proxies quantize every layer at each bit-width once: on a model whose
+    cache holds codes in a budget (a big model) those one-off results are not kept (on the 1.1B
+    model they filled the budget on top of the applied config's), and the scores are the same."""
+    from quantviz.core import proxies
+    from quantviz.core.sources.base import ModelBundle
+    from quantviz.io.config import preset
+    from quantviz.session import Session
+
+    def session(budget_quarter: bool):
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8)).to(dtype).eval()
+        x = torch.randn(48, 16).to(dtype)
+        data = Dataset(x, None)
+        s = Session(ModelBundle(model=m, name="mlp", kind="recipe", reference="mlp", eval=data, calib=data),
+                    eval_data=data, calib_data=data, config=preset("W8"), batch_size=16)
+        s.prepare()
+        if budget_quarter:  # as for a big model: every weight as int8 codes, not whole
+            s.sim.weight_cache_bytes = s.sim.float_weight_bytes // 4 if dtype == torch.float32 else s.sim.float_weight_bytes // 2
+        s.check(label="W8")
+        return s
+
+    results = {}
+    for big in (False, True):
+        s = session(big)
+        assert s.sim.keeps_whole is (not big)
+        before = dict(s.sim.cache_stats)
+        parts = s.parts()
+        loc = proxies.local(parts, bits=(3, 4, 6))
+        hes = proxies.hessian(parts, bits=(3, 4, 6), iters=1)
+        after = s.sim.cache_stats
+        if big:
+            assert after == before  # nothing new held
+        else:
+            assert after["entries"] > before["entries"]  # a small model keeps them (cheap, reused later)
+        results[big] = [(l["name"], b, round(l["results"][b]["metrics"][m], 6)) for r, m in ((loc, "sqnr_db"), (hes, "hessian_score"))
+                        for l in r["layers"] for b in l["results"]]
+    assert results[True] == results[False]

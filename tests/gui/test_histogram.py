@@ -214,3 +214,73 @@ def test_grid_note_tells_what_each_rule_does(panel, session):
     assert "/ 7.5" in notes["torch"] and "clipped" in notes["torch"]
     assert "±7 steps" in notes["restricted"] and "15 levels" in notes["restricted"]
     assert grid_note({"bits": 3, "grid": "torch"}).startswith("symmetric, torch's grid: step = max(|lo|, |hi|) / 3.5")
+
+
+def test_refresh_reuses_the_weight_preview_while_layer_setting_and_weight_are_unchanged(qtbot, monkeypatch):
+    """A redraw with nothing new for the weight tab (calibration ending brings activation statistics
+    only) does not quantize the weight again: on a 1.1B model's embedding that took seconds of the
+    GUI thread. A changed setting, a drag, or a changed weight does."""
+    import quantviz.gui.views.histogram as hmod
+    from quantviz.session import Session
+
+    session = Session.open("demo")  # its own: other tests' panels follow the shared one
+    panel = hmod.HistogramPanel()
+    qtbot.addWidget(panel)
+    panel.set_session(session)
+    calls = []
+    real = hmod.preview_weight
+    monkeypatch.setattr(hmod, "preview_weight", lambda *a, **k: calls.append(a[1:4]) or real(*a, **k))
+    panel.show_layer(LAYER)
+    assert len(calls) == 1
+    panel.refresh()
+    assert len(calls) == 1  # the same preview is on screen
+    session.edit_layers([LAYER], {"weight": {"bits": 4}})  # the panel follows the edit
+    assert len(calls) == 2 and calls[-1][1].bits == 4
+    w = session.sim.float_weight(LAYER)
+    _drag_args = (0.5 * float(w.min()), 0.5 * float(w.max()))
+    panel._on_drag("weight", *_drag_args, False)
+    assert len(calls) == 3
+    panel.refresh()  # back to the stored setting: computed again (the drag's preview is on screen)
+    assert len(calls) == 4
+    with __import__("torch").no_grad():
+        w.mul_(1.0)  # an in-place change of the weight (as QAT writes trained weights)
+    panel.refresh()
+    assert len(calls) == 5
+
+
+def test_a_big_layers_preview_runs_on_a_worker_and_a_stale_one_is_dropped(qtbot, monkeypatch):
+    """Above ASYNC_NUMEL weights the preview is computed by the job runner (the GUI thread only
+    draws it); if the user has moved to another layer by then, the late result is dropped."""
+    import threading
+
+    import quantviz.gui.views.histogram as hmod
+    from quantviz.gui.workers import JobRunner
+    from quantviz.session import Session
+
+    session = Session.open("demo")
+    runner = JobRunner()
+    panel = hmod.HistogramPanel()
+    qtbot.addWidget(panel)
+    panel.set_runner(runner)
+    panel.set_session(session)
+    monkeypatch.setattr(hmod, "ASYNC_NUMEL", 1000)  # features.7 (18,432 weights) counts as big, features.0 (36) not
+    threads = []
+    real = hmod.preview_weight
+    monkeypatch.setattr(hmod, "preview_weight", lambda *a, **k: threads.append((a[1], threading.get_ident())) or real(*a, **k))
+    try:
+        panel.show_layer("features.7")
+        assert "Computing the histogram of 18,432 weights" in panel.weights.note.text()
+        qtbot.waitUntil(lambda: "SQNR" in panel.stats_text("weight"), timeout=10000)
+        assert threads == [("features.7", threads[0][1])] and threads[0][1] != threading.get_ident()
+        assert _sqnr(panel.stats_text("weight")) == pytest.approx(session.layer_row("features.7")["weight_sqnr_db"], abs=0.05)
+        assert panel.weights.editable
+        # moved on before the worker is done: the late preview is not drawn over the new layer
+        panel.show_layer("features.7")  # same key: nothing to do
+        session.edit_layers(["features.7"], {"weight": {"bits": 4}})  # a new preview of features.7 starts...
+        panel.show_layer("features.0")  # ...and the user is elsewhere at once
+        qtbot.waitUntil(lambda: not runner.busy(), timeout=10000)
+        qtbot.wait(50)  # the finished job's queued signal
+        assert "<b>features.0</b>" in panel.header.text()
+        assert _sqnr(panel.stats_text("weight")) == pytest.approx(session.layer_row("features.0")["weight_sqnr_db"], abs=0.05)
+    finally:
+        runner.shutdown()

@@ -33,6 +33,8 @@ def view(qtbot):
     w = QATView()
     qtbot.addWidget(w)
     w.set_runner(runner)
+    w.show()
+    qtbot.waitExposed(w)
     yield w
     runner.cancel()
     runner.shutdown()
@@ -74,3 +76,30 @@ def test_cancel_leaves_the_session_unchanged(qtbot, view):
     qtbot.waitUntil(lambda: view._job is None, timeout=60000)
     assert "cancelled" in view.status.text()
     assert s.config.to_dict() == cfg and s.analysis.qat is None and not s.history.can_undo
+
+
+def test_weight_histogram_waits_until_shown_and_samples_a_big_layer(qtbot):
+    """Hidden (a tab behind another), the panel computes no histogram; shown, it draws one from at
+    most MAX_HIST_SAMPLES strided weights, scaled back to the layer's count (a 1.1B model's
+    embedding took 4 s of the GUI thread on every load before)."""
+    from quantviz.core.preview import MAX_HIST_SAMPLES
+    from quantviz.gui.views.qat import QATView
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Embedding(3000, 700), nn.Linear(700, 4)).eval()
+    x = torch.randint(0, 3000, (16, 5))
+    data = Dataset(x, None)
+    s = Session(ModelBundle(model=m, name="emb", kind="recipe", reference="emb", eval=data, calib=data),
+                eval_data=data, calib_data=data, config=preset("W8"), batch_size=8)
+    w = QATView()
+    qtbot.addWidget(w)
+    w.set_session(s)  # not shown: nothing drawn yet
+    assert w.hist_item.getData()[1] is None and w._hist_pending == "0"
+    w.show()
+    qtbot.waitExposed(w)
+    qtbot.waitUntil(lambda: w.hist_item.getData()[1] is not None, timeout=2000)
+    counts = w.hist_item.getData()[1]
+    numel = s.sim.float_weight("0").numel()
+    stride = -(-numel // MAX_HIST_SAMPLES)
+    assert stride > 1 and counts.sum() == stride * len(range(0, numel, stride))
+    assert f"every {stride}th weight" in w.hist_plot.getPlotItem().titleLabel.text

@@ -89,6 +89,25 @@ def test_config_diff_picks_any_two_and_follows_the_session(window, tmp_path, wai
         assert hh.sectionSize(c) >= widest
 
 
+def test_hidden_config_diff_counts_now_and_fills_its_table_when_shown(window, qtbot):
+    """A hidden Config diff follows every edit in its count but fills its table only when shown
+    (no item churn on the GUI thread while a big model computes in the background)."""
+    v = window.config_diff
+    s = window.session
+    window.docks["histogram"].raise_()
+    qtbot.wait(20)
+    assert not v.on_screen()
+    v.select("current", "preset:W8")
+    first = s.layers[0].name
+    window.table.apply_field("weight_bits", 3, [first])
+    assert v.summary.text().startswith("1 of")  # the count follows at once
+    texts = {v.table.item(r, 0).text(): v.table.item(r, 1).text() for r in range(v.table.rowCount())}
+    assert "W3" not in texts[first]  # the table waits while hidden
+    window.docks["config_diff"].raise_()
+    qtbot.waitUntil(v.on_screen, timeout=2000)
+    assert v.table.item(0, 0).text() == first and "W3" in v.table.item(0, 1).text()  # differing row first, current
+
+
 def test_loading_a_pareto_point_updates_diff_and_marks_it(window, qtbot, wait_idle):
     from quantviz.gui import analysis
     from quantviz.io.config import QuantConfig

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QHeaderView, Q
                                QVBoxLayout, QWidget)
 
 from ...io.config import QuantConfig
-from ..bridge import SessionFollower
+from ..bridge import OnScreen, SessionFollower
 
 
 def describe(spec) -> str:
@@ -76,13 +76,14 @@ def config_choices(session, files: dict | None = None) -> list[tuple[str, str, o
 FILE_ITEM = "__file__"
 
 
-class ConfigDiffView(SessionFollower, QWidget):
+class ConfigDiffView(OnScreen, SessionFollower, QWidget):
     """Pick two configs (A, B); the table lists each layer's settings in both, differing rows first."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.session = None
         self._rows: list = []
+        self._table_stale = False
         self._files: dict[str, object] = {}
         self._choices: dict[str, tuple[str, object]] = {}
         self.pick_a, self.pick_b = QComboBox(), QComboBox()
@@ -120,6 +121,7 @@ class ConfigDiffView(SessionFollower, QWidget):
         """Follow ``session``; ``other`` (a config dict) becomes side B."""
         self.session = session
         self.follow(session)
+        self.when_shown(self._catch_up)
         if session is None:
             self._choices = {}
             return
@@ -127,17 +129,21 @@ class ConfigDiffView(SessionFollower, QWidget):
             self._files["(given)"] = QuantConfig.from_dict(other)
             self._refresh(b="file:(given)")
         else:
-            self._refresh()
+            self._refresh(follow=True)  # a new or recalibrated session: the table fills when shown
 
     def _on_session_config_changed(self, _change) -> None:
-        self._refresh()
+        self._refresh(follow=True)
 
     def _on_session_result(self, _result) -> None:
-        self._refresh()
+        self._refresh(follow=True)
 
     def _on_session_analysis_changed(self, what: str, _payload) -> None:
         if what in ("search", "all"):
-            self._refresh()
+            self._refresh(follow=True)
+
+    def _catch_up(self, raised: bool) -> None:
+        if self._table_stale and (raised or self.on_screen()):
+            self._fill()
 
     def select(self, a: str | None = None, b: str | None = None) -> None:
         """Compare the choices with keys ``a`` and ``b`` (see :func:`config_choices`)."""
@@ -146,7 +152,9 @@ class ConfigDiffView(SessionFollower, QWidget):
     def keys(self) -> list[str]:
         return list(self._choices)
 
-    def _refresh(self, a: str | None = None, b: str | None = None) -> None:
+    def _refresh(self, a: str | None = None, b: str | None = None, follow: bool = False) -> None:
+        """Rebuild both pickers and the comparison. ``follow``: caused by a session event, so
+        while the panel is hidden only the count is updated and the table waits until it is shown."""
         s = self.session
         if s is None:
             return
@@ -166,7 +174,7 @@ class ConfigDiffView(SessionFollower, QWidget):
             combo.blockSignals(False)
         ka, kb = self.pick_a.currentData(), self.pick_b.currentData()
         (la, ca), (lb, cb) = self._choices[ka], self._choices[kb]
-        self.set_data(s.layers, ca, cb, (la, lb))
+        self.set_data(s.layers, ca, cb, (la, lb), fill=not follow or self.on_screen())
 
     def _on_pick_activated(self, combo) -> None:
         if combo.currentData() == FILE_ITEM:
@@ -196,14 +204,20 @@ class ConfigDiffView(SessionFollower, QWidget):
         return f"file:{path}"
 
     # ------------------------------------------------------------ table
-    def set_data(self, layers, a, b, names=("A", "B")) -> None:
+    def set_data(self, layers, a, b, names=("A", "B"), fill: bool = True) -> None:
+        """Compare ``a`` with ``b``; ``fill=False`` updates the count now and the table when it is next shown
+        (a hidden panel costs no item churn on the GUI thread while a model computes in the background)."""
         self._rows = diff_rows(layers, a, b)
         self.table.setHorizontalHeaderLabels(["layer", names[0], names[1]])
         n = sum(r[3] for r in self._rows)
         self.summary.setText(f"{n} of {len(self._rows)} layers differ")
-        self._fill()
+        if fill:
+            self._fill()
+        else:
+            self._table_stale = True
 
     def _fill(self) -> None:
+        self._table_stale = False
         rows = sorted(self._rows, key=lambda r: not r[3])
         if self.only_diff.isChecked():
             rows = [r for r in rows if r[3]]

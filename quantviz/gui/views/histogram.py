@@ -25,6 +25,9 @@ from .channel_ranges import ChannelRangeView
 from .hist_math import format_label, format_note, grid_note, weight_note
 from .range_histogram import LOG_FLOOR, RangeHistogram  # noqa: F401 (LOG_FLOOR re-exported)
 
+ASYNC_NUMEL = 4_000_000  # a layer with more weights is previewed on a worker (a second or more here)
+
+
 class HistogramPanel(SessionFollower, QWidget):
     """Weight, per-channel and activation views of the selected layer."""
 
@@ -35,8 +38,10 @@ class HistogramPanel(SessionFollower, QWidget):
         super().__init__(parent)
         self.session = None
         self.layer: str | None = None
+        self.runner = None
         self._edges: dict[str, np.ndarray] = {}  # weight display bins per layer (stable while dragging)
         self._config_preview: dict[str, dict | None] = {}  # kind -> preview under the stored config
+        self._weight_key: tuple | None = None  # what the weight tab shows: session, layer, setting, weight version
         self._channel_stats: dict[str, dict] = {}  # per-channel ranges per layer
         self.header = QLabel("No layer selected")
         self.header.setTextFormat(pg.QtCore.Qt.TextFormat.RichText)
@@ -74,6 +79,7 @@ class HistogramPanel(SessionFollower, QWidget):
         self.follow(session)
         self._edges.clear()
         self._channel_stats.clear()
+        self._weight_key = None
         self.show_layer(None)
 
     def show_layer(self, name: str | None) -> None:
@@ -145,25 +151,74 @@ class HistogramPanel(SessionFollower, QWidget):
         self.header.setText(f"<b>{self.layer}</b> · {info.type} · weight {shape} ({info.weight_numel:,} values)"
                             f"<br>weights: {wtxt} · activations: {atxt}")
 
-    def _refresh_weight(self, lo: float | None = None, hi: float | None = None, dragging: bool = False) -> dict:
+    def set_runner(self, runner) -> None:
+        """Background jobs for big layers' previews (without one, every preview is computed at once)."""
+        self.runner = runner
+
+    def _refresh_weight(self, lo: float | None = None, hi: float | None = None, dragging: bool = False) -> dict | None:
         spec = self.session.spec(self.layer)
         if not dragging:
             self._header(spec)
+        key = None
+        if lo is None and hi is None and not dragging:
+            # the same weight under the same setting is on screen already (e.g. the redraw when calibration
+            # ends, which brings activation statistics only): a big layer's preview takes seconds
+            w = self.session.sim.float_weight(self.layer)
+            key = (id(self.session), self.layer, spec.weight, w.data_ptr(), w._version)
+            if key == self._weight_key and self._config_preview.get("weight") is not None:
+                return self._config_preview["weight"]
+        self._weight_key = key  # a dragged or typed range is not the stored setting's preview
+        numel = self.session.layer(self.layer).weight_numel
+        if key is not None and self.runner is not None and numel > ASYNC_NUMEL:
+            self._preview_in_background(spec, key, numel)
+            return None
         p = preview_weight(self.session.sim, self.layer, spec.weight, lo, hi, edges=self._weight_edges())
+        stats = None
+        if not dragging:
+            stats = self._channel_stats.get(self.layer)
+            if stats is None:  # depends only on the float weight: once per layer
+                stats = self._channel_stats[self.layer] = channel_ranges(self.session.sim, self.layer)
+        self._show_weight(p, dragging, stats)
+        return p
+
+    def _show_weight(self, p: dict, dragging: bool, stats: dict | None) -> None:
         if not dragging:
             self._config_preview["weight"] = p
         base = self._config_preview.get("weight") if dragging else None
         self.weights.show_preview(p, move_region=not dragging, editable=not (p.get("float") or p.get("block")), baseline=base)
         self.weights.note.setText(weight_note(p))
         if not dragging:
-            stats = self._channel_stats.get(self.layer)
-            if stats is None:  # depends only on the float weight: once per layer
-                stats = self._channel_stats[self.layer] = channel_ranges(self.session.sim, self.layer)
             self.channels.set_channels(stats, p.get("channel_lo"), p.get("channel_hi"),
                                        None if p.get("float") else p["granularity"])
         else:
             self.channels.set_clip(p.get("channel_lo"), p.get("channel_hi"))
-        return p
+
+    def _preview_in_background(self, spec, key: tuple, numel: int) -> None:
+        """A big layer's preview (its whole weight quantized, tens of millions of values) on a worker:
+        the GUI stays live, and the plot appears when it is ready unless the user moved on."""
+        s, name = self.session, self.layer
+        edges, stats = self._edges.get(name), self._channel_stats.get(name)
+        self._config_preview["weight"] = None
+        self.weights.clear(f"Computing the histogram of {numel:,} weights…")
+
+        def job(progress, cancel):
+            w = s.sim.float_weight(name)
+            e = edges if edges is not None else display_edges(float(w.min()), float(w.max()), w.numel())
+            return e, preview_weight(s.sim, name, spec.weight, edges=e), stats or channel_ranges(s.sim, name)
+
+        def done(result) -> None:
+            if self.session is not s or self.layer != name or self._weight_key != key:
+                return  # another layer, setting or session by now
+            e, p, st = result
+            self._edges[name], self._channel_stats[name] = e, st
+            self._show_weight(p, False, st)
+
+        def failed(message, details, exc) -> None:
+            if self.session is s and self.layer == name:
+                self._weight_key = None
+                self.weights.note.setText(f"<span style='color:#b00'>{message}</span>")
+
+        self.runner.submit("histogram", job, label=f"Histogram of {name}", visible=False, on_done=done, on_error=failed)
 
     def _refresh_activation(self, lo: float | None = None, hi: float | None = None, dragging: bool = False) -> dict | None:
         info = self.session.layer(self.layer)

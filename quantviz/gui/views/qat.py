@@ -19,7 +19,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout,
                                QGridLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from ..bridge import SessionFollower
+from ...core.preview import MAX_HIST_SAMPLES
+from ..bridge import OnScreen, SessionFollower
 
 PCT = ("accuracy", "top1_agreement")
 
@@ -65,7 +66,7 @@ class QATDialog(QDialog):
                           loss=self.loss.currentText())
 
 
-class QATView(SessionFollower, QWidget):
+class QATView(OnScreen, SessionFollower, QWidget):
     stepReported = Signal(object)  # emitted on the training thread, handled on the GUI thread
 
     def __init__(self, parent=None):
@@ -77,6 +78,7 @@ class QATView(SessionFollower, QWidget):
         self._watch: set = set()
         self._curves = None
         self._weights: dict = {}
+        self._hist_pending: str | None = None  # a layer whose histogram waits for the panel to be shown
         self.stepReported.connect(self._on_step)
         top = QHBoxLayout()
         self.status = QLabel("No training yet: Run › Quantization-aware training…")
@@ -127,6 +129,7 @@ class QATView(SessionFollower, QWidget):
     def set_session(self, session) -> None:
         self.session = session
         self.follow(session)
+        self.when_shown(self._catch_up)
         self.layer_combo.blockSignals(True)
         self.layer_combo.clear()
         if session is not None:
@@ -134,6 +137,10 @@ class QATView(SessionFollower, QWidget):
         self.layer_combo.blockSignals(False)
         self._on_layer_changed(self.layer_combo.currentText())
         self._show_stored()
+
+    def _catch_up(self, raised: bool) -> None:
+        if self._hist_pending is not None and (raised or self.on_screen()):
+            self._draw_hist(self._hist_pending, force=True)
 
     def select_layer(self, name: str) -> None:
         if name and self.layer_combo.findText(name) >= 0:
@@ -266,16 +273,25 @@ class QATView(SessionFollower, QWidget):
         self.clipped_item.setData(xs[:len(cl)], [v * 100 for v in cl])
         self._draw_hist(name)
 
-    def _draw_hist(self, name: str) -> None:
+    def _draw_hist(self, name: str, force: bool = False) -> None:
+        """The layer's current weights; drawn when the panel is on screen (else when it is shown), from
+        at most ``MAX_HIST_SAMPLES`` evenly strided weights (a big embedding holds tens of millions)."""
+        if not (force or self.on_screen()):
+            self._hist_pending = name
+            return
+        self._hist_pending = None
         w = self._weights.get(name)
         if w is None and self.session is not None and name in self.session.layer_names:
             w = self.session.sim.float_weight(name)
         if w is None:
             self.hist_item.setData([], [])
             return
-        counts, edges = np.histogram(w.detach().float().cpu().numpy().ravel(), bins=80)
-        self.hist_item.setData(edges, counts)
-        self.hist_plot.getPlotItem().setTitle(f"current weights: {name}", color=(40, 40, 40), size="10pt")
+        flat = w.detach().reshape(-1)
+        stride = max(1, -(-flat.numel() // MAX_HIST_SAMPLES))
+        counts, edges = np.histogram(flat[::stride].float().cpu().numpy(), bins=80)
+        self.hist_item.setData(edges, counts * stride)
+        sampled = f" (every {stride}th weight)" if stride > 1 else ""
+        self.hist_plot.getPlotItem().setTitle(f"current weights: {name}{sampled}", color=(40, 40, 40), size="10pt")
 
 
 def ask_and_start(win) -> None:

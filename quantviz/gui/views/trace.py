@@ -25,11 +25,11 @@ import math
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QHBoxLayout, QLabel, QPushButton, QVBoxLayout,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout,
                                QWidget)
 
 from .. import theme
-from ..bridge import SessionFollower
+from ..bridge import OnScreen, SessionFollower
 
 ACC_COLOR = (40, 90, 170)
 LOCAL_COLOR = (230, 130, 30)
@@ -52,7 +52,7 @@ def curve_values(res, key: str) -> list:
     return [getattr(l, key) for l in res.layers] if res is not None else []
 
 
-class TraceView(SessionFollower, QWidget):
+class TraceView(OnScreen, SessionFollower, QWidget):
     layerClicked = Signal(str)
 
     def __init__(self, parent=None):
@@ -65,7 +65,6 @@ class TraceView(SessionFollower, QWidget):
         self._stale = False
         self._names: list[str] = []
         self._ceiling = 0.0
-        self._dock_watched = False
 
         top = QHBoxLayout()
         top.addWidget(QLabel("Curves:"))
@@ -145,10 +144,7 @@ class TraceView(SessionFollower, QWidget):
 
     def set_session(self, session) -> None:
         self.follow(session)
-        dock = self.parentWidget()
-        if isinstance(dock, QDockWidget) and not self._dock_watched:  # a tab behind another is hidden:
-            self._dock_watched = True  # raising it catches up
-            dock.visibilityChanged.connect(self._on_dock_visibility)
+        self.when_shown(self._catch_up)  # a tab behind another is hidden: raising it catches up
         if session is not self.session:
             self.session = session
             self.result = self.previous = None
@@ -194,18 +190,9 @@ class TraceView(SessionFollower, QWidget):
         if what in ("trace", "all") and self.session is not None:
             self.show_result(self.session.analysis.trace)
 
-    def on_screen(self) -> bool:
-        """Shown and not hidden behind another tab."""
-        return self.isVisible() and not self.visibleRegion().isEmpty()
-
-    def showEvent(self, event) -> None:
-        super().showEvent(event)
+    def _catch_up(self, raised: bool) -> None:
         if self._stale:
-            self.request()
-
-    def _on_dock_visibility(self, visible: bool) -> None:
-        if visible and self._stale:
-            self.request(force=True)
+            self.request(force=raised)
 
     # ------------------------------------------------------------ data
     def show_result(self, result) -> None:
