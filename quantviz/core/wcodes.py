@@ -122,12 +122,22 @@ def _numel(shape) -> int:
 
 def encode(wq: torch.Tensor, qp: QParams, axis: int | None, group_size: int | None) -> Codes | None:
     """Integer codes of ``wq`` (a fake-quantized weight on ``qp``'s grid), or None if not exact."""
-    rows, pad = _rows(wq.detach().float(), axis, group_size)
+    rows, pad = _rows(wq.detach(), axis, group_size)  # in the weight's dtype (a view where it can be)
     s = qp.scale.float().to(rows.device).view(-1, 1)
     z = qp.zero_point.float().to(rows.device).view(-1, 1)
     if s.shape[0] != rows.shape[0]:
         return None
-    q = torch.round(rows / s).add_(z).clamp_(qp.qmin, qp.qmax).to(_code_dtype(qp))
+    # a block of rows (or, per tensor, of columns) at a time: no float32 copy of a big weight
+    q = torch.empty(rows.shape, dtype=_code_dtype(qp), device=rows.device)
+    if rows.shape[0] == 1:
+        step = BLOCK_ELEMS
+        for a in range(0, rows.shape[1], step):
+            q[:, a:a + step] = torch.round(rows[:, a:a + step].float() / s).add_(z).clamp_(qp.qmin, qp.qmax)
+    else:
+        step = max(1, BLOCK_ELEMS // max(1, rows.shape[1]))
+        for a in range(0, rows.shape[0], step):
+            b = min(rows.shape[0], a + step)
+            q[a:b] = torch.round(rows[a:b].float() / s[a:b]).add_(z[a:b]).clamp_(qp.qmin, qp.qmax)
     codes = Codes(q, qp, axis, group_size, tuple(wq.shape), wq.dtype, wq.device)
     if not torch.equal(codes.decode(), wq):
         return None
