@@ -40,6 +40,28 @@ def test_the_probe_would_notice_qt():
     assert "PySide6.QtCore" in json.loads(out.stdout.strip().splitlines()[-1])["qt"]
 
 
+
+CLI_HELP_PROBE = r"""
+import contextlib, io, sys
+from quantviz.cli.main import COMMANDS, main
+for argv in (["--help"], ["--version"], *([c, "--help"] for c in COMMANDS)):
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(list(argv))
+        except SystemExit as exc:
+            assert exc.code == 0, (argv, exc.code)
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "numpy", "PySide6", "pyqtgraph"))
+print(",".join(heavy) or "none")
+"""
+
+
+def test_cli_help_and_version_import_no_torch():
+    """``quantviz --help``, ``--version`` and every ``COMMAND --help`` answer without importing torch (fast)."""
+    out = subprocess.run([sys.executable, "-c", CLI_HELP_PROBE], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "none"
+
+
 # ---------------------------------------------------------------- layering
 import ast  # noqa: E402
 

@@ -9,7 +9,7 @@ after warm-up, the accuracy each reaches, and which layers ran real kernels.
 """
 from __future__ import annotations
 
-from ..session.deploy import BACKENDS
+from ..core.backends.names import BACKENDS
 from .common import CLIError, ProgressBar, add_common_args, add_model_args, fmt_bytes, open_session, print_json, table
 
 

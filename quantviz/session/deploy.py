@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ..core.backends.names import BACKENDS
 from ..core.errors import Cancelled, QuantvizError
 from ..core.progress import Progress, null_progress
-
-BACKENDS = ("torchao", "pt2e", "onnxruntime")
 
 
 def _acc(outputs, labels):
