@@ -1,6 +1,10 @@
-"""Suite-wide isolation: no test writes to the user's real data folder; garbage
-collection runs on the GUI thread in Qt tests (as in the app) and normally elsewhere."""
+"""Suite-wide isolation: no test writes to the user's real settings, data or cache folders
+(for the whole run, subprocesses included); garbage collection runs on the GUI thread in Qt
+tests (as in the app) and normally elsewhere."""
+import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -11,6 +15,32 @@ try:  # property tests draw the same examples on every run: CI fails only on wha
     _hyp.load_profile("quantviz")
 except ImportError:  # pragma: no cover - hypothesis is a test extra
     pass
+
+
+# Every per-user location quantviz or Qt could write, pointed into one temporary folder for the
+# whole run. Set at import (before any test or subprocess starts), so a CLI or app started by a
+# test inherits it: Qt's settings (window layout, File > Open recent) follow XDG_CONFIG_HOME.
+USER_DIRS = {
+    "XDG_CONFIG_HOME": "config",
+    "XDG_DATA_HOME": "data",
+    "XDG_CACHE_HOME": "cache",
+    "XDG_STATE_HOME": "state",
+    "QUANTVIZ_DATA_DIR": "data/quantviz",
+    "QUANTVIZ_CACHE_DIR": "cache/quantviz/scores",
+}
+_RUN_HOME = tempfile.mkdtemp(prefix="quantviz-test-home-")
+for _var, _sub in USER_DIRS.items():
+    os.environ[_var] = os.path.join(_RUN_HOME, _sub)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_RUN_HOME, ignore_errors=True)
+
+
+@pytest.fixture
+def run_home() -> str:
+    """The temporary folder that stands in for the user's per-user folders during this run."""
+    return _RUN_HOME
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from PySide6.QtCore import QElapsedTimer, Qt, QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QComboBox
 
 from quantviz.gui.views.layer_model import COL
@@ -224,9 +224,15 @@ def test_layout_and_recent_files_persist(window, qtbot):
     other.close()
 
 
-def test_gui_thread_never_stalls_during_recheck(window, qtbot, wait_idle):
-    """A 10 ms QTimer probe: the longest gap between its ticks during re-checks stays under 50 ms."""
+def test_gui_thread_never_waits_on_the_session_during_recheck(window, qtbot, wait_idle, monkeypatch):
+    """Structural, not timed: mid-way through each re-check the worker waits until the GUI
+    thread's event loop has ticked (a QTimer probe), so a GUI thread blocked by the re-check
+    would show as a failed wait, on any machine load; and the GUI thread never takes the
+    session lock. How long the GUI thread's gaps are is a figure of ``benchmarks/recheck.py``
+    (``gui_max_stall_ms``), never of a test."""
     import threading
+
+    import quantviz.session.recheck as recheck_mod
 
     s = window.session
     lockers = set()
@@ -241,41 +247,38 @@ def test_gui_thread_never_stalls_during_recheck(window, qtbot, wait_idle):
             return real_lock.__exit__(*exc)
 
     s.lock = RecordingLock()
-    worst = []
-    for attempt in range(5):  # a structural stall shows every time; scheduler noise does not
-        gaps, clock, last = [], QElapsedTimer(), [0, False]
-        clock.start()
+    ticked = threading.Event()
+    waits: list[bool] = []
+    real_evaluate = recheck_mod.Rechecker.evaluate
 
-        def tick():
-            # a gap counts when a re-check was running at its start (so the result's handling counts too)
-            now, busy = clock.elapsed(), window.runner.busy("check")
-            if last[1]:
-                gaps.append(now - last[0])
-            last[0], last[1] = now, busy
+    def evaluate_waiting_for_the_gui(*args, progress, **kw):
+        def p(done, total, message=""):
+            if not waits or len(waits) < evaluate_waiting_for_the_gui.calls:
+                ticked.clear()
+                waits.append(ticked.wait(60))  # the GUI thread must tick while this worker is mid-check
+            progress(done, total, message)
 
-        probe = QTimer()
-        probe.setInterval(10)
-        probe.timeout.connect(tick)
-        probe.start()
-        for bits in (7, 5, 3):
-            gen = window.session.wanted_generation
-            abits = (8, 7, 6, 5, 4)[attempt]  # every step is a config not checked before
+        evaluate_waiting_for_the_gui.calls += 1
+        return real_evaluate(*args, progress=p, **kw)
+
+    evaluate_waiting_for_the_gui.calls = 0
+    monkeypatch.setattr(recheck_mod.Rechecker, "evaluate", evaluate_waiting_for_the_gui)
+
+    probe = QTimer()
+    probe.setInterval(5)
+    probe.timeout.connect(lambda: ticked.set() if window.runner.busy("check") else None)
+    probe.start()
+    try:
+        for bits, abits in ((7, 8), (5, 6), (3, 4)):  # each a config not checked before
+            gen = s.wanted_generation
             s.edit_layers([l.name for l in s.layers], {"weight": {"bits": bits}, "activation": {"bits": abits}})
-            qtbot.waitUntil(lambda: window.session.wanted_generation > gen, timeout=5000)
-            wait_idle(window)
+            qtbot.waitUntil(lambda: s.wanted_generation > gen, timeout=5000)
+            wait_idle(window, 120000)
+    finally:
         probe.stop()
-        assert len(gaps) >= 3, "the probe did not run during the re-checks"
-        worst.append(max(gaps))
-        if worst[-1] < 50:
-            break
-    print(f"longest GUI-thread gap during re-checks: {min(worst)} ms (attempts: {worst})")
-    assert lockers and threading.main_thread().ident not in lockers  # the GUI thread never waits on the lock
-    import os
-
-    load = os.getloadavg()[0]
-    if load > (os.cpu_count() or 1):  # other processes hold the cores: a time bound would measure them, not us
-        pytest.skip(f"machine oversubscribed (load {load:.1f} on {os.cpu_count()} cores); longest gap {min(worst)} ms")
-    assert min(worst) < 50
+    assert waits and all(waits), f"the GUI thread did not run while a re-check was mid-way: {waits}"
+    assert lockers, "no re-check took the session lock"
+    assert threading.main_thread().ident not in lockers  # the GUI thread never waits on the lock
 
 
 def test_export_menu_offers_the_exporters_formats(window, tmp_path, wait_idle):
