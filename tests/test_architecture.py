@@ -197,3 +197,17 @@ def test_the_contract_checks_would_catch_a_breach(tmp_path):
     assert any("quantviz/core/a.py:1: quantviz.core.a imports quantviz.session.s" in b for b in bad)
     assert any("quantviz.io.x imports PySide6.QtCore" in b for b in bad)
     assert import_cycles(pkg) == [["quantviz.core.a", "quantviz.core.b"]]
+
+
+def test_openmp_waits_passively_unless_the_user_chose():
+    """Spinning OpenMP workers steal a busy machine's cores: quantviz sets a passive wait policy
+    before torch loads its OpenMP runtime, and leaves a policy the user set alone."""
+    import os
+
+    probe = "import os, quantviz, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0 and out.stdout.split() == ["PASSIVE"], out.stderr
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env=dict(env, OMP_WAIT_POLICY="ACTIVE"))
+    assert out.stdout.split() == ["ACTIVE"], out.stderr
