@@ -63,3 +63,31 @@ def _gc_mode(request):
     elif "quantviz.gui.gcguard" in sys.modules:
         sys.modules["quantviz.gui.gcguard"].uninstall()
     yield
+
+
+class CLIRun:
+    """The outcome of a CLI run in this process: exit ``code``, captured ``out`` and ``err``."""
+
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+    @property
+    def err_lines(self) -> list[str]:
+        return [ln for ln in self.err.splitlines() if ln.strip()]
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(*argv)`` runs ``quantviz`` in this process (no interpreter start-up, no torch import per
+    call). Tests whose subject is the process boundary (signals, exit codes of a real process,
+    stderr noise of third-party imports) start a subprocess instead."""
+    from quantviz.cli.main import main
+
+    def run(*argv) -> CLIRun:
+        capsys.readouterr()
+        code = main([str(a) for a in argv])
+        cap = capsys.readouterr()
+        return CLIRun(code, cap.out, cap.err)
+
+    return run
+

@@ -1,8 +1,6 @@
 """Candidates (bits + granularity + range + algorithm) in sensitivity and search."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 
@@ -72,8 +70,7 @@ def test_proxies_refuse_candidates(tsession):
         tsession.run_sensitivity("local", bits=parse_candidates("int4+gptq,int8"), act_bits=())
 
 
-def test_cli_rejects_a_bad_candidate_in_one_line():
-    r = subprocess.run([sys.executable, "-m", "quantviz", "search", "demo", "--avg-bits", "4", "--candidates",
-                        "int4,int3+magic"], capture_output=True, text=True)
-    assert r.returncode != 0
-    assert "int3+magic" in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+def test_cli_rejects_a_bad_candidate_in_one_line(cli):
+    r = cli("search", "demo", "--avg-bits", "4", "--candidates", "int4,int3+magic")
+    assert r.code != 0
+    assert "int3+magic" in r.err and "Traceback" not in r.err and len(r.err_lines) == 1

@@ -2,8 +2,6 @@
 programs (dynamic and fixed batch): same layers in inspect, same metrics in evaluate."""
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -103,12 +101,10 @@ def test_sensitivity_on_an_exported_graph(files):
     assert all(e["results"]["2"]["metrics"]["sqnr_db"] < e["results"]["8"]["metrics"]["sqnr_db"] for e in local["layers"])
 
 
-def test_cli_evaluate_pt2_fixed_batch(files):
-    r = subprocess.run([sys.executable, "-m", "quantviz", "evaluate", str(files / "one.pt2"), "--data",
-                        str(files / "data.npz"), "--preset", "W8A8", "--batch-size", "8"],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert "sqnr_db" in r.stdout
+def test_cli_evaluate_pt2_fixed_batch(files, cli):
+    r = cli("evaluate", files / "one.pt2", "--data", files / "data.npz", "--preset", "W8A8", "--batch-size", "8")
+    assert r.code == 0, r.err
+    assert "sqnr_db" in r.out
 
 
 class _Loopy(torch.nn.Module):
@@ -127,20 +123,18 @@ class _Loopy(torch.nn.Module):
         return self.fc2(y)
 
 
-def test_unconvertible_torchscript_is_weights_only(tmp_path):
+def test_unconvertible_torchscript_is_weights_only(tmp_path, cli):
     torch.manual_seed(0)
     torch.jit.save(torch.jit.script(_Loopy().eval()), str(tmp_path / "loopy.ts"))
     x = torch.randn(16, 6)
     np.savez(tmp_path / "d.npz", x=x.numpy())
-    r = subprocess.run([sys.executable, "-m", "quantviz", "evaluate", str(tmp_path / "loopy.ts"), "--data",
-                        str(tmp_path / "d.npz"), "--preset", "W4A8", "--json"], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    r = cli("evaluate", tmp_path / "loopy.ts", "--data", tmp_path / "d.npz", "--preset", "W4A8", "--json")
+    assert r.code == 0, r.err
+    lines = r.err_lines
     assert len(lines) == 1 and "activations cannot be simulated" in lines[0] and "prim::Loop" in lines[0]
     import json
 
-    rep = json.loads(r.stdout)
+    rep = json.loads(r.out)
     assert 5 < rep["quantized"]["metrics"]["sqnr_db"] < 60  # the weights are quantized
     s = Session.open(str(tmp_path / "loopy.ts"), data=str(tmp_path / "d.npz"))
     s.apply_preset("W8")
@@ -150,15 +144,14 @@ def test_unconvertible_torchscript_is_weights_only(tmp_path):
     assert torch.equal(s.sim.float_weight("fc"), s.sim.float_model.fc.weight.detach())
 
 
-def _one_line_error(*args):
-    r = subprocess.run([sys.executable, "-m", "quantviz", *args], capture_output=True, text=True, timeout=300)
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert r.returncode != 0 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    return lines[0]
+def _one_line_error(cli, *args):
+    r = cli(*args)
+    assert r.code != 0 and len(r.err_lines) == 1 and "Traceback" not in r.err, r.err
+    return r.err_lines[0]
 
 
 @pytest.mark.parametrize("src", ["dyn.pt2", "dyn.ts"])
-def test_a_damaged_archive_is_refused_not_loaded_with_wrong_weights(files, tmp_path, src):
+def test_a_damaged_archive_is_refused_not_loaded_with_wrong_weights(files, tmp_path, src, cli):
     """torch's reader skips the records' CRC: bytes flipped inside a weight loaded silently."""
     raw = bytearray((files / src).read_bytes())
     mid = len(raw) // 3
@@ -172,16 +165,16 @@ def test_a_damaged_archive_is_refused_not_loaded_with_wrong_weights(files, tmp_p
             load_model(str(bad))
         return
     out = tmp_path / "out.json"
-    line = _one_line_error("export", str(bad), "--data", str(files / "data.npz"), "--preset", "W8",
+    line = _one_line_error(cli, "export", str(bad), "--data", str(files / "data.npz"), "--preset", "W8",
                            "--format", "json", "--out", str(out))
     assert "damaged" in line and "CRC" in line and bad.name in line
     assert not out.exists()  # nothing written
 
 
-def test_a_shape_guard_names_the_fixed_dimension(files, tmp_path):
+def test_a_shape_guard_names_the_fixed_dimension(files, tmp_path, cli):
     small = tmp_path / "small.npz"
     np.savez(small, x=np.zeros((4, 3, 16, 16), np.float32))
-    line = _one_line_error("evaluate", str(files / "dyn.pt2"), "--data", str(small))
+    line = _one_line_error(cli, "evaluate", str(files / "dyn.pt2"), "--data", str(small))
     assert "dimension 2 fixed at 32" in line and "fixed batch" not in line
 
 

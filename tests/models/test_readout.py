@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -178,12 +176,10 @@ def test_wrong_kind_of_value_is_refused_at_load(tmp_path):
         load_model(str(_recipe(tmp_path, "MASK = 3\n")))
 
 
-def test_cli_error_is_one_line(tmp_path):
+def test_cli_error_is_one_line(tmp_path, cli):
     p = _recipe(tmp_path, 'OUTPUT = "nope"\n')
-    r = subprocess.run([sys.executable, "-m", "quantviz", "evaluate", str(p), "--preset", "W8"],
-                       capture_output=True, text=True, timeout=300)
-    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
-    assert r.returncode != 0 and len(lines) == 1 and "OUTPUT 'nope'" in lines[0], r.stderr
+    r = cli("evaluate", p, "--preset", "W8")
+    assert r.code != 0 and len(r.err_lines) == 1 and "OUTPUT 'nope'" in r.err_lines[0], r.err
 
 
 def test_score_cache_keys_tell_readouts_apart(tmp_path):
