@@ -315,3 +315,22 @@ def test_pickled_model_asks_for_trust_then_opens(window, qtbot, tmp_path, wait_i
     wait_idle(window)
     assert window.session is not demo and len(window.session.layers) == 1
     assert window.summary.current is not None
+
+
+def test_the_suite_never_writes_the_users_settings(run_home, tmp_path_factory):
+    """The app's settings (layout, File > Open recent), its recovery files and its caches resolve
+    into the run's temporary folder, in this process and in any process a test starts."""
+    import subprocess
+    import sys
+
+    probe = ("from PySide6.QtWidgets import QApplication; app = QApplication([]);"
+             "from quantviz.gui.launch import make_settings; from quantviz.session.paths import data_dir;"
+             "from quantviz.io.score_cache import default_root; "
+             "print(make_settings().fileName()); print(data_dir()); print(default_root())")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                         env=dict(__import__("os").environ, QT_QPA_PLATFORM="offscreen"))
+    assert out.returncode == 0, out.stderr
+    paths = out.stdout.split()
+    temp = (run_home, str(tmp_path_factory.getbasetemp()))
+    assert len(paths) == 3 and all(p.startswith(temp) for p in paths), (paths, temp)
+    assert paths[0].startswith(run_home)  # Qt's settings file follows the run's XDG_CONFIG_HOME
