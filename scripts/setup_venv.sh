@@ -24,9 +24,26 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
+# uv installs the same packages as pip, several times faster (a fresh set-up here: ~20 s instead of
+# ~2 min). It is a pip-installable wheel; if it cannot be had, pip does the work as before. uv does
+# not read pip's configuration, so the find-links / extra indexes / constraints pip is configured
+# with (a machine's local wheel folders, say) are handed to it.
+INSTALL=("${PIP[@]}" install)
+if [ -z "${QUANTVIZ_NO_UV:-}" ] && "${PIP[@]}" install -q uv >/dev/null 2>&1 && [ -x "$VENV/bin/uv" ]; then
+  INSTALL=("$VENV/bin/uv" pip install --python "$VENV/bin/python" --index-strategy unsafe-best-match)
+  for l in ${PIP_FIND_LINKS:-} $("${PIP[@]}" config get global.find-links 2>/dev/null || true); do
+    INSTALL+=(--find-links "$l")
+  done
+  for u in ${PIP_EXTRA_INDEX_URL:-} $("${PIP[@]}" config get global.extra-index-url 2>/dev/null || true); do
+    INSTALL+=(--extra-index-url "$u")
+  done
+  c="$("${PIP[@]}" config get global.constraint 2>/dev/null || true)"
+  if [ -n "$c" ] && [ -f "$c" ]; then INSTALL+=(--constraint "$c"); fi
+fi
+
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   if [ -n "${QUANTVIZ_TORCH:-}" ]; then
-    "${PIP[@]}" install "$QUANTVIZ_TORCH"
+    "${INSTALL[@]}" "$QUANTVIZ_TORCH"
   else
     tag="cp$("$VENV/bin/python" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')"
     links="${PIP_FIND_LINKS:-} $("${PIP[@]}" config get global.find-links 2>/dev/null || true)"
@@ -39,13 +56,13 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     done
     if [ -n "$wheel" ]; then
       echo "quantviz: installing the local CPU wheel $(basename "$wheel")" >&2
-      "${PIP[@]}" install "$wheel"
+      "${INSTALL[@]}" "$wheel"
     else
-      "${PIP[@]}" install "torch>=2.4"
+      "${INSTALL[@]}" "torch>=2.4"
     fi
   fi
 fi
 
 echo "quantviz: installing quantviz with all extras and test tools" >&2
-"${PIP[@]}" install -q -e ".[all,test]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+"${INSTALL[@]}" -q -e ".[all,test]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 echo "$WANT" > "$STAMP"
