@@ -97,25 +97,33 @@ class FilesMixin:
 
         self.runner.submit("prepare", job, label="Calibrating", on_done=done, on_error=error)
 
-    def open_session_file(self, path: str, *, trust: bool = False) -> None:
+    def open_session_file(self, path: str, *, trust: bool = False, recovered: bool = False) -> None:
+        """Open a saved session, or (``recovered``) a recovery file a killed app left: its work is
+        unsaved work here, and the recovery file is neither the session's file nor a recent file."""
         from ..session import Session
         from . import safety
 
         if not trust and safety.needs_recipe_question(path):
-            self._trust_box = safety.ask_recipe(self, path, lambda: self.open_session_file(path))
+            self._trust_box = safety.ask_recipe(self, path, lambda: self.open_session_file(path, recovered=recovered))
             return
 
         def job(progress, cancel):
+            if recovered:  # with its undo history
+                from ..session.autosave import restore_session
+
+                return restore_session(path, trust=trust, progress=progress, cancel=cancel)
             return Session.load(path, trust=trust, progress=progress, cancel=cancel)
 
         def failed(message, details, exc):
             if isinstance(exc, TrustRequired) and not trust:
-                self._trust_box = dialogs.ask_trust(self, message, lambda: self.open_session_file(path, trust=True))
+                self._trust_box = dialogs.ask_trust(
+                    self, message, lambda: self.open_session_file(path, trust=True, recovered=recovered))
             self.show_open_error(path, message, details)
 
         self.clear_message()
+        kind = "recovered" if recovered else "session"
         self.runner.submit("load", job, label=f"Opening {Path(path).name}",
-                           on_done=lambda s: self._on_loaded(s, path, path, kind="session"), on_error=failed)
+                           on_done=lambda s: self._on_loaded(s, path, path, kind=kind), on_error=failed)
 
     def show_open_error(self, reference: str, message: str, details: str) -> None:
         """A failed open: one line in the status bar and a dialog (message + details), the name once."""
@@ -138,6 +146,11 @@ class FilesMixin:
         self.show_error_details()
 
     def _on_loaded(self, session, path, reference, kind: str = "model") -> None:
+        if kind == "recovered":
+            self.set_session(session, None)  # Save asks where: the recovery file is not the user's file
+            self.unsaved.mark_recovered()
+            self.show_message(f"Recovered unsaved work on {session.name}: save the session to keep it")
+            return
         self.set_session(session, path)
         menus.add_recent(self, kind, reference)
         self.show_message(f"Opened {reference}")

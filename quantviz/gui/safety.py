@@ -94,14 +94,17 @@ def offer_recovery(win) -> QMessageBox | None:
                         f"Reopen the autosaved session?\n\n{info.describe()}", "Recover")
 
     def recovered(session) -> None:
-        if session is not None:  # reopened: this process autosaves it from now on
+        if session is not None:  # reopened: this process's recovery file holds it before the old one goes
             win.bridge.sessionChanged.disconnect(recovered)
+            if win.autosave.saver is not None:
+                win.autosave.saver.dirty = True
+                win.autosave.flush()
             autosave.discard(info)
 
     def finished(code):
         if code == QMessageBox.Yes:
             win.bridge.sessionChanged.connect(recovered)
-            win.open_session_file(str(info.path))
+            win.open_session_file(str(info.path), recovered=True)
         else:
             autosave.discard(info)
 

@@ -43,6 +43,11 @@ class UnsavedWork(QObject):
         self._touch({"sensitivity": "sensitivity results", "search": "search results",
                      "deploy": "measured backends", "metric": "the analysis metric"}.get(what, "analysis results"))
 
+    def mark_recovered(self) -> None:
+        """The open session came back from a recovery file: all of it is unsaved work."""
+        self._saved_config = None
+        self._touch("recovered work")
+
     def _touch(self, reason: str) -> None:
         if self.win.session is None:
             return

@@ -114,11 +114,16 @@ class Autosaver:
         """Stop watching; delete the recovery file (a clean exit) unless ``keep``."""
         self.session.events.disconnect(self._on_session_event)
         if not keep:
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-            for w in self.path.parent.glob(f"{self.path.stem}.qat-*.pt"):
-                with contextlib.suppress(OSError):
-                    w.unlink()
+            _remove(self.path)
+
+
+def _remove(path: Path) -> None:
+    """Delete a recovery file and the trained weights written next to it."""
+    with contextlib.suppress(OSError):
+        path.unlink()
+    for w in path.parent.glob(f"{path.stem}.qat-*.pt"):
+        with contextlib.suppress(OSError):
+            w.unlink()
 
 
 def _alive(pid: int) -> bool:
@@ -189,10 +194,8 @@ def restore_session(info: RecoveryInfo | Path | str, *, trust: bool = False, dev
 
 
 def discard(info: RecoveryInfo | Path | str | None = None) -> None:
-    """Delete one recovery file (or this process's own when ``info`` is None)."""
-    path = recovery_path() if info is None else (info.path if isinstance(info, RecoveryInfo) else Path(info))
-    with contextlib.suppress(OSError):
-        path.unlink()
+    """Delete one recovery file (or this process's own when ``info`` is None) and its trained weights."""
+    _remove(recovery_path() if info is None else (info.path if isinstance(info, RecoveryInfo) else Path(info)))
 
 
 __all__ = ["Autosaver", "RecoveryInfo", "find_recovery", "load_recovery", "restore_session", "discard",

@@ -221,3 +221,18 @@ def test_app_killed_with_sigkill_offers_recovery_with_every_autosaved_edit(win, 
     assert [s.spec(n).weight.bits for n in s.layer_names] == [3, 4]
     assert autosave.find_recovery() == []  # recovered: the dead process's file is gone
     assert safety.offer_recovery(win) is None
+    dead = autosave.recovery_path(proc.pid)
+    assert not list(dead.parent.glob(f"{dead.stem}*"))  # nor anything next to it (trained weights)
+    # the recovered work is unsaved work: marked in the title, asked about on quit, autosaved by this process
+    assert win.unsaved.dirty and win.isWindowModified() and "recovered work" in win.unsaved.describe()
+    assert win.session_path is None  # Save asks for a file name: the recovery file is not the user's
+    from quantviz.gui import menus
+
+    assert not any("session-" in r for r in menus.recent(win))  # nor is it a recent file
+    mine = autosave.find_recovery(include_live=True)
+    assert [f.pid for f in mine] == [os.getpid()] and mine[0].edits == 3
+    win.close()
+    qtbot.waitUntil(lambda: win.findChild(QMessageBox, "unsavedDialog") is not None, timeout=5000)
+    assert win.isVisible() and autosave.find_recovery(include_live=True)  # asked first; nothing deleted yet
+    win.findChild(QMessageBox, "unsavedDialog").button(QMessageBox.Cancel).click()
+    win.unsaved.mark_clean()

@@ -109,3 +109,16 @@ def test_damaged_recovery_files_are_skipped_and_write_failures_do_not_raise(mode
     s.apply_preset("W4")
     assert saver.flush() is False and "failed" in saver.last_error
     assert saver.dirty  # tried again at the next flush
+
+
+def test_discarding_a_recovery_file_takes_its_trained_weights_along(tmp_path):
+    """A recovered or declined recovery file leaves no orphan ``session-*.qat-N.pt`` behind."""
+    from quantviz.session import autosave
+
+    path = autosave.recovery_path(999_999)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{}")
+    for name in (f"{path.stem}.qat-1.pt", f"{path.stem}.qat-2.pt", "session-1.qat-1.pt"):
+        (path.parent / name).write_bytes(b"w")
+    autosave.discard(path)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["session-1.qat-1.pt"]  # another file's stays
