@@ -18,13 +18,14 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QByteArray, Qt, QTimer
-from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QPushButton
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QPushButton
 
 from . import dialogs, gcguard, menus, unsaved
 from .bridge import SessionBridge
 from .files import FilesMixin
 from .views.jobs import JobsBar
 from ..session.stats import layer_stats
+from .elided import ElidedLabel
 from .launch import make_settings
 from .views.config_diff import ConfigDiffView
 from .views.histogram import HistogramPanel
@@ -130,9 +131,9 @@ class MainWindow(FilesMixin, QMainWindow):
     def _build_status_bar(self) -> None:
         sb = self.statusBar()
         sb.setSizeGripEnabled(False)
-        self.model_label = QLabel()
+        self.model_label = ElidedLabel()
         self.model_label.setToolTip("The open model, its quantizable layers, parameters and the device it runs on.")
-        self.error_label = QLabel()
+        self.error_label = ElidedLabel()
         self.error_label.setObjectName("error")
         self.details_button = QPushButton("Details…")
         self.details_button.setToolTip("Show the full error, with the technical details.")

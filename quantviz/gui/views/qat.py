@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 
 from ...core.preview import MAX_HIST_SAMPLES
 from ..bridge import OnScreen, SessionFollower
+from ..elided import ElidedLabel
 
 PCT = ("accuracy", "top1_agreement")
 
@@ -81,7 +82,7 @@ class QATView(OnScreen, SessionFollower, QWidget):
         self._hist_pending: str | None = None  # a layer whose histogram waits for the panel to be shown
         self.stepReported.connect(self._on_step)
         top = QHBoxLayout()
-        self.status = QLabel("No training yet: Run › Quantization-aware training…")
+        self.status = ElidedLabel("No training yet: Run › Quantization-aware training…")
         self.pause_btn = QPushButton("Pause")
         self.pause_btn.clicked.connect(self.toggle_pause)
         self.cancel_btn = QPushButton("Cancel")

@@ -20,9 +20,10 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QScrollArea, QSpli
 from ...core.fmt import METRIC_LABELS, PERCENT_METRICS
 from ...core.ranking import predicted
 from ..bridge import SessionFollower
+from ..elided import ElidedLabel, elide_layer_name
 
 ROW_PX = 20  # a heatmap row is never thinner than this: a long model scrolls instead
-NAME_PX = 150  # layer names on the axes: longer ones are elided at the front (the end names the layer)
+NAME_PX = 150  # layer names on the axes: longer ones keep their block index and end (elide_layer_name)
 
 MODES = {  # method -> [(label, key)]; "drop" stands for one entry per metric the cells hold
     "e2e": [("metric drop", "drop"), ("output noise (-SQNR dB)", "fid")],
@@ -112,7 +113,7 @@ class SensitivityView(SessionFollower, QWidget):
         self.metric_combo.activated.connect(self._on_metric_chosen)
         top.addWidget(self.metric_combo)
         top.addStretch(1)
-        self.info = QLabel("Hover a cell for its values; click a layer to select it.")
+        self.info = ElidedLabel("Hover a cell for its values; click a layer to select it.")
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         self.heat = pg.PlotWidget(background="w")
@@ -287,10 +288,11 @@ class SensitivityView(SessionFollower, QWidget):
         return ""
 
     def _name_ticks(self, axis, names) -> None:
-        """One tick per layer name; a long name keeps its end (``…h.1.attn.c_attn``), in full on hover."""
+        """One tick per layer name; a long name keeps its block index and its end (``…3.intermediate.dense``),
+        in full on hover."""
         fm = self.fontMetrics()
         room = NAME_PX
-        short = [fm.elidedText(n, Qt.TextElideMode.ElideLeft, room) for n in names]
+        short = [elide_layer_name(n, lambda t: fm.horizontalAdvance(t) <= room) for n in names]
         axis.setStyle(hideOverlappingLabels=False)
         axis.setTicks([[(i, n) for i, n in enumerate(short)]])
         axis.setWidth(max((fm.horizontalAdvance(n) for n in short), default=20) + 16)

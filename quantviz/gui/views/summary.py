@@ -22,6 +22,7 @@ from PySide6.QtWidgets import QBoxLayout, QGridLayout, QLabel, QVBoxLayout, QWid
 from ...core.evaluate import primary_metric
 from ...core.fmt import IDENTICAL_DB, PERCENT_METRICS, fmt_bytes, fmt_metric, metric_label, size_unit
 from .. import theme
+from ..elided import ElidedLabel
 from ..bridge import SessionFollower
 
 METRIC_ROWS = [
@@ -57,7 +58,7 @@ class SummaryPanel(SessionFollower, QWidget):
         self._estimate: dict | None = None
         self._points: list = []
 
-        self.state = QLabel("No model open")
+        self.state = ElidedLabel("No model open")
         self.state.setObjectName("muted")
         self.state.setFixedWidth(LEFT_WIDTH)  # fixed sizes: updates while streaming never relayout the plot
         self.grid = QGridLayout()
