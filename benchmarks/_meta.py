@@ -9,7 +9,7 @@ FILE`` also writes it to ``FILE`` (the figures in the docs come from
      "machine": "2-core CPU (AMD EPYC ...), 24 GB RAM", "load_avg_start": [0.4, 0.3, 0.2],
      "command": "python benchmarks/engine.py --threads 1 --out benchmarks/results/engine.json"}
 
-``dirty`` says whether ``quantviz/`` or ``benchmarks/`` had uncommitted changes
+``dirty`` says whether ``quantviz/`` or ``benchmarks/`` (results aside) had uncommitted changes
 when the run started (then ``commit`` is only the base the code was changed from).
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ def meta(argv: list[str] | None = None) -> dict:
     """The ``meta`` record of a run that starts now."""
     return {
         "commit": _git("rev-parse", "HEAD") or "unknown",
-        "dirty": bool(_git("status", "--porcelain", "--", "quantviz", "benchmarks")),
+        "dirty": bool(_git("status", "--porcelain", "--", "quantviz", "benchmarks", ":!benchmarks/results")),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
         "load_avg_start": [round(v, 2) for v in os.getloadavg()],
