@@ -40,8 +40,6 @@ COMMANDS = {
     "search-4": "search demo --avg-bits 4 --out mixed.json",
     "evaluate-mixed": "evaluate demo --config mixed.json",
     "search-3": "search demo --avg-bits 3",
-    "evaluate-w4": "evaluate demo --preset W4",
-    "evaluate-w3": "evaluate demo --preset W3",
     "benchmark-w8a8": "benchmark demo --preset W8A8 --threads 1 --repeats 100",
 }
 
