@@ -108,8 +108,8 @@ def qt_table(session) -> dict | None:
     out["filter_type_s"] = timed(lambda: proxy.set_type("Conv1d"))
     out["filter_type_rows"] = proxy.rowCount()
     proxy.set_type("")
-    names = session.layer_names
-    out["edit_signal_all_s"] = timed(lambda: model.layers_changed(names))
+    changed = {n: session.specs[n] for n in session.layer_names}  # what an edit of every layer hands the table
+    out["edit_signal_all_s"] = timed(lambda: model.specs_changed(changed))
     app.processEvents()
     del cols
     return out
