@@ -15,7 +15,7 @@
 
 The last line printed is one JSON object.
 
-    python benchmarks/algorithms.py [--threads 1] [--skip-search]
+    python benchmarks/algorithms.py [--threads 1] [--skip-search] [--only demo|transformer|bert] [--out FILE]
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
 from quantviz.cli.common import with_algorithm  # noqa: E402
 from quantviz.core.candidates import parse_candidates  # noqa: E402
 from quantviz.io.config import QuantConfig, preset  # noqa: E402
@@ -214,7 +215,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-search", action="store_true")
     ap.add_argument("--only", choices=["demo", "transformer", "bert"])
+    add_out_argument(ap)
     args = ap.parse_args(argv)
+    started = meta()
     torch.set_num_threads(args.threads)
     out = {"benchmark": "algorithms", "threads": torch.get_num_threads()}
     if args.only in (None, "demo"):
@@ -223,7 +226,7 @@ def main(argv=None) -> int:
         out["tiny_transformer"] = transformer_table(not args.skip_search)
     if args.only in (None, "bert"):
         out["bert"] = bert_table()
-    print(json.dumps(out))
+    finish(out, args.out, started)
     return 0
 
 

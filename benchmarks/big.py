@@ -43,6 +43,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
 
 
 def build(folder: Path, data: Path, args) -> int:
@@ -113,13 +116,14 @@ def main() -> None:
     ap.add_argument("--bits", default="4,6,8", help="bit-widths of the local sweep and the search (default 4,6,8)")
     ap.add_argument("--avg-bits", type=float, default=5.0, help="the search's budget (default 5)")
     ap.add_argument("--skip-search", action="store_true", help="stop after the local sensitivity")
-    ap.add_argument("--out", help="also write the JSON here")
+    add_out_argument(ap)
     ap.add_argument("--steps", help="only these steps, e.g. open,local,search (default: all)")
     ap.add_argument("--build-into", nargs=2, metavar=("FOLDER", "DATA"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.build_into:  # the child that builds the model (see the module doc)
         print(build(Path(args.build_into[0]), Path(args.build_into[1]), args))
         return
+    started = meta()
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                QUANTVIZ_CACHE_DIR=tempfile.mkdtemp(prefix="qv-big-cache-"))
     py = sys.executable
@@ -174,9 +178,7 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(env["QUANTVIZ_CACHE_DIR"], ignore_errors=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out))
+    finish(out, args.out, started)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ The last line printed is one JSON object: ``speedup_float`` and
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -26,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
 
 
 def main() -> None:
@@ -38,8 +39,9 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--out")
+    add_out_argument(ap)
     args = ap.parse_args()
+    started = meta()
 
     import torch
     import transformers
@@ -96,9 +98,7 @@ def main() -> None:
            "logits_rel_diff_quantized": round(rel(logits[(True, "1")], logits[(True, "0")]), 5),
            "output_dtype": str(logits[(True, "1")].dtype),
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    if args.out:
-        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
-    print(json.dumps(res))
+    finish(res, args.out, started)
 
 
 if __name__ == "__main__":

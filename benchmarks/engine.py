@@ -18,7 +18,7 @@ shared and noisy). The last line printed is one JSON object; its top-level
 ``eval_ratio`` / ``calib_ratio`` are the worst case over the models.
 Targets: eval_ratio <= 1.5, calib_ratio <= 2.
 
-    python benchmarks/engine.py [--samples 200] [--repeats 3] [--threads N]
+    python benchmarks/engine.py [--samples 200] [--repeats 3] [--threads N] [--out FILE]
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
 from benchmarks.models import build_resnet18, random_dataset  # noqa: E402
 from quantviz.core import sources  # noqa: E402
 from quantviz.core.data import Dataset  # noqa: E402
@@ -95,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=200, help="ResNet-18 samples (default 200)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    add_out_argument(ap)
     args = ap.parse_args(argv)
+    started = meta()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": TARGETS,
     }
     out["meets_targets"] = out["eval_ratio"] <= TARGETS["eval_ratio"] and out["calib_ratio"] <= TARGETS["calib_ratio"]
-    print(json.dumps(out))
+    finish(out, args.out, started)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Real quantized size and CPU latency vs float, measured in one run.
 
-    python benchmarks/export.py [--repeats N] [--threads N]
+    python benchmarks/export.py [--repeats N] [--threads N] [--out FILE]
 
 Runs ``quantviz benchmark``'s measurement on the demo (conv-heavy) and on
 ``resources/recipes/tiny_transformer.py`` (Linear-heavy) for W8 and W8A8 and
@@ -12,12 +12,13 @@ Runtime float for ONNX Runtime).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
 
 
 def main() -> int:
@@ -25,7 +26,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=100)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
+    add_out_argument(ap)
     args = ap.parse_args()
+    started = meta()
     import torch
 
     from quantviz.session.deploy import benchmark
@@ -58,7 +61,7 @@ def main() -> int:
                               "pt2e_sqnr_db_vs_simulated": pt["sqnr_db_vs_simulated"]})
                 entry["accuracy"]["pt2e"] = pt["accuracy"]
             print(f"{s.name} {cfg}: done", file=sys.stderr)
-    print(json.dumps(out))
+    finish(out, args.out, started)
     return 0
 
 

@@ -14,7 +14,7 @@ interleaved runs; ``eval_ratio_act`` is the same for ``MXFP4A-MXFP8``, whose
 block scales for activations are computed on every batch (reported, no target).
 The last line printed is one JSON object.
 
-    python benchmarks/formats.py [--repeats 5] [--threads N]
+    python benchmarks/formats.py [--repeats 5] [--threads N] [--out FILE]
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
 from quantviz.core.evaluate import evaluate_quantized  # noqa: E402
 from quantviz.core.fakequant import iterate_outputs  # noqa: E402
 from quantviz.io.config import preset  # noqa: E402
@@ -88,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
+    add_out_argument(ap)
     args = ap.parse_args(argv)
+    started = meta()
     if args.threads:
         torch.set_num_threads(args.threads)
     models = {}
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"benchmark": "formats", "threads": torch.get_num_threads(), "models": models,
            "eval_ratio": ratio, "eval_ratio_act": ratio_act, "targets": TARGETS,
            "meets_targets": ratio <= TARGETS["eval_ratio"]}
-    print(json.dumps(out))
+    finish(out, args.out, started)
     return 0
 
 

@@ -36,6 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
+
 
 def build_llama(folder: Path, data: Path, *, quick: bool, seqs: int, tokens: int) -> int:
     from benchmarks.models import LLAMA_134M, build_llama as build
@@ -128,7 +130,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small models (a smoke run)")
     ap.add_argument("--rtol", type=float, default=1e-3)
     ap.add_argument("--only", choices=["resnet18", "llama"])
+    add_out_argument(ap)
     args = ap.parse_args()
+    started = meta()
     import torch
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -166,7 +170,7 @@ def main() -> None:
                 entry["equal"], entry["worst_rel_diff"] = _compare(cpu, again, args.rtol)
             result["models"][name] = entry
     result["equal"] = all(m["equal"] for m in result["models"].values())
-    print(json.dumps(result))
+    finish(result, args.out, started)
 
 
 if __name__ == "__main__":

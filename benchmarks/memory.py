@@ -23,7 +23,7 @@ each the best of ``--repeats`` interleaved runs after the peak was read;
 The last line printed is one JSON object; its top-level ``peak_rss_ratio`` is
 the worst case over the models.
 
-    python benchmarks/memory.py [--batch-size 8] [--only llama|demo]
+    python benchmarks/memory.py [--batch-size 8] [--only llama|demo] [--out FILE]
 """
 from __future__ import annotations
 
@@ -37,6 +37,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
+
 TARGETS = {"peak_rss_ratio": 2.0, "moonshot_peak_rss_ratio": 1.3}
 
 
@@ -129,9 +133,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--only", choices=["llama", "demo"])
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--measure", nargs=2, metavar=("MODEL", "DATA"), help=argparse.SUPPRESS)
     p.add_argument("--build", nargs=2, metavar=("FOLDER", "DATA"), help=argparse.SUPPRESS)
+    add_out_argument(p)
     a = p.parse_args()
     if a.build:
         build_llama(Path(a.build[0]), Path(a.build[1]))
@@ -140,6 +144,7 @@ def main() -> None:
     if a.measure:
         print(json.dumps(measure(a.measure[0], None if a.measure[1] == "-" else a.measure[1], a.batch_size, a.repeats)))
         return
+    started = meta()
     out: dict = {"models": {}}
     with tempfile.TemporaryDirectory(prefix="quantviz-mem-") as tmp:
         if a.only in (None, "llama"):
@@ -155,9 +160,7 @@ def main() -> None:
     out["targets"] = TARGETS
     for name, m in out["models"].items():
         print(f"{name}: {json.dumps(m)}", file=sys.stderr)
-    if a.out:
-        Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out))
+    finish(out, a.out, started)
 
 
 if __name__ == "__main__":

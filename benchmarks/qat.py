@@ -6,7 +6,7 @@ get), training time, and the settings to reproduce it with ``quantviz qat``.
 Then the cost of one QAT step against one float training step of the same
 model, batch and optimizer (median of interleaved rounds).
 
-    PYTHONPATH=. python benchmarks/qat.py [--threads 1] [--quick]
+    PYTHONPATH=. python benchmarks/qat.py [--threads 1] [--quick] [--out FILE]
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
 from quantviz.core.qat import QATOptions, train_qat  # noqa: E402
 from quantviz.io.config import preset, with_grid  # noqa: E402
 from quantviz.session.session import Session  # noqa: E402
@@ -99,7 +100,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="only the first case and the step cost")
     ap.add_argument("--skip", type=int, default=0, help="skip the first N cases")
+    add_out_argument(ap)
     args = ap.parse_args()
+    started = meta()
     torch.set_num_threads(args.threads)
     out = {"threads": args.threads, "cases": [], "step_cost": []}
     for c in (CASES[:1] if args.quick else CASES)[args.skip:]:
@@ -107,7 +110,7 @@ def main() -> int:
         print(json.dumps(out["cases"][-1]), file=sys.stderr)
     for pre in ("W2", "W2A8"):
         out["step_cost"].append(step_cost(pre))
-    print(json.dumps(out, indent=1))
+    finish(out, args.out, started, indent=1)
     return 0
 
 

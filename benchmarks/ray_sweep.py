@@ -1,6 +1,6 @@
 """Sensitivity sweep on Ray workers vs the local run (ResNet-18 layout, random weights).
 
-Run: ``python benchmarks/ray_sweep.py [--quick]``. In one run, on one machine:
+Run: ``python benchmarks/ray_sweep.py [--quick] [--out FILE]``. In one run, on one machine:
 
 * ``local_s``: the e2e sweep in this process (torch threads as the CLI sets them; the faster of two runs);
 * ``ray_1_s`` / ``ray_2_s``: the same sweep on a local Ray cluster with 1 and 2
@@ -20,7 +20,6 @@ The last line is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
 from benchmarks.models import build_resnet18, random_dataset  # noqa: E402
 from quantviz.core.sources.base import ModelBundle  # noqa: E402
 from quantviz.io.config import preset  # noqa: E402
@@ -54,7 +54,9 @@ def _cells(res):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
+    add_out_argument(ap)
     args = ap.parse_args()
+    started = meta()
     import ray
 
     from quantviz.core.raysweep import RayExecutor
@@ -99,7 +101,7 @@ def main() -> None:
         out[f"overhead_per_task_ms_{w}"] = round(overhead * 1000, 2)
     ray.shutdown()
     out["equal"] = equal
-    print(json.dumps(out))
+    finish(out, args.out, started)
 
 
 if __name__ == "__main__":

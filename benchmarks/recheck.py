@@ -29,7 +29,7 @@ are the worst case over the models.
 Targets: recheck_ratio <= 0.6, first_estimate_ratio <= 0.15,
 gui_max_stall_ms < 50, cache_peak_bytes <= cache_budget_bytes.
 
-    python benchmarks/recheck.py [--samples 256] [--threads N] [--budget 512M] [--no-gui]
+    python benchmarks/recheck.py [--samples 256] [--threads N] [--budget 512M] [--no-gui] [--out FILE]
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
 from benchmarks.models import build_resnet18, random_dataset  # noqa: E402
 from quantviz.core.sources.base import ModelBundle  # noqa: E402
 from quantviz.session import Session  # noqa: E402
@@ -224,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="measurements per layer (short passes only)")
     ap.add_argument("--models", default="demo,resnet18", help="comma-separated subset of demo,resnet18")
     ap.add_argument("--no-gui", action="store_true", help="skip the GUI stall measurement")
+    add_out_argument(ap)
     args = ap.parse_args(argv)
+    started = meta()
     threads = args.threads or max(1, (os.cpu_count() or 2) - 1)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -252,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                             and out["cache_within_budget"] and out["exact"]
                             and (args.no_gui or (out["gui_max_stall_ms"] is not None
                                                  and out["gui_max_stall_ms"] < TARGETS["gui_max_stall_ms"])))
-    print(json.dumps(out))
+    finish(out, args.out, started)
     return 0
 
 

@@ -10,13 +10,12 @@ also given as ratios to one float forward pass of the same model on one batch
 20 bulk edits (undo history) to show it stays bounded.
 
 Prints one JSON object as the last line.
-    python benchmarks/scale.py [--layers 2000]
+    python benchmarks/scale.py [--layers 2000] [--out FILE]
 """
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import resource
 import sys
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
 from quantviz.core.data import Dataset  # noqa: E402
 from quantviz.core.sources.base import ModelBundle  # noqa: E402
 from quantviz.io.config import preset  # noqa: E402
@@ -108,8 +108,8 @@ def qt_table(session) -> dict | None:
     out["filter_type_s"] = timed(lambda: proxy.set_type("Conv1d"))
     out["filter_type_rows"] = proxy.rowCount()
     proxy.set_type("")
-    names = session.layer_names
-    out["edit_signal_all_s"] = timed(lambda: model.layers_changed(names))
+    changed = {n: session.specs[n] for n in session.layer_names}  # what an edit of every layer hands the table
+    out["edit_signal_all_s"] = timed(lambda: model.specs_changed(changed))
     app.processEvents()
     del cols
     return out
@@ -119,7 +119,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=1)
+    add_out_argument(ap)
     args = ap.parse_args()
+    started = meta()
     torch.set_num_threads(args.threads)
     rss0 = rss_mb()
     model = build_model(args.layers)
@@ -161,7 +163,7 @@ def main() -> int:
                                          if k.endswith("_s")})
     res["rss_start_mb"] = rss0
     res["peak_rss_mb"] = peak_rss_mb()
-    print(json.dumps(res))
+    finish(res, args.out, started)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Sensitivity speed: suffix-recompute sweep vs naive sweep, local proxy vs one forward pass.
 
-Run: ``python benchmarks/sensitivity.py [--quick]``. Measures, in one run, on
+Run: ``python benchmarks/sensitivity.py [--quick] [--out FILE]``. Measures, in one run, on
 the demo and on a ResNet-18-sized model (random weights, plain torch, 64x64
 inputs, a few hundred samples):
 
@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
 from benchmarks.models import ResNet18  # noqa: E402
 from quantviz.core import proxies as P  # noqa: E402
 from quantviz.core import sensitivity as S  # noqa: E402
@@ -96,7 +97,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=256, help="ResNet samples (default 256)")
     ap.add_argument("--quick", action="store_true", help="fewer bit-widths on the ResNet")
+    add_out_argument(ap)
     a = ap.parse_args()
+    started = meta()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     local_bits = (2, 3, 4, 8)
     out = {}
@@ -108,7 +111,7 @@ def main() -> None:
     print("resnet18", json.dumps(out["resnet18"]), file=sys.stderr)
     out["sweep_ratio"] = max(v["sweep_ratio"] for v in out.values() if isinstance(v, dict))
     out["local_ratio"] = max(v["local_ratio"] for v in out.values() if isinstance(v, dict) and "local_ratio" in v)
-    print(json.dumps(out))
+    finish(out, a.out, started)
 
 
 if __name__ == "__main__":

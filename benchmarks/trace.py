@@ -21,12 +21,11 @@ in alternating order:
 trace. Medians of interleaved runs, because the machines are shared. The last
 line printed is one JSON object.
 
-    python benchmarks/trace.py [--preset W3] [--repeats 7] [--threads N]
+    python benchmarks/trace.py [--preset W3] [--repeats 7] [--threads N] [--out FILE]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -36,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
 from quantviz.core.trace import trace  # noqa: E402
 from quantviz.io.config import preset  # noqa: E402
 from quantviz.session import Session  # noqa: E402
@@ -54,7 +54,9 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="W3")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int)
+    add_out_argument(ap)
     args = ap.parse_args(argv)
+    started = meta()
     if args.threads:
         torch.set_num_threads(args.threads)
     s = Session.open("demo", config=preset(args.preset))
@@ -91,7 +93,7 @@ def main(argv=None) -> int:
         "entry": res.layers[res.entry].name if res.entry is not None else None,
         "biggest_drop": {"layer": res.layers[drop[0]].name, "drop_db": round(drop[1], 2)} if drop else None,
     }
-    print(json.dumps(out))
+    finish(out, args.out, started)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Retake the README's screenshots (docs/*.png) offscreen: ``python scripts/docs_shots.py [OUT_DIR]``.
+"""Retake the docs' screenshots (docs/*.png) offscreen: ``python scripts/docs_shots.py [OUT_DIR]``.
 
 * ``screenshot.png`` — the main window on the demo at 1280x800 (W8, as it opens);
 * ``screenshot_1600.png`` — at 1600x1000 after an e2e sensitivity sweep, a search and a hand edit

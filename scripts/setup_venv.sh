@@ -5,8 +5,8 @@
 # Otherwise a CPU torch wheel already on this machine's disk (any folder in
 # pip's find-links) is used when one matches this Python, which keeps set-up to
 # a minute on machines that ship one; elsewhere pip resolves "torch>=2.4" as
-# usual. Everything else comes from pyproject.toml: the app, all extras and the
-# test tools.
+# usual. Everything else comes from pyproject.toml: the app, all extras, the
+# test tools and the docs tools (make docs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -63,6 +63,6 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   fi
 fi
 
-echo "quantviz: installing quantviz with all extras and test tools" >&2
-"${INSTALL[@]}" -q -e ".[all,test]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+echo "quantviz: installing quantviz with all extras, test and docs tools" >&2
+"${INSTALL[@]}" -q -e ".[all,test,docs]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 echo "$WANT" > "$STAMP"

@@ -48,7 +48,7 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust", action="store_true", help="allow loading pickled modules (unpickling runs code from the file)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: all cores but one)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs (default cpu); cuda: every forward pass (calibration, evaluation, re-check, sensitivity, search) on the GPU; "
-                        "metrics and weight quantization math on the CPU (see the README)")
+                        "metrics and weight quantization math on the CPU (see docs/gpu.md)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is not a terminal")

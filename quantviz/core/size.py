@@ -1,6 +1,6 @@
 """Exact model size under a per-layer config.
 
-Counting rules (documented in the README):
+Counting rules (documented in docs/simulation.md, "Size"):
 
 * a quantized weight costs ``ceil(numel * bits / 8)`` bytes (bit-packed);
 * each quantization group (1 per tensor, 1 per output channel, or 1 per group

@@ -134,7 +134,7 @@ def _help_menu(win, mb, acts: dict) -> None:
     _add(h, acts, "glossary", _action(win, "&Glossary of metrics and settings", lambda: help_mod.show_glossary(win),
                                       None, "What SQNR, top-1 agreement, KL, per-group, each range method and grid mean"))
     _add(h, acts, "readme", _action(win, "&README", lambda: help_mod.open_readme(win), None,
-                                    "Open the README (the full manual) in your browser or viewer"))
+                                    "Open the README (the introduction; it links to the full documentation in docs/)"))
     h.addSeparator()
     h.addAction(_action(win, "&About quantviz", lambda: _about(win)))
 
