@@ -103,3 +103,27 @@ def test_weight_histogram_waits_until_shown_and_samples_a_big_layer(qtbot):
     stride = -(-numel // MAX_HIST_SAMPLES)
     assert stride > 1 and counts.sum() == stride * len(range(0, numel, stride))
     assert f"every {stride}th weight" in w.hist_plot.getPlotItem().titleLabel.text
+
+
+def test_a_flood_of_steps_is_drawn_in_a_few_redraws(qtbot, view, monkeypatch):
+    """Thousands of step reports (a small model trains fast) are coalesced into a few redraws,
+    so the GUI thread keeps up and the user's clicks (Cancel) are handled."""
+    s = _session()
+    view.set_session(s)
+    view.start(QATOptions(steps=40, lr=1e-3), paused=True)
+    from quantviz.core.qat import new_curves
+
+    view._curves = new_curves(None, s.layer_names)
+    redraws = []
+    real = view._redraw
+    monkeypatch.setattr(view, "_redraw", lambda: (redraws.append(1), real()))
+    view._redraw_timer.timeout.disconnect()
+    view._redraw_timer.timeout.connect(view._redraw)
+    for step in range(1, 2001):
+        view.stepReported.emit({"step": step, "steps": 2000, "loss": 1.0 / step})
+    qtbot.waitUntil(lambda: not view._redraw_timer.isActive(), timeout=10000)
+    assert len(view._curves["step"]) == 2000  # every step is kept...
+    assert 1 <= len(redraws) <= 5  # ...and drawn in a few redraws, not 2000
+    assert len(view.loss_item.getData()[0]) == 2000
+    view.cancel()
+    qtbot.waitUntil(lambda: view._job is None, timeout=60000)

@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout,
                                QGridLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
@@ -24,6 +24,7 @@ from ..bridge import OnScreen, SessionFollower
 from ..elided import ElidedLabel
 
 PCT = ("accuracy", "top1_agreement")
+REDRAW_MS = 40  # live training curves: at most ~25 redraws a second, however fast the steps come
 
 
 def _plot(title: str, left: str, bottom: str = "step") -> pg.PlotWidget:
@@ -81,6 +82,12 @@ class QATView(OnScreen, SessionFollower, QWidget):
         self._weights: dict = {}
         self._hist_pending: str | None = None  # a layer whose histogram waits for the panel to be shown
         self.stepReported.connect(self._on_step)
+        # steps arrive faster than curves can be redrawn (thousands a second on a small model): one
+        # redraw per frame at most, or the GUI thread drowns in redraws and never reaches the user
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.setInterval(REDRAW_MS)
+        self._redraw_timer.timeout.connect(self._redraw)
         top = QHBoxLayout()
         self.status = ElidedLabel("No training yet: Run › Quantization-aware training…")
         self.pause_btn = QPushButton("Pause")
@@ -238,7 +245,8 @@ class QATView(OnScreen, SessionFollower, QWidget):
             self._weights.update(info.get("weights") or {})
         if not self._pause.is_set():
             self.status.setText(f"Step {info['step']}/{info['steps']}  loss {info['loss']:.4f}")
-        self._redraw()
+        if not self._redraw_timer.isActive():
+            self._redraw_timer.start()
 
     # ------------------------------------------------------------ drawing
     @staticmethod
