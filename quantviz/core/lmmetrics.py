@@ -36,10 +36,10 @@ def batch_aux(x, task: str | None, readout: Readout = DEFAULT) -> dict | None:
     m = readout.mask_of(x)
     if m is not None:
         aux["mask"] = m.detach().cpu().bool()
-    if not isinstance(x, Mapping):
-        return aux or None
-    ids = x.get("input_ids")
-    if task == "causal_lm" and isinstance(ids, torch.Tensor) and ids.dim() == 2:
+    # the task comes from the model: a causal LM's integer input is its token ids, whatever the
+    # data file called it (``x`` is the generic convention, ``input_ids`` the tokenizer's)
+    ids = x.get("input_ids") if isinstance(x, Mapping) else x
+    if task == "causal_lm" and isinstance(ids, torch.Tensor) and ids.dim() == 2 and not ids.is_floating_point():
         aux["ids"] = ids.detach().cpu().long()
     return aux or None
 

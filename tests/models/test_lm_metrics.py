@@ -220,3 +220,20 @@ def test_cli_sensitivity_and_search_in_lm_metrics(lm, tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["metric"] == "kl_div"
     assert res["chosen"]["metrics"]["kl_div"] <= 1e-5
+
+
+def test_causal_lm_ids_under_x_give_perplexity_like_input_ids(lm, tmp_path):
+    """#22 item 7: the task comes from the model, not from the data's key name: token ids stored
+    under ``x`` (the generic data convention) give the same perplexity as under ``input_ids``."""
+    import numpy as np
+
+    d, folder = lm
+    ids = np.random.default_rng(3).integers(1, 97, (4, 16)).astype(np.int64)
+    np.savez(tmp_path / "x.npz", x=ids)
+    np.savez(tmp_path / "ids.npz", input_ids=ids)
+    got = {}
+    for name in ("x", "ids"):
+        s = Session.open(str(folder), data=str(tmp_path / f"{name}.npz"), batch_size=4)
+        got[name] = s.reference.metrics
+    assert "perplexity" in got["x"], got["x"]
+    assert got["x"]["perplexity"] == pytest.approx(got["ids"]["perplexity"], rel=1e-6)
