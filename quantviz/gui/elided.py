@@ -38,6 +38,9 @@ class ElidedLabel(QLabel):
         self._full = _TAG.sub("", str(text or "")).replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
         self._refresh()
 
+    def clear(self) -> None:
+        self.setText("")
+
     def displayed_text(self) -> str:
         """What is drawn now (the text, or its elided form)."""
         return super().text()

@@ -17,17 +17,22 @@ class FilesMixin:
 
     # ------------------------------------------------------------ opening
     def open_model(self, reference: str, *, data: str | None = None, config: str | None = None,
-                   trust: bool = False) -> None:
-        """Load, calibrate and evaluate a model in the background."""
+                   trust: bool = False, calib: str | None = None, seq_len: int | None = None,
+                   keep_config=None) -> None:
+        """Load, calibrate and evaluate a model in the background.
+
+        A model without data of its own opens the data dialog (:mod:`.data_dialog`) and is opened
+        again with what the user chose; ``keep_config`` (a QuantConfig) is applied once it is open."""
         from ..io.config import load_config
         from ..core.errors import QuantvizError
         from ..session import Session
+        from ..session.session import NeedsData
         from . import safety
 
+        again = dict(data=data, config=config, calib=calib, seq_len=seq_len, keep_config=keep_config)
         if not trust and safety.needs_recipe_question(reference):
             # a recipe is code: say so and ask before running it the first time
-            self._trust_box = safety.ask_recipe(self, reference,
-                                                lambda: self.open_model(reference, data=data, config=config))
+            self._trust_box = safety.ask_recipe(self, reference, lambda: self.open_model(reference, **again))
             return
         from ..io.config import NeedsModel
 
@@ -42,8 +47,8 @@ class FilesMixin:
         def job(progress, cancel):
             # the table and the weight histograms need no forward pass: the model is shown at once,
             # calibration and the float reference follow as their own job (prepare_session)
-            s = Session.open(reference, data=data, config=cfg, trust=trust, progress=progress, cancel=cancel,
-                             prepare=False)
+            s = Session.open(reference, data=data, calib=calib, seq_len=seq_len, config=keep_config or cfg,
+                             trust=trust, progress=progress, cancel=cancel, prepare=False)
             if config and cfg is None:
                 s.set_config(s.load_config_file(config), f"import {Path(config).name}")
             return s
@@ -51,12 +56,53 @@ class FilesMixin:
         def failed(message, details, exc):
             if isinstance(exc, TrustRequired) and not trust:
                 self._trust_box = dialogs.ask_trust(
-                    self, message, lambda: self.open_model(reference, data=data, config=config, trust=True))
+                    self, message, lambda: self.open_model(reference, **dict(again, trust=True)))
+            if isinstance(exc, NeedsData):
+                self.ask_data(reference, reason=f"{Path(str(reference)).name or reference} carries no data of its "
+                                                "own: choose what to evaluate and calibrate it on.", trust=trust)
+                return
             self.show_open_error(reference, message, details)
+
+        def opened(s) -> None:
+            if data:
+                from .data_dialog import DataChoice, remember
+
+                remember(self.settings, reference, DataChoice(data, calib or "", int(seq_len or 0)))
+            self._on_opened(s, reference)
 
         self.clear_message()
         self.runner.submit("load", job, label=f"Opening {Path(reference).name or reference}",
-                           on_done=lambda s: self._on_opened(s, reference), on_error=failed)
+                           on_done=opened, on_error=failed)
+
+    def ask_data(self, reference: str | None = None, *, reason: str = "", trust: bool = False) -> None:
+        """The data dialog for ``reference`` (default: the open model, reopened with the new data and its
+        config kept); non-blocking, found by its object name ``dataDialog``."""
+        from .data_dialog import DataChoice, DataDialog, remembered
+
+        s = self.session
+        current = reference is None
+        if current:
+            if s is None:
+                return
+            reference = s.bundle.reference
+        initial = remembered(self.settings, reference)
+        if current and s.data_ref:
+            initial = DataChoice(str(s.data_ref), str(s.calib_ref or ""), int(getattr(s, "seq_len", 0) or 0))
+        box = DataDialog(reference, initial, reason, parent=self)
+
+        def accepted() -> None:
+            c = box.choice()
+            keep = s.config if current else None
+            go = lambda: self.open_model(reference, data=c.data, calib=c.calib or None, seq_len=c.seq,  # noqa: E731
+                                         trust=trust or current, keep_config=keep)  # open already: trusted
+            if current:
+                self.confirm_unsaved("reopen the model with other data", go)
+            else:
+                go()
+
+        box.accepted.connect(accepted)
+        box.open()
+        self._data_box = box
 
     def _on_opened(self, session, reference) -> None:
         previous, previous_path = self.session, self.session_path

@@ -50,6 +50,9 @@ def _file_menu(win, mb, acts: dict) -> None:
                                          "Open a Hugging Face model folder (save_pretrained output)"))
     _add(f, acts, "open_demo", _action(win, "Open &demo", lambda: win.confirm_unsaved("open the demo", lambda: win.open_model("demo")), None,
                                        "Open the bundled digits CNN with its data"))
+    _add(f, acts, "data", _action(win, "&Data…", lambda: win.ask_data(), None,
+                                  "Choose the evaluation data, calibration data and sequence length of the open "
+                                  "model (it is reopened with them; the config is kept)"))
     win.recent_menu = f.addMenu("Open &recent")
     win.recent_menu.aboutToShow.connect(lambda: _fill_recent(win))
     f.addSeparator()
@@ -148,7 +151,7 @@ def update_undo_actions(win, acts=None) -> None:
     acts["redo"].setEnabled(bool(h and h.can_redo))
     acts["undo"].setText(f"&Undo {h.undo_label}" if h and h.can_undo else "&Undo")
     acts["redo"].setText(f"&Redo {h.redo_label}" if h and h.can_redo else "&Redo")
-    for k in ("save", "save_as", "import_config", "export_config", "recheck", "search", "trace", "qat",
+    for k in ("save", "save_as", "data", "import_config", "export_config", "recheck", "search", "trace", "qat",
               *[k for k in acts if k.startswith("export_")],
               *[k for k in acts if k.startswith("sensitivity_")]):
         acts[k].setEnabled(win.session is not None)

@@ -56,6 +56,10 @@ class SessionError(QuantvizError):
     pass
 
 
+class NeedsData(SessionError):
+    """The model carries no data of its own: the caller must name evaluation data (``--data``; the app asks)."""
+
+
 @dataclass(frozen=True)
 class ConfigChange:
     """One edit, as every listener sees it: the new spec of exactly the layers whose
@@ -157,7 +161,7 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
         bundle = sources.load_model(reference, trust=trust, cancel=cancel)
         eval_data = sources.load_data(data, bundle, seq_len=seq_len) if data else bundle.eval
         if eval_data is None:
-            raise SessionError(f"{reference}: this model carries no data; pass --data (an .npz with x[, y], an image folder, or a text file)")
+            raise NeedsData(f"{reference}: this model carries no data; pass --data (an .npz with x[, y], an image folder, or a text file)")
         if calib:
             calib_data = sources.load_data(calib, bundle, seq_len=seq_len)
         elif data or bundle.calib is None:
@@ -521,4 +525,4 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-__all__ = ["Session", "SessionError", "CheckResult", "CheckRequest", "ConfigChange", "sanitize"]
+__all__ = ["Session", "SessionError", "NeedsData", "CheckResult", "CheckRequest", "ConfigChange", "sanitize"]

@@ -41,6 +41,8 @@ def test_an_elided_label_keeps_its_own_tooltip_when_the_text_fits(qtbot):
     assert label.displayed_text().endswith("…") and label.toolTip() == LONG
     label.setText("short again")
     assert label.toolTip() == "what this label shows"
+    label.clear()
+    assert label.text() == "" and label.displayed_text() == ""
     mid = ElidedLabel("transformer.h.11.attn.c_attn.some.long.tail.name", middle=True)
     qtbot.addWidget(mid)
     mid.resize(120, 20)
