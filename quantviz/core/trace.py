@@ -246,8 +246,11 @@ def trace(sim: QuantSim, specs: dict[str, LayerSpec], data: Dataset, *, batch_si
           budget_bytes: int = DEFAULT_BUDGET_BYTES, previous: TraceResult | None = None,
           changed: Iterable[str] | None = None, label: str = "", max_chunk: int | None = None,
           on_partial: Callable[[TraceResult], None] | None = None, progress: Progress = null_progress,
-          cancel: Callable[[], bool] = lambda: False) -> TraceResult:
+          cancel: Callable[[], bool] = lambda: False, float_model: torch.nn.Module | None = None) -> TraceResult:
     """Trace ``specs`` on ``data`` (see the module docstring); leaves ``specs`` applied to ``sim``.
+
+    ``float_model``: the model the float pass runs (default ``sim.float_model``); after training, the
+    untrained float model, so the errors are measured against what the re-check's metrics compare with.
 
     Chunks start at ``batch_size // 8`` samples and then grow up to ``max_chunk``
     (default ``4 * batch_size``) while one chunk's kept float values fit
@@ -351,8 +354,9 @@ def trace(sim: QuantSim, specs: dict[str, LayerSpec], data: Dataset, *, batch_si
 
     seen: set[str] = set()
     hooks = []
+    fmodel = sim.float_model if float_model is None else float_model
     for name in states:
-        hooks.append(sim.float_model.get_submodule(name).register_forward_hook(float_hook(name), with_kwargs=True))
+        hooks.append(fmodel.get_submodule(name).register_forward_hook(float_hook(name), with_kwargs=True))
         hooks.append(states[name].qmod.register_forward_hook(quant_hook(name), with_kwargs=True))
     n = len(data)
     max_chunk = max(1, int(max_chunk or 4 * batch_size))
@@ -370,7 +374,7 @@ def trace(sim: QuantSim, specs: dict[str, LayerSpec], data: Dataset, *, batch_si
             if mask_box[0] is not None:
                 has_mask = True
                 tokens += float(mask_box[0].sum())
-            _run(sim.float_model, xd, data.name, "float")
+            _run(fmodel, xd, data.name, "float")
             kept = sum(_nbytes(a) + _nbytes(b) for st in states.values() for a, b in st.kept)
             _run(sim.qmodel, xd, data.name, "quantized")
             _close_chunk(states)

@@ -52,10 +52,8 @@ class QATMixin:
         if tag is not None and tag not in self.trained:
             raise QuantvizError(f"config: options.weights names trained weights {tag!r} that this session does not hold")
 
-    def _original_state(self) -> dict:
-        kept = getattr(self, "_kept_original", None)
-        if kept is not None:  # the simulation may hold the caller's model itself: trained loads overwrite it
-            return kept
+    def _original_model(self):
+        """A fresh float model as the simulation built it (folded, equalized), before any training."""
         base = copy.deepcopy(self.bundle.model).eval()
         if self.sim.fold_bn and self.sim.folded_pairs:
             base, _ = fold_batchnorm(base, inplace=True)
@@ -63,7 +61,22 @@ class QATMixin:
             from ..core.algorithms.cle import equalize
 
             equalize(base)
-        return base.state_dict()
+        return base
+
+    def _original_state(self) -> dict:
+        kept = getattr(self, "_kept_original", None)
+        if kept is not None:  # the simulation may hold the caller's model itself: trained loads overwrite it
+            return kept
+        return self._original_model().state_dict()
+
+    def untrained_float_model(self):
+        """The float model the metrics compare with when the simulation holds trained weights (None when
+        it holds the original ones: then ``sim.float_model`` is that model)."""
+        if self.config.options.get(WEIGHTS_OPTION) is None:
+            return None
+        base = self._original_model()
+        base.load_state_dict(self._original_state())
+        return base.to(self.sim.device)
 
     def _sync_weights(self, cfg) -> bool:
         """Load the weights ``cfg`` names if they are not the ones held; True when loaded."""

@@ -53,7 +53,8 @@ def run_trace(session, *, samples: int | None = None, incremental: bool = True,
         res = trace(session.sim, specs, data, batch_size=session.batch_size, budget_bytes=budget_bytes,
                     previous=prev if changed is not None else None, changed=changed,
                     label=session.history.undo_label or cfg.name or "current config", on_partial=on_partial,
-                    progress=progress, cancel=cancel)
+                    progress=progress, cancel=cancel,
+                    float_model=session.untrained_float_model())  # after QAT: errors against the untrained float
         res.config = cfg.to_dict()
         session.analysis.trace = res
         _BASIS[session] = (res, basis, specs)

@@ -61,3 +61,25 @@ def test_demo_w3_last_layer_equals_the_model_output_sqnr():
     first = r.layers[0]
     assert first.accumulated_sqnr_db == first.local_sqnr_db  # the model's input is exact
     assert all(l.local_sqnr_db > l.accumulated_sqnr_db for l in r.layers[1:])
+
+
+@pytest.mark.parametrize("preset", ["W3", "NVFP4"])
+def test_the_traces_last_layer_equals_the_recheck_after_qat(preset):
+    """#22 item 4: after QAT the trace compared trained-and-quantized outputs with the trained float
+    model, so its last layer disagreed with the summary. Both now compare with the untrained float
+    model, before and after training, and after going back to the original weights (undo)."""
+    from quantviz.core.qat import QATOptions
+    from quantviz.session import Session
+
+    s = Session.open("demo")
+    s.apply_preset(preset)
+    before = s.check().metrics["sqnr_db"]
+    assert s.run_trace().layers[-1].accumulated_sqnr_db == pytest.approx(before, abs=1e-3)
+    s.run_qat(QATOptions(steps=20, lr=1e-3))
+    after = s.check().metrics["sqnr_db"]
+    assert after != pytest.approx(before, abs=1e-3)  # the training changed what the summary shows
+    assert s.run_trace().layers[-1].accumulated_sqnr_db == pytest.approx(after, abs=1e-3)
+    s.undo()  # back to the original weights
+    again = s.check().metrics["sqnr_db"]
+    assert again == pytest.approx(before, abs=1e-3)
+    assert s.run_trace().layers[-1].accumulated_sqnr_db == pytest.approx(again, abs=1e-3)
