@@ -43,7 +43,7 @@ import torch
 from .data import Dataset, call_model, output_tensor, to_device
 from .errors import Cancelled, ModelError, QuantvizError
 from .evaluate import SQNR_CAP_DB
-from .fakequant import QuantSim, fake_quantize_tensor
+from .fakequant import QuantSim, input_clip_range, quantize_input
 from .progress import Progress, null_progress
 from .spec import LayerSpec
 
@@ -237,8 +237,7 @@ class _Layer:
         self.used = 0  # calls of this chunk consumed by the quantized pass
         self.sums: list[tuple[str, torch.Tensor]] = []  # pending 0-d tensors, summed once per chunk
         if qp is not None:
-            glo, ghi = qp.grid_range()
-            self.lo, self.hi = float(glo[0]), float(ghi[0])
+            self.lo, self.hi = input_clip_range(qp)
 
 
 @torch.no_grad()
@@ -315,7 +314,7 @@ def trace(sim: QuantSim, specs: dict[str, LayerSpec], data: Dataset, *, batch_si
                 st.kept.append((y.detach().clone(), x.detach().clone() if quant_in else None))
             if not st.local:
                 return
-            xq = fake_quantize_tensor(x, st.qp) if quant_in else x
+            xq = quantize_input(x, st.qp) if quant_in else x
             if quant_in:
                 st.sums.append(("in_local_noise", _sq(xq - x, mask)))
                 outside = (x < st.lo) | (x > st.hi)
