@@ -328,7 +328,10 @@ def render_report(facts: ReportFacts, sim, specs: dict, *, progress: Progress = 
     fb, qb = size.get("float_bytes"), size.get("quantized_bytes")
     mrows.append(["size", _bytes(fb), _bytes(qb), f"-{(1 - qb / fb) * 100:.0f}%" if fb and qb is not None else "-"])
     mrows.append(["compression", "1.00x", f"{size.get('compression', 0):.2f}x", ""])
-    mrows.append(["average weight bits", "32", f"{size.get('avg_bits', 0):.2f}", ""])
+    fbits = f"{size.get('float_avg_bits', 32.0):.0f}"
+    mrows.append(["bits per weight (with scales)", fbits, f"{size.get('avg_bits', 0):.2f}", ""])
+    if size.get("element_bits") is not None:
+        mrows.append(["element bits", fbits, f"{size['element_bits']:.2f}", ""])
     parts += ["<h2>Float vs quantized</h2>", _table(["metric", "float", "quantized", "change"], mrows)]
     unit, div = size_unit(max(fb or 0, qb or 0))
     charts = [svg.bars([f"size ({unit})"], {"float": [(fb or 0) / div], "quantized": [(qb or 0) / div]},

@@ -52,7 +52,7 @@ def test_sensitivity_and_search_over_candidates(tsession):
     assert len(better) >= len(cells) // 2
     res = tsession.run_search(avg_bits=4.5, bits=cands, pareto_steps=3)
     chosen = res["chosen"]
-    assert chosen["effective_bits"] <= 4.5 + 1e-9  # the budget pays for the per-group scales
+    assert chosen["avg_bits"] <= 4.5 + 1e-9  # the budget pays for the per-group scales
     assert set(chosen["bits"].values()) <= {"int2", "int2+gptq", "int4g16", "int8"}
     from quantviz.io.config import QuantConfig
 
