@@ -38,7 +38,9 @@ def run(args) -> int:
         if not args.stream:
             return
         if args.json:
-            sys.stdout.write(json.dumps({"estimate": snap}) + "\n")
+            from .jsonout import json_stream
+
+            json_stream().write(json.dumps({"estimate": snap}) + "\n")
         else:
             parts = [f"{k} {fmt_metric(k, v)} [{fmt_metric(k, snap['bands'][k][0])}, {fmt_metric(k, snap['bands'][k][1])}]"
                      for k, v in snap["metrics"].items() if k in snap["bands"]]

@@ -201,7 +201,9 @@ def clean_json(obj: Any) -> Any:
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(clean_json(obj), indent=2) + "\n")
+    from .jsonout import json_stream
+
+    json_stream().write(json.dumps(clean_json(obj), indent=2) + "\n")
 
 
 def table(rows: list[list[str]], header: list[str], align: str | None = None) -> str:
