@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .cmd_sensitivity import CANDIDATES_HELP, candidates_arg, parse_bits
 from .common import (CLIError, ProgressBar, add_common_args, add_model_args, add_scale_args, apply_scale_args, fmt_bytes,
-                     fmt_metric, open_session, print_json, table)
+                     fmt_metric, note_format_layers, open_session, print_json, table)
 
 
 def register(sub) -> None:
@@ -48,6 +48,7 @@ def run(args) -> int:
         raise CLIError(f"--max-drop must not be negative, got {args.max_drop}")
     session = open_session(args)
     apply_scale_args(session, args)
+    note_format_layers(session, bits)
     bar = ProgressBar(True if args.progress else None)
     try:
         res = session.run_search(avg_bits=args.avg_bits, size_bytes=args.size_bytes, max_drop=args.max_drop,

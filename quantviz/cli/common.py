@@ -200,6 +200,15 @@ def clean_json(obj: Any) -> Any:
     return obj
 
 
+def note_format_layers(session, options) -> None:
+    """Say on stderr that a plain bit-width sweep / search puts float / block format layers on int grids."""
+    from ..core.candidates import format_note
+
+    note = format_note(session.specs, options)
+    if note:
+        print(f"quantviz: note: {note}", file=sys.stderr)
+
+
 def print_json(obj: Any) -> None:
     from .jsonout import json_stream
 

@@ -32,7 +32,7 @@ from .errors import Cancelled, QuantvizError
 from .evaluate import evaluate_quantized, higher_is_better
 from .progress import Progress, null_progress
 from .sensitivity import DEFAULT_BITS, Parts, primary_metric, tie_groups, weight_setting
-from .candidates import Candidate, as_json, normalize, setting_label
+from .candidates import Candidate, as_json, normalize, setting_label, weight_at
 from .size import layer_weight_bytes, model_size
 
 
@@ -216,10 +216,7 @@ def specs_for(base_specs: dict, bits_by_layer: dict) -> dict:
     """``base_specs`` with the weight bits of the layers in ``bits_by_layer`` replaced."""
     specs = dict(base_specs)
     for n, b in bits_by_layer.items():
-        if isinstance(b, Candidate):
-            specs[n] = replace(specs[n], weight=b.apply(specs[n].weight))
-        else:
-            specs[n] = specs[n].with_weight(bits=int(b))
+        specs[n] = replace(specs[n], weight=weight_at(specs[n].weight, b))
     return specs
 
 

@@ -20,8 +20,8 @@ def test_parse_and_apply():
     assert (w.bits, w.granularity, w.effective_group_size(), w.algorithm, w.algorithm_options) == (4, "per_group", 32, "gptq", ())
     m = parse_candidate("w3pc+mse+adaround")
     assert m.range_method == "mse" and m.algorithm == "adaround" and m.granularity == "per_channel"
-    assert m.patch() == {"weight": {"bits": 3, "granularity": "per_channel", "range": {"method": "mse"},
-                                    "algorithm": "adaround"}}
+    assert m.patch() == {"weight": {"bits": 3, "format": "int", "granularity": "per_channel", "range": {"method": "mse"},
+                                    "algorithm": "adaround"}}  # the format too: int3 on an NVFP4 layer is int3
     # plain bit-widths stay ints (results keyed "4" as before); anything richer becomes candidates
     assert parse_candidates("8,int4,4") == (4, 8)
     got = parse_candidates("int8,int4g32,int4,int3+adaround")
