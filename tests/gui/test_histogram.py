@@ -284,3 +284,18 @@ def test_a_big_layers_preview_runs_on_a_worker_and_a_stale_one_is_dropped(qtbot,
         assert _sqnr(panel.stats_text("weight")) == pytest.approx(session.layer_row("features.0")["weight_sqnr_db"], abs=0.05)
     finally:
         runner.shutdown()
+
+
+def test_every_nth_uses_english_ordinals():
+    """Issue 22 E: the note said "every 2th weight"."""
+    from quantviz.core.fmt import every_nth, ordinal
+    from quantviz.gui.views.hist_math import format_note, weight_note
+
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 101, 111, 112, 1000)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "23rd", "101st", "111th", "112th", "1000th"]
+    assert every_nth(2, "weight") == "every 2nd weight" and every_nth(1, "weight") == "every weight"
+    p = {"levels_total": 16, "levels_step": 2, "granularity": "per_tensor", "symmetric": False, "sample_stride": 3}
+    note = weight_note(p)
+    assert "every 2nd drawn" in note and "histogram from every 3rd weight" in note
+    f = {"format_note": "NVFP4", "levels_total": 15, "sample_stride": 22}
+    assert "every 22nd weight" in format_note(f)
