@@ -33,36 +33,39 @@ def _algorithm(w: WeightSpec) -> str:
     return f" {w.algorithm}" + (f"({opts})" if opts else "")
 
 
-def format_label(fmt: str, bits: int | None = None) -> str:
-    """The number format's display name: ``INT4``, ``FP8 E4M3``, ``NVFP4`` ..."""
-    f = FORMATS.get(fmt)
-    return f.label if f is not None else f"INT{bits}" if bits is not None else "int"
-
-
-def describe_weight(w: WeightSpec) -> str:
-    """E.g. ``W INT4 per-ch minmax``, ``W FP8 E4M3 per-ch minmax gptq``, ``W NVFP4 block 16``."""
+def weight_text(w: WeightSpec) -> str:
+    """E.g. ``INT4 per-ch minmax``, ``FP8 E4M3 per-ch minmax gptq``, ``NVFP4 block 16``, ``float``."""
     if w.bits is None:
-        return "W float"
+        return "float"
     f = FORMATS.get(w.format)
     if f is None:
         body = f"INT{w.bits} {_granularity(w)}{_grid(w.symmetric, w.grid)} {w.range.describe()}"
-    elif f.is_block:
+    elif f.is_block:  # the block scales follow each block's maximum: no range method, no granularity
         body = f"{f.label} block {f.block}"
     else:
         body = f"{f.label} {_granularity(w)} {w.range.describe()}"
-    return f"W {body}{_algorithm(w)}"
+    return body + _algorithm(w)
+
+
+def activation_text(a: ActSpec) -> str:
+    """E.g. ``float``, ``INT8 asym minmax``, ``FP8 E4M3 minmax``, ``MXFP8 E4M3 block 32``,
+    ``NVFP4 block 16 minmax`` (its per-tensor scale comes from the calibrated range)."""
+    if a.bits is None:
+        return "float"
+    f = FORMATS.get(a.format)
+    if f is None:
+        return f"INT{a.bits}{_grid(a.symmetric, a.grid) or ' sym'} {a.range.describe()}"
+    if f.is_block:
+        return f"{f.label} block {f.block}" + (f" {a.range.describe()}" if f.scale == "e4m3" else "")
+    return f"{f.label} {a.range.describe()}"
+
+
+def describe_weight(w: WeightSpec) -> str:
+    return f"W {weight_text(w)}"
 
 
 def describe_activation(a: ActSpec) -> str:
-    """E.g. ``A float``, ``A INT8 asym minmax``, ``A FP8 E4M3 minmax``, ``A MXFP8 E4M3 block 32``."""
-    if a.bits is None:
-        return "A float"
-    f = FORMATS.get(a.format)
-    if f is None:
-        return f"A INT{a.bits}{_grid(a.symmetric, a.grid) or ' sym'} {a.range.describe()}"
-    if f.is_block:
-        return f"A {f.label} block {f.block}"
-    return f"A {f.label} {a.range.describe()}"
+    return f"A {activation_text(a)}"
 
 
 def describe_layer(spec: LayerSpec, sep: str = "\n") -> str:
@@ -70,4 +73,9 @@ def describe_layer(spec: LayerSpec, sep: str = "\n") -> str:
     return f"{describe_weight(spec.weight)}{sep}{describe_activation(spec.activation)}"
 
 
-__all__ = ["describe_weight", "describe_activation", "describe_layer", "format_label"]
+def same_setting(a: LayerSpec, b: LayerSpec) -> bool:
+    """Do two specs quantize a layer alike? (Equal descriptions: fields a format ignores do not count.)"""
+    return a == b or describe_layer(a) == describe_layer(b)
+
+
+__all__ = ["same_setting", "weight_text", "activation_text", "describe_weight", "describe_activation", "describe_layer"]

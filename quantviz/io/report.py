@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.fmt import PERCENT_METRICS, fmt_bytes, fmt_drop, fmt_metric, metric_label, size_unit
-from ..core.describe import describe_activation, describe_weight
+from ..core.describe import activation_text, weight_text
 from ..core.progress import Progress, null_progress
 from . import svg
 
@@ -229,14 +229,14 @@ def _histograms(sim, specs: dict, names: list[str]) -> str:
         h = sim.weight_histogram(name, bins=128)
         wq = sim.quantize_weight(name, spec.weight)
         clip, grid, note = _marks(None if wq is None else wq.qparams, spec.weight)
-        out.append(svg.histogram(h.edges, h.counts, title=f"{name} weights ({describe_weight(spec.weight)[2:]})",
+        out.append(svg.histogram(h.edges, h.counts, title=f"{name} weights ({weight_text(spec.weight)})",
                                  clip=clip, grid=grid, note=note))
         obs = sim.act_obs.get(name)
         if obs is not None:
             ah = obs.histogram().rebinned(128)
             aclip, agrid, anote = _marks(sim.activation_qparams(name, spec.activation), spec.activation)
             out.append(svg.histogram(ah.edges, ah.counts,
-                                     title=f"{name} input activations ({describe_activation(spec.activation)[2:]})",
+                                     title=f"{name} input activations ({activation_text(spec.activation)})",
                                      clip=aclip, grid=agrid, note=anote))
     return '<div class="charts">' + "".join(out) + "</div>"
 
@@ -343,8 +343,8 @@ def render_report(facts: ReportFacts, sim, specs: dict, *, progress: Progress = 
                                       ylabel="percentage points", fmt=lambda v: f"{v:+.2f} pt"))
     parts.append('<div class="charts">' + "".join(charts) + "</div>")
     progress(2, 4, "config table")
-    trows = [[escape(r["name"]), escape(r["type"]), f"{r['params']:,}", escape(describe_weight(specs[r["name"]].weight)[2:]),
-              escape(describe_activation(specs[r["name"]].activation)[2:]) if r["act_bits"] else "float",
+    trows = [[escape(r["name"]), escape(r["type"]), f"{r['params']:,}", escape(weight_text(specs[r["name"]].weight)),
+              escape(activation_text(specs[r["name"]].activation)) if r["act_bits"] else "float",
               _num(r["weight_sqnr_db"], 3), _num(r["act_sqnr_db"], 3), _bytes(r["size_bytes"])] for r in rows]
     parts += ["<h2>Per-layer config</h2>",
               '<p class="note">Weights and activations: the number format (INT<i>n</i> for an integer grid), its '
