@@ -299,3 +299,21 @@ def test_every_nth_uses_english_ordinals():
     assert "every 2nd drawn" in note and "histogram from every 3rd weight" in note
     f = {"format_note": "NVFP4", "levels_total": 15, "sample_stride": 22}
     assert "every 22nd weight" in format_note(f)
+
+
+@pytest.mark.parametrize("patch, clip, quantized", [
+    ({"weight": {"bits": 4}}, True, True),
+    ({"weight": {"format": "fp8_e4m3", "bits": 8}}, True, True),
+    ({"weight": {"format": "nvfp4", "bits": 4}}, False, True),
+    ({"weight": {"format": "mxfp4", "bits": 4}}, False, True),
+    ({"weight": {"bits": None}}, False, False),
+])
+def test_legend_names_only_what_is_drawn(panel, session, patch, clip, quantized):
+    """Issue 22 H: block formats draw no clip band, yet the legend said "clip range (drag its edges)"."""
+    session.edit_layers([LAYER], patch)
+    panel.show_layer(LAYER)
+    w = panel.weights
+    legend = w.legend.text()
+    assert w.region.isVisible() == clip == w.editable
+    assert ("clip range (drag its edges)" in legend) == clip
+    assert ("quantized" in legend) == quantized and ("quantization levels" in legend) == quantized

@@ -22,14 +22,20 @@ from PySide6.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, 
 MARKED_LEVELS = 8  # grids with at most this many levels (3 bits and below) get a marker per level
 
 
-def legend_html(float_rgb, quant_rgb, region_rgb) -> str:
+def legend_html(float_rgb, quant_rgb, region_rgb, *, quantized: bool = True, clip: bool = True) -> str:
+    """The legend of what is drawn: the quantized curve and levels only for a quantized tensor, the
+    clip band only when it is shown (not for float tensors, nor block formats, whose scales follow
+    each block's maximum)."""
     def c(rgb):
         return f"rgb({rgb[0]},{rgb[1]},{rgb[2]})"
 
-    return (f"<span style='color:{c(float_rgb)}'>■</span> float &nbsp; "
-            f"<span style='color:{c(quant_rgb)}'>━</span> quantized &nbsp; "
-            f"<span style='color:#666'>┃</span> quantization levels &nbsp; "
-            f"<span style='color:{c(region_rgb)}'>┃ ┃</span> clip range (drag its edges)")
+    parts = [f"<span style='color:{c(float_rgb)}'>■</span> float"]
+    if quantized:
+        parts += [f"<span style='color:{c(quant_rgb)}'>━</span> quantized",
+                  "<span style='color:#666'>┃</span> quantization levels"]
+    if clip:
+        parts.append(f"<span style='color:{c(region_rgb)}'>┃ ┃</span> clip range (drag its edges)")
+    return " &nbsp; ".join(parts)
 
 
 class ClipRangeEditor(QWidget):
