@@ -317,3 +317,30 @@ def test_legend_names_only_what_is_drawn(panel, session, patch, clip, quantized)
     assert w.region.isVisible() == clip == w.editable
     assert ("clip range (drag its edges)" in legend) == clip
     assert ("quantized" in legend) == quantized and ("quantization levels" in legend) == quantized
+
+
+@pytest.mark.parametrize("manual", [False, True])
+def test_apply_without_a_change_adds_no_undo_step(qtbot, panel, session, manual):
+    """Issue 22 F: Apply in the range editor with the shown range untouched committed it (a min-max range
+    became a manual one, a manual one was rounded to the boxes' decimals): an undo step that did nothing."""
+    if manual:
+        session.set_range(LAYER, "weight", -0.123456789, 0.2345678912)
+    from quantviz.session.undo import history_to_dict
+
+    panel.show_layer(LAYER)
+    committed = []
+    panel.rangeCommitted.connect(lambda *a: committed.append(a))
+    panel.rangeCommitted.connect(lambda n, k, lo, hi: session.set_range(n, k, lo, hi))  # as the main window does
+    steps = len(history_to_dict(session.history)["done"])
+    before = session.config.to_dict()
+    editor = panel.weights.editor
+    editor.apply()
+    editor.apply_button.click()
+    assert committed == [] and session.config.to_dict() == before
+    assert len(history_to_dict(session.history)["done"]) == steps
+    editor.hi.setValue(editor.hi.value() / 2)  # a real change still commits, once
+    editor.apply()
+    assert len(committed) == 1 and len(history_to_dict(session.history)["done"]) == steps + 1
+    panel.show_layer(LAYER)
+    editor.apply()  # the applied range, shown again: nothing to do
+    assert len(committed) == 1 and len(history_to_dict(session.history)["done"]) == steps + 1

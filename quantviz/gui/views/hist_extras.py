@@ -59,6 +59,7 @@ class ClipRangeEditor(QWidget):
         self.apply_button.clicked.connect(self.apply)
         self.error = QLabel()
         self.error.setObjectName("error")
+        self._shown: dict = {}  # each box's value as last shown by set_range (the current range)
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(QLabel("Clip:"))
@@ -81,14 +82,18 @@ class ClipRangeEditor(QWidget):
             box.setSingleStep(step)
             box.setValue(float(v))
             box.blockSignals(False)
+            self._shown[box] = box.value()  # as the box rounds it
         self.error.clear()
 
     def apply(self) -> None:
+        """Commit the typed range; the range shown, untouched, is no change (no commit, no undo step)."""
         lo, hi = float(self.lo.value()), float(self.hi.value())
         if not lo < hi:
             self.error.setText("lo must be below hi")
             return
         self.error.clear()
+        if self._shown.get(self.lo) == lo and self._shown.get(self.hi) == hi:
+            return
         self.applied.emit(lo, hi)
 
 
