@@ -158,7 +158,7 @@ def searches(s: Session, w4_bytes: int) -> dict:
         for v in c["bits"].values():
             counts[v] = counts.get(v, 0) + 1
         out[key] = {"candidates": CANDIDATES, "cpu_s": round(t, 1), "cosine": c["metrics"].get("cosine"),
-                    "sqnr_db": c["metrics"].get("sqnr_db"), "effective_bits": round(c["effective_bits"], 3),
+                    "sqnr_db": c["metrics"].get("sqnr_db"), "effective_bits": round(c["avg_bits"], 3),
                     "size_bytes": c["size_bytes"], "settings": counts}
         print(json.dumps({key: out[key]}), file=sys.stderr)
     return out

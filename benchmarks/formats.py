@@ -52,8 +52,8 @@ def figures(s: Session) -> dict:
         r = s.check(record=False)
         metric = "accuracy" if "accuracy" in r.metrics else next(iter(r.metrics))
         out[name] = {metric: round(float(r.metrics[metric]), 4), "sqnr_db": round(float(r.metrics["sqnr_db"]), 2),
-                     "avg_bits": round(float(r.size["avg_bits"]), 3),
-                     "bits_per_weight": round(float(r.size["bits_per_weight"]), 3),
+                     "element_bits": round(float(r.size["element_bits"]), 3),
+                     "bits_per_weight": round(float(r.size["avg_bits"]), 3),  # scales included
                      "quantized_bytes": int(r.size["quantized_bytes"])}
     flt = s.check(config=preset("float"), record=False)
     out["float"] = {k: round(float(v), 4) for k, v in flt.metrics.items() if k in ("accuracy",)}

@@ -21,7 +21,8 @@ def evaluation_report(session, result) -> dict:
         "config": result.config,
         "float": {"metrics": result.float_metrics, "size_bytes": size["float_bytes"]},
         "quantized": {"metrics": result.metrics, "size_bytes": size["quantized_bytes"],
-                      "compression": size["compression"], "avg_bits": size["avg_bits"]},
+                      "compression": size["compression"], "avg_bits": size["avg_bits"],
+                      "element_bits": size["element_bits"]},
         "samples": len(session.eval_data),
         "layers": len(session.layers),
     }
@@ -37,7 +38,9 @@ def run(args) -> int:
         if not args.stream:
             return
         if args.json:
-            sys.stdout.write(json.dumps({"estimate": snap}) + "\n")
+            from .jsonout import json_stream
+
+            json_stream().write(json.dumps({"estimate": snap}) + "\n")
         else:
             parts = [f"{k} {fmt_metric(k, v)} [{fmt_metric(k, snap['bands'][k][0])}, {fmt_metric(k, snap['bands'][k][1])}]"
                      for k, v in snap["metrics"].items() if k in snap["bands"]]
@@ -56,7 +59,9 @@ def run(args) -> int:
     names = [n for n in first if n in qm] + sorted(set(qm) - set(first))
     rows = [[n, fmt_metric(n, fm.get(n)), fmt_metric(n, qm.get(n))] for n in names]
     rows.append(["size", fmt_bytes(rep["float"]["size_bytes"]), fmt_bytes(rep["quantized"]["size_bytes"])])
-    rows.append(["avg bits / weight", "32", f"{rep['quantized']['avg_bits']:.2f}"])
+    fbits = f"{size_bits:.0f}" if (size_bits := res.size.get("float_avg_bits")) else "32"
+    rows.append(["avg bits / weight", fbits, f"{rep['quantized']['avg_bits']:.2f}"])
+    rows.append(["element bits", fbits, f"{rep['quantized']['element_bits']:.2f}"])
     print(f"{session.name}: {rep['samples']} samples, {rep['layers']} quantizable layers, config {res.label}")
     print(table(rows, ["metric", "float", "quantized"], "lrr"))
     print(f"compression {rep['quantized']['compression']:.2f}x")

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from .cmd_sensitivity import CANDIDATES_HELP, candidates_arg, parse_bits
 from .common import (CLIError, ProgressBar, add_common_args, add_model_args, add_scale_args, apply_scale_args, fmt_bytes,
-                     fmt_metric, open_session, print_json, table)
+                     fmt_metric, note_format_layers, open_session, print_json, table)
 
 
 def register(sub) -> None:
     p = sub.add_parser("search", help="choose a bit-width per layer under a size or accuracy budget")
     add_model_args(p)
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--avg-bits", type=float, metavar="X", help="average weight bits over all quantizable weights")
+    g.add_argument("--avg-bits", type=float, metavar="X", help="average bits per weight over all quantizable weights, scales included "
+                                                                         "(as evaluate and the size count them)")
     g.add_argument("--size-bytes", type=int, metavar="N", help="model size in bytes (with scale overhead)")
     g.add_argument("--max-drop", type=float, metavar="D",
                    help="largest acceptable drop of the metric: accuracy / top1_agreement as a fraction (0.01 = 1 point), "
@@ -47,6 +48,7 @@ def run(args) -> int:
         raise CLIError(f"--max-drop must not be negative, got {args.max_drop}")
     session = open_session(args)
     apply_scale_args(session, args)
+    note_format_layers(session, bits)
     bar = ProgressBar(True if args.progress else None)
     try:
         res = session.run_search(avg_bits=args.avg_bits, size_bytes=args.size_bytes, max_drop=args.max_drop,
@@ -69,10 +71,10 @@ def run(args) -> int:
     print(table([[n, str(b)] for n, b in c["bits"].items()], ["layer", "bits" if all(isinstance(b, int) for b in c["bits"].values()) else "setting"], "lr"))
     print("\nPareto front (measured):")
     fmts = any("formats" in q for q in res["pareto"])
-    rows = [[fmt_bytes(q["size_bytes"]), f"{q.get('effective_bits', q['avg_bits']):.2f}",
+    rows = [[fmt_bytes(q["size_bytes"]), f"{q['avg_bits']:.2f}",
              fmt_metric(metric, q["metrics"].get(metric)), fmt_metric("sqnr_db", q["metrics"].get("sqnr_db"))]
             + ([q["name"].split(": ", 1)[-1]] if fmts else []) for q in res["pareto"]]
-    print(table(rows, ["size", "bits/weight (with scales)" if fmts else "avg bits", metric, "SQNR"]
+    print(table(rows, ["size", "bits/weight", metric, "SQNR"]
                 + (["settings"] if fmts else []), "rrrr" + ("l" if fmts else "")))
     if args.out:
         print(f"wrote {args.out}")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 
-from .common import CLIError, ProgressBar, add_common_args, add_scale_args, apply_scale_args, add_model_args, fmt_metric, open_session, print_json, table
+from .common import (CLIError, ProgressBar, add_common_args, add_scale_args, apply_scale_args, add_model_args, fmt_metric,
+                     note_format_layers, open_session, print_json, table)
 
 
 def parse_bits(text: str | None, flag: str, *, required: bool = False) -> tuple[int, ...] | None:
@@ -74,6 +75,7 @@ def run(args) -> int:
     act_bits = parse_bits(args.act_bits, "--act-bits")
     session = open_session(args)
     apply_scale_args(session, args)
+    note_format_layers(session, bits)
     bar = ProgressBar(True if args.progress else None)
     try:
         if args.compare and args.method != "e2e":

@@ -200,8 +200,19 @@ def clean_json(obj: Any) -> Any:
     return obj
 
 
+def note_format_layers(session, options) -> None:
+    """Say on stderr that a plain bit-width sweep / search puts float / block format layers on int grids."""
+    from ..core.candidates import format_note
+
+    note = format_note(session.specs, options)
+    if note:
+        print(f"quantviz: note: {note}", file=sys.stderr)
+
+
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(clean_json(obj), indent=2) + "\n")
+    from .jsonout import json_stream
+
+    json_stream().write(json.dumps(clean_json(obj), indent=2) + "\n")
 
 
 def table(rows: list[list[str]], header: list[str], align: str | None = None) -> str:

@@ -50,8 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .common import setup_runtime
 
+        from .jsonout import json_stdout
+
         setup_runtime(args)
-        return int(args.func(args) or 0)
+        with json_stdout(bool(getattr(args, "json", False))):
+            return int(args.func(args) or 0)
     except Cancelled:
         print("quantviz: cancelled", file=sys.stderr)
         return 130

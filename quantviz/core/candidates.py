@@ -67,10 +67,8 @@ class Candidate:
         return self.bits
 
     def apply(self, w: WeightSpec) -> WeightSpec:
-        """``w`` with what this candidate sets."""
-        kw: dict = {"bits": self.bits}
-        if self.format != "int":
-            kw["format"] = self.format
+        """``w`` with what this candidate sets (its number format always: ``int4`` on an NVFP4 layer is int4)."""
+        kw: dict = {"bits": self.bits, "format": self.format}
         if self.granularity:
             kw["granularity"] = self.granularity
             kw["group_size"] = self.group_size if self.granularity == "per_group" else None
@@ -83,9 +81,7 @@ class Candidate:
 
     def patch(self) -> dict:
         """The config patch (``{"weight": {...}}``) that sets this candidate on a layer."""
-        w: dict = {"bits": self.bits}
-        if self.format != "int":
-            w["format"] = self.format
+        w: dict = {"bits": self.bits, "format": self.format}
         if self.granularity:
             w["granularity"] = self.granularity
             if self.granularity == "per_group":
@@ -101,6 +97,37 @@ class Candidate:
             return (FORMATS[self.format].bits_per_element(), "", "", self.label)
         extra = 32.0 / self.group_size if self.granularity == "per_group" else 0.0  # fp32 scale per group
         return (self.bits + extra, self.algorithm or "", self.range_method or "", self.label)
+
+
+def weight_at(w: WeightSpec, option) -> WeightSpec:
+    """``w`` at a sweep / search option: a :class:`Candidate`'s settings, ``None`` (float), or a plain
+    bit-width on an integer grid of that many bits, whatever number format ``w`` had (a layer on NVFP4
+    swept at 2 bits is int2: its label, size and applied config all say so). The one place an option
+    becomes a layer's weight setting; :func:`patch_at` is its config form."""
+    if isinstance(option, Candidate):
+        return option.apply(w)
+    if option is None:
+        return replace(w, bits=None)
+    return replace(w, bits=int(option), format="int")
+
+
+def patch_at(option) -> dict:
+    """The config patch that gives a layer what :func:`weight_at` gives its spec."""
+    if isinstance(option, Candidate):
+        return option.patch()
+    return {"weight": {"bits": None if option is None else int(option), "format": "int"}}
+
+
+def format_note(specs: dict, options) -> str | None:
+    """What a plain bit-width sweep / search does to layers in a float / block format (None: no such layer)."""
+    if not all(is_plain(o) for o in options):
+        return None
+    on = [f"{n} ({FORMATS[s.weight.format].label})" for n, s in specs.items()
+          if s.weight.bits is not None and s.weight.format != "int"]
+    if not on:
+        return None
+    return (f"bit-widths are integer grids: {', '.join(on)} {'is' if len(on) == 1 else 'are'} swept on int grids "
+            "of those widths, not in their format (to keep a format, list it in --candidates, e.g. int4,int8,nvfp4)")
 
 
 def parse_candidate(text: str, flag: str = "--candidates") -> Candidate:
@@ -185,5 +212,5 @@ def setting_label(counts: dict) -> str:
     return " ".join(f"{k}×{v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-__all__ = ["setting_label", "Candidate", "CandidateError", "parse_candidate", "parse_candidates", "normalize", "from_key", "as_json",
+__all__ = ["setting_label", "weight_at", "patch_at", "format_note", "Candidate", "CandidateError", "parse_candidate", "parse_candidates", "normalize", "from_key", "as_json",
            "is_plain"]

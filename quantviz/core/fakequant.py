@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 import threading
 from dataclasses import dataclass, field, replace
@@ -274,9 +275,7 @@ class QuantSim(AlgorithmSupport):
                 return (fake_quantize_tensor(x / sv, qp) * sv,) + tuple(args[1:])
             if qp is None or not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
                 return None
-            if not isinstance(qp, QParams):  # a float / block format
-                return (fake_quantize_activation(args[0], qp),) + tuple(args[1:])
-            return (fake_quantize_tensor(args[0], qp),) + tuple(args[1:])
+            return (quantize_input(args[0], qp),) + tuple(args[1:])
 
         return hook
 
@@ -631,6 +630,26 @@ class QuantSim(AlgorithmSupport):
         self._hooks.clear()
         _upcast.uninstall(self._upcast)
         self._upcast = []
+
+
+def quantize_input(x: torch.Tensor, qp) -> torch.Tensor:
+    """A layer's input under its activation quantizer: an integer grid (:class:`QParams`) or a
+    float / block format (:class:`~.formats.FormatParams`)."""
+    if not isinstance(qp, QParams):
+        return fake_quantize_activation(x, qp)
+    return fake_quantize_tensor(x, qp)
+
+
+def input_clip_range(qp) -> tuple[float, float]:
+    """The input values an activation quantizer keeps unclipped: its grid's ends; a block format's
+    calibrated NVFP4 tensor maximum, or none (MX: every block's scale follows its own maximum)."""
+    if isinstance(qp, QParams):
+        glo, ghi = qp.grid_range()
+        return float(glo[0]), float(ghi[0])
+    if qp.groups:
+        return -float(qp.hi[0]), float(qp.hi[0])
+    amax = qp.tensor_scale if qp.tensor_scale is not None else math.inf
+    return -amax, amax
 
 
 def fake_quantize_tensor(x: torch.Tensor, qp: QParams) -> torch.Tensor:

@@ -91,4 +91,16 @@ def fmt_bits(b: int | float | None) -> str:
     return str(int(b)) if float(b).is_integer() else f"{b:.2f}"
 
 
-__all__ = ["fmt_metric", "fmt_drop", "fmt_bytes", "fmt_bits", "metric_label", "size_unit", "METRIC_LABELS"]
+def ordinal(n: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th``, ``11th``, ``12th``, ``13th``, ``21st`` ..."""
+    n = int(n)
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def every_nth(n: int, what: str) -> str:
+    """``every 2nd weight`` (``every weight`` for 1)."""
+    return f"every {what}" if int(n) == 1 else f"every {ordinal(n)} {what}"
+
+
+__all__ = ["ordinal", "every_nth", "fmt_metric", "fmt_drop", "fmt_bytes", "fmt_bits", "metric_label", "size_unit", "METRIC_LABELS"]

@@ -14,8 +14,8 @@ to end and the best measured one that fits is chosen. The Pareto front
 repeats this over a range of budgets; every point carries its bit-width per layer
 (the session turns it into a full config).
 
-Budgets: ``avg_bits`` (weight bits averaged over the weights of all
-quantizable layers, no scale overhead), ``size_bytes`` (the model size with
+Budgets: ``avg_bits`` (bits per weight over all quantizable layers, scales
+included, as :mod:`quantviz.core.size` counts them everywhere), ``size_bytes`` (the model size with
 scale overhead, :mod:`quantviz.core.size`), or ``max_drop`` (the largest
 acceptable drop of the primary metric; the smallest measured config within
 it is chosen).
@@ -32,7 +32,7 @@ from .errors import Cancelled, QuantvizError
 from .evaluate import evaluate_quantized, higher_is_better
 from .progress import Progress, null_progress
 from .sensitivity import DEFAULT_BITS, Parts, primary_metric, tie_groups, weight_setting
-from .candidates import Candidate, as_json, normalize, setting_label
+from .candidates import Candidate, as_json, normalize, setting_label, weight_at
 from .size import layer_weight_bytes, model_size
 
 
@@ -112,10 +112,9 @@ def _table(p: Parts, sens: dict, bits: Sequence[int]):
     for g in groups:
         infos = [p.sim.by_name[n] for n in g]
         wbytes.append([sum(layer_weight_bytes(i, weight_setting(p.base_specs[i.name], b)) for i in infos) for b in bits])
-        # plain bit-widths: weight bits without scales (the avg-bits rule); candidates (granularity,
-        # groups, algorithms): their exact bits with scales, so per-group scales are paid for
-        wbits.append([8 * y if isinstance(b, Candidate) else sum(i.weight_numel for i in infos) * b
-                      for b, y in zip(bits, wbytes[-1])])
+        # bits with scales (the avg-bits rule of quantviz.core.size): per-channel, per-group and block
+        # scales are paid for, so a budget means what the size and every label say
+        wbits.append([8 * y for y in wbytes[-1]])
         cells = by_name[g[0]]["results"]
         for b in bits:
             if str(b) not in cells:
@@ -217,10 +216,7 @@ def specs_for(base_specs: dict, bits_by_layer: dict) -> dict:
     """``base_specs`` with the weight bits of the layers in ``bits_by_layer`` replaced."""
     specs = dict(base_specs)
     for n, b in bits_by_layer.items():
-        if isinstance(b, Candidate):
-            specs[n] = replace(specs[n], weight=b.apply(specs[n].weight))
-        else:
-            specs[n] = specs[n].with_weight(bits=int(b))
+        specs[n] = replace(specs[n], weight=weight_at(specs[n].weight, b))
     return specs
 
 
@@ -275,17 +271,15 @@ class _Measurer:
     def _point(self, key, metrics) -> dict:
         by_layer, specs = self._specs(key)
         size = model_size(self.p.sim.float_model, self.p.sim.layers, specs)
-        pt = {"size_bytes": size.quantized_bytes, "avg_bits": size.avg_bits, "metrics": metrics,
-              "bits": {n: (b if isinstance(b, int) else str(b)) for n, b in by_layer.items()},
+        pt = {"size_bytes": size.quantized_bytes, "avg_bits": size.avg_bits, "element_bits": size.element_bits,
+              "metrics": metrics, "bits": {n: (b if isinstance(b, int) else str(b)) for n, b in by_layer.items()},
               "name": f"mixed {size.avg_bits:.2f} bits"}
-        if any(isinstance(b, Candidate) for b in self.bits):  # the budget counts scales; label by setting
-            numel = sum(l.weight_numel for l in self.p.sim.layers)
-            pt["effective_bits"] = 8 * sum(size.per_layer.values()) / max(numel, 1)
+        if any(isinstance(b, Candidate) for b in self.bits):  # label by setting
             counts: dict = {}
             for b in by_layer.values():
                 counts[str(b)] = counts.get(str(b), 0) + 1
             pt["formats"] = counts
-            pt["name"] = f"{pt['effective_bits']:.2f} bits: {setting_label(counts)}"
+            pt["name"] = f"{size.avg_bits:.2f} bits: {setting_label(counts)}"
         self.seen[tuple(key)] = pt
         return pt
 
@@ -345,8 +339,11 @@ def _check_budget(p: Parts, bits, wbytes, avg_bits, size_bytes) -> float:
     """The bytes outside quantizable weights; raises when a budget is below the smallest config."""
     base_size = model_size(p.sim.float_model, p.sim.layers, {})
     other = base_size.float_bytes - sum(base_size.float_per_layer.values())
-    if avg_bits is not None and avg_bits < min(int(b) for b in bits):
-        raise SearchError(f"--avg-bits {avg_bits:g} is below the smallest candidate bit-width ({min(int(b) for b in bits)})")
+    total_w = sum(l.weight_numel for l in p.sim.layers)
+    least = 8 * wbytes.min(axis=1).sum() / max(total_w, 1)
+    if avg_bits is not None and avg_bits < least - 1e-9:
+        raise SearchError(f"--avg-bits {avg_bits:g} is below the smallest possible config ({least:.2f} bits/weight "
+                          f"with scales, at {min(int(b) for b in bits)} bits)")
     if size_bytes is not None and size_bytes < other + wbytes.min(axis=1).sum():
         raise SearchError(f"--size-bytes {size_bytes} is below the smallest possible size "
                           f"({int(other + wbytes.min(axis=1).sum())} bytes at {min(int(b) for b in bits)} bits)")
@@ -387,8 +384,8 @@ def _run(p: Parts, sens, bits, avg_bits, size_bytes, max_drop, pareto_steps, sol
 
 
 def _bits(q: dict) -> float:
-    """The bits a point spends against an avg-bits budget (with scales when candidates are searched)."""
-    return q.get("effective_bits", q["avg_bits"])
+    """The bits a point spends against an avg-bits budget (scales included)."""
+    return q["avg_bits"]
 
 
 def _drop(metric, ref, m):

@@ -31,7 +31,7 @@ from typing import Callable
 
 import torch
 
-from .candidates import Candidate, as_json
+from .candidates import as_json, weight_at
 from .data import Dataset
 from .errors import Cancelled, QuantvizError
 from .evaluate import (SQNR_CAP_DB, FloatReference, evaluate_quantized, higher_is_better,
@@ -123,9 +123,7 @@ def tie_groups(sim: QuantSim, ties=()) -> list[list[str]]:
 
 def weight_setting(base: LayerSpec, bits) -> LayerSpec:
     """The layer's weight at ``bits`` (an int, None, or a :class:`~.candidates.Candidate`), activations float."""
-    if isinstance(bits, Candidate):
-        return LayerSpec(weight=bits.apply(base.weight), activation=ActSpec(bits=None))
-    return LayerSpec(weight=replace(base.weight, bits=bits), activation=ActSpec(bits=None))
+    return LayerSpec(weight=weight_at(base.weight, bits), activation=ActSpec(bits=None))
 
 
 def act_setting(base: LayerSpec, bits: int | None) -> LayerSpec:

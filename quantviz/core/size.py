@@ -14,11 +14,12 @@ Counting rules (documented in docs/simulation.md, "Size"):
   of 16 plus one float32 per tensor. Blocks run along each output channel's
   input values; a partial last block costs a whole scale (MXFP4 on a row of
   a multiple of 32 values: exactly 4 + 8/32 = 4.25 bits per weight);
-* ``bits_per_weight`` is the quantizable layers' weight bytes (scales
-  included) times 8 over their weight elements;
-* ``avg_bits`` is the weight bits averaged over the weight elements of all
-  quantizable layers (a float layer counts as its dtype's bits), without the
-  scale overhead.
+* ``avg_bits`` (bits per weight, what every view, budget and label shows) is
+  the quantizable layers' weight bytes, scales and zero points included, times
+  8 over their weight elements (a float layer counts as its dtype's bits): the
+  size and the bits per weight always agree (MXFP4: 4.25, not 4);
+* ``element_bits`` is the element bits alone, averaged the same way (no
+  scales: MXFP4 4, NVFP4 4, int4 per channel 4).
 """
 from __future__ import annotations
 
@@ -36,13 +37,13 @@ from .spec import LayerSpec
 class SizeReport:
     float_bytes: int
     quantized_bytes: int
-    avg_bits: float
+    element_bits: float  # bits of the elements alone, averaged over the weights (no scales)
     per_layer: dict[str, int]  # bytes of each quantizable layer's weight (with overhead)
     float_per_layer: dict[str, int]
     weight_numel: dict[str, int] | None = None
 
     @property
-    def bits_per_weight(self) -> float:
+    def avg_bits(self) -> float:
         """Bits per weight element of the quantizable layers, scales and zero points included."""
         n = sum(self.weight_numel.values()) if self.weight_numel else 0
         return 8.0 * sum(self.per_layer.values()) / n if n else 0.0
@@ -63,7 +64,7 @@ class SizeReport:
             "quantized_bytes": self.quantized_bytes,
             "compression": self.compression,
             "avg_bits": self.avg_bits,
-            "bits_per_weight": self.bits_per_weight,
+            "element_bits": self.element_bits,
             "float_avg_bits": self.float_avg_bits,
         }
 
@@ -91,6 +92,15 @@ def format_weight_bytes(info: LayerInfo, spec: LayerSpec) -> int:
     per_row = info.weight_numel // max(rows, 1)
     blocks = rows * math.ceil(per_row / fmt.block)
     return elem + blocks * fmt.scale_bits // 8 + (4 if fmt.scale == "e4m3" else 0)
+
+
+def weight_element_bits(spec: LayerSpec) -> int:
+    """Bits of one stored element of a quantized weight (a float format's element width, not ``bits``)."""
+    if spec.weight.format != "int":
+        from .formats import FORMATS
+
+        return FORMATS[spec.weight.format].bits
+    return spec.weight.bits
 
 
 def layer_weight_bytes(info: LayerInfo, spec: LayerSpec | None, float_itemsize: int = 4) -> int:
@@ -139,7 +149,7 @@ class SizeModel:
         bit_sum = 0.0
         for l in self.layers:
             s = specs.get(l.name)
-            b = s.weight.bits if s is not None and s.weight.bits is not None else self.itemsize[l.name] * 8
+            b = weight_element_bits(s) if s is not None and s.weight.bits is not None else self.itemsize[l.name] * 8
             bit_sum += b * l.weight_numel
         # a tied weight is stored once in float, and once per distinct setting when quantized
         float_total = sum(v for n, v in self.float_per_layer.items() if n not in self._shares)
@@ -148,7 +158,7 @@ class SizeModel:
         return SizeReport(
             float_bytes=int(self.other_bytes + float_total),
             quantized_bytes=int(self.other_bytes + q_total),
-            avg_bits=bit_sum / self.total_weights if self.total_weights else 0.0,
+            element_bits=bit_sum / self.total_weights if self.total_weights else 0.0,
             per_layer=per_layer,
             float_per_layer=dict(self.float_per_layer),
             weight_numel={l.name: l.weight_numel for l in self.layers},
@@ -168,4 +178,4 @@ def float_model_bytes(model: nn.Module) -> int:
     return total
 
 
-__all__ = ["SizeReport", "SizeModel", "model_size", "layer_weight_bytes", "num_groups", "float_model_bytes", "format_weight_bytes"]
+__all__ = ["SizeReport", "SizeModel", "model_size", "layer_weight_bytes", "num_groups", "weight_element_bits", "float_model_bytes", "format_weight_bytes"]

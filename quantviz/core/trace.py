@@ -35,17 +35,18 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Iterable
 
 import torch
 
 from .data import Dataset, call_model, output_tensor, to_device
+from .describe import describe_layer
 from .errors import Cancelled, ModelError, QuantvizError
 from .evaluate import SQNR_CAP_DB
-from .fakequant import QuantSim, fake_quantize_tensor
+from .fakequant import QuantSim, input_clip_range, quantize_input
 from .progress import Progress, null_progress
-from .spec import LayerSpec
+from .spec import ActSpec, LayerSpec
 
 DEFAULT_BUDGET_BYTES = 256 << 20
 
@@ -84,6 +85,7 @@ class LayerTrace:
     in_local_noise: float | None = None
     clipped: float = 0.0  # float-input elements outside the input grid
     in_count: float = 0.0  # float-input elements seen
+    setting: str = ""  # the layer's settings in words (quantviz.core.describe)
 
     @property
     def quantized(self) -> bool:
@@ -114,6 +116,7 @@ class LayerTrace:
     def to_dict(self) -> dict:
         """JSON form: dB values (``None`` = identical to float, or not applicable) and the raw sums."""
         return {"name": self.name, "type": self.type, "weight_bits": self.weight_bits, "act_bits": self.act_bits,
+                "setting": self.setting,
                 "accumulated_sqnr_db": _json_db(self.accumulated_sqnr_db),
                 "local_sqnr_db": _json_db(self.local_sqnr_db),
                 "input_accumulated_sqnr_db": _json_db(self.input_accumulated_sqnr_db),
@@ -121,14 +124,15 @@ class LayerTrace:
                 "input_clipped_fraction": self.input_clipped_fraction,
                 "calls": self.calls,
                 "sums": {f.name: getattr(self, f.name) for f in fields(self)
-                         if f.name not in ("name", "type", "weight_bits", "act_bits", "calls")}}
+                         if f.name not in ("name", "type", "weight_bits", "act_bits", "calls", "setting")}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "LayerTrace":
         s = dict(d.get("sums") or {})
         return cls(str(d["name"]), str(d.get("type", "")), d.get("weight_bits"), d.get("act_bits"),
-                   int(d.get("calls", 0)), **{k: (None if v is None else float(v)) for k, v in s.items()
-                                              if k in {f.name for f in fields(cls)}})
+                   int(d.get("calls", 0)), setting=str(d.get("setting", "")),
+                   **{k: (None if v is None else float(v)) for k, v in s.items()
+                      if k in {f.name for f in fields(cls)} and k != "setting"})
 
 
 @dataclass
@@ -237,8 +241,7 @@ class _Layer:
         self.used = 0  # calls of this chunk consumed by the quantized pass
         self.sums: list[tuple[str, torch.Tensor]] = []  # pending 0-d tensors, summed once per chunk
         if qp is not None:
-            glo, ghi = qp.grid_range()
-            self.lo, self.hi = float(glo[0]), float(ghi[0])
+            self.lo, self.hi = input_clip_range(qp)
 
 
 @torch.no_grad()
@@ -274,7 +277,9 @@ def trace(sim: QuantSim, specs: dict[str, LayerSpec], data: Dataset, *, batch_si
         spec = specs.get(info.name) or LayerSpec()
         wbits = spec.weight.bits
         qp = sim.activation_qparams(info.name, spec.activation) if info.has_activation_input else None
-        rec = LayerTrace(info.name, info.type, wbits, qp.bits if qp is not None else None)
+        rec = LayerTrace(info.name, info.type, wbits, qp.bits if qp is not None else None,
+                         setting=describe_layer(spec if qp is not None else replace(spec, activation=ActSpec(bits=None)),
+                                                "; "))
         local = acc = True
         if reuse and info.name in old:
             prev = old[info.name]
@@ -318,7 +323,7 @@ def trace(sim: QuantSim, specs: dict[str, LayerSpec], data: Dataset, *, batch_si
                 st.kept.append((y.detach().clone(), x.detach().clone() if quant_in else None))
             if not st.local:
                 return
-            xq = fake_quantize_tensor(x, st.qp) if quant_in else x
+            xq = quantize_input(x, st.qp) if quant_in else x
             if quant_in:
                 st.sums.append(("in_local_noise", _sq(xq - x, mask)))
                 outside = (x < st.lo) | (x > st.hi)

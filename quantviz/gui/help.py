@@ -31,8 +31,8 @@ GLOSSARY: dict[str, tuple[str, str]] = {  # key -> (term, explanation)
     "clipped": ("Clipped", "Share of a tensor's values outside its grid, which quantization moves to the grid's end."),
     "size": ("Model size", "Bytes to store the model: quantized weights bit-packed plus scales and zero points; "
                            "everything else at its float size. Compression = float size / quantized size."),
-    "avg_bits": ("Bits / weight", "Weight bits averaged over all weights of the quantizable layers "
-                                  "(a float weight counts 32)."),
+    "avg_bits": ("Bits / weight", "Bits per weight of the quantizable layers, scales and zero points included "
+                                  "(MXFP4: 4.25), as the model size counts them (a float weight counts 32)."),
     "sensitivity": ("Sensitivity", "How much the model gets worse when a layer is quantized: e2e quantizes only "
                                    "that layer; loo quantizes all but that layer; local is the layer's own output "
                                    "SQNR; hessian is HAWQ's trace × perturbation. The table's column is the drop at "

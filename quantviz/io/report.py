@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.fmt import PERCENT_METRICS, fmt_bytes, fmt_drop, fmt_metric, metric_label, size_unit
+from ..core.describe import activation_text, weight_text
 from ..core.progress import Progress, null_progress
 from . import svg
 
@@ -184,48 +185,60 @@ def _points_from(search) -> tuple[list, list, str, str, tuple | None] | None:
     return P, F, str(search.get("x_label", "size (bytes)")), str(metric or "metric"), chosen
 
 
+def _int_marks(qp) -> tuple[tuple | None, list | None]:
+    """An integer grid's clip range and levels (the widest group's levels; the groups' envelope)."""
+    g = int(np.argmax(np.asarray(qp.scale, dtype=float))) if qp.groups > 1 else 0
+    s, z = float(qp.scale[g]), int(qp.zero_point[g])
+    grid = [(q - z) * s for q in range(qp.qmin, qp.qmax + 1)] if qp.qmax - qp.qmin < 64 else None
+    glo, ghi = qp.grid_range()
+    return (float(glo.min()), float(ghi.max())), grid
+
+
+def _format_marks(p) -> tuple[tuple | None, list | None, str]:
+    """A float / block format's clip range (none for block formats: each block's scale follows its own
+    maximum), the widest group's levels (up to 64 of them) and a note saying what is drawn."""
+    fmt = p.fmt
+    if not p.groups:  # a block-format activation: scales are computed per block at run time
+        return None, None, f"{fmt.label}: block scales computed at run time, no clip range"
+    g = int(np.argmax(p.scale.numpy())) if p.groups > 1 else 0
+    lv = p.levels(g).tolist()
+    grid = lv if len(lv) <= 64 else None
+    if fmt.is_block:
+        return None, grid, (f"{fmt.label}: each block of {fmt.block} has its own scale, so no clip range; "
+                            + ("levels of the widest block" if grid else f"{len(lv)} levels, not drawn"))
+    hi = float(p.hi.max())
+    note = "" if p.groups == 1 else f"envelope of {p.groups} ranges"
+    return (-hi, hi), grid, note
+
+
+def _marks(qp, spec) -> tuple[tuple | None, list | None, str]:
+    if qp is None:
+        return None, None, "float (not quantized)"
+    if getattr(qp, "format", "int") != "int":
+        return _format_marks(qp)
+    clip, grid = _int_marks(qp)
+    note = "" if qp.groups == 1 else (f"{spec.granularity.replace('_', '-')}: envelope of {qp.groups} ranges, "
+                                      "widest grid")
+    return clip, grid, note
+
+
 def _histograms(sim, specs: dict, names: list[str]) -> str:
     out = []
     for name in names:
         spec = specs[name]
         h = sim.weight_histogram(name, bins=128)
         wq = sim.quantize_weight(name, spec.weight)
-        clip = grid = None
-        note = ""
-        if wq is None:
-            note = "float (not quantized)"
-        elif wq.qparams.groups == 1:
-            qp = wq.qparams
-            s, z = float(qp.scale[0]), int(qp.zero_point[0])
-            grid = [(q - z) * s for q in range(qp.qmin, qp.qmax + 1)] if qp.qmax - qp.qmin < 64 else None
-            clip = ((qp.qmin - z) * s, (qp.qmax - z) * s)
-        else:  # many groups: the widest group's grid, and the envelope of the groups' clip ranges
-            qp = wq.qparams
-            g = int(np.argmax(np.asarray(qp.scale, dtype=float)))
-            s, z = float(qp.scale[g]), int(qp.zero_point[g])
-            grid = [(q - z) * s for q in range(qp.qmin, qp.qmax + 1)] if qp.qmax - qp.qmin < 64 else None
-            glo, ghi = qp.grid_range()
-            clip = (float(glo.min()), float(ghi.max()))
-            note = f"{spec.weight.granularity.replace('_', '-')}: envelope of {qp.groups} ranges, widest grid"
-        out.append(svg.histogram(h.edges, h.counts, title=f"{name} weights ({_bits(spec.weight.bits)})", clip=clip,
-                                 grid=grid, note=note))
+        clip, grid, note = _marks(None if wq is None else wq.qparams, spec.weight)
+        out.append(svg.histogram(h.edges, h.counts, title=f"{name} weights ({weight_text(spec.weight)})",
+                                 clip=clip, grid=grid, note=note))
         obs = sim.act_obs.get(name)
         if obs is not None:
             ah = obs.histogram().rebinned(128)
-            aq = sim.activation_qparams(name, spec.activation)
-            aclip = agrid = None
-            anote = "float (not quantized)" if aq is None else ""
-            if aq is not None:
-                s, z = float(aq.scale[0]), int(aq.zero_point[0])
-                aclip = ((aq.qmin - z) * s, (aq.qmax - z) * s)
-                agrid = [(q - z) * s for q in range(aq.qmin, aq.qmax + 1)] if aq.qmax - aq.qmin < 64 else None
-            out.append(svg.histogram(ah.edges, ah.counts, title=f"{name} input activations ({_bits(spec.activation.bits)})",
+            aclip, agrid, anote = _marks(sim.activation_qparams(name, spec.activation), spec.activation)
+            out.append(svg.histogram(ah.edges, ah.counts,
+                                     title=f"{name} input activations ({activation_text(spec.activation)})",
                                      clip=aclip, grid=agrid, note=anote))
     return '<div class="charts">' + "".join(out) + "</div>"
-
-
-def _bits(b) -> str:
-    return "float" if b is None else f"{b}-bit"
 
 
 def most_sensitive(facts: ReportFacts, k: int = 4) -> tuple[list[str], str]:
@@ -315,7 +328,10 @@ def render_report(facts: ReportFacts, sim, specs: dict, *, progress: Progress = 
     fb, qb = size.get("float_bytes"), size.get("quantized_bytes")
     mrows.append(["size", _bytes(fb), _bytes(qb), f"-{(1 - qb / fb) * 100:.0f}%" if fb and qb is not None else "-"])
     mrows.append(["compression", "1.00x", f"{size.get('compression', 0):.2f}x", ""])
-    mrows.append(["average weight bits", "32", f"{size.get('avg_bits', 0):.2f}", ""])
+    fbits = f"{size.get('float_avg_bits', 32.0):.0f}"
+    mrows.append(["bits per weight (with scales)", fbits, f"{size.get('avg_bits', 0):.2f}", ""])
+    if size.get("element_bits") is not None:
+        mrows.append(["element bits", fbits, f"{size['element_bits']:.2f}", ""])
     parts += ["<h2>Float vs quantized</h2>", _table(["metric", "float", "quantized", "change"], mrows)]
     unit, div = size_unit(max(fb or 0, qb or 0))
     charts = [svg.bars([f"size ({unit})"], {"float": [(fb or 0) / div], "quantized": [(qb or 0) / div]},
@@ -327,13 +343,14 @@ def render_report(facts: ReportFacts, sim, specs: dict, *, progress: Progress = 
                                       ylabel="percentage points", fmt=lambda v: f"{v:+.2f} pt"))
     parts.append('<div class="charts">' + "".join(charts) + "</div>")
     progress(2, 4, "config table")
-    trows = [[escape(r["name"]), escape(r["type"]), f"{r['params']:,}", _num(r["weight_bits"]), escape(r["granularity"]) +
-              (f" ({r['group_size']})" if r["group_size"] else ""), f"sym ({r.get('grid', 'full')})" if r["symmetric"] else "asym", escape(r["range"]),
-              _num(r["act_bits"]), escape(r["act_range"]) if r["act_bits"] else "-", _num(r["weight_sqnr_db"], 3),
-              _num(r["act_sqnr_db"], 3), _bytes(r["size_bytes"])] for r in rows]
+    trows = [[escape(r["name"]), escape(r["type"]), f"{r['params']:,}", escape(weight_text(specs[r["name"]].weight)),
+              escape(activation_text(specs[r["name"]].activation)) if r["act_bits"] else "float",
+              _num(r["weight_sqnr_db"], 3), _num(r["act_sqnr_db"], 3), _bytes(r["size_bytes"])] for r in rows]
     parts += ["<h2>Per-layer config</h2>",
-              _table(["layer", "type", "params", "w bits", "granularity", "mode", "w range", "a bits", "a range",
-                      "w SQNR dB", "a SQNR dB", "size"], trows, left=2)]
+              '<p class="note">Weights and activations: the number format (INT<i>n</i> for an integer grid), its '
+              'granularity or block size, the range method where it applies, and the PTQ algorithm if any.</p>',
+              _table(["layer", "type", "params", "weights", "activations", "w SQNR dB", "a SQNR dB", "size"],
+                     trows, left=2)]
     sens = _matrix_from(facts.sensitivity)
     if sens is not None:
         rws, cols, mat, label = sens

@@ -14,7 +14,7 @@ from typing import Callable
 from ..core import methods
 from ..core import search as search_mod
 from ..core import sensitivity as sens
-from ..core.candidates import Candidate, from_key, normalize
+from ..core.candidates import from_key, normalize, patch_at
 from ..core.progress import Progress, null_progress, scaled
 from ..core.ranking import layer_scores, rank_agreement
 from ..core.trace import TraceResult
@@ -265,7 +265,7 @@ class AnalysisMixin:
         cfg = self.config.copy()
         for n, b in bits_by_layer.items():
             c = from_key(b)
-            cfg.set_layer(n, c.patch() if isinstance(c, Candidate) else {"weight": {"bits": int(c)}})
+            cfg.set_layer(n, patch_at(c))
         if name:
             cfg.name = name
         return cfg.to_dict()

@@ -61,7 +61,7 @@ def test_evaluate_w8a8_keeps_accuracy_and_is_four_times_smaller(capsys):
     assert q["metrics"]["sqnr_db"] > 20 and q["metrics"]["cosine"] > 0.99
     ratio = f["size_bytes"] / q["size_bytes"]
     assert 3.5 <= ratio <= 4.1
-    assert q["compression"] == pytest.approx(ratio) and q["avg_bits"] == 8
+    assert q["compression"] == pytest.approx(ratio) and q["element_bits"] == 8 and 8 < q["avg_bits"] < 8.5
 
 
 def test_evaluate_w2_drops_accuracy_a_lot(capsys):
@@ -70,7 +70,7 @@ def test_evaluate_w2_drops_accuracy_a_lot(capsys):
     rep = _evaluate_json(capsys, "--preset", "W2")
     assert rep["float"]["metrics"]["accuracy"] - rep["quantized"]["metrics"]["accuracy"] > 0.1
     assert rep["quantized"]["metrics"]["sqnr_db"] < 15
-    assert rep["quantized"]["avg_bits"] == 2
+    assert rep["quantized"]["element_bits"] == 2
 
 
 def test_evaluate_human_output_is_a_table(capsys):
@@ -157,3 +157,17 @@ def test_subprocess_evaluate_json_and_error_exit():
 def test_subprocess_inspect_missing_model():
     res = _cli("inspect", "no_such_model.pt", "--json")
     assert res.returncode == 1 and "no_such_model.pt" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("preset, element", [("MXFP4", 4), ("NVFP4", 4), ("W4", 4)])
+def test_bits_per_weight_count_the_scales_like_the_size(capsys, preset, element):
+    """Issue 22 B: MXFP4 printed 4.00 bits / weight while its size counted the block scales (4.25).
+    Bits per weight count every scale, as the size does; the element bits have their own field."""
+    rep = _evaluate_json(capsys, "--preset", preset)["quantized"]
+    assert rep["element_bits"] == element
+    floor = {"MXFP4": 4.25, "NVFP4": 4.5, "W4": 4.0}[preset]
+    assert floor < rep["avg_bits"] < floor + 0.5 or (preset != "W4" and rep["avg_bits"] == floor)
+    code, out, _ = _run(capsys, "evaluate", "demo", "--preset", preset)
+    line = next(l for l in out.splitlines() if l.startswith("avg bits / weight"))
+    assert line.split()[-1] == f"{rep['avg_bits']:.2f}"
+    assert any(l.startswith("element bits") and l.split()[-1] == f"{element:.2f}" for l in out.splitlines())

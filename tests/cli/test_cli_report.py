@@ -64,3 +64,25 @@ def test_sensitivity_flag_is_for_reports_only(tmp_path, capsys):
     code = main(["export", "demo", "--preset", "W4", "--format", "json", "--sensitivity", "e2e",
                  "--out", str(tmp_path / "x.json")])
     assert code != 0 and "--sensitivity" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, label", [("FP8", "FP8 E4M3"), ("W-FP8A-FP8", "FP8 E4M3"), ("MXFP4", "MXFP4"),
+                                         ("NVFP4", "NVFP4"), ("MXFP4A-MXFP8", "MXFP4")])
+def test_report_renders_for_every_float_and_block_format(tmp_path, name, label):
+    """Issue 22 A: the report rendered only integer grids; a float / block format failed with
+    'FormatParams' object has no attribute 'zero_point'. Each layer's row and histogram name the format."""
+    out = tmp_path / "r.html"
+    assert main(["export", "demo", "--preset", name, "--format", "report", "--out", str(out)]) == 0
+    html = out.read_text()
+    table = html.split("<h2>Per-layer config</h2>", 1)[1].split("<h2>", 1)[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", table)[1:]
+    assert rows and all(label in r for r in rows)  # every layer names its format
+    hists = [c for c in re.findall(r"<svg.*?</svg>", html, re.S) if "log10(count+1)" in c]
+    assert hists and all(label in c for c in hists if " weights (" in c)
+    if FORMATS_BLOCK[label]:  # no single clip range to draw: the legend must not claim one
+        assert not any(">clip range<" in c for c in hists if " weights (" in c)
+    else:
+        assert any(">clip range<" in c for c in hists if " weights (" in c)
+
+
+FORMATS_BLOCK = {"FP8 E4M3": False, "MXFP4": True, "NVFP4": True}

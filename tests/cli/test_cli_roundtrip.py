@@ -60,7 +60,7 @@ def test_cli_evaluate_accepts_every_file_quantviz_writes(demo_files, name, capsy
     out, err = capsys.readouterr()
     assert code == 0, err
     rep = json.loads(out)
-    assert rep["quantized"]["avg_bits"] < 8  # the 5-bit layer came through
+    assert rep["quantized"]["element_bits"] < 8  # the 5-bit layer came through
 
 
 def test_atomic_files_get_the_umask_mode_and_keep_an_existing_mode(tmp_path):

@@ -65,11 +65,11 @@ def test_local_exact_flag_turns_the_sketch_off(recipe, capsys):
 
 def test_search_out_config_reproduces_metrics(recipe, capsys, tmp_path):
     cfg = tmp_path / "cfg.json"
-    assert main(["search", recipe, "--avg-bits", "3", "--bits", "2,4", "--steps", "2", "--out", str(cfg),
+    assert main(["search", recipe, "--avg-bits", "4.5", "--bits", "2,4", "--steps", "2", "--out", str(cfg),
                  "--json", "--threads", "1"]) == 0
     res = _json(capsys)
     c = res["chosen"]
-    assert c["avg_bits"] <= 3 + 1e-9 and c["size_bytes"] > 0
+    assert c["avg_bits"] <= 4.5 + 1e-9 and c["size_bytes"] > 0
     assert all({"size_bytes", "avg_bits", "metrics"} <= set(q) for q in res["pareto"])
     assert main(["evaluate", recipe, "--config", str(cfg), "--json", "--threads", "1"]) == 0
     ev = _json(capsys)
@@ -120,19 +120,19 @@ def test_search_ranked_by_a_cached_local_sweep(recipe, capsys, tmp_path, monkeyp
     assert main(["sensitivity", recipe, "--method", "local", "--bits", "2,4", "--act-bits", "none", "--threads", "1"]) == 0
     capsys.readouterr()
     assert calls == {"local": 1, "e2e": 0}
-    assert main(["search", recipe, "--avg-bits", "3", "--bits", "2,4", "--steps", "2", "--sensitivity", "local",
+    assert main(["search", recipe, "--avg-bits", "4.5", "--bits", "2,4", "--steps", "2", "--sensitivity", "local",
                  "--json", "--threads", "1"]) == 0
     res = _json(capsys)
     assert calls == {"local": 1, "e2e": 0}
     assert res["sensitivity"] == "local" and res["sensitivity_from_cache"] is True
-    assert res["chosen"]["avg_bits"] <= 3 + 1e-9 and "accuracy" in res["chosen"]["metrics"]
-    assert main(["search", recipe, "--avg-bits", "3", "--bits", "2,4", "--steps", "2", "--sensitivity", "local",
+    assert res["chosen"]["avg_bits"] <= 4.5 + 1e-9 and "accuracy" in res["chosen"]["metrics"]
+    assert main(["search", recipe, "--avg-bits", "4.5", "--bits", "2,4", "--steps", "2", "--sensitivity", "local",
                  "--threads", "1"]) == 0
     assert "layers ranked by local sensitivity, from the score cache" in capsys.readouterr().out
 
 
 def test_search_sensitivity_bad_value_is_one_line(recipe, capsys):
-    assert main(["search", recipe, "--avg-bits", "3", "--bits", "2,4", "--sensitivity", "loo", "--threads", "1"]) == 1
+    assert main(["search", recipe, "--avg-bits", "4.5", "--bits", "2,4", "--sensitivity", "loo", "--threads", "1"]) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
     assert err.startswith("quantviz: error: --sensitivity: unknown method 'loo' (choose from e2e, local, hessian)")

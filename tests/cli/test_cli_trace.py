@@ -87,3 +87,14 @@ def test_trace_hf_text_model_counts_real_tokens(tmp_path, capsys):
     assert names.index("bert.embeddings.word_embeddings") < names.index("bert.encoder.layer.0.attention.self.query")
     assert names[-1] == "classifier"
     assert all(l["accumulated_sqnr_db"] is not None for l in res["layers"] if l["weight_bits"])
+
+
+@pytest.mark.parametrize("preset", ["W-FP8A-FP8", "MXFP4A-MXFP8"])
+def test_trace_with_activations_in_a_float_or_block_format(recipe, preset, capsys):
+    """Issue 22 A: the trace quantized every layer input on an integer grid and failed on FP8 / MX
+    activations ('FormatParams' object has no attribute 'zero_point')."""
+    assert main(["trace", recipe, "--preset", preset, "--json", "--threads", "1"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    quant_in = [l for l in res["layers"] if l["input_local_sqnr_db"] is not None]
+    assert len(quant_in) == 3
+    assert all(0 < l["input_local_sqnr_db"] < 80 and l["input_clipped_fraction"] == 0.0 for l in quant_in)

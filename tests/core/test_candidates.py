@@ -18,8 +18,8 @@ def test_parse_and_apply():
     assert (w.bits, w.granularity, w.effective_group_size(), w.algorithm, w.algorithm_options) == (4, "per_group", 32, "gptq", ())
     m = parse_candidate("w3pc+mse+adaround")
     assert m.range_method == "mse" and m.algorithm == "adaround" and m.granularity == "per_channel"
-    assert m.patch() == {"weight": {"bits": 3, "granularity": "per_channel", "range": {"method": "mse"},
-                                    "algorithm": "adaround"}}
+    assert m.patch() == {"weight": {"bits": 3, "format": "int", "granularity": "per_channel", "range": {"method": "mse"},
+                                    "algorithm": "adaround"}}  # the format too: int3 on an NVFP4 layer is int3
     # plain bit-widths stay ints (results keyed "4" as before); anything richer becomes candidates
     assert parse_candidates("8,int4,4") == (4, 8)
     got = parse_candidates("int8,int4g32,int4,int3+adaround")
@@ -50,7 +50,7 @@ def test_sensitivity_and_search_over_candidates(tsession):
     assert len(better) >= len(cells) // 2
     res = tsession.run_search(avg_bits=4.5, bits=cands, pareto_steps=3)
     chosen = res["chosen"]
-    assert chosen["effective_bits"] <= 4.5 + 1e-9  # the budget pays for the per-group scales
+    assert chosen["avg_bits"] <= 4.5 + 1e-9  # the budget pays for the per-group scales
     assert set(chosen["bits"].values()) <= {"int2", "int2+gptq", "int4g16", "int8"}
     from quantviz.io.config import QuantConfig
 

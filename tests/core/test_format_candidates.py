@@ -26,7 +26,7 @@ def test_cli_search_with_format_candidates(capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["bits"] == ["mxfp4", "nvfp4", "int8"]
     assert set(res["chosen"]["bits"].values()) <= {"mxfp4", "nvfp4", "int8"}
-    assert res["chosen"]["effective_bits"] <= 5 + 1e-9
+    assert res["chosen"]["avg_bits"] <= 5 + 1e-9
     assert all(":" in p["name"] and "formats" in p for p in res["pareto"])  # labelled by format
     cfg = res["chosen"]["config"]["layers"]
     assert {v["weight"].get("format", "int") for v in cfg.values()} <= {"mxfp4", "nvfp4", "int"}

@@ -48,10 +48,10 @@ def test_size_matches_a_hand_computation():
     assert rep.quantized_bytes == other + sum(expected_layers.values()) == 136 + 64 + 74 + 57 + 40 + 45
     assert rep.float_bytes == other + 4 * (60 + 108 + 30 + 10 + 40) == float_model_bytes(model)
     assert rep.compression == pytest.approx(rep.float_bytes / rep.quantized_bytes)
-    assert rep.avg_bits == pytest.approx((60 * 8 + 108 * 4 + 30 * 3 + 10 * 32 + 40 * 5) / 248)
+    assert rep.element_bits == pytest.approx((60 * 8 + 108 * 4 + 30 * 3 + 10 * 32 + 40 * 5) / 248)
     d = rep.to_dict()
-    assert set(d) == {"float_bytes", "quantized_bytes", "compression", "avg_bits", "bits_per_weight", "float_avg_bits"}
-    assert d["bits_per_weight"] == pytest.approx(8 * sum(rep.per_layer.values()) / 248)
+    assert set(d) == {"float_bytes", "quantized_bytes", "compression", "avg_bits", "element_bits", "float_avg_bits"}
+    assert d["avg_bits"] == pytest.approx(8 * sum(rep.per_layer.values()) / 248)
 
 
 def test_layer_without_spec_counts_as_float_and_group_counts_match_the_engine():
@@ -70,7 +70,7 @@ def test_eight_bit_weights_are_about_four_times_smaller():
     model = nn.Sequential(nn.Linear(256, 256), nn.Linear(256, 10)).eval()
     layers = inventory(model)
     rep = model_size(model, layers, {l.name: LayerSpec(WeightSpec(bits=8)) for l in layers})
-    assert 3.8 < rep.compression < 4.0 and rep.avg_bits == 8
+    assert 3.8 < rep.compression < 4.0 and rep.element_bits == 8 and 8 < rep.avg_bits < 8.2
 
 
 class _Tied(nn.Module):
@@ -110,5 +110,18 @@ def test_float_bits_per_weight_follow_the_checkpoint_dtype():
     half = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 8)).to(torch.bfloat16).eval()
     layers = inventory(half)
     rep = model_size(half, layers, {l.name: LayerSpec(WeightSpec(bits=8)) for l in layers})
-    assert rep.to_dict()["float_avg_bits"] == 16.0 and rep.avg_bits == 8
+    assert rep.to_dict()["float_avg_bits"] == 16.0 and rep.element_bits == 8
     assert rep.to_dict()["compression"] < 2.1  # 16 -> 8 bits (plus scales), not 32 -> 8
+
+
+def test_avg_bits_count_every_scale_and_element_bits_do_not():
+    """Issue 22 B: bits per weight include the scales (the size's own bytes); element bits do not."""
+    model = _model()
+    layers = inventory(model)
+    specs = dict(SPECS, **{"0": LayerSpec(WeightSpec(bits=4, format="mxfp4")),
+                           "3": LayerSpec(WeightSpec(bits=4, format="nvfp4"))})
+    rep = model_size(model, layers, specs)
+    assert rep.avg_bits == pytest.approx(8 * sum(rep.per_layer.values()) / 248)
+    assert rep.element_bits == pytest.approx((60 * 4 + 108 * 4 + 30 * 4 + 10 * 32 + 40 * 5) / 248)
+    d = rep.to_dict()
+    assert d["avg_bits"] == rep.avg_bits and d["element_bits"] == rep.element_bits

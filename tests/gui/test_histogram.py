@@ -284,3 +284,63 @@ def test_a_big_layers_preview_runs_on_a_worker_and_a_stale_one_is_dropped(qtbot,
         assert _sqnr(panel.stats_text("weight")) == pytest.approx(session.layer_row("features.0")["weight_sqnr_db"], abs=0.05)
     finally:
         runner.shutdown()
+
+
+def test_every_nth_uses_english_ordinals():
+    """Issue 22 E: the note said "every 2th weight"."""
+    from quantviz.core.fmt import every_nth, ordinal
+    from quantviz.gui.views.hist_math import format_note, weight_note
+
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 101, 111, 112, 1000)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "23rd", "101st", "111th", "112th", "1000th"]
+    assert every_nth(2, "weight") == "every 2nd weight" and every_nth(1, "weight") == "every weight"
+    p = {"levels_total": 16, "levels_step": 2, "granularity": "per_tensor", "symmetric": False, "sample_stride": 3}
+    note = weight_note(p)
+    assert "every 2nd drawn" in note and "histogram from every 3rd weight" in note
+    f = {"format_note": "NVFP4", "levels_total": 15, "sample_stride": 22}
+    assert "every 22nd weight" in format_note(f)
+
+
+@pytest.mark.parametrize("patch, clip, quantized", [
+    ({"weight": {"bits": 4}}, True, True),
+    ({"weight": {"format": "fp8_e4m3", "bits": 8}}, True, True),
+    ({"weight": {"format": "nvfp4", "bits": 4}}, False, True),
+    ({"weight": {"format": "mxfp4", "bits": 4}}, False, True),
+    ({"weight": {"bits": None}}, False, False),
+])
+def test_legend_names_only_what_is_drawn(panel, session, patch, clip, quantized):
+    """Issue 22 H: block formats draw no clip band, yet the legend said "clip range (drag its edges)"."""
+    session.edit_layers([LAYER], patch)
+    panel.show_layer(LAYER)
+    w = panel.weights
+    legend = w.legend.text()
+    assert w.region.isVisible() == clip == w.editable
+    assert ("clip range (drag its edges)" in legend) == clip
+    assert ("quantized" in legend) == quantized and ("quantization levels" in legend) == quantized
+
+
+@pytest.mark.parametrize("manual", [False, True])
+def test_apply_without_a_change_adds_no_undo_step(qtbot, panel, session, manual):
+    """Issue 22 F: Apply in the range editor with the shown range untouched committed it (a min-max range
+    became a manual one, a manual one was rounded to the boxes' decimals): an undo step that did nothing."""
+    if manual:
+        session.set_range(LAYER, "weight", -0.123456789, 0.2345678912)
+    from quantviz.session.undo import history_to_dict
+
+    panel.show_layer(LAYER)
+    committed = []
+    panel.rangeCommitted.connect(lambda *a: committed.append(a))
+    panel.rangeCommitted.connect(lambda n, k, lo, hi: session.set_range(n, k, lo, hi))  # as the main window does
+    steps = len(history_to_dict(session.history)["done"])
+    before = session.config.to_dict()
+    editor = panel.weights.editor
+    editor.apply()
+    editor.apply_button.click()
+    assert committed == [] and session.config.to_dict() == before
+    assert len(history_to_dict(session.history)["done"]) == steps
+    editor.hi.setValue(editor.hi.value() / 2)  # a real change still commits, once
+    editor.apply()
+    assert len(committed) == 1 and len(history_to_dict(session.history)["done"]) == steps + 1
+    panel.show_layer(LAYER)
+    editor.apply()  # the applied range, shown again: nothing to do
+    assert len(committed) == 1 and len(history_to_dict(session.history)["done"]) == steps + 1

@@ -102,7 +102,9 @@ def test_weight_histogram_waits_until_shown_and_samples_a_big_layer(qtbot):
     numel = s.sim.float_weight("0").numel()
     stride = -(-numel // MAX_HIST_SAMPLES)
     assert stride > 1 and counts.sum() == stride * len(range(0, numel, stride))
-    assert f"every {stride}th weight" in w.hist_plot.getPlotItem().titleLabel.text
+    from quantviz.core.fmt import every_nth
+
+    assert every_nth(stride, "weight") in w.hist_plot.getPlotItem().titleLabel.text
 
 
 def test_a_flood_of_steps_is_drawn_in_a_few_redraws(qtbot, view, monkeypatch):

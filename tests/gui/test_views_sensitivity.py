@@ -25,7 +25,7 @@ def session():
     s.run_sensitivity("e2e", bits=(2, 4))
     s.run_sensitivity("local", bits=(2, 4))
     s.check(config=preset("W4"))
-    s.run_search(avg_bits=3, bits=(2, 4), pareto_steps=2)
+    s.run_search(avg_bits=5.5, bits=(2, 4), pareto_steps=2)  # tiny layers: scales add 2.8 bits / weight
     return s
 
 
@@ -68,6 +68,30 @@ def test_config_diff_lists_differing_layers(qtbot, session):
     other.set_layer("2", {"weight": {"bits": 4}})
     w.set_data(session.layers, session.config, other)
     assert w.summary.text() == "1 of 3 layers differ"
-    assert w.table.item(0, 0).text() == "2" and "W4" in w.table.item(0, 2).text()
+    assert w.table.item(0, 0).text() == "2" and "W INT4" in w.table.item(0, 2).text()
     w.only_diff.setChecked(True)
     assert w.table.rowCount() == 1
+
+
+def test_config_diff_describes_formats_and_algorithms_and_marks_only_real_differences():
+    """Issue 22 G: NVFP4 / MXFP4 layers read "W4 per-ch minmax" without the algorithm, and against the
+    NVFP4 preset rows were marked differing while reading the same."""
+    from quantviz.core.describe import describe_layer
+    from quantviz.gui.views.config_diff import diff_rows
+    from quantviz.io.config import QuantConfig
+
+    s = Session.open("demo", prepare=False)
+    # NVFP4 reached another way: a block format ignores granularity and range method
+    same = QuantConfig.from_dict({"version": 1, "default": {"weight": {
+        "bits": 4, "format": "nvfp4", "granularity": "per_group", "group_size": 64, "range": {"method": "mse"}}}})
+    rows = diff_rows(s.layers, same, preset("NVFP4"))
+    assert all("NVFP4 block 16" in a and "per-ch" not in a for _, a, _, _ in rows)
+    assert not any(d for *_, d in rows)
+    other = same.copy()
+    other.set_layer("features.7", {"weight": {"algorithm": "gptq"}})
+    other.set_layer("classifier.1", {"weight": {"format": "mxfp4"}})
+    rows = {n: (a, b, d) for n, a, b, d in diff_rows(s.layers, preset("NVFP4"), other)}
+    assert rows["features.7"][2] and "NVFP4 block 16 gptq" in rows["features.7"][1]
+    assert rows["classifier.1"][2] and "MXFP4 block 32" in rows["classifier.1"][1]
+    assert all(a != b for a, b, d in rows.values() if d) and sum(d for *_, d in rows.values()) == 2
+    assert rows["features.0"][0] == describe_layer(preset("NVFP4").resolve(s.layer("features.0")))

@@ -50,7 +50,7 @@ def test_curves_markers_hover_and_click(qtbot, session):
     assert list(ly).count(w._ceiling) == 2 and ly[1] == pytest.approx(ys[1])
     assert w.entry_line.isVisible() and w.entry_line.value() == 1
     assert "Error enters at <b>2</b>" in w.info.text()
-    assert "W3" in w.layer_text(1) and "float (exact)" in w.layer_text(0)
+    assert "W INT3 per-ch minmax" in w.layer_text(1) and "float (exact)" in w.layer_text(0)
     with qtbot.waitSignal(w.layerClicked) as sig:
         _click_point(qtbot, w, 2)
     assert sig.args == ["4"] and w.sel_line.value() == 2
@@ -147,3 +147,20 @@ def test_legend_sits_above_the_curves(qtbot, demo_session):
             assert not box.adjusted(-4, -4, 4, 4).contains(p), (x, y)
     line_y = pi.vb.mapViewToScene(QPointF(0.0, w._ceiling)).y()
     assert box.bottom() <= line_y + 2  # above the float line
+
+
+def test_hover_names_the_format_and_the_algorithm(qtbot, session):
+    """Issue 22 G: the hover said "W4" for an NVFP4 layer and left out the algorithm."""
+    from quantviz.core.describe import describe_layer
+    from quantviz.gui.views.trace import TraceView
+
+    session.edit_layers(["2"], {"weight": {"format": "nvfp4", "bits": 4, "algorithm": "gptq"}})
+    w = TraceView()
+    qtbot.addWidget(w)
+    w.set_session(session)
+    session.run_trace()
+    qtbot.waitUntil(lambda: w.result is session.analysis.trace)
+    text = w.layer_text(1)
+    assert "NVFP4 block 16 gptq" in text and "per-ch" not in text
+    assert describe_layer(session.spec("2"), "; ") in text  # the shared describer's words
+    assert w.result.layers[1].to_dict()["setting"] == describe_layer(session.spec("2"), "; ")

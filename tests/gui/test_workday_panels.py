@@ -102,10 +102,10 @@ def test_hidden_config_diff_counts_now_and_fills_its_table_when_shown(window, qt
     window.table.apply_field("weight_bits", 3, [first])
     assert v.summary.text().startswith("1 of")  # the count follows at once
     texts = {v.table.item(r, 0).text(): v.table.item(r, 1).text() for r in range(v.table.rowCount())}
-    assert "W3" not in texts[first]  # the table waits while hidden
+    assert "INT3" not in texts[first]  # the table waits while hidden
     window.docks["config_diff"].raise_()
     qtbot.waitUntil(v.on_screen, timeout=2000)
-    assert v.table.item(0, 0).text() == first and "W3" in v.table.item(0, 1).text()  # differing row first, current
+    assert v.table.item(0, 0).text() == first and "INT3" in v.table.item(0, 1).text()  # differing row first, current
 
 
 def test_loading_a_pareto_point_updates_diff_and_marks_it(window, qtbot, wait_idle):

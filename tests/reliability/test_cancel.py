@@ -138,7 +138,7 @@ def test_cancel_sensitivity_search_and_export_at_every_point(model, tmp_path):
 
     n = _cancel_everywhere(lambda c: sweep(s.parts(), "e2e", bits=(4, 2), cancel=c), consistent)
     assert n >= 4
-    n = _cancel_everywhere(lambda c: s.run_search(avg_bits=4, bits=(8, 4, 2), pareto_steps=3, cancel=c),
+    n = _cancel_everywhere(lambda c: s.run_search(avg_bits=7, bits=(8, 4, 2), pareto_steps=3, cancel=c),
                            lambda: (_state(s) == before) or pytest.fail("search changed the session"))
     assert n >= 4
     s.analysis = Analysis.from_dict(analysis)  # the completed search stored its result

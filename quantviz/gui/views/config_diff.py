@@ -17,20 +17,14 @@ from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QHeaderView, QLabel, QTableWidget, QTableWidgetItem,
                                QVBoxLayout, QWidget)
 
+from ...core.describe import describe_layer, same_setting
 from ...io.config import QuantConfig
 from ..bridge import OnScreen, SessionFollower
 
 
 def describe(spec) -> str:
-    """Two short lines: the weight settings, then the activation settings."""
-    w, a = spec.weight, spec.activation
-    if w.bits is None:
-        ws = "W float"
-    else:
-        g = {"per_channel": "per-ch", "per_tensor": "per-tensor"}.get(w.granularity, f"g{w.effective_group_size()}")
-        ws = f"W{w.bits} {g}{(f' {w.grid} grid' if w.grid != 'full' else '') if w.symmetric else ' asym'} {w.range.describe()}"
-    as_ = "A float" if a.bits is None else f"A{a.bits} {a.range.describe()}"
-    return f"{ws}\n{as_}"
+    """Two short lines: the weight settings, then the activation settings (the shared describer)."""
+    return describe_layer(spec)
 
 
 def diff_rows(layers, a, b) -> list[tuple[str, str, str, bool]]:
@@ -39,7 +33,7 @@ def diff_rows(layers, a, b) -> list[tuple[str, str, str, bool]]:
     rows = []
     for l in layers:
         sa, sb = ca.resolve(l), cb.resolve(l)
-        rows.append((l.name, describe(sa), describe(sb), sa != sb))
+        rows.append((l.name, describe(sa), describe(sb), not same_setting(sa, sb)))
     return rows
 
 

@@ -22,14 +22,20 @@ from PySide6.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, 
 MARKED_LEVELS = 8  # grids with at most this many levels (3 bits and below) get a marker per level
 
 
-def legend_html(float_rgb, quant_rgb, region_rgb) -> str:
+def legend_html(float_rgb, quant_rgb, region_rgb, *, quantized: bool = True, clip: bool = True) -> str:
+    """The legend of what is drawn: the quantized curve and levels only for a quantized tensor, the
+    clip band only when it is shown (not for float tensors, nor block formats, whose scales follow
+    each block's maximum)."""
     def c(rgb):
         return f"rgb({rgb[0]},{rgb[1]},{rgb[2]})"
 
-    return (f"<span style='color:{c(float_rgb)}'>■</span> float &nbsp; "
-            f"<span style='color:{c(quant_rgb)}'>━</span> quantized &nbsp; "
-            f"<span style='color:#666'>┃</span> quantization levels &nbsp; "
-            f"<span style='color:{c(region_rgb)}'>┃ ┃</span> clip range (drag its edges)")
+    parts = [f"<span style='color:{c(float_rgb)}'>■</span> float"]
+    if quantized:
+        parts += [f"<span style='color:{c(quant_rgb)}'>━</span> quantized",
+                  "<span style='color:#666'>┃</span> quantization levels"]
+    if clip:
+        parts.append(f"<span style='color:{c(region_rgb)}'>┃ ┃</span> clip range (drag its edges)")
+    return " &nbsp; ".join(parts)
 
 
 class ClipRangeEditor(QWidget):
@@ -53,6 +59,7 @@ class ClipRangeEditor(QWidget):
         self.apply_button.clicked.connect(self.apply)
         self.error = QLabel()
         self.error.setObjectName("error")
+        self._shown: dict = {}  # each box's value as last shown by set_range (the current range)
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(QLabel("Clip:"))
@@ -75,14 +82,18 @@ class ClipRangeEditor(QWidget):
             box.setSingleStep(step)
             box.setValue(float(v))
             box.blockSignals(False)
+            self._shown[box] = box.value()  # as the box rounds it
         self.error.clear()
 
     def apply(self) -> None:
+        """Commit the typed range; the range shown, untouched, is no change (no commit, no undo step)."""
         lo, hi = float(self.lo.value()), float(self.hi.value())
         if not lo < hi:
             self.error.setText("lo must be below hi")
             return
         self.error.clear()
+        if self._shown.get(self.lo) == lo and self._shown.get(self.hi) == hi:
+            return
         self.applied.emit(lo, hi)
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from ...core.fmt import every_nth
+
 
 def _db(v: float) -> str:
     return ("∞" if v > 0 else "-∞") if math.isinf(v) else f"{v:.1f}"
@@ -24,14 +26,14 @@ def weight_note(p: dict) -> str:
         return format_note(p)
     parts = [f"{p['levels_total']} levels"]
     if p["levels_step"] > 1:
-        parts[0] += f" (every {p['levels_step']}th drawn)"
+        parts[0] += f" ({every_nth(p['levels_step'], 'drawn')})"
     if p["granularity"] != "per_tensor":
         parts.append(f"{p['granularity']}: the band is the range of the whole tensor, each of the "
                      f"{p['groups']} groups clips to its own range within it; levels shown for the widest group")
     if p["symmetric"]:
         parts.append(grid_note(p))
     if p.get("sample_stride", 1) > 1:
-        parts.append(f"histogram from every {p['sample_stride']}th weight")
+        parts.append(f"histogram from {every_nth(p['sample_stride'], 'weight')}")
     if p.get("algorithm_note"):
         parts.append(p["algorithm_note"])
     return " · ".join(parts)
@@ -49,7 +51,7 @@ def format_note(p: dict) -> str:
     elif p.get("groups", 1) > 1:
         parts.append(f"{p['groups']} scales; levels shown for the widest")
     if p.get("sample_stride", 1) > 1:
-        parts.append(f"histogram from every {p['sample_stride']}th weight")
+        parts.append(f"histogram from {every_nth(p['sample_stride'], 'weight')}")
     return " · ".join(parts)
 
 

@@ -19,6 +19,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout,
                                QGridLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
+from ...core.fmt import every_nth
 from ...core.preview import MAX_HIST_SAMPLES
 from ..bridge import OnScreen, SessionFollower
 from ..elided import ElidedLabel
@@ -299,7 +300,7 @@ class QATView(OnScreen, SessionFollower, QWidget):
         stride = max(1, -(-flat.numel() // MAX_HIST_SAMPLES))
         counts, edges = np.histogram(flat[::stride].float().cpu().numpy(), bins=80)
         self.hist_item.setData(edges, counts * stride)
-        sampled = f" (every {stride}th weight)" if stride > 1 else ""
+        sampled = f" ({every_nth(stride, 'weight')})" if stride > 1 else ""
         self.hist_plot.getPlotItem().setTitle(f"current weights: {name}{sampled}", color=(40, 40, 40), size="10pt")
 
 

@@ -100,6 +100,13 @@ class RangeHistogram(QWidget):
         self.region.setMovable(on)
         self.region.setVisible(on)
         self.editor.setEnabled(on)
+        self._set_legend()
+
+    def _set_legend(self) -> None:
+        """Name only what is drawn: the band when it is shown, the quantized curve when there is one."""
+        quantized = self._last is not None and not self._last.get("float")
+        self.legend.setText(legend_html(FLOAT_PEN, QUANT_PEN, REGION_LINE, quantized=quantized,
+                                        clip=self.region.isVisible()))
 
     def set_log(self, on: bool) -> None:
         self._log = bool(on)

@@ -40,7 +40,9 @@ SIZE_ROWS = [
     ("bytes", "Model size", "Bytes to store the model: quantized weights bit-packed plus scales and zero points; "
                             "everything else at its float size."),
     ("compression", "Compression", "Float size divided by quantized size."),
-    ("avg_bits", "Bits / weight", "Weight bits averaged over all weights of the quantizable layers (a float weight counts its dtype's bits: 32, or 16 for a bf16 / fp16 checkpoint)."),
+    ("avg_bits", "Bits / weight", "Bits per weight of the quantizable layers, scales and zero points included "
+                                "(MXFP4: 4.25), as the model size counts them (a float weight counts its dtype's bits: "
+                                "32, or 16 for a bf16 / fp16 checkpoint)."),
 ]
 
 

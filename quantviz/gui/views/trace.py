@@ -360,7 +360,7 @@ class TraceView(OnScreen, SessionFollower, QWidget):
 
     def layer_text(self, i: int) -> str:
         l = self.result.layers[i]
-        bits = (f"W{l.weight_bits}" if l.weight_bits is not None else "float weights") + (
+        bits = l.setting or (f"W{l.weight_bits}" if l.weight_bits is not None else "float weights") + (
             f" A{l.act_bits}" if l.act_bits is not None else "")
         text = (f"<b>{l.name}</b> ({l.type}, {bits}): accumulated {_fmt(l.accumulated_sqnr_db)}, "
                 f"local {_fmt(l.local_sqnr_db)}")
