@@ -45,3 +45,19 @@ def test_algorithm_edit_shows_pending_then_what_it_changed(panel, demo_session, 
     assert s.spec(name).weight.algorithm == "none"
     s.redo()
     assert not s.sim.algorithm_pending(name, s.spec(name).weight)
+
+
+def test_the_histogram_shows_the_algorithms_result_once_a_recheck_ran_it(window, wait_idle):
+    """#22 item 8: after the re-check that ran AdaRound the histogram said "adaround: pending" (and the
+    plain rounding's SQNR) while the table showed the algorithm's; it follows the re-check now."""
+    s = window.session
+    name = s.layer_names[-1]
+    window.table.select_layer(name)
+    window.table.apply_field("weight_bits", 3, [name])
+    s.edit_layers([name], {"weight": {"algorithm": "adaround"}})
+    wait_idle(window, 120000)
+    assert not s.sim.algorithm_pending(name, s.spec(name).weight)  # the re-check ran it
+    note = window.histogram.weights.note.text()
+    assert "pending" not in note and "adaround" in note
+    sqnr = float(window.histogram.stats_text("weight").split("SQNR ")[1].split(" dB")[0])
+    assert sqnr == pytest.approx(s.layer_row(name)["weight_sqnr_db"], abs=0.05)

@@ -98,6 +98,15 @@ class HistogramPanel(SessionFollower, QWidget):
         if self.layer is not None and self.layer in change.changed:
             self.refresh()
 
+    def _on_session_result(self, result) -> None:
+        """A re-check ran the layers' algorithms: a weight preview that said "pending" shows the result."""
+        p = self._config_preview.get("weight")
+        if self.session is None or self.layer is None or p is None or "pending" not in str(p.get("algorithm_note", "")):
+            return
+        if not self.session.sim.algorithm_pending(self.layer, self.session.spec(self.layer).weight):
+            self._weight_key = None
+            self.refresh()
+
     def refresh(self) -> None:
         """Redraw the current layer from ``session.spec(name)`` (after a config change)."""
         if self.session is None or self.layer is None:
