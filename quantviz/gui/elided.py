@@ -55,7 +55,9 @@ class ElidedLabel(QLabel):
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt naming
         h = super().sizeHint().height()
-        return QSize(min(self.fontMetrics().horizontalAdvance(self._full) + 8, 480), h)
+        m = self.contentsMargins()  # a style sheet's padding lives here
+        frame = m.left() + m.right() + 2 * max(0, self.margin()) + 4
+        return QSize(min(self.fontMetrics().horizontalAdvance(self._full) + frame, 480 + frame), h)
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt naming
         super().resizeEvent(event)

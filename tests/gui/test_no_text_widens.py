@@ -64,3 +64,9 @@ def test_transformer_layer_names_stay_apart_when_shortened():
         assert all(len(t) <= room for t in short), room
         assert len(set(short)) == len(names), (room, [t for t in short if short.count(t) > 1][:4])
         assert all(f".{n.split('.')[2]}." in t or t.startswith(f"…{n.split('.')[2]}.") for n, t in zip(names, short))
+
+
+def test_a_text_that_fits_is_shown_whole(window):
+    """The status bar's model line has room: it is not cut (its padding counts in the size it asks for)."""
+    label = window.model_label
+    assert label.displayed_text() == label.text() and "parameters" in label.text() and "…" not in label.text()
