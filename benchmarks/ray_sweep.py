@@ -72,6 +72,7 @@ def main() -> None:
         local = s.run_sensitivity("e2e", bits=bits, act_bits=(), cache=False, force=True)
         local_s = min(local_s, time.perf_counter() - t)
     env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as quantviz does: niced workers starve on a busy machine
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": env})
     out = {"model": "resnet18 layout, random weights", "samples": n, "input": [3, size, size], "bits": list(bits),

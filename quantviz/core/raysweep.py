@@ -21,6 +21,7 @@ no point is lost. Ray is imported only here, and only when an executor is made.
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, Iterator
 
 from .errors import Cancelled, QuantvizError
@@ -109,6 +110,9 @@ class RayExecutor:
         self.ray = ray
         self._started = False
         if not ray.is_initialized():
+            # Ray starts its workers at niceness 15: beside any busy process they starve (a sweep
+            # that takes 20 s quiet did not finish in 5 minutes beside two busy loops)
+            os.environ.setdefault("RAY_worker_niceness", "0")
             kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
             try:
                 if address is None or str(address).startswith("local"):
