@@ -34,7 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _let_ctrl_c_through() -> None:
+    """A blocked SIGINT is inherited from the parent process (a thread pool, Ray or a test runner may
+    have blocked it where it forked us); blocked, Ctrl-C would never reach a long-running command."""
+    import signal
+
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def main(argv: list[str] | None = None) -> int:
+    _let_ctrl_c_through()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         argv = ["gui"]

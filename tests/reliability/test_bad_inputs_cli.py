@@ -133,8 +133,10 @@ def test_recipe_that_never_returns_can_be_interrupted(tmp_path):
     recipe.write_text(f"from pathlib import Path\nPath({str(started)!r}).touch()\n"
                       "def build_model():\n    while True:\n        pass\n", encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    # started with SIGINT blocked, as a parent's thread may leave it when it forks: Ctrl-C still works
     proc = subprocess.Popen([sys.executable, "-m", "quantviz", "inspect", str(recipe)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}))
     try:
         deadline = time.monotonic() + 60
         while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
