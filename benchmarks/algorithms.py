@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
 from quantviz.cli.common import with_algorithm  # noqa: E402
-from quantviz.core.candidates import parse_candidates  # noqa: E402
+from quantviz.core.analysis.candidates import parse_candidates  # noqa: E402
 from quantviz.io.config import QuantConfig, preset  # noqa: E402
 from quantviz.session import Session  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""bf16 layers on the CPU: computed in bf16 vs. upcast to float32 (:mod:`quantviz.core.cpucompute`).
+"""bf16 layers on the CPU: computed in bf16 vs. upcast to float32 (:mod:`quantviz.core.model.cpucompute`).
 
 Builds a Llama-layout causal LM with random bf16 weights (default: 2 layers,
 hidden 2048, MLP 5632, 32 heads / 4 KV heads, vocabulary 32000), wraps it in a
@@ -46,9 +46,9 @@ def main() -> None:
     import torch
     import transformers
 
-    from quantviz.core import cpucompute
-    from quantviz.core.fakequant import QuantSim
-    from quantviz.core.spec import ActSpec, LayerSpec, WeightSpec
+    from quantviz.core.model import cpucompute
+    from quantviz.core.sim.fakequant import QuantSim
+    from quantviz.core.numerics.spec import ActSpec, LayerSpec, WeightSpec
 
     transformers.utils.logging.set_verbosity_error()
     cfg = transformers.LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.mlp,

@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
 from benchmarks.models import build_resnet18, random_dataset  # noqa: E402
 from quantviz.core import sources  # noqa: E402
-from quantviz.core.data import Dataset  # noqa: E402
-from quantviz.core.evaluate import evaluate_quantized, float_reference  # noqa: E402
-from quantviz.core.fakequant import QuantSim, iterate_outputs  # noqa: E402
+from quantviz.core.model.data import Dataset  # noqa: E402
+from quantviz.core.sim.evaluate import evaluate_quantized, float_reference  # noqa: E402
+from quantviz.core.sim.fakequant import QuantSim, iterate_outputs  # noqa: E402
 from quantviz.io.config import preset  # noqa: E402
 
 TARGETS = {"eval_ratio": 1.5, "calib_ratio": 2.0}

@@ -5,7 +5,7 @@ For each model and weight format (activations float, as the weight-only presets
 ``FP8 MXFP8 MXFP6 MXFP4 NVFP4 W4G32``; plus ``W-FP8A-FP8`` and
 ``MXFP4A-MXFP8`` with quantized activations) it reports the model's primary
 metric, the output SQNR against the float model, the element bits and the
-bits per weight with scales (:mod:`quantviz.core.size`).
+bits per weight with scales (:mod:`quantviz.core.model.size`).
 
 ``eval_ratio`` (target <= 1.5) is the time of one evaluation pass of the
 MXFP4 config's simulated model over the demo's evaluation data divided by a
@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
-from quantviz.core.evaluate import evaluate_quantized  # noqa: E402
-from quantviz.core.fakequant import iterate_outputs  # noqa: E402
+from quantviz.core.sim.evaluate import evaluate_quantized  # noqa: E402
+from quantviz.core.sim.fakequant import iterate_outputs  # noqa: E402
 from quantviz.io.config import preset  # noqa: E402
 from quantviz.session import Session  # noqa: E402
 

@@ -73,7 +73,7 @@ def _sync(device: str) -> None:
 def run_on(model: str, data: str | None, device: str, cfg_name: str, batch: int) -> dict:
     import torch
 
-    from quantviz.core.evaluate import evaluate_quantized
+    from quantviz.core.sim.evaluate import evaluate_quantized
     from quantviz.io.config import preset
     from quantviz.session import Session
 

@@ -79,7 +79,7 @@ def measure(model: str, data: str | None, batch_size: int, repeats: int = 3) -> 
     import torch  # noqa: F401 - part of the baseline
     import transformers  # noqa: F401
 
-    from quantviz.core.data import call_model, to_device
+    from quantviz.core.model.data import call_model, to_device
     from quantviz.io.config import preset
     from quantviz.session import Session
 

@@ -5,7 +5,7 @@
   randomised BatchNorm statistics, so that folding and quantization see
   realistic, non-trivial tensors.
   ``width`` narrows it (the tests' fixture uses 8).
-* :func:`random_dataset` -- a :class:`quantviz.core.data.Dataset` of
+* :func:`random_dataset` -- a :class:`quantviz.core.model.data.Dataset` of
   standard-normal inputs with integer labels, reproducible from a seed.
 * :func:`build_llama` -- a Llama-layout causal LM with random weights saved as a
   Hugging Face folder, and random token ids as an ``.npz`` (``LLAMA_134M``: the
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from quantviz.core.data import Dataset
+from quantviz.core.model.data import Dataset
 
 
 class BasicBlock(nn.Module):

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
-from quantviz.core.qat import QATOptions, train_qat  # noqa: E402
+from quantviz.core.training.qat import QATOptions, train_qat  # noqa: E402
 from quantviz.io.config import preset, with_grid  # noqa: E402
 from quantviz.session.session import Session  # noqa: E402
 

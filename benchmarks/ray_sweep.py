@@ -59,7 +59,7 @@ def main() -> None:
     started = meta()
     import ray
 
-    from quantviz.core.raysweep import RayExecutor
+    from quantviz.core.analysis.raysweep import RayExecutor
     from quantviz.session.scale import parts_factory
 
     n, size = (32, 32) if args.quick else (128, 32)
@@ -88,7 +88,7 @@ def main() -> None:
         calls = [("ping", ()) for _ in range(50)]
         list(ex.run(calls))
         overhead = (time.perf_counter() - t) / len(calls)
-        from quantviz.core import methods
+        from quantviz.core.analysis import methods
 
         t = time.perf_counter()
         res = methods.run(s.parts(), "e2e", bits=bits, act_bits=(), executor=ex)

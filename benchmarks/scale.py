@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
-from quantviz.core.data import Dataset  # noqa: E402
+from quantviz.core.model.data import Dataset  # noqa: E402
 from quantviz.core.sources.base import ModelBundle  # noqa: E402
 from quantviz.io.config import preset  # noqa: E402
 from quantviz.session import Session  # noqa: E402

@@ -29,9 +29,9 @@ from torch import nn  # noqa: E402
 
 from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
 from benchmarks.models import ResNet18  # noqa: E402
-from quantviz.core import proxies as P  # noqa: E402
-from quantviz.core import sensitivity as S  # noqa: E402
-from quantviz.core.data import Dataset, call_model  # noqa: E402
+from quantviz.core.analysis import proxies as P  # noqa: E402
+from quantviz.core.analysis import sensitivity as S  # noqa: E402
+from quantviz.core.model.data import Dataset, call_model  # noqa: E402
 from quantviz.core.sources.base import ModelBundle  # noqa: E402
 from quantviz.io.config import preset  # noqa: E402
 from quantviz.session import Session  # noqa: E402

@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
-from quantviz.core.trace import trace  # noqa: E402
+from quantviz.core.analysis.trace import trace  # noqa: E402
 from quantviz.io.config import preset  # noqa: E402
 from quantviz.session import Session  # noqa: E402
 

@@ -19,7 +19,7 @@ The contract
 ``calibration_data()`` and ``evaluation_data()``  (optional)
     Each returns one of
 
-    * a ``quantviz.core.data.Dataset``,
+    * a ``quantviz.core.model.data.Dataset``,
     * a tuple ``(x, y)`` or ``(x,)``,
     * a dict ``{"x": x, "y": y}`` (``y`` optional),
 

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBE = r"""
 import json, sys
 import quantviz.cli.main, quantviz.core, quantviz.session, quantviz.io
-import quantviz.core.fakequant, quantviz.core.evaluate, quantviz.core.size, quantviz.core.sources
+import quantviz.core.sim.fakequant, quantviz.core.sim.evaluate, quantviz.core.model.size, quantviz.core.sources
 import quantviz.io.config, quantviz.session.session
 quantviz.cli.main.build_parser()  # imports every command module
 import torch
@@ -211,3 +211,71 @@ def test_openmp_waits_passively_unless_the_user_chose():
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env=dict(env, OMP_WAIT_POLICY="ACTIVE"))
     assert out.stdout.split() == ["ACTIVE"], out.stderr
+
+
+# ---------------------------------------------------------------- rooms of core
+CORE = PKG / "core"
+SHARED = {"errors", "progress", "fmt"}  # beside the rooms, used by all of them
+
+
+def rooms(core: Path = CORE) -> dict[str, set[str]]:
+    """Each room of ``quantviz.core`` and the rooms its docstring's ``Imports:`` line allows."""
+    out = {}
+    for init in sorted(core.glob("*/__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or ""
+        line = [ln for ln in doc.splitlines() if ln.startswith("Imports:")]
+        assert line, f"{init.relative_to(ROOT)}: the docstring names no 'Imports:' rule"
+        names = line[-1][len("Imports:"):].strip().rstrip(".")
+        out[init.parent.name] = set() if names.startswith("nothing") else {n.strip() for n in names.split(",")}
+    return out
+
+
+def room_violations(root: Path = PKG) -> list[str]:
+    core = root / "core"
+    allowed = rooms(core)
+    known = _modules(root)
+    bad = []
+    for mod, path in sorted(known.items()):
+        parts = mod.split(".")
+        if parts[:2] != ["quantviz", "core"] or len(parts) < 3:
+            continue
+        room = parts[2]
+        if room not in allowed:
+            if room not in SHARED:
+                bad.append(f"{path.relative_to(root.parent)}: a core module outside every room "
+                           f"(put it in one of {', '.join(sorted(allowed))})")
+                continue
+            may = set()
+        else:
+            may = allowed[room]
+        for name, line in _imports(mod, path, known):
+            t = name.split(".")
+            if t[:2] != ["quantviz", "core"] or len(t) < 3 or t[2] == room or t[2] in SHARED:
+                continue
+            if t[2] not in may:
+                bad.append(f"{path.relative_to(root.parent)}:{line}: {mod} imports {name} "
+                           f"(core.{room} may import only {', '.join(sorted(may)) or 'the shared modules'})")
+    return bad
+
+
+def test_each_room_of_core_imports_only_the_rooms_its_docstring_names():
+    assert set(rooms()) >= {"numerics", "model", "sim", "analysis", "training", "sources", "algorithms", "backends"}
+    assert room_violations() == []
+
+
+def test_the_room_rules_would_catch_a_breach(tmp_path):
+    pkg = tmp_path / "quantviz"
+    for sub, doc in (("core/numerics", "Grids.\n\nImports: nothing but the shared modules."),
+                     ("core/sim", "Simulation.\n\nImports: numerics.")):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text(f'"""{doc}"""\n')
+    (pkg / "__init__.py").write_text("")
+    (pkg / "core" / "__init__.py").write_text("")
+    (pkg / "core" / "errors.py").write_text("")
+    (pkg / "core" / "numerics" / "grid.py").write_text("from ..sim import run\nfrom ..errors import E\n")
+    (pkg / "core" / "sim" / "run.py").write_text("from ..numerics import grid\n")
+    (pkg / "core" / "stray.py").write_text("")
+    bad = room_violations(pkg)
+    assert any("quantviz.core.numerics.grid imports quantviz.core.sim.run" in b for b in bad), bad
+    assert any("core/stray.py: a core module outside every room" in b for b in bad), bad
+    assert not any("sim/run.py" in b or "errors" in b for b in bad), bad

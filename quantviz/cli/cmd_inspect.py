@@ -17,8 +17,8 @@ def register(sub) -> None:
 def inspect_model(reference: str, *, trust: bool = False, fold_bn: bool = True, device: str = "cpu",
                   data: str | None = None) -> dict:
     from ..core import sources
-    from ..core.fakequant import QuantSim
-    from ..core.size import float_model_bytes
+    from ..core.sim.fakequant import QuantSim
+    from ..core.model.size import float_model_bytes
 
     bundle = sources.load_model(reference, trust=trust)
     if data:

@@ -44,7 +44,7 @@ def _steps(args, n_train: int) -> int:
 
 def run(args) -> int:
     from ..core import sources
-    from ..core.qat import QATOptions
+    from ..core.training.qat import QATOptions
 
     if not (args.lr > 0):
         raise CLIError(f"--lr must be positive, got {args.lr}")

@@ -30,7 +30,7 @@ def candidates_arg(args):
     text = getattr(args, "candidates", None)
     if text is None:
         return None
-    from ..core.candidates import CandidateError, parse_candidates
+    from ..core.analysis.candidates import CandidateError, parse_candidates
 
     try:
         return parse_candidates(text)

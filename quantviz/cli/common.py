@@ -144,7 +144,7 @@ def with_algorithm(cfg, algorithm: str | None):
     if not algorithm:
         return cfg
     from ..io.config import ConfigError, QuantConfig, preset
-    from ..core.spec import ALGORITHMS
+    from ..core.numerics.spec import ALGORITHMS
 
     if algorithm not in ALGORITHMS:
         raise ConfigError(f"--algorithm: unknown algorithm {algorithm!r} (allowed: {', '.join(ALGORITHMS)})")
@@ -202,7 +202,7 @@ def clean_json(obj: Any) -> Any:
 
 def note_format_layers(session, options) -> None:
     """Say on stderr that a plain bit-width sweep / search puts float / block format layers on int grids."""
-    from ..core.candidates import format_note
+    from ..core.analysis.candidates import format_note
 
     note = format_note(session.specs, options)
     if note:

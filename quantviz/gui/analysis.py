@@ -113,7 +113,7 @@ def add_metric_menu(win, menu, acts: dict) -> None:
 
 def fill_metric_menu(win, sub) -> None:
     from ..core.errors import QuantvizError
-    from ..core.evaluate import primary_metric
+    from ..core.sim.evaluate import primary_metric
     from .views.sensitivity import metric_choices
 
     sub.clear()

@@ -126,7 +126,7 @@ class SearchDialog(QDialog):
 
     def _on_metric_changed(self, *_a) -> None:
         """The largest-drop budget speaks the chosen metric's unit."""
-        from ..core.evaluate import higher_is_better
+        from ..core.sim.evaluate import higher_is_better
 
         self.metric_key = self.metric_combo.currentData() or self.metric_key
         pct = self.metric_key in PERCENT_METRICS
@@ -179,7 +179,7 @@ class SearchDialog(QDialog):
 
 
 def _primary(metrics: dict) -> str:
-    from ..core.evaluate import primary_metric
+    from ..core.sim.evaluate import primary_metric
 
     return primary_metric(metrics)
 

@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import QuantvizError
-from ..core.qparams import GRIDS, QParams
-from ..core.spec import ActSpec, RangeSpec, WeightSpec
+from ..core.numerics.qparams import GRIDS, QParams
+from ..core.numerics.spec import ActSpec, RangeSpec, WeightSpec
 from .config import QuantConfig
 
 AIMET_VERSION = "1.0.0"
@@ -69,7 +69,7 @@ def _check_expressible(name: str, spec) -> None:
     """AIMET's encodings describe integer grids (scale, offset, bitwidth): a float / block format is refused."""
     for kind, t in (("weight", spec.weight), ("activation", spec.activation)):
         if t.bits is not None and t.format != "int":
-            from ..core.formats import FORMATS
+            from ..core.numerics.formats import FORMATS
 
             f = FORMATS[t.format]
             what = (f"per-block {f.scale.upper()} scales of {f.block} {f.element.name.upper()} elements" if f.is_block

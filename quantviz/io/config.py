@@ -15,7 +15,7 @@ settings. A version-1 file meant torch's rule, so migration writes
 ``"grid": "torch"`` into its ``default`` (rules and layers of a version-1 file
 cannot name a grid, so every symmetric tensor keeps its old grid).
 2 -> 3 added ``format`` (``int``, the integer grids, by default; or one of the
-FP8 / MX / NVFP4 formats of :mod:`quantviz.core.formats`) to weight and
+FP8 / MX / NVFP4 formats of :mod:`quantviz.core.numerics.formats`) to weight and
 activation settings. A version-2 file is a version-3 file that names no format.
 """
 from __future__ import annotations
@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..core.errors import QuantvizError
-from ..core.layers import LayerInfo
-from ..core.qparams import MAX_BITS, MIN_BITS
-from ..core.formats import FORMATS as NUMBER_FORMAT_DEFS
-from ..core.spec import DEFAULT_FORMAT, NUMBER_FORMATS, DEFAULT_GRID, GRANULARITIES, RANGE_METHODS, SYMMETRIC_GRIDS, ActSpec, LayerSpec, RangeSpec, WeightSpec
+from ..core.model.layers import LayerInfo
+from ..core.numerics.qparams import MAX_BITS, MIN_BITS
+from ..core.numerics.formats import FORMATS as NUMBER_FORMAT_DEFS
+from ..core.numerics.spec import DEFAULT_FORMAT, NUMBER_FORMATS, DEFAULT_GRID, GRANULARITIES, RANGE_METHODS, SYMMETRIC_GRIDS, ActSpec, LayerSpec, RangeSpec, WeightSpec
 from ..core.algorithms.options import check_algorithm, options_tuple
 from . import atomic
 

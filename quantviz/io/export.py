@@ -255,7 +255,7 @@ def _pt2e_program(inp: ExportInput, notes: list[str], cancel):
     if inp.calib is None or not isinstance(inp.calib.first_input(), torch.Tensor):
         notes.append("pt2e: convolutions stay simulated (needs calibration data and a model taking one tensor)")
         return None
-    from ..core.data import fixed_batch_of
+    from ..core.model.data import fixed_batch_of
 
     fixed = fixed_batch_of(inp.sim.float_model)  # a program exported with a fixed batch size runs at that size
     bs = fixed or inp.batch_size

@@ -40,10 +40,10 @@ import numpy as np
 import torch
 
 from ..core.errors import Cancelled, QuantvizError
-from ..core.fakequant import QuantSim
+from ..core.sim.fakequant import QuantSim
 from ..core.progress import Progress, null_progress
-from ..core.qparams import QParams, quantize_int
-from ..core.spec import LayerSpec
+from ..core.numerics.qparams import QParams, quantize_int
+from ..core.numerics.spec import LayerSpec
 
 OPSET = 21
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather")
@@ -173,7 +173,7 @@ def _token_axes(axes: dict, kwargs: dict, out, out_names: list[str]) -> None:
     for k in ints:
         axes[k][1] = "tokens"
     if len(out_names) == 1:
-        from ..core.data import output_tensor
+        from ..core.model.data import output_tensor
 
         try:
             t = output_tensor(out)

@@ -1,4 +1,4 @@
-"""ONNX Q/DQ for the float / block formats of :mod:`quantviz.core.formats`.
+"""ONNX Q/DQ for the float / block formats of :mod:`quantviz.core.numerics.formats`.
 
 * FP8 weights: a ``FLOAT8E4M3FN`` / ``FLOAT8E5M2`` initializer and a
   DequantizeLinear with the FP32 scale (per tensor, or per channel with
@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..core.formats import FORMATS
+from ..core.numerics.formats import FORMATS
 
 OPSET_FP4 = 23
 

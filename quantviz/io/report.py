@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.fmt import PERCENT_METRICS, fmt_bytes, fmt_drop, fmt_metric, metric_label, size_unit
-from ..core.describe import activation_text, weight_text
+from ..core.numerics.describe import activation_text, weight_text
 from ..core.progress import Progress, null_progress
 from . import svg
 
@@ -90,7 +90,7 @@ def _matrix_from(sens) -> tuple[list[str], list[str], np.ndarray, str] | None:
     """Accept the common shapes of a sensitivity result; None if unrecognised."""
     if not isinstance(sens, dict):
         return None
-    # quantviz.core.sensitivity: {method: {"layers": [{"name", "results": {bits: cell}}], "bits", "metric"}}
+    # quantviz.core.analysis.sensitivity: {method: {"layers": [{"name", "results": {bits: cell}}], "bits", "metric"}}
     for method in ("e2e", "loo", "local", "hessian"):
         r = sens.get(method)
         if isinstance(r, dict) and isinstance(r.get("layers"), list) and r.get("bits") and r["layers"]:

@@ -1,6 +1,6 @@
 """Analysis results a session owns: sensitivity, search, deployment measurements and the error trace.
 
-Core functions (:mod:`quantviz.core.sensitivity`, :mod:`quantviz.core.search`,
+Core functions (:mod:`quantviz.core.analysis.sensitivity`, :mod:`quantviz.core.analysis.search`,
 :mod:`quantviz.session.deploy`) compute and return; only the session stores
 their results here, and every store emits ``analysis_changed`` (``what``:
 ``"sensitivity"``, ``"search"``, ``"deploy"``, ``"trace"`` or ``"qat"``), so autosave and every view
@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..core import methods
-from ..core import search as search_mod
-from ..core import sensitivity as sens
-from ..core.candidates import from_key, normalize, patch_at
+from ..core.analysis import methods
+from ..core.analysis import search as search_mod
+from ..core.analysis import sensitivity as sens
+from ..core.analysis.candidates import from_key, normalize, patch_at
 from ..core.progress import Progress, null_progress, scaled
-from ..core.ranking import layer_scores, rank_agreement
-from ..core.trace import TraceResult
+from ..core.analysis.ranking import layer_scores, rank_agreement
+from ..core.analysis.trace import TraceResult
 
 
 SEARCH_SENSITIVITY = ("e2e", "local", "hessian")  # what a search can rank layers by (quantviz search --sensitivity)
@@ -63,7 +63,7 @@ class LayerScores:
         """A sentence for tooltips: the metric, the unit, the bit-width and the method."""
         from ..core.fmt import METRIC_LABELS
 
-        from ..core.evaluate import higher_is_better
+        from ..core.sim.evaluate import higher_is_better
 
         if not self.metric:
             what = "output noise"
@@ -207,7 +207,7 @@ class AnalysisMixin:
                    solver: str = "auto", ties=(), progress: Progress = null_progress,
                    cancel: Callable[[], bool] = lambda: False, cache: bool | None = None,
                    ray: str | None = None, metric: str | None = None, sensitivity: str = "e2e") -> dict:
-        """Search a bit-width per layer for one budget (see :func:`quantviz.core.search.search`)
+        """Search a bit-width per layer for one budget (see :func:`quantviz.core.analysis.search.search`)
         and keep the result; every point carries the full config it stands for.
 
         ``sensitivity`` ranks the layers: ``e2e`` (one evaluation per layer and bit-width)
@@ -294,7 +294,7 @@ class AnalysisMixin:
     @property
     def analysis_metric(self) -> str | None:
         """The metric sensitivity and search rank by: the chosen one, else the primary (None before prepare)."""
-        from ..core.evaluate import primary_metric
+        from ..core.sim.evaluate import primary_metric
 
         ref = getattr(self, "reference", None)
         if self.analysis.metric:
@@ -304,7 +304,7 @@ class AnalysisMixin:
     def set_analysis_metric(self, metric: str | None) -> None:
         """Rank sensitivity and search by ``metric`` (a key of the float reference's metrics; None or the
         primary metric: the default). Kept with the session's analysis (session files, autosave)."""
-        from ..core.evaluate import primary_metric
+        from ..core.sim.evaluate import primary_metric
 
         ref = getattr(self, "reference", None)
         known = list(ref.metrics) if ref is not None else []

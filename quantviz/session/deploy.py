@@ -62,7 +62,7 @@ class _Bench:
     def outputs(self, model):
         import torch
 
-        from ..core.fakequant import iterate_outputs
+        from ..core.sim.fakequant import iterate_outputs
 
         outs, labels = [], []
         for _, o, y in iterate_outputs(model, self.s.eval_data, device="cpu", readout=self.s.sim.readout):
@@ -75,7 +75,7 @@ class _Bench:
         import torch
 
         from ..core.backends.torchao_backend import state_bytes
-        from ..core.data import call_model
+        from ..core.model.data import call_model
 
         fmodel, s = self.s.sim.float_model, self.s
         with torch.no_grad():
@@ -91,8 +91,8 @@ class _Bench:
         import torch
 
         from ..core.backends import torchao_backend as tb
-        from ..core.data import call_model
-        from ..core.qparams import sqnr_db
+        from ..core.model.data import call_model
+        from ..core.numerics.qparams import sqnr_db
 
         with self.s.lock:
             model, plan = tb.build(self.s.sim, self.specs)
@@ -108,7 +108,7 @@ class _Bench:
 
         from ..core.backends import pt2e_backend as pb
         from ..core.backends.torchao_backend import state_bytes
-        from ..core.qparams import sqnr_db
+        from ..core.numerics.qparams import sqnr_db
 
         s, x = self.s, self.x
         if not isinstance(x, torch.Tensor):
@@ -128,7 +128,7 @@ class _Bench:
         import torch
 
         from ..core.backends import onnxrt
-        from ..core.qparams import sqnr_db
+        from ..core.numerics.qparams import sqnr_db
         from ..io.onnx_export import build_qdq, export_float
 
         s = self.s

@@ -1,6 +1,6 @@
 """Quantization-aware training as a session state (:class:`QATMixin`).
 
-:meth:`QATMixin.run_qat` trains with :func:`quantviz.core.qat.train_qat` on a
+:meth:`QATMixin.run_qat` trains with :func:`quantviz.core.training.qat.train_qat` on a
 copy of the simulation's float model (the session is untouched while it runs,
 so a cancelled run changes nothing), then makes the result the current state
 in one undoable edit: the config names the trained weights
@@ -21,11 +21,11 @@ from typing import Callable
 
 import torch
 
-from ..core.data import Dataset
+from ..core.model.data import Dataset
 from ..core.errors import QuantvizError
-from ..core.layers import fold_batchnorm
+from ..core.model.layers import fold_batchnorm
 from ..core.progress import Progress, null_progress, scaled
-from ..core.qat import QATInputs, QATOptions, train_qat
+from ..core.training.qat import QATInputs, QATOptions, train_qat
 from ..io import atomic
 
 WEIGHTS_OPTION = "weights"

@@ -1,7 +1,7 @@
 """Incremental re-checks: after an edit, recompute only what depends on it.
 
 :class:`Rechecker` belongs to a :class:`~quantviz.session.session.Session`. It
-owns a :class:`~quantviz.core.incremental.SuffixRunner` over the session's
+owns a :class:`~quantviz.core.sim.incremental.SuffixRunner` over the session's
 simulated model (``session.sim.qmodel``) and evaluation data. The runner keeps
 the values that feed each quantizable layer, for the config of the last
 re-check (the *base*), within a memory budget. A re-check then:
@@ -41,11 +41,11 @@ from typing import Callable
 import torch
 
 from ..core.errors import QuantvizError
-from ..core.evaluate import user_metrics
-from ..core.data import ChunkedData, chunk_bounds
-from ..core.fakequant import iterate_outputs
-from ..core.lmmetrics import slice_aux
-from ..core.incremental import SuffixRunner
+from ..core.sim.evaluate import user_metrics
+from ..core.model.data import ChunkedData, chunk_bounds
+from ..core.sim.fakequant import iterate_outputs
+from ..core.model.lmmetrics import slice_aux
+from ..core.sim.incremental import SuffixRunner
 from ..core.progress import Progress, null_progress
 
 CACHE_ENV = "QUANTVIZ_CACHE_BYTES"

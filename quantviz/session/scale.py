@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import functools
 
-from ..core import sensitivity as sens
-from ..core.fingerprint import data_fingerprint, model_fingerprint
+from ..core.analysis import sensitivity as sens
+from ..core.model.fingerprint import data_fingerprint, model_fingerprint
 from ..io.score_cache import ScoreCache
 
 
@@ -79,7 +79,7 @@ def parts_factory(session, ties=(), *, trust: bool = False, metric: str | None =
 
 def ray_executor(session, address, ties=(), *, workers: int | None = None, trust: bool = False,
                  metric: str | None = None):
-    from ..core.raysweep import RayExecutor
+    from ..core.analysis.raysweep import RayExecutor
 
     gpus = 1 if str(session.device).startswith("cuda") else 0
     return RayExecutor(parts_factory(session, ties, trust=trust, metric=metric), address=None if address in (None, "") else address,

@@ -30,14 +30,14 @@ from typing import Callable, Iterable
 import torch
 
 from ..core import sources
-from ..core.data import Dataset
+from ..core.model.data import Dataset
 from ..core.errors import QuantvizError
-from ..core.evaluate import FloatReference, default_reference_bytes, float_reference
-from ..core.fakequant import QuantSim
-from ..core.layers import LayerInfo
+from ..core.sim.evaluate import FloatReference, default_reference_bytes, float_reference
+from ..core.sim.fakequant import QuantSim
+from ..core.model.layers import LayerInfo
 from ..core.progress import Progress, null_progress, scaled
-from ..core.size import SizeModel, SizeReport
-from ..core.spec import LayerSpec
+from ..core.model.size import SizeModel, SizeReport
+from ..core.numerics.spec import LayerSpec
 from ..io import atomic
 from ..io.jsonsafe import sanitize
 from ..io.config import ConfigError, QuantConfig, preset
@@ -347,12 +347,12 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
                 row["weight_sqnr_db"] = wq.sqnr_db
                 row["clipped"] = wq.clipped_fraction
                 if wq.algorithm_info:
-                    from ..core.preview import algorithm_text
+                    from ..core.numerics.preview import algorithm_text
 
                     row["algorithm_note"] = algorithm_text(wq.algorithm_info)
             if info.has_activation_input and spec.activation.bits is not None and self.sim.calibrated:
                 row["act_sqnr_db"] = self.sim.activation_sqnr(name, spec.activation)
-        from ..core.size import layer_weight_bytes
+        from ..core.model.size import layer_weight_bytes
 
         row["size_bytes"] = layer_weight_bytes(info, spec)
         scores = self.analysis.scores

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..core.spec import LayerSpec
+from ..core.numerics.spec import LayerSpec
 
 
 def layer_stats(session, items: list[tuple[str, LayerSpec]], cancel: Callable[[], bool] = lambda: False) -> dict:
@@ -29,7 +29,7 @@ def layer_stats(session, items: list[tuple[str, LayerSpec]], cancel: Callable[[]
                 stats["weight_sqnr_db"] = wq.sqnr_db
                 stats["clipped"] = wq.clipped_fraction
                 if wq.algorithm_info:
-                    from ..core.preview import algorithm_text
+                    from ..core.numerics.preview import algorithm_text
 
                     stats["algorithm"] = algorithm_text(wq.algorithm_info)
             if info.has_activation_input and spec.activation.bits is not None and sim.calibrated:

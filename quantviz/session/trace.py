@@ -1,4 +1,4 @@
-"""The session's error trace: run :func:`quantviz.core.trace.trace` for the current config and keep it.
+"""The session's error trace: run :func:`quantviz.core.analysis.trace.trace` for the current config and keep it.
 
 The result is stored as ``session.analysis.trace`` and announced with
 ``analysis_changed`` (``what="trace"``), like the other analyses. A trace of
@@ -12,7 +12,7 @@ from typing import Callable
 
 from ..core.errors import QuantvizError
 from ..core.progress import Progress, null_progress
-from ..core.trace import DEFAULT_BUDGET_BYTES, TraceResult, trace
+from ..core.analysis.trace import DEFAULT_BUDGET_BYTES, TraceResult, trace
 
 # session -> (its kept trace, what it was computed against (compared by identity), the resolved specs traced):
 # a new calibration or data set starts over

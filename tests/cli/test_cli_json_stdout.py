@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = r"""
 import json, os, sys, tempfile
-import quantviz.core.search as search
+import quantviz.core.analysis.search as search
 from quantviz.cli.main import main
 
 real_milp = search.solve_milp

@@ -101,7 +101,7 @@ def test_score_cache_flags(recipe, capsys, tmp_path, monkeypatch):
 def test_search_ranked_by_a_cached_local_sweep(recipe, capsys, tmp_path, monkeypatch):
     """``search --sensitivity local`` ranks the layers by the local proxy and reuses the sweep that
     ``sensitivity --method local`` left in the score cache (no second sweep, no e2e sweep)."""
-    from quantviz.core import proxies, sensitivity
+    from quantviz.core.analysis import proxies, sensitivity
 
     monkeypatch.setenv("QUANTVIZ_CACHE_DIR", str(tmp_path / "cache"))
     calls = {"local": 0, "e2e": 0}
@@ -116,7 +116,7 @@ def test_search_ranked_by_a_cached_local_sweep(recipe, capsys, tmp_path, monkeyp
         return real_sweep(*a, **k)
 
     monkeypatch.setattr(proxies, "local_totals", local_spy)
-    monkeypatch.setattr("quantviz.core.methods.sweep", sweep_spy)
+    monkeypatch.setattr("quantviz.core.analysis.methods.sweep", sweep_spy)
     assert main(["sensitivity", recipe, "--method", "local", "--bits", "2,4", "--act-bits", "none", "--threads", "1"]) == 0
     capsys.readouterr()
     assert calls == {"local": 1, "e2e": 0}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from quantviz.core.data import Dataset
+from quantviz.core.model.data import Dataset
 from quantviz.core.sources.base import ModelBundle
 from quantviz.io.config import preset
 from quantviz.session import Session

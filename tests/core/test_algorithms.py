@@ -13,10 +13,10 @@ from quantviz.core.algorithms.grid import output_sqnr_db, weight_grid
 from quantviz.core.algorithms.gptq import gptq
 from quantviz.core.algorithms.scaling import awq
 from quantviz.core.algorithms.stats import capture_input_stats, columns
-from quantviz.core.data import Dataset
+from quantviz.core.model.data import Dataset
 from quantviz.core.errors import Cancelled
-from quantviz.core.fakequant import QuantSim
-from quantviz.core.spec import ActSpec, LayerSpec, WeightSpec
+from quantviz.core.sim.fakequant import QuantSim
+from quantviz.core.numerics.spec import ActSpec, LayerSpec, WeightSpec
 
 
 def _stats_for(layer: nn.Module, x: torch.Tensor):
@@ -125,7 +125,7 @@ def test_smoothquant_simulation_is_exactly_the_scaled_product():
     s = wq.input_scale
     assert s[3] > s.median() * 3  # the outlier channel moved into the weight
     qp = sim.input_qparams("0", spec)
-    from quantviz.core.fakequant import fake_quantize_tensor
+    from quantviz.core.sim.fakequant import fake_quantize_tensor
 
     xs = fake_quantize_tensor(x / s, qp)
     wcodes = wq.codes.float()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from quantviz.core.candidates import Candidate, CandidateError, from_key, normalize, parse_candidate, parse_candidates
-from quantviz.core.spec import WeightSpec
+from quantviz.core.analysis.candidates import Candidate, CandidateError, from_key, normalize, parse_candidate, parse_candidates
+from quantviz.core.numerics.spec import WeightSpec
 
 from sens_models import make_session, transformer_data, transformer_model
 
@@ -64,7 +64,7 @@ def test_sensitivity_and_search_over_candidates(tsession):
 
 
 def test_proxies_refuse_candidates(tsession):
-    from quantviz.core.sensitivity import SensitivityError
+    from quantviz.core.analysis.sensitivity import SensitivityError
 
     with pytest.raises(SensitivityError, match="need method e2e or loo"):
         tsession.run_sensitivity("local", bits=parse_candidates("int4+gptq,int8"), act_bits=())

@@ -1,4 +1,4 @@
-"""bf16 / fp16 layers on the CPU compute in float32 (quantviz.core.cpucompute): float and quantized runs
+"""bf16 / fp16 layers on the CPU compute in float32 (quantviz.core.model.cpucompute): float and quantized runs
 match a float32 computation, keep the model's dtype, and the switch turns it off."""
 import copy
 import pickle
@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from quantviz.core import cpucompute
-from quantviz.core.fakequant import QuantSim
-from quantviz.core.spec import ActSpec, LayerSpec, WeightSpec
+from quantviz.core.model import cpucompute
+from quantviz.core.sim.fakequant import QuantSim
+from quantviz.core.numerics.spec import ActSpec, LayerSpec, WeightSpec
 
 
 def _models():

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from quantviz.core.data import Dataset
+from quantviz.core.model.data import Dataset
 from quantviz.core.errors import ModelError
-from quantviz.core.evaluate import (SQNR_CAP_DB, MetricStream, evaluate_quantized, float_reference,
+from quantviz.core.sim.evaluate import (SQNR_CAP_DB, MetricStream, evaluate_quantized, float_reference,
                                     higher_is_better, wilson)
 
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from quantviz.core.data import Dataset
+from quantviz.core.model.data import Dataset
 from quantviz.core.errors import QuantvizError
-from quantviz.core.fakequant import QuantSim
-from quantviz.core.spec import ActSpec, LayerSpec, RangeSpec, WeightSpec
+from quantviz.core.sim.fakequant import QuantSim
+from quantviz.core.numerics.spec import ActSpec, LayerSpec, RangeSpec, WeightSpec
 
 
 def _mlp(seed=0):
@@ -26,7 +26,7 @@ W8 = LayerSpec(WeightSpec(bits=8), ActSpec(bits=None))
 
 def test_apply_recomputes_only_changed_layers(monkeypatch):
     calls = []
-    from quantviz.core import quantize as kernel
+    from quantviz.core.numerics import quantize as kernel
 
     real = kernel.fake_quantize
     monkeypatch.setattr(kernel, "fake_quantize", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -150,7 +150,7 @@ def test_manual_activation_range_is_used_verbatim():
 @pytest.mark.parametrize("module,axis", [(nn.ConvTranspose2d(3, 5, 3), 1), (nn.Conv1d(4, 6, 5), 0)],
                          ids=["convtranspose2d", "conv1d"])
 def test_per_group_follows_the_output_channel_axis(module, axis):
-    from quantviz.core.ranges import group_matrix
+    from quantviz.core.numerics.ranges import group_matrix
 
     torch.manual_seed(2)
     sim = QuantSim(nn.Sequential(module).eval())
@@ -169,8 +169,8 @@ def test_per_group_follows_the_output_channel_axis(module, axis):
 
 @pytest.mark.parametrize("bits,symmetric", [(8, False), (8, True), (4, False), (2, True), (16, False)])
 def test_activation_fake_quant_matches_torch_bit_for_bit(bits, symmetric):
-    from quantviz.core.fakequant import fake_quantize_tensor
-    from quantviz.core.qparams import compute_qparams
+    from quantviz.core.sim.fakequant import fake_quantize_tensor
+    from quantviz.core.numerics.qparams import compute_qparams
 
     g = torch.Generator().manual_seed(bits)
     x = torch.randn(20000, generator=g) * 3
@@ -184,8 +184,8 @@ def test_activation_fake_quant_matches_torch_bit_for_bit(bits, symmetric):
 
 def test_an_abandoned_output_iterator_leaves_autograd_on():
     """Stopping early (a cancel, a break) must not leave the caller's thread in no_grad mode."""
-    from quantviz.core.data import Dataset
-    from quantviz.core.fakequant import iterate_outputs
+    from quantviz.core.model.data import Dataset
+    from quantviz.core.sim.fakequant import iterate_outputs
 
     data = Dataset(torch.randn(8, 4), None, name="x")
     it = iterate_outputs(torch.nn.Linear(4, 2), data, device="cpu", batch_size=2)

@@ -1,8 +1,8 @@
 """Format candidates for sensitivity and search: parsing, sizes with scales, and a searched mixed-format config."""
 import pytest
 
-from quantviz.core.candidates import Candidate, CandidateError, parse_candidates
-from quantviz.core.spec import WeightSpec
+from quantviz.core.analysis.candidates import Candidate, CandidateError, parse_candidates
+from quantviz.core.numerics.spec import WeightSpec
 
 
 def test_parse_candidates_formats_and_integers():

@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from quantviz.core.formats import (E2M1, E2M3, E3M2, E4M3, E5M2, FORMATS, INT8, quantize_activation, quantize_blocks,
+from quantviz.core.numerics.formats import (E2M1, E2M3, E3M2, E4M3, E5M2, FORMATS, INT8, quantize_activation, quantize_blocks,
                                    round_element)
-from quantviz.core.layers import LayerInfo
-from quantviz.core.quantize import quantize_weight_tensor
-from quantviz.core.size import layer_weight_bytes
-from quantviz.core.spec import LayerSpec, WeightSpec
+from quantviz.core.model.layers import LayerInfo
+from quantviz.core.numerics.quantize import quantize_weight_tensor
+from quantviz.core.model.size import layer_weight_bytes
+from quantviz.core.numerics.spec import LayerSpec, WeightSpec
 
 # hand-written tables (OCP MX v1.0, tables for FP4 / FP6)
 E2M1_TABLE = [0, 0.5, 1, 1.5, 2, 3, 4, 6]

@@ -1,9 +1,9 @@
 import torch
 from torch import nn
 
-from quantviz.core.fakequant import QuantSim
-from quantviz.core.incremental import SuffixRunner
-from quantviz.core.spec import ActSpec, LayerSpec, WeightSpec
+from quantviz.core.sim.fakequant import QuantSim
+from quantviz.core.sim.incremental import SuffixRunner
+from quantviz.core.numerics.spec import ActSpec, LayerSpec, WeightSpec
 
 from sens_models import ResNetish, residual_data, transformer_data, transformer_model
 
@@ -77,7 +77,7 @@ class Branchy(nn.Module):
 
 
 def test_untraceable_model_falls_back_to_full_passes():
-    from quantviz.core.data import Dataset
+    from quantviz.core.model.data import Dataset
 
     sim = QuantSim(Branchy().eval())
     data = Dataset(torch.randn(20, 4))

@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from quantviz.core.fakequant import QuantSim
-from quantviz.core.layers import conv_bn_pairs, fold_batchnorm, inventory
-from quantviz.core.spec import ActSpec, LayerSpec, WeightSpec
+from quantviz.core.sim.fakequant import QuantSim
+from quantviz.core.model.layers import conv_bn_pairs, fold_batchnorm, inventory
+from quantviz.core.numerics.spec import ActSpec, LayerSpec, WeightSpec
 
 
 def _randomise_bn(model, seed=0):
@@ -64,7 +64,7 @@ def test_every_layer_type_quantizes_per_channel_on_its_output_axis(module, x, ax
 
 
 def _dataset(x):
-    from quantviz.core.data import Dataset
+    from quantviz.core.model.data import Dataset
 
     return Dataset(x, None, name="t")
 

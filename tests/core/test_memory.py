@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from quantviz.core.data import Dataset
-from quantviz.core.evaluate import evaluate_quantized, float_reference
-from quantviz.core.fakequant import QuantSim
-from quantviz.core.spec import ActSpec, LayerSpec, RangeSpec, WeightSpec
-from quantviz.core.wcodes import encode
+from quantviz.core.model.data import Dataset
+from quantviz.core.sim.evaluate import evaluate_quantized, float_reference
+from quantviz.core.sim.fakequant import QuantSim
+from quantviz.core.numerics.spec import ActSpec, LayerSpec, RangeSpec, WeightSpec
+from quantviz.core.sim.wcodes import encode
 
 
 def _mlp():
@@ -93,13 +93,13 @@ def _big_lm(dtype=torch.float32):
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    from quantviz.core import wcodes
+    from quantviz.core.sim import wcodes
 
     monkeypatch.setattr(wcodes, "BLOCK_ELEMS", 1 << 14)  # blocks of a few hundred channels
 
 
 def test_block_wise_codes_equal_the_whole_tensor_path(small_blocks):
-    from quantviz.core import wcodes
+    from quantviz.core.sim import wcodes
 
     m = _big_lm()
     sim = QuantSim(m, weight_cache_bytes=1 << 30)  # everything fits whole: the reference path
@@ -195,7 +195,7 @@ def test_proxies_leave_a_big_models_weight_cache_alone(dtype):
     """The local and Hessian proxies quantize every layer at each bit-width once: on a model whose
     cache holds codes in a budget (a big model) those one-off results are not kept (on the 1.1B
     model they filled the budget on top of the applied config's), and the scores are the same."""
-    from quantviz.core import proxies
+    from quantviz.core.analysis import proxies
     from quantviz.core.sources.base import ModelBundle
     from quantviz.io.config import preset
     from quantviz.session import Session
@@ -236,7 +236,7 @@ def test_proxies_leave_a_big_models_weight_cache_alone(dtype):
 def test_encode_in_blocks_gives_the_whole_tensors_codes(monkeypatch, spec, axis):
     """encode works a block of rows (per tensor: of columns) at a time, so a 65M-weight embedding
     is not copied to float32 whole (a 400 MB spike of the 1.1B search); the codes are the same."""
-    from quantviz.core import wcodes
+    from quantviz.core.sim import wcodes
 
     sim = QuantSim(_mlp())
     wq = sim.quantize_weight("2", spec)

@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from quantviz.core import proxies
+from quantviz.core.analysis import proxies
 from quantviz.core.algorithms.stats import capture_input_stats
-from quantviz.core.data import Dataset
-from quantviz.core.fakequant import QuantSim
+from quantviz.core.model.data import Dataset
+from quantviz.core.sim.fakequant import QuantSim
 from quantviz.core.sources.base import ModelBundle
-from quantviz.core.spec import ActSpec, LayerSpec, WeightSpec
+from quantviz.core.numerics.spec import ActSpec, LayerSpec, WeightSpec
 from quantviz.session import Session
 
 VOCAB, DIM = 29, 12
@@ -140,7 +140,7 @@ def test_local_and_hessian_proxies_count_real_tokens_only():
 
 
 def test_qat_distillation_counts_real_tokens_only():
-    from quantviz.core.qat import loss_value
+    from quantviz.core.training.qat import loss_value
 
     g = torch.Generator().manual_seed(2)
     out, teacher = torch.randn(3, 5, 7, generator=g), torch.randn(3, 5, 7, generator=g)

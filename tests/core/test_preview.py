@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from quantviz.core.fakequant import QuantSim
-from quantviz.core.observers import histogram_of
-from quantviz.core.preview import (MAX_LEVELS_DRAWN, cell_density, channel_ranges, grid_levels,
+from quantviz.core.sim.fakequant import QuantSim
+from quantviz.core.numerics.observers import histogram_of
+from quantviz.core.numerics.preview import (MAX_LEVELS_DRAWN, cell_density, channel_ranges, grid_levels,
                                    preview_activation, preview_weight)
-from quantviz.core.qparams import compute_qparams
-from quantviz.core.spec import ActSpec, RangeSpec, WeightSpec
+from quantviz.core.numerics.qparams import compute_qparams
+from quantviz.core.numerics.spec import ActSpec, RangeSpec, WeightSpec
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def sim():
     with torch.no_grad():
         model[0].weight[5] *= 8.0  # an outlier channel
     s = QuantSim(model)
-    from quantviz.core.data import Dataset
+    from quantviz.core.model.data import Dataset
 
     s.calibrate(Dataset(torch.randn(64, 3, 8, 8), None, name="rand"), batch_size=32)
     return s

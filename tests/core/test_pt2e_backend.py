@@ -8,10 +8,10 @@ from torch import nn
 pytest.importorskip("torchao")
 
 from quantviz.core.backends import pt2e_backend as pb  # noqa: E402
-from quantviz.core.data import Dataset  # noqa: E402
+from quantviz.core.model.data import Dataset  # noqa: E402
 from quantviz.core.errors import QuantvizError  # noqa: E402
-from quantviz.core.fakequant import QuantSim  # noqa: E402
-from quantviz.core.qparams import sqnr_db  # noqa: E402
+from quantviz.core.sim.fakequant import QuantSim  # noqa: E402
+from quantviz.core.numerics.qparams import sqnr_db  # noqa: E402
 from quantviz.io.config import preset  # noqa: E402
 from quantviz.session import Session  # noqa: E402
 

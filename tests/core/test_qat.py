@@ -4,14 +4,14 @@ import pytest
 import torch
 from torch import nn
 
-from quantviz.core.data import Dataset
+from quantviz.core.model.data import Dataset
 from quantviz.core.errors import Cancelled
-from quantviz.core.fakequant import QuantSim
-from quantviz.core.qat import QATError, QATInputs, QATOptions, train_qat
-from quantviz.core.qat_quant import ActQuantizer, WeightQuantizer, range_for_scale
-from quantviz.core.qparams import compute_qparams
-from quantviz.core.quantize import quantize_weight_tensor
-from quantviz.core.spec import ActSpec, LayerSpec, RangeSpec, WeightSpec
+from quantviz.core.sim.fakequant import QuantSim
+from quantviz.core.training.qat import QATError, QATInputs, QATOptions, train_qat
+from quantviz.core.training.qat_quant import ActQuantizer, WeightQuantizer, range_for_scale
+from quantviz.core.numerics.qparams import compute_qparams
+from quantviz.core.numerics.quantize import quantize_weight_tensor
+from quantviz.core.numerics.spec import ActSpec, LayerSpec, RangeSpec, WeightSpec
 
 
 def _mlp():
@@ -70,7 +70,7 @@ def test_activation_quantizer_is_the_simulations_and_lsq_learns():
     x = torch.randn(64, 8) * 2
     qp = compute_qparams(float(x.min()), float(x.max()), 4, False)
     frozen = ActQuantizer(qp, ActSpec(bits=4))
-    from quantviz.core.fakequant import fake_quantize_tensor
+    from quantviz.core.sim.fakequant import fake_quantize_tensor
 
     assert torch.equal(frozen(x), fake_quantize_tensor(x, qp))
     lsq = ActQuantizer(qp, ActSpec(bits=4), lsq=True)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from quantviz.core.qparams import clipped_fraction, compute_qparams, fake_quantize, qrange, quantize_int, sqnr_db
-from quantviz.core.ranges import group_matrix, weight_range
-from quantviz.core.spec import RangeSpec
+from quantviz.core.numerics.qparams import clipped_fraction, compute_qparams, fake_quantize, qrange, quantize_int, sqnr_db
+from quantviz.core.numerics.ranges import group_matrix, weight_range
+from quantviz.core.numerics.spec import RangeSpec
 
 obs = pytest.importorskip("torch.ao.quantization.observer")
 

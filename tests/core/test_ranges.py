@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from quantviz.core.observers import HistogramObserver, histogram_of
-from quantviz.core.ranges import activation_range, kl_threshold, weight_range
-from quantviz.core.spec import RangeSpec
+from quantviz.core.numerics.observers import HistogramObserver, histogram_of
+from quantviz.core.numerics.ranges import activation_range, kl_threshold, weight_range
+from quantviz.core.numerics.spec import RangeSpec
 
 
 def test_percentile_on_weights_is_exact():

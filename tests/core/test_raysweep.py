@@ -10,7 +10,7 @@ import torch
 ray = pytest.importorskip("ray")
 
 from quantviz.core.errors import Cancelled  # noqa: E402
-from quantviz.core.raysweep import RayExecutor  # noqa: E402
+from quantviz.core.analysis.raysweep import RayExecutor  # noqa: E402
 from quantviz.session.scale import parts_factory  # noqa: E402
 
 from sens_models import ResNetish, make_session, residual_data  # noqa: E402

@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from quantviz.core.search import SearchError, solve, solve_dp, solve_milp, uniform_path
+from quantviz.core.analysis.search import SearchError, solve, solve_dp, solve_milp, uniform_path
 
 from sens_models import make_session, transformer_data, transformer_model
 

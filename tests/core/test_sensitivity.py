@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from quantviz.core import proxies as P
-from quantviz.core import ranking as R
-from quantviz.core import sensitivity as S
+from quantviz.core.analysis import proxies as P
+from quantviz.core.analysis import ranking as R
+from quantviz.core.analysis import sensitivity as S
 from quantviz.core.errors import Cancelled
 from quantviz.core.progress import CancelToken
 

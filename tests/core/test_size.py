@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from quantviz.core.fakequant import QuantSim
-from quantviz.core.layers import inventory
-from quantviz.core.size import float_model_bytes, layer_weight_bytes, model_size, num_groups
-from quantviz.core.spec import LayerSpec, WeightSpec
+from quantviz.core.sim.fakequant import QuantSim
+from quantviz.core.model.layers import inventory
+from quantviz.core.model.size import float_model_bytes, layer_weight_bytes, model_size, num_groups
+from quantviz.core.numerics.spec import LayerSpec, WeightSpec
 
 
 def _model():

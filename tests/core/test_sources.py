@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from quantviz.core.data import DataError, Dataset
+from quantviz.core.model.data import DataError, Dataset
 from quantviz.core.errors import Cancelled, ModelError, SourceError, TrustRequired
 from quantviz.core.sources import check_fits, load_data, load_model, resources_dir
 from quantviz.core.sources.base import ModelBundle
@@ -162,7 +162,7 @@ def test_recipe_data_forms(tmp_path):
     r = write(tmp_path / "forms.py", """
         import torch
         from torch import nn
-        from quantviz.core.data import Dataset
+        from quantviz.core.model.data import Dataset
         def build_model():
             return nn.Linear(4, 2)
         def calibration_data():
@@ -805,7 +805,7 @@ def test_static_export_runs_at_its_batch_size(tmp_path):
     assert "fixed batch size of 1" in b.meta["note"] and "\n" not in b.meta["note"]
     x = torch.randn(5, 4)
     check_fits(b, Dataset(x, name="d.npz"))
-    from quantviz.core.data import call_model
+    from quantviz.core.model.data import call_model
 
     with torch.no_grad():
         assert torch.allclose(call_model(b.model, x), m(x), atol=1e-6)

@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from quantviz.core.data import Dataset
+from quantviz.core.model.data import Dataset
 from quantviz.core.errors import Cancelled
-from quantviz.core.fakequant import QuantSim
-from quantviz.core.spec import FLOAT_SPEC, ActSpec, LayerSpec, WeightSpec
-from quantviz.core.trace import TraceResult, trace
+from quantviz.core.sim.fakequant import QuantSim
+from quantviz.core.numerics.spec import FLOAT_SPEC, ActSpec, LayerSpec, WeightSpec
+from quantviz.core.analysis.trace import TraceResult, trace
 
 from sens_models import ResNetish, residual_data, transformer_model
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from quantviz.core.formats import FORMATS
-from quantviz.core.preview import preview_weight
+from quantviz.core.numerics.formats import FORMATS
+from quantviz.core.numerics.preview import preview_weight
 from quantviz.gui.views.layer_model import COL, apply_field
 from quantviz.gui.views.layer_table import LayerTablePanel, choices
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from quantviz.core.preview import preview_activation, preview_weight
+from quantviz.core.numerics.preview import preview_activation, preview_weight
 from quantviz.gui.views.histogram import LOG_FLOOR
 from quantviz.io.config import preset
 

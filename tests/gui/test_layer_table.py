@@ -115,7 +115,7 @@ def test_edit_menu_offers_fields_scopes_and_presets(panel):
 
 
 def test_thousands_of_layers_compute_only_what_is_shown(qtbot):
-    from quantviz.core.data import Dataset
+    from quantviz.core.model.data import Dataset
     from quantviz.core.sources.base import ModelBundle
     from quantviz.session import Session
 

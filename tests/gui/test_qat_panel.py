@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from quantviz.core.data import Dataset
-from quantviz.core.qat import QATOptions
+from quantviz.core.model.data import Dataset
+from quantviz.core.training.qat import QATOptions
 from quantviz.core.sources.base import ModelBundle
 from quantviz.io.config import preset
 from quantviz.session import Session
@@ -82,7 +82,7 @@ def test_weight_histogram_waits_until_shown_and_samples_a_big_layer(qtbot):
     """Hidden (a tab behind another), the panel computes no histogram; shown, it draws one from at
     most MAX_HIST_SAMPLES strided weights, scaled back to the layer's count (a 1.1B model's
     embedding took 4 s of the GUI thread on every load before)."""
-    from quantviz.core.preview import MAX_HIST_SAMPLES
+    from quantviz.core.numerics.preview import MAX_HIST_SAMPLES
     from quantviz.gui.views.qat import QATView
 
     torch.manual_seed(0)
@@ -113,7 +113,7 @@ def test_a_flood_of_steps_is_drawn_in_a_few_redraws(qtbot, view, monkeypatch):
     s = _session()
     view.set_session(s)
     view.start(QATOptions(steps=40, lr=1e-3), paused=True)
-    from quantviz.core.qat import new_curves
+    from quantviz.core.training.qat import new_curves
 
     view._curves = new_curves(None, s.layer_names)
     redraws = []

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from quantviz.core.data import Dataset
+from quantviz.core.model.data import Dataset
 from quantviz.core.sources.base import ModelBundle
 from quantviz.io.config import preset
 from quantviz.session import Session
@@ -76,7 +76,7 @@ def test_config_diff_lists_differing_layers(qtbot, session):
 def test_config_diff_describes_formats_and_algorithms_and_marks_only_real_differences():
     """Issue 22 G: NVFP4 / MXFP4 layers read "W4 per-ch minmax" without the algorithm, and against the
     NVFP4 preset rows were marked differing while reading the same."""
-    from quantviz.core.describe import describe_layer
+    from quantviz.core.numerics.describe import describe_layer
     from quantviz.gui.views.config_diff import diff_rows
     from quantviz.io.config import QuantConfig
 

@@ -5,7 +5,7 @@ import torch
 from PySide6.QtCore import QPointF, Qt
 from torch import nn
 
-from quantviz.core.data import Dataset
+from quantviz.core.model.data import Dataset
 from quantviz.core.sources.base import ModelBundle
 from quantviz.io.config import preset
 from quantviz.session import Session
@@ -151,7 +151,7 @@ def test_legend_sits_above_the_curves(qtbot, demo_session):
 
 def test_hover_names_the_format_and_the_algorithm(qtbot, session):
     """Issue 22 G: the hover said "W4" for an NVFP4 layer and left out the algorithm."""
-    from quantviz.core.describe import describe_layer
+    from quantviz.core.numerics.describe import describe_layer
     from quantviz.gui.views.trace import TraceView
 
     session.edit_layers(["2"], {"weight": {"format": "nvfp4", "bits": 4, "algorithm": "gptq"}})

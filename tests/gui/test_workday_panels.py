@@ -30,7 +30,7 @@ def test_heatmap_rows_stay_readable_on_a_long_model(qtbot):
     import torch
     from torch import nn
 
-    from quantviz.core.data import Dataset
+    from quantviz.core.model.data import Dataset
     from quantviz.core.sources.base import ModelBundle
     from quantviz.gui.views.sensitivity import ROW_PX, SensitivityView
     from quantviz.session import Session
@@ -264,7 +264,7 @@ def test_params_column_is_not_cut_on_a_real_model(qtbot, hf_session):
 # ---------------------------------------------------------------- 11: Help menu
 def test_help_menu_shortcuts_glossary_readme_and_export_descriptions(window):
     from quantviz.core.fmt import METRIC_LABELS
-    from quantviz.core.spec import GRANULARITIES, RANGE_METHODS, SYMMETRIC_GRIDS
+    from quantviz.core.numerics.spec import GRANULARITIES, RANGE_METHODS, SYMMETRIC_GRIDS
     from quantviz.gui import help as help_mod
 
     for key in ("shortcuts", "glossary", "readme"):

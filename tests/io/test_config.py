@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from quantviz.core.layers import LayerInfo
+from quantviz.core.model.layers import LayerInfo
 from quantviz.io.config import PRESETS, ConfigError, QuantConfig, load_config, parse_config_text, preset, save_config
 
 DATA = Path(__file__).resolve().parents[1] / "data"

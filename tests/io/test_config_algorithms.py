@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from quantviz.core.layers import LayerInfo
+from quantviz.core.model.layers import LayerInfo
 from quantviz.io.config import ConfigError, QuantConfig, load_config, preset
 
 

@@ -11,8 +11,8 @@ pytest.importorskip("onnxruntime")
 
 from quantviz.core.backends import onnxrt  # noqa: E402
 from quantviz.core.errors import SourceError  # noqa: E402
-from quantviz.core.fakequant import iterate_outputs  # noqa: E402
-from quantviz.core.qparams import quantize_int, sqnr_db  # noqa: E402
+from quantviz.core.sim.fakequant import iterate_outputs  # noqa: E402
+from quantviz.core.numerics.qparams import quantize_int, sqnr_db  # noqa: E402
 from quantviz.session import Session  # noqa: E402
 
 
@@ -65,9 +65,9 @@ def test_json_export_carries_codes_and_bias(demo, tmp_path):
 def test_onnx_export_of_smoothquant_scales_the_input_and_creates_biases(tmp_path):
     from torch import nn
 
-    from quantviz.core.data import Dataset
-    from quantviz.core.fakequant import QuantSim
-    from quantviz.core.spec import ActSpec, LayerSpec, WeightSpec
+    from quantviz.core.model.data import Dataset
+    from quantviz.core.sim.fakequant import QuantSim
+    from quantviz.core.numerics.spec import ActSpec, LayerSpec, WeightSpec
     from quantviz.io.onnx_export import build_qdq, save_model
 
     torch.manual_seed(0)
@@ -92,9 +92,9 @@ def test_onnx_export_of_smoothquant_scales_the_input_and_creates_biases(tmp_path
 def test_smoothquant_scale_folds_into_a_layernorm_that_feeds_only_that_layer(tmp_path):
     from torch import nn
 
-    from quantviz.core.data import Dataset
-    from quantviz.core.fakequant import QuantSim
-    from quantviz.core.spec import ActSpec, LayerSpec, WeightSpec
+    from quantviz.core.model.data import Dataset
+    from quantviz.core.sim.fakequant import QuantSim
+    from quantviz.core.numerics.spec import ActSpec, LayerSpec, WeightSpec
     from quantviz.io.onnx_export import build_qdq, save_model
 
     class M(nn.Module):

@@ -100,7 +100,7 @@ def test_torchao_export_writes_the_pt2e_int8_program_for_convolutions(demo, tmp_
         out = module(xs)
         demo.sim.apply(demo.specs)
         sim = demo.sim.qmodel(xs)
-    from quantviz.core.qparams import sqnr_db
+    from quantviz.core.numerics.qparams import sqnr_db
 
     assert out.shape == sim.shape and sqnr_db(sim, out) > 30
 
@@ -129,7 +129,7 @@ def test_torchao_notes_say_per_layer_type_what_runs_on_int8_kernels(demo, tmp_pa
 
 def test_torchao_script_applies_the_pt2e_flow_to_a_fresh_model(tmp_path):
     pytest.importorskip("torchao")
-    from quantviz.core.qparams import sqnr_db
+    from quantviz.core.numerics.qparams import sqnr_db
     from quantviz.core.sources import load_model
 
     s = Session.open("demo")

@@ -9,8 +9,8 @@ pytest.importorskip("onnxruntime")
 
 from quantviz.core.backends import onnxrt  # noqa: E402
 from quantviz.core.errors import SourceError  # noqa: E402
-from quantviz.core.fakequant import iterate_outputs  # noqa: E402
-from quantviz.core.qparams import sqnr_db  # noqa: E402
+from quantviz.core.sim.fakequant import iterate_outputs  # noqa: E402
+from quantviz.core.numerics.qparams import sqnr_db  # noqa: E402
 from quantviz.io.onnx_export import build_qdq  # noqa: E402
 from quantviz.session import Session  # noqa: E402
 

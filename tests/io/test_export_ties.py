@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from quantviz.core.qparams import quantize_int
+from quantviz.core.numerics.qparams import quantize_int
 from quantviz.io.export import aimet_model_path
 from quantviz.session import Session
 

@@ -44,7 +44,7 @@ def test_version_2_file_loads_unchanged_and_formats_round_trip():
     cfg = preset("MXFP4A-MXFP8")
     again = parse_config_text(cfg.to_json())
     assert again == cfg
-    from quantviz.core.layers import LayerInfo
+    from quantviz.core.model.layers import LayerInfo
 
     spec = again.resolve(LayerInfo("fc", "Linear", (8, 64), 520, 0, True, 0))
     assert (spec.weight.format, spec.weight.bits, spec.activation.format, spec.activation.bits) == ("mxfp4", 4, "mxfp8_e4m3", 8)

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from quantviz.core.fakequant import QuantSim
-from quantviz.core.layers import inventory
-from quantviz.core.spec import WeightSpec
+from quantviz.core.sim.fakequant import QuantSim
+from quantviz.core.model.layers import inventory
+from quantviz.core.numerics.spec import WeightSpec
 from quantviz.session import Session
 
 from .fixtures import tiny_gpt2, token_npz
@@ -97,7 +97,7 @@ def test_torchao_export_runs_the_projections_on_real_kernels(gpt2, tmp_path):
 
     import transformers
 
-    from quantviz.core.qparams import sqnr_db
+    from quantviz.core.numerics.qparams import sqnr_db
 
     folder, data = gpt2
     s = Session.open(str(folder), data=str(data), batch_size=4)
@@ -143,7 +143,7 @@ def test_onnx_export_runs_in_onnx_runtime_on_any_token_count(gpt2, tmp_path):
         s.sim.apply(s.specs)
         ref = s.sim.qmodel(input_ids=ids, attention_mask=mask).logits
     assert got.shape == ref.shape
-    from quantviz.core.qparams import sqnr_db
+    from quantviz.core.numerics.qparams import sqnr_db
 
     assert sqnr_db(ref[mask.bool()], got[mask.bool()]) > 60
 

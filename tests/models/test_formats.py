@@ -186,8 +186,8 @@ def test_torchao_export_gives_the_convolutions_int8_kernels(files, tmp_path, src
     pytest.importorskip("torchao")
     import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401 - registers the Q/DQ ops for loading
 
-    from quantviz.core.data import call_model
-    from quantviz.core.qparams import sqnr_db
+    from quantviz.core.model.data import call_model
+    from quantviz.core.numerics.qparams import sqnr_db
 
     s = Session.open(str(files / src), data=str(files / "data.npz"), batch_size=8)
     s.apply_preset("W8A8")

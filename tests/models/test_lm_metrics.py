@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from quantviz.core.errors import QuantvizError
-from quantviz.core.evaluate import MetricStream, primary_metric
-from quantviz.core.lmmetrics import batch_aux
+from quantviz.core.sim.evaluate import MetricStream, primary_metric
+from quantviz.core.model.lmmetrics import batch_aux
 from quantviz.session import Session
 
 from .fixtures import add_word_tokenizer, tiny_gpt2, token_npz, word_text

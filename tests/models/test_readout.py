@@ -103,7 +103,7 @@ def test_metrics_read_the_chosen_output_over_the_masked_tokens(tmp_path, case):
     for k in ("sqnr_db", "cosine", "kl_div", "top1_agreement", "perplexity"):
         assert got[k] == pytest.approx(want[k], rel=1e-4, abs=1e-6), k
     # the plain evaluation (no incremental re-check) reads the same output and mask
-    from quantviz.core.evaluate import evaluate_quantized
+    from quantviz.core.sim.evaluate import evaluate_quantized
 
     plain = evaluate_quantized(s.sim.qmodel, s.eval_data, s.reference)
     assert plain["sqnr_db"] == pytest.approx(want["sqnr_db"], rel=1e-6)
@@ -127,8 +127,8 @@ def test_sensitivity_search_and_trace_use_the_readout(tmp_path):
     res = s.run_sensitivity("e2e", bits=(3,), act_bits=(), cache=False)
     cell = next(l for l in res["layers"] if l["name"] == "fc1")["results"]["3"]["metrics"]
     # the e2e cell: only fc1 at 3 bits (the config's other weight settings), everything else float
-    from quantviz.core.sensitivity import weight_setting
-    from quantviz.core.spec import FLOAT_SPEC
+    from quantviz.core.analysis.sensitivity import weight_setting
+    from quantviz.core.numerics.spec import FLOAT_SPEC
 
     specs = {n: FLOAT_SPEC for n in s.layer_names}
     specs["fc1"] = weight_setting(s.specs["fc1"], 3)

@@ -121,7 +121,7 @@ def _cancel_everywhere(job, check_state, limit: int = 400) -> int:
 
 
 def test_cancel_sensitivity_search_and_export_at_every_point(model, tmp_path):
-    from quantviz.core.sensitivity import sweep
+    from quantviz.core.analysis.sensitivity import sweep
     from quantviz.session.analysis import Analysis
     from quantviz.io import export as export_mod
 

@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from quantviz.core.layers import LayerInfo
-from quantviz.core.observers import HistogramObserver
-from quantviz.core.qparams import EPS, MAX_BITS, MIN_BITS, compute_qparams, fake_quantize, quantize_int
-from quantviz.core.ranges import activation_range, group_matrix, weight_range
-from quantviz.core.spec import GRANULARITIES, RANGE_METHODS, RangeSpec
+from quantviz.core.model.layers import LayerInfo
+from quantviz.core.numerics.observers import HistogramObserver
+from quantviz.core.numerics.qparams import EPS, MAX_BITS, MIN_BITS, compute_qparams, fake_quantize, quantize_int
+from quantviz.core.numerics.ranges import activation_range, group_matrix, weight_range
+from quantviz.core.numerics.spec import GRANULARITIES, RANGE_METHODS, RangeSpec
 from quantviz.io.config import ConfigError, QuantConfig, parse_config_text
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from quantviz.core.errors import Cancelled
-from quantviz.core.qat import QATOptions
+from quantviz.core.training.qat import QATOptions
 from quantviz.io.config import preset
 from quantviz.session.session import Session
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from quantviz.core.data import Dataset
+from quantviz.core.model.data import Dataset
 from quantviz.core.errors import Cancelled, QuantvizError
 from quantviz.core.sources.base import ModelBundle
 from quantviz.io.config import preset

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 from sens_models import ResNetish, make_session, residual_data  # noqa: E402
 
 from quantviz.core.errors import Cancelled
-from quantviz.core.fingerprint import data_fingerprint, model_fingerprint
+from quantviz.core.model.fingerprint import data_fingerprint, model_fingerprint
 from quantviz.io.score_cache import ScoreCache, default_root
 
 

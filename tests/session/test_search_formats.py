@@ -61,7 +61,7 @@ def test_cli_says_format_layers_are_searched_on_int_grids(tmp_path, capsys):
     json.loads(out)
     note = next(l for l in err.splitlines() if "note:" in l)
     assert "features.7 (NVFP4)" in note and "classifier.1 (MXFP4)" in note and "int grids" in note
-    from quantviz.core.candidates import format_note, parse_candidates
+    from quantviz.core.analysis.candidates import format_note, parse_candidates
 
     specs = cfg.resolve_all(Session.open("demo", prepare=False).layers)
     assert format_note(specs, (2, 8)) == note.split("note: ", 1)[1]

@@ -9,8 +9,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 from sens_models import make_session, transformer_data, transformer_model  # noqa: E402
 
-from quantviz.core import proxies
-from quantviz.core.search import SearchError
+from quantviz.core.analysis import proxies
+from quantviz.core.analysis.search import SearchError
 from quantviz.io.config import QuantConfig
 
 

@@ -5,7 +5,7 @@ import textwrap
 import pytest
 import torch
 
-from quantviz.core.spec import RangeSpec
+from quantviz.core.numerics.spec import RangeSpec
 from quantviz.io.config import ConfigError, QuantConfig, preset
 from quantviz.session import Session
 from quantviz.session.session import SessionError

@@ -68,7 +68,7 @@ def test_the_traces_last_layer_equals_the_recheck_after_qat(preset):
     """#22 item 4: after QAT the trace compared trained-and-quantized outputs with the trained float
     model, so its last layer disagreed with the summary. Both now compare with the untrained float
     model, before and after training, and after going back to the original weights (undo)."""
-    from quantviz.core.qat import QATOptions
+    from quantviz.core.training.qat import QATOptions
     from quantviz.session import Session
 
     s = Session.open("demo")

@@ -5,8 +5,10 @@ statistics of its calibration inputs, its grid settings) in one module each:
 :mod:`.adaround`, :mod:`.gptq`, :mod:`.bias_correction`, :mod:`.scaling`
 (SmoothQuant, AWQ), :mod:`.cle` (cross-layer equalization, model level).
 :func:`run_algorithm` dispatches on ``spec.algorithm`` and returns an
-:class:`AlgorithmResult`; :class:`~quantviz.core.fakequant.QuantSim` runs it
+:class:`AlgorithmResult`; :class:`~quantviz.core.sim.fakequant.QuantSim` runs it
 when a config asks for it and caches the result per layer.
+
+Imports: numerics, model.
 """
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ from typing import Callable
 import torch
 
 from ..progress import Progress, null_progress
-from ..qparams import QParams
-from ..spec import ALGORITHMS, WeightSpec
+from ..numerics.qparams import QParams
+from ..numerics.spec import ALGORITHMS, WeightSpec
 from .grid import Grid, output_sqnr_db, weight_grid
 from .options import DESCRIPTIONS, OPTIONS, option
 from .stats import InputStats, applies, capture_input_stats

@@ -23,8 +23,8 @@ import torch
 
 from ..errors import Cancelled
 from ..progress import Progress, null_progress
-from ..qparams import QParams
-from ..spec import WeightSpec
+from ..numerics.qparams import QParams
+from ..numerics.spec import WeightSpec
 from .grid import Grid, qparams_for, weight_grid, with_values
 
 

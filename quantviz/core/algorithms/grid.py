@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..qparams import QParams, compute_qparams
-from ..ranges import group_matrix, weight_range
-from ..spec import WeightSpec
+from ..numerics.qparams import QParams, compute_qparams
+from ..numerics.ranges import group_matrix, weight_range
+from ..numerics.spec import WeightSpec
 
 
 def qparams_for(m: torch.Tensor, spec: WeightSpec) -> QParams:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from ..spec import ALGORITHMS
+from ..numerics.spec import ALGORITHMS
 
 # option -> (type, default, check, description)
 OPTIONS: dict[str, dict[str, tuple]] = {

@@ -22,7 +22,7 @@ import torch
 
 from ..errors import Cancelled
 from ..progress import Progress, null_progress
-from ..spec import WeightSpec
+from ..numerics.spec import WeightSpec
 from .grid import weight_grid
 
 MIN_SCALE = 1e-5

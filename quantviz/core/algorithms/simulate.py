@@ -1,4 +1,4 @@
-"""How :class:`~quantviz.core.fakequant.QuantSim` runs the per-layer algorithms.
+"""How :class:`~quantviz.core.sim.fakequant.QuantSim` runs the per-layer algorithms.
 
 A layer's algorithm sees the layer's input as the *simulated* model computes
 it (every layer before it in the inventory already quantized, with its own
@@ -24,7 +24,7 @@ import torch
 
 from ..errors import QuantvizError
 from ..progress import Progress, null_progress, scaled
-from ..spec import LayerSpec, WeightSpec
+from ..numerics.spec import LayerSpec, WeightSpec
 
 
 class AlgorithmSupport:
@@ -71,7 +71,7 @@ class AlgorithmSupport:
         """The qparams of the layer's input quantizer as simulated: of ``x / s`` when the
         layer's algorithm migrated a scale into its weight (min-max of the scaled input
         on calibration data), else of ``x`` (:meth:`activation_qparams`)."""
-        from ..qparams import compute_qparams
+        from ..numerics.qparams import compute_qparams
 
         aspec = spec.activation
         if aspec.bits is None:

@@ -19,7 +19,7 @@ result can be cached per (layer, settings) until the calibration changes.
 
 Padding never enters them: for a Linear layer whose input is ``(batch, tokens,
 features)``, only the rows of real tokens count (the inputs' ``attention_mask``,
-or a recipe's ``MASK``: :mod:`quantviz.core.readout`), so a padded batch gives
+or a recipe's ``MASK``: :mod:`quantviz.core.model.readout`), so a padded batch gives
 the statistics of the same tokens without padding.
 """
 from __future__ import annotations
@@ -143,7 +143,7 @@ class _Acc:
 
 def _grab(model: nn.Module, module: nn.Module, inputs) -> torch.Tensor | None:
     """The input of ``module`` when ``model`` runs on ``inputs`` (the pass stops there)."""
-    from ..data import call_model
+    from ..model.data import call_model
 
     got: list = []
 
@@ -170,9 +170,9 @@ def capture_input_stats(float_model: nn.Module, fmod: nn.Module, qmodel: nn.Modu
     layers before it quantized, its own input quantizer applied) and ``f`` from the
     float model. Each pass stops at the layer. ``qmodel=None``: float inputs only.
     ``readout`` says which tokens are real (default: the inputs' attention mask)."""
-    from ..data import to_device
+    from ..model.data import to_device
     from ..errors import ModelError, QuantvizError
-    from ..readout import DEFAULT, real_rows
+    from ..model.readout import DEFAULT, real_rows
 
     readout = readout or DEFAULT
     tokens = isinstance(fmod, nn.Linear)  # (batch, tokens, features) inputs: padded rows are dropped

@@ -1,1 +1,4 @@
-"""Optional real-quantization backends (torchao, ONNX Runtime)."""
+"""Optional real-quantization backends (torchao, ONNX Runtime).
+
+Imports: numerics, model.
+"""

@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
-from ..data import Dataset
+from ..model.data import Dataset
 from ..errors import Cancelled, QuantvizError
 
 

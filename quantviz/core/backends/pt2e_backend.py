@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from ..errors import QuantvizError
-from ..layers import LayerInfo
-from ..spec import LayerSpec
+from ..model.layers import LayerInfo
+from ..numerics.spec import LayerSpec
 from .torchao_backend import _quiet, grid_model, triage
 
 KERNEL_TYPES = ("Conv2d", "Linear")
@@ -240,7 +240,7 @@ def lower(converted: nn.Module, example: torch.Tensor, *, min_db: float = LOWERI
     The result is checked against the converted Q/DQ program on ``example``; a lowering
     that changes the outputs (SQNR below ``min_db``) is refused with a one-line error.
     """
-    from ..qparams import sqnr_db
+    from ..numerics.qparams import sqnr_db
 
     lower_fn = _pt2e()[3]
     try:

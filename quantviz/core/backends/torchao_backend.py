@@ -53,8 +53,8 @@ import torch
 from torch import nn
 
 from ..errors import QuantvizError
-from ..layers import LayerInfo
-from ..spec import LayerSpec
+from ..model.layers import LayerInfo
+from ..numerics.spec import LayerSpec
 
 
 @contextlib.contextmanager

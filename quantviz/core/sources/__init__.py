@@ -21,6 +21,8 @@ model on two samples and turns a mismatch into a one-line :class:`DataError`.
 Every failure a user can cause raises :class:`SourceError`,
 :class:`TrustRequired` or :class:`DataError` whose ``str()`` is one line that
 names the file.
+
+Imports: numerics, model.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from typing import Callable
 
 import torch
 
-from ..data import DataError, Dataset, call_model, output_tensor, to_device
+from ..model.data import DataError, Dataset, call_model, output_tensor, to_device
 from ..errors import Cancelled, ModelError, QuantvizError, SourceError, TrustRequired, one_line
 from .base import ModelBundle
 
@@ -224,7 +226,7 @@ def check_fits(bundle: ModelBundle, dataset: Dataset) -> None:
         raise ModelError(f"model {bundle.name} raised {type(exc).__name__} on {data_name}: {text}") from exc
     readout = bundle.meta.get("readout")
     if readout is not None:  # a recipe's OUTPUT / MASK: said at once when they do not fit the data
-        from ..data import batch_len
+        from ..model.data import batch_len
 
         t = readout.pick(out, batch_len(x))
         readout.check_lines_up(readout.mask_of(x), t)

@@ -6,7 +6,7 @@ from typing import Callable
 
 from torch import nn
 
-from ..data import Dataset
+from ..model.data import Dataset
 
 # evaluate_fn(model, dataset) -> {"metric name": float}; higher is better unless
 # the name ends in "loss" / "perplexity" / "error".

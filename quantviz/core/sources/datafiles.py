@@ -1,6 +1,6 @@
 """Data files: ``.npz``, ``.pt`` (tensor or ``{"x", "y"}``), image folders.
 
-Every failure a user can cause raises :class:`~quantviz.core.data.DataError`
+Every failure a user can cause raises :class:`~quantviz.core.model.data.DataError`
 with a one-line message that names the file.
 
 Formats
@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from ..data import DataError, Dataset
+from ..model.data import DataError, Dataset
 from ..errors import one_line
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import DataError
+from ..model.data import DataError
 from ..errors import SourceError, one_line
 from .base import ModelBundle
 from .datafiles import load_npz

@@ -1,9 +1,9 @@
 """torch.export programs and TorchScript as FX graphs with real layers.
 
 * A ``.pt2`` program: ``ExportedProgram.module()``, then
-  :func:`quantviz.core.graphlayers.lift_layers`. A program exported with a
+  :func:`quantviz.core.model.graphlayers.lift_layers`. A program exported with a
   fixed batch size is marked (``quantviz_fixed_batch``) so that
-  :func:`quantviz.core.data.call_model` runs it at that batch size.
+  :func:`quantviz.core.model.data.call_model` runs it at that batch size.
 * A TorchScript module: converted with torch's TorchScript-to-export converter
   (``torch._export.converter.TS2EPConverter``) on a sample of the data (the
   converter propagates shapes, so it needs one), then the same path. When the
@@ -19,9 +19,9 @@ import warnings
 
 import torch
 
-from ..data import Dataset
+from ..model.data import Dataset
 from ..errors import one_line
-from ..graphlayers import fixed_batch_size, lift_layers, reorder_modules
+from ..model.graphlayers import fixed_batch_size, lift_layers, reorder_modules
 from .base import ModelBundle
 
 
@@ -88,7 +88,7 @@ def convert_torchscript(bundle: ModelBundle, data: Dataset) -> None:
             with torch.no_grad():  # the converted graph must compute what the script computes
                 ref = bundle.model(*args, **(kwargs or {}))
                 got = gm(*args, **(kwargs or {}))
-            from ..data import output_tensor
+            from ..model.data import output_tensor
 
             r, g = output_tensor(ref), output_tensor(got)
             if r.shape != g.shape or not torch.allclose(r.float(), g.float(), rtol=1e-4, atol=1e-5):

@@ -29,7 +29,7 @@ from typing import Callable
 
 import torch
 
-from ..data import DataError, Dataset
+from ..model.data import DataError, Dataset
 from ..errors import Cancelled, SourceError, TrustRequired, one_line
 from .base import ModelBundle
 from .datafiles import load_file, make_dataset

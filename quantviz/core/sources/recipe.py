@@ -15,7 +15,7 @@ The contract is documented in ``resources/recipe_template.py``:
   index into a tuple / dict of outputs, or a function ``output -> Tensor``
 * ``MASK`` (optional): the real tokens: an input's name, or a function
   ``inputs -> Tensor (batch, tokens)``; absent: the inputs' ``attention_mask``
-  (both: :mod:`quantviz.core.readout`)
+  (both: :mod:`quantviz.core.model.readout`)
 
 The file runs as a module named ``quantviz_recipe_<stem>`` with its folder on
 ``sys.path``. While the recipe's own code runs, a trace hook checks ``cancel()``
@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..data import DataError, Dataset
+from ..model.data import DataError, Dataset
 from ..errors import Cancelled, ModelError, QuantvizError, SourceError, one_line
 from .base import ModelBundle
 from .datafiles import coerce_dataset
@@ -154,7 +154,7 @@ def _exec_module(path: Path, cancel) -> Any:
 
 def _wrap_evaluate(fn: Callable, filename: str) -> Callable[[nn.Module, Dataset], dict]:
     """The recipe's ``evaluate`` named after its file; its results are checked by
-    :func:`quantviz.core.evaluate.user_metrics` like any caller-supplied metric."""
+    :func:`quantviz.core.sim.evaluate.user_metrics` like any caller-supplied metric."""
     name = Path(filename).name
 
     def evaluate_fn(model: nn.Module, dataset: Dataset) -> dict:
@@ -171,8 +171,8 @@ def _wrap_evaluate(fn: Callable, filename: str) -> Callable[[nn.Module, Dataset]
 
 
 def _readout(module: Any, name: str):
-    """The recipe's ``OUTPUT`` / ``MASK`` as a :class:`~quantviz.core.readout.Readout` (None: neither)."""
-    from ..readout import Readout
+    """The recipe's ``OUTPUT`` / ``MASK`` as a :class:`~quantviz.core.model.readout.Readout` (None: neither)."""
+    from ..model.readout import Readout
 
     output, mask = getattr(module, "OUTPUT", None), getattr(module, "MASK", None)
     if output is not None and (isinstance(output, bool) or not (isinstance(output, (str, int)) or callable(output))):
@@ -222,7 +222,7 @@ def load_recipe(path: Path, reference: str, *, cancel: Callable[[], bool] | None
     meta = {"path": filename, "module": module.__name__}
     task = getattr(module, "TASK", None)
     if task is not None:
-        from ..lmmetrics import TASKS
+        from ..model.lmmetrics import TASKS
 
         if task not in TASKS:
             raise SourceError(f"{name}: TASK must be one of {', '.join(TASKS)}, got {task!r}")

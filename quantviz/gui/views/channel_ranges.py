@@ -11,7 +11,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from ...core.preview import OUTLIER_RATIO
+from ...core.numerics.preview import OUTLIER_RATIO
 
 NORMAL = (70, 110, 180)
 OUTLIER = (210, 50, 50)
@@ -78,7 +78,7 @@ class ChannelRangeView(QWidget):
 
     def set_channels(self, stats: dict, channel_lo: np.ndarray | None, channel_hi: np.ndarray | None,
                      granularity: str | None) -> None:
-        """Show ``quantviz.core.preview.channel_ranges`` output and the clip per channel."""
+        """Show ``quantviz.core.numerics.preview.channel_ranges`` output and the clip per channel."""
         self._stats = stats
         n = stats["channels"]
         x = np.arange(n)
@@ -113,7 +113,7 @@ class ChannelRangeView(QWidget):
 
 
 def main() -> int:  # pragma: no cover - a look at the widget alone
-    from ...core.preview import channel_ranges
+    from ...core.numerics.preview import channel_ranges
     from ..launch import standalone
 
     def build(session):

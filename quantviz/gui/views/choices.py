@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ...core.algorithms.options import DESCRIPTIONS as ALGORITHM_HELP
-from ...core.formats import FORMATS
-from ...core.qparams import MAX_BITS, MIN_BITS
-from ...core.spec import ALGORITHMS, GRANULARITIES, NUMBER_FORMATS, RANGE_METHODS, SYMMETRIC_GRIDS
+from ...core.numerics.formats import FORMATS
+from ...core.numerics.qparams import MAX_BITS, MIN_BITS
+from ...core.numerics.spec import ALGORITHMS, GRANULARITIES, NUMBER_FORMATS, RANGE_METHODS, SYMMETRIC_GRIDS
 from .columns import GRAN_LABEL
 
 BIT_CHOICES = [None] + ([16] if MAX_BITS >= 16 else []) + list(range(min(MAX_BITS, 8), MIN_BITS - 1, -1))

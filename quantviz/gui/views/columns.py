@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ...core.fmt import fmt_bits, fmt_bytes
-from ...core.formats import FORMATS
-from ...core.size import layer_weight_bytes
+from ...core.numerics.formats import FORMATS
+from ...core.model.size import layer_weight_bytes
 
 GRAN_LABEL = {"per_tensor": "per-tensor", "per_channel": "per-channel", "per_group": "per-group"}
 

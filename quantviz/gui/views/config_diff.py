@@ -17,7 +17,7 @@ from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QHeaderView, QLabel, QTableWidget, QTableWidgetItem,
                                QVBoxLayout, QWidget)
 
-from ...core.describe import describe_layer, same_setting
+from ...core.numerics.describe import describe_layer, same_setting
 from ...io.config import QuantConfig
 from ..bridge import OnScreen, SessionFollower
 

@@ -68,8 +68,8 @@ def grid_note(p: dict) -> str:
 
 
 def format_label(name: str) -> str:
-    """'MXFP4 (4.25 bits/value)' for a format name of quantviz.core.formats."""
-    from ...core.formats import FORMATS
+    """'MXFP4 (4.25 bits/value)' for a format name of quantviz.core.numerics.formats."""
+    from ...core.numerics.formats import FORMATS
 
     f = FORMATS.get(name)
     if f is None:

@@ -3,7 +3,7 @@
 Each histogram tab shows the float distribution, the quantization levels and
 the quantized histogram, with the clip range as a draggable band. While the
 band is dragged the layer's quantized histogram, SQNR, MSE and clipped
-fraction follow it (``quantviz.core.preview``; one tensor, no model pass,
+fraction follow it (``quantviz.core.numerics.preview``; one tensor, no model pass,
 throttled by a single-shot timer) and :attr:`HistogramPanel.rangePreview` is
 emitted; on release :attr:`HistogramPanel.rangeCommitted` asks the main
 window to store ``manual [lo, hi]`` and start a re-check. A third tab shows
@@ -19,7 +19,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QTabWidget, QVBoxLayout, QWidget
 
 from ...core.errors import QuantvizError
-from ...core.preview import channel_ranges, display_edges, preview_activation, preview_weight
+from ...core.numerics.preview import channel_ranges, display_edges, preview_activation, preview_weight
 from ..bridge import SessionFollower
 from .channel_ranges import ChannelRangeView
 from .hist_math import format_label, format_note, grid_note, weight_note

@@ -17,7 +17,7 @@ from typing import Callable
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor
 
-from ...core.spec import LayerSpec
+from ...core.numerics.spec import LayerSpec
 from ...session.stats import layer_stats
 from .columns import COL, FIELDS, GRAN_LABEL, TABLE, Column, edit_label, stats_cell  # noqa: F401 (GRAN_LABEL re-exported)
 

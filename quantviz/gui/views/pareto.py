@@ -1,7 +1,7 @@
 """Pareto view: model size vs measured metric for searched and hand-made configs.
 
 Reads ``session.analysis.search`` (the Pareto front of
-:func:`quantviz.core.search.search`, with its chosen point) and
+:func:`quantviz.core.analysis.search.search`, with its chosen point) and
 ``session.results`` (every re-check: the hand-made config history).
 
 Signals:

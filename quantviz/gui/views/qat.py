@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QGridLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from ...core.fmt import every_nth
-from ...core.preview import MAX_HIST_SAMPLES
+from ...core.numerics.preview import MAX_HIST_SAMPLES
 from ..bridge import OnScreen, SessionFollower
 from ..elided import ElidedLabel
 
@@ -63,7 +63,7 @@ class QATDialog(QDialog):
         form.addRow(bb)
 
     def options(self):
-        from ...core.qat import QATOptions
+        from ...core.training.qat import QATOptions
 
         return QATOptions(steps=self.steps.value(), lr=self.lr.value(), lsq=self.lsq.isChecked(),
                           loss=self.loss.currentText())
@@ -173,7 +173,7 @@ class QATView(OnScreen, SessionFollower, QWidget):
     # ----------------------------------------------------------- the job
     def start(self, options, *, paused: bool = False) -> None:
         """Run QAT on the current session through the job runner (``paused``: hold it before the first step)."""
-        from ...core.qat import new_curves
+        from ...core.training.qat import new_curves
 
         s = self.session
         if s is None or self.runner is None:
@@ -232,7 +232,7 @@ class QATView(OnScreen, SessionFollower, QWidget):
         c = self._curves
         if c is None or self._job is None:
             return
-        from ...core.qat import append_snapshot
+        from ...core.training.qat import append_snapshot
 
         c["step"].append(info["step"])
         c["loss"].append(info["loss"])
@@ -320,7 +320,7 @@ def ask_and_start(win) -> None:
 
 
 def main() -> int:  # pragma: no cover - a look at the widget alone
-    from ...core.qat import QATOptions
+    from ...core.training.qat import QATOptions
     from ...io.config import preset
     from ..launch import standalone
 

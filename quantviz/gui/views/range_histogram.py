@@ -1,7 +1,7 @@
 """One histogram tab: a tensor's float distribution, its quantization levels and quantized
 histogram, and the clip range as a draggable band (with a typed-in range editor below).
 
-:class:`RangeHistogram` only draws what :mod:`quantviz.core.preview` computed and reports
+:class:`RangeHistogram` only draws what :mod:`quantviz.core.numerics.preview` computed and reports
 drags; :class:`.histogram.HistogramPanel` owns the session side.
 """
 from __future__ import annotations
@@ -213,7 +213,7 @@ class RangeHistogram(QWidget):
 
 
 def main() -> int:  # pragma: no cover - a look at the widget alone
-    from ...core.preview import display_edges, preview_weight
+    from ...core.numerics.preview import display_edges, preview_weight
     from ..launch import standalone
 
     def build(session):

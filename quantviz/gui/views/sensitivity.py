@@ -1,7 +1,7 @@
 """Sensitivity view: a layers x bit-widths heatmap and a sorted bar chart.
 
 Reads ``session.analysis.sensitivity`` (results of
-:func:`quantviz.core.sensitivity.run_sensitivity`). Colour = how much worse
+:func:`quantviz.core.analysis.sensitivity.run_sensitivity`). Colour = how much worse
 the model gets (the primary metric's drop, or the output noise in dB for the
 fidelity view); values show on hover.
 
@@ -18,7 +18,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QScrollArea, QSplitter, QVBoxLayout, QWidget
 
 from ...core.fmt import METRIC_LABELS, PERCENT_METRICS
-from ...core.ranking import predicted
+from ...core.analysis.ranking import predicted
 from ..bridge import SessionFollower
 from ..elided import ElidedLabel, elide_layer_name
 
@@ -35,7 +35,7 @@ MODES = {  # method -> [(label, key)]; "drop" stands for one entry per metric th
 
 def drop_label(metric: str) -> str:
     """``accuracy drop (pt)``, ``KL divergence increase``: what a positive (worse) change of ``metric`` is."""
-    from ...core.evaluate import higher_is_better
+    from ...core.sim.evaluate import higher_is_better
 
     word = "drop" if higher_is_better(metric) else "increase"
     unit = " (pt)" if metric in PERCENT_METRICS else " (dB)" if metric == "sqnr_db" else ""
@@ -57,7 +57,7 @@ def drop_metrics(result: dict) -> list[str]:
 
 def metric_choices(metrics: dict) -> list[str]:
     """The metrics a model can be ranked by, its primary metric first."""
-    from ...core.evaluate import primary_metric
+    from ...core.sim.evaluate import primary_metric
 
     if not metrics:
         return []
@@ -175,7 +175,7 @@ class SensitivityView(SessionFollower, QWidget):
 
     def _fill_metrics(self) -> None:
         """The metrics this model has (the float reference's), the primary marked; the session's choice current."""
-        from ...core.evaluate import primary_metric
+        from ...core.sim.evaluate import primary_metric
 
         s = self.session
         ref = getattr(s, "reference", None) if s is not None else None

@@ -19,7 +19,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QBoxLayout, QGridLayout, QLabel, QVBoxLayout, QWidget
 
-from ...core.evaluate import primary_metric
+from ...core.sim.evaluate import primary_metric
 from ...core.fmt import IDENTICAL_DB, PERCENT_METRICS, fmt_bytes, fmt_metric, metric_label, size_unit
 from .. import theme
 from ..elided import ElidedLabel

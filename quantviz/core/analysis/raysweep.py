@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterator
 
-from .errors import Cancelled, QuantvizError
+from ..errors import Cancelled, QuantvizError
 
 
 class RayError(QuantvizError):
@@ -85,7 +85,7 @@ class Worker:
         return hessian_traces(self.parts, batch_ids, **opts)
 
     def evaluate(self, specs):
-        from .evaluate import evaluate_quantized
+        from ..sim.evaluate import evaluate_quantized
 
         p = self.parts
         self._runners.clear()  # the cached activations belong to another base

@@ -3,7 +3,7 @@
 While the user drags a clip range the app must show, at once and without a
 model pass, what that range does to one tensor: its SQNR, MSE, the fraction of
 values clipped, the quantization levels and the quantized histogram. These
-functions compute exactly what :class:`~quantviz.core.fakequant.QuantSim`
+functions compute exactly what :class:`~quantviz.core.sim.fakequant.QuantSim`
 computes for the same settings (same grouping, range, qparams and fake
 quantization), so a manual range equal to the min-max range reproduces the
 engine's own numbers.

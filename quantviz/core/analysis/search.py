@@ -15,8 +15,8 @@ repeats this over a range of budgets; every point carries its bit-width per laye
 (the session turns it into a full config).
 
 Budgets: ``avg_bits`` (bits per weight over all quantizable layers, scales
-included, as :mod:`quantviz.core.size` counts them everywhere), ``size_bytes`` (the model size with
-scale overhead, :mod:`quantviz.core.size`), or ``max_drop`` (the largest
+included, as :mod:`quantviz.core.model.size` counts them everywhere), ``size_bytes`` (the model size with
+scale overhead, :mod:`quantviz.core.model.size`), or ``max_drop`` (the largest
 acceptable drop of the primary metric; the smallest measured config within
 it is chosen).
 """
@@ -28,12 +28,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import Cancelled, QuantvizError
-from .evaluate import evaluate_quantized, higher_is_better
-from .progress import Progress, null_progress
+from ..errors import Cancelled, QuantvizError
+from ..sim.evaluate import evaluate_quantized, higher_is_better
+from ..progress import Progress, null_progress
 from .sensitivity import DEFAULT_BITS, Parts, primary_metric, tie_groups, weight_setting
 from .candidates import Candidate, as_json, normalize, setting_label, weight_at
-from .size import layer_weight_bytes, model_size
+from ..model.size import layer_weight_bytes, model_size
 
 
 class SearchError(QuantvizError):
@@ -112,7 +112,7 @@ def _table(p: Parts, sens: dict, bits: Sequence[int]):
     for g in groups:
         infos = [p.sim.by_name[n] for n in g]
         wbytes.append([sum(layer_weight_bytes(i, weight_setting(p.base_specs[i.name], b)) for i in infos) for b in bits])
-        # bits with scales (the avg-bits rule of quantviz.core.size): per-channel, per-group and block
+        # bits with scales (the avg-bits rule of quantviz.core.model.size): per-channel, per-group and block
         # scales are paid for, so a budget means what the size and every label say
         wbits.append([8 * y for y in wbytes[-1]])
         cells = by_name[g[0]]["results"]

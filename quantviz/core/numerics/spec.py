@@ -14,12 +14,12 @@ DEFAULT_PERCENTILE = 99.99
 DEFAULT_GROUP_SIZE = 32
 # per-layer PTQ algorithms (quantviz.core.algorithms); "none" is plain rounding to nearest
 ALGORITHMS = ("none", "adaround", "gptq", "bias_correction", "smoothquant", "awq")
-# Symmetric grid rules (quantviz.core.qparams): "full" [-2^(b-1), 2^(b-1)-1] with both range ends
+# Symmetric grid rules (quantviz.core.numerics.qparams): "full" [-2^(b-1), 2^(b-1)-1] with both range ends
 # on the grid; "torch" (torch's observers' scale); "restricted" [-(2^(b-1)-1), 2^(b-1)-1].
 # Asymmetric grids ignore the setting.
 SYMMETRIC_GRIDS = ("full", "torch", "restricted")
 DEFAULT_GRID = "full"
-# Number formats (quantviz.core.formats): "int" is the integer grid above; the others are
+# Number formats (quantviz.core.numerics.formats): "int" is the integer grid above; the others are
 # FP8 (per-tensor / per-channel FP32 scale), MX (E8M0 scale per block of 32) and NVFP4.
 # With a float format, bits only says quantized (the format's element width) or float (None).
 NUMBER_FORMATS = ("int", "fp8_e4m3", "fp8_e5m2", "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2",

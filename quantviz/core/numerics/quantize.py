@@ -41,7 +41,7 @@ def _db(signal: float, noise: float) -> float:
 
 def quantize_weight_tensor(w: torch.Tensor, spec: WeightSpec, channel_axis: int, name: str = "") -> TensorQuant:
     """Quantize ``w`` (float32, CPU) under ``spec`` (bits must be set)."""
-    if spec.format != "int":  # FP8 / MX / NVFP4 (quantviz.core.formats)
+    if spec.format != "int":  # FP8 / MX / NVFP4 (quantviz.core.numerics.formats)
         from .format_quant import quantize_weight_format
 
         return TensorQuant(*quantize_weight_format(w, spec, channel_axis, name))

@@ -12,7 +12,7 @@ about 100 MB of freed but resident heap (0.2x its weights).
 (``M_MMAP_THRESHOLD``, documented in ``man 3 mallopt``; the same as the
 ``MALLOC_MMAP_THRESHOLD_`` environment variable, without asking the user to
 set it): blocks of ``threshold`` bytes and more are mapped and given back when
-freed. :class:`~quantviz.core.fakequant.QuantSim` calls it for models of
+freed. :class:`~quantviz.core.sim.fakequant.QuantSim` calls it for models of
 ``MIN_MODEL_BYTES`` and more; small models keep glibc's defaults. It does
 nothing where ``mallopt`` does not exist (not glibc), and
 ``$QUANTVIZ_MMAP_THRESHOLD`` (bytes; ``0``: leave malloc alone) overrides it.

@@ -42,8 +42,8 @@ from typing import Callable, Iterable, Iterator, Mapping
 import torch
 from torch import nn
 
-from .data import Dataset, call_model, to_device
-from .errors import Cancelled, ModelError, QuantvizError
+from ..model.data import Dataset, call_model, to_device
+from ..errors import Cancelled, ModelError, QuantvizError
 
 DEFAULT_BUDGET_BYTES = 512 << 20
 
@@ -85,7 +85,7 @@ class SuffixRunner:
     def __init__(self, model: nn.Module, data: Dataset, *, batch_size: int = 64,
                  budget_bytes: int = DEFAULT_BUDGET_BYTES, device: str | torch.device = "cpu",
                  trace: bool = True, readout=None):
-        from .readout import readout_of
+        from ..model.readout import readout_of
 
         # a QuantSim's ``qmodel`` is a view: trace and run its base model in quantized mode
         self.readout = readout_of(model, readout)  # the output the metrics read
@@ -112,7 +112,7 @@ class SuffixRunner:
     def _trace(self) -> None:
         import torch.fx as fx
 
-        from .data import fixed_batch_of
+        from ..model.data import fixed_batch_of
 
         if fixed_batch_of(self.model) is not None:  # node by node it would see whole batches
             self.reason = "the program takes a fixed batch size (runs chunk by chunk)"
@@ -242,7 +242,7 @@ class SuffixRunner:
         """Nodes worth caching: the union over layers of the values a change to
         that layer reads from outside its suffix (a change to several layers
         only ever reads from this union)."""
-        from .layers import is_quantizable
+        from ..model.layers import is_quantizable
 
         want = set()
         for name, mod in self.model.named_modules():

@@ -18,7 +18,7 @@ one unit and report the same numbers.
 These functions take :class:`Parts` (the simulation, data, reference and base
 specs) and return results; they never store anything. The session keeps the
 results and tells its listeners (``Session.run_sensitivity``); every method
-runs by name through :func:`quantviz.core.methods.run`.
+runs by name through :func:`quantviz.core.analysis.methods.run`.
 """
 from __future__ import annotations
 
@@ -32,15 +32,15 @@ from typing import Callable
 import torch
 
 from .candidates import as_json, weight_at
-from .data import Dataset
-from .errors import Cancelled, QuantvizError
-from .evaluate import (SQNR_CAP_DB, FloatReference, evaluate_quantized, higher_is_better,
+from ..model.data import Dataset
+from ..errors import Cancelled, QuantvizError
+from ..sim.evaluate import (SQNR_CAP_DB, FloatReference, evaluate_quantized, higher_is_better,
                        primary_metric, user_metrics)
-from .fakequant import QuantSim
-from .incremental import DEFAULT_BUDGET_BYTES, SuffixRunner
-from .lmmetrics import cat_aux
-from .progress import Progress, null_progress
-from .spec import FLOAT_SPEC, ActSpec, LayerSpec
+from ..sim.fakequant import QuantSim
+from ..sim.incremental import DEFAULT_BUDGET_BYTES, SuffixRunner
+from ..model.lmmetrics import cat_aux
+from ..progress import Progress, null_progress
+from ..numerics.spec import FLOAT_SPEC, ActSpec, LayerSpec
 
 DEFAULT_BITS = (2, 3, 4, 6, 8)
 DEFAULT_ACT_BITS = (4, 8)

@@ -8,7 +8,7 @@ from typing import Callable
 
 from . import proxies
 from .candidates import Candidate, as_json, normalize
-from .progress import Progress, null_progress
+from ..progress import Progress, null_progress
 from .sensitivity import DEFAULT_BITS, METHODS, Parts, SensitivityError, fingerprint, sweep
 
 

@@ -38,19 +38,19 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from . import cpucompute as _upcast
-from .algorithms.simulate import AlgorithmSupport
-from .allocator import MIN_MODEL_BYTES, limit_heap_fragmentation
-from .data import Dataset, call_model, to_device
-from .errors import Cancelled, ModelError, QuantvizError
-from .format_quant import activation_axis, activation_error, activation_params, fake_quantize_activation
-from .layers import _BN, LayerInfo, fold_batchnorm, inventory
-from .observers import HistogramObserver, histogram_of
-from .progress import Progress, null_progress, scaled
-from .quantize import histogram_error, quantize_weight_tensor
-from .qparams import QParams, compute_qparams
-from .ranges import RangeError, activation_range
-from .spec import ActSpec, LayerSpec, WeightSpec
+from ..model import cpucompute as _upcast
+from ..algorithms.simulate import AlgorithmSupport
+from ..model.allocator import MIN_MODEL_BYTES, limit_heap_fragmentation
+from ..model.data import Dataset, call_model, to_device
+from ..errors import Cancelled, ModelError, QuantvizError
+from ..numerics.format_quant import activation_axis, activation_error, activation_params, fake_quantize_activation
+from ..model.layers import _BN, LayerInfo, fold_batchnorm, inventory
+from ..numerics.observers import HistogramObserver, histogram_of
+from ..progress import Progress, null_progress, scaled
+from ..numerics.quantize import histogram_error, quantize_weight_tensor
+from ..numerics.qparams import QParams, compute_qparams
+from ..numerics.ranges import RangeError, activation_range
+from ..numerics.spec import ActSpec, LayerSpec, WeightSpec
 from .wcodes import blockable, quantize_codes
 
 
@@ -119,7 +119,7 @@ class _QuantView(nn.Module):
 
     @property
     def quantviz_fixed_batch(self):
-        from .data import fixed_batch_of
+        from ..model.data import fixed_batch_of
 
         return fixed_batch_of(self._sim.float_model)
 
@@ -145,7 +145,7 @@ class QuantSim(AlgorithmSupport):
     def __init__(self, model: nn.Module, *, fold_bn: bool = True, device: str | torch.device = "cpu",
                  equalize: bool = False, copy_model: bool | None = None, weight_cache_bytes: int | None = None,
                  readout=None):
-        from .readout import DEFAULT
+        from ..model.readout import DEFAULT
 
         self.device = torch.device(device)
         self.readout = readout or DEFAULT  # the output / real-token mask metrics and statistics use
@@ -170,7 +170,7 @@ class QuantSim(AlgorithmSupport):
         self.equalize = equalize
         self.cle_report: dict | None = None
         if equalize and not self.weights_only:  # cross-layer equalization of conv -> ReLU -> conv pairs
-            from .algorithms.cle import equalize as _cle
+            from ..algorithms.cle import equalize as _cle
 
             self.cle_report = _cle(base)
         for m in ([base, self.qmodel] if self.weights_only else [base]):
@@ -464,7 +464,7 @@ class QuantSim(AlgorithmSupport):
             return
         observers = {l.name: HistogramObserver() for l in self.layers if l.has_activation_input}
         hooks = []
-        from .lmmetrics import MaskTracker
+        from ..model.lmmetrics import MaskTracker
 
         track = MaskTracker(self.float_model, self.readout)  # padded tokens stay out of the statistics
         for name, obs in observers.items():
@@ -682,8 +682,8 @@ def _per_tensor_constants(qp: QParams) -> tuple[float, float, float]:
 
 def run_model(model: nn.Module, inputs, device, readout=None) -> torch.Tensor:
     """The output the metrics read (``readout``, default the model's own: :mod:`.readout`)."""
-    from .data import batch_len
-    from .readout import readout_of
+    from ..model.data import batch_len
+    from ..model.readout import readout_of
 
     return readout_of(model, readout).pick(call_model(model, to_device(inputs, device)), batch_len(inputs))
 

@@ -37,14 +37,14 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .data import Dataset, call_model, to_device
-from .errors import Cancelled, QuantvizError
-from .evaluate import FloatReference, evaluate_quantized, is_classifier_output, primary_metric
-from .layers import LayerInfo
-from .progress import Progress, null_progress
+from ..model.data import Dataset, call_model, to_device
+from ..errors import Cancelled, QuantvizError
+from ..sim.evaluate import FloatReference, evaluate_quantized, is_classifier_output, primary_metric
+from ..model.layers import LayerInfo
+from ..progress import Progress, null_progress
 from .qat_quant import ActQuantizer, WeightQuantizer
-from .qparams import QParams
-from .spec import LayerSpec
+from ..numerics.qparams import QParams
+from ..numerics.spec import LayerSpec
 
 LOSSES = ("auto", "ce", "kl", "mse")
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -180,8 +180,8 @@ def loss_value(kind: str, inp: QATInputs, out: torch.Tensor, teacher: torch.Tens
                mask: torch.Tensor | None = None):
     """The training loss; ``mask`` (batch, tokens): distillation counts the real tokens only
     (the same value as without ``mask`` when nothing is padded)."""
-    from .lmmetrics import mask_padding
-    from .readout import real_rows
+    from ..model.lmmetrics import mask_padding
+    from ..model.readout import real_rows
 
     if mask is not None and teacher is not None and (out.dim() < 3 or tuple(out.shape[:2]) != tuple(mask.shape)):
         mask = None
@@ -282,7 +282,7 @@ def train_qat(inp: QATInputs, opt: QATOptions, *, checkpoint: str | Path | None 
     torch.manual_seed(opt.seed)
     model, wq, aq = build_qat_model(inp, opt.lsq)
     teacher = inp.model.to(inp.device).eval()
-    from .readout import DEFAULT
+    from ..model.readout import DEFAULT
 
     readout = inp.reference.readout if inp.reference is not None else DEFAULT  # the output and tokens metrics read
     model.eval()  # dropout off, BatchNorm statistics frozen (re-estimated below where kept)

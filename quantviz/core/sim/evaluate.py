@@ -17,8 +17,8 @@ Metric names (stable, used by the CLI's JSON, sensitivity and search):
 * anything a recipe's ``evaluate(model, data)`` returns.
 
 With an attention mask in the inputs, every metric is computed over the
-tokens the mask marks as real (``quantviz.core.lmmetrics``); a recipe can name
-the output and the mask the metrics read (:mod:`quantviz.core.readout`). While streaming, :meth:`MetricStream.snapshot` gives each metric an
+tokens the mask marks as real (``quantviz.core.model.lmmetrics``); a recipe can name
+the output and the mask the metrics read (:mod:`quantviz.core.model.readout`). While streaming, :meth:`MetricStream.snapshot` gives each metric an
 uncertainty band: a 95 % Wilson interval for proportions, a normal interval
 (1.96 standard errors) for the others.
 """
@@ -30,12 +30,12 @@ from typing import Callable
 
 import torch
 
-from .data import ChunkedData, Dataset, chunk_bounds
-from .errors import ModelError, QuantvizError
+from ..model.data import ChunkedData, Dataset, chunk_bounds
+from ..errors import ModelError, QuantvizError
 from .fakequant import iterate_outputs
-from .lmmetrics import Moments, batch_aux, kl_per_position, mask_padding, next_token_ce, perplexity, slice_aux, token_mask
-from .progress import Progress, null_progress
-from .readout import DEFAULT, Readout
+from ..model.lmmetrics import Moments, batch_aux, kl_per_position, mask_padding, next_token_ce, perplexity, slice_aux, token_mask
+from ..progress import Progress, null_progress
+from ..model.readout import DEFAULT, Readout
 
 SQNR_CAP_DB = 200.0
 Z95 = 1.959963984540054
@@ -108,7 +108,7 @@ class MetricStream:
     def __init__(self, total_samples: int | None = None, task: str | None = None, readout: Readout = DEFAULT):
         self.total = total_samples
         self.readout = readout
-        self.task = task  # see quantviz.core.lmmetrics; None: decided by the first output
+        self.task = task  # see quantviz.core.model.lmmetrics; None: decided by the first output
         self.kl = Moments()
         self.ce_q = Moments()
         self.ce_f = Moments()
@@ -350,7 +350,7 @@ def float_reference(model, data: Dataset, *, device="cpu", batch_size: int = 64,
 
 
 def _rows_recomputer(model, data: Dataset, device, readout: Readout) -> Callable[[int, int], torch.Tensor]:
-    from .data import call_model, to_device
+    from ..model.data import call_model, to_device
 
     def recompute(a: int, b: int) -> torch.Tensor:
         with torch.no_grad():

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .errors import ModelError, one_line
+from ..errors import ModelError, one_line
 
 MASK_KEY = "attention_mask"
 

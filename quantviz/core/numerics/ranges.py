@@ -2,7 +2,7 @@
 
 Weights: computed on the tensor itself, one range per quantization group
 (rows of a ``(groups, n)`` matrix). Activations: computed on a streamed
-:class:`~quantviz.core.observers.Histogram`.
+:class:`~quantviz.core.numerics.observers.Histogram`.
 
 * ``minmax``: the exact minimum and maximum.
 * ``percentile`` (p): asymmetric ``[q(1-p), q(p)]``; symmetric ``+-q_|x|(p)``.
@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .errors import QuantvizError
+from ..errors import QuantvizError
 from .observers import Histogram
 from .qparams import DEFAULT_GRID, EPS, qrange, symmetric_scale
 from .spec import DEFAULT_PERCENTILE, RangeSpec

@@ -21,14 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cpucompute import half_call
-from .data import batch_len, call_model, output_tensor, to_device
-from .errors import Cancelled, ModelError
-from .evaluate import SQNR_CAP_DB
-from .fakequant import forward_batches
-from .lmmetrics import MaskTracker
-from .progress import Progress, null_progress
-from .readout import real_rows
+from ..model.cpucompute import half_call
+from ..model.data import batch_len, call_model, output_tensor, to_device
+from ..errors import Cancelled, ModelError
+from ..sim.evaluate import SQNR_CAP_DB
+from ..sim.fakequant import forward_batches
+from ..model.lmmetrics import MaskTracker
+from ..progress import Progress, null_progress
+from ..model.readout import real_rows
 from .sensitivity import DEFAULT_BITS, Parts, result_of, act_setting, tie_groups, weight_setting
 
 # ------------------------------------------------------------ local

@@ -127,7 +127,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("mxint8", INT8, 32, "e8m0", "MXINT8"),
     Format("nvfp4", E2M1, 16, "e4m3", "NVFP4"),
 )}
-FORMAT_NAMES = ("int",) + tuple(FORMATS)  # "int": the integer grids of quantviz.core.qparams
+FORMAT_NAMES = ("int",) + tuple(FORMATS)  # "int": the integer grids of quantviz.core.numerics.qparams
 FP32_MIN_NORMAL = 2.0 ** -126
 E4M3_TINY = float(torch.finfo(torch.float8_e4m3fn).tiny)  # 2^-6, smallest normal E4M3
 

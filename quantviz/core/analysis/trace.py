@@ -40,13 +40,13 @@ from typing import Callable, Iterable
 
 import torch
 
-from .data import Dataset, call_model, output_tensor, to_device
-from .describe import describe_layer
-from .errors import Cancelled, ModelError, QuantvizError
-from .evaluate import SQNR_CAP_DB
-from .fakequant import QuantSim, input_clip_range, quantize_input
-from .progress import Progress, null_progress
-from .spec import ActSpec, LayerSpec
+from ..model.data import Dataset, call_model, output_tensor, to_device
+from ..numerics.describe import describe_layer
+from ..errors import Cancelled, ModelError, QuantvizError
+from ..sim.evaluate import SQNR_CAP_DB
+from ..sim.fakequant import QuantSim, input_clip_range, quantize_input
+from ..progress import Progress, null_progress
+from ..numerics.spec import ActSpec, LayerSpec
 
 DEFAULT_BUDGET_BYTES = 256 << 20
 
@@ -85,7 +85,7 @@ class LayerTrace:
     in_local_noise: float | None = None
     clipped: float = 0.0  # float-input elements outside the input grid
     in_count: float = 0.0  # float-input elements seen
-    setting: str = ""  # the layer's settings in words (quantviz.core.describe)
+    setting: str = ""  # the layer's settings in words (quantviz.core.numerics.describe)
 
     @property
     def quantized(self) -> bool:
@@ -197,7 +197,7 @@ class TraceResult:
 def _mask_of(inputs, readout=None) -> torch.Tensor | None:
     """The ``(batch, tokens)`` real-token mask of a batch (the attention mask, or the recipe's
     ``MASK``), as float; None when there is none."""
-    from .readout import DEFAULT
+    from ..model.readout import DEFAULT
 
     m = (readout or DEFAULT).mask_of(inputs)
     return None if m is None else m.float()

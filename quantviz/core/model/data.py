@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
-from .errors import QuantvizError
+from ..errors import QuantvizError
 
 Inputs = Any  # torch.Tensor | dict[str, torch.Tensor] | tuple[torch.Tensor, ...]
 

@@ -2,7 +2,7 @@
 
 A fake-quantized weight holds only grid values ``(q - z) * s``; keeping ``q``
 as int8 (int16 above 8 bits) takes a quarter (half) of the float32 bytes. The
-weight cache of :class:`~quantviz.core.fakequant.QuantSim` stores a layer's
+weight cache of :class:`~quantviz.core.sim.fakequant.QuantSim` stores a layer's
 quantized weight this way when the full tensor does not fit its budget, and
 decodes it when the layer runs. :func:`encode` checks that decoding gives the
 tensor back bit for bit; a tensor that is not exactly on its grid is not
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .qparams import QParams
+from ..numerics.qparams import QParams
 
 
 def _rows(t: torch.Tensor, axis: int | None, group_size: int | None) -> tuple[torch.Tensor, int]:
@@ -163,8 +163,8 @@ def quantize_codes(w: torch.Tensor, spec, axis: int, name: str = ""):
     quantizing the whole tensor, decoding to ``quantize_weight_tensor(w.float()).tensor`` cast to
     ``w``'s dtype -- or None when a block's fake-quantized values are not exactly encodable (the
     caller then quantizes the whole tensor). Only for :func:`blockable` specs."""
-    from .quantize import quantize_weight_tensor, _db
-    from .qparams import QParams
+    from ..numerics.quantize import quantize_weight_tensor, _db
+    from ..numerics.qparams import QParams
 
     gs = spec.effective_group_size() if spec.granularity == "per_group" else None
     c = w.shape[axis]

@@ -78,7 +78,7 @@ def _feed(obj, h) -> None:
 
 
 def data_fingerprint(data) -> str:
-    """A short hex digest of a :class:`~quantviz.core.data.Dataset` (all inputs and labels)."""
+    """A short hex digest of a :class:`~quantviz.core.model.data.Dataset` (all inputs and labels)."""
     h = hashlib.blake2b(digest_size=16)
     _feed(getattr(data, "x", None), h)
     _feed(getattr(data, "y", None), h)

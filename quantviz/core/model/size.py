@@ -8,7 +8,7 @@ Counting rules (documented in docs/simulation.md, "Size"):
   zero point of ``ceil(bits / 8)`` bytes;
 * everything else — float weights, biases, norms, other parameters and
   floating-point buffers — costs its dtype's size;
-* a weight in a float / block format (``quantviz.core.formats``) costs its
+* a weight in a float / block format (``quantviz.core.numerics.formats``) costs its
   element bits per value plus its scales: FP8 one float32 per tensor / channel
   / group; MX one 8-bit E8M0 per block of 32; NVFP4 one 8-bit E4M3 per block
   of 16 plus one float32 per tensor. Blocks run along each output channel's
@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .fmt import fmt_bytes  # noqa: F401  (re-exported: sizes are formatted in one place)
+from ..fmt import fmt_bytes  # noqa: F401  (re-exported: sizes are formatted in one place)
 from .layers import LayerInfo, submodule
-from .spec import LayerSpec
+from ..numerics.spec import LayerSpec
 
 
 @dataclass
@@ -82,7 +82,7 @@ def num_groups(info: LayerInfo, spec: LayerSpec) -> int:
 
 def format_weight_bytes(info: LayerInfo, spec: LayerSpec) -> int:
     """Bytes of a weight in a float / block format: elements plus scales, exactly."""
-    from .formats import FORMATS
+    from ..numerics.formats import FORMATS
 
     fmt = FORMATS[spec.weight.format]
     elem = math.ceil(info.weight_numel * fmt.bits / 8)
@@ -97,7 +97,7 @@ def format_weight_bytes(info: LayerInfo, spec: LayerSpec) -> int:
 def weight_element_bits(spec: LayerSpec) -> int:
     """Bits of one stored element of a quantized weight (a float format's element width, not ``bits``)."""
     if spec.weight.format != "int":
-        from .formats import FORMATS
+        from ..numerics.formats import FORMATS
 
         return FORMATS[spec.weight.format].bits
     return spec.weight.bits

@@ -19,10 +19,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from .qparams import MAX_BITS, MIN_BITS
-from .errors import QuantvizError
-from .formats import FORMATS
-from .spec import ALGORITHMS, RANGE_METHODS, RangeSpec, WeightSpec
+from ..numerics.qparams import MAX_BITS, MIN_BITS
+from ..errors import QuantvizError
+from ..numerics.formats import FORMATS
+from ..numerics.spec import ALGORITHMS, RANGE_METHODS, RangeSpec, WeightSpec
 
 _RX = re.compile(r"^(?:int|w)?(\d+)(?:(g)(\d+)|(pc)|(pt))?$", re.IGNORECASE)
 
@@ -41,7 +41,7 @@ class Candidate:
     group_size: int | None = None
     range_method: str | None = None
     algorithm: str | None = None
-    format: str = "int"  # a float / block format (quantviz.core.formats) instead of an integer grid
+    format: str = "int"  # a float / block format (quantviz.core.numerics.formats) instead of an integer grid
 
     @property
     def label(self) -> str:

@@ -24,9 +24,9 @@ import math
 import torch
 from torch import nn
 
-from .qparams import QParams, compute_qparams, qrange
-from .ranges import group_matrix, weight_range
-from .spec import ActSpec, WeightSpec
+from ..numerics.qparams import QParams, compute_qparams, qrange
+from ..numerics.ranges import group_matrix, weight_range
+from ..numerics.spec import ActSpec, WeightSpec
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:

@@ -93,7 +93,7 @@ def next_token_ce(logits: torch.Tensor, aux: dict | None, owner: str = "") -> to
     target = ids[:, 1:][valid]
     top = int(target.max()) if target.numel() else -1
     if top >= logits.shape[-1]:
-        from .errors import ModelError
+        from ..errors import ModelError
 
         raise ModelError(f"{owner}token ids reach {top} but the output read has {logits.shape[-1]} classes: "
                          "perplexity needs next-token logits (a recipe names that output with OUTPUT)")
