@@ -279,3 +279,77 @@ def test_the_room_rules_would_catch_a_breach(tmp_path):
     assert any("quantviz.core.numerics.grid imports quantviz.core.sim.run" in b for b in bad), bad
     assert any("core/stray.py: a core module outside every room" in b for b in bad), bad
     assert not any("sim/run.py" in b or "errors" in b for b in bad), bad
+
+
+# ---------------------------------------------------------------- declared state
+def _attribute_writes(tree: ast.AST, owner_names: tuple[str, ...]) -> set[str]:
+    """Attributes written as ``<owner>.X = ...`` (also annotated and augmented assignments)."""
+    out = set()
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+        for t in targets:
+            for sub in ast.walk(t):
+                if isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name) and sub.value.id in owner_names:
+                    out.add(sub.attr)
+    return out
+
+
+def _class(path: Path, name: str) -> ast.ClassDef:
+    return next(n for n in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                if isinstance(n, ast.ClassDef) and n.name == name)
+
+
+def _declared(cls: ast.ClassDef) -> tuple[set[str], set[str]]:
+    """(attributes created in ``__init__`` with a type annotation, all attributes created there)."""
+    init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    typed = {n.target.attr for n in ast.walk(init) if isinstance(n, ast.AnnAssign)
+             and isinstance(n.target, ast.Attribute) and isinstance(n.target.value, ast.Name) and n.target.value.id == "self"}
+    return typed, _attribute_writes(init, ("self",))
+
+
+def _class_members(classes: list[ast.ClassDef]) -> set[str]:
+    """Methods and properties: writing one of these is a setter or a patch, not new state."""
+    return {n.name for c in classes for n in c.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def undeclared_state(owner: tuple[Path, str], helpers: list[tuple[Path, str]], package: Path,
+                     handles: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Attributes of ``owner`` created outside its ``__init__``, and ones created there without a type."""
+    main = _class(*owner)
+    typed, created = _declared(main)
+    classes = [main] + [_class(p, n) for p, n in helpers]
+    members = _class_members(classes)
+    writes = set()
+    for c in classes:
+        writes |= _attribute_writes(c, ("self",))
+    for p in package.rglob("*.py"):
+        writes |= _attribute_writes(ast.parse(p.read_text(encoding="utf-8")), handles)
+    outside = sorted(writes - created - members)
+    untyped = sorted(created - typed)
+    return outside, untyped
+
+
+def test_session_declares_all_its_state_in_init_with_types():
+    s = PKG / "session"
+    outside, untyped = undeclared_state((s / "session.py", "Session"),
+                                        [(s / "analysis.py", "AnalysisMixin"), (s / "exports.py", "ExportsMixin"),
+                                         (s / "qat.py", "QATMixin")], PKG, ("session",))
+    assert outside == [], "Session attributes created outside Session.__init__"
+    assert untyped == [], "Session attributes created in __init__ without a type"
+
+
+def test_main_window_declares_all_its_state_in_init_with_types():
+    g = PKG / "gui"
+    outside, untyped = undeclared_state((g / "main_window.py", "MainWindow"), [(g / "files.py", "FilesMixin")],
+                                        g, ("win", "window"))
+    assert outside == [], "MainWindow attributes created outside MainWindow.__init__"
+    assert untyped == [], "MainWindow attributes created in __init__ without a type"
+
+
+def test_the_declared_state_check_would_catch_a_breach(tmp_path):
+    (tmp_path / "a.py").write_text("class A:\n    def __init__(self):\n        self.x: int = 0\n        self.y = 1\n"
+                                   "    def go(self):\n        self.z = 2\n    def p(self): ...\n")
+    (tmp_path / "b.py").write_text("def f(obj):\n    obj.w = 3\n    obj.p = 4\n")
+    outside, untyped = undeclared_state((tmp_path / "a.py", "A"), [], tmp_path, ("obj",))
+    assert outside == ["w", "z"] and untyped == ["y"]

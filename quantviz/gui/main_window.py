@@ -17,8 +17,10 @@
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QByteArray, Qt, QTimer
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QPushButton
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
+from PySide6.QtWidgets import QDialog, QDockWidget, QMainWindow, QMenu, QMessageBox, QPushButton
 
 from . import dialogs, gcguard, menus, unsaved
 from .bridge import SessionBridge
@@ -37,6 +39,9 @@ from .views.summary import SummaryPanel
 from .views.trace import TraceView
 from .workers import JobRunner
 
+if TYPE_CHECKING:
+    from ..session.session import Session
+
 CHECK_DEBOUNCE_MS = 150
 SETTINGS_VERSION = 2  # 2: summary beside the histogram under the table
 
@@ -44,49 +49,70 @@ SETTINGS_VERSION = 2  # 2: summary beside the histogram under the table
 class MainWindow(FilesMixin, QMainWindow):
     def __init__(self, settings=None, *, restore: bool = True):
         super().__init__()
-        self.settings = settings if settings is not None else make_settings()
+        self.settings: QSettings = settings if settings is not None else make_settings()
         self.setWindowTitle("quantviz[*]")
         self.setObjectName("quantvizMain")
         self.setAcceptDrops(True)
         self.setDockNestingEnabled(True)
-        self.session = None
+        # ---- the open work
+        self.session: Session | None = None
         self.session_path: str | None = None
-        self.last_error: tuple[str, str] | None = None
-        self._error_dialog = None
-        self._trust_box = None
-        self._busy_note = ""
+        self.last_error: tuple[str, str] | None = None  # (one line, details) of the newest failure
+        self.echo_errors: bool = False  # also print failed opens on stderr (set when started from the CLI)
+        self._busy_note: str = ""
+        self._note_is_error: bool = False  # the status bar's note is an error (kept until the next one)
+        self._close_confirmed: bool = False
+        self._shown_once: bool = False
+        self._sized: bool = False  # docks get their first sizes when the window is first shown
+        # ---- dialogs and menus that other gui modules open and keep here (None until first shown)
+        self._error_dialog: QDialog | None = None
+        self._trust_box: QMessageBox | None = None  # files / safety
+        self._data_box: QDialog | None = None  # files (File › Data…)
+        self._unsaved_box: QMessageBox | None = None  # unsaved
+        self._recovery_box: QMessageBox | None = None  # safety
+        self._recipe_box: QMessageBox | None = None  # safety
+        self._help_dialog: QDialog | None = None  # help
+        self._search_dialog: QDialog | None = None  # analysis
+        self.deploy_report: QDialog | None = None  # analysis
+        self.recent_menu: QMenu | None = None  # menus
+        self.metric_menu: QMenu | None = None  # analysis
+        self._default_state: QByteArray | None = None  # menus: the layout View › Reset layout restores
 
-        self.runner = JobRunner(self, max_threads=3)  # a big layer's histogram need not wait for calibration
-        self.bridge = SessionBridge(self)
-        self.unsaved = unsaved.UnsavedWork(self)  # title-bar mark; quit / open ask first
-        self.echo_errors = False  # also print failed opens on stderr (set when started from the CLI)
-        self._close_confirmed = False
-        self.table = LayerTablePanel(settings=self.settings)
+        self.runner: JobRunner = JobRunner(self, max_threads=3)  # a big layer's histogram need not wait for calibration
+        self.bridge: SessionBridge = SessionBridge(self)
+        self.unsaved: unsaved.UnsavedWork = unsaved.UnsavedWork(self)  # title-bar mark; quit / open ask first
+        self.table: LayerTablePanel = LayerTablePanel(settings=self.settings)
         self.table.model.request_stats = self._request_stats
         self.setCentralWidget(self.table)
-        self.summary = SummaryPanel()
+        self.summary: SummaryPanel = SummaryPanel()
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("summary", "Summary", self.summary, Qt.BottomDockWidgetArea)
         # The table spans the width (it gives up height, never columns); below it the summary
         # stays in view beside the histogram, whose tabs hold the analysis panels.
-        self.histogram = self._build_view("histogram", HistogramPanel(), "Histogram", Qt.BottomDockWidgetArea)
+        self.histogram: HistogramPanel = self._build_view("histogram", HistogramPanel(), "Histogram",
+                                                          Qt.BottomDockWidgetArea)
         self.splitDockWidget(self.docks["summary"], self.docks["histogram"], Qt.Horizontal)
-        self.sensitivity = self._build_view("sensitivity", SensitivityView(), "Sensitivity", Qt.BottomDockWidgetArea)
-        self.pareto = self._build_view("pareto", ParetoView(), "Pareto search", Qt.BottomDockWidgetArea)
-        self.config_diff = self._build_view("config_diff", ConfigDiffView(), "Config diff", Qt.BottomDockWidgetArea)
-        self.trace = self._build_view("trace", TraceView(), "Trace", Qt.BottomDockWidgetArea)
-        self.qat = self._build_view("qat", QATView(), "QAT", Qt.BottomDockWidgetArea)
+        self.sensitivity: SensitivityView = self._build_view("sensitivity", SensitivityView(), "Sensitivity",
+                                                             Qt.BottomDockWidgetArea)
+        self.pareto: ParetoView = self._build_view("pareto", ParetoView(), "Pareto search", Qt.BottomDockWidgetArea)
+        self.config_diff: ConfigDiffView = self._build_view("config_diff", ConfigDiffView(), "Config diff",
+                                                            Qt.BottomDockWidgetArea)
+        self.trace: TraceView = self._build_view("trace", TraceView(), "Trace", Qt.BottomDockWidgetArea)
+        self.qat: QATView = self._build_view("qat", QATView(), "QAT", Qt.BottomDockWidgetArea)
         for key in ("sensitivity", "pareto", "trace", "qat", "config_diff"):
             if key in self.docks:
                 self.tabifyDockWidget(self.docks["histogram"], self.docks[key])
         for dock in ("summary", "histogram"):
             if dock in self.docks:
                 self.docks[dock].raise_()
-        self._sized = False  # docks get their first sizes when the window is first shown
 
+        self.model_label: ElidedLabel = ElidedLabel()  # the status bar (_build_status_bar places them)
+        self.error_label: ElidedLabel = ElidedLabel()
+        self.details_button: QPushButton = QPushButton("Details…")
+        self.jobs: JobsBar = JobsBar(self.runner)
         self._build_status_bar()
-        self.actions = menus.build_menus(self)
-        self._check_timer = QTimer(self)
+        self.actions: dict = menus.build_menus(self)
+        self._check_timer: QTimer = QTimer(self)
         self._check_timer.setSingleShot(True)
         self._check_timer.setInterval(CHECK_DEBOUNCE_MS)
         self._check_timer.timeout.connect(self.start_check)
@@ -104,7 +130,7 @@ class MainWindow(FilesMixin, QMainWindow):
         self._update_status()
         from .safety import AutosaveController
 
-        self.autosave = AutosaveController(self)  # recovery file after edits, removed on a clean close
+        self.autosave: AutosaveController = AutosaveController(self)  # recovery file after edits, removed on a clean close
 
     # ------------------------------------------------------------ build
     def _add_dock(self, key: str, title: str, widget, area) -> QDockWidget:
@@ -131,18 +157,14 @@ class MainWindow(FilesMixin, QMainWindow):
     def _build_status_bar(self) -> None:
         sb = self.statusBar()
         sb.setSizeGripEnabled(False)
-        self.model_label = ElidedLabel()
         self.model_label.setToolTip("The open model, its quantizable layers, parameters and the device it runs on.")
-        self.error_label = ElidedLabel()
         self.error_label.setObjectName("error")
-        self.details_button = QPushButton("Details…")
         self.details_button.setToolTip("Show the full error, with the technical details.")
         self.details_button.clicked.connect(self.show_error_details)
         self.details_button.setVisible(False)
         sp = self.details_button.sizePolicy()
         sp.setRetainSizeWhenHidden(True)
         self.details_button.setSizePolicy(sp)
-        self.jobs = JobsBar(self.runner)
         sb.addWidget(self.model_label)
         sb.addWidget(self.error_label, 1)
         sb.addWidget(self.details_button)
@@ -226,13 +248,13 @@ class MainWindow(FilesMixin, QMainWindow):
 
     def _on_bridge_config_changed(self, change) -> None:
         menus.update_undo_actions(self)
-        if not getattr(self, "_note_is_error", False):
+        if not self._note_is_error:
             self.clear_message()  # "Opened demo" and such notes describe the past once the user edits
         self.runner.cancel("check")  # the running re-check is stale now
         self.request_check()
 
     def _on_bridge_analysis_changed(self, what: str, _payload) -> None:
-        if what in ("sensitivity", "search", "trace", "deploy") and not getattr(self, "_note_is_error", False):
+        if what in ("sensitivity", "search", "trace", "deploy") and not self._note_is_error:
             self.clear_message()  # a new result makes "Opened demo" old news too
 
     def _on_histogram_range_committed(self, name: str, kind: str, lo: float, hi: float) -> None:
@@ -331,7 +353,7 @@ class MainWindow(FilesMixin, QMainWindow):
         if not self._sized:
             self._sized = True
             self.default_dock_sizes()
-        if not getattr(self, "_shown_once", False):
+        if not self._shown_once:
             self._shown_once = True
             self.raise_working_panels()
             QTimer.singleShot(0, self.raise_working_panels)  # after the restored tab bars exist

@@ -11,11 +11,16 @@ instead, so the app can answer exactly as the CLI does.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox,
                                QFormLayout, QGridLayout, QHBoxLayout, QLabel, QRadioButton, QVBoxLayout, QWidget)
 
 from ..core.fmt import METRIC_LABELS, PERCENT_METRICS, fmt_bytes, size_unit
+
+if TYPE_CHECKING:
+    from ..session.session import Session
 
 CANDIDATE_BITS = (2, 3, 4, 6, 8)
 RANKINGS = (("e2e", "End-to-end sensitivity (one evaluation per layer and bit-width)"),
@@ -26,11 +31,11 @@ RANKINGS = (("e2e", "End-to-end sensitivity (one evaluation per layer and bit-wi
 class SearchDialog(QDialog):
     """Non-blocking (``open()``); :meth:`request` gives ``run_search`` keywords plus ``start`` and ``metric``."""
 
-    def __init__(self, session, parent: QWidget | None = None):
+    def __init__(self, session: Session, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("searchDialog")
         self.setWindowTitle("Mixed-precision search")
-        self.session = session
+        self.session: Session = session
         size = session.size()
         self.metric_key = session.analysis_metric or _primary(session.reference.metrics)
         self._unit, self._div = size_unit(size.float_bytes)

@@ -128,14 +128,9 @@ class Analysis:
 class AnalysisMixin:
     """Session methods that run analyses and keep their results (see module doc).
 
-    ``use_score_cache`` (default on) keeps sensitivity results in the on-disk score
-    cache (:mod:`quantviz.io.score_cache`); ``ray_address`` (default None: run here)
-    sends sweeps and searches to Ray workers (:mod:`.scale`)."""
-
-    use_score_cache: bool = True
-    ray_address: str | None = None
-    ray_workers: int | None = None
-    trust: bool = False
+    The settings it reads (``use_score_cache``, ``ray_address``, ``ray_workers``, ``trust``)
+    are declared in ``Session.__init__``: the on-disk score cache
+    (:mod:`quantviz.io.score_cache`), and Ray workers for sweeps and searches (:mod:`.scale`)."""
 
     def parts(self, ties=(), metric: str | None = None) -> sens.Parts:
         """What core analyses need from this session (the current config as the base)."""

@@ -92,7 +92,7 @@ class _Bench:
 
         from ..core.backends import torchao_backend as tb
         from ..core.model.data import call_model
-        from ..core.numerics.qparams import sqnr_db
+        from ..core.numerics.sqnr import tensor_sqnr_db
 
         with self.s.lock:
             model, plan = tb.build(self.s.sim, self.specs)
@@ -100,7 +100,7 @@ class _Bench:
             out, _ = self.outputs(model)
         self.calls["torchao"] = lambda: call_model(model, self.x)
         return {"size_bytes": tb.state_bytes(model.state_dict()), "accuracy": _acc(out, self.labels),
-                "sqnr_db_vs_simulated": sqnr_db(self.simulated_out, out), "real_kernels": plan.to_dict()["kernels"],
+                "sqnr_db_vs_simulated": tensor_sqnr_db(self.simulated_out, out), "real_kernels": plan.to_dict()["kernels"],
                 "simulated": plan.simulated}
 
     def pt2e(self) -> dict:
@@ -108,7 +108,7 @@ class _Bench:
 
         from ..core.backends import pt2e_backend as pb
         from ..core.backends.torchao_backend import state_bytes
-        from ..core.numerics.qparams import sqnr_db
+        from ..core.numerics.sqnr import tensor_sqnr_db
 
         s, x = self.s, self.x
         if not isinstance(x, torch.Tensor):
@@ -121,14 +121,14 @@ class _Bench:
             out = pb.run_batched(model, xs, x.shape[0])
         self.calls["pt2e"] = lambda: model(x)
         return {"size_bytes": state_bytes(converted.state_dict()), "accuracy": _acc(out, self.labels),
-                "sqnr_db_vs_simulated": sqnr_db(self.simulated_out, out), "real_kernels": list(plan.kernels),
+                "sqnr_db_vs_simulated": tensor_sqnr_db(self.simulated_out, out), "real_kernels": list(plan.kernels),
                 "simulated": plan.simulated}
 
     def onnxruntime(self, rep: dict) -> None:
         import torch
 
         from ..core.backends import onnxrt
-        from ..core.numerics.qparams import sqnr_db
+        from ..core.numerics.sqnr import tensor_sqnr_db
         from ..io.onnx_export import build_qdq, export_float
 
         s = self.s
@@ -147,7 +147,7 @@ class _Bench:
         self.calls["onnxruntime"] = lambda: qs.run(None, qf)
         self.calls["onnxruntime_float"] = lambda: fs.run(None, ff)
         rep["onnxruntime"] = {"size_bytes": len(qbytes), "accuracy": _acc(qo, self.labels),
-                              "sqnr_db_vs_simulated": sqnr_db(self.simulated_out, qo),
+                              "sqnr_db_vs_simulated": tensor_sqnr_db(self.simulated_out, qo),
                               "qdq_layers": [n for n in quantized if n not in ex.unmapped], "unmapped": ex.unmapped}
         rep["onnxruntime_float"] = {"size_bytes": len(fbytes)}
 

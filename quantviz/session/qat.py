@@ -38,8 +38,6 @@ class QATMixin:
     @property
     def trained(self) -> dict:
         """Trained weight states held by this session, by tag."""
-        if not hasattr(self, "_trained_states"):
-            self._trained_states = {}
         return self._trained_states
 
     @property
@@ -64,7 +62,7 @@ class QATMixin:
         return base
 
     def _original_state(self) -> dict:
-        kept = getattr(self, "_kept_original", None)
+        kept = self._kept_original
         if kept is not None:  # the simulation may hold the caller's model itself: trained loads overwrite it
             return kept
         return self._original_model().state_dict()
@@ -85,7 +83,7 @@ class QATMixin:
             return False
         self.check_weights(cfg)
         with self.lock:
-            if want is not None and getattr(self, "_kept_original", None) is None:
+            if want is not None and self._kept_original is None:
                 self._kept_original = {k: v.detach().clone() for k, v in self.sim.float_model.state_dict().items()}
             self.sim.load_state(self._original_state() if want is None else self.trained[want])
             if self._recheck is not None:
@@ -166,7 +164,7 @@ class QATMixin:
             return
         p = Path(path)
         wfile = p.with_name(f"{p.stem}.{tag}.pt")
-        written = self.__dict__.setdefault("_weights_written", set())
+        written = self._weights_written
         key = (str(wfile.resolve()), id(self.trained[tag]))
         if key not in written or not wfile.is_file():  # a tag's weights never change: write once per file
             atomic.write_with(wfile, lambda tmp: torch.save(self.trained[tag], tmp))

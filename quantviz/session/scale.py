@@ -20,7 +20,7 @@ from ..io.score_cache import ScoreCache
 
 def fingerprints(session) -> dict:
     """Model and data fingerprints, computed once per session (the weights do not change)."""
-    fp = getattr(session, "_scale_fps", None)
+    fp = session._scale_fps
     if fp is None or fp[0] is not session.eval_data or fp[1] is not session.calib_data:
         fps = {"model": model_fingerprint(session.sim.float_model), "eval": data_fingerprint(session.eval_data),
                "calib": data_fingerprint(session.calib_data)}

@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import torch
 
@@ -46,6 +46,9 @@ from .events import Events
 from .exports import ExportsMixin
 from .qat import QATMixin
 from .undo import Edit, UndoHistory
+
+if TYPE_CHECKING:
+    from .recheck import Rechecker
 
 SESSION_FORMAT = "quantviz-session"
 SESSION_VERSION = 2  # 2: typed "analysis" instead of free-form "extras"
@@ -123,32 +126,46 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
     def __init__(self, bundle: sources.ModelBundle, *, eval_data: Dataset, calib_data: Dataset,
                  config: QuantConfig | None = None, device: str = "cpu", batch_size: int = 64,
                  data_ref: str | None = None, calib_ref: str | None = None, cache_bytes: int | None = None):
-        self.bundle = bundle
-        self.eval_data = eval_data
-        self.calib_data = calib_data
-        self.device = device
-        self.batch_size = batch_size
-        self.data_ref = data_ref
-        self.calib_ref = calib_ref
-        self.events = Events()
-        self.lock = threading.RLock()
-        self.history = UndoHistory()
+        # ---- what is open
+        self.bundle: sources.ModelBundle = bundle
+        self.eval_data: Dataset = eval_data
+        self.calib_data: Dataset = calib_data
+        self.device: str = device
+        self.batch_size: int = batch_size
+        self.data_ref: str | None = data_ref
+        self.calib_ref: str | None = calib_ref
+        self.seq_len: int | None = None  # how text data was cut (Ray workers open the same data the same way)
+        # ---- settings (the CLI and the app set them after opening)
+        self.use_score_cache: bool = True  # keep sensitivity results in the on-disk score cache
+        self.ray_address: str | None = None  # None: sweeps and searches run here (see session.scale)
+        self.ray_workers: int | None = None
+        self.trust: bool = False  # the user trusts pickled modules (Ray workers reopen the model)
+        self.cache_bytes: int | None = cache_bytes  # re-check cache budget (None: session.recheck.default_budget)
+        # ---- state
+        self.events: Events = Events()
+        self.lock: threading.RLock = threading.RLock()
+        self.history: UndoHistory = UndoHistory()
         self.results: list[CheckResult] = []
-        self.analysis = Analysis()  # sensitivity / search / deploy results, saved with the session
-        self._generation = 0  # newest generation handed out
-        self._wanted = 0  # generation of the re-check whose result is the one to show
-        self._config = (config or preset("W8")).copy()
-        self.sim = QuantSim(bundle.model, fold_bn=self._config.fold_bn, device=device,
-                            equalize=bool(self._config.options.get("cle", False)),
-                            readout=bundle.meta.get("readout"))
+        self.analysis: Analysis = Analysis()  # sensitivity / search / deploy results, saved with the session
+        self._generation: int = 0  # newest generation handed out
+        self._wanted: int = 0  # generation of the re-check whose result is the one to show
+        self._config: QuantConfig = (config or preset("W8")).copy()
+        self.sim: QuantSim = QuantSim(bundle.model, fold_bn=self._config.fold_bn, device=device,
+                                      equalize=bool(self._config.options.get("cle", False)),
+                                      readout=bundle.meta.get("readout"))
         self._config.check_layers(self.layer_names)
-        self._specs = self._config.resolve_all(self.layers)  # resolved once per config
-        self._config_dict = self._config.to_dict()
-        self._sizer = SizeModel(self.sim.float_model, self.layers)
+        self._specs: dict[str, LayerSpec] = self._config.resolve_all(self.layers)  # resolved once per config
+        self._config_dict: dict = self._config.to_dict()
+        self._sizer: SizeModel = SizeModel(self.sim.float_model, self.layers)
         self.reference: FloatReference | None = None
-        self._prepared = False
-        self.cache_bytes = cache_bytes  # re-check cache budget (None: see session.recheck.default_budget)
-        self._recheck = None
+        self._prepared: bool = False
+        self._recheck: Rechecker | None = None  # built on first use (session.recheck)
+        # ---- trained weights (session.qat) and the caches of other session modules
+        self._trained_states: dict[str, dict] = {}  # QAT-trained float states by tag
+        self._kept_original: dict | None = None  # the untrained state, kept while trained weights are loaded
+        self._weights_written: set[tuple[str, int]] = set()  # (weights file, state id) already on disk
+        self._scale_fps: tuple | None = None  # (eval data, calib data, fingerprints) for the score cache
+        self._trace_basis: tuple | None = None  # (kept trace, what it was computed against, specs traced)
 
     # --------------------------------------------------------- opening
     @classmethod
@@ -174,7 +191,7 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
             sources.check_fits(bundle, calib_data)
         s = cls(bundle, eval_data=eval_data, calib_data=calib_data, config=config, device=device,
                 batch_size=batch_size, data_ref=data, calib_ref=calib, cache_bytes=cache_bytes)
-        s.seq_len = seq_len  # how text data was cut (Ray workers open the same data the same way)
+        s.seq_len = seq_len
         if prepare:
             s.prepare(progress=scaled(progress, 0.1, 1.0), cancel=cancel)
         return s

@@ -7,16 +7,12 @@ changed since are recomputed (see the core module).
 """
 from __future__ import annotations
 
-import weakref
 from typing import Callable
 
 from ..core.errors import QuantvizError
 from ..core.progress import Progress, null_progress
 from ..core.analysis.trace import DEFAULT_BUDGET_BYTES, TraceResult, trace
 
-# session -> (its kept trace, what it was computed against (compared by identity), the resolved specs traced):
-# a new calibration or data set starts over
-_BASIS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def trace_data(session, samples: int | None = None):
@@ -44,7 +40,9 @@ def run_trace(session, *, samples: int | None = None, incremental: bool = True,
         basis = (session.sim, session.sim.act_obs, session.eval_data, (len(data), session.config.options.get("weights")))
         prev = session.analysis.trace
         changed = None
-        old = _BASIS.get(session)
+        # (its kept trace, what it was computed against (compared by identity), the resolved specs traced):
+        # a new calibration or data set starts over
+        old = session._trace_basis
         if incremental and prev is not None and old is not None and old[0] is prev \
                 and all(a is b for a, b in zip(old[1][:3], basis[:3])) and old[1][3] == basis[3]:
             changed = [n for n in session.layer_names if old[2].get(n) != specs[n]]
@@ -57,7 +55,7 @@ def run_trace(session, *, samples: int | None = None, incremental: bool = True,
                     float_model=session.untrained_float_model())  # after QAT: errors against the untrained float
         res.config = cfg.to_dict()
         session.analysis.trace = res
-        _BASIS[session] = (res, basis, specs)
+        session._trace_basis = (res, basis, specs)
     session.events.emit("analysis_changed", what="trace")
     return res
 

@@ -11,7 +11,7 @@ from quantviz.core.backends import pt2e_backend as pb  # noqa: E402
 from quantviz.core.model.data import Dataset  # noqa: E402
 from quantviz.core.errors import QuantvizError  # noqa: E402
 from quantviz.core.sim.fakequant import QuantSim  # noqa: E402
-from quantviz.core.numerics.qparams import sqnr_db  # noqa: E402
+from quantviz.core.numerics.sqnr import tensor_sqnr_db  # noqa: E402
 from quantviz.io.config import preset  # noqa: E402
 from quantviz.session import Session  # noqa: E402
 
@@ -45,7 +45,7 @@ def test_lowered_demo_runs_onednn_kernels_and_matches_the_simulation(demo):
         demo.sim.apply(demo.specs)
         sim = demo.sim.qmodel(xs)
     assert real.shape == sim.shape
-    assert sqnr_db(sim, real) > 30
+    assert tensor_sqnr_db(sim, real) > 30
     acc = lambda o: float((o.argmax(1) == labels).float().mean())  # noqa: E731
     assert abs(acc(real) - acc(sim)) <= 0.005
 

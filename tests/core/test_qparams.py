@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from quantviz.core.numerics.qparams import clipped_fraction, compute_qparams, fake_quantize, qrange, quantize_int, sqnr_db
+from quantviz.core.numerics.qparams import clipped_fraction, compute_qparams, fake_quantize, qrange, quantize_int
+from quantviz.core.numerics.sqnr import tensor_sqnr_db
 from quantviz.core.numerics.ranges import group_matrix, weight_range
 from quantviz.core.numerics.spec import RangeSpec
 
@@ -136,9 +137,9 @@ def test_zero_range_and_nan_are_handled():
 
 def test_sqnr():
     x = torch.randn(1000)
-    assert sqnr_db(x, x) == math.inf
+    assert tensor_sqnr_db(x, x) == math.inf
     noisy = x + 0.1 * torch.randn(1000)
-    assert 15 < sqnr_db(x, noisy) < 25
+    assert 15 < tensor_sqnr_db(x, noisy) < 25
 
 
 def test_symmetric_grid_rules():

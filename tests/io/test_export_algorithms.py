@@ -12,7 +12,8 @@ pytest.importorskip("onnxruntime")
 from quantviz.core.backends import onnxrt  # noqa: E402
 from quantviz.core.errors import SourceError  # noqa: E402
 from quantviz.core.sim.fakequant import iterate_outputs  # noqa: E402
-from quantviz.core.numerics.qparams import quantize_int, sqnr_db  # noqa: E402
+from quantviz.core.numerics.qparams import quantize_int  # noqa: E402
+from quantviz.core.numerics.sqnr import tensor_sqnr_db  # noqa: E402
 from quantviz.session import Session  # noqa: E402
 
 
@@ -48,7 +49,7 @@ def test_onnx_export_reproduces_the_algorithms(demo, tmp_path):
     assert int((codes != nearest).sum()) == wq.algorithm_info["changed"] > 0  # AdaRound's choices, not nearest
     sess = onnxrt.make_session((tmp_path / "m.onnx").read_bytes())
     out, labels = onnxrt.run_dataset(sess, demo.eval_data)
-    assert sqnr_db(sim_out, out) > 40.0
+    assert tensor_sqnr_db(sim_out, out) > 40.0
 
 
 def test_json_export_carries_codes_and_bias(demo, tmp_path):
@@ -86,7 +87,7 @@ def test_onnx_export_of_smoothquant_scales_the_input_and_creates_biases(tmp_path
     out, _ = onnxrt.run_dataset(sess, Dataset(x, name="x"))
     with torch.no_grad():
         want = sim.qmodel(x)
-    assert sqnr_db(want, out) > 35.0
+    assert tensor_sqnr_db(want, out) > 35.0
 
 
 def test_smoothquant_scale_folds_into_a_layernorm_that_feeds_only_that_layer(tmp_path):
@@ -126,4 +127,4 @@ def test_smoothquant_scale_folds_into_a_layernorm_that_feeds_only_that_layer(tmp
     out, _ = onnxrt.run_dataset(onnxrt.make_session((tmp_path / "f.onnx").read_bytes()), Dataset(x, name="x"))
     with torch.no_grad():
         want = sim.qmodel(x)
-    assert sqnr_db(want, out) > 35.0
+    assert tensor_sqnr_db(want, out) > 35.0

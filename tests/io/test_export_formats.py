@@ -100,9 +100,9 @@ def test_torchao_export_writes_the_pt2e_int8_program_for_convolutions(demo, tmp_
         out = module(xs)
         demo.sim.apply(demo.specs)
         sim = demo.sim.qmodel(xs)
-    from quantviz.core.numerics.qparams import sqnr_db
+    from quantviz.core.numerics.sqnr import tensor_sqnr_db
 
-    assert out.shape == sim.shape and sqnr_db(sim, out) > 30
+    assert out.shape == sim.shape and tensor_sqnr_db(sim, out) > 30
 
 
 def test_torchao_notes_say_per_layer_type_what_runs_on_int8_kernels(demo, tmp_path):
@@ -129,7 +129,7 @@ def test_torchao_notes_say_per_layer_type_what_runs_on_int8_kernels(demo, tmp_pa
 
 def test_torchao_script_applies_the_pt2e_flow_to_a_fresh_model(tmp_path):
     pytest.importorskip("torchao")
-    from quantviz.core.numerics.qparams import sqnr_db
+    from quantviz.core.numerics.sqnr import tensor_sqnr_db
     from quantviz.core.sources import load_model
 
     s = Session.open("demo")
@@ -145,7 +145,7 @@ def test_torchao_script_applies_the_pt2e_flow_to_a_fresh_model(tmp_path):
     saved = torch.export.load(str(pt2e_program_path(p))).module()
     xs = s.eval_data.subset(64).x
     with torch.no_grad():
-        assert sqnr_db(saved(xs), mine(xs)) > 30
+        assert tensor_sqnr_db(saved(xs), mine(xs)) > 30
 
 
 def test_report_is_self_contained_html_with_charts(demo, tmp_path):

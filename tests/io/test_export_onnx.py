@@ -10,7 +10,7 @@ pytest.importorskip("onnxruntime")
 from quantviz.core.backends import onnxrt  # noqa: E402
 from quantviz.core.errors import SourceError  # noqa: E402
 from quantviz.core.sim.fakequant import iterate_outputs  # noqa: E402
-from quantviz.core.numerics.qparams import sqnr_db  # noqa: E402
+from quantviz.core.numerics.sqnr import tensor_sqnr_db  # noqa: E402
 from quantviz.io.onnx_export import build_qdq  # noqa: E402
 from quantviz.session import Session  # noqa: E402
 
@@ -61,7 +61,7 @@ def test_onnxruntime_matches_simulation(demo, tmp_path, config):
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("DequantizeLinear") >= len(demo.layers)
     assert abs(onnxrt.accuracy(out, labels) - sim_acc) <= 0.002
-    assert sqnr_db(sim_out, out) > 40.0
+    assert tensor_sqnr_db(sim_out, out) > 40.0
     if config == "W4A8":
         types = {i.data_type for i in model.graph.initializer}
         assert onnx.TensorProto.INT4 in types  # native 4-bit weights

@@ -97,7 +97,7 @@ def test_torchao_export_runs_the_projections_on_real_kernels(gpt2, tmp_path):
 
     import transformers
 
-    from quantviz.core.numerics.qparams import sqnr_db
+    from quantviz.core.numerics.sqnr import tensor_sqnr_db
 
     folder, data = gpt2
     s = Session.open(str(folder), data=str(data), batch_size=4)
@@ -119,7 +119,7 @@ def test_torchao_export_runs_the_projections_on_real_kernels(gpt2, tmp_path):
         got = model(**x).logits
         s.sim.apply(s.specs)
         ref = s.sim.qmodel(**x).logits
-    assert sqnr_db(ref, got) > 80  # the same weights on torchao's int4 kernels
+    assert tensor_sqnr_db(ref, got) > 80  # the same weights on torchao's int4 kernels
 
 
 def test_onnx_export_runs_in_onnx_runtime_on_any_token_count(gpt2, tmp_path):
@@ -143,9 +143,9 @@ def test_onnx_export_runs_in_onnx_runtime_on_any_token_count(gpt2, tmp_path):
         s.sim.apply(s.specs)
         ref = s.sim.qmodel(input_ids=ids, attention_mask=mask).logits
     assert got.shape == ref.shape
-    from quantviz.core.numerics.qparams import sqnr_db
+    from quantviz.core.numerics.sqnr import tensor_sqnr_db
 
-    assert sqnr_db(ref[mask.bool()], got[mask.bool()]) > 60
+    assert tensor_sqnr_db(ref[mask.bool()], got[mask.bool()]) > 60
 
 
 def test_an_exported_gpt2_program_lists_the_same_layers(gpt2, tmp_path):

@@ -187,7 +187,7 @@ def test_torchao_export_gives_the_convolutions_int8_kernels(files, tmp_path, src
     import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401 - registers the Q/DQ ops for loading
 
     from quantviz.core.model.data import call_model
-    from quantviz.core.numerics.qparams import sqnr_db
+    from quantviz.core.numerics.sqnr import tensor_sqnr_db
 
     s = Session.open(str(files / src), data=str(files / "data.npz"), batch_size=8)
     s.apply_preset("W8A8")
@@ -200,4 +200,4 @@ def test_torchao_export_gives_the_convolutions_int8_kernels(files, tmp_path, src
         s.sim.apply(s.specs)
         ref = call_model(s.sim.qmodel, x)
         got = torch.cat([program(x[i:i + 1]) for i in range(len(x))])
-    assert sqnr_db(ref, got) > 45  # the int8 program computes what the simulation does
+    assert tensor_sqnr_db(ref, got) > 45  # the int8 program computes what the simulation does

@@ -18,6 +18,7 @@ import torch
 from ..numerics.qparams import QParams, compute_qparams
 from ..numerics.ranges import group_matrix, weight_range
 from ..numerics.spec import WeightSpec
+from ..numerics.sqnr import sqnr_db
 
 
 def qparams_for(m: torch.Tensor, spec: WeightSpec) -> QParams:
@@ -76,14 +77,10 @@ def output_sqnr_db(w: torch.Tensor, wq: torch.Tensor, stats) -> float:
     """SQNR of the layer's output (before bias) on the calibration data: the float layer on
     its float inputs ``f`` against the layer with weight ``wq`` on its simulated inputs ``x``,
     ``E||W f||^2 / E||W f - Wq x||^2``, from the input statistics alone."""
-    import math
-
     w = w.to(torch.float64)
     q = wq.to(torch.float64)
     sig = float(((w @ stats.float_gram.double()) * w).sum())
     noise = sig - 2 * float(((w @ stats.cross.double()) * q).sum()) + float(((q @ stats.gram.double()) * q).sum())
-    if noise <= sig * 1e-12:
-        return float("inf") if noise <= 0 else 10 * math.log10(1e12)
-    if sig <= 0:
-        return float("-inf")
-    return 10 * math.log10(sig / noise)
+    if 0 < noise <= sig * 1e-12:  # below float64 cancellation in the expanded sums: 120 dB
+        noise = sig * 1e-12
+    return sqnr_db(sig, noise)

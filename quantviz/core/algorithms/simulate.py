@@ -16,7 +16,6 @@ first edited layer, and undo finds every previous result again.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Callable
 
@@ -25,6 +24,7 @@ import torch
 from ..errors import QuantvizError
 from ..progress import Progress, null_progress, scaled
 from ..numerics.spec import LayerSpec, WeightSpec
+from ..numerics.sqnr import sqnr_db
 
 
 class AlgorithmSupport:
@@ -116,8 +116,8 @@ class AlgorithmSupport:
         r = run_algorithm(w2, spec, stats, progress=scaled(progress, 0.2, 1.0), cancel=cancel)
         wq = r.weight.reshape(shape)
         d = (wq - w).flatten()
-        noise, signal = float(torch.dot(d, d)), float(torch.dot(w.flatten(), w.flatten()))
-        snr = float("inf") if noise == 0 else (float("-inf") if signal == 0 else 10.0 * math.log10(signal / noise))
+        noise = float(torch.dot(d, d))
+        snr = sqnr_db(float(torch.dot(w.flatten(), w.flatten())), noise)
         src = w2 * r.input_scale.view(1, -1) if r.input_scale is not None else w2
         x = torch.round(src * r.grid.inv) + r.grid.zero
         clipped = float(((x < r.qparams.qmin) | (x > r.qparams.qmax)).float().mean())

@@ -24,7 +24,7 @@ from torch import nn
 from ..model.cpucompute import half_call
 from ..model.data import batch_len, call_model, output_tensor, to_device
 from ..errors import Cancelled, ModelError
-from ..sim.evaluate import SQNR_CAP_DB
+from ..numerics.sqnr import sqnr_db
 from ..sim.fakequant import forward_batches
 from ..model.lmmetrics import MaskTracker
 from ..progress import Progress, null_progress
@@ -229,9 +229,7 @@ def _chunks(items: list, n: int) -> list[list]:
 
 
 def _db(sig: float, noise: float) -> float:
-    if noise <= 0:
-        return SQNR_CAP_DB
-    return float(min(SQNR_CAP_DB, 10 * math.log10(max(sig, 1e-300) / noise)))
+    return sqnr_db(sig, noise, cap=True)
 
 
 def local(parts: Parts, *, bits=DEFAULT_BITS, act_bits=(), sketch: bool = True, sketch_ratio: int = 16, seed: int = 0,

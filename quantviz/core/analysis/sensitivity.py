@@ -34,7 +34,8 @@ import torch
 from .candidates import as_json, weight_at
 from ..model.data import Dataset
 from ..errors import Cancelled, QuantvizError
-from ..sim.evaluate import (SQNR_CAP_DB, FloatReference, evaluate_quantized, higher_is_better,
+from ..numerics.sqnr import SQNR_CAP_DB
+from ..sim.evaluate import (FloatReference, evaluate_quantized, higher_is_better,
                        primary_metric, user_metrics)
 from ..sim.fakequant import QuantSim
 from ..sim.incremental import DEFAULT_BUDGET_BYTES, SuffixRunner

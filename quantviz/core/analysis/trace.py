@@ -43,7 +43,7 @@ import torch
 from ..model.data import Dataset, call_model, output_tensor, to_device
 from ..numerics.describe import describe_layer
 from ..errors import Cancelled, ModelError, QuantvizError
-from ..sim.evaluate import SQNR_CAP_DB
+from ..numerics.sqnr import sqnr_db
 from ..sim.fakequant import QuantSim, input_clip_range, quantize_input
 from ..progress import Progress, null_progress
 from ..numerics.spec import ActSpec, LayerSpec
@@ -51,17 +51,14 @@ from ..numerics.spec import ActSpec, LayerSpec
 DEFAULT_BUDGET_BYTES = 256 << 20
 
 
-def sqnr_db(signal: float, noise: float) -> float:
-    """``10 log10(signal / noise)``; ``inf`` when ``noise`` is 0, limited to +-SQNR_CAP_DB otherwise."""
-    if noise <= 0:
-        return math.inf
-    if signal <= 0:
-        return -SQNR_CAP_DB
-    return float(max(-SQNR_CAP_DB, min(SQNR_CAP_DB, 10 * math.log10(signal / noise))))
+def _db(signal: float, noise: float) -> float:
+    """The capped SQNR, except that a layer with no noise at all stays ``inf``: the trace draws
+    and names "float (exact)" apart from a finite value."""
+    return math.inf if noise <= 0 else sqnr_db(signal, noise, cap=True)
 
 
 def _opt_db(signal: float | None, noise: float | None) -> float | None:
-    return None if signal is None or noise is None else sqnr_db(signal, noise)
+    return None if signal is None or noise is None else _db(signal, noise)
 
 
 def _json_db(v: float | None) -> float | None:
@@ -93,11 +90,11 @@ class LayerTrace:
 
     @property
     def accumulated_sqnr_db(self) -> float:
-        return sqnr_db(self.signal, self.acc_noise)
+        return _db(self.signal, self.acc_noise)
 
     @property
     def local_sqnr_db(self) -> float:
-        return sqnr_db(self.signal, self.local_noise)
+        return _db(self.signal, self.local_noise)
 
     @property
     def input_accumulated_sqnr_db(self) -> float | None:

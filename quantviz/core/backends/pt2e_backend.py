@@ -240,7 +240,7 @@ def lower(converted: nn.Module, example: torch.Tensor, *, min_db: float = LOWERI
     The result is checked against the converted Q/DQ program on ``example``; a lowering
     that changes the outputs (SQNR below ``min_db``) is refused with a one-line error.
     """
-    from ..numerics.qparams import sqnr_db
+    from ..numerics.sqnr import tensor_sqnr_db
 
     lower_fn = _pt2e()[3]
     try:
@@ -251,7 +251,7 @@ def lower(converted: nn.Module, example: torch.Tensor, *, min_db: float = LOWERI
                 got, want = lowered(example), converted(example)
     except Exception as exc:  # noqa: BLE001 - lowering limits of this model
         raise _fail(exc) from exc
-    agree = sqnr_db(want, got)
+    agree = tensor_sqnr_db(want, got)
     if agree < min_db:
         raise QuantvizError(f"pt2e: the oneDNN lowering disagrees with the Q/DQ program on this model "
                             f"({agree:.1f} dB < {min_db:.0f} dB)")

@@ -22,7 +22,6 @@ grouped into blocks and quantized.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -30,16 +29,9 @@ from .formats import (FORMATS, Format, FormatParams, fp_scale, quantize_activati
                       quantize_scaled)
 from .ranges import RangeError, activation_range, group_matrix, weight_range
 from .spec import ActSpec, WeightSpec
+from .sqnr import sqnr_db
 
 ACT_SAMPLES = 1 << 15  # values drawn from a histogram to estimate a block format's activation error
-
-
-def _db(signal: float, noise: float) -> float:
-    if noise == 0:
-        return float("inf")
-    if signal == 0:
-        return float("-inf")
-    return 10.0 * math.log10(signal / noise)
 
 
 def _rows(w: torch.Tensor, axis: int) -> torch.Tensor:
@@ -88,7 +80,7 @@ def quantize_weight_format(w: torch.Tensor, spec: WeightSpec, channel_axis: int,
     wq = _unrows(q_rows, w, channel_axis)
     d = (wq - w).flatten()
     noise, signal = float(torch.dot(d, d)), float(torch.dot(w.flatten(), w.flatten()))
-    return wq, params, m, lo, hi, _db(signal, noise), noise / max(w.numel(), 1), clipped
+    return wq, params, m, lo, hi, sqnr_db(signal, noise), noise / max(w.numel(), 1), clipped
 
 
 # ---------------------------------------------------------------- activations
@@ -157,7 +149,7 @@ def activation_error(centers, counts, p: FormatParams, lo: float, hi: float):
     noise = float((wts * (v.double() - q.double()) ** 2).sum())
     signal = float((wts * v.double() ** 2).sum())
     total = float(wts.sum())
-    return _db(signal, noise), (noise / total if total else 0.0), clipped, q, wts
+    return sqnr_db(signal, noise), (noise / total if total else 0.0), clipped, q, wts
 
 
 def format_of(spec) -> Format | None:

@@ -205,14 +205,3 @@ def quantize_int(x: torch.Tensor, qp: QParams, axis: int | None = None, group_si
     return q.reshape(shape[0], -1)[:, :n].reshape(shape).movedim(0, axis).long()
 
 
-def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
-    """Signal-to-quantization-noise ratio in dB (inf when identical)."""
-    ref = ref.detach().double().flatten()
-    test = test.detach().double().flatten()
-    noise = float(torch.sum((ref - test) ** 2))
-    signal = float(torch.sum(ref**2))
-    if noise == 0.0:
-        return float("inf")
-    if signal == 0.0:
-        return float("-inf")
-    return 10.0 * float(torch.log10(torch.tensor(signal / noise)))

@@ -9,7 +9,6 @@ known only through a histogram (activations from calibration).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +16,7 @@ import torch
 from .qparams import QParams, clipped_fraction, compute_qparams, fake_quantize
 from .ranges import RangeError, group_matrix, weight_range
 from .spec import WeightSpec
+from .sqnr import sqnr_db
 
 
 @dataclass
@@ -29,14 +29,6 @@ class TensorQuant:
     sqnr_db: float
     mse: float
     clipped_fraction: float
-
-
-def _db(signal: float, noise: float) -> float:
-    if noise == 0:
-        return float("inf")
-    if signal == 0:
-        return float("-inf")
-    return 10.0 * math.log10(signal / noise)
 
 
 def quantize_weight_tensor(w: torch.Tensor, spec: WeightSpec, channel_axis: int, name: str = "") -> TensorQuant:
@@ -57,7 +49,7 @@ def quantize_weight_tensor(w: torch.Tensor, spec: WeightSpec, channel_axis: int,
     # float32 dot products: exact enough for dB and MSE, without float64 copies
     d = (wq - w).flatten()
     noise, signal = float(torch.dot(d, d)), float(torch.dot(w.flatten(), w.flatten()))
-    return TensorQuant(wq, qp, m, lo, hi, _db(signal, noise), noise / max(w.numel(), 1), clipped_fraction(m, qp))
+    return TensorQuant(wq, qp, m, lo, hi, sqnr_db(signal, noise), noise / max(w.numel(), 1), clipped_fraction(m, qp))
 
 
 def histogram_error(centers, counts, qp: QParams, lo: float | None = None, hi: float | None = None
@@ -77,7 +69,7 @@ def histogram_error(centers, counts, qp: QParams, lo: float | None = None, hi: f
     tol = float(qp.scale[0]) * 1e-3  # as qparams.clipped_fraction counts
     outside = (c < float(gmin[0]) - tol) | (c > float(gmax[0]) + tol)
     clipped = float(wts[outside].sum()) / total if total else 0.0
-    sqnr = float("inf") if noise == 0 else 10 * math.log10(max(signal, 1e-300) / noise)
+    sqnr = sqnr_db(signal, noise)
     return sqnr, (noise / total if total else 0.0), clipped, q, wts
 
 

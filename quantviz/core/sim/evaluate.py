@@ -36,8 +36,8 @@ from .fakequant import iterate_outputs
 from ..model.lmmetrics import Moments, batch_aux, kl_per_position, mask_padding, next_token_ce, perplexity, slice_aux, token_mask
 from ..progress import Progress, null_progress
 from ..model.readout import DEFAULT, Readout
+from ..numerics.sqnr import SQNR_CAP_DB, sqnr_db
 
-SQNR_CAP_DB = 200.0
 Z95 = 1.959963984540054
 LOWER_IS_BETTER_SUFFIXES = ("loss", "perplexity", "error", "mse", "kl_div")
 
@@ -58,11 +58,8 @@ def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float]:
 
 
 def _db(ratio: float) -> float:
-    if ratio <= 0:
-        return -SQNR_CAP_DB
-    if math.isinf(ratio):
-        return SQNR_CAP_DB
-    return float(min(SQNR_CAP_DB, 10 * math.log10(ratio)))
+    """A signal / noise ratio in the capped dB every output metric uses."""
+    return sqnr_db(ratio, 1.0, cap=True)
 
 
 def row_blocks(rows: int, row_numel: int, max_elems: int = 1 << 20):

@@ -10,6 +10,8 @@ listed first.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 from pathlib import Path
 
@@ -20,6 +22,9 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QHeaderView, Q
 from ...core.numerics.describe import describe_layer, same_setting
 from ...io.config import QuantConfig
 from ..bridge import OnScreen, SessionFollower
+
+if TYPE_CHECKING:
+    from ...session.session import Session
 
 
 def describe(spec) -> str:
@@ -75,7 +80,7 @@ class ConfigDiffView(OnScreen, SessionFollower, QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.session = None
+        self.session: Session | None = None
         self._rows: list = []
         self._table_stale = False
         self._files: dict[str, object] = {}

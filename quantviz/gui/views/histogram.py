@@ -13,6 +13,8 @@ Run ``python -m quantviz.gui.views.histogram`` to open it alone on the demo.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Signal
@@ -25,6 +27,9 @@ from .channel_ranges import ChannelRangeView
 from .hist_math import format_label, format_note, grid_note, weight_note
 from .range_histogram import LOG_FLOOR, RangeHistogram  # noqa: F401 (LOG_FLOOR re-exported)
 
+if TYPE_CHECKING:
+    from ...session.session import Session
+
 ASYNC_NUMEL = 4_000_000  # a layer with more weights is previewed on a worker (a second or more here)
 
 
@@ -36,7 +41,7 @@ class HistogramPanel(SessionFollower, QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.session = None
+        self.session: Session | None = None
         self.layer: str | None = None
         self.runner = None
         self._edges: dict[str, np.ndarray] = {}  # weight display bins per layer (stable while dragging)

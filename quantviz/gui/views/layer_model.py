@@ -12,7 +12,7 @@ the view asks for are computed, so thousands of layers stay fast.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor
@@ -20,6 +20,9 @@ from PySide6.QtGui import QBrush, QColor
 from ...core.numerics.spec import LayerSpec
 from ...session.stats import layer_stats
 from .columns import COL, FIELDS, GRAN_LABEL, TABLE, Column, edit_label, stats_cell  # noqa: F401 (GRAN_LABEL re-exported)
+
+if TYPE_CHECKING:
+    from ...session.session import Session
 
 COLUMNS = [(c.key, c.header, c.tip) for c in TABLE]  # (key, header, tooltip), in order
 EDITABLE = {c.key for c in TABLE if c.editable}
@@ -55,7 +58,7 @@ class LayerTableModel(QAbstractTableModel):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.session = None
+        self.session: Session | None = None
         self._layers = []
         self._row_of: dict[str, int] = {}
         self._specs: dict[str, LayerSpec] = {}

@@ -10,6 +10,8 @@ Run alone for a look: ``python -m quantviz.gui.views.layer_table``.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from PySide6.QtCore import QItemSelectionModel, Qt, Signal
 from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QInputDialog, QLabel, QLineEdit,
@@ -20,6 +22,9 @@ from ..bridge import SessionFollower
 from .choices import FIELD_LABELS, choices  # noqa: F401 (choices re-exported)
 from .layer_model import COL, COLUMNS, LayerFilterProxy, LayerTableModel, apply_field
 from .table_columns import ColumnFitter
+
+if TYPE_CHECKING:
+    from ...session.session import Session
 
 
 def header_text_width(header, text: str) -> int:
@@ -78,7 +83,7 @@ class LayerTablePanel(SessionFollower, QWidget):
 
     def __init__(self, parent=None, settings=None):
         super().__init__(parent)
-        self.session = None
+        self.session: Session | None = None
         self.settings = settings  # QSettings that keep the columns shown / hidden by hand (None: not kept)
         self.model = LayerTableModel(self)
         self.model.edit_targets = self._edit_targets

@@ -10,6 +10,8 @@ Signals:
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 
 import pyqtgraph as pg
@@ -19,6 +21,9 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QToolTip, QVBoxLay
 from ...core.fmt import IDENTICAL_DB, PERCENT_METRICS, fmt_bytes, fmt_drop, fmt_metric, metric_label, size_unit
 from .. import theme
 from ..bridge import SessionFollower
+
+if TYPE_CHECKING:
+    from ...session.session import Session
 
 HOVER_PX = 10  # a point within this many pixels of the mouse shows its details
 
@@ -54,7 +59,7 @@ class ParetoView(SessionFollower, QWidget):
         self._history: list[dict] = []
         self._float: dict | None = None
         self._budget: dict = {}
-        self.session = None
+        self.session: Session | None = None
         self._stale = False
         self._div, self._unit = 1024.0, "KB"
         top = QHBoxLayout()

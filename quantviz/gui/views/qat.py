@@ -11,6 +11,8 @@ when the session is reopened. Few long-lived plot items, updated with
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import threading
 
 import numpy as np
@@ -23,6 +25,9 @@ from ...core.fmt import every_nth
 from ...core.numerics.preview import MAX_HIST_SAMPLES
 from ..bridge import OnScreen, SessionFollower
 from ..elided import ElidedLabel
+
+if TYPE_CHECKING:
+    from ...session.session import Session
 
 PCT = ("accuracy", "top1_agreement")
 REDRAW_MS = 40  # live training curves: at most ~25 redraws a second, however fast the steps come
@@ -74,7 +79,7 @@ class QATView(OnScreen, SessionFollower, QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.session = None
+        self.session: Session | None = None
         self.runner = None
         self._job = None
         self._pause = threading.Event()

@@ -10,6 +10,8 @@ Signals:
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 
 import numpy as np
@@ -21,6 +23,9 @@ from ...core.fmt import METRIC_LABELS, PERCENT_METRICS
 from ...core.analysis.ranking import predicted
 from ..bridge import SessionFollower
 from ..elided import ElidedLabel, elide_layer_name
+
+if TYPE_CHECKING:
+    from ...session.session import Session
 
 ROW_PX = 20  # a heatmap row is never thinner than this: a long model scrolls instead
 NAME_PX = 150  # layer names on the axes: longer ones keep their block index and end (elide_layer_name)
@@ -89,7 +94,7 @@ class SensitivityView(SessionFollower, QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.session = None
+        self.session: Session | None = None
         self._result: dict | None = None
         self._results: dict = {}
         self._values = np.zeros((0, 0))

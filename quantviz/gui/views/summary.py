@@ -12,6 +12,8 @@ Run alone for a look: ``python -m quantviz.gui.views.summary``.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 import math
 
@@ -24,6 +26,9 @@ from ...core.fmt import IDENTICAL_DB, PERCENT_METRICS, fmt_bytes, fmt_metric, me
 from .. import theme
 from ..elided import ElidedLabel
 from ..bridge import SessionFollower
+
+if TYPE_CHECKING:
+    from ...session.session import Session
 
 METRIC_ROWS = [
     ("accuracy", "Accuracy", "Top-1 accuracy on the evaluation data's labels (the task metric)."),
@@ -54,7 +59,7 @@ class SummaryPanel(SessionFollower, QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.session = None
+        self.session: Session | None = None
         self.current = None  # the CheckResult of the current config, when known
         self._size: dict | None = None
         self._estimate: dict | None = None

@@ -21,6 +21,8 @@ Run alone for a look: ``python -m quantviz.gui.views.trace [MODEL]``.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 
 import pyqtgraph as pg
@@ -30,6 +32,9 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushB
 
 from .. import theme
 from ..bridge import OnScreen, SessionFollower
+
+if TYPE_CHECKING:
+    from ...session.session import Session
 
 ACC_COLOR = (40, 90, 170)
 LOCAL_COLOR = (230, 130, 30)
@@ -57,7 +62,7 @@ class TraceView(OnScreen, SessionFollower, QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.session = None
+        self.session: Session | None = None
         self.runner = None
         self.result = None  # the shown trace
         self.previous = None  # the trace of the config before
