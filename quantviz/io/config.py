@@ -33,7 +33,7 @@ from ..core.model.layers import LayerInfo
 from ..core.numerics.qparams import MAX_BITS, MIN_BITS
 from ..core.numerics.formats import FORMATS as NUMBER_FORMAT_DEFS
 from ..core.numerics.spec import DEFAULT_FORMAT, NUMBER_FORMATS, DEFAULT_GRID, GRANULARITIES, RANGE_METHODS, SYMMETRIC_GRIDS, ActSpec, LayerSpec, RangeSpec, WeightSpec
-from ..core.algorithms.options import check_algorithm, options_tuple
+from ..core.algorithms.options import ALGORITHMS, check_algorithm, options_tuple
 from . import atomic
 
 FORMAT = "quantviz-config"
@@ -55,6 +55,10 @@ class ConfigError(QuantvizError, ValueError):
 
 
 # ------------------------------------------------------------ validation
+_FORMAT_ALGORITHM = ("algorithm {algo!r} fits integer grids, and format {fmt!r} has none "
+                     "(set the algorithm to none, or the format to int)")
+
+
 def _fail(where: str, msg: str) -> None:
     raise ConfigError(f"{where}: {msg}")
 
@@ -126,6 +130,10 @@ def _check_tensor(d: Any, where: str, kind: str) -> None:
             _fail(f"{where}.group_size", f"must be a positive integer, got {json.dumps(gs)}")
     if "range" in d:
         _check_range(d["range"], f"{where}.range")
+    if "algorithm" in d and not isinstance(d["algorithm"], str):
+        _fail(f"{where}.algorithm", f"must be a name, got {json.dumps(d['algorithm'])} (allowed: {', '.join(ALGORITHMS)})")
+    if d.get("format", DEFAULT_FORMAT) != "int" and d.get("algorithm", "none") != "none":
+        _fail(where, _FORMAT_ALGORITHM.format(algo=d["algorithm"], fmt=d["format"]))
     if "algorithm" in d or "algorithm_options" in d:
         msg = check_algorithm(d.get("algorithm"), d.get("algorithm_options"))
         if msg:
@@ -199,6 +207,9 @@ def migrate(obj: dict, where: str = "config") -> dict:
 # ---------------------------------------------------------------- config
 def _merge(base: dict, over: dict) -> dict:
     out = _jcopy(base)
+    if over.get("format", "int") != "int" and "algorithm" not in over and "algorithm" in out:
+        out["algorithm"] = "none"  # a float / block format has no integer grid for an algorithm to fit
+        out.pop("algorithm_options", None)
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "range":
             out[k] = _merge(out[k], v)
@@ -364,6 +375,8 @@ class QuantConfig:
         a = _merge(a, o.get("activation", {}))
         if not info.has_activation_input:
             a = dict(a, bits=None)
+        if w.get("format", DEFAULT_FORMAT) != "int" and w.get("algorithm", "none") != "none" and w.get("bits", 1) is not None:
+            raise ConfigError(f"layers.{info.name}: " + _FORMAT_ALGORITHM.format(algo=w["algorithm"], fmt=w["format"]))
         return spec_from_dicts(w, a)
 
     def resolve_all(self, layers: Iterable[LayerInfo]) -> dict[str, LayerSpec]:

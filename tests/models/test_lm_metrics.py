@@ -164,6 +164,7 @@ def test_bad_text_inputs_are_one_line(lm, tmp_path, capsys):
     assert code != 0 and len(lines) == 1 and "tokenizer" in lines[0]
 
 
+@pytest.mark.timeout(1200)  # four fresh interpreters importing torch and transformers: slow on a busy machine
 def test_cli_stderr_is_quiet_unless_debug(lm, tmp_path):
     d, folder = lm  # evaluate loads the folder as inspect does, and runs the model too
     add_word_tokenizer(folder)

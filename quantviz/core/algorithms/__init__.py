@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from ..errors import QuantvizError
 from ..progress import Progress, null_progress
 from ..numerics.qparams import QParams
 from ..numerics.spec import ALGORITHMS, WeightSpec
@@ -45,6 +46,8 @@ def run_algorithm(w: torch.Tensor, spec: WeightSpec, stats: InputStats, *, progr
                   cancel: Callable[[], bool] = lambda: False) -> AlgorithmResult:
     """Run ``spec.algorithm`` on the ``(out, in)`` float weight ``w``."""
     algo = spec.algorithm
+    if spec.format != "int":  # the last guard: never fit an integer grid and call it a float format
+        raise QuantvizError(f"algorithm {algo!r} fits integer grids, and format {spec.format!r} has none")
     t0 = time.process_time()
     w = w.float()
     qp, grid = weight_grid(w, spec)

@@ -77,6 +77,8 @@ class Candidate:
         if self.algorithm:
             kw["algorithm"] = self.algorithm
             kw["algorithm_options"] = ()
+        elif self.format != "int":  # no integer grid for the layer's algorithm to fit
+            kw["algorithm"], kw["algorithm_options"] = "none", ()
         return replace(w, **kw)
 
     def patch(self) -> dict:
@@ -90,6 +92,8 @@ class Candidate:
             w["range"] = {"method": self.range_method}
         if self.algorithm:
             w["algorithm"] = self.algorithm
+        elif self.format != "int":
+            w["algorithm"] = "none"
         return {"weight": w}
 
     def sort_key(self) -> tuple:

@@ -167,8 +167,10 @@ TABLE = [
            _act_range, FIELDS["act_range"]),
     Column("algorithm", "Algorithm", "Post-training algorithm for this weight: round to nearest (none), AdaRound's "
            "learned rounding, GPTQ's error compensation, bias correction, SmoothQuant / AWQ scaling. It runs on the "
-           "calibration data with the next re-check ('pending' until then).",
-           lambda i, s: ((s.weight.algorithm,) * 2 if s.weight.bits is not None else ("—", "")), FIELDS["algorithm"],
+           "calibration data with the next re-check ('pending' until then). Algorithms fit integer grids: a layer in a "
+           "float / block format shows '—'.",
+           lambda i, s: ((s.weight.algorithm,) * 2 if s.weight.bits is not None and s.weight.format == "int"
+                         else ("—", "")), FIELDS["algorithm"],
            hide_rank=5),
     Column("size_bytes", "Size", "Storage of this layer's weight under its settings, including scales and zero "
            "points.", _size, right=True),

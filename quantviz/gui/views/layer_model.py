@@ -223,6 +223,9 @@ class LayerTableModel(QAbstractTableModel):
             info = self._layers[index.row()]
             if self._no_activation(TABLE[index.column()], info):
                 return f
+            spec = self._specs.get(info.name)
+            if key == "algorithm" and spec is not None and spec.weight.format != "int":
+                return f  # algorithms fit integer grids; a float / block format has none
             f |= Qt.ItemIsEditable
         return f
 
