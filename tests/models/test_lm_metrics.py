@@ -238,3 +238,24 @@ def test_causal_lm_ids_under_x_give_perplexity_like_input_ids(lm, tmp_path):
         got[name] = s.reference.metrics
     assert "perplexity" in got["x"], got["x"]
     assert got["x"]["perplexity"] == pytest.approx(got["ids"]["perplexity"], rel=1e-6)
+
+
+def test_every_sensitivity_method_and_a_proxy_search_run_on_gpt2(lm):
+    """A walk of the LM workflow found two methods failing on GPT-2: local SQNR recursed forever
+    (Conv1D runs through its own module, which fired the observing hook again) and the Hessian
+    trace hit the fused attention kernel, which has no second derivative."""
+    from quantviz.session import Session
+
+    d, folder = lm
+    s = Session.open(str(folder), data=str(token_npz(d / "walk.npz", n=8, seq=16)))
+    s.apply_preset("W4")
+    names = set(s.layer_names)
+    for method in ("local", "hessian"):
+        res = s.run_sensitivity(method, bits=(4, 8))
+        assert {e["name"] for e in res["layers"]} == names, method
+    local = {e["name"]: e["results"] for e in s.run_sensitivity("local", bits=(4, 8))["layers"]}
+    conv1d = next(n for n in names if n.endswith("attn.c_attn"))
+    w4, w8 = (local[conv1d][b]["metrics"]["sqnr_db"] for b in ("4", "8"))
+    assert w8 > w4 + 12  # four more bits: about 24 dB of weight noise less at the layer's output
+    res = s.run_search(avg_bits=6, bits=(4, 8), pareto_steps=2, sensitivity="local")
+    assert res["chosen"]["avg_bits"] <= 6 + 1e-9

@@ -89,6 +89,15 @@ class _LocalPlan:
     signal: list = field(default_factory=list)  # per batch: ||y||
     noise: list = field(default_factory=list)  # per batch: ||f(x, dW)|| per bit-width (rows when stacked)
     act_noise: list = field(default_factory=list)  # per activation bit-width, per batch
+    busy: bool = False  # inside observe: a layer run through its own module (generic layers) is not a new call
+
+    def hook(self, mod, args, out, real: Callable) -> None:
+        if not self.busy:
+            self.busy = True
+            try:
+                self.observe(args[0], output_tensor(out), real)
+            finally:
+                self.busy = False
 
     def observe(self, x: torch.Tensor, y: torch.Tensor, real: Callable = lambda t: t) -> None:
         """One call of the layer; ``real`` keeps the real tokens of an output (padding adds nothing)."""
@@ -204,8 +213,7 @@ def local_totals(parts: Parts, names, *, bits, act_bits=(), sketch: bool = True,
             if rows is not None:
                 torch.randint(0, 2, rows, generator=gen)  # keep the next layers' sketches as in a full run
     track = MaskTracker(p.sim.float_model, p.sim.readout)  # padded tokens stay out of the sums
-    hooks = [plan.mod.register_forward_hook(lambda mod, args, out, _p=plan: _p.observe(args[0], output_tensor(out),
-                                                                                        track.real))
+    hooks = [plan.mod.register_forward_hook(lambda mod, args, out, _p=plan: _p.hook(mod, args, out, track.real))
              for plan in plans.values()]
     try:
         forward_batches(p.sim.float_model, p.calib, device=p.device, batch_size=p.batch_size, what="local SQNR",
@@ -286,6 +294,14 @@ def _hessian_weights(sim):
     return ws, [seen[id(m.weight)] for m in mods]
 
 
+def _math_attention():
+    """Scaled dot-product attention through its plain (math) kernel, which has second derivatives;
+    the fused CPU / GPU kernels that torch picks by default have none."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
+
+
 def hessian_traces(parts: Parts, batch_ids=None, *, iters: int = 2, max_samples: int = 128, seed: int = 0,
                    progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False):
     """Hutchinson trace sums per distinct weight over the calibration batches ``batch_ids``
@@ -327,7 +343,7 @@ def hessian_traces(parts: Parts, batch_ids=None, *, iters: int = 2, max_samples:
             for _ in range(iters):
                 if cancel():
                     raise Cancelled("sensitivity cancelled")
-                with torch.enable_grad():
+                with torch.enable_grad(), _math_attention():  # fused attention kernels have no double backward
                     out = readout.pick(call_model(model, x))
                     if use_ce:
                         yr = y.to(out.device)
