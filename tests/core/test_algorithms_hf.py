@@ -48,3 +48,15 @@ def test_gptq_on_a_bert_folder(bert):
         assert "Embedding" in s.sim.quantize_weight(n, specs[n].weight, compute=False).algorithm_info["skipped"]
     assert res["cosine"] >= rtn["cosine"] - 2e-3  # GPTQ does not make the encoder's output worse
     assert res["cosine"] > 0.9
+
+
+def test_hessian_sensitivity_on_bert_scores_the_unread_pooler_zero(bert):
+    """BERT's pooler does not feed the read output (last_hidden_state): the Hessian sweep failed
+    ("differentiated Tensor ... not used in the graph"); now the pooler scores 0 and the rest are measured."""
+    s = bert
+    s.apply_preset("W4")
+    res = s.run_sensitivity("hessian", bits=(4,))
+    score = {e["name"]: e["results"]["4"]["metrics"]["hessian_score"] for e in res["layers"]}
+    assert set(score) == set(s.layer_names)
+    assert score["pooler.dense"] == 0
+    assert all(v != 0 for n, v in score.items() if n.startswith("encoder."))  # measured (a noisy estimate)

@@ -353,10 +353,13 @@ def hessian_traces(parts: Parts, batch_ids=None, *, iters: int = 2, max_samples:
                         loss = F.cross_entropy(o.reshape(-1, o.shape[-1]).float(), yr.reshape(-1))
                     else:
                         loss = F.mse_loss(real_rows(out, mask).float(), real_rows(fout, mask).float())
-                    grads = torch.autograd.grad(loss, ws, create_graph=True)
+                    # a layer the read output does not depend on (BERT's pooler under last_hidden_state)
+                    # has no gradient: its trace is 0, it cannot change what is measured
+                    grads = torch.autograd.grad(loss, ws, create_graph=True, allow_unused=True)
                     vs = [(torch.randint(0, 2, w.shape, generator=gen).to(w) * 2 - 1) for w in ws]
-                    gv = sum((g * v).sum() for g, v in zip(grads, vs))
-                    hvs = torch.autograd.grad(gv, ws, allow_unused=True)
+                    used = [(g, v, w) for g, v, w in zip(grads, vs, ws) if g is not None and g.requires_grad]
+                    gv = sum((g * v).sum() for g, v, _ in used) if used else None
+                    hvs = torch.autograd.grad(gv, ws, allow_unused=True) if gv is not None else [None] * len(ws)
                 for k, (hv, v) in enumerate(zip(hvs, vs)):
                     if hv is not None:
                         traces[k] += float((hv * v).sum())
