@@ -7,7 +7,9 @@ writes
 
 * ``json``: the quantviz config plus every layer's computed qparams (scale,
   zero point, grid, clip range) and its ONNX tensor names;
-* ``onnx``: a QDQ model (opset 21) that ONNX Runtime runs;
+* ``onnx``: a QDQ model (opset 21) for a target runtime: ``ort`` (ONNX
+  Runtime's CPU kernels, the default) or ``tensorrt`` (signed int8 / int4,
+  zero point 0, TensorRT's Q/DQ placement; :mod:`.onnx_targets`);
 * ``aimet``: AIMET encodings 1.0.0 naming the ONNX export's tensors, plus the
   float ONNX model they apply to with every quantized weight on its grid
   (``<stem>_model.onnx``), so a consumer that re-quantizes the float weights
@@ -62,6 +64,7 @@ class ExportInput:
     prepared: bool = True
     lock: Any = field(default_factory=contextlib.nullcontext)
     report: Any = None
+    target: str = "ort"  # the ONNX export's rule set (onnx_targets.TARGETS)
 
 
 @dataclass
@@ -183,12 +186,13 @@ def _write_onnx(inp: ExportInput, path, force, progress, cancel) -> ExportResult
 
     atomic.check_writable(path, force)
     with inp.lock:
-        ex = build_qdq(inp.sim, inp.specs, inp.example, progress=progress, cancel=cancel)
+        ex = build_qdq(inp.sim, inp.specs, inp.example, progress=progress, cancel=cancel, target=inp.target,
+                       calib=inp.calib)
     _check_cancel(cancel)
     atomic.write_with(path, lambda tmp: save_model(ex.model, tmp), force=force)
     return ExportResult("onnx", [Path(path)], list(ex.notes),
                         {"tensors": {k: v.to_dict() for k, v in ex.tensors.items()}, "inputs": ex.input_names,
-                         "outputs": ex.output_names})
+                         "outputs": ex.output_names, "target": inp.target})
 
 
 def aimet_model_path(path: str | Path) -> Path:
@@ -373,6 +377,11 @@ def export(inp: ExportInput, fmt: str, path: str | Path, *, force: bool = False,
            cancel: Callable[[], bool] = lambda: False) -> ExportResult:
     """Write ``inp``'s config in format ``fmt`` to ``path``."""
     fmt = check_format(fmt)
+    from .onnx_targets import check_target
+
+    inp.target = check_target(inp.target)
+    if inp.target != "ort" and fmt != "onnx":
+        raise QuantvizError(f"--target {inp.target} is for --format onnx (the {fmt} export has no target)")
     if not inp.prepared and fmt != "torchao":
         raise QuantvizError("the session is not calibrated yet; open the model with its data first")
     if any(sp.weight.algorithm != "none" and sp.weight.bits is not None for sp in inp.specs.values()):
