@@ -45,7 +45,7 @@ def _file_menu(win, mb, acts: dict) -> None:
 
     f = mb.addMenu("&File")
     _add(f, acts, "open", _action(win, "&Open model…", lambda: _open_model(win), QKeySequence.Open,
-                                  "Open a recipe .py, TorchScript / pickled .pt, torch.export .pt2 or a quantviz session"))
+                                  "Open a recipe .py, TorchScript / pickled .pt, torch.export .pt2, an ONNX model or a quantviz session"))
     _add(f, acts, "open_folder", _action(win, "Open &folder…", lambda: _open_folder(win), None,
                                          "Open a Hugging Face model folder (save_pretrained output)"))
     _add(f, acts, "open_demo", _action(win, "Open &demo", lambda: win.confirm_unsaved("open the demo", lambda: win.open_model("demo")), None,
