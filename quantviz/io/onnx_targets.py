@@ -1,4 +1,5 @@
-"""Rule sets of the ONNX QDQ export: which runtime the Q/DQ graph is written for.
+"""Rule sets of the ONNX QDQ export: which runtime the Q/DQ graph is written for (numpy-free at import:
+the CLI parser reads :data:`TARGETS`).
 
 * ``ort`` (the default): ONNX Runtime's CPU kernels, exactly the simulation
   (:mod:`.onnx_export`): activations in whatever grid the config asks
@@ -17,8 +18,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
 
 from ..core.errors import QuantvizError
 
@@ -126,6 +125,7 @@ def residual_adds(graph, layer_of_weight: dict[str, str], int8_layers: set[str])
 
 def calibrate_tensors(model_proto, tensors: list[str], data, example, *, batch_size: int = 64) -> dict[str, tuple]:
     """(min, max) of each named tensor of the float model over ``data`` (ONNX Runtime, CPU)."""
+    import numpy as np
     import onnx
 
     from ..core.backends import onnxrt
