@@ -88,6 +88,8 @@ EXPORT_HELP = {
                                  "reads AIMET encodings back."),
     "torchao": ("torchao model", "A really quantized PyTorch model (torchao quantize_), with a script that applies "
                                  "the same config to your own model."),
+    "executorch": ("ExecuTorch program (.pte)", "An ExecuTorch program: 8-bit Conv2d / Linear layers on XNNPACK "
+                                                "int8 kernels with the simulated scales (needs ExecuTorch)."),
     "report": ("HTML report", "One self-contained page: model, config, metrics against float, sizes, sensitivity, "
                               "Pareto plot and histograms."),
 }

@@ -18,6 +18,9 @@ writes
   file applying the same config (``<stem>_torchao.py`` next to it), and, when
   convolutions have 8-bit weights and activations, the pt2e-converted int8
   program (``<stem>_pt2e.pt2``, ``torch.export.save``);
+* ``executorch``: an ExecuTorch program (``.pte``) whose 8-bit Conv2d /
+  Linear layers run XNNPACK int8 kernels on quantviz's grids
+  (:mod:`quantviz.core.backends.executorch_backend`);
 * ``report``: a self-contained HTML report.
 
 Every file is written atomically; an existing file is kept unless
@@ -36,8 +39,9 @@ from ..core.progress import Progress, null_progress
 from . import atomic
 from .jsonsafe import sanitize
 
-FORMATS = ("json", "onnx", "aimet", "torchao", "report")
-SUFFIX = {"json": ".json", "onnx": ".onnx", "aimet": ".encodings", "torchao": ".pt", "report": ".html"}
+FORMATS = ("json", "onnx", "aimet", "torchao", "executorch", "report")
+SUFFIX = {"json": ".json", "onnx": ".onnx", "aimet": ".encodings", "torchao": ".pt", "executorch": ".pte",
+          "report": ".html"}
 EXPORT_FORMAT = "quantviz-export"
 EXPORT_VERSION = 1
 
@@ -362,8 +366,30 @@ def _write_report(inp: ExportInput, path, force, progress, cancel) -> ExportResu
     return ExportResult("report", [Path(path)])
 
 
+def _write_executorch(inp: ExportInput, path, force, progress, cancel) -> ExportResult:
+    from ..core.backends import executorch_backend as eb
+
+    atomic.check_writable(path, force)
+    if inp.calib is None:
+        raise QuantvizError("executorch: needs calibration data")
+    calib = [x for x, _ in inp.calib.batches(inp.batch_size)]
+    example = calib[0]  # a full batch: torch.export specialises a batch of 1
+    progress(0, 2, "exporting and lowering to XNNPACK")
+    with inp.lock:
+        data, plan, dynamic = eb.build(inp.sim, inp.specs, calib, example)
+    _check_cancel(cancel)
+    atomic.write_with(path, lambda tmp: Path(tmp).write_bytes(data), force=force)
+    progress(2, 2, "done")
+    notes = [f"{len(plan.kernels)} layer(s) on XNNPACK int8 kernels"]
+    notes += [f"{n}: float on portable kernels ({why})" for n, why in plan.simulated.items()]
+    if not dynamic:
+        notes.append(f"the program takes batches of {example.shape[0]} (a dynamic batch could not be exported)")
+    return ExportResult("executorch", [Path(path)], notes, dict(plan.to_dict(), dynamic_batch=dynamic,
+                                                                  batch=None if dynamic else int(example.shape[0])))
+
+
 WRITERS = {"json": _write_json, "onnx": _write_onnx, "aimet": _write_aimet, "torchao": _write_torchao,
-           "report": _write_report}
+           "executorch": _write_executorch, "report": _write_report}
 
 
 def check_format(fmt: str) -> str:
