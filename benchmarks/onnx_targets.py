@@ -2,6 +2,8 @@
 
     python benchmarks/onnx_targets.py [--repeats N] [--threads N] [--out FILE]
 
+* ``executorch``: the same two models at W8A8 through ``--format executorch``,
+  run by ExecuTorch's Python runtime (XNNPACK), when ExecuTorch is installed.
 * ``input``: a ResNet-18 (width 16, random weights, BatchNorm folded by the
   exporter) and a two-layer transformer encoder, exported with
   ``torch.onnx.export`` and opened as ONNX files: layers found, load time, and
@@ -156,7 +158,50 @@ def _targets(s, d: Path, args) -> dict:
             "latency_ms": onnxrt.ort_latency_ms(sess, x0, repeats=args.repeats),
             "notes": [n for n in res.notes if n.startswith("tensorrt")]}
         print(f"{s.name} {label}: done", file=sys.stderr)
+    out["executorch"] = _executorch(s, d, args, x0)
     return out
+
+
+def _executorch(s, d: Path, args, x0) -> dict:
+    """W8A8 through ``--format executorch``, run by ExecuTorch's Python runtime (when installed)."""
+    import statistics
+
+    import torch
+
+    try:
+        import executorch  # noqa: F401
+    except ImportError:
+        return {"error": "ExecuTorch is not installed"}
+    from quantviz.core.backends import executorch_backend as eb
+    from quantviz.core.fakequant import iterate_outputs
+    from quantviz.core.qparams import sqnr_db
+
+    s.apply_preset("W8A8")
+    sim_acc = s.check(record=False).metrics.get("accuracy")
+    path = d / "model.pte"
+    t0 = time.perf_counter()
+    res = s.export("executorch", path, force=True)
+    export_s = time.perf_counter() - t0
+    fn = eb.load(path)
+    fixed = not res.details["dynamic_batch"]
+    bs = res.details["batch"] or args.batch
+    x, y = s.eval_data.x, s.eval_data.y
+    o = eb.run(fn, x, bs, fixed)
+    with s.lock:
+        s.sim.apply(s.specs)
+        so = torch.cat([t for _, t, _ in iterate_outputs(s.sim.qmodel, s.eval_data, device="cpu")])
+    xb = x0[:bs].contiguous()
+    for _ in range(3):
+        fn(xb)
+    times = []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        fn(xb)
+        times.append((time.perf_counter() - t) * 1000)
+    return {"config": "W8A8", "simulated_accuracy": sim_acc, "accuracy": float((o.argmax(-1) == y).float().mean()),
+            "sqnr_db_vs_simulation": sqnr_db(so, o), "bytes": path.stat().st_size,
+            "latency_ms": float(statistics.median(times)), "xnnpack_layers": len(res.details["kernels"]),
+            "layers": len(s.layer_names), "dynamic_batch": res.details["dynamic_batch"], "export_s": export_s}
 
 
 def main() -> int:

@@ -515,8 +515,14 @@ def r_onnx_targets() -> str:
         for label, e in t["configs"].items():
             rows.append([f"{model}, {label}", pct(e["simulated_accuracy"]), pct(e["ort_accuracy"]),
                          db(e["sqnr_db_vs_simulation"]), kib(e["bytes"]), f"{e['latency_ms']:.2f} ms"])
-    return table(["model, config, target", "simulated accuracy", "ONNX Runtime accuracy", "output SQNR vs simulation",
-                  "file size", f"ORT latency (batch {d['batch']}, {d['threads']} thread)"], rows,
+        e = t.get("executorch")
+        if e and "error" not in e:
+            rows.append([f"{model}, {e['config']}, executorch .pte ({e['xnnpack_layers']} of {e['layers']} layers on "
+                         "XNNPACK int8)", pct(e["simulated_accuracy"]), pct(e["accuracy"]) + " (ExecuTorch)",
+                         db(e["sqnr_db_vs_simulation"]), kib(e["bytes"]), f"{e['latency_ms']:.2f} ms (ExecuTorch)"])
+    return table(["model, config, target", "simulated accuracy", "runtime accuracy (ONNX Runtime unless said)",
+                  "output SQNR vs simulation", "file size",
+                  f"latency (batch {d['batch']}, {d['threads']} thread; ONNX Runtime unless said)"], rows,
                  ["l", "r", "r", "r", "r", "r"]) + "\n\n" + source("onnx_targets")
 
 
