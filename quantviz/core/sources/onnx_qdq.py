@@ -74,10 +74,6 @@ def _arr(init) -> np.ndarray:
     return np.array(numpy_helper.to_array(init))
 
 
-def _scalar_init(inits: dict, name: str):
-    return inits.get(name)
-
-
 def strip_qdq(model_proto) -> StrippedQDQ:
     from onnx import helper, numpy_helper
 

@@ -238,7 +238,6 @@ def convert(model_proto, *, weights: dict[str, torch.Tensor] | None = None, skip
     mod.input_names = [i.name for i in g.input if i.name not in init_names]
     mod.output_names = [o.name for o in g.output]
     used: set[str] = set()
-    owned: set[str] = set()
     aliased = init_names | {n.output[0] for n in g.node if n.op_type in ("Constant", "Identity") and n.output
                             and (n.op_type == "Constant" or n.input[0] in init_names)}
     others = {_base_name(n, n.input[1], k)[0] for k, n in enumerate(g.node)
@@ -291,7 +290,6 @@ def convert(model_proto, *, weights: dict[str, torch.Tensor] | None = None, skip
             mod.layer_inputs[name] = node.input[0]
             _set_module(mod, name, layer)
             mod.layer_tensors[name] = w
-            owned.add(w)
             mod._steps.append(("layer", name, [ins[0]], outs, {}))
             continue
         if node.op_type not in onnx_ops.OPS:
