@@ -505,6 +505,37 @@ def r_export() -> str:
                   "accuracy float / simulated / torchao / pt2e / ORT"], rows) + "\n\n" + source("export")
 
 
+@renderer("onnx-targets")
+def r_onnx_targets() -> str:
+    d = load("onnx_targets")
+    rows = []
+    for model, t in d["targets"].items():
+        f = t["float"]
+        rows.append([f"{model}, float", "—", pct(f["accuracy"]), "—", kib(f["bytes"]), f"{f['latency_ms']:.2f} ms"])
+        for label, e in t["configs"].items():
+            rows.append([f"{model}, {label}", pct(e["simulated_accuracy"]), pct(e["ort_accuracy"]),
+                         db(e["sqnr_db_vs_simulation"]), kib(e["bytes"]), f"{e['latency_ms']:.2f} ms"])
+        e = t.get("executorch")
+        if e and "error" not in e:
+            rows.append([f"{model}, {e['config']}, executorch .pte ({e['xnnpack_layers']} of {e['layers']} layers on "
+                         "XNNPACK int8)", pct(e["simulated_accuracy"]), pct(e["accuracy"]) + " (ExecuTorch)",
+                         db(e["sqnr_db_vs_simulation"]), kib(e["bytes"]), f"{e['latency_ms']:.2f} ms (ExecuTorch)"])
+    return table(["model, config, target", "simulated accuracy", "runtime accuracy (ONNX Runtime unless said)",
+                  "output SQNR vs simulation", "file size",
+                  f"latency (batch {d['batch']}, {d['threads']} thread; ONNX Runtime unless said)"], rows,
+                 ["l", "r", "r", "r", "r", "r"]) + "\n\n" + source("onnx_targets")
+
+
+@renderer("onnx-input")
+def r_onnx_input() -> str:
+    d = load("onnx_targets")
+    rows = [[name, str(e["layers"]), f"{e['load_s']:.2f} s", f"{e['max_abs_diff_vs_ort']:.1e}",
+             f"{e['max_abs_output']:.3g}", str(e["samples"])] for name, e in d["input"].items()]
+    return table(["model (torch.onnx.export, opset 17)", "layers", "load + convert", "largest abs(ORT − converted)",
+                  "largest abs(output)", "held-out samples"], rows, ["l", "r", "r", "r", "r", "r"]) + "\n\n" + \
+        source("onnx_targets")
+
+
 @renderer("results-index")
 def r_results_index() -> str:
     rows = []

@@ -21,7 +21,7 @@ class CLIError(QuantvizError):
 
 def add_model_args(p: argparse.ArgumentParser, *, data: bool = True, config: bool = True) -> None:
     p.add_argument("model", metavar="MODEL",
-                   help="demo | recipe.py | TorchScript .pt | torch.export .pt2 | pickled module .pt (needs --trust) | Hugging Face folder")
+                   help="demo | recipe.py | TorchScript .pt | torch.export .pt2 | ONNX .onnx | pickled module .pt (needs --trust) | Hugging Face folder")
     if data:
         p.add_argument("--data", metavar="D", help="evaluation data: .npz (x[, y]), .pt, image folder, or text file")
         p.add_argument("--calib", metavar="D", help="calibration data (default: the source's own, else the first --calib-samples of --data)")
@@ -169,6 +169,7 @@ def open_session(args, *, prepare: bool = True, default_preset: str = "W8"):
         cfg = load_config_arg(args)
     except NeedsModel as exc:  # AIMET encodings: read them once the model is open
         aimet, cfg = exc.path, None
+    explicit = cfg is not None or aimet is not None or bool(getattr(args, "preset", None))
     cfg = cfg or with_algorithm(_with_grid_arg(args, preset(default_preset)), getattr(args, "algorithm", None))
     if getattr(args, "cle", False):
         cfg = cfg.copy()
@@ -181,6 +182,12 @@ def open_session(args, *, prepare: bool = True, default_preset: str = "W8"):
                          prepare=prepare, progress=bar, seq_len=getattr(args, "seq_len", None))
     finally:
         bar.close()
+    if not explicit:  # a QDQ ONNX model opens with its own quantization
+        from ..session.session import imported_config
+
+        qdq = imported_config(s.bundle)
+        if qdq is not None:
+            s.set_config(qdq, f"import the Q/DQ of {Path(args.model).name}")
     if aimet is not None:
         s.set_config(with_algorithm(_with_grid_arg(args, s.load_config_file(aimet)), getattr(args, "algorithm", None)),
                      f"import {Path(aimet).name}")

@@ -12,8 +12,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFileDialog, QLabel, QMessageBox, QPlainTextEdit,
                                QVBoxLayout, QWidget)
 
-MODEL_FILTER = ("Models (*.py *.pt *.pth *.ts *.pt2 *.qvs *.json);;Python recipe (*.py);;"
-                "TorchScript / pickled module (*.pt *.pth *.ts);;torch.export program (*.pt2);;"
+MODEL_FILTER = ("Models (*.py *.pt *.pth *.ts *.pt2 *.onnx *.qvs *.json);;Python recipe (*.py);;"
+                "TorchScript / pickled module (*.pt *.pth *.ts);;torch.export program (*.pt2);;ONNX model (*.onnx);;"
                 "quantviz session (*.qvs);;All files (*)")
 SESSION_FILTER = "quantviz session (*.qvs);;All files (*)"
 CONFIG_FILTER = "quantviz config (*.json);;All files (*)"

@@ -275,8 +275,10 @@ class FilesMixin:
         self.show_message(f"Applied config {Path(path).name}")
         return True
 
-    def export_as(self, fmt: str, path: str) -> None:
+    def export_as(self, fmt: str, path: str, target: str = "ort") -> None:
         session = self.session
-        self.runner.submit("export", lambda p, c: session.export(fmt, path, force=True, progress=p, cancel=c),
-                           label=f"Exporting {fmt}", on_done=lambda _r: self.show_message(f"Exported {fmt} to {path}"),
+        what = fmt if target == "ort" else f"{fmt} for {target}"
+        self.runner.submit("export", lambda p, c: session.export(fmt, path, force=True, progress=p, cancel=c,
+                                                                 target=target),
+                           label=f"Exporting {what}", on_done=lambda _r: self.show_message(f"Exported {what} to {path}"),
                            on_error=lambda m, d, e: self.show_error(f"Export failed: {m}", d))

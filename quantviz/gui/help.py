@@ -81,10 +81,15 @@ EXPORT_HELP = {
                                         "ONNX tensor names; File › Import config reads it back."),
     "onnx": ("ONNX QDQ model", "An ONNX model (opset 21) with integer weights and Quantize/DequantizeLinear pairs; "
                                "ONNX Runtime runs it."),
+    "onnx:tensorrt": ("ONNX QDQ for TensorRT", "An ONNX QDQ model by TensorRT's explicit-quantization rules: signed "
+                                               "int8 (int4 weight-only) with zero point 0, Q/DQ on Conv / Gemm / MatMul "
+                                               "inputs and residual adds; configs it cannot express are refused."),
     "aimet": ("AIMET encodings", "AIMET 1.0.0 encodings plus the float ONNX model they apply to; Import config "
                                  "reads AIMET encodings back."),
     "torchao": ("torchao model", "A really quantized PyTorch model (torchao quantize_), with a script that applies "
                                  "the same config to your own model."),
+    "executorch": ("ExecuTorch program (.pte)", "An ExecuTorch program: 8-bit Conv2d / Linear layers on XNNPACK "
+                                                "int8 kernels with the simulated scales (needs ExecuTorch)."),
     "report": ("HTML report", "One self-contained page: model, config, metrics against float, sizes, sensitivity, "
                               "Pareto plot and histograms."),
 }

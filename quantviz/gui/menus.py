@@ -45,7 +45,7 @@ def _file_menu(win, mb, acts: dict) -> None:
 
     f = mb.addMenu("&File")
     _add(f, acts, "open", _action(win, "&Open model…", lambda: _open_model(win), QKeySequence.Open,
-                                  "Open a recipe .py, TorchScript / pickled .pt, torch.export .pt2 or a quantviz session"))
+                                  "Open a recipe .py, TorchScript / pickled .pt, torch.export .pt2, an ONNX model or a quantviz session"))
     _add(f, acts, "open_folder", _action(win, "Open &folder…", lambda: _open_folder(win), None,
                                          "Open a Hugging Face model folder (save_pretrained output)"))
     _add(f, acts, "open_demo", _action(win, "Open &demo", lambda: win.confirm_unsaved("open the demo", lambda: win.open_model("demo")), None,
@@ -69,10 +69,14 @@ def _file_menu(win, mb, acts: dict) -> None:
 
     ex = f.addMenu("Export &as")
     ex.setToolTipsVisible(True)
-    for fmt in FORMATS:
-        title, tip = EXPORT_HELP.get(fmt, (fmt, ""))
-        _add(ex, acts, f"export_{fmt}", _action(win, f"{title}…", lambda fmt=fmt: _export_as(win, fmt), None, tip))
-        acts[f"export_{fmt}"].setData(fmt)
+    entries = [e for fmt in FORMATS for e in ([fmt, "onnx:tensorrt"] if fmt == "onnx" else [fmt])]
+    for entry in entries:  # "onnx:tensorrt": format onnx, target tensorrt
+        title, tip = EXPORT_HELP.get(entry, (entry, ""))
+        fmt, _, target = entry.partition(":")
+        key = f"export_{entry.replace(':', '_')}"
+        _add(ex, acts, key, _action(win, f"{title}…", lambda fmt=fmt, target=target or "ort": _export_as(win, fmt, target),
+                                    None, tip))
+        acts[key].setData(entry)
     f.addSeparator()
     _add(f, acts, "quit", _action(win, "&Quit", win.close, QKeySequence.Quit))
 
@@ -222,7 +226,7 @@ def _export_config(win) -> None:
         win.export_config(path)
 
 
-def _export_as(win, fmt: str) -> None:
+def _export_as(win, fmt: str, target: str = "ort") -> None:
     if win.session is None:
         return
     try:
@@ -231,9 +235,10 @@ def _export_as(win, fmt: str) -> None:
         SUFFIX = {}
     suffix = SUFFIX.get(fmt, "")
     filt = f"{fmt} (*{suffix});;All files (*)" if suffix else "All files (*)"
-    path = dialogs.choose_save(win, f"Export {fmt}", filt, f"{win.session.name.split()[0]}-{fmt}{suffix}")
+    tag = fmt if target == "ort" else f"{fmt}-{target}"
+    path = dialogs.choose_save(win, f"Export {tag}", filt, f"{win.session.name.split()[0]}-{tag}{suffix}")
     if path:
-        win.export_as(fmt, path)
+        win.export_as(fmt, path, target=target)
 
 
 def _trace(win) -> None:

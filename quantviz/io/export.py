@@ -7,7 +7,9 @@ writes
 
 * ``json``: the quantviz config plus every layer's computed qparams (scale,
   zero point, grid, clip range) and its ONNX tensor names;
-* ``onnx``: a QDQ model (opset 21) that ONNX Runtime runs;
+* ``onnx``: a QDQ model (opset 21) for a target runtime: ``ort`` (ONNX
+  Runtime's CPU kernels, the default) or ``tensorrt`` (signed int8 / int4,
+  zero point 0, TensorRT's Q/DQ placement; :mod:`.onnx_targets`);
 * ``aimet``: AIMET encodings 1.0.0 naming the ONNX export's tensors, plus the
   float ONNX model they apply to with every quantized weight on its grid
   (``<stem>_model.onnx``), so a consumer that re-quantizes the float weights
@@ -16,6 +18,9 @@ writes
   file applying the same config (``<stem>_torchao.py`` next to it), and, when
   convolutions have 8-bit weights and activations, the pt2e-converted int8
   program (``<stem>_pt2e.pt2``, ``torch.export.save``);
+* ``executorch``: an ExecuTorch program (``.pte``) whose 8-bit Conv2d /
+  Linear layers run XNNPACK int8 kernels on quantviz's grids
+  (:mod:`quantviz.core.backends.executorch_backend`);
 * ``report``: a self-contained HTML report.
 
 Every file is written atomically; an existing file is kept unless
@@ -34,8 +39,9 @@ from ..core.progress import Progress, null_progress
 from . import atomic
 from .jsonsafe import sanitize
 
-FORMATS = ("json", "onnx", "aimet", "torchao", "report")
-SUFFIX = {"json": ".json", "onnx": ".onnx", "aimet": ".encodings", "torchao": ".pt", "report": ".html"}
+FORMATS = ("json", "onnx", "aimet", "torchao", "executorch", "report")
+SUFFIX = {"json": ".json", "onnx": ".onnx", "aimet": ".encodings", "torchao": ".pt", "executorch": ".pte",
+          "report": ".html"}
 EXPORT_FORMAT = "quantviz-export"
 EXPORT_VERSION = 1
 
@@ -62,6 +68,7 @@ class ExportInput:
     prepared: bool = True
     lock: Any = field(default_factory=contextlib.nullcontext)
     report: Any = None
+    target: str = "ort"  # the ONNX export's rule set (onnx_targets.TARGETS)
 
 
 @dataclass
@@ -183,12 +190,13 @@ def _write_onnx(inp: ExportInput, path, force, progress, cancel) -> ExportResult
 
     atomic.check_writable(path, force)
     with inp.lock:
-        ex = build_qdq(inp.sim, inp.specs, inp.example, progress=progress, cancel=cancel)
+        ex = build_qdq(inp.sim, inp.specs, inp.example, progress=progress, cancel=cancel, target=inp.target,
+                       calib=inp.calib)
     _check_cancel(cancel)
     atomic.write_with(path, lambda tmp: save_model(ex.model, tmp), force=force)
     return ExportResult("onnx", [Path(path)], list(ex.notes),
                         {"tensors": {k: v.to_dict() for k, v in ex.tensors.items()}, "inputs": ex.input_names,
-                         "outputs": ex.output_names})
+                         "outputs": ex.output_names, "target": inp.target})
 
 
 def aimet_model_path(path: str | Path) -> Path:
@@ -358,8 +366,30 @@ def _write_report(inp: ExportInput, path, force, progress, cancel) -> ExportResu
     return ExportResult("report", [Path(path)])
 
 
+def _write_executorch(inp: ExportInput, path, force, progress, cancel) -> ExportResult:
+    from ..core.backends import executorch_backend as eb
+
+    atomic.check_writable(path, force)
+    if inp.calib is None:
+        raise QuantvizError("executorch: needs calibration data")
+    calib = [x for x, _ in inp.calib.batches(inp.batch_size)]
+    example = calib[0]  # a full batch: torch.export specialises a batch of 1
+    progress(0, 2, "exporting and lowering to XNNPACK")
+    with inp.lock:
+        data, plan, dynamic = eb.build(inp.sim, inp.specs, calib, example)
+    _check_cancel(cancel)
+    atomic.write_with(path, lambda tmp: Path(tmp).write_bytes(data), force=force)
+    progress(2, 2, "done")
+    notes = [f"{len(plan.kernels)} layer(s) on XNNPACK int8 kernels"]
+    notes += [f"{n}: float on portable kernels ({why})" for n, why in plan.simulated.items()]
+    if not dynamic:
+        notes.append(f"the program takes batches of {example.shape[0]} (a dynamic batch could not be exported)")
+    return ExportResult("executorch", [Path(path)], notes, dict(plan.to_dict(), dynamic_batch=dynamic,
+                                                                  batch=None if dynamic else int(example.shape[0])))
+
+
 WRITERS = {"json": _write_json, "onnx": _write_onnx, "aimet": _write_aimet, "torchao": _write_torchao,
-           "report": _write_report}
+           "executorch": _write_executorch, "report": _write_report}
 
 
 def check_format(fmt: str) -> str:
@@ -373,6 +403,11 @@ def export(inp: ExportInput, fmt: str, path: str | Path, *, force: bool = False,
            cancel: Callable[[], bool] = lambda: False) -> ExportResult:
     """Write ``inp``'s config in format ``fmt`` to ``path``."""
     fmt = check_format(fmt)
+    from .onnx_targets import check_target
+
+    inp.target = check_target(inp.target)
+    if inp.target != "ort" and fmt != "onnx":
+        raise QuantvizError(f"--target {inp.target} is for --format onnx (the {fmt} export has no target)")
     if not inp.prepared and fmt != "torchao":
         raise QuantvizError("the session is not calibrated yet; open the model with its data first")
     if any(sp.weight.algorithm != "none" and sp.weight.bits is not None for sp in inp.specs.values()):

@@ -324,7 +324,8 @@ def _tensor(name: str, dtype: int, values: np.ndarray):
 
 
 # ------------------------------------------------------------------ rewrite
-def _weight_qdq(graph, lt: LayerTensors, sim: QuantSim, name: str, spec, new_nodes: list) -> None:
+def _weight_qdq(graph, lt: LayerTensors, sim: QuantSim, name: str, spec, new_nodes: list, *,
+                shift_ok: bool = True) -> None:
     """Replace the float weight initializer of ``name`` by int + DequantizeLinear.
 
     A signed 8-bit weight feeding a layer whose input is unsigned 8-bit is
@@ -349,7 +350,7 @@ def _weight_qdq(graph, lt: LayerTensors, sim: QuantSim, name: str, spec, new_nod
     scale = qp.scale.detach().float().cpu().numpy()
     zp = qp.zero_point.detach().cpu().numpy().astype(np.int64)
     act = spec.activation
-    if signed and qp.bits == 8 and act.bits == 8 and not act.symmetric and info.has_activation_input:
+    if shift_ok and signed and qp.bits == 8 and act.bits == 8 and not act.symmetric and info.has_activation_input:
         q, zp, signed = q + 128, zp + 128, False
     dtype = onnx_int_type(qp.bits, signed)
     base = lt.weight
@@ -525,20 +526,33 @@ def _toposort(graph) -> None:
 
 
 from . import onnx_formats  # noqa: E402  (the float / block formats' Q/DQ)
+from . import onnx_targets  # noqa: E402  (the runtimes' rule sets)
 
 
 def build_qdq(sim: QuantSim, specs: dict[str, LayerSpec], example, *, progress: Progress = null_progress,
-              cancel: Callable[[], bool] = lambda: False) -> OnnxExport:
-    """The QDQ ``onnx.ModelProto`` of ``sim`` under ``specs`` (validated by onnx.checker)."""
+              cancel: Callable[[], bool] = lambda: False, target: str = "ort", calib=None) -> OnnxExport:
+    """The QDQ ``onnx.ModelProto`` of ``sim`` under ``specs`` (validated by onnx.checker).
+
+    ``target`` picks the rule set (:mod:`.onnx_targets`): ``ort`` (ONNX Runtime's CPU
+    conventions) or ``tensorrt`` (signed, zero point 0, Q/DQ on residual adds too, whose
+    ranges come from ``calib``, else ``example``)."""
     onnx = require("onnx")
+    target = onnx_targets.check_target(target)
+    onnx_targets.check(target, sim, specs)
 
     progress(0, 3, "exporting the float graph")
     m, in_names, out_names = export_float(sim.float_model, example)
     if cancel():
         raise Cancelled("export cancelled")
     tensors, missing = locate_layers(m, sim)
+    float_copy = None
+    if target == "tensorrt":
+        float_copy = onnx.ModelProto()
+        float_copy.CopyFrom(m)
     graph = m.graph
     new_nodes: list = []
+    int8_dq: dict[str, str] = {}  # activation tensor -> the output of its signed int8 zero-point-0 Q/DQ
+    int8_layers: set[str] = set()  # layers with int weights and a signed int8 input quantizer
     done_act: dict[tuple, str] = {}
     unmapped = []
     block_acts: list[str] = []
@@ -559,7 +573,7 @@ def build_qdq(sim: QuantSim, specs: dict[str, LayerSpec], example, *, progress: 
         if wq is not None and spec.weight.format != "int":  # FP8 / MX / NVFP4
             onnx_formats.weight_dq(graph, lt, sim, info.name, spec, new_nodes, _tensor)
         elif wq is not None:
-            _weight_qdq(graph, lt, sim, info.name, spec, new_nodes)
+            _weight_qdq(graph, lt, sim, info.name, spec, new_nodes, shift_ok=target == "ort")
             if wq.bias is not None:
                 algo_notes.append(f"{info.name}: bias {_set_bias(graph, lt, wq.bias, cons, new_nodes)} by {spec.weight.algorithm}")
         aq = sim.input_qparams(info.name, spec) if info.has_activation_input else None
@@ -600,6 +614,13 @@ def build_qdq(sim: QuantSim, specs: dict[str, LayerSpec], example, *, progress: 
                 done_act[key] = (_act_qdq(graph, t, aq, tag, new_nodes) if isinstance(aq, QParams)
                                  else onnx_formats.act_qdq(graph, t, aq, tag, new_nodes, _tensor))
             node.input[act_idx] = done_act[key]
+            if isinstance(aq, QParams) and aq.bits == 8 and aq.qmin == -128 and int(aq.zero_point[0]) == 0:
+                int8_dq.setdefault(t, done_act[key])
+                if wq is not None:
+                    int8_layers.add(info.name)
+    if target == "tensorrt":
+        algo_notes += _residual_qdq(graph, float_copy, sim, specs, tensors, int8_dq, int8_layers, calib, example,
+                                    new_nodes)
     graph.node.extend(new_nodes)
     _toposort(graph)
     opset = max(OPSET, onnx_formats.needs_opset(specs))
@@ -619,6 +640,34 @@ def build_qdq(sim: QuantSim, specs: dict[str, LayerSpec], example, *, progress: 
                      f"{', ...' if len(block_acts) > 3 else ''}) left float: their block scales come from the data at "
                      f"run time, which ONNX Q/DQ cannot express")
     return OnnxExport(m, tensors, in_names, out_names, unmapped, notes)
+
+
+def _residual_qdq(graph, float_model, sim, specs, tensors, int8_dq: dict, int8_layers: set, calib, example,
+                  new_nodes: list) -> list[str]:
+    """TensorRT: Q/DQ on the residual input of each Add fused into an int8 layer; returns notes."""
+    from ..core.numerics.qparams import compute_qparams
+
+    res = onnx_targets.residual_adds(graph, {lt.weight: n for n, lt in tensors.items()}, int8_layers)
+    if not res:
+        return []
+    todo = sorted({r.tensor for r in res if r.tensor not in int8_dq})
+    ranges = onnx_targets.calibrate_tensors(float_model, todo, calib, example)
+    shared = calibrated = 0
+    for r in res:
+        if r.tensor in int8_dq:
+            dq = int8_dq[r.tensor]
+            shared += 1
+        else:
+            a = specs[r.layer].activation
+            lo, hi = ranges[r.tensor]
+            qp = compute_qparams(lo, hi, 8, True, a.grid)
+            dq = _act_qdq(graph, r.tensor, qp, "residual_q", new_nodes)
+            int8_dq[r.tensor] = dq
+            calibrated += 1
+        r.add.input[r.index] = dq
+    return [f"tensorrt: Q/DQ on the residual input of {len(res)} Add(s) fused into int8 layers ({shared} sharing a "
+            f"layer's input quantizer, {calibrated} min-max calibrated on the calibration data); the simulation "
+            f"leaves these float"]
 
 
 def save_model(model_proto, path: str | Path) -> None:

@@ -32,22 +32,24 @@ class ExportsMixin:
                            rows, dict(a.sensitivity), a.scores.to_dict() if a.scores else None, a.search, trace_dict)
 
     def export_input(self, fmt: str | None = None, *, progress: Progress = null_progress,
-                     cancel: Callable[[], bool] = lambda: False) -> export_mod.ExportInput:
+                     cancel: Callable[[], bool] = lambda: False, target: str = "ort") -> export_mod.ExportInput:
         """The :class:`~quantviz.io.export.ExportInput` of the current config."""
         facts = self.report_facts(progress=progress, cancel=cancel) if fmt == "report" else None
         return export_mod.ExportInput(self.name, str(self.bundle.reference), self.sim, dict(self.specs), self.config,
                                       example=self.eval_data.first_input(), calib=self.calib_data,
-                                      batch_size=self.batch_size, prepared=self.prepared, lock=self.lock, report=facts)
+                                      batch_size=self.batch_size, prepared=self.prepared, lock=self.lock, report=facts,
+                                      target=target)
 
     def export(self, fmt: str, path: str | Path, *, force: bool = False, progress: Progress = null_progress,
-               cancel: Callable[[], bool] = lambda: False) -> export_mod.ExportResult:
-        """Write the current config in format ``fmt`` (see :mod:`quantviz.io.export`)."""
+               cancel: Callable[[], bool] = lambda: False, target: str = "ort") -> export_mod.ExportResult:
+        """Write the current config in format ``fmt`` (see :mod:`quantviz.io.export`); ``target``
+        is the ONNX export's runtime (``ort`` or ``tensorrt``, :mod:`quantviz.io.onnx_targets`)."""
         fmt = export_mod.check_format(fmt)
         if fmt == "report":
             inp = self.export_input(fmt, progress=scaled(progress, 0.0, 0.5), cancel=cancel)
             progress = scaled(progress, 0.5, 1.0)
         else:
-            inp = self.export_input(fmt)
+            inp = self.export_input(fmt, target=target)
         return export_mod.export(inp, fmt, path, force=force, progress=progress, cancel=cancel)
 
     def import_aimet(self, source, *, tensors: dict | None = None, notes: list[str] | None = None):

@@ -122,6 +122,21 @@ def _finite(v):
     return v
 
 
+def imported_config(bundle: sources.ModelBundle) -> QuantConfig | None:
+    """The quantization a QDQ ONNX file carries (its Q/DQ parameters), as a config; None otherwise.
+    Layers without Q/DQ stay float."""
+    layers = bundle.meta.get("onnx_qdq")
+    if not layers:
+        return None
+    from ..io.config import CURRENT_VERSION, FORMAT
+
+    cfg = QuantConfig.from_dict({"format": FORMAT, "version": CURRENT_VERSION,
+                                 "default": {"weight": {"bits": None}, "activation": {"bits": None}},
+                                 "layers": layers, "name": f"Q/DQ of {bundle.name}"})
+    cfg.source = bundle.name
+    return cfg
+
+
 class Session(AnalysisMixin, ExportsMixin, QATMixin):
     def __init__(self, bundle: sources.ModelBundle, *, eval_data: Dataset, calib_data: Dataset,
                  config: QuantConfig | None = None, device: str = "cpu", batch_size: int = 64,
@@ -149,7 +164,7 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
         self.analysis: Analysis = Analysis()  # sensitivity / search / deploy results, saved with the session
         self._generation: int = 0  # newest generation handed out
         self._wanted: int = 0  # generation of the re-check whose result is the one to show
-        self._config: QuantConfig = (config or preset("W8")).copy()
+        self._config: QuantConfig = (config or imported_config(bundle) or preset("W8")).copy()
         self.sim: QuantSim = QuantSim(bundle.model, fold_bn=self._config.fold_bn, device=device,
                                       equalize=bool(self._config.options.get("cle", False)),
                                       readout=bundle.meta.get("readout"))

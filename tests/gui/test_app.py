@@ -286,12 +286,20 @@ def test_export_menu_offers_the_exporters_formats(window, tmp_path, wait_idle):
 
     file_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&File")
     export_menu = next(a.menu() for a in file_menu.actions() if a.menu() is not None and "Export" in a.text())
-    assert [a.data() for a in export_menu.actions()] == list(FORMATS)
+    want = [e for f in FORMATS for e in ([f, "onnx:tensorrt"] if f == "onnx" else [f])]
+    assert [a.data() for a in export_menu.actions()] == want  # the ONNX target TensorRT right after ONNX
     assert all(a.toolTip() and a.text() != a.data() for a in export_menu.actions())  # described, not bare names
     out = tmp_path / "export.json"
     window.export_as("json", str(out))
     wait_idle(window)
     assert out.is_file() and out.stat().st_size > 0, window.last_error
+    # TensorRT refuses W8A8 (asymmetric activations) in one line; nothing is written
+    window.session.apply_preset("W8A8")
+    wait_idle(window)
+    window.export_as("onnx", str(tmp_path / "trt.onnx"), target="tensorrt")
+    wait_idle(window)
+    assert not (tmp_path / "trt.onnx").exists()
+    assert "asymmetric activations" in str(window.last_error)
 
 
 def test_pickled_model_asks_for_trust_then_opens(window, qtbot, tmp_path, wait_idle):

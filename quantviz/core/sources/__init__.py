@@ -11,6 +11,9 @@
     needs ``trust``), told apart by the file's contents;
 ``program.pt2``
     a ``torch.export.save`` program;
+``model.onnx``
+    an ONNX model, converted to torch (:mod:`.onnxfile`; a QDQ model's
+    quantization comes with it as a config);
 ``folder/``
     a Hugging Face ``save_pretrained`` folder (has ``config.json``).
 
@@ -90,6 +93,10 @@ def load_model(reference: str, *, trust: bool = False, cancel: Callable[[], bool
                     "give a model file or a recipe .py"
                 )
             bundle = load_hf_folder(path, ref, trust=trust, cancel=cancel)
+        elif path.suffix.lower() == ".onnx":
+            from .onnxfile import load_onnx
+
+            bundle = load_onnx(path, ref, cancel=cancel)
         elif path.suffix.lower() == ".py":
             from .recipe import load_recipe
 

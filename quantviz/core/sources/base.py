@@ -18,7 +18,7 @@ class ModelBundle:
     """A loaded model with whatever data and evaluation its source provides.
 
     ``kind`` is one of ``demo``, ``recipe``, ``torchscript``, ``export``,
-    ``pickle``, ``hf``. ``reference`` is the string the user gave (for
+    ``pickle``, ``hf``, ``onnx``. ``reference`` is the string the user gave (for
     sessions and recent-file lists). ``calib`` and ``eval`` may be ``None``
     when the source carries no data; then ``--data`` is needed.
     ``load_data`` (optional) turns a data path into a Dataset the model
