@@ -42,6 +42,7 @@ class AlgorithmSupport:
         self._calib_batch = batch_size
         self._calib_gen += 1
         self.cache.drop_algorithms()
+        self.applied_specs = None  # algorithm contexts changed: the next apply looks at every layer
 
     def context_tokens(self, specs: dict[str, LayerSpec]) -> dict[str, int]:
         """Per layer: a hash of the calibration and every setting its algorithm's input depends on."""

@@ -48,6 +48,7 @@ from ..progress import Progress, null_progress, scaled
 from ..numerics.quantize import quantize_weight_tensor
 from ..numerics.qparams import compute_qparams
 from ..numerics.spec import ActSpec, LayerSpec, WeightSpec
+from ..numerics.specmap import SpecMap
 from .activations import ActivationSupport
 from .hooks import QuantizedMode
 # re-exported: callers import these from here
@@ -116,6 +117,7 @@ class QuantSim(QuantizedMode, ActivationSupport, AlgorithmSupport):
                                  if weight_cache_bytes is None else int(weight_cache_bytes),
                                  self.float_weight_bytes, cap=max(len(self.layers), 64))
         self.act_obs: dict[str, HistogramObserver] = {}
+        self.applied_specs: SpecMap | None = None  # the SpecMap applied last, while the layers follow it
         self._tls = threading.local()
         self._touched: list[LayerState] = []  # layers swapped or gathering in this quantized call
         self._init_algorithms()
@@ -193,12 +195,16 @@ class QuantSim(QuantizedMode, ActivationSupport, AlgorithmSupport):
 
         Layers are set in inventory order, each layer's input quantizer before its
         weight, so a per-layer algorithm sees its input as the new config computes it;
-        pending algorithms report ``progress`` and stop on ``cancel``."""
+        pending algorithms report ``progress`` and stop on ``cancel``. When ``specs`` and
+        the specs applied last are both a :class:`SpecMap`, only the layers that differ
+        between them (:meth:`SpecMap.changed_from`, computed once per pair) and the
+        algorithm layers after the first of them are looked at."""
+        prev, self.applied_specs = self.applied_specs, None  # a failed apply leaves no known state
         changed = []
         self._context = self.context_tokens(specs)
         pending = set(self.pending_algorithms(specs))
         done = 0
-        for l in self.layers:
+        for l in self._to_visit(specs, prev):
             st = self.state[l.name]
             spec = specs.get(l.name)
             aspec = spec.activation if spec is not None else ActSpec(bits=None)
@@ -239,7 +245,23 @@ class QuantSim(QuantizedMode, ActivationSupport, AlgorithmSupport):
                                                      aspec.symmetric, aspec.grid) if aspec.bits is not None else None)
                 if l.name not in changed:
                     changed.append(l.name)
+        self.applied_specs = specs if isinstance(specs, SpecMap) else None
         return changed
+
+    def _to_visit(self, specs, prev) -> list[LayerInfo]:
+        """The layers :meth:`apply` must look at: all, unless both maps are SpecMaps (then the ones
+        that differ, and the algorithm layers after the first of them: their context changed)."""
+        if not isinstance(specs, SpecMap) or not isinstance(prev, SpecMap):
+            return self.layers
+        diff = set(specs.changed_from(prev))
+        out, after = [], False
+        for l in self.layers:
+            sp = specs.get(l.name)
+            after = after or l.name in diff
+            if l.name in diff or (after and sp is not None and sp.weight.bits is not None
+                                  and sp.weight.algorithm != "none"):
+                out.append(l)
+        return out
 
     def layer_forward(self, name: str, args: tuple, kwargs: dict | None = None):
         """Layer ``name``'s own forward with its applied quantized weight (no hooks, input as given)."""
@@ -286,6 +308,7 @@ class QuantSim(QuantizedMode, ActivationSupport, AlgorithmSupport):
             st.forget_weight()
             self.cache.pin(st.name, None)
         self._calib_gen += 1
+        self.applied_specs = None
 
     def weight_histogram(self, name: str, bins: int = 256):
         return histogram_of(self.state[name].float_w.float().cpu(), bins=bins)
