@@ -122,3 +122,5 @@ def test_resolved_specs_are_immutable_and_diffed_once_per_pair(counted):
     assert other.changed_from(dict(specs)) == (s.layer_names[2],) and counted["diff"] == 2  # a plain dict: compared
     assert other.changed_from(None) == tuple(s.layer_names) and other.changed_from(other) == ()
     assert other == dict(other) and other != specs
+    fewer = SpecMap({n: sp for n, sp in specs.items() if n != s.layer_names[0]})
+    assert fewer.changed_from(specs) == (s.layer_names[0],)  # a layer gone counts as changed

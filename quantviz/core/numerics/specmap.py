@@ -19,9 +19,10 @@ from .spec import LayerSpec
 
 
 def diff_specs(old: Mapping, new: Mapping) -> tuple[str, ...]:
-    """The names of ``new`` whose spec differs from ``old``'s (absent in ``old`` counts as changed), in
-    ``new``'s order."""
-    return tuple(n for n, s in new.items() if old.get(n) != s)
+    """The layers whose spec differs between ``old`` and ``new``: ``new``'s in its order (absent in
+    ``old`` counts as changed), then those only ``old`` names."""
+    return (tuple(n for n, s in new.items() if old.get(n) != s)
+            + tuple(n for n in old if n not in new))
 
 
 class SpecMap(Mapping):
