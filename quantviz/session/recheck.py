@@ -8,7 +8,8 @@ re-check (the *base*), within a memory budget. A re-check then:
 
 1. applies the config to the simulation (only layers whose settings changed
    get new quantized weights: :meth:`QuantSim.apply` caches them);
-2. compares the config with the base and asks the runner for the model
+2. compares the config with the base (:meth:`SpecMap.changed_from`, which the
+   session's edit already computed) and asks the runner for the model
    outputs, recomputing only the graph nodes that depend on the layers that
    differ (nothing at all when no layer differs), and committing the new
    values, so the cache follows the current config;
@@ -46,6 +47,7 @@ from ..core.model.data import ChunkedData, chunk_bounds
 from ..core.sim.fakequant import iterate_outputs
 from ..core.model.lmmetrics import slice_aux
 from ..core.sim.incremental import SuffixRunner
+from ..core.numerics.specmap import SpecMap
 from ..core.progress import Progress, null_progress
 
 CACHE_ENV = "QUANTVIZ_CACHE_BYTES"
@@ -103,7 +105,7 @@ class Rechecker:
         self.first_chunk = first_chunk
         self.trace = trace
         self.runner: SuffixRunner | None = None
-        self._base: list[dict] | None = None  # per chunk: the specs its cached values reflect
+        self._base: list[SpecMap] | None = None  # per chunk: the specs its cached values reflect
         self._tokens: tuple = ()
         self.last: dict = {}  # how the last re-check ran (mode, changed layers, fraction, seconds)
 
@@ -135,12 +137,14 @@ class Rechecker:
         s = self.session
         return chunk_bounds(len(s.eval_data), s.batch_size, self.first_chunk_size())
 
-    def changed_layers(self, specs: dict) -> list[str] | None:
-        """Layers whose settings differ from the cached base (None: no usable cache)."""
+    def changed_layers(self, specs: SpecMap) -> list[str] | None:
+        """Layers whose settings differ from the cached base (None: no usable cache), read from
+        :meth:`SpecMap.changed_from` (the base is usually the config the session diffed against)."""
         if self._base is None or self.runner is None or not self._tokens_valid():
             return None
-        bases = list({id(b): b for b in self._base}.values())
-        return [n for n in self.session.layer_names if any(specs.get(n) != b.get(n) for b in bases)]
+        specs = SpecMap.of(specs)
+        differ = {n for b in {id(b): b for b in self._base}.values() for n in specs.changed_from(b)}
+        return [n for n in self.session.layer_names if n in differ]
 
     @property
     def stats(self) -> dict:
@@ -159,6 +163,7 @@ class Rechecker:
         """Apply ``specs`` to the simulation and return its metrics (streams estimates)."""
         s = self.session
         t0 = time.perf_counter()
+        specs = SpecMap.of(specs)  # immutable: kept as the base below without a copy
         if s.sim.pending_algorithms(specs):
             # per-layer algorithms run first (cancellable, with progress), then the evaluation
             from ..core.progress import scaled
@@ -201,7 +206,6 @@ class Rechecker:
                 self._rebase(specs, data, feed, cancel)
             else:
                 mode = "suffix" if changed else "cached"
-                specs = dict(specs)
                 for i, out in self.runner.iter_run(changed, cancel=cancel, commit=True):
                     self._base[i] = specs  # committed: this chunk's cache now reflects specs
                     feed(i, out)
@@ -230,7 +234,6 @@ class Rechecker:
             feed(done - 1, runner.outputs[done - 1])
 
         runner.baseline(progress=on_batch, cancel=cancel)  # raises on cancel: _base stays None
-        specs = dict(specs)
         self._base = [specs] * len(data.bounds)
 
 

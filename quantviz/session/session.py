@@ -38,6 +38,7 @@ from ..core.model.layers import LayerInfo
 from ..core.progress import Progress, null_progress, scaled
 from ..core.model.size import SizeModel, SizeReport
 from ..core.numerics.spec import LayerSpec
+from ..core.numerics.specmap import SpecMap
 from ..io import atomic
 from ..io.jsonsafe import sanitize
 from ..io.config import ConfigError, QuantConfig, preset
@@ -79,11 +80,14 @@ class ConfigChange:
 
 @dataclass(frozen=True)
 class CheckRequest:
-    """A re-check the session asked for: run it with :meth:`Session.check`."""
+    """A re-check the session asked for: run it with :meth:`Session.check`. It carries the config's
+    resolved, immutable ``specs`` (the session resolved them once), so the worker does not resolve
+    again; the config is the session's own object (the session never changes an installed config)."""
 
     generation: int
     config: QuantConfig
     label: str
+    specs: SpecMap | None = None
 
 
 @dataclass
@@ -169,7 +173,7 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
                                       equalize=bool(self._config.options.get("cle", False)),
                                       readout=bundle.meta.get("readout"))
         self._config.check_layers(self.layer_names)
-        self._specs: dict[str, LayerSpec] = self._config.resolve_all(self.layers)  # resolved once per config
+        self._specs: SpecMap = self._resolve(self._config)  # resolved once per config
         self._config_dict: dict = self._config.to_dict()
         self._sizer: SizeModel = SizeModel(self.sim.float_model, self.layers)
         self.reference: FloatReference | None = None
@@ -267,7 +271,16 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
         self.layer(name)
         return self._specs[name]
 
+    def _resolve(self, cfg: QuantConfig) -> SpecMap:
+        """``cfg``'s resolved specs: the one resolution of a config (validates: bad manual ranges etc.)."""
+        return SpecMap(cfg.resolve_all(self.layers))
+
     def set_config(self, cfg: QuantConfig, label: str = "set config", *, record: bool = True) -> None:
+        self._commit(cfg.copy(), label, record=record)  # the caller keeps its config
+
+    def _commit(self, new: QuantConfig, label: str, *, record: bool = True) -> None:
+        """Make ``new`` (the session's from now on: never changed after) current as one edit."""
+        cfg = new
         cfg.check_layers(self.layer_names)
         if bool(cfg.options.get("cle", False)) != self.sim.equalize:
             raise ConfigError("config: options.cle differs from the open session; reopen the model to change "
@@ -275,17 +288,17 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
         if cfg.fold_bn != self.sim.fold_bn:
             raise ConfigError("config: options.fold_bn differs from the open session; reopen the model to change BatchNorm folding")
         self.check_weights(cfg)
-        new = cfg.copy()
-        specs = new.resolve_all(self.layers)  # validates (bad manual ranges etc. surface here)
+        specs = self._resolve(new)
         after = new.to_dict()
         if record:  # recorded before the change is announced, so listeners see the new undo state
             self.history.push(Edit(label, self._config_dict, after))
         self._install(new, specs, label, after)
 
-    def _install(self, cfg: QuantConfig, specs: dict[str, LayerSpec], label: str, as_dict: dict | None = None) -> None:
-        """Make ``cfg`` current and announce the one :class:`ConfigChange` it makes."""
+    def _install(self, cfg: QuantConfig, specs: SpecMap, label: str, as_dict: dict | None = None) -> None:
+        """Make ``cfg`` current and announce the one :class:`ConfigChange` it makes: what changed is
+        computed here, once (:meth:`SpecMap.changed_from`, remembered for the simulation and the re-check)."""
         reloaded = self._sync_weights(cfg)  # trained weights named by the config (session.qat)
-        changed = {n: s for n, s in specs.items() if reloaded or self._specs.get(n) != s}
+        changed = {n: specs[n] for n in (specs if reloaded else specs.changed_from(self._specs))}
         self._config, self._specs = cfg, specs
         self._config_dict = as_dict if as_dict is not None else cfg.to_dict()
         change = ConfigChange(label, changed, self._sizer.report(specs))
@@ -299,7 +312,7 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
         cfg = self._config.copy()
         for n in names:
             cfg.set_layer(n, patch)
-        self.set_config(cfg, label or f"edit {len(names)} layer(s)")
+        self._commit(cfg, label or f"edit {len(names)} layer(s)")
 
     def layers_of_type(self, type_name: str) -> list[str]:
         return [l.name for l in self.layers if l.type == type_name]
@@ -318,14 +331,14 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
         if layers is None:
             cfg = p.copy()
             cfg.options = dict(self._config.options)
-            self.set_config(cfg, f"preset {p.name}")
+            self._commit(cfg, f"preset {p.name}")
             return
         layers = list(layers)
         cfg = self._config.copy()
         for n in layers:
             spec = p.resolve(self.layer(n))
             cfg.layers[n] = spec.to_dict()
-        self.set_config(cfg, f"preset {p.name} on {len(layers)} layer(s)")
+        self._commit(cfg, f"preset {p.name} on {len(layers)} layer(s)")
 
     def set_range(self, name: str, kind: str, lo: float, hi: float) -> None:
         """Make ``kind`` ("weight" / "activation") of layer ``name`` use manual [lo, hi]."""
@@ -339,7 +352,7 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
         if e is None:
             return False
         cfg = QuantConfig.from_dict(e.before)
-        self._install(cfg, cfg.resolve_all(self.layers), f"undo {e.label}", e.before)
+        self._install(cfg, self._resolve(cfg), f"undo {e.label}", e.before)
         return True
 
     def redo(self) -> bool:
@@ -347,7 +360,7 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
         if e is None:
             return False
         cfg = QuantConfig.from_dict(e.after)
-        self._install(cfg, cfg.resolve_all(self.layers), f"redo {e.label}", e.after)
+        self._install(cfg, self._resolve(cfg), f"redo {e.label}", e.after)
         return True
 
     # ------------------------------------------------------ statistics
@@ -437,8 +450,9 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
             self._wanted = known.generation
             self.events.emit("result", result=known)
             return None
-        cfg = self._config.copy()
-        req = CheckRequest(self.next_generation(), cfg, label or self.history.undo_label or cfg.name or "current config")
+        cfg = self._config
+        req = CheckRequest(self.next_generation(), cfg, label or self.history.undo_label or cfg.name or "current config",
+                           self._specs)
         self._wanted = req.generation
         return req
 
@@ -463,13 +477,16 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
         full pass (``incremental=False``) exactly."""
         if not self._prepared:
             raise SessionError("the session is not prepared (calibration and float reference missing)")
+        specs = None
         if request is not None:
-            config, label, generation = request.config, request.label, request.generation
+            config, label, generation, specs = request.config, request.label, request.generation, request.specs
         if config is None:
             cfg, specs = self._config, self._specs
-        else:
+        elif specs is None:  # a config that did not come from the session: resolved here
             cfg = config.copy()
-            specs = cfg.resolve_all(self.layers)
+            specs = self._resolve(cfg)
+        else:
+            cfg = config
         gen = generation if generation is not None else self.next_generation()
         t0 = time.perf_counter()
 

@@ -34,7 +34,7 @@ def run_trace(session, *, samples: int | None = None, incremental: bool = True,
         raise QuantvizError("the session is not prepared (calibration and float reference missing)")
     with session.lock:
         cfg = session.config.copy()
-        specs = dict(session.specs)
+        specs = session.specs  # immutable (a SpecMap): kept as the basis without a copy
         data = trace_data(session, samples)
         # the weights the simulation holds (trained ones after QAT: session.qat) count like the data
         basis = (session.sim, session.sim.act_obs, session.eval_data, (len(data), session.config.options.get("weights")))
@@ -45,7 +45,7 @@ def run_trace(session, *, samples: int | None = None, incremental: bool = True,
         old = session._trace_basis
         if incremental and prev is not None and old is not None and old[0] is prev \
                 and all(a is b for a, b in zip(old[1][:3], basis[:3])) and old[1][3] == basis[3]:
-            changed = [n for n in session.layer_names if old[2].get(n) != specs[n]]
+            changed = list(specs.changed_from(old[2]))
             if not changed:
                 return prev  # this very config was traced last: nothing to do, nothing new to announce
         res = trace(session.sim, specs, data, batch_size=session.batch_size, budget_bytes=budget_bytes,

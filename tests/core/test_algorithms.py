@@ -187,6 +187,27 @@ def test_quantsim_caches_per_layer_context_and_calibration():
     assert sim.algorithm_pending("0", ada.weight)
 
 
+def test_apply_of_spec_maps_follows_the_one_diff_and_reruns_later_algorithms():
+    from quantviz.core.numerics.specmap import SpecMap
+
+    m, data = _two_layer()
+    sim = QuantSim(m)
+    sim.calibrate(data)
+    ada = LayerSpec(weight=WeightSpec(bits=3, algorithm="adaround", algorithm_options=(("iterations", 50),)))
+    a = SpecMap({"0": ada, "2": ada})
+    sim.apply(a)
+    assert sim.applied_specs is a
+    # only "0" differs, but "2"'s algorithm sees "0"'s output: it is looked at and recomputed too
+    b = SpecMap({"0": LayerSpec(weight=WeightSpec(bits=4)), "2": ada})
+    assert sim.apply(b) == ["0", "2"] and not sim.algorithm_pending("2", ada.weight)
+    assert sim.apply(dict(b)) == []  # a full look at every layer finds nothing left to do
+    c = SpecMap({"0": LayerSpec(weight=WeightSpec(bits=4)), "2": LayerSpec(weight=WeightSpec(bits=8))})
+    sim.apply(b)
+    assert sim.apply(c) == ["2"] and sim.apply(c) == []
+    sim.calibrate(data)  # new calibration: the next apply looks at every layer again
+    assert sim.applied_specs is None and sim.apply(c) == ["0", "2"]  # their input quantizers were reset
+
+
 def test_algorithm_is_cancellable_and_leaves_the_simulation_usable():
     m, data = _two_layer()
     sim = QuantSim(m)

@@ -103,7 +103,7 @@ def test_activation_quantization_changes_outputs_and_inputs_lie_on_the_grid():
     with torch.no_grad():
         wa = sim.qmodel(x)
     assert not torch.allclose(wa, w_only)
-    qp = sim._act_qp["2"]
+    qp = sim.state["2"].act_qp
     codes = seen["x"] / qp.scale[0] + qp.zero_point[0]
     assert torch.allclose(codes, codes.round(), atol=1e-3)
     assert codes.round().unique().numel() <= 16

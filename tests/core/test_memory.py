@@ -137,7 +137,7 @@ def test_model_kept_as_codes_runs_like_the_whole_tensors(small_blocks):
             st = sim.cache_stats
             assert st["codes"] == len(sim.layers) and st["tensors"] == 0 and st["bytes"] <= sim.weight_cache_bytes
             # the embedding looked up its rows: its float table is what the model holds
-            assert sim.float_model[0].weight is sim._float_param["0"]
+            assert sim.float_model[0].weight is sim.state["0"].float_param
         sim.close()
     assert torch.equal(outs[1 << 30], outs[None])
 

@@ -10,7 +10,8 @@ the reference GPTQ do). Its result therefore depends on
 * the settings of the layers before it (a chained hash, ``context``),
 * the calibration data (a generation counter bumped by every calibration),
 
-and is cached under exactly that key in the simulation's weight cache, so a
+and is cached under exactly that key (an ``AlgorithmKey``) in the simulation's
+weight cache (:class:`~quantviz.core.sim.weightcache.WeightCache`), so a
 re-check after an edit recomputes only the algorithm layers at or after the
 first edited layer, and undo finds every previous result again.
 """
@@ -40,8 +41,8 @@ class AlgorithmSupport:
         self._calib_data = data
         self._calib_batch = batch_size
         self._calib_gen += 1
-        for k in [k for k in self._wcache if k[1].algorithm != "none"]:
-            del self._wcache[k]
+        self.cache.drop_algorithms()
+        self.applied_specs = None  # algorithm contexts changed: the next apply looks at every layer
 
     def context_tokens(self, specs: dict[str, LayerSpec]) -> dict[str, int]:
         """Per layer: a hash of the calibration and every setting its algorithm's input depends on."""
@@ -54,18 +55,19 @@ class AlgorithmSupport:
             h = hash((h, l.name, spec))
         return out
 
-    def algorithm_key(self, name: str, spec: WeightSpec) -> tuple:
-        return (name, spec, self._context.get(name))
+    def algorithm_key(self, name: str, spec: WeightSpec):
+        """The cache key of ``name``'s algorithm result under ``spec`` after the layers as last applied."""
+        return self.cache.algorithm_key(name, spec, self._context.get(name))
 
     def pending_algorithms(self, specs: dict[str, LayerSpec]) -> list[str]:
         """Layers whose algorithm :meth:`apply` of ``specs`` would have to compute."""
         ctx = self.context_tokens(specs)
         return [n for n, sp in specs.items() if sp is not None and sp.weight.bits is not None
-                and sp.weight.algorithm != "none" and (n, sp.weight, ctx.get(n)) not in self._wcache]
+                and sp.weight.algorithm != "none" and self.cache.algorithm_key(n, sp.weight, ctx.get(n)) not in self.cache]
 
     def algorithm_pending(self, name: str, spec: WeightSpec) -> bool:
         """True when ``spec`` asks for an algorithm whose result is not computed yet."""
-        return spec.bits is not None and spec.algorithm != "none" and self.algorithm_key(name, spec) not in self._wcache
+        return spec.bits is not None and spec.algorithm != "none" and self.algorithm_key(name, spec) not in self.cache
 
     def input_qparams(self, name: str, spec: LayerSpec):
         """The qparams of the layer's input quantizer as simulated: of ``x / s`` when the
@@ -87,12 +89,13 @@ class AlgorithmSupport:
         from . import applies, capture_input_stats, run_algorithm
 
         key = self.algorithm_key(name, spec)
-        hit = self._wcache.get(key)
+        hit = self.cache.get(key)
         if hit is not None or not compute:
             return hit
         base = self.quantize_weight(name, spec.without_algorithm())
         algo = spec.algorithm
-        fmod = self._fmods[name]
+        st = self.state[name]  # the simulation's record of the layer (core.sim.layerstate)
+        fmod = st.fmod
         why = applies(fmod)
         if why is None and algo in ("smoothquant", "awq") and not isinstance(fmod, torch.nn.Linear):
             why = f"{type(fmod).__name__} layers (Linear only)"
@@ -100,17 +103,15 @@ class AlgorithmSupport:
         if why is None:
             if self._calib_data is None:
                 raise QuantvizError(f"layer {name}: {algo} needs calibration data (calibrate first)")
-            stats = capture_input_stats(self.float_model, fmod, self.qmodel, self._qmods[name], self._calib_data,
+            stats = capture_input_stats(self.float_model, fmod, self.qmodel, st.qmod, self._calib_data,
                                         device=self.device, batch_size=self._calib_batch,
                                         progress=scaled(progress, 0.0, 0.2), cancel=cancel, readout=self.readout)
             if stats is None:
                 why = "a layer that does not run on the calibration data"
         if why is not None:
             res = replace(base, algorithm_info={"algorithm": algo, "skipped": f"{algo} does not apply to {why}"})
-            self._trim_cache()
-            self._wcache[key] = res
-            return res
-        w = self._float_w[name].float().cpu()
+            return self.cache.store_algorithm(key, res)
+        w = st.float_w.float().cpu()
         shape = w.shape
         w2 = w.reshape(shape[0], -1)
         r = run_algorithm(w2, spec, stats, progress=scaled(progress, 0.2, 1.0), cancel=cancel)
@@ -126,11 +127,9 @@ class AlgorithmSupport:
             fb = getattr(fmod, "bias", None)
             bias = (fb.detach().float().cpu() if fb is not None else torch.zeros(shape[0])) + r.bias_delta
             r.info["bias_created"] = fb is None
-        res = replace(base, tensor=wq.to(self._float_w[name].dtype), qparams=r.qparams, sqnr_db=snr,
+        res = replace(base, tensor=wq.to(st.float_w.dtype), qparams=r.qparams, sqnr_db=snr,
                       mse=noise / max(w.numel(), 1), clipped_fraction=clipped,
                       codes=r.codes.reshape(shape).to(torch.int32), bias=bias, input_scale=r.input_scale,
                       input_range=r.input_range, algorithm_info=r.info)
-        self._trim_cache()
-        self._wcache[key] = res
-        return res
+        return self.cache.store_algorithm(key, res)
 

@@ -1,7 +1,9 @@
 """The simulation of a quantized model.
 
 :class:`~.fakequant.QuantSim` wraps a float model with fake quantizers per
-layer, keeps the quantized weights as compact codes (:mod:`.wcodes`),
+layer (:mod:`.hooks`, :mod:`.activations`), keeps one record per layer
+(:mod:`.layerstate`) and the quantized weights in a budgeted cache
+(:mod:`.weightcache`), as compact codes where needed (:mod:`.wcodes`),
 re-runs only the part of the model an edit can change (:mod:`.incremental`),
 and evaluates float against quantized with streaming metrics (:mod:`.evaluate`).
 Every re-check, trace, sensitivity run and export goes through it.
