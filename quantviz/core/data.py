@@ -119,6 +119,14 @@ class DataSplit:
                     f"samples: figures are on calibration data{f' ({self.reason})' if self.reason else ''}")
         return f"evaluated on {self.eval_samples} samples; calibrated on {self.calib_samples} separate samples"
 
+    def short(self) -> str:
+        """A few words for a status line (the app's summary)."""
+        if self.held_out:
+            return f"Held out: evaluated on {self.eval_samples} samples, calibrated on {self.calib_samples} others"
+        if self.on_calibration_data:
+            return f"On calibration data: {self.eval_samples} samples evaluated, {self.calib_samples} of them calibrated"
+        return f"Evaluated on {self.eval_samples} samples, calibrated on {self.calib_samples} separate ones"
+
     def to_dict(self) -> dict:
         return {"calibration_samples": self.calib_samples, "evaluation_samples": self.eval_samples,
                 "same_source": self.same_source, "held_out": self.held_out,

@@ -421,7 +421,10 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
         announced again as a ``result`` event and None is returned; otherwise
         run the returned request with ``check(request=...)`` (on a worker)."""
         known = self.result_for()
-        if known is not None:
+        if known is not None and not self.sim.pending_algorithms(self._specs):
+            # (a result kept from before, e.g. in a reopened session file, whose per-layer algorithms this
+            # simulation has not computed yet is checked again: the re-check computes them, and the table's
+            # "pending" cells and the histogram follow it; #22 item 8)
             self._wanted = known.generation
             self.events.emit("result", result=known)
             return None
