@@ -122,10 +122,10 @@ class DataSplit:
     def short(self) -> str:
         """A few words for a status line (the app's summary)."""
         if self.held_out:
-            return f"Held out: evaluated on {self.eval_samples} samples, calibrated on {self.calib_samples} others"
+            return f"Held-out figures: {self.eval_samples} samples ({self.calib_samples} others calibrate)"
         if self.on_calibration_data:
-            return f"On calibration data: {self.eval_samples} samples evaluated, {self.calib_samples} of them calibrated"
-        return f"Evaluated on {self.eval_samples} samples, calibrated on {self.calib_samples} separate ones"
+            return f"Figures on calibration data ({self.eval_samples} samples)"
+        return f"Figures on {self.eval_samples} samples ({self.calib_samples} separate calibrate)"
 
     def to_dict(self) -> dict:
         return {"calibration_samples": self.calib_samples, "evaluation_samples": self.eval_samples,
