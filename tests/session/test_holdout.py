@@ -109,3 +109,13 @@ def test_session_files_keep_the_split_and_older_files_open_on_their_data(digits,
     old.write_text(json.dumps(saved))
     before = Session.load(old)  # measured on all 64 samples, calibrated on the first 512 (all): opens so
     assert (len(before.calib_data), len(before.eval_data)) == (64, 64) and before.split.on_calibration_data
+
+
+def test_the_report_states_which_samples_its_figures_are_on(digits, tmp_path):
+    s = Session.open("demo", data=str(digits / "d64.npz"))
+    facts = s.report_facts()
+    assert (facts.eval_samples, facts.calib_samples) == (32, 32)
+    assert facts.data_note == "evaluated on 32 held-out samples; calibrated on 32 others of the same data"
+    out = s.export("report", tmp_path / "r.html")
+    html = Path(out.paths[0]).read_text(encoding="utf-8")
+    assert "evaluated on 32 held-out samples; calibrated on 32 others of the same data" in html
