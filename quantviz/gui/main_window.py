@@ -17,7 +17,7 @@
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QByteArray, Qt, QTimer
+from PySide6.QtCore import QByteArray, QSize, Qt, QTimer
 from PySide6.QtWidgets import QDockWidget, QMainWindow, QPushButton
 
 from . import dialogs, gcguard, menus, unsaved
@@ -101,7 +101,8 @@ class MainWindow(FilesMixin, QMainWindow):
         self.resize(*self.default_size())  # within the screen's free area, title bar included (#22 item 12)
         if restore and self.restore_layout():
             self._sized = True
-        self._auto_size = self.size()  # the size chosen here; one set by a caller before show is kept
+        self._auto_size: QSize = self.size()  # the size chosen here; one set by a caller before show is kept
+        self._fitted: bool = False  # fitted into the screen at the first show (#22 item 12)
         self._update_status()
         from .safety import AutosaveController
 
@@ -371,7 +372,7 @@ class MainWindow(FilesMixin, QMainWindow):
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
-        if not getattr(self, "_fitted", False):
+        if not self._fitted:
             self._fitted = True
             if self.size() == self._auto_size:  # not a size the caller asked for (--size, screenshots)
                 self.fit_on_screen()

@@ -128,9 +128,9 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
         self.eval_data = eval_data
         self.calib_data = calib_data
         # which samples calibrate and which evaluate (default: separate data, as a caller building one gives it)
-        self.split = split or DataSplit(len(calib_data), len(eval_data), same_source=calib_data is eval_data)
-        self.calib_samples = DEFAULT_CALIB_SAMPLES  # how open() split one data set (kept in session files)
-        self.holdout = True
+        self.split: DataSplit = split or DataSplit(len(calib_data), len(eval_data), same_source=calib_data is eval_data)
+        self.calib_samples: int = DEFAULT_CALIB_SAMPLES  # how open() split one data set (kept in session files)
+        self.holdout: bool = True
         self.seq_len: int | None = None
         self.device = device
         self.batch_size = batch_size
@@ -489,9 +489,9 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
             "model": self.bundle.reference,
             "data": self.data_ref,
             "calib": self.calib_ref,
-            "calib_samples": getattr(self, "calib_samples", DEFAULT_CALIB_SAMPLES),
-            "holdout": getattr(self, "holdout", True),
-            "seq_len": getattr(self, "seq_len", None),
+            "calib_samples": self.calib_samples,
+            "holdout": self.holdout,
+            "seq_len": self.seq_len,
             "batch_size": self.batch_size,
             "config": self._config.to_dict(),
             "results": [r.to_dict() for r in self.results],
