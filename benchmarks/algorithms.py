@@ -11,7 +11,11 @@
 * ``tiny_transformer``: the recipe in ``resources/recipes`` at W4 per-channel,
   W4 per-group 32, and both with GPTQ: cosine to the float output; and the
   mixed-precision search at an average of 4 bits (scales counted) over
-  candidates that combine bits, groups and algorithms.
+  candidates that combine bits, groups and algorithms, and the default search
+  (no candidates named) at W4 per-channel's size.
+* ``bert``: a small random-weight BERT folder with a text file of 256
+  sentences as ``--data``: calibrated on the first 128, measured on the other
+  128 (held out), the same rows.
 
 The last line printed is one JSON object.
 
@@ -149,15 +153,22 @@ CANDIDATES = "int8,int6,int4,int4g32,int4+gptq,int4g32+gptq,int3g32+gptq"
 
 
 def searches(s: Session, w4_bytes: int) -> dict:
-    """The search with candidates at an average of 4 bits (scales counted) and at W4 per-channel's size."""
+    """The search with candidates at an average of 4 bits (scales counted) and at W4 per-channel's size,
+    and the default search (no candidates named: bit-widths plus the per-group / GPTQ ones that apply)
+    at W4 per-channel's size."""
+    from quantviz.core.analysis.candidates import as_json
+
     out = {}
-    for key, kw in (("search_avg4", {"avg_bits": 4.0}), ("search_at_w4_size", {"size_bytes": w4_bytes})):
-        t, res = cpu(lambda: s.run_search(bits=parse_candidates(CANDIDATES), pareto_steps=5, **kw))
+    for key, kw, cands in (("search_avg4", {"avg_bits": 4.0}, CANDIDATES),
+                           ("search_at_w4_size", {"size_bytes": w4_bytes}, CANDIDATES),
+                           ("search_default_at_w4_size", {"size_bytes": w4_bytes}, None)):
+        bits = parse_candidates(cands) if cands else None
+        t, res = cpu(lambda: s.run_search(bits=bits, pareto_steps=5, **kw))
         c = res["chosen"]
         counts: dict = {}
         for v in c["bits"].values():
             counts[v] = counts.get(v, 0) + 1
-        out[key] = {"candidates": CANDIDATES, "cpu_s": round(t, 1), "cosine": c["metrics"].get("cosine"),
+        out[key] = {"candidates": cands or ",".join(map(str, as_json(res["bits"]))), "cpu_s": round(t, 1), "cosine": c["metrics"].get("cosine"),
                     "sqnr_db": c["metrics"].get("sqnr_db"), "effective_bits": round(c["avg_bits"], 3),
                     "size_bytes": c["size_bytes"], "settings": counts}
         print(json.dumps({key: out[key]}), file=sys.stderr)
@@ -206,7 +217,8 @@ def bert_table() -> dict:
             rows[name] = {"cosine": r["metrics"].get("cosine"), "sqnr_db": r["metrics"].get("sqnr_db"),
                           "algorithm_cpu_s": r["algorithm_cpu_s"], "size_bytes": r["size_bytes"]}
             print(json.dumps({"bert " + name: rows[name]}), file=sys.stderr)
-        return {"samples": len(s.eval_data), "layers": len(s.layers), "configs": rows,
+        return {"samples": len(s.eval_data), "calibration_samples": len(s.calib_data), "held_out": s.split.held_out,
+                "layers": len(s.layers), "configs": rows,
                 **searches(s, rows["W4 per-channel"]["size_bytes"])}
 
 

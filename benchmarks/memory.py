@@ -5,8 +5,8 @@ Two models, each measured in its own fresh subprocess:
 * ``llama-134m``: a Llama-layout causal LM with random weights (transformers
   ``LlamaConfig``: 12 layers, hidden 768, MLP 2048, vocabulary 32000 -- about
   134M parameters, 536 MB of float32 weights), built on the fly and saved as a
-  Hugging Face folder in a temporary directory, evaluated on 32 random
-  sequences of 64 tokens;
+  Hugging Face folder in a temporary directory, given 32 random sequences
+  of 64 tokens as ``--data`` (held out: 16 calibrate, 16 are evaluated);
 * ``demo``: the bundled digits CNN with its own data.
 
 In the subprocess the interpreter first imports torch, transformers, quantviz

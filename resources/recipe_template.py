@@ -25,8 +25,9 @@ The contract
 
     where ``x`` is a tensor / numpy array with the sample axis first (or a dict
     of them, passed to the model as keyword arguments) and ``y`` holds one
-    label per sample. If only ``evaluation_data`` exists, calibration uses its
-    first 256 samples. Without either, give data with ``--data`` / in the app.
+    label per sample. If only ``evaluation_data`` exists, it is split:
+    calibration uses its first samples (at most 512, at most half) and the
+    figures come from the rest (held out). Without either, give data with ``--data`` / in the app.
     Keep them small: hundreds to a few thousand samples.
 
 ``evaluate(model, dataset) -> dict[str, float]``  (optional)

@@ -276,7 +276,8 @@ def _algo_model_table(d: dict) -> str:
     rows = [[k, f"{v['cosine']:.4f}", db(v["sqnr_db"]), kib(v["size_bytes"]), f"{v['algorithm_cpu_s']:.1f} s"]
             for k, v in d["configs"].items()]
     for key, label in (("search_avg4", "search, avg 4 bits with scales"),
-                       ("search_at_w4_size", "search, at W4 per-channel's size")):
+                       ("search_at_w4_size", "search, at W4 per-channel's size"),
+                       ("search_default_at_w4_size", "default search (no `--candidates`), at W4 per-channel's size")):
         if key in d:
             s = d[key]
             mix = ", ".join(f"{n}× {k}" for k, n in sorted(s["settings"].items(), key=lambda kv: -kv[1]))
@@ -292,7 +293,10 @@ def r_algorithms_transformer() -> str:
 
 @renderer("algorithms-bert")
 def r_algorithms_bert() -> str:
-    return _algo_model_table(load("algorithms")["bert"]) + "\n\n" + source("algorithms")
+    d = load("algorithms")["bert"]
+    data = (f"Calibrated on the first {d['calibration_samples']} sentences, every figure on the other "
+            f"{d['samples']} (held out).\n\n" if "calibration_samples" in d else "")
+    return data + _algo_model_table(d) + "\n\n" + source("algorithms")
 
 
 def _metric(m: str, x: float | None) -> str:

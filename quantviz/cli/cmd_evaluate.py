@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from .common import ProgressBar, add_common_args, add_model_args, fmt_bytes, fmt_metric, open_session, print_json, table
+from .common import (ProgressBar, add_common_args, add_model_args, data_note, fmt_bytes, fmt_metric,
+                     note_calibration_data, open_session, print_json, table)
 
 
 def register(sub) -> None:
@@ -24,6 +25,8 @@ def evaluation_report(session, result) -> dict:
                       "compression": size["compression"], "avg_bits": size["avg_bits"],
                       "element_bits": size["element_bits"]},
         "samples": len(session.eval_data),
+        "calibration_samples": len(session.calib_data),
+        "data": session.split.to_dict(),  # which samples the figures are on (held out from calibration or not)
         "layers": len(session.layers),
     }
 
@@ -32,6 +35,7 @@ def run(args) -> int:
     import json
 
     session = open_session(args)
+    note_calibration_data(session)
     bar = ProgressBar(True if args.progress else None)
 
     def on_estimate(snap):
@@ -63,6 +67,7 @@ def run(args) -> int:
     rows.append(["avg bits / weight", fbits, f"{rep['quantized']['avg_bits']:.2f}"])
     rows.append(["element bits", fbits, f"{rep['quantized']['element_bits']:.2f}"])
     print(f"{session.name}: {rep['samples']} samples, {rep['layers']} quantizable layers, config {res.label}")
+    print(data_note(session))
     print(table(rows, ["metric", "float", "quantized"], "lrr"))
     print(f"compression {rep['quantized']['compression']:.2f}x")
     return 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .cmd_sensitivity import CANDIDATES_HELP, candidates_arg, parse_bits
 from .common import (CLIError, ProgressBar, add_common_args, add_model_args, add_scale_args, apply_scale_args, fmt_bytes,
-                     fmt_metric, note_format_layers, open_session, print_json, table)
+                     fmt_metric, note_calibration_data, note_format_layers, open_session, print_json, table)
 
 
 def register(sub) -> None:
@@ -16,7 +16,10 @@ def register(sub) -> None:
     g.add_argument("--max-drop", type=float, metavar="D",
                    help="largest acceptable drop of the metric: accuracy / top1_agreement as a fraction (0.01 = 1 point), "
                         "perplexity / kl_div as a rise in their own units (e.g. 0.5 perplexity)")
-    p.add_argument("--bits", default="2,3,4,6,8", metavar="B,B", help="candidate weight bit-widths (default 2,3,4,6,8)")
+    p.add_argument("--bits", metavar="B,B",
+                   help="candidate weight bit-widths, nothing else (default: 2,3,4,6,8 and the per-group grids "
+                        "int4g32, int3g32 and GPTQ candidates int4+gptq, int4g32+gptq, int3g32+gptq where they apply "
+                        "to the model)")
     p.add_argument("--candidates", metavar="C,C", help=CANDIDATES_HELP)
     p.add_argument("--steps", type=int, default=9, metavar="N", help="budgets along the Pareto front (default 9)")
     p.add_argument("--metric", metavar="NAME",
@@ -39,7 +42,7 @@ def run(args) -> int:
 
     if args.sensitivity not in SEARCH_SENSITIVITY:
         raise CLIError(f"--sensitivity: unknown method {args.sensitivity!r} (choose from {', '.join(SEARCH_SENSITIVITY)})")
-    bits = candidates_arg(args) or parse_bits(args.bits, "--bits", required=True)
+    bits = candidates_arg(args) or (parse_bits(args.bits, "--bits", required=True) if args.bits is not None else None)
     if args.steps < 2:
         raise CLIError(f"--steps must be at least 2, got {args.steps}")
     if args.size_bytes is not None and args.size_bytes <= 0:
@@ -48,7 +51,10 @@ def run(args) -> int:
         raise CLIError(f"--max-drop must not be negative, got {args.max_drop}")
     session = open_session(args)
     apply_scale_args(session, args)
+    if bits is None:
+        bits = session.default_search_candidates()
     note_format_layers(session, bits)
+    note_calibration_data(session)
     bar = ProgressBar(True if args.progress else None)
     try:
         res = session.run_search(avg_bits=args.avg_bits, size_bytes=args.size_bytes, max_drop=args.max_drop,
@@ -65,9 +71,17 @@ def run(args) -> int:
     c = res["chosen"]
     ranked = res.get("sensitivity", "e2e") + (" sensitivity, from the score cache" if res.get("sensitivity_from_cache")
                                               else " sensitivity")
+    from ..core.analysis.candidates import as_json
+
+    print(f"{session.name}: settings tried: {', '.join(map(str, as_json(res['bits'])))}")
     print(f"{session.name}: layers ranked by {ranked}; {res['candidates']} candidates measured end to end")
+    split = session.split
+    where = (f"on {split.eval_samples} held-out samples (calibrated on {split.calib_samples} others)" if split.held_out
+             else f"on {split.eval_samples} samples, the calibration data" if split.on_calibration_data
+             else f"on {split.eval_samples} evaluation samples (calibrated on {split.calib_samples} separate ones)")
     print(f"{session.name}: chosen config {fmt_bytes(c['size_bytes'])}, {c['avg_bits']:.2f} bits/weight, "
-          f"{metric} {fmt_metric(metric, c['metrics'].get(metric))}, SQNR {fmt_metric('sqnr_db', c['metrics'].get('sqnr_db'))}")
+          f"{metric} {fmt_metric(metric, c['metrics'].get(metric))}, SQNR {fmt_metric('sqnr_db', c['metrics'].get('sqnr_db'))} "
+          f"{where}")
     print(table([[n, str(b)] for n, b in c["bits"].items()], ["layer", "bits" if all(isinstance(b, int) for b in c["bits"].values()) else "setting"], "lr"))
     print("\nPareto front (measured):")
     fmts = any("formats" in q for q in res["pareto"])

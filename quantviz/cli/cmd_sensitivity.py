@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 
 from .common import (CLIError, ProgressBar, add_common_args, add_scale_args, apply_scale_args, add_model_args, fmt_metric,
-                     note_format_layers, open_session, print_json, table)
+                     note_format_layers, open_session, print_json, table, data_note,
+                     note_calibration_data)
 
 
 def parse_bits(text: str | None, flag: str, *, required: bool = False) -> tuple[int, ...] | None:
@@ -76,6 +77,7 @@ def run(args) -> int:
     session = open_session(args)
     apply_scale_args(session, args)
     note_format_layers(session, bits)
+    note_calibration_data(session)
     bar = ProgressBar(True if args.progress else None)
     try:
         if args.compare and args.method != "e2e":
@@ -89,9 +91,10 @@ def run(args) -> int:
     if args.out:
         atomic.write_text(args.out, json.dumps(clean_json(res), indent=1) + "\n")
     if args.json:
-        print_json(res)
+        print_json({**res, "data": session.split.to_dict()})
         return 0
     print_table(session, res)
+    print(data_note(session))
     if args.out:
         print(f"wrote {args.out}")
     return 0

@@ -24,8 +24,14 @@ def add_model_args(p: argparse.ArgumentParser, *, data: bool = True, config: boo
                    help="demo | recipe.py | TorchScript .pt | torch.export .pt2 | ONNX .onnx | pickled module .pt (needs --trust) | Hugging Face folder")
     if data:
         p.add_argument("--data", metavar="D", help="evaluation data: .npz (x[, y]), .pt, image folder, or text file")
-        p.add_argument("--calib", metavar="D", help="calibration data (default: the source's own, else the first --calib-samples of --data)")
-        p.add_argument("--calib-samples", type=int, default=512, metavar="N", help="samples used for calibration when taken from --data (default 512)")
+        p.add_argument("--calib", metavar="D", help="calibration data (default: the source's own, else the first "
+                                                    "--calib-samples of --data, evaluating on the rest)")
+        p.add_argument("--calib-samples", type=int, default=512, metavar="N",
+                       help="samples used for calibration when taken from --data: the first N, at most half; "
+                            "the rest are held out for evaluation (default 512)")
+        p.add_argument("--no-holdout", action="store_true",
+                       help="with --data alone, evaluate on all its samples, the calibration samples included "
+                            "(figures then on calibration data, and the output says so)")
         p.add_argument("--batch-size", type=int, default=64, metavar="N", help="batch size for calibration and evaluation (default 64)")
         p.add_argument("--seq-len", type=int, metavar="N",
                        help="causal language models: tokens per sequence cut from a text file (default 512, at most the model's context)")
@@ -164,6 +170,7 @@ def open_session(args, *, prepare: bool = True, default_preset: str = "W8"):
 
     from ..io.config import NeedsModel
 
+    check_data_args(args)
     aimet = None
     try:
         cfg = load_config_arg(args)
@@ -179,7 +186,8 @@ def open_session(args, *, prepare: bool = True, default_preset: str = "W8"):
         s = Session.open(args.model, data=getattr(args, "data", None), calib=getattr(args, "calib", None),
                          trust=args.trust, config=cfg, device=args.device,
                          batch_size=getattr(args, "batch_size", 64), calib_samples=getattr(args, "calib_samples", 512),
-                         prepare=prepare, progress=bar, seq_len=getattr(args, "seq_len", None))
+                         prepare=prepare, progress=bar, seq_len=getattr(args, "seq_len", None),
+                         holdout=not getattr(args, "no_holdout", False))
     finally:
         bar.close()
     if not explicit:  # a QDQ ONNX model opens with its own quantization
@@ -195,6 +203,23 @@ def open_session(args, *, prepare: bool = True, default_preset: str = "W8"):
     if meta.get("note") and (meta.get("weights_only") or meta.get("fixed_batch")):
         print(f"quantviz: note: {meta['note']}", file=sys.stderr)  # what is (not) simulated, in one line
     return s
+
+
+def check_data_args(args) -> None:
+    n = getattr(args, "calib_samples", None)
+    if n is not None and n < 1:
+        raise CLIError(f"--calib-samples must be at least 1, got {n}")
+
+
+def data_note(session) -> str:
+    """Which samples the figures are on, for the CLI's text output."""
+    return f"{session.name}: {session.split.describe()}"
+
+
+def note_calibration_data(session) -> None:
+    """On stderr, when every figure is on calibration data (so --json output, too, is never silent about it)."""
+    if session.split.on_calibration_data:
+        print(f"quantviz: note: {session.split.describe()}", file=sys.stderr)
 
 
 def clean_json(obj: Any) -> Any:

@@ -101,7 +101,8 @@ class DataDialog(QDialog):
         intro.setWordWrap(True)
         self.data = _PathField(".npz (x[, y] or token ids), an image folder, or a text file")
         self.calib = _PathField("optional")
-        self.calib.edit.setToolTip("Calibration data; when empty, the first samples of the evaluation data calibrate")
+        self.calib.edit.setToolTip("Calibration data; when empty, the first samples of the evaluation data (at most "
+                                   "half) calibrate and the figures come from the rest, held out")
         self.seq_len = QSpinBox()
         self.seq_len.setRange(0, 1_000_000)
         self.seq_len.setSpecialValueText("model default")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer
 from PySide6.QtWidgets import QDialog, QDockWidget, QMainWindow, QMenu, QMessageBox, QPushButton
 
 from . import dialogs, gcguard, menus, unsaved
@@ -124,9 +124,11 @@ class MainWindow(FilesMixin, QMainWindow):
         self.table.layerSelected.connect(self.qat.select_layer)
         self.table.message.connect(self.show_message)
         self.summary.resultClicked.connect(self._on_summary_result_clicked)
-        self.resize(1280, 800)
+        self.resize(*self.default_size())  # within the screen's free area, title bar included (#22 item 12)
         if restore and self.restore_layout():
             self._sized = True
+        self._auto_size: QSize = self.size()  # the size chosen here; one set by a caller before show is kept
+        self._fitted: bool = False  # fitted into the screen at the first show (#22 item 12)
         self._update_status()
         from .safety import AutosaveController
 
@@ -348,8 +350,54 @@ class MainWindow(FilesMixin, QMainWindow):
         self.resizeDocks([self.docks["summary"], self.docks["histogram"]], [left, w - left], Qt.Horizontal)
         self.resizeDocks([self.docks["summary"]], [max(300, int(self.height() * 0.62))], Qt.Vertical)
 
+    DEFAULT_SIZE = (1280, 800)
+    FRAME_GUESS = (16, 40)  # a window manager's borders and title bar, until the frame is known
+
+    def _frame_extra(self) -> tuple[int, int]:
+        """Width and height the window's frame adds (a guess before it is shown)."""
+        fg, g = self.frameGeometry(), self.geometry()
+        dw, dh = fg.width() - g.width(), fg.height() - g.height()
+        if not self.isVisible() or (dw <= 0 and dh <= 0 and not self.windowHandle()):
+            return self.FRAME_GUESS
+        return max(0, dw), max(0, dh)
+
+    def _available(self):
+        from PySide6.QtGui import QGuiApplication
+
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        return screen.availableGeometry() if screen is not None else None
+
+    def default_size(self) -> tuple[int, int]:
+        """1280 x 800, or less: the whole window, frame and title bar included, inside the screen's
+        available area (on a 1280 x 800 screen the status bar stays on screen)."""
+        w, h = self.DEFAULT_SIZE
+        avail = self._available()
+        if avail is None:
+            return w, h
+        dw, dh = self._frame_extra()
+        return max(200, min(w, avail.width() - dw)), max(200, min(h, avail.height() - dh))
+
+    def fit_on_screen(self) -> None:
+        """Shrink and move the window so its frame lies inside the screen's available area."""
+        avail = self._available()
+        if avail is None:
+            return
+        dw, dh = self._frame_extra()
+        w, h = min(self.width(), avail.width() - dw), min(self.height(), avail.height() - dh)
+        if (w, h) != (self.width(), self.height()):
+            self.resize(max(w, self.minimumWidth()), max(h, self.minimumHeight()))
+        fg = self.frameGeometry()
+        x = min(max(fg.x(), avail.x()), avail.x() + max(0, avail.width() - fg.width()))
+        y = min(max(fg.y(), avail.y()), avail.y() + max(0, avail.height() - fg.height()))
+        if (x, y) != (fg.x(), fg.y()):
+            self.move(x, y)
+
     def showEvent(self, event) -> None:
         super().showEvent(event)
+        if not self._fitted:
+            self._fitted = True
+            if self.size() == self._auto_size:  # not a size the caller asked for (--size, screenshots)
+                self.fit_on_screen()
         if not self._sized:
             self._sized = True
             self.default_dock_sizes()

@@ -88,6 +88,13 @@ class SearchDialog(QDialog):
             self.bit_boxes[b] = cb
             bits_row.addWidget(cb)
         bits_row.addStretch(1)
+        extra = [str(c) for c in session.default_search_candidates() if not isinstance(c, int) and not c.label[3:].isdigit()]
+        self.extras = QCheckBox("Also " + (", ".join(extra) if extra else "per-group and GPTQ settings"))
+        self.extras.setChecked(bool(extra))  # as quantviz search does without --bits / --candidates
+        self.extras.setEnabled(bool(extra))
+        self.extras.setToolTip("Per-group grids and GPTQ where they apply to this model, beside the bit-widths "
+                               "(quantviz search's default). Off: the checked bit-widths only (as --bits)."
+                               if extra else "Neither per-group grids nor GPTQ apply to this model's layers.")
 
         self.rank = QComboBox()
         for key, text in RANKINGS:
@@ -108,6 +115,7 @@ class SearchDialog(QDialog):
 
         form = QFormLayout()
         form.addRow("Candidate weight bits:", _wrap(bits_row))
+        form.addRow("", self.extras)
         form.addRow("Rank layers by:", self.rank)
         form.addRow("Start from:", self.start)
         buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
@@ -163,6 +171,13 @@ class SearchDialog(QDialog):
     def bits(self) -> tuple[int, ...]:
         return tuple(b for b, cb in self.bit_boxes.items() if cb.isChecked())
 
+    def candidates(self) -> tuple:
+        """What the search chooses among: the checked bit-widths, plus the per-group and GPTQ
+        settings that apply when "Also ..." is checked (:meth:`Session.default_search_candidates`)."""
+        if self.extras.isChecked():
+            return self.session.default_search_candidates(self.bits())
+        return self.bits()
+
     def request(self) -> dict:
         """``{"budget": {key: value}, "bits": (...), "start": preset name or None, "metric": key,
         "sensitivity": "e2e" | "local" | "hessian"}``."""
@@ -173,7 +188,7 @@ class SearchDialog(QDialog):
             value = int(self.size.value() * self._div)
         else:
             value = float(self.max_drop.value()) / (100.0 if self.metric_key in PERCENT_METRICS else 1.0)
-        return {"budget": {key: value}, "bits": self.bits(), "start": self.start.currentData(),
+        return {"budget": {key: value}, "bits": self.candidates(), "start": self.start.currentData(),
                 "metric": self.metric_key, "sensitivity": self.rank.currentData()}
 
     def _accept(self) -> None:

@@ -41,6 +41,7 @@ class ReportFacts:
     scores: dict | None = None  # {"method", "bits", "metric", "scores": {layer: drop}} or None
     search: dict | None = None
     trace: dict | None = None  # an error trace of this config (TraceResult.to_dict())
+    data_note: str = ""  # which samples the figures are on (DataSplit.describe())
 
 CSS = """body{font-family:sans-serif;margin:24px;color:#222;max-width:1100px}
 table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
@@ -314,6 +315,7 @@ def render_report(facts: ReportFacts, sim, specs: dict, *, progress: Progress = 
                                ["quantizable layers", str(len(rows))],
                                ["evaluation samples", str(facts.eval_samples)],
                                ["calibration samples", str(facts.calib_samples)],
+                               *([["figures", escape(facts.data_note)]] if facts.data_note else []),
                                ["config", escape(res["label"])]])]
     fm, qm, size = res["float_metrics"], res["metrics"], res["size"]
     names = [n for n in ("accuracy", "top1_agreement", "sqnr_db", "cosine") if n in qm] + sorted(

@@ -14,7 +14,7 @@ from typing import Callable
 from ..core.analysis import methods
 from ..core.analysis import search as search_mod
 from ..core.analysis import sensitivity as sens
-from ..core.analysis.candidates import from_key, normalize, patch_at
+from ..core.analysis.candidates import default_candidates, from_key, normalize, patch_at
 from ..core.progress import Progress, null_progress, scaled
 from ..core.analysis.ranking import layer_scores, rank_agreement
 from ..core.analysis.trace import TraceResult
@@ -198,7 +198,7 @@ class AnalysisMixin:
                                                res.get("metric"), layer_scores(res))
 
     def run_search(self, *, avg_bits: float | None = None, size_bytes: int | None = None,
-                   max_drop: float | None = None, bits=search_mod.DEFAULT_BITS, pareto_steps: int = 9,
+                   max_drop: float | None = None, bits=None, pareto_steps: int = 9,
                    solver: str = "auto", ties=(), progress: Progress = null_progress,
                    cancel: Callable[[], bool] = lambda: False, cache: bool | None = None,
                    ray: str | None = None, metric: str | None = None, sensitivity: str = "e2e") -> dict:
@@ -209,11 +209,14 @@ class AnalysisMixin:
         or a cheap proxy, ``local`` or ``hessian`` (one calibration pass: what a large model
         can afford). A result of that method for the same settings, kept by the session or
         in the score cache (as ``quantviz sensitivity --method local`` leaves it), is reused.
-        The candidates are measured end to end either way."""
+        The candidates are measured end to end either way. ``bits`` None: :meth:`default_search_candidates`.
+
+        The result's ``data`` says which samples its metrics are on (:attr:`split`): held out from
+        calibration when the session holds out."""
         if sensitivity not in SEARCH_SENSITIVITY:
             raise search_mod.SearchError(f"unknown search sensitivity {sensitivity!r} "
                                          f"(choose from {', '.join(SEARCH_SENSITIVITY)})")
-        bits = normalize(bits)
+        bits = self.default_search_candidates() if bits is None else normalize(bits)
         metric = self.analysis.metric if metric is None else metric
         act_bits: tuple = ()
         if sensitivity == "local" and any(s.activation.bits for s in self.specs.values()):
@@ -240,9 +243,17 @@ class AnalysisMixin:
                     executor.close()
             for pt in [res["chosen"], *res["pareto"]]:
                 pt.setdefault("config", self._config_with_bits(pt["bits"], pt.get("name")))
+            split = getattr(self, "split", None)
+            if split is not None:
+                res["data"] = split.to_dict()  # the pick's metric: on held-out samples, or said to be on calibration data
             self.analysis.search = res
         self.events.emit("analysis_changed", what="search")
         return res
+
+    def default_search_candidates(self, bits=search_mod.DEFAULT_BITS) -> tuple:
+        """What a search chooses among when not told: ``bits`` plus the per-group and GPTQ
+        candidates that apply to this model (:func:`quantviz.core.analysis.candidates.default_candidates`)."""
+        return default_candidates(self.layers, self.specs, self.sim.algorithm_applies, bits)
 
     def _has_sensitivity(self, method: str, bits, act_bits, ties, metric, cache) -> bool:
         """Is a ``method`` result for these settings kept by the session or in the score cache?"""

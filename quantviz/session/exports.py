@@ -29,7 +29,8 @@ class ExportsMixin:
         return ReportFacts(self.name, str(self.bundle.reference), self.bundle.kind, self.num_params, len(self.eval_data),
                            len(self.calib_data), {"label": res.label, "metrics": dict(res.metrics),
                                                   "float_metrics": dict(res.float_metrics), "size": dict(res.size)},
-                           rows, dict(a.sensitivity), a.scores.to_dict() if a.scores else None, a.search, trace_dict)
+                           rows, dict(a.sensitivity), a.scores.to_dict() if a.scores else None, a.search, trace_dict,
+                           self.split.describe())
 
     def export_input(self, fmt: str | None = None, *, progress: Progress = null_progress,
                      cancel: Callable[[], bool] = lambda: False, target: str = "ort") -> export_mod.ExportInput:

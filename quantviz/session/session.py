@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 import torch
 
 from ..core import sources
-from ..core.model.data import Dataset
+from ..core.model.data import DataSplit, Dataset, split_holdout
 from ..core.errors import QuantvizError
 from ..core.sim.evaluate import FloatReference, default_reference_bytes, float_reference
 from ..core.sim.fakequant import QuantSim
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 SESSION_FORMAT = "quantviz-session"
 SESSION_VERSION = 2  # 2: typed "analysis" instead of free-form "extras"
-DEFAULT_CALIB_SAMPLES = 512
+DEFAULT_CALIB_SAMPLES = 512  # at most; one data set split for calibration gives at most half of it
 
 
 class SessionError(QuantvizError):
@@ -144,7 +144,8 @@ def imported_config(bundle: sources.ModelBundle) -> QuantConfig | None:
 class Session(AnalysisMixin, ExportsMixin, QATMixin):
     def __init__(self, bundle: sources.ModelBundle, *, eval_data: Dataset, calib_data: Dataset,
                  config: QuantConfig | None = None, device: str = "cpu", batch_size: int = 64,
-                 data_ref: str | None = None, calib_ref: str | None = None, cache_bytes: int | None = None):
+                 data_ref: str | None = None, calib_ref: str | None = None, cache_bytes: int | None = None,
+                 split: DataSplit | None = None):
         # ---- what is open
         self.bundle: sources.ModelBundle = bundle
         self.eval_data: Dataset = eval_data
@@ -153,6 +154,10 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
         self.batch_size: int = batch_size
         self.data_ref: str | None = data_ref
         self.calib_ref: str | None = calib_ref
+        # which samples calibrate and which evaluate (default: separate data, as a caller building one gives it)
+        self.split: DataSplit = split or DataSplit(len(calib_data), len(eval_data), same_source=calib_data is eval_data)
+        self.calib_samples: int = DEFAULT_CALIB_SAMPLES  # how open() split one data set (kept in session files)
+        self.holdout: bool = True
         self.seq_len: int | None = None  # how text data was cut (Ray workers open the same data the same way)
         # ---- settings (the CLI and the app set them after opening)
         self.use_score_cache: bool = True  # keep sensitivity results in the on-disk score cache
@@ -192,25 +197,39 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
              config: QuantConfig | None = None, device: str = "cpu", batch_size: int = 64,
              calib_samples: int = DEFAULT_CALIB_SAMPLES, prepare: bool = True,
              progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False,
-             cache_bytes: int | None = None, seq_len: int | None = None) -> "Session":
+             cache_bytes: int | None = None, seq_len: int | None = None, holdout: bool = True) -> "Session":
+        """Open a model with its data.
+
+        Calibration and evaluation data: ``calib`` and ``data`` when both are
+        given (as given); ``data`` alone, or a source carrying only evaluation
+        data, is split by :func:`quantviz.core.model.data.split_holdout` (calibration
+        on the first ``calib_samples`` samples, at most half, evaluation on the
+        rest; ``holdout=False``: on all of them, figures then on calibration
+        data); without ``data``, the source's own. :attr:`split` says which."""
         progress(0, 1000, f"loading {reference}")
         bundle = sources.load_model(reference, trust=trust, cancel=cancel)
-        eval_data = sources.load_data(data, bundle, seq_len=seq_len) if data else bundle.eval
-        if eval_data is None:
+        source_data = sources.load_data(data, bundle, seq_len=seq_len) if data else bundle.eval
+        if source_data is None:
             raise NeedsData(f"{reference}: this model carries no data; pass --data (an .npz with x[, y], an image folder, or a text file)")
         if calib:
+            eval_data = source_data
             calib_data = sources.load_data(calib, bundle, seq_len=seq_len)
+            same = bool(data) and _same_file(data, calib)
+            split = DataSplit(len(calib_data), len(eval_data), same_source=same,
+                              reason="--calib names the same data as --data" if same else "")
         elif data or bundle.calib is None:
-            calib_data = eval_data.subset(calib_samples, name=f"{eval_data.name} (first {min(calib_samples, len(eval_data))})")
+            calib_data, eval_data, split = split_holdout(source_data, calib_samples, hold_out=holdout)
         else:
-            calib_data = bundle.calib
+            eval_data, calib_data = source_data, bundle.calib
+            split = DataSplit(len(calib_data), len(eval_data))
         sources.prepare_for_data(bundle, eval_data)
         sources.check_fits(bundle, eval_data)
         if calib:
             sources.check_fits(bundle, calib_data)
         s = cls(bundle, eval_data=eval_data, calib_data=calib_data, config=config, device=device,
-                batch_size=batch_size, data_ref=data, calib_ref=calib, cache_bytes=cache_bytes)
-        s.seq_len = seq_len
+                batch_size=batch_size, data_ref=data, calib_ref=calib, cache_bytes=cache_bytes, split=split)
+        s.seq_len = seq_len  # how text data was cut (Ray workers open the same data the same way)
+        s.calib_samples, s.holdout = int(calib_samples), bool(holdout)  # kept in session files
         if prepare:
             s.prepare(progress=scaled(progress, 0.1, 1.0), cancel=cancel)
         return s
@@ -446,7 +465,10 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
         announced again as a ``result`` event and None is returned; otherwise
         run the returned request with ``check(request=...)`` (on a worker)."""
         known = self.result_for()
-        if known is not None:
+        if known is not None and not self.sim.pending_algorithms(self._specs):
+            # (a result kept from before, e.g. in a reopened session file, whose per-layer algorithms this
+            # simulation has not computed yet is checked again: the re-check computes them, and the table's
+            # "pending" cells and the histogram follow it; #22 item 8)
             self._wanted = known.generation
             self.events.emit("result", result=known)
             return None
@@ -515,6 +537,10 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
             "model": self.bundle.reference,
             "data": self.data_ref,
             "calib": self.calib_ref,
+            "calib_samples": self.calib_samples,
+            "holdout": self.holdout,
+            "seq_len": self.seq_len,
+            "batch_size": self.batch_size,
             "config": self._config.to_dict(),
             "results": [r.to_dict() for r in self.results],
             "analysis": self.analysis.to_dict(),
@@ -547,14 +573,30 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
              progress: Progress = null_progress, cancel: Callable[[], bool] = lambda: False) -> "Session":
         obj = cls.read_file(path)
         cfg = QuantConfig.from_dict(obj["config"])
+        # a file saved before held-out evaluation has no "holdout": it opens on the data it was measured on
+        # (its results stay true; the summary says when they are on calibration data)
         s = cls.open(obj["model"], data=obj.get("data"), calib=obj.get("calib"), trust=trust,
-                     config=cls._strip_weights(cfg.copy())[0], device=device, progress=progress, cancel=cancel)
+                     config=cls._strip_weights(cfg.copy())[0], device=device, progress=progress, cancel=cancel,
+                     calib_samples=_int_or(obj.get("calib_samples"), DEFAULT_CALIB_SAMPLES),
+                     holdout=bool(obj.get("holdout", False)), seq_len=_int_or(obj.get("seq_len"), None),
+                     batch_size=_int_or(obj.get("batch_size"), 64))
         s._restore_weights(obj, path, cfg)
         s.results = [CheckResult.from_dict(r) for r in obj.get("results", [])]
         s.analysis = Analysis.from_dict(obj.get("analysis", obj.get("extras")))
         if s.results:
             s._generation = max(r.generation for r in s.results)
         return s
+
+
+def _int_or(v, default):
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) and v > 0 else default
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except OSError:
+        return False
 
 
 def _json_default(o):

@@ -61,3 +61,38 @@ def test_the_histogram_shows_the_algorithms_result_once_a_recheck_ran_it(window,
     assert "pending" not in note and "adaround" in note
     sqnr = float(window.histogram.stats_text("weight").split("SQNR ")[1].split(" dB")[0])
     assert sqnr == pytest.approx(s.layer_row(name)["weight_sqnr_db"], abs=0.05)
+
+
+def test_a_reopened_session_computes_its_algorithms_and_the_table_leaves_pending(window, qtbot, tmp_path,
+                                                                                 wait_idle):
+    """#22 item 8: a session saved with a GPTQ layer and reopened showed 'pending' in the table for good
+    while the summary said 'Up to date' (the kept result was shown again and nothing ran the algorithm)."""
+    from quantviz.gui.main_window import MainWindow
+
+    s = window.session
+    name = s.layer_names[-2]
+    window.table.apply_field("weight_bits", 3, [name])
+    s.edit_layers([name], {"weight": {"algorithm": "gptq"}})
+    wait_idle(window, 120000)
+    path = tmp_path / "gptq.qvs"
+    assert window.save_session(str(path))
+    other = MainWindow()
+    qtbot.addWidget(other)
+    try:
+        other.open_path(str(path))
+        qtbot.waitUntil(lambda: other.session is not None and other.session.prepared, timeout=120000)
+        wait_idle(other, 120000)
+        o = other.session
+        assert o.spec(name).weight.algorithm == "gptq"
+        assert not o.sim.algorithm_pending(name, o.spec(name).weight)  # the reopened session ran GPTQ
+        row = other.table.model.row_of(name)
+        idx = other.table.model.index(row, COL["weight_sqnr_db"])
+        idx.data()
+        other.table.model._flush_stats()
+        wait_idle(other, 120000)
+        assert idx.data() != "pending" and idx.data().endswith("dB"), idx.data()
+        assert other.summary.state.text().startswith("Up to date")
+        assert other.summary.current is not None and other.summary.current.config == o.config.to_dict()
+    finally:
+        other.unsaved.mark_clean()
+        other.close()

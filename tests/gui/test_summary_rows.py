@@ -41,3 +41,31 @@ def test_demo_window_lists_accuracy_first(window):
     rows = window.summary.metric_rows()
     assert rows[0] == "accuracy" and "sqnr_db" in rows
     assert window.summary.cells["accuracy"][2].text()  # a value, in the row that says Accuracy
+
+
+def test_summary_says_which_samples_the_figures_are_on(qtbot, tmp_path):
+    """#22 §2: held out from calibration, or (in the error colour) on calibration data."""
+    import numpy as np
+
+    from quantviz.gui.views.summary import SummaryPanel
+    from quantviz.session import Session
+
+    d = np.load("resources/demo/digits_test.npz")
+    np.savez(tmp_path / "d40.npz", x=d["x"][:40], y=d["y"][:40])
+    panel = SummaryPanel()
+    qtbot.addWidget(panel)
+    held = Session.open("demo", data=str(tmp_path / "d40.npz"), prepare=False)
+    panel.set_session(held)
+    assert panel.data_line.text() == "Held-out figures: 20 samples (20 others calibrate)"
+    assert panel.data_line.objectName() == "muted"
+    assert panel.data_line.displayed_text() == panel.data_line.text()  # fits: no eliding
+    assert panel.data_line.toolTip() == "Evaluated on 20 held-out samples; calibrated on 20 others of the same data."
+    same = Session.open("demo", data=str(tmp_path / "d40.npz"), holdout=False, prepare=False)
+    panel.set_session(same)
+    assert panel.data_line.text() == "Figures on calibration data (40 samples)"
+    assert panel.data_line.objectName() == "error"
+    assert "figures are on calibration data (hold-out turned off)" in panel.data_line.toolTip()
+    panel.set_session(Session.open("demo", prepare=False))
+    assert panel.data_line.text() == "Figures on 597 samples (256 separate calibrate)"
+    panel.set_session(None)
+    assert panel.data_line.text() == ""

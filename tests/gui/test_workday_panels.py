@@ -157,6 +157,7 @@ def test_search_dialog_budgets_and_what_it_keeps(window, qtbot, wait_idle):
     dlg.avg_bits.setValue(4.0)
     for b in (3, 6):
         dlg.bit_boxes[b].setChecked(False)
+    dlg.extras.setChecked(False)  # the checked bit-widths only (with it: per-group / GPTQ too, test_search_dialog)
     dlg._accept()
     qtbot.waitUntil(lambda: s.analysis.search is not None, timeout=120000)
     wait_idle(window)

@@ -169,10 +169,11 @@ def test_cli_stderr_is_quiet_unless_debug(lm, tmp_path):
     d, folder = lm  # evaluate loads the folder as inspect does, and runs the model too
     add_word_tokenizer(folder)
     txt = tmp_path / "t.txt"
-    txt.write_text(word_text(80))
-    r = _cli("evaluate", str(folder), "--data", str(txt), "--seq-len", "16", "--preset", "W8A8")
+    txt.write_text(word_text(400))  # enough sequences to hold half out (fewer: a note says the figures are on
+    r = _cli("evaluate", str(folder), "--data", str(txt), "--seq-len", "16", "--preset", "W8A8")  # calibration data)
     assert r.returncode == 0, r.stderr
     assert r.stderr.strip() == ""
+    assert "held-out samples" in r.stdout
     # what the libraries print on import here shows again with --debug
     noise = subprocess.run([sys.executable, "-c", "import torchao.quantization, transformers"], capture_output=True,
                            text=True, timeout=300).stderr.strip()

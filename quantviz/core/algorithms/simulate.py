@@ -55,6 +55,16 @@ class AlgorithmSupport:
             h = hash((h, l.name, spec))
         return out
 
+    def algorithm_applies(self, name: str, algorithm: str = "gptq") -> str | None:
+        """Why ``algorithm`` cannot run on layer ``name`` (None when it can), before any calibration."""
+        from . import applies
+
+        fmod = self.state[name].fmod
+        why = applies(fmod)
+        if why is None and algorithm in ("smoothquant", "awq") and not isinstance(fmod, torch.nn.Linear):
+            why = f"{type(fmod).__name__} layers (Linear only)"
+        return why
+
     def algorithm_key(self, name: str, spec: WeightSpec):
         """The cache key of ``name``'s algorithm result under ``spec`` after the layers as last applied."""
         return self.cache.algorithm_key(name, spec, self._context.get(name))

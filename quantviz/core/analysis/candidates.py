@@ -134,6 +134,48 @@ def format_note(specs: dict, options) -> str | None:
             "of those widths, not in their format (to keep a format, list it in --candidates, e.g. int4,int8,nvfp4)")
 
 
+DEFAULT_GROUP = 32  # group size of the default search's per-group candidates
+DEFAULT_SEARCH_BITS = (2, 3, 4, 6, 8)
+
+
+def default_candidates(layers, specs: dict, algorithm_applies=None, bits=DEFAULT_SEARCH_BITS) -> tuple:
+    """What the search chooses among when not told: the plain bit-widths ``bits`` and the
+    cheap granularity and algorithm candidates that apply to the model.
+
+    * per-group grids ``int4g32``, ``int3g32`` when a quantized layer's rows hold at
+      least two groups of 32 (shorter rows: a group is the whole row, per-channel
+      already) and the layer is not per-group already;
+    * GPTQ ``int4+gptq`` (and ``int4g32+gptq``, ``int3g32+gptq`` with per-group) when
+      GPTQ applies to a quantized layer (``algorithm_applies(name)`` is None: a
+      Linear or ungrouped convolution running on the calibration data) and the
+      layer uses no algorithm of its own.
+
+    AdaRound and AWQ optimise per layer and stay opt-in (``--candidates``). A model
+    where neither applies gets the plain bit-widths, exactly as before."""
+    bits = tuple(sorted({int(b) for b in bits}))
+    grouped = gptq = False
+    for l in layers:
+        sp = specs.get(l.name)
+        if sp is None or sp.weight.bits is None:
+            continue
+        row = l.weight_numel // max(1, l.channels)
+        if row >= 2 * DEFAULT_GROUP and sp.weight.granularity != "per_group":
+            grouped = True
+        if algorithm_applies is not None and sp.weight.algorithm == "none" and algorithm_applies(l.name) is None:
+            gptq = True
+    if not (grouped or gptq):
+        return bits
+    extra = []
+    if grouped:
+        extra += [Candidate(4, "per_group", DEFAULT_GROUP), Candidate(3, "per_group", DEFAULT_GROUP)]
+    if gptq:
+        extra.append(Candidate(4, algorithm="gptq"))
+        if grouped:
+            extra += [Candidate(4, "per_group", DEFAULT_GROUP, algorithm="gptq"),
+                      Candidate(3, "per_group", DEFAULT_GROUP, algorithm="gptq")]
+    return normalize([Candidate(b) for b in bits] + extra)
+
+
 def parse_candidate(text: str, flag: str = "--candidates") -> Candidate:
     t = str(text).strip()
     fmt = FORMAT_ALIASES.get(t.lower(), t.lower())
@@ -216,5 +258,5 @@ def setting_label(counts: dict) -> str:
     return " ".join(f"{k}×{v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-__all__ = ["setting_label", "weight_at", "patch_at", "format_note", "Candidate", "CandidateError", "parse_candidate", "parse_candidates", "normalize", "from_key", "as_json",
+__all__ = ["default_candidates", "DEFAULT_SEARCH_BITS", "DEFAULT_GROUP", "setting_label", "weight_at", "patch_at", "format_note", "Candidate", "CandidateError", "parse_candidate", "parse_candidates", "normalize", "from_key", "as_json",
            "is_plain"]

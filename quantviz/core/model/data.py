@@ -77,8 +77,84 @@ class Dataset:
         sl = slice(0, n)
         return Dataset(self._take(sl), self.y[sl] if self.y is not None else None, name or self.name, dict(self.meta))
 
+    def rows(self, start: int, stop: int | None = None, name: str | None = None) -> "Dataset":
+        """Samples ``start`` to ``stop`` (exclusive; None: to the end) as a new Dataset."""
+        sl = slice(int(start), None if stop is None else int(stop))
+        return Dataset(self._take(sl), self.y[sl] if self.y is not None else None, name or self.name, dict(self.meta))
+
     def first_input(self) -> Inputs:
         return self._take(slice(0, 1))
+
+
+# ------------------------------------------------ calibration / evaluation split
+MIN_HELD_OUT = 8  # samples each part keeps at least when one data set is split
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    """Which samples a session calibrates on and which it evaluates on.
+
+    ``same_source``: both come from one data set (``--data`` alone);
+    ``held_out``: then the evaluation samples are the ones calibration did not
+    see. When one source is not held out (too few samples, or asked), every
+    figure is on calibration data and :meth:`describe` says so."""
+
+    calib_samples: int
+    eval_samples: int
+    same_source: bool = False
+    held_out: bool = False
+    reason: str = ""  # why a same-source split is not held out
+
+    @property
+    def on_calibration_data(self) -> bool:
+        return self.same_source and not self.held_out
+
+    def describe(self) -> str:
+        """One line for the CLI, the app's summary and the report."""
+        if self.held_out:
+            return (f"evaluated on {self.eval_samples} held-out samples; calibrated on {self.calib_samples} "
+                    "others of the same data")
+        if self.on_calibration_data:
+            return (f"evaluated on {self.eval_samples} samples, calibrated on {self.calib_samples} of the same "
+                    f"samples: figures are on calibration data{f' ({self.reason})' if self.reason else ''}")
+        return f"evaluated on {self.eval_samples} samples; calibrated on {self.calib_samples} separate samples"
+
+    def short(self) -> str:
+        """A few words for a status line (the app's summary)."""
+        if self.held_out:
+            return f"Held-out figures: {self.eval_samples} samples ({self.calib_samples} others calibrate)"
+        if self.on_calibration_data:
+            return f"Figures on calibration data ({self.eval_samples} samples)"
+        return f"Figures on {self.eval_samples} samples ({self.calib_samples} separate calibrate)"
+
+    def to_dict(self) -> dict:
+        return {"calibration_samples": self.calib_samples, "evaluation_samples": self.eval_samples,
+                "same_source": self.same_source, "held_out": self.held_out,
+                "on_calibration_data": self.on_calibration_data, "note": self.describe()}
+
+
+def split_holdout(data: Dataset, calib_samples: int, *, hold_out: bool = True) -> tuple[Dataset, Dataset, DataSplit]:
+    """Calibration and evaluation data from one data set: ``(calib, eval, split)``.
+
+    The rule (deterministic, in sample order): calibration takes the first
+    ``min(calib_samples, n // 2)`` samples, evaluation the rest, so at least half
+    of the data is held out. A data set under ``2 * MIN_HELD_OUT`` samples is
+    not split: calibration takes its first ``calib_samples`` and evaluation all
+    of it, and the split says the figures are on calibration data. So does
+    ``hold_out=False`` (the behaviour before held-out evaluation)."""
+    n = len(data)
+    if calib_samples < 1:
+        raise DataError(f"calibration samples must be at least 1, got {calib_samples}")
+    if hold_out and n >= 2 * MIN_HELD_OUT:
+        c = max(1, min(int(calib_samples), n // 2))
+        calib = data.rows(0, c, name=f"{data.name} [:{c}]")
+        evald = data.rows(c, None, name=f"{data.name} [{c}:]")
+        return calib, evald, DataSplit(c, n - c, same_source=True, held_out=True)
+    c = min(int(calib_samples), n)
+    reason = (f"{n} samples are too few to hold out; {2 * MIN_HELD_OUT} are needed" if hold_out
+              else "hold-out turned off")
+    calib = data.subset(c, name=f"{data.name} (first {c})")
+    return calib, data, DataSplit(c, n, same_source=True, held_out=False, reason=reason)
 
 
 def to_device(inputs: Inputs, device: torch.device | str) -> Inputs:

@@ -5,7 +5,8 @@ The contract is documented in ``resources/recipe_template.py``:
 * ``build_model() -> nn.Module`` (required)
 * ``calibration_data()`` / ``evaluation_data()`` (optional): a Dataset, a tuple
   ``(x, y)`` / ``(x,)`` or a dict ``{"x": ..., "y": ...}``; if only
-  ``evaluation_data`` exists, calibration uses its first 256 samples
+  ``evaluation_data`` exists, the session holds out: calibration uses its first
+  samples (at most half), evaluation the rest (:func:`quantviz.core.model.data.split_holdout`)
 * ``evaluate(model, dataset) -> dict[str, float]`` (optional)
 * ``NAME`` (optional str): the model's display name
 * ``TASK`` (optional str): ``causal_lm`` (next-token logits: perplexity and KL
@@ -39,7 +40,6 @@ from ..errors import Cancelled, ModelError, QuantvizError, SourceError, one_line
 from .base import ModelBundle
 from .datafiles import coerce_dataset
 
-CALIB_FROM_EVAL = 256
 
 
 @contextlib.contextmanager
@@ -212,8 +212,7 @@ def load_recipe(path: Path, reference: str, *, cancel: Callable[[], bool] | None
             except DataError as exc:
                 raise SourceError(one_line(exc)) from exc
     calib, evald = datasets["calibration"], datasets["evaluation"]
-    if calib is None and evald is not None:
-        calib = evald.subset(CALIB_FROM_EVAL, name=f"{evald.name}[:{CALIB_FROM_EVAL}]")
+    # calib None with evald: the session splits evald (calibration samples are not evaluated)
     evaluate = getattr(module, "evaluate", None)
     evaluate_fn = _wrap_evaluate(evaluate, filename) if callable(evaluate) else None
     loss = getattr(module, "loss", None)
@@ -244,4 +243,4 @@ def load_recipe(path: Path, reference: str, *, cancel: Callable[[], bool] | None
     )
 
 
-__all__ = ["load_recipe", "cancellable", "CALIB_FROM_EVAL"]
+__all__ = ["load_recipe", "cancellable"]

@@ -68,6 +68,9 @@ class SummaryPanel(SessionFollower, QWidget):
         self.state = ElidedLabel("No model open")
         self.state.setObjectName("muted")
         self.state.setFixedWidth(LEFT_WIDTH)  # fixed sizes: updates while streaming never relayout the plot
+        self.data_line = ElidedLabel("")  # which samples the figures are on (held out from calibration or not)
+        self.data_line.setObjectName("muted")
+        self.data_line.setFixedWidth(LEFT_WIDTH)
         self.grid = QGridLayout()
         self.grid.setHorizontalSpacing(14)
         self.grid.setVerticalSpacing(4)
@@ -100,6 +103,7 @@ class SummaryPanel(SessionFollower, QWidget):
         left = QVBoxLayout(left_box)
         left.setContentsMargins(0, 0, 0, 0)
         left.addWidget(self.state)
+        left.addWidget(self.data_line)
         left.addLayout(self.grid)
         left.addStretch(1)
 
@@ -147,9 +151,22 @@ class SummaryPanel(SessionFollower, QWidget):
         self._estimate = None
         self._size = session.size().to_dict() if session is not None else None
         self.state.setText("Loaded; waiting for the first re-check" if session is not None else "No model open")
+        self._show_data()
         self._order_rows()
         self._render()
         self.refresh_points()
+
+    def _show_data(self) -> None:
+        """Which samples the figures are on; a warning colour when they are the calibration samples."""
+        split = getattr(self.session, "split", None) if self.session is not None else None
+        if split is None:
+            self.data_line.clear()
+            self.data_line.setToolTip("")
+            return
+        self.data_line.setText(split.short())
+        self.data_line.setToolTip(split.describe()[:1].upper() + split.describe()[1:] + ".")
+        self.data_line.setObjectName("error" if split.on_calibration_data else "muted")
+        self._restyle(self.data_line)
 
     def _order_rows(self) -> None:
         """The model's task metric on the first row (perplexity for a language model), the others after it."""
