@@ -1,6 +1,6 @@
 # Two commands do all the set-up (both idempotent, using a project-local .venv):
 #   make app    open the desktop app on the bundled demo
-#   make test   install everything and run the whole test suite
+#   make test   install everything (Xvfb too, when it can) and run the whole test suite
 # and one builds the documentation site (README.md is the short introduction):
 #   make docs   check the generated tables, then build docs/ into build/site (warnings are errors)
 .PHONY: app test venv bench docs clean
@@ -15,6 +15,7 @@ app: venv
 	.venv/bin/quantviz
 
 test: venv
+	@bash scripts/setup_xvfb.sh
 	QT_QPA_PLATFORM=offscreen .venv/bin/python -m pytest -q -p no:cacheprovider
 
 bench: venv
