@@ -56,7 +56,7 @@ def test_summary_says_which_samples_the_figures_are_on(qtbot, tmp_path):
     qtbot.addWidget(panel)
     held = Session.open("demo", data=str(tmp_path / "d40.npz"), prepare=False)
     panel.set_session(held)
-    assert panel.data_line.text() == "Held-out figures: 20 samples (20 others calibrate)"
+    assert panel.data_line.text() == "Held-out figures: 20 samples (calibrated on 20 others)"
     assert panel.data_line.objectName() == "muted"
     assert panel.data_line.displayed_text() == panel.data_line.text()  # fits: no eliding
     assert panel.data_line.toolTip() == "Evaluated on 20 held-out samples; calibrated on 20 others of the same data."
@@ -66,6 +66,6 @@ def test_summary_says_which_samples_the_figures_are_on(qtbot, tmp_path):
     assert panel.data_line.objectName() == "error"
     assert "figures are on calibration data (hold-out turned off)" in panel.data_line.toolTip()
     panel.set_session(Session.open("demo", prepare=False))
-    assert panel.data_line.text() == "Figures on 597 samples (256 separate calibrate)"
+    assert panel.data_line.text() == "Figures on 597 samples (calibrated on 256 others)"
     panel.set_session(None)
     assert panel.data_line.text() == ""

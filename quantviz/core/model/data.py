@@ -122,10 +122,10 @@ class DataSplit:
     def short(self) -> str:
         """A few words for a status line (the app's summary)."""
         if self.held_out:
-            return f"Held-out figures: {self.eval_samples} samples ({self.calib_samples} others calibrate)"
+            return f"Held-out figures: {self.eval_samples} samples (calibrated on {self.calib_samples} others)"
         if self.on_calibration_data:
             return f"Figures on calibration data ({self.eval_samples} samples)"
-        return f"Figures on {self.eval_samples} samples ({self.calib_samples} separate calibrate)"
+        return f"Figures on {self.eval_samples} samples (calibrated on {self.calib_samples} others)"
 
     def to_dict(self) -> dict:
         return {"calibration_samples": self.calib_samples, "evaluation_samples": self.eval_samples,
