@@ -163,7 +163,8 @@ def quantize_codes(w: torch.Tensor, spec, axis: int, name: str = ""):
     quantizing the whole tensor, decoding to ``quantize_weight_tensor(w.float()).tensor`` cast to
     ``w``'s dtype -- or None when a block's fake-quantized values are not exactly encodable (the
     caller then quantizes the whole tensor). Only for :func:`blockable` specs."""
-    from ..numerics.quantize import quantize_weight_tensor, _db
+    from ..numerics.quantize import quantize_weight_tensor
+    from ..numerics.sqnr import sqnr_db
     from ..numerics.qparams import QParams
 
     gs = spec.effective_group_size() if spec.granularity == "per_group" else None
@@ -207,7 +208,7 @@ def quantize_codes(w: torch.Tensor, spec, axis: int, name: str = ""):
                  qmin=p0.qmin, qmax=p0.qmax, lo=torch.cat([p.lo for p in parts]), hi=torch.cat([p.hi for p in parts]),
                  bits=p0.bits, symmetric=p0.symmetric, grid=p0.grid)
     codes = Codes(q, qp, axis, gs, tuple(w.shape), w.dtype, w.device)
-    return codes, qp, _db(signal, noise), noise / max(w.numel(), 1), clipped / max(m_numel, 1)
+    return codes, qp, sqnr_db(signal, noise), noise / max(w.numel(), 1), clipped / max(m_numel, 1)
 
 
 __all__ = ["BLOCK_ELEMS", "Codes", "blockable", "encode", "quantize_codes"]
