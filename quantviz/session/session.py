@@ -249,6 +249,35 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
             self._prepared = True
         self.events.emit("loaded", session=self)
 
+    def prepare_like(self, other: "Session") -> None:
+        """Prepare from ``other`` instead of computing: a copy of its activation statistics and float
+        reference, no forward pass. ``other`` must be a prepared session of the same model (equal float
+        state), the same evaluation and calibration data and the same batch size and device; a
+        SessionError says what differs. The two sessions share nothing afterwards. (The test suite
+        prepares each window's demo this way from one calibrated demo.)"""
+        if other is self:
+            return
+        if not other.prepared:
+            raise SessionError(f"{other.name}: not prepared, nothing to take")
+        why = _preparation_differs(self, other)
+        if why:
+            raise SessionError(f"cannot take the preparation of {other.name}: {why} differ")
+        import copy
+        import dataclasses
+
+        with self.lock:
+            if self._recheck is not None:
+                self._recheck.invalidate()  # cached activations belong to the old calibration
+            self.sim.use_calibration(other.sim, self.calib_data, self.batch_size)
+            ref = copy.deepcopy(dataclasses.replace(other.reference, recompute=None))
+            if other.reference.recompute is not None:  # outputs over the memory budget: from this model
+                from ..core.sim.evaluate import _rows_recomputer
+
+                ref.recompute = _rows_recomputer(self.sim.float_model, self.eval_data, self.device, self.sim.readout)
+            self.reference = ref
+            self._prepared = True
+        self.events.emit("loaded", session=self)
+
     @property
     def prepared(self) -> bool:
         return self._prepared
@@ -597,6 +626,32 @@ def _same_file(a: str, b: str) -> bool:
         return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
     except OSError:
         return False
+
+
+def _preparation_differs(a: Session, b: Session) -> str:
+    """What keeps ``a`` from using ``b``'s calibration and float reference ('' when nothing)."""
+    if (a.bundle.reference, a.data_ref, a.calib_ref) != (b.bundle.reference, b.data_ref, b.calib_ref):
+        return "model or data references"
+    if (a.batch_size, str(a.device), a.sim.readout) != (b.batch_size, str(b.device), b.sim.readout):
+        return "batch size, device or readout"
+    sa, sb = a.sim.float_model.state_dict(), b.sim.float_model.state_dict()
+    if list(sa) != list(sb) or not all(_same(sa[k], sb[k]) for k in sa):
+        return "float models"
+    for x, y in ((a.eval_data, b.eval_data), (a.calib_data, b.calib_data)):
+        if len(x) != len(y) or not (_same(x.x, y.x) and _same(x.y, y.y)):
+            return "evaluation or calibration data"
+    return ""
+
+
+def _same(x, y) -> bool:
+    """Equal tensors, or dicts / lists / tuples of them (None equals None)."""
+    if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
+        return x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y)
+    if isinstance(x, dict) and isinstance(y, dict):
+        return list(x) == list(y) and all(_same(x[k], y[k]) for k in x)
+    if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
+        return len(x) == len(y) and all(_same(u, v) for u, v in zip(x, y))
+    return x is None and y is None
 
 
 def _json_default(o):

@@ -143,20 +143,24 @@ def _cli(*argv):
                           timeout=300, env=env)
 
 
-def test_subprocess_evaluate_json_and_error_exit():
+def test_subprocess_evaluate_json():
+    """``python -m quantviz`` in a real process: exit status 0 and the report as JSON on stdout. (A real
+    process's exit status 1 with one error line is tested in tests/reliability/test_bad_inputs_cli.py.)"""
     ok = _cli("evaluate", "demo", "--preset", "W8A8", "--json", "--threads", "1")
     assert ok.returncode == 0, ok.stderr
     rep = json.loads(ok.stdout)
     assert rep["float"]["size_bytes"] > 3.5 * rep["quantized"]["size_bytes"]
-    bad = _cli("evaluate", "demo", "--preset", "nope")
-    assert bad.returncode == 1 and bad.stdout == ""
-    assert bad.stderr.strip().startswith("quantviz: error:") and len(bad.stderr.strip().splitlines()) == 1
-    assert "Traceback" not in bad.stderr
 
 
-def test_subprocess_inspect_missing_model():
-    res = _cli("inspect", "no_such_model.pt", "--json")
-    assert res.returncode == 1 and "no_such_model.pt" in res.stderr and "Traceback" not in res.stderr
+def test_bad_preset_and_missing_model_are_one_line_errors(cli):
+    """In this process: the error path is the same as a subprocess's (main returns the exit status)."""
+    bad = cli("evaluate", "demo", "--preset", "nope")
+    assert bad.code == 1 and bad.out == ""
+    assert bad.err.strip().startswith("quantviz: error:") and len(bad.err_lines) == 1
+    assert "Traceback" not in bad.err
+    res = cli("inspect", "no_such_model.pt", "--json")
+    assert res.code == 1 and "no_such_model.pt" in res.err and "Traceback" not in res.err
+    assert len(res.err_lines) == 1 and res.out == ""
 
 
 @pytest.mark.parametrize("preset, element", [("MXFP4", 4), ("NVFP4", 4), ("W4", 4)])

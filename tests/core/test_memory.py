@@ -85,10 +85,10 @@ def test_bf16_model_keeps_its_dtype():
 V = 3000
 
 
-def _big_lm(dtype=torch.float32):
+def _big_lm(dtype=torch.float32, vocab: int = V):
     """A token table and an output layer; tests make them "big" by lowering wcodes.BLOCK_ELEMS."""
     torch.manual_seed(0)
-    return nn.Sequential(nn.Embedding(V, 96), nn.Linear(96, 64), nn.ReLU(), nn.Linear(64, V)).to(dtype).eval()
+    return nn.Sequential(nn.Embedding(vocab, 96), nn.Linear(96, 64), nn.ReLU(), nn.Linear(64, vocab)).to(dtype).eval()
 
 
 @pytest.fixture
@@ -101,13 +101,14 @@ def small_blocks(monkeypatch):
 def test_block_wise_codes_equal_the_whole_tensor_path(small_blocks):
     from quantviz.core.sim import wcodes
 
-    m = _big_lm()
+    vocab = 1000  # with small blocks both layers still split into several blocks, the last one partial;
+    m = _big_lm(vocab=vocab)  # the MSE range's search costs in proportion to the rows, so fewer than V
     sim = QuantSim(m, weight_cache_bytes=1 << 30)  # everything fits whole: the reference path
     for spec in (WeightSpec(bits=8), WeightSpec(bits=4, granularity="per_group", group_size=48),
                  WeightSpec(bits=3, symmetric=False), WeightSpec(bits=4, range=RangeSpec(method="mse"))):
         for name in ("0", "3"):
             w = sim.float_weight(name)
-            assert wcodes.blockable(spec, w.numel())
+            assert wcodes.blockable(spec, w.numel()) and w.numel() > 3 * wcodes.BLOCK_ELEMS
             whole = sim.quantize_weight(name, spec)
             got = wcodes.quantize_codes(w, spec, sim.by_name[name].channel_axis, name)
             assert got is not None
@@ -115,7 +116,7 @@ def test_block_wise_codes_equal_the_whole_tensor_path(small_blocks):
             assert torch.equal(codes.decode(), whole.tensor)
             assert torch.equal(qp.scale, whole.qparams.scale) and torch.equal(qp.zero_point, whole.qparams.zero_point)
             assert abs(sqnr - whole.sqnr_db) < 1e-3 and abs(clipped - whole.clipped_fraction) < 1e-6
-            ids = torch.tensor([[0, 5, V - 1], [17, 17, 3]])
+            ids = torch.tensor([[0, 5, vocab - 1], [17, 17, 3]])
             if name == "0":
                 assert torch.equal(codes.take(ids), whole.tensor[ids])
     sim.close()

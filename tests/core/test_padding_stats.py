@@ -78,7 +78,7 @@ def test_layer_input_statistics_see_real_tokens_only():
 
 
 ALGOS = [("gptq", {}), ("smoothquant", {}), ("awq", {"grid": 5}), ("bias_correction", {}),
-         ("adaround", {"iterations": 200})]
+         ("adaround", {"iterations": 50})]  # 50 steps already move ~8 % of the codes off rounding to nearest
 
 
 @pytest.mark.parametrize("algo,opts", ALGOS, ids=[a for a, _ in ALGOS])

@@ -89,24 +89,58 @@ def _themed(qapp):
     create_app()  # style sheet, pyqtgraph colours, torch threads
 
 
-@pytest.fixture
-def demo_session():
+@pytest.fixture(scope="session")
+def _calibrated_demo():
+    """One calibrated demo for the whole run, never shown nor edited: the sessions the fixtures below
+    hand out take a copy of its calibration and float reference (Session.prepare_like) instead of
+    calibrating and running the float model again; each is otherwise freshly opened, and a test's
+    edits stay in its own session."""
     from quantviz.session import Session
 
     return Session.open("demo")
 
 
+def _fresh_demo(calibrated, **kw):
+    from quantviz.session import Session
+
+    s = Session.open("demo", prepare=False, **kw)
+    s.prepare_like(calibrated)
+    return s
+
+
 @pytest.fixture
-def window(qtbot):
-    """A main window with the demo open, re-checked, and idle."""
+def demo_session(_calibrated_demo):
+    return _fresh_demo(_calibrated_demo)
+
+
+@pytest.fixture
+def window(qtbot, _calibrated_demo):
+    """A main window with the demo open, re-checked, and idle.
+
+    It opens "demo" as the user does (File › Open: a background load, then the session is shown and
+    re-checked); only the calibration and float reference come from one calibrated demo
+    (:func:`_calibrated_demo`) instead of being computed again for every test."""
     from quantviz.gui.main_window import MainWindow
+    from quantviz.session import Session
+
+    real_open = Session.open.__func__
+
+    def open_demo(cls, reference, **kw):
+        if reference != "demo" or kw.get("prepare", True) or kw.get("data") or kw.get("calib"):
+            return real_open(cls, reference, **kw)
+        s = real_open(cls, reference, **kw)
+        s.prepare_like(_calibrated_demo)
+        return s
 
     win = MainWindow()
     qtbot.addWidget(win)
     win.show()
-    win.open_model("demo")
-    _wait_idle(qtbot, win)
+    with pytest.MonkeyPatch.context() as mp:  # for this open only: the test's own opens are the app's
+        mp.setattr(Session, "open", classmethod(open_demo))
+        win.open_model("demo")
+        _wait_idle(qtbot, win)
     assert win.session is not None, win.last_error
+    assert win.session.prepared and win.session.results, "the demo was not opened and re-checked"
     yield win
     win.unsaved.mark_clean()  # a test's edits are not work to keep: close without the question
     win.close()

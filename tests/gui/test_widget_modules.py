@@ -35,6 +35,17 @@ DRIVER = r"""
 import runpy, sys, warnings
 warnings.filterwarnings("ignore", message=".*found in sys.modules after import of package.*", category=RuntimeWarning)
 modules, sys.argv = sys.argv[1:], sys.argv[:1]
+# each module opens the demo itself; its calibration and float reference are copied from one
+# calibrated demo (Session.prepare_like) instead of being computed again for every module
+from quantviz.session import Session
+_open, _calibrated = Session.open.__func__, Session.open("demo")
+def _open_demo(cls, reference, **kw):
+    if reference != "demo" or not kw.get("prepare", True) or kw.get("data") or kw.get("calib"):
+        return _open(cls, reference, **kw)
+    s = _open(cls, reference, **dict(kw, prepare=False))
+    s.prepare_like(_calibrated)
+    return s
+Session.open = classmethod(_open_demo)
 for m in modules:
     print("start", m, flush=True)
     try:

@@ -75,7 +75,8 @@ def test_the_traces_last_layer_equals_the_recheck_after_qat(preset):
     s.apply_preset(preset)
     before = s.check().metrics["sqnr_db"]
     assert s.run_trace().layers[-1].accumulated_sqnr_db == pytest.approx(before, abs=1e-3)
-    s.run_qat(QATOptions(steps=20, lr=1e-3))
+    s.run_qat(QATOptions(steps=20, lr=1e-3, eval_every=20))  # held-out metric at the start and the end only:
+    # the curve is not under test here, and each of its points is a pass over the whole evaluation set
     after = s.check().metrics["sqnr_db"]
     assert after != pytest.approx(before, abs=1e-3)  # the training changed what the summary shows
     assert s.run_trace().layers[-1].accumulated_sqnr_db == pytest.approx(after, abs=1e-3)

@@ -63,6 +63,17 @@ class ActivationSupport:
             st.act_spec = None  # force qparams to be recomputed
         self._set_calibration(data, batch_size)
 
+    def use_calibration(self, other, data: Dataset, batch_size: int = 64) -> None:
+        """Take a copy of ``other``'s activation statistics instead of calibrating: ``other`` simulates the
+        same float model and was calibrated on ``data`` (the caller checks that; see
+        ``Session.prepare_like``)."""
+        import copy
+
+        self.act_obs = copy.deepcopy(other.act_obs)
+        for st in self.state.values():
+            st.act_spec = None  # force qparams to be recomputed
+        self._set_calibration(data, batch_size)
+
     def activation_qparams(self, name: str, spec: ActSpec) -> QParams | None:
         if spec.bits is None or name not in self.act_obs:
             return None
