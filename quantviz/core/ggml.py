@@ -300,6 +300,12 @@ def _q3(x, nmax: int):
     return scale, L + nmax
 
 
+def _pos_max(v: torch.Tensor) -> torch.Tensor:
+    """``m = 0; if (v > m) m = v`` over each row: +0.0 unless some value is positive (never -0.0)."""
+    mx = v.amax(1, keepdim=True)
+    return torch.where(mx > 0, mx, torch.zeros_like(mx))
+
+
 def _u8(v: torch.Tensor) -> torch.Tensor:
     """C's conversion of an int to uint8_t (modulo 256)."""
     return torch.remainder(v, 256)
@@ -311,8 +317,8 @@ def _q2_k(x):
     s = x.reshape(nb * 16, 16)
     scales, mins, L = _qkx2(s, s.abs(), 3, -0.5, 0.1, 15, True)
     scales, mins, L = scales.view(nb, 16), mins.view(nb, 16), L.view(nb, 16, 16)
-    max_scale = scales.amax(1, keepdim=True).clamp(min=0)
-    max_min = mins.amax(1, keepdim=True).clamp(min=0)
+    max_scale = _pos_max(scales)
+    max_min = _pos_max(mins)
     has_s, has_m = max_scale > 0, max_min > 0
     ms = torch.where(has_s, max_scale, torch.ones_like(max_scale))
     mm = torch.where(has_m, max_min, torch.ones_like(max_min))
@@ -388,12 +394,13 @@ def _scale_min_k4(ls, lm):
 def _qk_affine(x, nmax: int, rmin: float, nstep: int):  # Q4_K (15, -1, 20), Q5_K (31, -0.5, 15)
     nb = x.shape[0]
     s = x.reshape(nb * 8, 32)
-    av = torch.sqrt(_seqsum(s * s) / _full(s[:, 0], 32))
+    av = torch.sqrt((_seqsum(s * s) / _full(s[:, 0], 32)).double()).float()  # sqrtf, correctly rounded
+    # (torch's float32 sqrt is not: off by one ulp on some values)
     w = av.unsqueeze(1) + s.abs()
     scales, mins, L = _qkx2(s, w, nmax, rmin, 0.1, nstep, False)
     scales, mins, L = scales.view(nb, 8), mins.view(nb, 8), L.view(nb, 8, 32)
-    max_scale = scales.amax(1, keepdim=True).clamp(min=0)
-    max_min = mins.amax(1, keepdim=True).clamp(min=0)
+    max_scale = _pos_max(scales)
+    max_min = _pos_max(mins)
     inv_s = torch.where(max_scale > 0, _full(max_scale, 63) / torch.where(max_scale > 0, max_scale,
                         torch.ones_like(max_scale)), torch.zeros_like(max_scale))
     inv_m = torch.where(max_min > 0, _full(max_min, 63) / torch.where(max_min > 0, max_min,

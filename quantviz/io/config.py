@@ -32,7 +32,7 @@ from ..core.errors import QuantvizError
 from ..core.layers import LayerInfo
 from ..core.qparams import MAX_BITS, MIN_BITS
 from ..core.formats import FORMATS as NUMBER_FORMAT_DEFS
-from ..core.spec import DEFAULT_FORMAT, NUMBER_FORMATS, DEFAULT_GRID, GRANULARITIES, RANGE_METHODS, SYMMETRIC_GRIDS, ActSpec, LayerSpec, RangeSpec, WeightSpec
+from ..core.spec import DEFAULT_FORMAT, NUMBER_FORMATS, WEIGHT_ONLY_FORMATS, DEFAULT_GRID, GRANULARITIES, RANGE_METHODS, SYMMETRIC_GRIDS, ActSpec, LayerSpec, RangeSpec, WeightSpec
 from ..core.algorithms.options import check_algorithm, options_tuple
 from . import atomic
 
@@ -115,6 +115,9 @@ def _check_tensor(d: Any, where: str, kind: str) -> None:
         _fail(f"{where}.grid", f"unknown grid {json.dumps(d['grid'])} (allowed: {', '.join(SYMMETRIC_GRIDS)})")
     if "format" in d and (not isinstance(d["format"], str) or d["format"] not in NUMBER_FORMATS):
         _fail(f"{where}.format", f"unknown format {json.dumps(d['format'])} (allowed: {', '.join(NUMBER_FORMATS)})")
+    if kind != "weight" and d.get("format") in WEIGHT_ONLY_FORMATS:
+        _fail(f"{where}.format", f"{json.dumps(d['format'])} is a llama.cpp weight type: activations cannot take it "
+              f"(allowed for activations: {', '.join(f for f in NUMBER_FORMATS if f not in WEIGHT_ONLY_FORMATS)})")
     if "granularity" in d:
         g = d["granularity"]
         allowed_g = GRANULARITIES if kind == "weight" else ("per_tensor",)
