@@ -149,8 +149,19 @@ def _seqsum(t: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def _first_absmax(x: torch.Tensor) -> torch.Tensor:
-    """The value of largest magnitude along the last axis (the first of equals), keepdim."""
-    return torch.gather(x, -1, x.abs().argmax(dim=-1, keepdim=True))
+    """The value of largest magnitude along the last axis (the first of equals), keepdim; +0.0 for an
+    all-zero row (the reference only takes a value of larger magnitude than 0, so -0.0 never)."""
+    v = torch.gather(x, -1, x.abs().argmax(dim=-1, keepdim=True))
+    return torch.where(v == 0, torch.zeros_like(v), v)
+
+
+def _first_min(x: torch.Tensor) -> torch.Tensor:
+    """``if (v < min) min = v`` along the last axis: the first of equal minima (-0.0 and 0.0 differ in sign)."""
+    return torch.gather(x, -1, x.argmin(dim=-1, keepdim=True))
+
+
+def _first_max(x: torch.Tensor) -> torch.Tensor:
+    return torch.gather(x, -1, x.argmax(dim=-1, keepdim=True))
 
 
 # ------------------------------------------------------------- legacy types
@@ -170,8 +181,7 @@ def _q_0(x, half: int):  # Q4_0 (half=8), Q5_0 (half=16)
 
 
 def _q_1(x, nmax: int, clamp: bool):  # Q4_1 (15), Q5_1 (31)
-    mn = x.amin(-1, keepdim=True)
-    mx = x.amax(-1, keepdim=True)
+    mn, mx = _first_min(x), _first_max(x)
     d = (mx - mn) / _full(mx, nmax)
     v = (x - mn) * _recip_or_zero(d) + _full(x, 0.5)
     q = torch.trunc(v)
@@ -183,11 +193,7 @@ def _q_1(x, nmax: int, clamp: bool):  # Q4_1 (15), Q5_1 (31)
 # ---------------------------------------------------------------- K helpers
 def _qkx2(x, w, nmax: int, rmin: float, rdelta: float, nstep: int, use_mad: bool):
     """make_qkx2_quants over rows of ``x`` (sub-blocks): (scale, the_min, L)."""
-    mn = x[:, :1].clone()
-    mx = x[:, :1].clone()
-    for i in range(1, x.shape[1]):  # min/max as the reference scans them (NaN-free data: plain min / max)
-        mn = torch.minimum(mn, x[:, i:i + 1])
-        mx = torch.maximum(mx, x[:, i:i + 1])
+    mn, mx = _first_min(x), _first_max(x)
     sum_w = _seqsum(w[:, 1:], w[:, 0])
     sum_x = _seqsum((w * x)[:, 1:], w[:, 0] * x[:, 0])
     mn = torch.where(mn > 0, torch.zeros_like(mn), mn)

@@ -16,7 +16,11 @@ writes
   file applying the same config (``<stem>_torchao.py`` next to it), and, when
   convolutions have 8-bit weights and activations, the pt2e-converted int8
   program (``<stem>_pt2e.pt2``, ``torch.export.save``);
-* ``report``: a self-contained HTML report.
+* ``report``: a self-contained HTML report;
+* ``gguf``: a GGUF file for llama.cpp, every layer in the llama.cpp type its config
+  gives it (``q4_k`` ...), the rest float (:mod:`.gguf_export`; Llama and GPT-2 layouts);
+* ``llama-tensor-types``: the ``--tensor-type-file`` of ``llama-quantize`` (one
+  ``NAME=TYPE`` line per quantized tensor).
 
 Every file is written atomically; an existing file is kept unless
 ``force``; a failed or cancelled export leaves nothing behind.
@@ -34,8 +38,9 @@ from ..core.progress import Progress, null_progress
 from . import atomic
 from .jsonsafe import sanitize
 
-FORMATS = ("json", "onnx", "aimet", "torchao", "report")
-SUFFIX = {"json": ".json", "onnx": ".onnx", "aimet": ".encodings", "torchao": ".pt", "report": ".html"}
+FORMATS = ("json", "onnx", "aimet", "torchao", "report", "gguf", "llama-tensor-types")
+SUFFIX = {"json": ".json", "onnx": ".onnx", "aimet": ".encodings", "torchao": ".pt", "report": ".html", "gguf": ".gguf",
+          "llama-tensor-types": ".txt"}
 EXPORT_FORMAT = "quantviz-export"
 EXPORT_VERSION = 1
 
@@ -358,8 +363,50 @@ def _write_report(inp: ExportInput, path, force, progress, cancel) -> ExportResu
     return ExportResult("report", [Path(path)])
 
 
+def _model_folder(inp: ExportInput) -> Path:
+    folder = Path(inp.reference)
+    if not folder.is_dir():
+        raise QuantvizError(f"gguf: the model {inp.reference!r} is not a Hugging Face folder (GGUF export reads its "
+                            "config and tokenizer.json)")
+    return folder
+
+
+def _write_gguf(inp: ExportInput, path, force, progress, cancel) -> ExportResult:
+    from ..core.ggml import GGML_TYPES
+    from .gguf_export import write_gguf_file
+
+    atomic.check_writable(path, force)
+    folder = _model_folder(inp)
+    progress(0, 2, "quantizing the tensors in their llama.cpp types")
+    _check_cancel(cancel)
+    box = {}
+    with inp.lock:
+        atomic.write_with(path, lambda tmp: box.update(plan=write_gguf_file(
+            inp.sim, inp.specs, tmp, name=inp.name, folder=folder)), force=force)
+    progress(2, 2, "done")
+    types = box["plan"].types
+    counts: dict = {}
+    for t in types.values():
+        counts[t] = counts.get(t, 0) + 1
+    quant = sum(v for k, v in counts.items() if k.lower() in GGML_TYPES)
+    notes = [f"{len(types)} tensors, {quant} in llama.cpp types: "
+             + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))]
+    return ExportResult("gguf", [Path(path)], notes, {"tensor_types": dict(types)})
+
+
+def _write_tensor_types(inp: ExportInput, path, force, progress, cancel) -> ExportResult:
+    from .gguf_export import tensor_types_text
+
+    atomic.check_writable(path, force)
+    text = tensor_types_text(inp.sim, inp.specs)
+    atomic.write_text(path, text, force=force)
+    n = text.count("\n")
+    return ExportResult("llama-tensor-types", [Path(path)],
+                        [f"{n} tensor types; use: llama-quantize --tensor-type-file {Path(path).name} IN.gguf OUT.gguf TYPE"])
+
+
 WRITERS = {"json": _write_json, "onnx": _write_onnx, "aimet": _write_aimet, "torchao": _write_torchao,
-           "report": _write_report}
+           "report": _write_report, "gguf": _write_gguf, "llama-tensor-types": _write_tensor_types}
 
 
 def check_format(fmt: str) -> str:

@@ -1,0 +1,119 @@
+"""GGUF export: a tiny Llama-layout model written with each layer in its llama.cpp type, read back
+with the gguf package's reader (types, shapes, names, dequantized weights = the simulation's)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from quantviz.core.errors import QuantvizError
+from quantviz.io.config import QuantConfig
+from quantviz.session import Session
+
+from .fixtures import plain_text, tiny_llama
+
+gguf = pytest.importorskip("gguf", reason="the gguf package (pip install 'quantviz[gguf]') reads the exported file")
+
+MIX = {"model.layers.0.self_attn.q_proj": "q4_k", "model.layers.0.self_attn.k_proj": "q6_k",
+       "model.layers.0.self_attn.v_proj": "q8_0", "model.layers.0.self_attn.o_proj": "q4_0",
+       "model.layers.0.mlp.gate_proj": "q5_k", "model.layers.0.mlp.up_proj": "q3_k",
+       "model.layers.0.mlp.down_proj": "q2_k", "model.layers.1.self_attn.q_proj": "q4_1",
+       "model.layers.1.self_attn.k_proj": "q5_0", "model.layers.1.self_attn.v_proj": "q5_1",
+       "model.layers.1.mlp.down_proj": "q6_k", "lm_head": "q6_k", "model.embed_tokens": "q4_k"}
+GGUF_NAME = {"model.layers.0.self_attn.q_proj": "blk.0.attn_q.weight", "model.layers.0.self_attn.k_proj": "blk.0.attn_k.weight",
+             "model.layers.0.self_attn.v_proj": "blk.0.attn_v.weight", "model.layers.0.self_attn.o_proj": "blk.0.attn_output.weight",
+             "model.layers.0.mlp.gate_proj": "blk.0.ffn_gate.weight", "model.layers.0.mlp.up_proj": "blk.0.ffn_up.weight",
+             "model.layers.0.mlp.down_proj": "blk.0.ffn_down.weight", "model.layers.1.self_attn.q_proj": "blk.1.attn_q.weight",
+             "model.layers.1.self_attn.k_proj": "blk.1.attn_k.weight", "model.layers.1.self_attn.v_proj": "blk.1.attn_v.weight",
+             "model.layers.1.mlp.down_proj": "blk.1.ffn_down.weight", "lm_head": "output.weight",
+             "model.embed_tokens": "token_embd.weight"}
+
+
+def mix_config(mix: dict) -> QuantConfig:
+    return QuantConfig(default={"weight": {"bits": None}, "activation": {"bits": None}},
+                       layers={n: {"weight": {"bits": 4, "format": f}} for n, f in mix.items()})
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    d = tmp_path_factory.mktemp("llama")
+    folder = tiny_llama(d / "model")
+    text = d / "text.txt"
+    text.write_text(plain_text(600, seed=5))
+    s = Session.open(str(folder), data=str(text), batch_size=4, seq_len=32)
+    return folder, s
+
+
+def _permuted(rows: torch.Tensor, heads: int) -> torch.Tensor:
+    r = rows.shape[0]
+    return rows.reshape(heads, 2, r // heads // 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
+
+
+def test_gguf_holds_each_layer_in_its_type_with_the_simulated_weights(llama, tmp_path):
+    folder, s = llama
+    s.set_config(mix_config(MIX))
+    out = tmp_path / "m.gguf"
+    res = s.export("gguf", out)
+    reader = gguf.GGUFReader(str(out))
+    tensors = {t.name: t for t in reader.tensors}
+    cfg = s.sim.float_model.config if hasattr(s.sim.float_model, "config") else None
+    heads = {"attn_q": 4, "attn_k": 2}
+    for layer, fmt in MIX.items():
+        t = tensors[GGUF_NAME[layer]]
+        assert t.tensor_type.name == fmt.upper(), layer
+        sim_w = s.sim.quantize_weight(layer, s.specs[layer].weight).tensor.detach().float()
+        deq = torch.from_numpy(gguf.quants.dequantize(t.data, t.tensor_type).copy()).reshape(sim_w.shape)
+        part = GGUF_NAME[layer].split(".")[-2]
+        expect = _permuted(sim_w, heads[part]) if part in heads else sim_w
+        assert torch.equal(deq.view(torch.int32), expect.contiguous().view(torch.int32)), layer  # bit for bit
+        assert [int(v) for v in t.shape] == list(reversed(sim_w.shape))
+    # what the config leaves float is F32 and equal to the float model; norms are there too
+    up1 = tensors["blk.1.ffn_up.weight"]
+    assert up1.tensor_type.name == "F32"
+    w = s.sim.float_weight("model.layers.1.mlp.up_proj").float()
+    assert np.array_equal(np.asarray(up1.data).reshape(w.shape), w.numpy())
+    norm = tensors["blk.0.attn_norm.weight"]
+    assert np.array_equal(np.asarray(norm.data), dict(s.sim.float_model.named_parameters())[
+        "model.layers.0.input_layernorm.weight"].detach().numpy())
+    kv = {f.name: f for f in reader.fields.values()}
+    assert bytes(kv["general.architecture"].parts[-1]).decode() == "llama"
+    assert int(kv["llama.block_count"].parts[-1][0]) == 2
+    assert int(kv["llama.attention.head_count_kv"].parts[-1][0]) == 2
+    assert len(kv["tokenizer.ggml.tokens"].data) == cfg.vocab_size
+    assert set(res.details["tensor_types"].values()) >= {"Q4_K", "Q6_K", "F32"}
+
+
+def test_gguf_import_gives_back_the_config(llama, tmp_path):
+    from quantviz.io.gguf_export import config_from_gguf
+
+    folder, s = llama
+    s.set_config(mix_config(MIX))
+    out = tmp_path / "m.gguf"
+    s.export("gguf", out)
+    before = dict(s.specs)
+    doc = config_from_gguf(out, s.sim)
+    s.set_config(QuantConfig(default=doc["default"], layers=doc["layers"]))
+    for name, spec in s.specs.items():
+        assert spec.weight.format == before[name].weight.format, name
+        assert (spec.weight.bits is None) == (before[name].weight.bits is None), name
+
+
+def test_tensor_type_file_names_every_quantized_tensor(llama, tmp_path):
+    folder, s = llama
+    s.set_config(mix_config(MIX))
+    out = tmp_path / "types.txt"
+    s.export("llama-tensor-types", out)
+    lines = out.read_text().splitlines()
+    pairs = dict(line.split("=") for line in lines)
+    assert len(pairs) == len(MIX)
+    for layer, fmt in MIX.items():
+        assert pairs["^" + GGUF_NAME[layer].replace(".", "\\.") + "$"] == fmt
+
+
+def test_gguf_refuses_a_layer_without_a_llama_cpp_type(llama, tmp_path):
+    folder, s = llama
+    s.set_config(QuantConfig(default={"weight": {"bits": None}, "activation": {"bits": None}},
+                             layers={"model.layers.0.mlp.up_proj": {"weight": {"bits": 4}}}))
+    with pytest.raises(QuantvizError, match="model.layers.0.mlp.up_proj \\(int4\\)"):
+        s.export("gguf", tmp_path / "m.gguf")
+    assert not (tmp_path / "m.gguf").exists()
