@@ -32,7 +32,8 @@ def add_model_args(p: argparse.ArgumentParser, *, data: bool = True, config: boo
     if config:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--config", metavar="CFG", help="quantviz config JSON")
-        g.add_argument("--preset", metavar="NAME", help="a preset: float, W8A8, W8, W6, W4A8, W4, W4G32, W3, W2")
+        g.add_argument("--preset", metavar="NAME", help="a preset: float, W8A8, W8, W6, W4A8, W4, W4G32, W3, W2, ...; llama.cpp's mixes "
+                       "Q4_K_M, Q5_K_M, Q6_K, Q8_0")
         p.add_argument("--algorithm", metavar="ALGO",
                        help="per-layer PTQ algorithm for every layer the config leaves at its default: "
                             "none, adaround, gptq, bias_correction, smoothquant, awq")
@@ -164,11 +165,14 @@ def open_session(args, *, prepare: bool = True, default_preset: str = "W8"):
 
     from ..io.config import NeedsModel
 
-    aimet = None
+    aimet = llama_preset = None
     try:
         cfg = load_config_arg(args)
-    except NeedsModel as exc:  # AIMET encodings: read them once the model is open
-        aimet, cfg = exc.path, None
+    except NeedsModel as exc:  # AIMET encodings, a GGUF, a llama.cpp preset: read them once the model is open
+        if exc.kind == "llama-preset":
+            llama_preset, cfg = exc.preset, None
+        else:
+            aimet, cfg = exc.path, None
     cfg = cfg or with_algorithm(_with_grid_arg(args, preset(default_preset)), getattr(args, "algorithm", None))
     if getattr(args, "cle", False):
         cfg = cfg.copy()
@@ -181,6 +185,11 @@ def open_session(args, *, prepare: bool = True, default_preset: str = "W8"):
                          prepare=prepare, progress=bar, seq_len=getattr(args, "seq_len", None))
     finally:
         bar.close()
+    if llama_preset is not None:
+        s.apply_preset(llama_preset)
+        if getattr(args, "algorithm", None) or getattr(args, "grid", None):
+            s.set_config(with_algorithm(_with_grid_arg(args, s.config), getattr(args, "algorithm", None)),
+                         f"preset {llama_preset}")
     if aimet is not None:
         s.set_config(with_algorithm(_with_grid_arg(args, s.load_config_file(aimet)), getattr(args, "algorithm", None)),
                      f"import {Path(aimet).name}")

@@ -467,10 +467,21 @@ PRESET_HELP = {
 }
 
 
+# llama.cpp's file-type mixes (quantviz.io.gguf_export.llama_preset_config): which layer gets which type
+# depends on the model's layers, so they resolve once a model is open (NeedsModel, kind "llama-preset")
+LLAMA_PRESETS = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
+
+
 def preset(name: str) -> QuantConfig:
     key = {k.lower(): k for k in PRESETS}.get(str(name).lower())
+    llama = {k.lower(): k for k in LLAMA_PRESETS}.get(str(name).lower())
+    if key is None and llama is not None:
+        exc = NeedsModel(f"preset {llama} is llama.cpp's mix for this model's layers (needs the model)", None,
+                         "llama-preset")
+        exc.preset = llama
+        raise exc
     if key is None:
-        raise ConfigError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
+        raise ConfigError(f"unknown preset {name!r} (choose from {', '.join(PRESETS + LLAMA_PRESETS)})")
     return QuantConfig(default=_jcopy(PRESETS[key]), name=key)
 
 
@@ -482,7 +493,7 @@ EMBEDDING_FORMATS = ("quantviz-export", "quantviz-session")
 
 
 class NeedsModel(ConfigError):
-    """The file holds a config only a model can read (AIMET encodings)."""
+    """The file holds a config only a model can read (AIMET encodings, a GGUF's tensor types)."""
 
     def __init__(self, message: str, path: Path | None = None, kind: str = "aimet"):
         super().__init__(message)
@@ -530,6 +541,9 @@ def parse_config_text(text: str, where: str = "config") -> QuantConfig:
 def load_config(path: str | Path) -> QuantConfig:
     p = Path(path)
     try:
+        with open(p, "rb") as f:
+            if f.read(4) == b"GGUF":  # a llama.cpp model: its tensor types become a config on the open model
+                raise NeedsModel(f"{p}: a GGUF file (its per-tensor types are read against the open model)", p, "gguf")
         raw = p.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such file") from None

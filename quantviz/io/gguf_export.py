@@ -18,9 +18,9 @@ stored transposed (output channels as rows). The metadata is what llama.cpp
 reads for these architectures, plus the tokenizer from the model folder's
 ``tokenizer.json`` (a byte-level BPE tokenizer; others are refused).
 
-``tensor_types_text`` writes one ``NAME=TYPE`` line per quantized tensor, the
-file ``llama-quantize --tensor-type-file`` takes, so llama-quantize applies
-the same per-tensor mix. ``config_from_gguf`` reads a GGUF's per-tensor types
+``tensor_types_text`` writes one ``NAME=TYPE`` line per layer (``f32`` for a
+float one), the file ``llama-quantize --tensor-type-file`` takes, so
+llama-quantize applies the same per-tensor mix to a float GGUF. ``config_from_gguf`` reads a GGUF's per-tensor types
 back as a quantviz config for the same model.
 """
 from __future__ import annotations
@@ -255,15 +255,20 @@ def write_gguf_file(sim, specs: dict, path: Path, *, name: str, folder: Path, fl
 
 
 def tensor_types_text(sim, specs: dict) -> str:
-    """``llama-quantize --tensor-type-file`` lines: ``GGUF_NAME=TYPE`` (lower case) per quantized tensor,
-    anchored regular expressions for llama-quantize's pattern match."""
+    """``llama-quantize --tensor-type-file`` lines: ``PATTERN=TYPE`` for every layer's weight, the pattern
+    the anchored tensor name (llama-quantize searches it as a regular expression), the type the layer's
+    llama.cpp type or ``f32`` for a float layer (so llama-quantize's own mixture leaves it float: the
+    file's types apply whatever base type llama-quantize is given)."""
     names, _, _, _ = gguf_name_map(sim)
     by_param = {l.name + ".weight": l for l in sim.layers}
     bad, lines = [], []
     for pname, gname in names.items():
         layer = by_param.get(pname)
         sp = specs.get(layer.name) if layer is not None else None
+        if layer is None:
+            continue
         if sp is None or sp.weight.bits is None:
+            lines.append(f"^{re.escape(gname)}$=f32")  # an explicit float: llama-quantize's mixture would quantize it
             continue
         if sp.weight.format not in GGML_TYPES:
             bad.append(layer.name)
@@ -306,8 +311,68 @@ def config_from_gguf(path: str | Path, sim) -> dict:
                             f"(it simulates {', '.join(t.name for t in GGML_TYPES.values())})")
     if missing:
         raise GGUFError(f"{path}: no tensor {missing[0]} (is it a GGUF of this model?)")
-    return {"version": 3, "default": {"weight": {"bits": None}, "activation": {"bits": None}}, "layers": layers}
+    return {"format": "quantviz-config", "version": 3, "default": {"weight": {"bits": None}, "activation": {"bits": None}}, "layers": layers}
 
 
-__all__ = ["write_gguf_file", "tensor_types_text", "config_from_gguf", "build_plan", "gguf_name_map", "GGUFError",
+# ----------------------------------------------------------- llama.cpp presets
+LLAMA_PRESETS = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
+LLAMA_PRESET_HELP = {
+    "Q4_K_M": "llama.cpp's Q4_K_M mix: Q4_K; the output and, in the layers llama.cpp picks (the first and last "
+              "eighth and every third between), attn_v and ffn_down in Q6_K; a fused QKV in Q5_K",
+    "Q5_K_M": "llama.cpp's Q5_K_M mix: Q5_K; the output, and attn_v / ffn_down in the layers llama.cpp picks, in Q6_K",
+    "Q6_K": "llama.cpp's Q6_K file type: every weight Q6_K",
+    "Q8_0": "llama.cpp's Q8_0 file type: every weight Q8_0",
+}
+_FALLBACK = {"q2_k": "q4_0", "q3_k": "q4_0", "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
+
+
+def _more_bits(i: int, n: int) -> bool:
+    """llama.cpp's use_more_bits: the first and last eighth of the layers and every third in between."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def llama_preset_layers(sim, name: str) -> dict:
+    """{layer: format} of llama.cpp's default mix for file type ``name`` on this model, as
+    ``llama-quantize`` chooses it without an importance matrix for a dense model (the tensor's
+    role from its llama.cpp name; a row that is not whole blocks gets llama.cpp's fallback type)."""
+    key = {p.lower(): p for p in LLAMA_PRESETS}.get(str(name).lower())
+    if key is None:
+        raise GGUFError(f"unknown llama.cpp preset {name!r} (allowed: {', '.join(LLAMA_PRESETS)})")
+    names, arch, hf, _ = gguf_name_map(sim)
+    cfg = hf.config
+    n_layer = int(getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer"))
+    tied = "output.weight" not in names.values()
+    base = {"Q4_K_M": "q4_k", "Q5_K_M": "q5_k", "Q6_K": "q6_k", "Q8_0": "q8_0"}[key]
+    out = {}
+    for l in sim.layers:
+        g = names.get(l.name + ".weight")
+        if g is None:
+            continue
+        t = base
+        m = re.match(r"blk\.(\d+)\.(\w+)\.weight$", g)
+        role = m.group(2) if m else g.split(".")[0]
+        if role == "output" or (tied and role == "token_embd"):
+            t = "q8_0" if base == "q8_0" else "q6_k"
+        elif key in ("Q4_K_M", "Q5_K_M") and role in ("attn_v", "ffn_down") and _more_bits(int(m.group(1)), n_layer):
+            t = "q6_k"
+        elif role == "attn_qkv" and key in ("Q4_K_M", "Q5_K_M"):
+            t = "q5_k" if key == "Q4_K_M" else "q6_k"
+        per_row = l.weight_numel // max(l.channels, 1)
+        if per_row % GGML_TYPES[t].block:
+            t = _FALLBACK.get(t, t)
+            if per_row % GGML_TYPES[t].block:
+                t = None  # llama.cpp stores it F16: float here
+        out[l.name] = t
+    return out
+
+
+def llama_preset_config(sim, name: str) -> dict:
+    """The preset as a quantviz config dict (every layer named, editable per layer)."""
+    layers = {n: ({"weight": {"bits": GGML_TYPES[t].code_bits, "format": t}} if t else {"weight": {"bits": None}})
+              for n, t in llama_preset_layers(sim, name).items()}
+    return {"format": "quantviz-config", "version": 3, "name": str(name).upper(),
+            "default": {"weight": {"bits": None}, "activation": {"bits": None}}, "layers": layers}
+
+
+__all__ = ["LLAMA_PRESETS", "LLAMA_PRESET_HELP", "llama_preset_layers", "llama_preset_config", "write_gguf_file", "tensor_types_text", "config_from_gguf", "build_plan", "gguf_name_map", "GGUFError",
            "FLOAT_TYPES"]

@@ -35,11 +35,17 @@ def mix_config(mix: dict) -> QuantConfig:
 
 
 @pytest.fixture(scope="module")
-def llama(tmp_path_factory):
+def llama_folder(tmp_path_factory):
     d = tmp_path_factory.mktemp("llama")
     folder = tiny_llama(d / "model")
     text = d / "text.txt"
     text.write_text(plain_text(600, seed=5))
+    return folder, text
+
+
+@pytest.fixture(scope="module")
+def llama(llama_folder):
+    folder, text = llama_folder
     s = Session.open(str(folder), data=str(text), batch_size=4, seq_len=32)
     return folder, s
 
@@ -92,7 +98,9 @@ def test_gguf_import_gives_back_the_config(llama, tmp_path):
     s.export("gguf", out)
     before = dict(s.specs)
     doc = config_from_gguf(out, s.sim)
-    s.set_config(QuantConfig(default=doc["default"], layers=doc["layers"]))
+    assert doc["layers"]["model.layers.0.mlp.down_proj"]["weight"]["format"] == "q2_k"
+    s.set_config(mix_config({}))
+    s.set_config(s.load_config_file(out))  # File › Import config, --config: a GGUF is recognised by its magic
     for name, spec in s.specs.items():
         assert spec.weight.format == before[name].weight.format, name
         assert (spec.weight.bits is None) == (before[name].weight.bits is None), name
@@ -105,9 +113,10 @@ def test_tensor_type_file_names_every_quantized_tensor(llama, tmp_path):
     s.export("llama-tensor-types", out)
     lines = out.read_text().splitlines()
     pairs = dict(line.split("=") for line in lines)
-    assert len(pairs) == len(MIX)
+    assert len(pairs) == len(s.layers)  # every layer: its type, or f32 so llama-quantize leaves it float
     for layer, fmt in MIX.items():
         assert pairs["^" + GGUF_NAME[layer].replace(".", "\\.") + "$"] == fmt
+    assert pairs["^blk\\.1\\.ffn_up\\.weight$"] == "f32"
 
 
 def test_gguf_refuses_a_layer_without_a_llama_cpp_type(llama, tmp_path):
@@ -117,3 +126,37 @@ def test_gguf_refuses_a_layer_without_a_llama_cpp_type(llama, tmp_path):
     with pytest.raises(QuantvizError, match="model.layers.0.mlp.up_proj \\(int4\\)"):
         s.export("gguf", tmp_path / "m.gguf")
     assert not (tmp_path / "m.gguf").exists()
+
+
+def test_cli_exports_gguf_and_refuses_what_gguf_cannot_hold(llama_folder, tmp_path, cli):
+    folder, text = llama_folder
+    cfg = tmp_path / "mix.json"
+    cfg.write_text(mix_config({"model.layers.0.mlp.up_proj": "q4_k"}).to_json())
+    out = tmp_path / "m.gguf"
+    r = cli("export", folder, "--data", text, "--seq-len", 32, "--config", cfg, "--format", "gguf", "--out", out)
+    assert r.code == 0, r.err
+    assert {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(out)).tensors}["blk.0.ffn_up.weight"] == "Q4_K"
+    bad = tmp_path / "bad.json"
+    bad.write_text(mix_config({}).to_json().replace('"layers": {}', '"layers": {"model.layers.0.mlp.up_proj": '
+                                                    '{"weight": {"bits": 4, "format": "nvfp4"}}}'))
+    r = cli("export", folder, "--data", text, "--seq-len", 32, "--config", bad, "--format", "gguf", "--out",
+            tmp_path / "b.gguf")
+    assert r.code != 0
+    assert len(r.err_lines) == 1 and "model.layers.0.mlp.up_proj (nvfp4)" in r.err and "Traceback" not in r.err
+    assert not (tmp_path / "b.gguf").exists()
+
+
+def test_llama_cpp_presets_follow_its_mixture(llama):
+    folder, s = llama
+    s.apply_preset("Q4_K_M")
+    f = {n: sp.weight.format for n, sp in s.specs.items()}
+    assert f["lm_head"] == "q6_k" and f["model.embed_tokens"] == "q4_k"
+    # two layers: llama.cpp's use_more_bits picks layer 1 (i >= 7n/8), not layer 0
+    assert f["model.layers.1.self_attn.v_proj"] == f["model.layers.1.mlp.down_proj"] == "q6_k"
+    assert f["model.layers.0.self_attn.v_proj"] == f["model.layers.0.mlp.down_proj"] == "q4_k"
+    assert f["model.layers.0.self_attn.q_proj"] == f["model.layers.1.mlp.up_proj"] == "q4_k"
+    s.apply_preset("Q8_0")
+    assert {sp.weight.format for sp in s.specs.values()} == {"q8_0"}
+    s.apply_preset("q6_k", ["model.layers.0.mlp.up_proj"])  # on chosen layers only, the rest kept
+    assert s.specs["model.layers.0.mlp.up_proj"].weight.format == "q6_k"
+    assert s.specs["model.layers.0.mlp.down_proj"].weight.format == "q8_0"
