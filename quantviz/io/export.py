@@ -420,6 +420,13 @@ def export(inp: ExportInput, fmt: str, path: str | Path, *, force: bool = False,
            cancel: Callable[[], bool] = lambda: False) -> ExportResult:
     """Write ``inp``'s config in format ``fmt`` to ``path``."""
     fmt = check_format(fmt)
+    if fmt in ("onnx", "aimet", "torchao"):
+        from ..core.ggml import GGML_TYPES
+
+        ggml = [n for n, sp in inp.specs.items() if sp.weight.bits is not None and sp.weight.format in GGML_TYPES]
+        if ggml:
+            raise QuantvizError(f"{fmt}: llama.cpp types have no {fmt} form (export them with --format gguf); "
+                                f"layers: {', '.join(ggml[:5])}" + (f" and {len(ggml) - 5} more" if len(ggml) > 5 else ""))
     if not inp.prepared and fmt != "torchao":
         raise QuantvizError("the session is not calibrated yet; open the model with its data first")
     if any(sp.weight.algorithm != "none" and sp.weight.bits is not None for sp in inp.specs.values()):

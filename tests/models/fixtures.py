@@ -87,19 +87,8 @@ def tiny_llama(folder: Path, *, seed: int = 0, hidden: int = 256, layers: int = 
                heads: int = 4, kv_heads: int = 2, context: int = 128) -> Path:
     """A random Llama-layout causal LM with a byte-level BPE tokenizer trained on :func:`plain_text`
     (widths multiples of 256, so every projection's rows are whole K-quant super-blocks)."""
-    pytest = __import__("pytest")
-    transformers = pytest.importorskip("transformers")
-    tokenizers = pytest.importorskip("tokenizers")
-    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = tokenizers.decoders.ByteLevel()
-    trainer = tokenizers.trainers.BpeTrainer(vocab_size=320, special_tokens=["<|eos|>"], show_progress=False,
-                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([plain_text(4000, seed=123)], trainer)
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|eos|>")
-    folder.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(str(folder))
-    vocab = tok.get_vocab_size()
+    transformers = __import__("pytest").importorskip("transformers")
+    vocab = add_bpe_tokenizer(folder)
     cfg = transformers.LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
                                    num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
                                    max_position_embeddings=context, rms_norm_eps=1e-5, tie_word_embeddings=False,
@@ -113,3 +102,20 @@ def tiny_llama(folder: Path, *, seed: int = 0, hidden: int = 256, layers: int = 
                 p.uniform_(0.5, 1.5)
     model.save_pretrained(str(folder))
     return folder
+
+
+def add_bpe_tokenizer(folder: Path) -> int:
+    """A byte-level BPE tokenizer trained on :func:`plain_text`, saved into ``folder``; its vocabulary size."""
+    pytest = __import__("pytest")
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=320, special_tokens=["<|eos|>"], show_progress=False,
+                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([plain_text(4000, seed=123)], trainer)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|eos|>")
+    folder.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(str(folder))
+    return tok.get_vocab_size()

@@ -10,7 +10,7 @@ from quantviz.core.errors import QuantvizError
 from quantviz.io.config import QuantConfig
 from quantviz.session import Session
 
-from .fixtures import plain_text, tiny_llama
+from .fixtures import add_bpe_tokenizer, plain_text, tiny_gpt2, tiny_llama
 
 gguf = pytest.importorskip("gguf", reason="the gguf package (pip install 'quantviz[gguf]') reads the exported file")
 
@@ -160,3 +160,29 @@ def test_llama_cpp_presets_follow_its_mixture(llama):
     s.apply_preset("q6_k", ["model.layers.0.mlp.up_proj"])  # on chosen layers only, the rest kept
     assert s.specs["model.layers.0.mlp.up_proj"].weight.format == "q6_k"
     assert s.specs["model.layers.0.mlp.down_proj"].weight.format == "q8_0"
+
+
+def test_gpt2_layout(tmp_path):
+    folder = tmp_path / "gpt2"
+    folder.mkdir()
+    vocab = add_bpe_tokenizer(folder)
+    tiny_gpt2(folder, vocab=vocab)
+    text = tmp_path / "t.txt"
+    text.write_text(plain_text(300, seed=2))
+    s = Session.open(str(folder), data=str(text), batch_size=4, seq_len=16)
+    s.set_config(mix_config({"transformer.h.0.attn.c_attn": "q8_0", "transformer.h.1.mlp.c_fc": "q4_0"}))
+    out = tmp_path / "g.gguf"
+    s.export("gguf", out)
+    reader = gguf.GGUFReader(str(out))
+    t = {x.name: x for x in reader.tensors}
+    assert t["blk.0.attn_qkv.weight"].tensor_type.name == "Q8_0" and t["blk.1.ffn_up.weight"].tensor_type.name == "Q4_0"
+    assert "output.weight" not in t  # tied to token_embd
+    for layer, g in (("transformer.h.0.attn.c_attn", "blk.0.attn_qkv.weight"), ("transformer.h.1.mlp.c_fc", "blk.1.ffn_up.weight")):
+        sim_w = s.sim.quantize_weight(layer, s.specs[layer].weight).tensor.detach().float()  # Conv1D: (in, out)
+        deq = torch.from_numpy(gguf.quants.dequantize(t[g].data, t[g].tensor_type).copy())
+        assert torch.equal(deq, sim_w.t())
+    w = s.sim.float_weight("transformer.h.1.mlp.c_proj").float()  # float, stored as (out, in)
+    assert np.array_equal(np.asarray(t["blk.1.ffn_down.weight"].data), w.t().numpy())
+    kv = {f.name: f for f in reader.fields.values()}
+    assert bytes(kv["general.architecture"].parts[-1]).decode() == "gpt2"
+    assert int(kv["gpt2.block_count"].parts[-1][0]) == 2
