@@ -481,7 +481,7 @@ def preset(name: str) -> QuantConfig:
         exc.preset = llama
         raise exc
     if key is None:
-        raise ConfigError(f"unknown preset {name!r} (choose from {', '.join(PRESETS + LLAMA_PRESETS)})")
+        raise ConfigError(f"unknown preset {name!r} (choose from {', '.join(list(PRESETS) + list(LLAMA_PRESETS))})")
     return QuantConfig(default=_jcopy(PRESETS[key]), name=key)
 
 
