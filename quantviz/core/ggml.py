@@ -86,7 +86,6 @@ GGML_TYPES: dict[str, GGMLType] = {t.format_name: t for t in (
     GGMLType("Q6_K", QK_K, 210, 16, -32, 31, False, 6, 14),
 )}
 GGML_FORMAT_NAMES = tuple(GGML_TYPES)
-GGML_FLOAT_IDS = {"F32": 0, "F16": 1, "BF16": 30}
 
 
 def ggml_type(name: str) -> GGMLType:
@@ -472,7 +471,6 @@ def _q6_k(x):
 
 
 def _legacy(t: GGMLType, x):
-    nb = x.shape[0]
     if t.name == "Q8_0":
         q, d = _q8_0(x)
         d16 = _f16(d)
@@ -496,7 +494,6 @@ def _legacy(t: GGMLType, x):
     if t.name == "Q5_1":
         parts.append(_qh32(q))
     parts.append(((q[:, :16] & 0xF) | ((q[:, 16:] & 0xF) << 4)).to(torch.uint8))
-    del nb
     return deq, torch.cat(parts, 1), d16, m16
 
 
@@ -535,5 +532,5 @@ def row_bytes(t: GGMLType, n: int) -> int:
     return -(-n // t.block) * t.type_size
 
 
-__all__ = ["GGMLType", "GGMLQuant", "GGML_TYPES", "GGML_FORMAT_NAMES", "GGML_FLOAT_IDS", "QK_K", "ggml_type",
+__all__ = ["GGMLType", "GGMLQuant", "GGML_TYPES", "GGML_FORMAT_NAMES", "QK_K", "ggml_type",
            "quantize_rows", "row_bytes"]
