@@ -80,7 +80,7 @@ def test_llama_quantize_writes_quantviz_codes(bins, model, name, tmp_path):
 
 
 def _ppl_kld(out: str) -> tuple[str, float]:
-    ppl = re.search(r"Final estimate: PPL = ([0-9.]+)", out)
+    ppl = re.search(r"Mean PPL\(Q\)\s*:\s*([0-9.]+)", out)
     kld = re.search(r"Mean\s+KLD:\s+([0-9.eE+-]+)", out)
     assert ppl and kld, out[-3000:]
     return ppl.group(1), float(kld.group(1))
