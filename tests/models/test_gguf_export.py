@@ -186,3 +186,31 @@ def test_gpt2_layout(tmp_path):
     kv = {f.name: f for f in reader.fields.values()}
     assert bytes(kv["general.architecture"].parts[-1]).decode() == "gpt2"
     assert int(kv["gpt2.block_count"].parts[-1][0]) == 2
+
+
+def test_search_over_llama_cpp_types_exports_what_it_chose(llama_folder, tmp_path, cli):
+    import json
+
+    folder, text = llama_folder
+    r = cli("search", folder, "--data", text, "--seq-len", 32, "--avg-bits", 5.5, "--candidates", "q4_k,q6_k,q8_0",
+            "--steps", 2, "--json")
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    chosen = res["chosen"]
+    assert set(chosen["bits"].values()) <= {"q4_k", "q6_k", "q8_0"}
+    assert chosen["avg_bits"] <= 5.5 + 1e-9
+    cfg = tmp_path / "chosen.json"
+    cfg.write_text(json.dumps(chosen["config"]))
+    out = tmp_path / "chosen.gguf"
+    assert cli("export", folder, "--data", text, "--seq-len", 32, "--config", cfg, "--format", "gguf",
+               "--out", out).code == 0
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(out)).tensors}
+    for layer, fmt in chosen["bits"].items():
+        if layer in GGUF_NAME:
+            assert types[GGUF_NAME[layer]] == fmt.upper(), layer
+    # the sizes search counts (bits per weight, scales included) are the bytes llama.cpp stores
+    from quantviz.core.formats import FORMATS
+
+    for t in gguf.GGUFReader(str(out)).tensors:
+        if t.tensor_type.name in ("Q4_K", "Q6_K", "Q8_0"):
+            assert int(t.n_bytes) * 8 == int(np.prod(t.shape)) * FORMATS[t.tensor_type.name.lower()].bits_per_element()
