@@ -2,7 +2,7 @@
 (``llama-perplexity --kl-divergence`` on the GGUF quantviz exports), per preset and for a mix of
 all ten types, on a small random Llama-layout model; and the quantizer's speed per type.
 
-    python benchmarks/gguf.py [--out FILE]
+    python benchmarks/ggml_types.py [--out FILE]
 
 Needs the gguf package and llama.cpp's tools (built once by tests/models/llama_cpp.py). The model
 is random (tests/models/fixtures.py: tiny_llama, 2 layers, width 256, a byte-level BPE vocabulary of
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                          "kl_rel_diff": round(abs(res.metrics["kl_div"] - kld) / kld, 4),
                          "sim_ppl": res.metrics["perplexity"], "llama_cpp_ppl": ppl})
             print(rows[-1], file=sys.stderr)
-    result = {"benchmark": "gguf", "model": "tiny_llama (random, 2 layers, width 256, vocab 320)",
+    result = {"benchmark": "ggml_types", "model": "tiny_llama (random, 2 layers, width 256, vocab 320)",
               "context": CTX, "llama_cpp": str(bins.parent.parent.parent.name), "rows": rows,
               "quantize_mweights_per_s": speed(), "quantize_matrix": [512, 4096]}
     finish(result, args.out, started)
