@@ -338,6 +338,10 @@ def llama_preset_layers(sim, name: str) -> dict:
     key = {p.lower(): p for p in LLAMA_PRESETS}.get(str(name).lower())
     if key is None:
         raise GGUFError(f"unknown llama.cpp preset {name!r} (allowed: {', '.join(LLAMA_PRESETS)})")
+    try:
+        _arch(_hf_model(sim.float_model)[1].config)
+    except GGUFError as exc:
+        raise GGUFError(f"preset {key}: llama.cpp's mixes are for Llama-layout and GPT-2 models ({exc})") from None
     names, arch, hf, _ = gguf_name_map(sim)
     cfg = hf.config
     n_layer = int(getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer"))
