@@ -363,6 +363,18 @@ def r_formats_speed() -> str:
     return table(["config", "eval_ratio", "target"], rows) + "\n\n" + source("formats")
 
 
+@renderer("ggml-types")
+def r_ggml_types() -> str:
+    d = load("ggml_types")
+    rows = [[r["config"], f"{r['avg_bits']:.2f}", f"{r['sim_kl']:.3g}", f"{r['llama_cpp_kl']:.3g}",
+             pct(r["kl_rel_diff"], 1)] for r in d["rows"]]
+    speed = ", ".join(f"{k.upper()} {v:g}" for k, v in d["quantize_mweights_per_s"].items())
+    return (table(["config", "bits/weight (model)", "KL, quantviz simulation", "KL, llama-perplexity",
+                   "relative difference"], rows, ["l", "r", "r", "r", "r"])
+            + f"\n\nQuantizer speed, million weights per second on a {d['quantize_matrix'][0]} x "
+              f"{d['quantize_matrix'][1]} matrix: {speed}.\n\n" + source("ggml_types"))
+
+
 BIG_STEPS = {"open_calibrate_evaluate": "`evaluate --preset W8`",
              "local_3_bits": "`sensitivity --method local --bits 4,6,8`",
              "search": "`search --avg-bits 5 --bits 4,6,8 --steps 2 --sensitivity local`"}

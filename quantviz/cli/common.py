@@ -38,7 +38,8 @@ def add_model_args(p: argparse.ArgumentParser, *, data: bool = True, config: boo
     if config:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--config", metavar="CFG", help="quantviz config JSON")
-        g.add_argument("--preset", metavar="NAME", help="a preset: float, W8A8, W8, W6, W4A8, W4, W4G32, W3, W2")
+        g.add_argument("--preset", metavar="NAME", help="a preset: float, W8A8, W8, W6, W4A8, W4, W4G32, W3, W2, ...; llama.cpp's mixes "
+                       "Q4_K_M, Q5_K_M, Q6_K, Q8_0")
         p.add_argument("--algorithm", metavar="ALGO",
                        help="per-layer PTQ algorithm for every layer the config leaves at its default: "
                             "none, adaround, gptq, bias_correction, smoothquant, awq")
@@ -171,12 +172,15 @@ def open_session(args, *, prepare: bool = True, default_preset: str = "W8"):
     from ..io.config import NeedsModel
 
     check_data_args(args)
-    aimet = None
+    aimet = llama_preset = None
     try:
         cfg = load_config_arg(args)
-    except NeedsModel as exc:  # AIMET encodings: read them once the model is open
-        aimet, cfg = exc.path, None
-    explicit = cfg is not None or aimet is not None or bool(getattr(args, "preset", None))
+    except NeedsModel as exc:  # AIMET encodings, a GGUF, a llama.cpp preset: read them once the model is open
+        if exc.kind == "llama-preset":
+            llama_preset, cfg = exc.preset, None
+        else:
+            aimet, cfg = exc.path, None
+    explicit = cfg is not None or aimet is not None or llama_preset is not None or bool(getattr(args, "preset", None))
     cfg = cfg or with_algorithm(_with_grid_arg(args, preset(default_preset)), getattr(args, "algorithm", None))
     if getattr(args, "cle", False):
         cfg = cfg.copy()
@@ -190,6 +194,11 @@ def open_session(args, *, prepare: bool = True, default_preset: str = "W8"):
                          holdout=not getattr(args, "no_holdout", False))
     finally:
         bar.close()
+    if llama_preset is not None:
+        s.apply_preset(llama_preset)
+        if getattr(args, "algorithm", None) or getattr(args, "grid", None):
+            s.set_config(with_algorithm(_with_grid_arg(args, s.config), getattr(args, "algorithm", None)),
+                         f"preset {llama_preset}")
     if not explicit:  # a QDQ ONNX model opens with its own quantization
         from ..session.session import imported_config
 

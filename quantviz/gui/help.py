@@ -92,6 +92,10 @@ EXPORT_HELP = {
                                                 "int8 kernels with the simulated scales (needs ExecuTorch)."),
     "report": ("HTML report", "One self-contained page: model, config, metrics against float, sizes, sensitivity, "
                               "Pareto plot and histograms."),
+    "gguf": ("GGUF for llama.cpp", "The model as a GGUF file, each layer in the llama.cpp type the config gives it "
+                                   "(Q4_K, Q6_K ...), the rest float; Llama-layout and GPT-2 models."),
+    "llama-tensor-types": ("llama-quantize tensor types", "The --tensor-type-file of llama-quantize: one "
+                                                          "tensor=type line per quantized tensor."),
 }
 
 

@@ -32,7 +32,7 @@ from ..core.errors import QuantvizError
 from ..core.model.layers import LayerInfo
 from ..core.numerics.qparams import MAX_BITS, MIN_BITS
 from ..core.numerics.formats import FORMATS as NUMBER_FORMAT_DEFS
-from ..core.numerics.spec import DEFAULT_FORMAT, NUMBER_FORMATS, DEFAULT_GRID, GRANULARITIES, RANGE_METHODS, SYMMETRIC_GRIDS, ActSpec, LayerSpec, RangeSpec, WeightSpec
+from ..core.numerics.spec import DEFAULT_FORMAT, NUMBER_FORMATS, WEIGHT_ONLY_FORMATS, DEFAULT_GRID, GRANULARITIES, RANGE_METHODS, SYMMETRIC_GRIDS, ActSpec, LayerSpec, RangeSpec, WeightSpec
 from ..core.algorithms.options import ALGORITHMS, check_algorithm, options_tuple
 from . import atomic
 
@@ -119,6 +119,9 @@ def _check_tensor(d: Any, where: str, kind: str) -> None:
         _fail(f"{where}.grid", f"unknown grid {json.dumps(d['grid'])} (allowed: {', '.join(SYMMETRIC_GRIDS)})")
     if "format" in d and (not isinstance(d["format"], str) or d["format"] not in NUMBER_FORMATS):
         _fail(f"{where}.format", f"unknown format {json.dumps(d['format'])} (allowed: {', '.join(NUMBER_FORMATS)})")
+    if kind != "weight" and d.get("format") in WEIGHT_ONLY_FORMATS:
+        _fail(f"{where}.format", f"{json.dumps(d['format'])} is a llama.cpp weight type: activations cannot take it "
+              f"(allowed for activations: {', '.join(f for f in NUMBER_FORMATS if f not in WEIGHT_ONLY_FORMATS)})")
     if "granularity" in d:
         g = d["granularity"]
         allowed_g = GRANULARITIES if kind == "weight" else ("per_tensor",)
@@ -477,10 +480,21 @@ PRESET_HELP = {
 }
 
 
+# llama.cpp's file-type mixes (quantviz.io.gguf_export.llama_preset_config): which layer gets which type
+# depends on the model's layers, so they resolve once a model is open (NeedsModel, kind "llama-preset")
+LLAMA_PRESETS = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
+
+
 def preset(name: str) -> QuantConfig:
     key = {k.lower(): k for k in PRESETS}.get(str(name).lower())
+    llama = {k.lower(): k for k in LLAMA_PRESETS}.get(str(name).lower())
+    if key is None and llama is not None:
+        exc = NeedsModel(f"preset {llama} is llama.cpp's mix for this model's layers (needs the model)", None,
+                         "llama-preset")
+        exc.preset = llama
+        raise exc
     if key is None:
-        raise ConfigError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
+        raise ConfigError(f"unknown preset {name!r} (choose from {', '.join(list(PRESETS) + list(LLAMA_PRESETS))})")
     return QuantConfig(default=_jcopy(PRESETS[key]), name=key)
 
 
@@ -492,7 +506,7 @@ EMBEDDING_FORMATS = ("quantviz-export", "quantviz-session")
 
 
 class NeedsModel(ConfigError):
-    """The file holds a config only a model can read (AIMET encodings)."""
+    """The file holds a config only a model can read (AIMET encodings, a GGUF's tensor types)."""
 
     def __init__(self, message: str, path: Path | None = None, kind: str = "aimet"):
         super().__init__(message)
@@ -540,6 +554,9 @@ def parse_config_text(text: str, where: str = "config") -> QuantConfig:
 def load_config(path: str | Path) -> QuantConfig:
     p = Path(path)
     try:
+        with open(p, "rb") as f:
+            if f.read(4) == b"GGUF":  # a llama.cpp model: its tensor types become a config on the open model
+                raise NeedsModel(f"{p}: a GGUF file (its per-tensor types are read against the open model)", p, "gguf")
         raw = p.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such file") from None

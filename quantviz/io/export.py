@@ -21,7 +21,11 @@ writes
 * ``executorch``: an ExecuTorch program (``.pte``) whose 8-bit Conv2d /
   Linear layers run XNNPACK int8 kernels on quantviz's grids
   (:mod:`quantviz.core.backends.executorch_backend`);
-* ``report``: a self-contained HTML report.
+* ``report``: a self-contained HTML report;
+* ``gguf``: a GGUF file for llama.cpp, every layer in the llama.cpp type its config
+  gives it (``q4_k`` ...), the rest float (:mod:`.gguf_export`; Llama and GPT-2 layouts);
+* ``llama-tensor-types``: the ``--tensor-type-file`` of ``llama-quantize`` (one
+  ``NAME=TYPE`` line per quantized tensor).
 
 Every file is written atomically; an existing file is kept unless
 ``force``; a failed or cancelled export leaves nothing behind.
@@ -39,9 +43,9 @@ from ..core.progress import Progress, null_progress
 from . import atomic
 from .jsonsafe import sanitize
 
-FORMATS = ("json", "onnx", "aimet", "torchao", "executorch", "report")
+FORMATS = ("json", "onnx", "aimet", "torchao", "executorch", "report", "gguf", "llama-tensor-types")
 SUFFIX = {"json": ".json", "onnx": ".onnx", "aimet": ".encodings", "torchao": ".pt", "executorch": ".pte",
-          "report": ".html"}
+          "report": ".html", "gguf": ".gguf", "llama-tensor-types": ".txt"}
 EXPORT_FORMAT = "quantviz-export"
 EXPORT_VERSION = 1
 
@@ -388,8 +392,51 @@ def _write_executorch(inp: ExportInput, path, force, progress, cancel) -> Export
                                                                   batch=None if dynamic else int(example.shape[0])))
 
 
+def _model_folder(inp: ExportInput) -> Path:
+    folder = Path(inp.reference)
+    if not folder.is_dir():
+        raise QuantvizError(f"gguf: the model {inp.reference!r} is not a Hugging Face folder (GGUF export reads its "
+                            "config and tokenizer.json)")
+    return folder
+
+
+def _write_gguf(inp: ExportInput, path, force, progress, cancel) -> ExportResult:
+    from ..core.numerics.ggml import GGML_TYPES
+    from .gguf_export import write_gguf_file
+
+    atomic.check_writable(path, force)
+    folder = _model_folder(inp)
+    progress(0, 2, "quantizing the tensors in their llama.cpp types")
+    _check_cancel(cancel)
+    box = {}
+    with inp.lock:
+        atomic.write_with(path, lambda tmp: box.update(plan=write_gguf_file(
+            inp.sim, inp.specs, tmp, name=inp.name, folder=folder)), force=force)
+    progress(2, 2, "done")
+    types = box["plan"].types
+    counts: dict = {}
+    for t in types.values():
+        counts[t] = counts.get(t, 0) + 1
+    quant = sum(v for k, v in counts.items() if k.lower() in GGML_TYPES)
+    notes = [f"{len(types)} tensors, {quant} in llama.cpp types: "
+             + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))]
+    return ExportResult("gguf", [Path(path)], notes, {"tensor_types": dict(types)})
+
+
+def _write_tensor_types(inp: ExportInput, path, force, progress, cancel) -> ExportResult:
+    from .gguf_export import tensor_types_text
+
+    atomic.check_writable(path, force)
+    text = tensor_types_text(inp.sim, inp.specs)
+    atomic.write_text(path, text, force=force)
+    n = text.count("\n")
+    return ExportResult("llama-tensor-types", [Path(path)],
+                        [f"{n} tensor types; use: llama-quantize --tensor-type-file {Path(path).name} IN.gguf OUT.gguf TYPE"])
+
+
 WRITERS = {"json": _write_json, "onnx": _write_onnx, "aimet": _write_aimet, "torchao": _write_torchao,
-           "executorch": _write_executorch, "report": _write_report}
+           "executorch": _write_executorch, "report": _write_report, "gguf": _write_gguf,
+           "llama-tensor-types": _write_tensor_types}
 
 
 def check_format(fmt: str) -> str:
@@ -408,6 +455,13 @@ def export(inp: ExportInput, fmt: str, path: str | Path, *, force: bool = False,
     inp.target = check_target(inp.target)
     if inp.target != "ort" and fmt != "onnx":
         raise QuantvizError(f"--target {inp.target} is for --format onnx (the {fmt} export has no target)")
+    if fmt in ("onnx", "aimet", "torchao", "executorch"):
+        from ..core.numerics.ggml import GGML_TYPES
+
+        ggml = [n for n, sp in inp.specs.items() if sp.weight.bits is not None and sp.weight.format in GGML_TYPES]
+        if ggml:
+            raise QuantvizError(f"{fmt}: llama.cpp types have no {fmt} form (export them with --format gguf); "
+                                f"layers: {', '.join(ggml[:5])}" + (f" and {len(ggml) - 5} more" if len(ggml) > 5 else ""))
     if not inp.prepared and fmt != "torchao":
         raise QuantvizError("the session is not calibrated yet; open the model with its data first")
     if any(sp.weight.algorithm != "none" and sp.weight.bits is not None for sp in inp.specs.values()):

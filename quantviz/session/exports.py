@@ -67,8 +67,15 @@ class ExportsMixin:
         quantviz configs, JSON exports and session files carry it as JSON;
         AIMET encodings are matched against this model (:meth:`import_aimet`).
         """
-        from ..io.config import NeedsModel, load_config
+        from ..io.config import NeedsModel, QuantConfig, load_config
 
+        if _is_gguf(path):  # a llama.cpp model file: its per-tensor types on this model
+            from ..io.gguf_export import config_from_gguf
+
+            with self.lock:
+                cfg = QuantConfig.from_dict(config_from_gguf(path, self.sim), where=str(path))
+            cfg.source = Path(path).name
+            return cfg
         try:
             return load_config(path)
         except NeedsModel:
@@ -78,3 +85,11 @@ class ExportsMixin:
 
 
 __all__ = ["ExportsMixin"]
+
+
+def _is_gguf(path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False

@@ -375,6 +375,22 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
         return [l.name for l in self.layers if rx.search(l.name)]
 
     def apply_preset(self, name: str, layers: Iterable[str] | None = None) -> None:
+        from ..io.config import LLAMA_PRESETS
+
+        if str(name).upper() in LLAMA_PRESETS:  # llama.cpp's mix: a type per layer, from this model's layers
+            from ..io.gguf_export import llama_preset_config
+
+            mix = QuantConfig.from_dict(llama_preset_config(self.sim, name))
+            if layers is None:
+                mix.options = dict(self._config.options)
+                self.set_config(mix, f"preset {mix.name}")
+                return
+            layers = list(layers)
+            cfg = self._config.copy()
+            for n in layers:
+                cfg.layers[n] = mix.layers[n]
+            self.set_config(cfg, f"preset {mix.name} on {len(layers)} layer(s)")
+            return
         p = preset(name)
         if layers is None:
             cfg = p.copy()

@@ -112,6 +112,12 @@ def test_edit_menu_offers_fields_scopes_and_presets(panel):
     wb = next(a.menu() for a in menu.actions() if a.text() == "Set weight bits")
     scopes = [a.text() for a in wb.actions()]
     assert any(t.startswith("All Conv2d") for t in scopes) and any("pattern" in t for t in scopes)
+    pre = next(a.menu() for a in menu.actions() if a.text() == "Apply preset")
+    assert {"W8A8", "Q4_K_M", "Q8_0"} <= {a.text() for a in pre.actions()}
+    messages = []
+    panel.message.connect(messages.append)
+    panel.apply_preset("Q4_K_M", None)  # llama.cpp's mix needs a Llama / GPT-2 model: the demo CNN is neither
+    assert len(messages) == 1 and "Llama-layout and GPT-2" in messages[0]
 
 
 def test_thousands_of_layers_compute_only_what_is_shown(qtbot):

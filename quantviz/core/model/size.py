@@ -85,6 +85,10 @@ def format_weight_bytes(info: LayerInfo, spec: LayerSpec) -> int:
     from ..numerics.formats import FORMATS
 
     fmt = FORMATS[spec.weight.format]
+    if fmt.scale == "ggml":  # llama.cpp blocks: codes, scales and minima in type_size bytes per block
+        rows = info.channels
+        per_row = info.weight_numel // max(rows, 1)
+        return rows * math.ceil(per_row / fmt.gtype.block) * fmt.gtype.type_size
     elem = math.ceil(info.weight_numel * fmt.bits / 8)
     if not fmt.is_block:
         return elem + 4 * num_groups(info, spec)

@@ -40,6 +40,8 @@ def weight_text(w: WeightSpec) -> str:
     f = FORMATS.get(w.format)
     if f is None:
         body = f"INT{w.bits} {_granularity(w)}{_grid(w.symmetric, w.grid)} {w.range.describe()}"
+    elif f.scale == "ggml":  # llama.cpp's reference quantizer chooses its own scales
+        body = f"{f.label} ({f.bits_per_element():g} bits/weight)"
     elif f.is_block:  # the block scales follow each block's maximum: no range method, no granularity
         body = f"{f.label} block {f.block}"
     else:

@@ -41,6 +41,11 @@ def _cell_scales(q: torch.Tensor, el_scale: torch.Tensor, fmt) -> torch.Tensor:
 
 
 def _describe(fmt) -> str:
+    if fmt.scale == "ggml":
+        t = fmt.gtype
+        kind = "scale and minimum" if t.affine else "scale"
+        return (f"{fmt.label} (llama.cpp): {t.code_bits}-bit codes, a {kind} per {t.sub} weights"
+                + (f" in super-blocks of {t.block}" if t.block != t.sub else "") + f", {t.bits_per_weight:g} bits/weight")
     if fmt.is_block:
         scale = "E8M0 power-of-two" if fmt.scale == "e8m0" else "E4M3 (× one FP32 per tensor)"
         return f"{fmt.label}: {fmt.element.name.upper()} elements, {scale} scale per block of {fmt.block}"
@@ -56,7 +61,7 @@ def preview_weight_format(sim, name: str, wspec: WeightSpec, lo, hi, base: dict,
         wspec = replace(wspec, range=RangeSpec(method="manual", lo=float(lo), hi=float(hi)))
     t = quantize_weight_tensor(w, wspec, info.channel_axis, name)
     params = t.qparams
-    widest = int(torch.argmax(params.scale)) if params.groups else 0
+    widest = int(torch.argmax(params.scale.abs())) if params.groups else 0
     levels, total, step = _levels(params, widest)
     qrows = t.tensor.movedim(info.channel_axis, 0).reshape(rows.shape)
     C, n = rows.shape
@@ -70,11 +75,18 @@ def preview_weight_format(sim, name: str, wspec: WeightSpec, lo, hi, base: dict,
     else:
         gs = wspec.effective_group_size()
         el_scale = params.scale.view(C, -1).repeat_interleave(gs, dim=1)[:, :n]
-    cells = _cell_scales(qrows, el_scale, fmt)
+    if fmt.scale == "ggml":  # integer codes: each value's cell is its sub-block's scale
+        cells = el_scale.abs()
+        glo, ghi = params.lo.view(C, per), params.hi.view(C, per)
+        ch_lo, ch_hi = glo.min(dim=1).values, ghi.max(dim=1).values
+        eff = float(torch.maximum(ch_lo.abs(), ch_hi.abs()).max())
+    else:
+        cells = _cell_scales(qrows, el_scale, fmt)
+        env = (el_scale * fmt.element.max)
+        ch_hi = env.max(dim=1).values
+        ch_lo = -ch_hi
+        eff = float(ch_hi.max())
     qcounts = cell_density(qrows.flatten()[::stride].numpy(), cells.flatten()[::stride].numpy(), edges) * stride
-    env = (el_scale * fmt.element.max)
-    ch_hi = env.max(dim=1).values
-    eff = float(ch_hi.max())
     req_lo = float(lo) if lo is not None and not fmt.is_block else -eff
     req_hi = float(hi) if hi is not None and not fmt.is_block else eff
     out = dict(base)
@@ -85,9 +97,10 @@ def preview_weight_format(sim, name: str, wspec: WeightSpec, lo, hi, base: dict,
         "levels": levels, "levels_total": total, "levels_step": step, "levels_group": widest,
         "grid_lo": -eff, "grid_hi": eff, "bits": fmt.bits, "symmetric": False, "grid": None,
         "quant_counts": qcounts, "granularity": "per_block" if fmt.is_block else wspec.granularity,
-        "range": "block max" if fmt.is_block else wspec.range.describe(), "groups": params.groups,
+        "range": ("llama.cpp reference" if fmt.scale == "ggml" else "block max") if fmt.is_block
+        else wspec.range.describe(), "groups": params.groups,
         "eff_lo": -eff, "eff_hi": eff, "group_lo": params.lo.numpy(), "group_hi": params.hi.numpy(),
-        "channel_lo": (-ch_hi).numpy(), "channel_hi": ch_hi.numpy(),
+        "channel_lo": ch_lo.numpy(), "channel_hi": ch_hi.numpy(),
     })
     return out
 

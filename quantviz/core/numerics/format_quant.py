@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import torch
 
-from .formats import (FORMATS, Format, FormatParams, fp_scale, quantize_activation, quantize_blocks,
+from .formats import (FORMATS, Format, FormatParams, GGMLParams, fp_scale, quantize_activation, quantize_blocks,
                       quantize_scaled)
+from .ggml import quantize_rows
 from .ranges import RangeError, activation_range, group_matrix, weight_range
 from .spec import ActSpec, WeightSpec
 from .sqnr import sqnr_db
@@ -49,7 +50,18 @@ def quantize_weight_format(w: torch.Tensor, spec: WeightSpec, channel_axis: int,
     fmt = FORMATS[spec.format]
     w = w.detach().float()
     rows = _rows(w, channel_axis)
-    if fmt.is_block:
+    if fmt.scale == "ggml":  # a llama.cpp type: its reference quantizer, exactly (quantviz.core.numerics.ggml)
+        g = quantize_rows(rows, fmt.gtype)
+        q_rows, m = g.deq, rows
+        params = GGMLParams(fmt.name, g.scale.flatten(), rows.shape[0], fmt.block, offset=g.offset.flatten(),
+                            qmin=fmt.gtype.qmin, qmax=fmt.gtype.qmax)
+        lo, hi = params.lo, params.hi
+        n = rows.shape[1]
+        lo_el = lo.view(rows.shape[0], -1).repeat_interleave(fmt.block, dim=1)[:, :n]
+        hi_el = hi.view(rows.shape[0], -1).repeat_interleave(fmt.block, dim=1)[:, :n]
+        tol = 1e-6 * torch.maximum(lo_el.abs(), hi_el.abs())
+        clipped = float(((rows < lo_el - tol) | (rows > hi_el + tol)).float().mean()) if rows.numel() else 0.0
+    elif fmt.is_block:
         q_rows, params = quantize_blocks(rows, fmt)
         m = rows
         hi_el = params.hi.view(rows.shape[0], -1).repeat_interleave(fmt.block, dim=1)[:, :rows.shape[1]]

@@ -45,6 +45,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .ggml import GGML_TYPES, GGMLType
+
 
 @dataclass(frozen=True)
 class Element:
@@ -127,6 +129,27 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("mxint8", INT8, 32, "e8m0", "MXINT8"),
     Format("nvfp4", E2M1, 16, "e4m3", "NVFP4"),
 )}
+
+
+@dataclass(frozen=True)
+class GGMLFormat(Format):
+    """A llama.cpp weight type (:mod:`.ggml`): integer codes under an FP16-derived scale (and
+    minimum) per sub-block of ``block`` weights; ``gtype`` has the storage layout. Weights only."""
+
+    gtype: GGMLType | None = None
+
+    def bits_per_element(self) -> float:
+        """Exact storage bits per weight, scales and minima included (Q4_K 4.5, Q6_K 6.5625)."""
+        return self.gtype.bits_per_weight
+
+
+def _ggml_format(t: GGMLType) -> GGMLFormat:
+    el = Element(f"int{t.code_bits}", 0, t.code_bits - 1, 0, float(max(abs(t.qmin), abs(t.qmax))))
+    return GGMLFormat(t.format_name, el, t.sub, "ggml", t.name, t)
+
+
+FORMATS.update({t.format_name: _ggml_format(t) for t in GGML_TYPES.values()})
+WEIGHT_ONLY_FORMATS = tuple(GGML_TYPES)  # formats a weight can take and an activation cannot
 FORMAT_NAMES = ("int",) + tuple(FORMATS)  # "int": the integer grids of quantviz.core.numerics.qparams
 FP32_MIN_NORMAL = 2.0 ** -126
 E4M3_TINY = float(torch.finfo(torch.float8_e4m3fn).tiny)  # 2^-6, smallest normal E4M3
@@ -137,6 +160,10 @@ def get_format(name: str) -> Format:
         return FORMATS[name]
     except KeyError:
         raise ValueError(f"unknown format {name!r} (allowed: {', '.join(FORMAT_NAMES)})") from None
+
+
+def is_ggml_format(name: str | None) -> bool:
+    return name in GGML_TYPES
 
 
 def is_float_format(name: str | None) -> bool:
@@ -267,6 +294,44 @@ class FormatParams:
         return d
 
 
+@dataclass
+class GGMLParams(FormatParams):
+    """A weight's scales in a llama.cpp type: per sub-block (row-major, ``rows x
+    sub-blocks per row``) the effective scale and offset, so that the sub-block's
+    values are ``scale * q + offset`` for integer ``q`` in ``[qmin, qmax]``."""
+
+    offset: torch.Tensor | None = None
+    qmin: int = 0
+    qmax: int = 0
+
+    @property
+    def symmetric(self) -> bool:
+        return not self.fmt.gtype.affine
+
+    @property
+    def lo(self) -> torch.Tensor:
+        a, b = self.scale * self.qmin + self.offset, self.scale * self.qmax + self.offset
+        return torch.minimum(a, b)
+
+    @property
+    def hi(self) -> torch.Tensor:
+        a, b = self.scale * self.qmin + self.offset, self.scale * self.qmax + self.offset
+        return torch.maximum(a, b)
+
+    def levels(self, group: int = 0) -> torch.Tensor:
+        q = torch.arange(self.qmin, self.qmax + 1, dtype=torch.float64)
+        lv = q * float(self.scale.flatten()[group]) + float(self.offset.flatten()[group])
+        return lv.sort().values
+
+    def to_dict(self) -> dict:
+        t = self.fmt.gtype
+        return {"format": self.format, "ggml_type": t.name, "element_bits": t.code_bits,
+                "bits_per_weight": t.bits_per_weight, "scale_kind": "ggml", "block_size": t.block,
+                "sub_block_size": t.sub, "blocks_per_row": self.groups // max(self.rows, 1),
+                "codes": [self.qmin, self.qmax], "scale": [float(v) for v in self.scale.flatten()],
+                "offset": [float(v) for v in self.offset.flatten()]}
+
+
 def _blocks(m: torch.Tensor, block: int) -> tuple[torch.Tensor, int]:
     """``m`` (rows, n) as (rows, nblocks, block), the last partial block zero-padded."""
     n = m.shape[1]
@@ -339,6 +404,6 @@ def block_clip_envelope(params: FormatParams, n: int) -> tuple[torch.Tensor, tor
     return -hi, hi
 
 
-__all__ = ["Element", "Format", "FormatParams", "FORMATS", "FORMAT_NAMES", "E4M3", "E5M2", "E2M3", "E3M2", "E2M1",
+__all__ = ["Element", "Format", "GGMLFormat", "GGMLParams", "WEIGHT_ONLY_FORMATS", "is_ggml_format", "FormatParams", "FORMATS", "FORMAT_NAMES", "E4M3", "E5M2", "E2M3", "E3M2", "E2M1",
            "INT8", "get_format", "is_float_format", "round_element", "local_step", "mx_scale", "e8m0_value",
            "quantize_blocks", "quantize_scaled", "quantize_activation", "fp_scale", "block_clip_envelope"]

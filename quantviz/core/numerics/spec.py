@@ -22,8 +22,11 @@ DEFAULT_GRID = "full"
 # Number formats (quantviz.core.numerics.formats): "int" is the integer grid above; the others are
 # FP8 (per-tensor / per-channel FP32 scale), MX (E8M0 scale per block of 32) and NVFP4.
 # With a float format, bits only says quantized (the format's element width) or float (None).
+# llama.cpp's weight types (quantviz.core.numerics.ggml, weights only) follow.
 NUMBER_FORMATS = ("int", "fp8_e4m3", "fp8_e5m2", "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2",
-                  "mxfp4", "mxint8", "nvfp4")
+                  "mxfp4", "mxint8", "nvfp4",
+                  "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
+WEIGHT_ONLY_FORMATS = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
 DEFAULT_FORMAT = "int"
 
 

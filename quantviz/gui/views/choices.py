@@ -5,7 +5,19 @@ from __future__ import annotations
 from ...core.algorithms.options import DESCRIPTIONS as ALGORITHM_HELP
 from ...core.numerics.formats import FORMATS
 from ...core.numerics.qparams import MAX_BITS, MIN_BITS
-from ...core.numerics.spec import ALGORITHMS, GRANULARITIES, NUMBER_FORMATS, RANGE_METHODS, SYMMETRIC_GRIDS
+from ...core.numerics.spec import ALGORITHMS, GRANULARITIES, NUMBER_FORMATS, RANGE_METHODS, SYMMETRIC_GRIDS, WEIGHT_ONLY_FORMATS
+
+
+def _format_help(f: str) -> str:
+    if f == "int":
+        return "integer grid (bits, granularity, grid)"
+    fmt = FORMATS[f]
+    if fmt.scale == "ggml":
+        t = fmt.gtype
+        return (f"llama.cpp {t.name}: {t.code_bits}-bit codes, a scale{' and minimum' if t.affine else ''} per "
+                f"{t.sub} weights, {t.bits_per_weight:g} bits per weight (weights only)")
+    return (f"{fmt.element.name.upper()} elements, {fmt.bits_per_element():g} bits per value"
+            + (f" with a scale per block of {fmt.block}" if fmt.block else " with an FP32 scale"))
 from .columns import GRAN_LABEL
 
 BIT_CHOICES = [None] + ([16] if MAX_BITS >= 16 else []) + list(range(min(MAX_BITS, 8), MIN_BITS - 1, -1))
@@ -39,11 +51,8 @@ def choices(field: str) -> list[tuple[str, object, str]]:
     if field == "granularity":
         return [(GRAN_LABEL[g], g, GRAN_HELP[g]) for g in GRANULARITIES]
     if field in ("format", "act_format"):
-        return [("int" if f == "int" else FORMATS[f].label, f,
-                 "integer grid (bits, granularity, grid)" if f == "int" else
-                 f"{FORMATS[f].element.name.upper()} elements, {FORMATS[f].bits_per_element():g} bits per value"
-                 + (f" with a scale per block of {FORMATS[f].block}" if FORMATS[f].block else " with an FP32 scale"))
-                for f in NUMBER_FORMATS]
+        return [("int" if f == "int" else FORMATS[f].label, f, _format_help(f))
+                for f in NUMBER_FORMATS if field == "format" or f not in WEIGHT_ONLY_FORMATS]
     if field == "algorithm":
         return [(a, a, ALGORITHM_HELP[a]) for a in ALGORITHMS]
     if field in ("grid", "act_grid"):

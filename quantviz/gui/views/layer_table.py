@@ -333,10 +333,12 @@ class LayerTablePanel(SessionFollower, QWidget):
                     act.triggered.connect(lambda _c=False, f=field, v=value, s=scope, a=arg: self._bulk(f, v, s, a))
         menu.addSeparator()
         pre = menu.addMenu("Apply preset")
-        for name in PRESETS:
+        from ...io.gguf_export import LLAMA_PRESET_HELP, LLAMA_PRESETS
+
+        for name in list(PRESETS) + list(LLAMA_PRESETS):  # llama.cpp's mixes resolve on the open model
             sub = pre.addMenu(name)
             sub.setToolTipsVisible(True)
-            sub.setToolTip(PRESET_HELP.get(name, ""))
+            sub.setToolTip(PRESET_HELP.get(name) or LLAMA_PRESET_HELP.get(name, ""))
             a = sub.addAction("To all layers")
             a.triggered.connect(lambda _c=False, p=name: self.apply_preset(p, None))
             a = sub.addAction(f"To selection ({len(sel)})")
