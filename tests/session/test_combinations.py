@@ -24,13 +24,15 @@ GRIDS = {
     "fp8": {"format": "fp8_e4m3"},
     "mxfp4": {"format": "mxfp4"},
     "nvfp4": {"format": "nvfp4"},
+    "q4_k": {"format": "q4_k"},  # llama.cpp's types: super-blocks of 256, rows zero-padded to them
+    "q8_0": {"format": "q8_0"},
 }
 # (grid, algorithm): algorithms fit integer grids only (the refusal is tested below)
 COMBOS = [("int", "none"), ("int", "adaround"), ("int", "gptq"), ("int_group", "none"), ("int_group", "gptq"),
-          ("fp8", "none"), ("mxfp4", "none"), ("nvfp4", "none")]
+          ("fp8", "none"), ("mxfp4", "none"), ("nvfp4", "none"), ("q4_k", "none"), ("q8_0", "none")]
 
 
-ALL_EXPORTS = {("int", "gptq"), ("int_group", "none"), ("nvfp4", "none")}
+ALL_EXPORTS = {("int", "gptq"), ("int_group", "none"), ("nvfp4", "none"), ("q4_k", "none")}
 
 
 @pytest.fixture(scope="module")
