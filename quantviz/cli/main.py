@@ -35,12 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _let_ctrl_c_through() -> None:
-    """A blocked SIGINT is inherited from the parent process (a thread pool, Ray or a test runner may
-    have blocked it where it forked us); blocked, Ctrl-C would never reach a long-running command."""
+    """Ctrl-C reaches a long-running command whatever the parent left us: a blocked SIGINT (a thread
+    pool, Ray or a test runner may have blocked it where it forked us) is unblocked, and an ignored
+    one (a shell's background job, or a parent that ignored it: Python then installs no handler at
+    all) gets Python's KeyboardInterrupt handler back. Either way Ctrl-C never reached the command."""
     import signal
 
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -126,6 +126,13 @@ def test_subprocess_exits_nonzero_without_traceback(corpus, case_id):
         assert not case.marker.exists()
 
 
+def _deaf_to_ctrl_c():
+    """What a parent may leave its children: SIGINT blocked (a thread's mask where it forked) and
+    ignored (a shell's background job; the full suite's pytest process once did, and the child hung)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def test_recipe_that_never_returns_can_be_interrupted(tmp_path):
     """A recipe stuck in ``while True`` gives way to Ctrl-C: exit 130, one line, nothing written."""
     started = tmp_path / "started"
@@ -133,10 +140,10 @@ def test_recipe_that_never_returns_can_be_interrupted(tmp_path):
     recipe.write_text(f"from pathlib import Path\nPath({str(started)!r}).touch()\n"
                       "def build_model():\n    while True:\n        pass\n", encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    # started with SIGINT blocked, as a parent's thread may leave it when it forks: Ctrl-C still works
+    # started with SIGINT blocked and ignored, as a parent may leave it: Ctrl-C still works
     proc = subprocess.Popen([sys.executable, "-m", "quantviz", "inspect", str(recipe)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}))
+                            preexec_fn=_deaf_to_ctrl_c)
     try:
         deadline = time.monotonic() + 60
         while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
