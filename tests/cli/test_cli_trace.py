@@ -41,7 +41,7 @@ def test_trace_json_one_quantized_layer(recipe, tmp_path, capsys):
     assert mid["weight_bits"] == 3 and math.isfinite(mid["accumulated_sqnr_db"])
     assert mid["local_sqnr_db"] == pytest.approx(mid["accumulated_sqnr_db"])
     assert last["local_sqnr_db"] is None and last["accumulated_sqnr_db"] is not None
-    assert res["entry"] == "2" and res["samples"] == 64
+    assert res["entry"] == "2" and res["samples"] == 32  # the recipe's 64 samples: 32 calibrate, 32 held out
     for l in res["layers"]:
         assert {"name", "type", "accumulated_sqnr_db", "local_sqnr_db", "input_clipped_fraction"} <= set(l)
     assert json.loads(out.read_text())["layers"] == res["layers"]

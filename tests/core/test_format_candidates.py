@@ -12,7 +12,8 @@ def test_parse_candidates_formats_and_integers():
     w = c[0].apply(WeightSpec())
     assert (w.format, w.bits) == ("mxfp4", 4)
     assert c[2].apply(WeightSpec()).effective_group_size() == 32
-    assert Candidate(4, format="nvfp4").patch() == {"weight": {"bits": 4, "format": "nvfp4"}}
+    # a format has no integer grid for an algorithm: its patch sets none
+    assert Candidate(4, format="nvfp4").patch() == {"weight": {"bits": 4, "format": "nvfp4", "algorithm": "none"}}
     with pytest.raises(CandidateError, match="cannot read 'fp5'"):
         parse_candidates("int8,fp5")
 

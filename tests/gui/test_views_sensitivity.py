@@ -88,10 +88,10 @@ def test_config_diff_describes_formats_and_algorithms_and_marks_only_real_differ
     assert all("NVFP4 block 16" in a and "per-ch" not in a for _, a, _, _ in rows)
     assert not any(d for *_, d in rows)
     other = same.copy()
-    other.set_layer("features.7", {"weight": {"algorithm": "gptq"}})
+    other.set_layer("features.7", {"weight": {"format": "int", "algorithm": "gptq"}})  # algorithms fit int grids
     other.set_layer("classifier.1", {"weight": {"format": "mxfp4"}})
     rows = {n: (a, b, d) for n, a, b, d in diff_rows(s.layers, preset("NVFP4"), other)}
-    assert rows["features.7"][2] and "NVFP4 block 16 gptq" in rows["features.7"][1]
+    assert rows["features.7"][2] and "gptq" in rows["features.7"][1] and "NVFP4" not in rows["features.7"][1]
     assert rows["classifier.1"][2] and "MXFP4 block 32" in rows["classifier.1"][1]
     assert all(a != b for a, b, d in rows.values() if d) and sum(d for *_, d in rows.values()) == 2
     assert rows["features.0"][0] == describe_layer(preset("NVFP4").resolve(s.layer("features.0")))

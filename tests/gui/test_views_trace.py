@@ -154,13 +154,15 @@ def test_hover_names_the_format_and_the_algorithm(qtbot, session):
     from quantviz.core.numerics.describe import describe_layer
     from quantviz.gui.views.trace import TraceView
 
-    session.edit_layers(["2"], {"weight": {"format": "nvfp4", "bits": 4, "algorithm": "gptq"}})
+    session.edit_layers(["2"], {"weight": {"format": "nvfp4", "bits": 4}})
+    session.edit_layers(["0"], {"weight": {"format": "int", "bits": 4, "algorithm": "gptq"}})  # algorithms: int grids
     w = TraceView()
     qtbot.addWidget(w)
     w.set_session(session)
     session.run_trace()
     qtbot.waitUntil(lambda: w.result is session.analysis.trace)
     text = w.layer_text(1)
-    assert "NVFP4 block 16 gptq" in text and "per-ch" not in text
+    assert "NVFP4 block 16" in text and "per-ch" not in text
+    assert "gptq" in w.layer_text(0)
     assert describe_layer(session.spec("2"), "; ") in text  # the shared describer's words
     assert w.result.layers[1].to_dict()["setting"] == describe_layer(session.spec("2"), "; ")
