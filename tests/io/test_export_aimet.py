@@ -6,17 +6,7 @@ import json
 import pytest
 import torch
 
-from quantviz.core.errors import SourceError
 from quantviz.io.aimet import AimetError
-from quantviz.session import Session
-
-
-@pytest.fixture(scope="module")
-def demo():
-    try:
-        return Session.open("demo")
-    except SourceError as exc:
-        pytest.skip(f"demo not available: {exc}")
 
 
 def _qparams(s):

@@ -10,19 +10,9 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from quantviz.core.backends import onnxrt  # noqa: E402
-from quantviz.core.errors import SourceError  # noqa: E402
 from quantviz.core.sim.fakequant import iterate_outputs  # noqa: E402
 from quantviz.core.numerics.qparams import quantize_int  # noqa: E402
 from quantviz.core.numerics.sqnr import tensor_sqnr_db  # noqa: E402
-from quantviz.session import Session  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def demo():
-    try:
-        return Session.open("demo")
-    except SourceError as exc:
-        pytest.skip(f"demo not available: {exc}")
 
 
 def _configure(s):

@@ -8,18 +8,9 @@ import torch
 pytest.importorskip("executorch")
 
 from quantviz.core.backends import executorch_backend as eb  # noqa: E402
-from quantviz.core.errors import QuantvizError, SourceError  # noqa: E402
+from quantviz.core.errors import QuantvizError  # noqa: E402
 from quantviz.core.sim.fakequant import iterate_outputs  # noqa: E402
 from quantviz.core.numerics.sqnr import tensor_sqnr_db  # noqa: E402
-from quantviz.session import Session  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def demo():
-    try:
-        return Session.open("demo")
-    except SourceError as exc:
-        pytest.skip(f"demo not available: {exc}")
 
 
 def test_demo_w8a8_runs_in_executorch_with_the_simulations_accuracy(demo, tmp_path):

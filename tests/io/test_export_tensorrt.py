@@ -14,7 +14,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from quantviz.core.backends import onnxrt  # noqa: E402
-from quantviz.core.errors import QuantvizError, SourceError  # noqa: E402
+from quantviz.core.errors import QuantvizError  # noqa: E402
 from quantviz.core.sim.fakequant import iterate_outputs  # noqa: E402
 from quantviz.core.numerics.sqnr import tensor_sqnr_db  # noqa: E402
 from quantviz.io.config import preset  # noqa: E402
@@ -23,14 +23,6 @@ from quantviz.session import Session  # noqa: E402
 HERE_FIXTURES = Path(__file__).resolve().parents[1] / "models"
 sys.path.insert(0, str(HERE_FIXTURES))
 from fixtures import resnet18  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def demo():
-    try:
-        return Session.open("demo")
-    except SourceError as exc:
-        pytest.skip(f"demo not available: {exc}")
 
 
 def _symmetric_w8a8(s):
