@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = tiny_llama(d / "model", context=2 * CTX)
         text = d / "text.txt"
         text.write_text(plain_text(1500, seed=11))
-        s = Session.open(str(folder), data=str(text), batch_size=8, seq_len=CTX)
+        s = Session.open(str(folder), data=str(text), calib=str(text), batch_size=8, seq_len=CTX)  # all sequences, as llama-perplexity
         s.set_config(QuantConfig(default=FLOAT))
         s.export("gguf", d / "f32.gguf")
         base = d / "base.kld"
