@@ -380,18 +380,11 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
         if str(name).upper() in LLAMA_PRESETS:  # llama.cpp's mix: a type per layer, from this model's layers
             from ..io.gguf_export import llama_preset_config
 
-            mix = QuantConfig.from_dict(llama_preset_config(self.sim, name))
-            if layers is None:
-                mix.options = dict(self._config.options)
-                self.set_config(mix, f"preset {mix.name}")
-                return
-            layers = list(layers)
-            cfg = self._config.copy()
-            for n in layers:
-                cfg.layers[n] = mix.layers[n]
-            self.set_config(cfg, f"preset {mix.name} on {len(layers)} layer(s)")
-            return
-        p = preset(name)
+            p = QuantConfig.from_dict(llama_preset_config(self.sim, name))
+            setting = lambda n: p.layers[n]  # noqa: E731
+        else:
+            p = preset(name)
+            setting = lambda n: p.resolve(self.layer(n)).to_dict()  # noqa: E731
         if layers is None:
             cfg = p.copy()
             cfg.options = dict(self._config.options)
@@ -400,8 +393,7 @@ class Session(AnalysisMixin, ExportsMixin, QATMixin):
         layers = list(layers)
         cfg = self._config.copy()
         for n in layers:
-            spec = p.resolve(self.layer(n))
-            cfg.layers[n] = spec.to_dict()
+            cfg.layers[n] = setting(n)
         self._commit(cfg, f"preset {p.name} on {len(layers)} layer(s)")
 
     def set_range(self, name: str, kind: str, lo: float, hi: float) -> None:
