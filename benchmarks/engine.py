@@ -28,9 +28,9 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import quantviz  # noqa: E402,F401  (first: it makes OpenMP wait passively before torch loads it)
+import torch
 
 from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402
 from benchmarks.models import build_resnet18, random_dataset  # noqa: E402

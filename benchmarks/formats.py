@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import quantviz  # noqa: E402,F401  (first: it makes OpenMP wait passively before torch loads it)
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]

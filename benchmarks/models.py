@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import quantviz  # noqa: F401  (first: it makes OpenMP wait passively before torch loads it)
 import torch
 from torch import nn
 

@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import quantviz  # noqa: E402,F401  (first: it makes OpenMP wait passively before torch loads it)
 import torch  # noqa: E402
 
 from benchmarks._meta import add_out_argument, finish, meta  # noqa: E402

@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import quantviz  # noqa: E402,F401  (first: it makes OpenMP wait passively before torch loads it)
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 

@@ -33,6 +33,17 @@ for _var, _sub in USER_DIRS.items():
     os.environ[_var] = os.path.join(_RUN_HOME, _sub)
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs ``-n auto``) each worker is one process among N on the
+    machine's cores: it takes its share of the cores for torch's intra-op threads, so N workers
+    never oversubscribe the machine (numerics do not depend on the thread count)."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
+
+
 def pytest_unconfigure(config):
     shutil.rmtree(_RUN_HOME, ignore_errors=True)
 
@@ -83,9 +94,15 @@ def cli(capsys):
     stderr noise of third-party imports) start a subprocess instead."""
     from quantviz.cli.main import main
 
+    import torch
+
     def run(*argv) -> CLIRun:
         capsys.readouterr()
-        code = main([str(a) for a in argv])
+        threads = torch.get_num_threads()
+        try:  # the CLI sizes torch's threads for a process of its own; the test process keeps its share
+            code = main([str(a) for a in argv])
+        finally:
+            torch.set_num_threads(threads)
         cap = capsys.readouterr()
         return CLIRun(code, cap.out, cap.err)
 

@@ -213,6 +213,28 @@ def test_openmp_waits_passively_unless_the_user_chose():
     assert out.stdout.split() == ["ACTIVE"], out.stderr
 
 
+def _torch_before_quantviz(source: str) -> int | None:
+    """The line of a module-level torch import that comes before any quantviz import, else None."""
+    for node in ast.parse(source).body:
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        tops = {n.split(".")[0] for n in names}
+        if "quantviz" in tops:
+            return None
+        if "torch" in tops:
+            return node.lineno
+    return None
+
+
+def test_benchmarks_import_quantviz_before_torch():
+    """A benchmark that loads torch first gets OpenMP's spinning default and times what no quantviz
+    entry point does (a busy machine's figures collapse): each script imports quantviz first."""
+    late = [f"{p.name}:{line}" for p in sorted((ROOT / "benchmarks").glob("*.py"))
+            if (line := _torch_before_quantviz(p.read_text(encoding="utf-8")))]
+    assert late == []
+    assert _torch_before_quantviz("import torch\nimport quantviz\n") == 1  # the check sees a breach
+
+
 # ---------------------------------------------------------------- rooms of core
 CORE = PKG / "core"
 SHARED = {"errors", "progress", "fmt"}  # beside the rooms, used by all of them
