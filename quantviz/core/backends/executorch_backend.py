@@ -55,6 +55,7 @@ def build(sim, specs: dict, calib_batches, example: torch.Tensor):
             exported = pb._export(model, example)
             if p.kernels:
                 pb._split_shared_calls(exported, set(p.kernels))
+                _file_under_layers(exported, set(p.kernels))
                 base = sym_config(is_per_channel=True)
                 act = replace(base.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2 ** -12))
                 cfg = replace(base, input_activation=act, output_activation=act)
@@ -68,6 +69,7 @@ def build(sim, specs: dict, calib_batches, example: torch.Tensor):
                 pb._set_observer_ranges(prepared, sim, specs, set(p.kernels))
                 exported = convert_pt2e(prepared)
                 pb._drop_unused(exported)
+                _keep_only_int8_layers(exported, p)
             dynamic = True
             try:
                 batch = torch.export.Dim("batch", min=1, max=1024)
@@ -84,6 +86,54 @@ def build(sim, specs: dict, calib_batches, example: torch.Tensor):
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise QuantvizError(f"executorch: this model could not be exported and lowered "
                             f"({type(exc).__name__}: {first[:200]})") from exc
+
+
+_RELU_OPS = (torch.ops.aten.relu.default, torch.ops.aten.relu_.default)
+
+
+def _file_under_layers(gm, kernels: set[str]) -> int:
+    """XNNPACK's quantizer annotates a convolution together with its weight and bias and, where
+    a ReLU alone reads it, with that ReLU (it never annotates such a convolution on its own),
+    and a per-layer name filter must accept every node of the pattern. The weight and bias are
+    ``get_attr`` nodes, which carry no module stack, and the ReLU was traced from its own module
+    (``features.2`` after ``features.0``): filed as they are, a kernel layer's convolution would
+    stay a float convolution in the program (float weights, float activations). So they are
+    filed under their layer's name. Returns how many nodes were filed."""
+    filed = 0
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target not in pb._KERNEL_OPS or "nn_module_stack" not in node.meta:
+            continue
+        if pb._layer_of(node, kernels) is None:
+            continue
+        joined = [a for a in node.args[1:3] if getattr(a, "op", None) == "get_attr"]
+        if len(node.users) == 1:
+            (user,) = node.users
+            if user.op == "call_function" and user.target in _RELU_OPS:
+                joined.append(user)
+        for other in joined:
+            other.meta["nn_module_stack"] = dict(node.meta["nn_module_stack"])
+            filed += 1
+    return filed
+
+
+_DEQUANT_PER_CHANNEL = "dequantize_per_channel"
+
+
+def _keep_only_int8_layers(gm, p) -> None:
+    """A layer counts as on XNNPACK's int8 kernels only where the converted graph feeds its
+    Conv2d / Linear an int8 weight (a per-channel dequantize); any other stays in ``p.simulated``
+    with the reason, so the export's notes never claim a kernel the program does not run."""
+    quantized = set()
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target in pb._KERNEL_OPS and len(node.args) > 1:
+            w = node.args[1]
+            if getattr(w, "op", None) == "call_function" and _DEQUANT_PER_CHANNEL in str(w.target):
+                name = pb._layer_of(node, set(p.kernels))
+                if name:
+                    quantized.add(name)
+    for name in [n for n in p.kernels if n not in quantized]:
+        p.kernels.remove(name)
+        p.simulated[name] = "XNNPACK's quantizer did not take this layer (float weights in the program)"
 
 
 def load(path):
