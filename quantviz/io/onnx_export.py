@@ -107,6 +107,13 @@ def export_float(model: torch.nn.Module, example, *, opset: int = OPSET):
         out = model(*args, **kwargs)
     n_out = len(out) if isinstance(out, (tuple, list)) else 1
     out_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+    # a model opened from an ONNX file keeps its own input and output names (a runtime's caller
+    # feeds and reads them by name)
+    src_in, src_out = list(getattr(model, "input_names", []) or []), list(getattr(model, "output_names", []) or [])
+    if len(src_in) == len(in_names) and not kwargs:
+        in_names = src_in
+    if len(src_out) == n_out:
+        out_names = src_out
     axes = {n: {0: "batch"} for n in in_names + out_names}
     _token_axes(axes, kwargs, out, out_names)
     with tempfile.TemporaryDirectory(prefix="quantviz-onnx-") as tmp:

@@ -183,3 +183,38 @@ def test_qdq_model_opens_with_its_quantization_as_the_config(tmp_path, cli):
     # the CLI, given no --config / --preset, uses the imported config too
     r = cli("evaluate", str(path), "--data", str(tmp_path / "eval.npz"), "--json")
     assert r.code == 0, r.err
+
+
+# ---------------------------------------------------------------- a model exported by another framework
+SKL = Path(__file__).resolve().parents[1] / "data" / "sklearn_mlp_digits.onnx"  # scripts/make_sklearn_onnx.py
+SKL_DATA = SKL.with_name("sklearn_digits_heldout.npz")
+
+
+def test_a_scikit_learn_model_exported_by_skl2onnx_opens_and_computes_what_onnxruntime_computes():
+    """skl2onnx's graph: ai.onnx.ml Scaler and ArrayFeatureExtractor around MatMul / Add, and two
+    outputs, an int64 label and the float probabilities: the metrics read the probabilities."""
+    bundle = load_model(str(SKL))
+    assert sorted(_layers(bundle.model)) == ["matmul_2", "matmul_5", "matmul_8"]
+    x = np.load(SKL_DATA)["x"][:64]
+    sess = ort.InferenceSession(str(SKL), providers=["CPUExecutionProvider"])
+    label, probs = sess.run(["label", "probabilities"], {"X": x})
+    with torch.no_grad():
+        got_label, got_probs = bundle.model(torch.from_numpy(x))
+    np.testing.assert_array_equal(got_label.numpy(), label)
+    np.testing.assert_allclose(got_probs.numpy(), probs, rtol=1e-4, atol=1e-6)
+
+
+def test_a_scikit_learn_model_quantized_and_exported_runs_in_onnxruntime_as_simulated(tmp_path):
+    s = Session.open(str(SKL), data=str(SKL_DATA), batch_size=64)
+    float_acc = s.check(record=False).metrics["accuracy"]
+    s.apply_preset("W8A8")
+    res = s.check(record=False)
+    assert res.metrics["accuracy"] > 0.8 and abs(res.metrics["accuracy"] - float_acc) < 0.02
+    out = tmp_path / "q.onnx"
+    s.export("onnx", out)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["label", "probabilities"]  # the file's own names
+    x, y = s.eval_data.x.numpy(), s.eval_data.y.numpy()
+    label, probs = sess.run(None, {sess.get_inputs()[0].name: x})
+    np.testing.assert_array_equal(label, probs.argmax(1))
+    assert abs(float((label == y).mean()) - res.metrics["accuracy"]) <= 2 / len(y)

@@ -223,7 +223,10 @@ def _call(model: Callable, inputs: Inputs) -> Any:
 
 
 def output_tensor(out: Any) -> torch.Tensor:
-    """The main output tensor of a model call (logits for HF models)."""
+    """The main output tensor of a model call: the tensor itself, a ``logits`` entry / attribute
+    (HF models), else the first floating-point tensor of a tuple, list or dict (an integer output,
+    such as the label an ONNX classifier returns beside its probabilities, carries no error to
+    measure), else its first tensor."""
     if isinstance(out, torch.Tensor):
         return out
     logits = getattr(out, "logits", None)
@@ -232,17 +235,20 @@ def output_tensor(out: Any) -> torch.Tensor:
     if isinstance(out, Mapping):
         if isinstance(out.get("logits"), torch.Tensor):
             return out["logits"]
-        for v in out.values():
-            if isinstance(v, torch.Tensor):
-                return v
+        out = list(out.values())
     if isinstance(out, (tuple, list)):
+        found = []
         for v in out:
-            if isinstance(v, torch.Tensor):
+            if not isinstance(v, torch.Tensor):
+                try:
+                    v = output_tensor(v)
+                except TypeError:
+                    continue
+            if v.is_floating_point() or v.is_complex():
                 return v
-            try:
-                return output_tensor(v)
-            except TypeError:
-                continue
+            found.append(v)
+        if found:
+            return found[0]
     raise TypeError(f"model output of type {type(out).__name__} holds no tensor")
 
 

@@ -347,6 +347,26 @@ def _identity(i, a):
     return i[0]
 
 
+def _ml_scaler(i, a):
+    """ai.onnx.ml Scaler (scikit-learn's StandardScaler through skl2onnx): (x - offset) * scale."""
+    x = i[0].float()
+    offset = torch.tensor(a.get("offset", [0.0]), dtype=x.dtype, device=x.device)
+    scale = torch.tensor(a.get("scale", [1.0]), dtype=x.dtype, device=x.device)
+    return (x - offset) * scale
+
+
+def _ml_array_feature_extractor(i, a):
+    """ai.onnx.ml ArrayFeatureExtractor: the elements of the last axis at ``indices`` (a classifier's
+    class labels picked by its arg-max)."""
+    x, idx = i[0], i[1].long()
+    if x.dim() == 1:
+        return x[idx]
+    return x[..., idx.reshape(-1)]
+
+
+# operators of the ``ai.onnx.ml`` domain that classic-ML exporters (skl2onnx) put around a network
+ML_OPS = {"Scaler": _ml_scaler, "ArrayFeatureExtractor": _ml_array_feature_extractor}
+
 OPS = {
     "Add": lambda i, a: i[0] + i[1], "Sub": lambda i, a: i[0] - i[1], "Mul": lambda i, a: i[0] * i[1],
     "Div": _div, "Mod": _mod, "Pow": lambda i, a: torch.pow(i[0], i[1]),
@@ -375,4 +395,4 @@ OPS = {
     "Softmax": _softmax(torch.softmax), "LogSoftmax": _softmax(torch.log_softmax),
 }
 
-__all__ = ["OPS", "UnsupportedOp", "dtype_of", "conv_fn", "gemm_fn", "torch_pad_list", "INT64_MAX"]
+__all__ = ["OPS", "ML_OPS", "UnsupportedOp", "dtype_of", "conv_fn", "gemm_fn", "torch_pad_list", "INT64_MAX"]

@@ -172,6 +172,8 @@ class OnnxModule(nn.Module):
                 res = _get_module(self, op)(vals[0])
             elif kind == "pre_layer":  # Gemm transA / asymmetric conv pads before the layer
                 res = attrs["fn"](vals, attrs)
+            elif op.startswith("ai.onnx.ml."):
+                res = onnx_ops.ML_OPS[op[len("ai.onnx.ml."):]](vals, attrs)
             else:
                 res = onnx_ops.OPS[op](vals, attrs)
             if isinstance(res, torch.Tensor) and res.device != device and op in ("Shape", "Range", "ConstantOfShape"):
@@ -248,9 +250,12 @@ def convert(model_proto, *, weights: dict[str, torch.Tensor] | None = None, skip
             raise Cancelled()
         if id(node) in skip:
             continue
+        attrs = _attrs(node)
+        if node.domain == "ai.onnx.ml" and node.op_type in onnx_ops.ML_OPS:
+            mod._steps.append(("op", f"ai.onnx.ml.{node.op_type}", list(node.input), list(node.output), attrs))
+            continue
         if node.domain not in ("", "ai.onnx"):
             raise onnx_ops.UnsupportedOp(f"operator {node.domain}.{node.op_type} (node {node.name or index})")
-        attrs = _attrs(node)
         ins, outs = list(node.input), list(node.output)
         if node.op_type == "Constant":
             consts[outs[0]] = _constant(attrs)
