@@ -94,6 +94,16 @@ def test_each_layer_decompresses_to_the_simulated_weight_and_transformers_comput
     assert torch.equal(up0, s.sim.float_weight(L0 + "mlp.up_proj").float())
 
     # transformers (with compressed-tensors installed) loads the folder and computes the simulated model's logits
+    lib, ref, flt, model = logits(out, s)
+    assert (lib - ref).abs().max() <= 1e-5 * ref.abs().max()
+    assert (flt - ref).abs().max() > 100 * (lib - ref).abs().max()  # the comparison sees quantization
+    for layer in WEIGHT_ONLY:  # the weights transformers' model decompressed on its first forward
+        sim_w = s.sim.quantize_weight(layer, s.specs[layer].weight).tensor.detach().float()
+        assert torch.equal(model.get_submodule(layer).weight.detach().float(), sim_w), layer
+
+
+def logits(out: Path, s):
+    """(transformers' model from ``out``, the simulation, the float model) logits on random tokens, and the model."""
     transformers.utils.logging.set_verbosity_error()
     model = transformers.AutoModelForCausalLM.from_pretrained(str(out)).eval()
     ids = torch.randint(0, model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
@@ -102,11 +112,10 @@ def test_each_layer_decompresses_to_the_simulated_weight_and_transformers_comput
         s.sim.apply(s.specs)
         ref = s.sim.qmodel(input_ids=ids).logits
         flt = s.sim.float_model(input_ids=ids).logits
-    assert (lib - ref).abs().max() < 1e-4 * ref.abs().max()
-    assert (flt - ref).abs().max() > 100 * (lib - ref).abs().max()  # the comparison sees quantization
+    return lib, ref, flt, model
 
 
-def test_w8a8_writes_static_input_scales(llama, tmp_path):
+def test_w8a8_writes_static_input_scales_that_transformers_applies(llama, tmp_path):
     folder, s = llama
     layers = {L0 + "self_attn.q_proj": INT8_CH, L0 + "mlp.down_proj": INT8_CH, L1 + "self_attn.o_proj": FP8_T,
               L1 + "mlp.gate_proj": INT4_G32}
@@ -127,6 +136,12 @@ def test_w8a8_writes_static_input_scales(llama, tmp_path):
         aq = s.sim.input_qparams(layer, s.specs[layer])
         assert float(tensors[layer + ".input_scale"]) == float(aq.scale.flatten()[0]), layer
     assert tensors[L0 + "mlp.down_proj.weight"].dtype == torch.int8
+    # the loaded model quantizes those layers' inputs with the written scales, as the simulation does
+    lib, ref, flt, _ = logits(out, s)
+    assert (lib - ref).abs().max() <= 1e-5 * ref.abs().max()
+    s.set_config(config(layers))  # the same weights without activation quantization compute something else
+    s.sim.apply(s.specs)
+    assert (lib - logits(out, s)[1]).abs().max() > 100 * (lib - ref).abs().max()
 
 
 def test_pack_int32_matches_the_librarys_unpacking():
