@@ -193,3 +193,26 @@ def test_an_existing_folder_is_replaced_only_with_force(llama, tmp_path):
     s.export("compressed-tensors", out, force=True)
     assert not (out / "old.txt").exists() and (out / "model.safetensors").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["ct"]
+
+
+def test_cli_writes_the_folder_and_refuses_in_one_line(llama, tmp_path, cli):
+    folder, _ = llama
+    text = folder.parent / "text.txt"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(config({L0 + "mlp.up_proj": INT4_G32}).to_json())
+    out = tmp_path / "ct"
+    r = cli("export", folder, "--data", text, "--seq-len", 32, "--config", cfg, "--format", "compressed-tensors",
+            "--out", out)
+    assert r.code == 0, r.err
+    got, _, _ = decompressed(out)
+    assert list(got) == [L0 + "mlp.up_proj"]
+    assert "pack-quantized (int4 group 32): 1 layer(s)" in r.err
+    r = cli("export", folder, "--data", text, "--seq-len", 32, "--config", cfg, "--format", "compressed-tensors",
+            "--out", out)
+    assert r.code != 0 and "already exists" in r.err and len(r.err_lines) == 1
+    bad = tmp_path / "bad.json"
+    bad.write_text(config({L0 + "mlp.up_proj": {"bits": 3}}).to_json())
+    r = cli("export", folder, "--data", text, "--seq-len", 32, "--config", bad, "--format", "compressed-tensors",
+            "--out", tmp_path / "b")
+    assert r.code != 0 and len(r.err_lines) == 1 and "Traceback" not in r.err and L0 + "mlp.up_proj" in r.err
+    assert not (tmp_path / "b").exists()
