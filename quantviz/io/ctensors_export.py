@@ -23,7 +23,9 @@ explicitly (``model.layers.0.self_attn.q_proj``); layers the config leaves
 float are not targeted and stay float tensors. The codes and scales are the
 simulation's own: the writer checks that ``code * scale`` (in float32, the
 library's dequantization) gives the simulated weight bit for bit and refuses
-the layer otherwise. A setting the format cannot express (asymmetric, bit
+the layer otherwise. Asymmetric int weights of weight-only layers (per channel or per
+group) are written with their zero points packed along the output channels. A
+setting the format cannot express (other asymmetric grids, bit
 widths other than 4 and 8, MX / NVFP4 / llama.cpp formats, per-layer
 algorithms that change the bias or scale the input, convolutions and
 embeddings, a group size that does not divide the row, activation settings
@@ -75,8 +77,9 @@ class Plan:
     notes: list = field(default_factory=list)
 
 
-def _args(num_bits: int, type_: str, strategy: str, group_size: int | None = None, dynamic: bool = False) -> tuple:
-    d = {"num_bits": num_bits, "type": type_, "symmetric": True, "strategy": strategy,
+def _args(num_bits: int, type_: str, strategy: str, group_size: int | None = None, dynamic: bool = False,
+          symmetric: bool = True) -> tuple:
+    d = {"num_bits": num_bits, "type": type_, "symmetric": symmetric, "strategy": strategy,
          "group_size": group_size, "dynamic": dynamic, "observer": None if dynamic else "minmax"}
     return tuple(sorted(d.items()))
 
@@ -102,8 +105,9 @@ def scheme_of(info, spec) -> tuple[Scheme | None, str | None]:
         return None, f"weight format {w.format}"
     if w.format == "int" and w.bits not in (4, 8):
         return None, f"int{w.bits} weights (vLLM's compressed-tensors kernels take 4 or 8 bits)"
-    if not w.symmetric:
-        return None, "an asymmetric weight grid"
+    if not w.symmetric and (w.format != "int" or a.bits is not None or w.granularity == "per_tensor"):
+        return None, ("an asymmetric weight grid (compressed-tensors packs zero points of weight-only int layers "
+                      "per channel or per group)")
     if w.algorithm in ("smoothquant", "awq", "bias_correction"):
         return None, f"{w.algorithm} (it changes the bias or scales the input)"
     in_features = int(info.weight_shape[1]) if len(info.weight_shape) == 2 else 0
@@ -117,7 +121,7 @@ def scheme_of(info, spec) -> tuple[Scheme | None, str | None]:
         if a.format == "fp8_e4m3":
             return Scheme("float-quantized", wargs, _args(8, "float", "tensor")), None
         return None, f"an fp8 weight with a {a.format}{'' if a.format != 'int' else a.bits} activation"
-    wargs = _args(w.bits, "int", strategy, gs)
+    wargs = _args(w.bits, "int", strategy, gs, symmetric=w.symmetric)
     if a.bits is None:
         return Scheme("pack-quantized", wargs), None
     if w.bits == 8 and a.format == "int" and a.bits == 8 and a.symmetric and a.grid in ("full", "torch"):
@@ -170,10 +174,19 @@ def _layer_tensors(sim, info, spec, scheme: Scheme) -> dict:
     full = _expand(scale, shape, w["strategy"], w["group_size"])
     out = {}
     if w["type"] == "int":
-        codes = torch.round(sim_w / full)
-        lo, hi = -(1 << (w["num_bits"] - 1)), (1 << (w["num_bits"] - 1)) - 1
-        ok = bool(((codes >= lo) & (codes <= hi)).all())
-        deq = codes * full
+        half = 1 << (w["num_bits"] - 1)
+        zp = None
+        if not w["symmetric"]:  # quantviz's unsigned codes and zero points, shifted onto the signed range
+            zp = wq.qparams.zero_point.detach().cpu().to(torch.float32).reshape(scale.shape) - half
+            zfull = _expand(zp, shape, w["strategy"], w["group_size"])
+            codes = torch.round(sim_w / full) + zfull
+            deq = (codes - zfull) * full
+        else:
+            codes = torch.round(sim_w / full)
+            deq = codes * full
+        ok = bool(((codes >= -half) & (codes < half)).all()) and (zp is None or bool(((zp >= -half) & (zp < half)).all()))
+        if zp is not None:  # packed along the output channels (one column per group)
+            out["weight_zero_point"] = pack_int32(zp.to(torch.int32).t(), w["num_bits"]).t().contiguous()
         if scheme.format == "pack-quantized":
             out["weight_packed"] = pack_int32(codes.to(torch.int32), w["num_bits"])
             out["weight_shape"] = torch.tensor(shape, dtype=torch.int64)

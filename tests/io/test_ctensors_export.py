@@ -27,6 +27,8 @@ INT8_CH = {"bits": 8, "granularity": "per_channel"}
 INT8_G32 = {"bits": 8, "granularity": "per_group", "group_size": 32}
 FP8_CH = {"bits": 8, "format": "fp8_e4m3", "granularity": "per_channel"}
 FP8_T = {"bits": 8, "format": "fp8_e4m3", "granularity": "per_tensor"}
+INT4_G32_ASYM = {"bits": 4, "granularity": "per_group", "group_size": 32, "symmetric": False}
+INT8_CH_ASYM = {"bits": 8, "granularity": "per_channel", "symmetric": False}
 WEIGHT_ONLY = {L0 + "self_attn.q_proj": INT4_G32, L0 + "self_attn.k_proj": INT8_CH, L0 + "self_attn.v_proj": FP8_CH,
                L0 + "self_attn.o_proj": INT4_CH, L0 + "mlp.gate_proj": INT8_G32, L0 + "mlp.down_proj": FP8_T,
                L1 + "self_attn.q_proj": INT4_G32, L1 + "mlp.up_proj": INT4_G32, "lm_head": INT8_CH}
@@ -85,6 +87,7 @@ def test_each_layer_decompresses_to_the_simulated_weight_and_transformers_comput
     assert tensors[L0 + "self_attn.q_proj.weight_packed"].shape == (64, 64 * 4 // 32)
     assert tensors[L0 + "self_attn.q_proj.weight_scale"].shape == (64, 2)
     assert tensors[L0 + "self_attn.v_proj.weight"].dtype == torch.float8_e4m3fn
+    assert L0 + "self_attn.q_proj.weight_zero_point" not in tensors  # symmetric: no zero point
     for layer in WEIGHT_ONLY:
         sim_w = s.sim.quantize_weight(layer, s.specs[layer].weight).tensor.detach().float()
         lib_w = got[layer].float()
@@ -113,6 +116,26 @@ def logits(out: Path, s):
         ref = s.sim.qmodel(input_ids=ids).logits
         flt = s.sim.float_model(input_ids=ids).logits
     return lib, ref, flt, model
+
+
+def test_asymmetric_weight_only_layers_carry_packed_zero_points(llama, tmp_path):
+    """Zero points packed along the output channels, as the library's compressor writes them (and vLLM reads
+    them). transformers 5.25's load path lays the module out with unpacked zero points, so it does not load
+    such a folder; the library's decompression is the check here."""
+    folder, s = llama
+    layers = {L1 + "self_attn.k_proj": INT4_G32_ASYM, L1 + "mlp.down_proj": INT8_CH_ASYM, L0 + "mlp.up_proj": INT4_G32}
+    s.set_config(config(layers))
+    out = tmp_path / "asym"
+    s.export("compressed-tensors", out)
+    got, qc, tensors = decompressed(out)
+    assert tensors[L1 + "self_attn.k_proj.weight_zero_point"].shape == (32 * 4 // 32, 2)  # 32 rows packed, 2 groups
+    assert tensors[L1 + "mlp.down_proj.weight_zero_point"].shape == (64 * 8 // 32, 1)
+    assert not {g.weights.symmetric for g in qc.config_groups.values() if L1 + "mlp.down_proj" in g.targets}.pop()
+    for layer in layers:
+        sim_w = s.sim.quantize_weight(layer, s.specs[layer].weight).tensor.detach().float()
+        assert torch.equal(got[layer].float().view(torch.int32), sim_w.contiguous().view(torch.int32)), layer
+    zp = s.sim.quantize_weight(L1 + "self_attn.k_proj", s.specs[L1 + "self_attn.k_proj"].weight).qparams.zero_point
+    assert (zp != 8).any()  # zero points off the middle: a wrong shift of them would show
 
 
 def test_w8a8_writes_static_input_scales_that_transformers_applies(llama, tmp_path):
@@ -159,7 +182,7 @@ def test_pack_int32_matches_the_librarys_unpacking():
 
 @pytest.mark.parametrize("layers, acts, says", [
     ({L0 + "self_attn.q_proj": {"bits": 3, "granularity": "per_channel"}}, {}, "int3"),
-    ({L0 + "self_attn.q_proj": {"bits": 4, "symmetric": False}}, {}, "asymmetric"),
+    ({L0 + "self_attn.q_proj": {"bits": 4, "symmetric": False, "granularity": "per_tensor"}}, {}, "asymmetric"),
     ({L0 + "self_attn.q_proj": {"bits": 4, "format": "mxfp4"}}, {}, "mxfp4"),
     ({L0 + "self_attn.q_proj": INT4_CH}, {L0 + "self_attn.q_proj": A8}, "W8A8"),
     ({"model.embed_tokens": INT8_CH}, {}, "Embedding"),
