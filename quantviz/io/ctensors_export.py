@@ -16,6 +16,9 @@ symmetric activation (W8A8)  (static per-tensor)    ``input_scale``
 fp8_e4m3 weight (per tensor  ``float-quantized``    ``weight`` (float8_e4m3fn), ``weight_scale``
 / channel / group), with or                         (+ ``input_scale`` with an fp8_e4m3
 without an fp8_e4m3 input                           activation)
+nvfp4 weight, float input    ``nvfp4-pack-quantized`` ``weight_packed`` (E2M1 codes, two per
+(NVFP4A16)                   (tensor_group 16)      byte), ``weight_scale`` (E4M3 per 16),
+                                                    ``weight_global_scale`` (1 / tensor scale)
 ============================ ====================== ==========================================
 
 Every quantized layer is a target of the config group of its scheme, named
@@ -23,10 +26,15 @@ explicitly (``model.layers.0.self_attn.q_proj``); layers the config leaves
 float are not targeted and stay float tensors. The codes and scales are the
 simulation's own: the writer checks that ``code * scale`` (in float32, the
 library's dequantization) gives the simulated weight bit for bit and refuses
-the layer otherwise. Asymmetric int weights of weight-only layers (per channel or per
+the layer otherwise. NVFP4 is the exception the format imposes: the library
+computes a block's scale as ``block scale / global scale`` and decompresses to
+bfloat16, so its weight is the simulated one rounded to bfloat16, but for
+blocks whose scale no float32 global scale reproduces exactly (one float32
+rounding off; the writer picks the global scale that matches the most blocks and
+notes the rest). Asymmetric int weights of weight-only layers (per channel or per
 group) are written with their zero points packed along the output channels. A
 setting the format cannot express (other asymmetric grids, bit
-widths other than 4 and 8, MX / NVFP4 / llama.cpp formats, per-layer
+widths other than 4 and 8, MX / llama.cpp formats, NVFP4 with quantized inputs, per-layer
 algorithms that change the bias or scale the input, convolutions and
 embeddings, a group size that does not divide the row, activation settings
 other than the two above) is refused in one line naming the layers.
@@ -101,7 +109,7 @@ def scheme_of(info, spec) -> tuple[Scheme | None, str | None]:
     w, a = spec.weight, spec.activation
     if info.type != "Linear":
         return None, f"a {info.type} layer (compressed-tensors quantizes Linear layers here)"
-    if w.format not in ("int", "fp8_e4m3"):
+    if w.format not in ("int", "fp8_e4m3", "nvfp4"):
         return None, f"weight format {w.format}"
     if w.format == "int" and w.bits not in (4, 8):
         return None, f"int{w.bits} weights (vLLM's compressed-tensors kernels take 4 or 8 bits)"
@@ -111,6 +119,12 @@ def scheme_of(info, spec) -> tuple[Scheme | None, str | None]:
     if w.algorithm in ("smoothquant", "awq", "bias_correction"):
         return None, f"{w.algorithm} (it changes the bias or scales the input)"
     in_features = int(info.weight_shape[1]) if len(info.weight_shape) == 2 else 0
+    if w.format == "nvfp4":
+        if in_features % 16:
+            return None, f"NVFP4 rows of {in_features} weights are not whole blocks of 16"
+        if a.bits is not None:
+            return None, f"an NVFP4 weight with a quantized activation (NVFP4A16 only)"
+        return Scheme("nvfp4-pack-quantized", _args(4, "float", "tensor_group", 16)), None
     strategy, gs, why = _strategy(w, in_features)
     if why:
         return None, why
@@ -164,11 +178,59 @@ def pack_int32(codes: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.where(out >= 1 << 31, out - (1 << 32), out).to(torch.int32)
 
 
-def _layer_tensors(sim, info, spec, scheme: Scheme) -> dict:
+E2M1_CODES = {0.0: 0, 0.5: 1, 1.0: 2, 1.5: 3, 2.0: 4, 3.0: 5, 4.0: 6, 6.0: 7}
+
+
+def global_scale_for(ts: float, block_scales: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """compressed-tensors stores NVFP4's tensor scale as its reciprocal g and computes a block's scale as
+    ``s_block / g`` in float32; quantviz computes ``ts * s_block``. Of the float32 values next to ``1 / ts``
+    the one for which the two agree for the most block scales of the tensor, and for how many they differ
+    (by one float32 rounding: no float32 g need give every product exactly)."""
+    t = torch.tensor(ts, dtype=torch.float32)
+    want = t * block_scales
+    bits = (torch.tensor(1.0, dtype=torch.float32) / t).view(torch.int32)
+    best = None
+    for k in range(-8, 9):
+        g = (bits + k).view(torch.float32)
+        miss = int((block_scales / g != want).sum())
+        if best is None or miss < best[1]:
+            best = (g.reshape(1), miss)
+    return best
+
+
+def _nvfp4_tensors(info, wq, sim_w: torch.Tensor, notes: list) -> dict:
+    qp = wq.qparams
+    rows, n = sim_w.shape
+    bs = qp.codes.detach().float().cpu().reshape(rows, n // 16)
+    g, miss = global_scale_for(float(qp.tensor_scale), bs)
+    ours = (torch.tensor(float(qp.tensor_scale), dtype=torch.float32) * bs).repeat_interleave(16, dim=1)
+    from ..core.numerics.formats import E2M1, round_element
+
+    el = round_element(sim_w / ours, E2M1)  # the E2M1 element (the simulation computed element x this scale)
+    el = torch.where(torch.signbit(sim_w), -el.abs(), el.abs())  # the sign of a -0.0 too
+    mag = el.abs()
+    idx = torch.full(mag.shape, -1, dtype=torch.int64)
+    for v, c in E2M1_CODES.items():
+        idx[mag == v] = c
+    if bool((idx < 0).any()) or not torch.equal((el * ours).view(torch.int32), sim_w.view(torch.int32)):
+        raise CTensorsError(f"{info.name}: its NVFP4 weight is not E2M1 element x block scale x tensor scale")
+    if miss:
+        notes.append(f"{info.name}: {miss} of {bs.numel()} NVFP4 block scales are one float32 rounding off the "
+                     "simulated ones in compressed-tensors' arithmetic (block scale / global scale)")
+    nib = idx | torch.where(torch.signbit(el), 8, 0)  # -0.0 too: the library decodes it as -0.0
+    nib = nib.reshape(rows, n // 2, 2)
+    packed = (nib[..., 0] | (nib[..., 1] << 4)).to(torch.uint8)
+    return {"weight_packed": packed.contiguous(), "weight_scale": bs.to(torch.float8_e4m3fn).contiguous(),
+            "weight_global_scale": g.contiguous()}
+
+
+def _layer_tensors(sim, info, spec, scheme: Scheme, notes: list) -> dict:
     """The layer's compressed tensors (local names), checked to dequantize to the simulated weight."""
     w = dict(scheme.weights)
     wq = sim.quantize_weight(info.name, spec.weight)
     sim_w = wq.tensor.detach().float().cpu()
+    if scheme.format == "nvfp4-pack-quantized":
+        return _nvfp4_tensors(info, wq, sim_w.contiguous(), notes)
     shape = tuple(sim_w.shape)
     scale = _scale_matrix(wq.qparams, w["strategy"], shape, w["group_size"])
     full = _expand(scale, shape, w["strategy"], w["group_size"])
@@ -180,10 +242,10 @@ def _layer_tensors(sim, info, spec, scheme: Scheme) -> dict:
             zp = wq.qparams.zero_point.detach().cpu().to(torch.float32).reshape(scale.shape) - half
             zfull = _expand(zp, shape, w["strategy"], w["group_size"])
             codes = torch.round(sim_w / full) + zfull
-            deq = (codes - zfull) * full
+            deq = (codes.to(torch.int32).float() - zfull) * full  # as the library computes it (no -0.0 codes)
         else:
             codes = torch.round(sim_w / full)
-            deq = codes * full
+            deq = codes.to(torch.int32).float() * full
         ok = bool(((codes >= -half) & (codes < half)).all()) and (zp is None or bool(((zp >= -half) & (zp < half)).all()))
         if zp is not None:  # packed along the output channels (one column per group)
             out["weight_zero_point"] = pack_int32(zp.to(torch.int32).t(), w["num_bits"]).t().contiguous()
@@ -257,7 +319,7 @@ def build_plan(sim, specs: dict) -> tuple[Plan, object]:
             raise CTensorsError(f"{name}: its weight is tied to another tensor (or not saved); quantize it "
                                 "and its twin alike or leave it float")
         del state[local + ".weight"]
-        for k, t in _layer_tensors(sim, info, specs[name], scheme).items():
+        for k, t in _layer_tensors(sim, info, specs[name], scheme, plan.notes).items():
             plan.tensors[f"{local}.{k}"] = t
         plan.schemes.setdefault(scheme, []).append(local)
     for k, v in state.items():

@@ -105,10 +105,10 @@ def test_each_layer_decompresses_to_the_simulated_weight_and_transformers_comput
         assert torch.equal(model.get_submodule(layer).weight.detach().float(), sim_w), layer
 
 
-def logits(out: Path, s):
+def logits(out: Path, s, dtype=None):
     """(transformers' model from ``out``, the simulation, the float model) logits on random tokens, and the model."""
     transformers.utils.logging.set_verbosity_error()
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(out)).eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(out), **({"dtype": dtype} if dtype else {})).eval()
     ids = torch.randint(0, model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         lib = model(input_ids=ids).logits
@@ -136,6 +136,50 @@ def test_asymmetric_weight_only_layers_carry_packed_zero_points(llama, tmp_path)
         assert torch.equal(got[layer].float().view(torch.int32), sim_w.contiguous().view(torch.int32)), layer
     zp = s.sim.quantize_weight(L1 + "self_attn.k_proj", s.specs[L1 + "self_attn.k_proj"].weight).qparams.zero_point
     assert (zp != 8).any()  # zero points off the middle: a wrong shift of them would show
+
+
+def test_nvfp4_layers_decompress_to_the_simulated_weight_in_bfloat16(llama, tmp_path):
+    """NVFP4A16: E2M1 codes two to a byte, E4M3 block scales of 16, the tensor scale as its reciprocal
+    (weight_global_scale, the float32 next to 1 / tensor scale for which the library's block scale / global
+    scale equals quantviz's tensor scale x block scale for the most blocks). The library decompresses NVFP4
+    into bfloat16: the simulated weight rounded to it, but for the weights of a block whose scale is one
+    float32 rounding off where that tips the bfloat16 rounding (one bfloat16 step)."""
+    folder, s = llama
+    nv = {"bits": 4, "format": "nvfp4"}
+    layers = {L0 + "self_attn.q_proj": nv, L0 + "mlp.down_proj": nv, L1 + "mlp.up_proj": nv, L1 + "self_attn.k_proj": INT4_G32}
+    s.set_config(config(layers))
+    out = tmp_path / "nv"
+    s.export("compressed-tensors", out)
+    got, qc, tensors = decompressed(out)
+    assert {g.format for g in qc.config_groups.values()} == {"nvfp4-pack-quantized", "pack-quantized"}
+    assert tensors[L0 + "mlp.down_proj.weight_packed"].shape == (64, 64) and \
+        tensors[L0 + "mlp.down_proj.weight_packed"].dtype == torch.uint8  # 128 inputs, two per byte
+    assert tensors[L0 + "mlp.down_proj.weight_scale"].dtype == torch.float8_e4m3fn
+    for layer in layers:
+        sim_w = s.sim.quantize_weight(layer, s.specs[layer].weight).tensor.detach().float()
+        if layer == L1 + "self_attn.k_proj":
+            assert torch.equal(got[layer].float(), sim_w)
+            continue
+        assert got[layer].dtype == torch.bfloat16
+        want = sim_w.to(torch.bfloat16)
+        off = got[layer] != want
+        assert off.float().mean() < 0.01, layer  # nearly all bit for bit
+        step = (want.float().abs() * 2.0 ** -7).clamp(min=1e-30)  # one bfloat16 step (8 significant bits)
+        assert ((got[layer].float() - want.float()).abs() <= step * 1.001).all(), layer
+    # transformers loads it in bfloat16 (the library's NVFP4 weights are bfloat16: a float32 model's forward
+    # would mix dtypes) and its layers hold the library's weights, bit for bit; the same model in float32 (every
+    # weight of it, float ones too, went through bfloat16) is closer to the simulation than the float model is
+    lib, ref, flt, model = logits(out, s, dtype=torch.bfloat16)
+    for layer in layers:
+        if layer != L1 + "self_attn.k_proj":
+            assert torch.equal(model.get_submodule(layer).weight.detach(), got[layer]), layer
+    ids = torch.randint(0, model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):  # transformers refuses .float() on it
+            if t.is_floating_point():
+                t.data = t.data.float()
+        lib32 = model(input_ids=ids).logits
+    assert (lib32 - ref).abs().max() < 0.5 * (flt - ref).abs().max()
 
 
 def test_w8a8_writes_static_input_scales_that_transformers_applies(llama, tmp_path):
