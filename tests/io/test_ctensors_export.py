@@ -283,3 +283,18 @@ def test_cli_writes_the_folder_and_refuses_in_one_line(llama, tmp_path, cli):
             "--out", tmp_path / "b")
     assert r.code != 0 and len(r.err_lines) == 1 and "Traceback" not in r.err and L0 + "mlp.up_proj" in r.err
     assert not (tmp_path / "b").exists()
+
+
+def test_gptq_codes_are_written_as_computed(llama, tmp_path):
+    """A per-layer algorithm that only picks other codes on the same grid (GPTQ) exports like rounding does."""
+    folder, s = llama
+    layer = L0 + "mlp.gate_proj"
+    s.set_config(config({layer: dict(INT4_G32, algorithm="gptq")}))
+    out = tmp_path / "gptq"
+    s.export("compressed-tensors", out)
+    got, _, _ = decompressed(out)
+    wq = s.sim.quantize_weight(layer, s.specs[layer].weight)
+    assert wq.algorithm_info  # GPTQ ran
+    assert torch.equal(got[layer].float(), wq.tensor.detach().float())
+    rtn = s.sim.quantize_weight(layer, s.specs[layer].weight.without_algorithm()).tensor
+    assert not torch.equal(got[layer].float(), rtn.detach().float())  # not the rounding-to-nearest weight
