@@ -123,7 +123,7 @@ def scheme_of(info, spec) -> tuple[Scheme | None, str | None]:
         if in_features % 16:
             return None, f"NVFP4 rows of {in_features} weights are not whole blocks of 16"
         if a.bits is not None:
-            return None, f"an NVFP4 weight with a quantized activation (NVFP4A16 only)"
+            return None, "an NVFP4 weight with a quantized activation (NVFP4A16 only)"
         return Scheme("nvfp4-pack-quantized", _args(4, "float", "tensor_group", 16)), None
     strategy, gs, why = _strategy(w, in_features)
     if why:
