@@ -39,6 +39,11 @@ algorithms that change the bias or scale the input, convolutions and
 embeddings, a group size that does not divide the row, activation settings
 other than the two above) is refused in one line naming the layers.
 
+A bfloat16 / float16 model keeps float32 scales: the check above compares
+``code * scale`` rounded to the model's dtype, as the simulation rounds its
+float32 result (a loader that rounds the scales to the model's dtype first,
+as transformers does, is off by a bfloat16 step in places).
+
 The writer knows the format from its published description; it does not
 need the ``compressed-tensors`` package (the tests load the folder with it).
 """
@@ -212,7 +217,7 @@ def _nvfp4_tensors(info, wq, sim_w: torch.Tensor, notes: list) -> dict:
     idx = torch.full(mag.shape, -1, dtype=torch.int64)
     for v, c in E2M1_CODES.items():
         idx[mag == v] = c
-    if bool((idx < 0).any()) or not torch.equal((el * ours).view(torch.int32), sim_w.view(torch.int32)):
+    if bool((idx < 0).any()) or not _same(el * ours, sim_w, wq.tensor.dtype):
         raise CTensorsError(f"{info.name}: its NVFP4 weight is not E2M1 element x block scale x tensor scale")
     if miss:
         notes.append(f"{info.name}: {miss} of {bs.numel()} NVFP4 block scales are one float32 rounding off the "
@@ -222,6 +227,12 @@ def _nvfp4_tensors(info, wq, sim_w: torch.Tensor, notes: list) -> dict:
     packed = (nib[..., 0] | (nib[..., 1] << 4)).to(torch.uint8)
     return {"weight_packed": packed.contiguous(), "weight_scale": bs.to(torch.float8_e4m3fn).contiguous(),
             "weight_global_scale": g.contiguous()}
+
+
+def _same(deq: torch.Tensor, sim_w: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether float32 ``deq`` is the simulated weight bit for bit once in the model's dtype (the simulation
+    computes a bfloat16 / float16 model's weight in float32, then rounds it to the model's dtype)."""
+    return torch.equal(deq.to(dtype).float().view(torch.int32), sim_w.contiguous().view(torch.int32))
 
 
 def _layer_tensors(sim, info, spec, scheme: Scheme, notes: list) -> dict:
@@ -259,7 +270,7 @@ def _layer_tensors(sim, info, spec, scheme: Scheme, notes: list) -> dict:
         deq = el.float() * full
         ok = True
         out["weight"] = el
-    if not (ok and torch.equal(deq.view(torch.int32), sim_w.contiguous().view(torch.int32))):
+    if not (ok and _same(deq, sim_w, wq.tensor.dtype)):
         raise CTensorsError(f"{info.name}: its simulated weight is not code x scale in float32 "
                             "(compressed-tensors could not reproduce it)")
     out["weight_scale"] = scale.contiguous()

@@ -298,3 +298,22 @@ def test_gptq_codes_are_written_as_computed(llama, tmp_path):
     assert torch.equal(got[layer].float(), wq.tensor.detach().float())
     rtn = s.sim.quantize_weight(layer, s.specs[layer].weight.without_algorithm()).tensor
     assert not torch.equal(got[layer].float(), rtn.detach().float())  # not the rounding-to-nearest weight
+
+
+def test_a_bfloat16_model_keeps_float32_scales(tmp_path):
+    """A bfloat16 model's simulated weight is code x scale in float32, rounded to bfloat16: the folder keeps
+    the float32 scales, and the library's decompression, rounded to bfloat16, is that weight bit for bit."""
+    folder = tiny_llama(tmp_path / "model", hidden=64, intermediate=128, layers=1)
+    transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.bfloat16).save_pretrained(str(folder))
+    (tmp_path / "t.txt").write_text(plain_text(200, seed=5))
+    s = Session.open(str(folder), data=str(tmp_path / "t.txt"), batch_size=4, seq_len=32)
+    layers = {L0 + "self_attn.q_proj": INT4_G32, L0 + "self_attn.v_proj": FP8_CH, L0 + "mlp.up_proj": INT8_CH}
+    s.set_config(config(layers))
+    out = tmp_path / "ct"
+    s.export("compressed-tensors", out)
+    got, _, tensors = decompressed(out)
+    assert tensors[L0 + "self_attn.q_proj.weight_scale"].dtype == torch.float32
+    for layer in layers:
+        sim_w = s.sim.quantize_weight(layer, s.specs[layer].weight).tensor.detach()
+        assert sim_w.dtype == torch.bfloat16
+        assert torch.equal(got[layer].to(torch.bfloat16), sim_w), layer
