@@ -13,7 +13,8 @@ def register(sub) -> None:
     p = sub.add_parser("export", help="write the config as quantviz JSON, ONNX QDQ, AIMET encodings, a torchao model or an HTML report")
     add_model_args(p)
     p.add_argument("--format", "-f", required=True, choices=FORMATS, help="what to write")
-    p.add_argument("--out", "-o", required=True, metavar="PATH", help="output file (torchao also writes <stem>_torchao.py, aimet <stem>_model.onnx)")
+    p.add_argument("--out", "-o", required=True, metavar="PATH", help="output file (torchao also writes <stem>_torchao.py, aimet <stem>_model.onnx; "
+                        "compressed-tensors: an output folder)")
     p.add_argument("--target", default="ort", choices=TARGETS,
                    help="onnx only: the runtime the Q/DQ graph is written for: ort (ONNX Runtime's CPU kernels, "
                         "default), tensorrt (signed int8 / int4 with zero point 0, TensorRT's Q/DQ placement); "
@@ -31,7 +32,10 @@ def run(args) -> int:
     from ..io.export import aimet_model_path, torchao_script_path
 
     # refuse before the (slow) model load when the output exists
-    atomic.check_writable(args.out, args.force)
+    if args.format == "compressed-tensors":  # a folder
+        atomic.check_writable_dir(args.out, args.force)
+    else:
+        atomic.check_writable(args.out, args.force)
     if args.format == "torchao":
         atomic.check_writable(torchao_script_path(args.out), args.force)
     if args.format == "aimet":

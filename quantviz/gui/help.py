@@ -96,6 +96,9 @@ EXPORT_HELP = {
                                    "(Q4_K, Q6_K ...), the rest float; Llama-layout and GPT-2 models."),
     "llama-tensor-types": ("llama-quantize tensor types", "The --tensor-type-file of llama-quantize: one "
                                                           "tensor=type line per quantized tensor."),
+    "compressed-tensors": ("compressed-tensors folder (vLLM)", "A Hugging Face folder in the compressed-tensors format "
+                                                               "(W4A16 / W8A16 packed, W8A8 int8, FP8 per layer) that "
+                                                               "vLLM and transformers load; Hugging Face models only."),
 }
 
 

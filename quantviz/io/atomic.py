@@ -49,6 +49,46 @@ def atomic_path(path: str | os.PathLike, *, force: bool = True) -> Iterator[Path
         raise
 
 
+def check_writable_dir(path: str | os.PathLike, force: bool) -> Path:
+    """A folder output (a Hugging Face folder): an existing one is replaced only with ``force``."""
+    p = Path(path)
+    if p.exists() and not force:
+        raise OutputExists(f"{p}: already exists (pass --force to replace it)")
+    if p.exists() and not p.is_dir():
+        raise QuantvizError(f"{p}: is a file, not a folder")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.exists():
+        raise QuantvizError(f"{p}: folder {parent} does not exist")
+    return p
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, *, force: bool = True) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``path``; on success it replaces ``path``
+    (an old folder is moved aside first and removed after), on failure it is removed."""
+    import shutil
+
+    target = check_writable_dir(path, force)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent)))
+    try:
+        yield tmp
+        if os.name == "posix":  # mkdtemp makes the folder 0700; give it what mkdir would
+            os.chmod(tmp, 0o777 & ~_umask())
+            for f in tmp.iterdir():
+                if f.is_file():
+                    os.chmod(f, 0o666 & ~_umask())
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=str(target.parent)))
+            os.replace(target, old / "d")
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _umask() -> int:
     try:  # Linux says it without changing it (os.umask would, briefly, for every thread)
         with open("/proc/self/status", encoding="ascii") as fh:

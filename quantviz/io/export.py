@@ -25,7 +25,10 @@ writes
 * ``gguf``: a GGUF file for llama.cpp, every layer in the llama.cpp type its config
   gives it (``q4_k`` ...), the rest float (:mod:`.gguf_export`; Llama and GPT-2 layouts);
 * ``llama-tensor-types``: the ``--tensor-type-file`` of ``llama-quantize`` (one
-  ``NAME=TYPE`` line per quantized tensor).
+  ``NAME=TYPE`` line per quantized tensor);
+* ``compressed-tensors``: a Hugging Face folder in the compressed-tensors format
+  (what llm-compressor writes and vLLM loads): W4A16 / W8A16 packed, W8A8 int8,
+  FP8, per layer as the config chose (:mod:`.ctensors_export`).
 
 Every file is written atomically; an existing file is kept unless
 ``force``; a failed or cancelled export leaves nothing behind.
@@ -43,9 +46,11 @@ from ..core.progress import Progress, null_progress
 from . import atomic
 from .jsonsafe import sanitize
 
-FORMATS = ("json", "onnx", "aimet", "torchao", "executorch", "report", "gguf", "llama-tensor-types")
+FORMATS = ("json", "onnx", "aimet", "torchao", "executorch", "report", "gguf", "llama-tensor-types",
+           "compressed-tensors")
 SUFFIX = {"json": ".json", "onnx": ".onnx", "aimet": ".encodings", "torchao": ".pt", "executorch": ".pte",
-          "report": ".html", "gguf": ".gguf", "llama-tensor-types": ".txt"}
+          "report": ".html", "gguf": ".gguf", "llama-tensor-types": ".txt",
+          "compressed-tensors": ""}  # a folder
 EXPORT_FORMAT = "quantviz-export"
 EXPORT_VERSION = 1
 
@@ -434,9 +439,34 @@ def _write_tensor_types(inp: ExportInput, path, force, progress, cancel) -> Expo
                         [f"{n} tensor types; use: llama-quantize --tensor-type-file {Path(path).name} IN.gguf OUT.gguf TYPE"])
 
 
+def _write_ctensors(inp: ExportInput, path, force, progress, cancel) -> ExportResult:
+    from .ctensors_export import write_ctensors_folder
+
+    atomic.check_writable_dir(path, force)
+    folder = Path(inp.reference)
+    if not folder.is_dir():
+        raise QuantvizError(f"compressed-tensors needs a Hugging Face model folder; {inp.reference!r} is not one")
+    progress(0, 2, "writing the compressed tensors")
+    _check_cancel(cancel)
+    box = {}
+    with inp.lock, atomic.atomic_dir(path, force=force) as tmp:
+        box["plan"] = write_ctensors_folder(inp.sim, inp.specs, tmp, folder=folder)
+        names = sorted(p.name for p in tmp.iterdir())
+        _check_cancel(cancel)
+    progress(2, 2, "done")
+    plan = box["plan"]
+    notes = [f"{s.format} ({dict(s.weights)['type']}{dict(s.weights)['num_bits']} {dict(s.weights)['strategy']}"
+             + (f" {dict(s.weights)['group_size']}" if dict(s.weights)["group_size"] else "")
+             + (", static per-tensor input" if s.inputs else "") + f"): {len(t)} layer(s)"
+             for s, t in plan.schemes.items()] + list(plan.notes)
+    groups = [{"format": s.format, "weights": dict(s.weights), "input_activations": dict(s.inputs) if s.inputs else None,
+               "layers": sorted(t)} for s, t in plan.schemes.items()]
+    return ExportResult("compressed-tensors", [Path(path) / n for n in names], notes, {"groups": groups})
+
+
 WRITERS = {"json": _write_json, "onnx": _write_onnx, "aimet": _write_aimet, "torchao": _write_torchao,
            "executorch": _write_executorch, "report": _write_report, "gguf": _write_gguf,
-           "llama-tensor-types": _write_tensor_types}
+           "llama-tensor-types": _write_tensor_types, "compressed-tensors": _write_ctensors}
 
 
 def check_format(fmt: str) -> str:
@@ -455,7 +485,7 @@ def export(inp: ExportInput, fmt: str, path: str | Path, *, force: bool = False,
     inp.target = check_target(inp.target)
     if inp.target != "ort" and fmt != "onnx":
         raise QuantvizError(f"--target {inp.target} is for --format onnx (the {fmt} export has no target)")
-    if fmt in ("onnx", "aimet", "torchao", "executorch"):
+    if fmt in ("onnx", "aimet", "torchao", "executorch"):  # compressed-tensors refuses them itself
         from ..core.numerics.ggml import GGML_TYPES
 
         ggml = [n for n, sp in inp.specs.items() if sp.weight.bits is not None and sp.weight.format in GGML_TYPES]
