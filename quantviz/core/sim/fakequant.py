@@ -173,6 +173,7 @@ class QuantSim(QuantizedMode, ActivationSupport, AlgorithmSupport):
         the budget allows); ``need_tensor=False``: the result may hold its tensor as codes only."""
         st = self.state[name]
         w, axis, key = st.float_w, st.info.channel_axis, RoundKey(name, spec)
+        self.cache.count(name)
         if not self.cache.keeps_whole and w.device.type == "cpu" and blockable(spec, w.numel()):
             # a big layer of a model whose quantized weights are kept as codes: straight to codes,
             # a block of channels at a time (no full-size float32 temporaries)

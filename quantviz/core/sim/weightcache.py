@@ -21,6 +21,7 @@ recomputed by the function its caller passes (:meth:`WeightCache.whole`).
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable, Union
 
@@ -109,6 +110,7 @@ class WeightCache:
         self.generation = 0  # bumped by every full clear
         self._entries: dict[Key, WeightQuant] = {}
         self._pinned: dict[str, WeightSpec] = {}  # layer -> the weight spec it runs with (kept first)
+        self.computed: Counter[str] = Counter()  # layer -> weights quantized for it (rounding or algorithm)
 
     # ------------------------------------------------------------ look-ups
     @staticmethod
@@ -178,8 +180,14 @@ class WeightCache:
             self.bytes += codes.nbytes
         self._entries[key] = entry
 
+    def count(self, name: str) -> None:
+        """A weight of layer ``name`` was quantized (stored or not): :attr:`computed` counts them, so a
+        caller can tell which weights an edit re-quantized."""
+        self.computed[name] += 1
+
     def store_algorithm(self, key: AlgorithmKey, res: WeightQuant) -> WeightQuant:
         """Store an algorithm's result (held whole, outside the byte count)."""
+        self.count(key.name)
         self.trim()
         self._entries[key] = res
         return res
