@@ -157,7 +157,7 @@ def run(cmd: list[str], env: dict, timeout: float) -> dict:
 
 
 def _available_gb() -> float:
-    from quantviz.session.recheck import available_memory
+    from quantviz.core.model.allocator import available_memory
 
     a = available_memory()
     return round(a / 2**30, 1) if a else float("nan")

@@ -46,6 +46,7 @@ import torch
 
 from ..core.errors import QuantvizError
 from ..core.sim.evaluate import user_metrics
+from ..core.model.allocator import available_memory
 from ..core.model.data import ChunkedData, chunk_bounds
 from ..core.sim.fakequant import iterate_outputs
 from ..core.model.lmmetrics import slice_aux
@@ -67,21 +68,6 @@ def parse_bytes(text: str, what: str = CACHE_ENV) -> int:
     if not m:
         raise QuantvizError(f"{what}: expected a size in bytes such as 536870912, 512M or 2G, got {text!r}")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-
-
-def available_memory() -> int | None:
-    """Bytes of RAM available to new allocations (None when unknown)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def default_budget(weight_bytes: int | None = None) -> int:
