@@ -72,7 +72,7 @@ def build(folder: Path, data: Path, args) -> dict:
     def flush():
         nonlocal cur, cur_bytes
         if cur:
-            shards.append(cur)
+            shards.append(len(cur))  # a count, not the tensors: one shard is held at a time
             save_file(cur, str(folder / f"shard-{len(shards):05d}.safetensors"), metadata={"format": "pt"})
         cur, cur_bytes = {}, 0
 
