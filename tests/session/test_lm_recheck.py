@@ -123,3 +123,16 @@ def test_a_small_budget_keeps_fewer_blocks_and_stays_exact(llama_folder):
     s.edit_layers(["model.layers.1.mlp.down_proj"], {"weight": {"bits": 4}})
     assert s.check(record=False).metrics == s.check(incremental=False, record=False).metrics
     s.sim.close()
+
+
+def test_an_e2e_sensitivity_sweep_of_a_language_model_runs_suffixes_with_the_naive_numbers(llama_folder):
+    from quantviz.core.analysis import sensitivity as sens
+
+    s = _open(llama_folder)
+    blocks = tuple(tuple(n for n in s.layer_names if n.startswith(f"model.layers.{i}.")) for i in range(3))
+    p = s.parts(ties=blocks)  # one cell per block (cheap), plus the embedding and the output layer
+    inc = sens.sweep(p, "e2e", bits=(4,))
+    naive = sens.sweep(p, "e2e", bits=(4,), naive=True)
+    assert inc["incremental"] and not naive["incremental"]
+    assert [l["results"] for l in inc["layers"]] == [l["results"] for l in naive["layers"]]
+    s.sim.close()
