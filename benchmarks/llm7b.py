@@ -142,8 +142,16 @@ def run(cmd: list[str], env: dict, timeout: float) -> dict:
     t = time.perf_counter()
     with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
         p = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env, cwd=str(ROOT))
+        deadline, timed_out = time.monotonic() + timeout, False
         try:
-            _, status, usage = os.wait4(p.pid, 0)
+            while True:  # polls the child (its rusage comes with wait4), kills it past the deadline
+                pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() > deadline and not timed_out:
+                    timed_out = True
+                    p.kill()
+                time.sleep(0.5)
         except KeyboardInterrupt:
             p.kill()
             raise
@@ -152,8 +160,13 @@ def run(cmd: list[str], env: dict, timeout: float) -> dict:
         fe.seek(0)
         out, err = fo.read().decode(errors="replace"), fe.read().decode(errors="replace")
     code = os.waitstatus_to_exitcode(status)
+    error = err.strip().splitlines()[-1] if code and err.strip() else None
+    if timed_out:
+        error = f"stopped after the {timeout:.0f} s limit (--timeout); peak RSS up to then"
+    elif code < 0:
+        error = f"ended by signal {-code}"
     return {"seconds": round(wall, 2), "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2), "exit": code,
-            "error": err.strip().splitlines()[-1] if code and err.strip() else None, "stdout": out}
+            "error": error, "stdout": out}
 
 
 def _available_gb() -> float:
