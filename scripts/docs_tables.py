@@ -452,6 +452,11 @@ def r_llm7b() -> str:
         if "skipped" in s:
             rows.append([label, "not run", "", s["skipped"]])
             continue
+        if s.get("exit") and s["exit"] < 0:  # stopped (the time limit, or by hand): not finished
+            rows.append([label, f"> {secs(s['seconds'])}", f"≥ {kb(s['peak_rss_gb'] * 2**30)}",
+                         f"**not finished**: stopped by signal {-s['exit']} after {secs(s['seconds'])}; "
+                         "peak RSS up to then"])
+            continue
         if s.get("exit"):
             rows.append([label, secs(s["seconds"]), kb(s["peak_rss_gb"] * 2**30), f"failed: {s.get('error')}"])
             continue
