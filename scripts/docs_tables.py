@@ -405,6 +405,78 @@ def r_big() -> str:
             + "\n\n" + expect + "\n\n" + source("big"))
 
 
+@renderer("lm-interactive")
+def r_lm_interactive() -> str:
+    d = load("lm_interactive")
+    r, t = d["llama_134m"], d["targets"]
+    if "error" in r:
+        return f"The run failed: {r['error']}\n\n" + source("lm_interactive")
+    ok = lambda v, lim: f"{secs(v)}" + (" ✓" if v <= lim else " ✗")  # noqa: E731
+    steps = [["transformers' Llama code imported (once per process)", secs(r["library_import_s"]), ""],
+             ["open → table (model memory-mapped, every row)", ok(r["open_table_s"], t["open_table_s"]),
+              f"≤ {t['open_table_s']:g} s"],
+             [f"first weight histogram (`{r['histogram_layer']}`)", ok(r["first_histogram_s"], t["first_histogram_s"]),
+              f"≤ {t['first_histogram_s']:g} s"],
+             ["calibration + float reference", secs(r["calibration_s"]), ""],
+             ["first check (quantizes every weight, keeps the block outputs)", secs(r["first_check_s"]), ""]]
+    edits = [[f"{e['block']} (`{e['layer']}`)", str(e["restart_block"]),
+              ok(e["first_estimate_s"], t["first_estimate_s"]), secs(e["recheck_s"]), secs(e["full_s"]),
+              f"**{e['ratio']:.2f}**", ", ".join(f"`{n}`" for n in e["requantized"]) or "none",
+              "yes" if e["exact"] else "**no**"] for e in r["edits"]]
+    return (f"{d['model']}, {d['data']}, batch {r['batch_size']} (first chunk {r['first_chunk']} sample), "
+            f"preset W8A8; weights {r.get('weights', '?')}.\n\n"
+            + table(["step (session API)", "wall time", "target"], steps, ["l", "r", "l"])
+            + "\n\n"
+            + table(["edit (W 8 → 4) in block", "re-check restarts at block", "first estimate", "re-check",
+                     "full evaluation", "re-check / full", "weights re-quantized", "same metrics as full"],
+                    edits, ["l", "r", "r", "r", "r", "r", "l", "l"])
+            + f"\n\nTarget for an edit in the last block: re-check / full ≤ {t['last_block_ratio']:g}.\n\n"
+            + source("lm_interactive"))
+
+
+@renderer("llm7b")
+def r_llm7b() -> str:
+    d = load("llm7b")
+    t = d["targets"]
+    if d.get("skipped"):
+        return f"Not run: {d['skipped']}.\n\n" + source("llm7b")
+    rows = []
+    b = d.get("build", {})
+    if "seconds" in b:
+        rows.append(["write the bf16 shards (benchmark setup)", secs(b["seconds"]), kb(b["peak_rss_gb"] * 2**30), ""])
+    for name, label in (("open", "open → table + one weight histogram (fresh process)"),
+                        ("evaluate_W4", "`quantviz evaluate … --preset W4` (CLI process)")):
+        s = d["steps"].get(name)
+        if s is None:
+            continue
+        if "skipped" in s:
+            rows.append([label, "not run", "", s["skipped"]])
+            continue
+        if s.get("exit") and s["exit"] < 0:  # stopped (the time limit, or by hand): not finished
+            rows.append([label, f"> {secs(s['seconds'])}", f"≥ {kb(s['peak_rss_gb'] * 2**30)}",
+                         f"**not finished**: stopped by signal {-s['exit']} after {secs(s['seconds'])}; "
+                         "peak RSS up to then"])
+            continue
+        if s.get("exit"):
+            rows.append([label, secs(s["seconds"]), kb(s["peak_rss_gb"] * 2**30), f"failed: {s.get('error')}"])
+            continue
+        note = ""
+        if name == "open":
+            note = (f"import {secs(s['import_s'])}, open + table {secs(s['open_table_s'])}, histogram "
+                    f"{secs(s['histogram_s'])}: **{secs(s['open_table_histogram_s'])}** (target ≤ "
+                    f"{t['open_table_histogram_s']:g} s)")
+        else:
+            note = f"peak RSS target ≤ {t['evaluate_peak_rss_gb']:g} GB" + (
+                " ✓" if s["peak_rss_gb"] <= t["evaluate_peak_rss_gb"] else " ✗")
+        rows.append([label, secs(s["seconds"]), kb(s["peak_rss_gb"] * 2**30), note])
+    sh = d["shape"]
+    return (f"{d.get('params', 0):,} parameters ({sh['layers']} layers, hidden {sh['hidden']}, MLP {sh['mlp']}, "
+            f"vocabulary {sh['vocab']}), {kb(d.get('weight_bytes', 0))} of bf16 safetensors in "
+            f"{d.get('shards', '?')} shards, {d['data']}.\n\n"
+            + table(["step", "wall time", "peak RSS", "notes"], rows, ["l", "r", "r", "l"])
+            + "\n\n" + source("llm7b"))
+
+
 @renderer("cpu-upcast")
 def r_cpu_upcast() -> str:
     d = load("cpu_upcast")

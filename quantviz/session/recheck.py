@@ -20,8 +20,11 @@ The base is tracked per chunk: a re-check cancelled half way leaves the first
 chunks at the new config and the rest at the old one, and the next re-check
 recomputes, for every chunk, the union of the layers that differ. The first
 re-check, and the first after calibration or a change of data, is a full pass
-that fills the cache. Models that cannot be traced run full forward passes
-(the runner's fallback), with the same numbers.
+that fills the cache. A model that cannot be traced but runs a stack of blocks
+(a transformer's decoder layers) gets a
+:class:`~quantviz.core.sim.blocks.BlockRunner` instead, which re-runs from the
+first changed block; other untraceable models run full forward passes (the
+runner's fallback), with the same numbers.
 
 Exactness: the incremental and the full path (``incremental=False``) evaluate
 the same chunks of the data in the same order and feed the same metric
@@ -43,9 +46,11 @@ import torch
 
 from ..core.errors import QuantvizError
 from ..core.sim.evaluate import user_metrics
+from ..core.model.allocator import available_memory
 from ..core.model.data import ChunkedData, chunk_bounds
 from ..core.sim.fakequant import iterate_outputs
 from ..core.model.lmmetrics import slice_aux
+from ..core.sim.blocks import BlockRunner, find_blocks
 from ..core.sim.incremental import SuffixRunner
 from ..core.numerics.specmap import SpecMap
 from ..core.progress import Progress, null_progress
@@ -63,21 +68,6 @@ def parse_bytes(text: str, what: str = CACHE_ENV) -> int:
     if not m:
         raise QuantvizError(f"{what}: expected a size in bytes such as 536870912, 512M or 2G, got {text!r}")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-
-
-def available_memory() -> int | None:
-    """Bytes of RAM available to new allocations (None when unknown)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def default_budget(weight_bytes: int | None = None) -> int:
@@ -225,6 +215,10 @@ class Rechecker:
         if self.runner is None or not self._tokens_valid():
             self.runner = SuffixRunner(s.sim.qmodel, data, batch_size=s.batch_size,
                                        budget_bytes=self.budget_bytes, device=s.device, trace=self.trace)
+            if self.trace and not self.runner.incremental and find_blocks(s.sim.float_model) is not None:
+                # not traceable (a Hugging Face transformer): re-run from the first changed block
+                self.runner = BlockRunner(s.sim.qmodel, data, batch_size=s.batch_size,
+                                          budget_bytes=self.budget_bytes, device=s.device)
             self._tokens = self._current_tokens()
         runner = self.runner
         runner.data = data

@@ -118,3 +118,17 @@ def test_the_simulation_keeps_its_weights_in_the_cache_and_one_record_per_layer(
     with pytest.raises(KeyError):
         sim.float_weight("nope")
     sim.close()
+
+
+def test_the_default_budget_leaves_room_for_the_resident_weights():
+    """A 7B bf16 model (13.5 GB) on a machine with 21 GB available: its int8 codes (6.7 GB) would
+    not fit beside its weights, so the budget is what is left after them and the reserve."""
+    from quantviz.core.sim.weightcache import RESERVE_BYTES, default_cache_bytes
+
+    gb = 1 << 30
+    numel = int(6.74e9)
+    assert default_cache_bytes(2 * numel, numel) == numel  # no memory figure: one int8 copy
+    assert default_cache_bytes(2 * numel, numel, available=21 * gb) == 21 * gb - 2 * numel - RESERVE_BYTES
+    assert default_cache_bytes(2 * numel, numel, available=10 * gb) == 64 << 20  # at least 64 MiB
+    small = 134_000_000
+    assert default_cache_bytes(4 * small, small, available=21 * gb) == small  # room to spare: unchanged

@@ -38,6 +38,7 @@ from ..numerics.sqnr import SQNR_CAP_DB
 from ..sim.evaluate import (FloatReference, evaluate_quantized, higher_is_better,
                        primary_metric, user_metrics)
 from ..sim.fakequant import QuantSim
+from ..sim.blocks import BlockRunner, find_blocks
 from ..sim.incremental import DEFAULT_BUDGET_BYTES, SuffixRunner
 from ..model.lmmetrics import cat_aux
 from ..progress import Progress, null_progress
@@ -182,6 +183,10 @@ class CellRunner:
         self.p, self.method, self.naive = parts, method, naive
         self.runner = SuffixRunner(parts.sim.qmodel, parts.data, batch_size=parts.batch_size,
                                    budget_bytes=parts.budget_bytes, device=parts.device)
+        if not naive and not self.runner.incremental and find_blocks(parts.sim.float_model) is not None:
+            # a transformer that cannot be traced: cells re-run from their layer's decoder block
+            self.runner = BlockRunner(parts.sim.qmodel, parts.data, batch_size=parts.batch_size,
+                                      budget_bytes=parts.budget_bytes, device=parts.device)
         if naive:
             self.runner.incremental = False
         self.state = None

@@ -56,4 +56,19 @@ def limit_heap_fragmentation(threshold: int | None = None) -> int | None:
     return _applied
 
 
-__all__ = ["limit_heap_fragmentation", "MIN_MODEL_BYTES", "ENV"]
+def available_memory() -> int | None:
+    """Bytes of RAM available to new allocations (``MemAvailable``; None when unknown)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+__all__ = ["limit_heap_fragmentation", "available_memory", "MIN_MODEL_BYTES", "ENV"]

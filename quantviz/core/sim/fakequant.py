@@ -40,7 +40,7 @@ from torch import nn
 
 from ..model import cpucompute as _upcast
 from ..algorithms.simulate import AlgorithmSupport
-from ..model.allocator import MIN_MODEL_BYTES, limit_heap_fragmentation
+from ..model.allocator import MIN_MODEL_BYTES, available_memory, limit_heap_fragmentation
 from ..errors import QuantvizError
 from ..model.layers import _BN, LayerInfo, fold_batchnorm, inventory
 from ..numerics.observers import HistogramObserver, histogram_of
@@ -113,7 +113,8 @@ class QuantSim(QuantizedMode, ActivationSupport, AlgorithmSupport):
         self.float_weight_bytes = sum(nbytes(w) for w in unique)
         if self.float_weight_bytes >= MIN_MODEL_BYTES:  # big models: freed temporaries go back to the system
             limit_heap_fragmentation()
-        self.cache = WeightCache(default_cache_bytes(self.float_weight_bytes, sum(w.numel() for w in unique))
+        avail = available_memory() if self.float_weight_bytes >= MIN_MODEL_BYTES else None
+        self.cache = WeightCache(default_cache_bytes(self.float_weight_bytes, sum(w.numel() for w in unique), avail)
                                  if weight_cache_bytes is None else int(weight_cache_bytes),
                                  self.float_weight_bytes, cap=max(len(self.layers), 64))
         self.act_obs: dict[str, HistogramObserver] = {}
@@ -173,6 +174,7 @@ class QuantSim(QuantizedMode, ActivationSupport, AlgorithmSupport):
         the budget allows); ``need_tensor=False``: the result may hold its tensor as codes only."""
         st = self.state[name]
         w, axis, key = st.float_w, st.info.channel_axis, RoundKey(name, spec)
+        self.cache.count(name)
         if not self.cache.keeps_whole and w.device.type == "cpu" and blockable(spec, w.numel()):
             # a big layer of a model whose quantized weights are kept as codes: straight to codes,
             # a block of channels at a time (no full-size float32 temporaries)

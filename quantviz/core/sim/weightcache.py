@@ -21,6 +21,7 @@ recomputed by the function its caller passes (:meth:`WeightCache.whole`).
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable, Union
 
@@ -32,6 +33,7 @@ from .wcodes import encode
 
 CACHE_ENV = "QUANTVIZ_WEIGHT_CACHE"
 DEFAULT_CACHE_FRACTION = 0.25
+RESERVE_BYTES = 4 << 30  # left for activations, the float reference and the rest of the machine
 
 
 @dataclass
@@ -83,16 +85,22 @@ def nbytes(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.numel() * t.element_size()
 
 
-def default_cache_bytes(float_bytes: int, numel: int) -> int:
+def default_cache_bytes(float_bytes: int, numel: int, available: int | None = None) -> int:
     """``$QUANTVIZ_WEIGHT_CACHE``, else room for every weight as int8 codes (a quarter of float32
-    weights, half of bf16 / fp16 ones: one 8-bit copy of the model), at least 64 MiB."""
+    weights, half of bf16 / fp16 ones: one 8-bit copy of the model), at least 64 MiB; given the
+    machine's ``available`` memory, at most what is left of it once the float weights are resident
+    and ``RESERVE_BYTES`` more (a 7B bf16 checkpoint on a 24 GB machine: its int8 codes would not
+    fit beside its 13.5 GB of weights; the layers that do not fit are quantized when they run)."""
     env = os.environ.get(CACHE_ENV, "").strip()
     if env:
         try:
             return max(0, int(float(env)))
         except ValueError:
             pass
-    return max(64 << 20, int(numel), int(DEFAULT_CACHE_FRACTION * float_bytes))
+    want = max(64 << 20, int(numel), int(DEFAULT_CACHE_FRACTION * float_bytes))
+    if available is not None:
+        want = min(want, max(64 << 20, int(available) - int(float_bytes) - RESERVE_BYTES))
+    return want
 
 
 class WeightCache:
@@ -109,6 +117,7 @@ class WeightCache:
         self.generation = 0  # bumped by every full clear
         self._entries: dict[Key, WeightQuant] = {}
         self._pinned: dict[str, WeightSpec] = {}  # layer -> the weight spec it runs with (kept first)
+        self.computed: Counter[str] = Counter()  # layer -> weights quantized for it (rounding or algorithm)
 
     # ------------------------------------------------------------ look-ups
     @staticmethod
@@ -178,8 +187,14 @@ class WeightCache:
             self.bytes += codes.nbytes
         self._entries[key] = entry
 
+    def count(self, name: str) -> None:
+        """A weight of layer ``name`` was quantized (stored or not): :attr:`computed` counts them, so a
+        caller can tell which weights an edit re-quantized."""
+        self.computed[name] += 1
+
     def store_algorithm(self, key: AlgorithmKey, res: WeightQuant) -> WeightQuant:
         """Store an algorithm's result (held whole, outside the byte count)."""
+        self.count(key.name)
         self.trim()
         self._entries[key] = res
         return res

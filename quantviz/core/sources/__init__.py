@@ -213,7 +213,15 @@ def prepare_for_data(bundle: ModelBundle, dataset: Dataset) -> None:
 
 
 def check_fits(bundle: ModelBundle, dataset: Dataset) -> None:
-    """Run the model on the first two samples; raise DataError / ModelError if it does not fit."""
+    """Run the model on the first two samples; raise DataError / ModelError if it does not fit.
+    A Hugging Face causal language model given token ids is checked without running it (ids within
+    the vocabulary, sequences within the context): a run would read every weight of a big
+    checkpoint that opens memory-mapped."""
+    if bundle.kind == "hf" and bundle.meta.get("task") == "causal_lm":
+        from .hf import check_token_ids
+
+        if check_token_ids(bundle, dataset):
+            return
     sample = dataset.subset(2)
     x = sample.x
     shape = _describe_inputs(x)

@@ -15,6 +15,14 @@ Text data (``.txt``), read with the folder's tokenizer:
 * tokens are padded to the longest line, at most ``MAX_TOKENS`` (128);
   inputs are ``{"input_ids", "attention_mask"}``.
 
+Weights in safetensors files open memory-mapped (:func:`load_mapped`): the
+module is built with its parameters on the meta device and each parameter
+becomes a view of its bytes in the file, so opening reads only the headers and
+a weight is read from disk when something first looks at it (a histogram, a
+forward pass). Anything this path cannot place (another weight format, names
+that do not match the module, custom code) loads through ``from_pretrained``.
+``$QUANTVIZ_MMAP=0`` turns the mapped path off.
+
 For a causal language model (``*ForCausalLM`` / ``*LMHeadModel``) a text file
 is one running text instead: tokenized whole and cut into sequences of
 ``seq_len`` tokens (default ``DEFAULT_SEQ_LEN``, at most the model's context);
@@ -24,6 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
+import os
+import struct
 from pathlib import Path
 from typing import Callable
 
@@ -201,6 +212,138 @@ def make_text_loader(tokenizer, config, is_classifier: bool, is_causal: bool = F
     return load_data
 
 
+_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+
+
+def _weight_files(folder: Path) -> list[Path] | None:
+    """The folder's safetensors files (from the index when there is one); None when its weights
+    are in another format."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            wmap = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return [folder / f for f in sorted(set(wmap.values()))]
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    return None
+
+
+def map_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file as a view of a private, read-on-demand mapping of it
+    (nothing is read but the header; writing to a tensor never reaches the file)."""
+    with open(path, "rb") as fh:
+        n = struct.unpack("<Q", fh.read(8))[0]
+        header = json.loads(fh.read(n))
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+    base = 8 + n
+    out = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        dtype = _DTYPES[info["dtype"]]
+        a, b = info["data_offsets"]
+        numel = 1
+        for d in info["shape"]:
+            numel *= int(d)
+        if numel == 0:
+            out[key] = torch.empty(info["shape"], dtype=dtype)
+            continue
+        if (base + a) % torch.empty((), dtype=dtype).element_size() or b - a != numel * torch.empty((), dtype=dtype).element_size():
+            raise ValueError(f"{path.name}: {key} is not aligned")
+        out[key] = torch.frombuffer(mm, dtype=dtype, count=numel, offset=base + a).view(info["shape"])
+    return out
+
+
+@contextlib.contextmanager
+def _parameters_on_meta():
+    """Parameters created inside go to the meta device (no memory, no initialisation); buffers
+    (position tables) are computed as usual."""
+    from torch import nn
+
+    orig = nn.Module.register_parameter
+
+    def register(self, name, param):
+        orig(self, name, param)
+        if param is not None and param.device.type != "meta":
+            self._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    nn.Module.register_parameter = register
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = orig
+
+
+def load_mapped(folder: Path, auto_cls):
+    """The model with every parameter a memory-mapped view of its safetensors bytes, or None when
+    this folder cannot be opened that way (then ``from_pretrained`` loads it)."""
+    if os.environ.get("QUANTVIZ_MMAP", "1").strip().lower() in ("0", "false", "off", "no"):
+        return None
+    files = _weight_files(folder)
+    if not files or not all(f.is_file() for f in files):
+        return None
+    try:
+        import transformers
+        from torch import nn
+
+        config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        tensors: dict = {}
+        for f in files:
+            tensors.update(map_safetensors(f))
+        with _parameters_on_meta():
+            model = auto_cls.from_config(config)
+        params = dict(model.named_parameters(remove_duplicate=False))
+        prefix = getattr(model, "base_model_prefix", "")
+        placed = set()
+        for key, t in tensors.items():
+            name = key if key in params else (f"{prefix}.{key}" if f"{prefix}.{key}" in params else None)
+            if name is None:
+                if key.endswith("rotary_emb.inv_freq"):
+                    continue  # kept by old checkpoints; computed by the module
+                return None
+            p = params[name]
+            if tuple(p.shape) != tuple(t.shape):
+                return None
+            mod_name, _, pname = name.rpartition(".")
+            mod = model.get_submodule(mod_name) if mod_name else model
+            mod._parameters[pname] = nn.Parameter(t, requires_grad=False)
+            placed.add(name)
+        if getattr(config, "tie_word_embeddings", False) or any(p.device.type == "meta" for p in model.parameters()):
+            model.tie_weights()
+        if any(p.device.type == "meta" for p in model.parameters()):
+            return None
+        if any(b.device.type == "meta" for b in model.buffers()):
+            return None
+        return model.eval()
+    except Exception:  # noqa: BLE001 - anything unusual: the library's own loader decides
+        return None
+
+
+def check_token_ids(bundle: ModelBundle, dataset: Dataset) -> bool:
+    """A causal LM's token-id data checked against its config without running it (True: checked;
+    False: not token ids, run the model instead). Raises DataError when it does not fit."""
+    x = dataset.x
+    if not isinstance(x, dict) or "input_ids" not in x or not isinstance(x["input_ids"], torch.Tensor):
+        return False
+    ids = x["input_ids"]
+    config = getattr(bundle.model, "config", None)
+    vocab = getattr(config, "vocab_size", None)
+    if ids.dtype.is_floating_point or ids.dim() != 2 or not isinstance(vocab, int):
+        return False
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+        raise DataError(f"{dataset.name}: token ids run from {int(ids.min())} to {int(ids.max())}, "
+                        f"outside model {bundle.name}'s vocabulary of {vocab}")
+    ctx = context_length(config)
+    if ctx and ids.shape[1] > ctx:
+        raise DataError(f"{dataset.name}: sequences of {ids.shape[1]} tokens exceed model {bundle.name}'s "
+                        f"context of {ctx} (give a smaller --seq-len)")
+    return True
+
+
 def load_hf_folder(folder: Path, reference: str, *, trust: bool = False, cancel=None) -> ModelBundle:
     name = folder.name
     cfg = _read_config(folder)
@@ -222,8 +365,11 @@ def load_hf_folder(folder: Path, reference: str, *, trust: bool = False, cancel=
     auto_name = _auto_class_name(cfg)
     auto_cls = getattr(transformers, auto_name)
     with _quiet_transformers(transformers):
+        model = None if cfg.get("auto_map") else load_mapped(folder, auto_cls)
+        mapped = model is not None
         try:
-            model = auto_cls.from_pretrained(str(folder), local_files_only=True, trust_remote_code=bool(trust))
+            if model is None:
+                model = auto_cls.from_pretrained(str(folder), local_files_only=True, trust_remote_code=bool(trust))
         except Exception as exc:  # noqa: BLE001 - transformers raises OSError/ValueError/KeyError/...
             raise SourceError(f"{name}: cannot load the Hugging Face model with {auto_name} ({one_line(exc)})") from exc
         if cancel is not None and cancel():
@@ -252,6 +398,7 @@ def load_hf_folder(folder: Path, reference: str, *, trust: bool = False, cancel=
         "text_format": ("running text cut into --seq-len token sequences" if is_causal else
                         "one sample per line" + ("; 'label<TAB>text' for labels" if is_classifier else "")),
         "task": "causal_lm" if is_causal else ("logits" if is_classifier else "hidden"),
+        "weights": "memory-mapped safetensors" if mapped else "loaded",
     }
     if tok_error:
         meta["note"] = f"tokenizer could not be loaded ({tok_error}); give tokenized data (.npz with input_ids)"
