@@ -204,6 +204,7 @@ def test_model_output_point_is_the_rechecks_output_sqnr(qtbot):
     assert w.result.names == ["a", "side", "b"] and w.output_x == 3
     ox, oy = w.out_item.getData()
     assert list(ox) == [3] and oy[0] == pytest.approx(sqnr, abs=1e-3)
+    assert w.out_text.isVisible() and w.out_text.toPlainText() == OUTPUT_LABEL and w.out_text.pos().x() == 3
     ux, _uy = w.unused_item.getData()
     assert list(ux) == [1]
     assert f"{sqnr:.1f} dB" in w.info.text() and "Not feeding that output (hollow): side" in w.info.text()
@@ -212,5 +213,5 @@ def test_model_output_point_is_the_rechecks_output_sqnr(qtbot):
     ticks = w.plot.getPlotItem().getAxis("bottom")._tickLevels[0]
     assert (3, OUTPUT_LABEL) in ticks
     w.curve_combo.setCurrentIndex(w.curve_combo.findData("in"))  # input curves: no output point
-    assert w.output_x is None and len(w.out_item.getData()[0]) == 0
+    assert w.output_x is None and len(w.out_item.getData()[0]) == 0 and not w.out_text.isVisible()
     w.grab()

@@ -122,6 +122,8 @@ class TraceView(OnScreen, SessionFollower, QWidget):
         self.prev_local_item = pg.PlotDataItem(pen=pg.mkPen(PREV_COLOR, width=1, style=Qt.DotLine))
         self.out_item = pg.ScatterPlotItem(symbol="d", size=15, pen=pg.mkPen(ACC_COLOR, width=1.5),
                                            brush=pg.mkBrush(ACC_COLOR))  # the model output's SQNR
+        # named beside the point: the axis drops a tick label that would reach past its end, as this one's does
+        self.out_text = pg.TextItem(OUTPUT_LABEL, color=ACC_COLOR, anchor=(1, 1.1))
         self.unused_item = pg.ScatterPlotItem(symbol="o", size=9, pen=pg.mkPen(UNUSED_RGB, width=1.5),
                                               brush=pg.mkBrush(255, 255, 255))  # layers not feeding the output
         self.drop_item = pg.PlotDataItem(pen=pg.mkPen(DROP_COLOR, width=5))
@@ -136,10 +138,10 @@ class TraceView(OnScreen, SessionFollower, QWidget):
         self.hover_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(120, 120, 120, 120, width=1))
         for it in (self.sel_line, self.hover_line, self.float_line, self.entry_line, self.prev_acc_item,
                    self.prev_local_item, self.drop_item, self.acc_item, self.local_item, self.unused_item,
-                   self.out_item, self.drop_text):
+                   self.out_item, self.out_text, self.drop_text):
             pi.addItem(it)
         pi.legend.removeItem(self.prev_acc_item)
-        for it in (self.sel_line, self.hover_line, self.float_line, self.entry_line, self.drop_text):
+        for it in (self.sel_line, self.hover_line, self.float_line, self.entry_line, self.drop_text, self.out_text):
             it.setVisible(False)
         self.plot.scene().sigMouseMoved.connect(self._on_plot_hover)
         self.plot.scene().sigMouseClicked.connect(self._on_plot_clicked)
@@ -261,7 +263,7 @@ class TraceView(OnScreen, SessionFollower, QWidget):
             for it in (self.acc_item, self.local_item, self.prev_acc_item, self.prev_local_item, self.drop_item,
                        self.out_item, self.unused_item):
                 it.setData([], [])
-            for it in (self.float_line, self.entry_line, self.drop_text):
+            for it in (self.float_line, self.entry_line, self.drop_text, self.out_text):
                 it.setVisible(False)
             self._names = []
             self.info.setText("No trace yet: Run › Trace error through layers, or the Trace now button "
@@ -292,6 +294,9 @@ class TraceView(OnScreen, SessionFollower, QWidget):
         self.float_line.setVisible(True)
         ox = self.output_x
         self.out_item.setData([ox] if ox is not None else [], [self._y(r.output_sqnr_db)] if ox is not None else [])
+        self.out_text.setVisible(ox is not None)
+        if ox is not None:
+            self.out_text.setPos(ox, self._y(r.output_sqnr_db))
         unused = [(i, v) for i, (l, v) in enumerate(zip(r.layers, curve_values(r, acc_key)))
                   if l.feeds_output is False and v is not None]
         self.unused_item.setData([i for i, _ in unused], [self._y(v) for _, v in unused])
