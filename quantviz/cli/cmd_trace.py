@@ -65,17 +65,21 @@ def run(args) -> int:
     rows = []
     for i, l in enumerate(res.layers):
         note = "error enters" if i == res.entry else ""
+        if l.feeds_output is False:
+            note = (note + ", " if note else "") + "does not feed the output"
         if drop is not None and i == drop[0]:
             note = (note + ", " if note else "") + f"biggest drop ({drop[1]:.1f} dB)"
         rows.append([l.name, l.type, bits_of(l), fmt_db(l.accumulated_sqnr_db), fmt_db(l.local_sqnr_db),
                      fmt_db(l.input_accumulated_sqnr_db), fmt_db(l.input_local_sqnr_db), fmt_pct(l.input_clipped_fraction),
                      note])
+    if res.output_sqnr_db is not None:  # the last row: the output the metrics read, as the re-check measures it
+        rows.append(["model output", "", "", fmt_db(res.output_sqnr_db), "", "", "", "", "the re-check's output SQNR"])
     what = f"{res.samples} samples" + (f", {res.tokens} real tokens" if res.tokens is not None else "")
     print(f"{session.name}: error trace of {res.label} on {res.data} ({what}), layers in execution order")
     print(table(rows, ["layer", "type", "bits", "accum dB", "local dB", "in accum dB", "in local dB", "in clipped %", ""],
                 "lllrrrrrl"))
     print("accum: the layer's output in the quantized model vs the float model; local: only this layer quantized, "
-          "float input; 'float': identical to the float model")
+          "float input; 'float': identical to the float model; model output: the output the metrics read")
     if res.not_executed:
         print(f"not reached by the data: {', '.join(res.not_executed)}")
     if args.out:

@@ -132,6 +132,9 @@ def export_float(model: torch.nn.Module, example, *, opset: int = OPSET):
                     if kwargs and not dynamo:
                         with _positional(model, list(kwargs)):  # the data's inputs only, see _positional
                             torch.onnx.export(model, tuple(kwargs.values()), path, **kw)
+                    elif not dynamo:
+                        with _positional(model, None):  # a plain tensor input (data saved as x): the same
+                            torch.onnx.export(model, args, path, **kw)
                     else:
                         torch.onnx.export(model, args, path, kwargs=kwargs or None, **kw)
                 m = onnx.load(path, load_external_data=True)
@@ -139,12 +142,13 @@ def export_float(model: torch.nn.Module, example, *, opset: int = OPSET):
             except Exception as exc:  # try the next exporter
                 errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         else:
-            raise ExportError(f"torch.onnx.export failed: {errors[-1]}")
+            # both exporters' reasons: the fallback's alone ("No module named 'onnxscript'") hid the first one's
+            raise ExportError(f"torch.onnx.export failed: TorchScript exporter: {errors[0]}; dynamo exporter: {errors[-1]}")
     return m, in_names, out_names
 
 
 @contextlib.contextmanager
-def _positional(model: torch.nn.Module, names: list[str]):
+def _positional(model: torch.nn.Module, names: list[str] | None):
     """Let ``model`` take exactly the data's keyword inputs, positionally, while it is traced.
 
     Given keyword inputs, the TorchScript exporter makes every other argument of
@@ -155,8 +159,8 @@ def _positional(model: torch.nn.Module, names: list[str]):
     had = "forward" in vars(model)
     orig = model.forward
 
-    def forward(*args):
-        return orig(**dict(zip(names, args)))
+    def forward(*args):  # names None: the inputs are positional already (only they become graph inputs)
+        return orig(*args) if names is None else orig(**dict(zip(names, args)))
 
     model.forward = forward
     try:

@@ -292,10 +292,16 @@ def _trace_section(tr: dict) -> str:
              "-" if l.get("input_local_sqnr_db") is None else cell(l.get("input_local_sqnr_db")),
              "-" if l.get("input_clipped_fraction") is None else f"{l['input_clipped_fraction'] * 100:.3g}"]
             for l in layers]
+    for r, l in zip(rows, layers):
+        if l.get("feeds_output") is False:
+            r[0] += " (does not feed the output)"
+    out = tr.get("output") or {}
+    if "sqnr_db" in out:  # the last row: the output the metrics read, the summary's output SQNR
+        rows.append(["model output", "", cell(out["sqnr_db"]), "", "", "", ""])
     note = (f'<p class="note">On {escape(str(tr.get("data", "")))} ({what}), layers in execution order. Accumulated: '
             "the layer's output in the fully quantized model against the float model; local: only this layer's own "
             "quantization (weights and input quantizer), on the float model's input; \"float\": identical to the "
-            "float model.</p>")
+            "float model; model output: the output the metrics read (the output SQNR above).</p>")
     return note + chart + _table(["layer", "type", "accum dB", "local dB", "input accum dB", "input local dB",
                                   "input clipped %"], rows, left=2)
 

@@ -98,3 +98,31 @@ def test_trace_with_activations_in_a_float_or_block_format(recipe, preset, capsy
     quant_in = [l for l in res["layers"] if l["input_local_sqnr_db"] is not None]
     assert len(quant_in) == 3
     assert all(0 < l["input_local_sqnr_db"] < 80 and l["input_clipped_fraction"] == 0.0 for l in quant_in)
+
+
+def test_trace_of_a_bert_model_ends_with_the_model_output_row(tmp_path, capsys):
+    """#22: a BertModel's last traced layer is its pooler, which the read output (last_hidden_state)
+    does not depend on; the table and the JSON end with the model output's SQNR, the one `evaluate` reports."""
+    transformers = pytest.importorskip("transformers")
+    import numpy as np
+    import torch
+
+    cfg = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32, max_position_embeddings=32)
+    torch.manual_seed(0)
+    folder = tmp_path / "bert"
+    transformers.BertModel(cfg).eval().save_pretrained(str(folder))
+    ids = np.random.default_rng(0).integers(5, 40, size=(16, 10)).astype(np.int64)
+    np.savez(tmp_path / "t.npz", input_ids=ids)
+    args = [str(folder), "--data", str(tmp_path / "t.npz"), "--preset", "W4", "--threads", "1"]
+    assert main(["trace", *args, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["not_feeding_output"] == ["pooler.dense"]
+    assert main(["evaluate", *args, "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert res["output"]["sqnr_db"] == pytest.approx(ev["quantized"]["metrics"]["sqnr_db"], abs=1e-3)
+    assert main(["trace", *args]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    last = next(l for l in reversed(lines) if l.startswith("model output"))
+    assert f"{res['output']['sqnr_db']:.1f}" in last
+    assert "does not feed the output" in next(l for l in lines if l.startswith("pooler.dense"))

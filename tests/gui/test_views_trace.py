@@ -166,3 +166,52 @@ def test_hover_names_the_format_and_the_algorithm(qtbot, session):
     assert "gptq" in w.layer_text(0)
     assert describe_layer(session.spec("2"), "; ") in text  # the shared describer's words
     assert w.result.layers[1].to_dict()["setting"] == describe_layer(session.spec("2"), "; ")
+
+
+class _SideBranch(nn.Module):
+    """``side`` runs after ``a`` but nothing the model returns depends on it (as a BERT's pooler)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.side, self.b = nn.Linear(6, 16), nn.Linear(16, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = self.a(x)
+        self.side(h)
+        return self.b(torch.relu(h))
+
+
+def test_model_output_point_is_the_rechecks_output_sqnr(qtbot):
+    """#22: the trace's last point is the output the metrics read (the summary's SQNR), and a layer
+    that does not feed it is drawn hollow and named, so its number is not read as the output's."""
+    from quantviz.gui.views.trace import OUTPUT_LABEL, TraceView
+
+    torch.manual_seed(0)
+    m = _SideBranch().eval()
+    x = torch.randn(40, 6)
+    data = Dataset(x, m(x).argmax(1).detach())
+    s = Session(ModelBundle(model=m, name="side", kind="recipe", reference="side", eval=data, calib=data),
+                eval_data=data, calib_data=data, config=preset("W4"), batch_size=16)
+    s.prepare()
+    sqnr = s.check().metrics["sqnr_db"]
+    w = TraceView()
+    qtbot.addWidget(w)
+    w.resize(700, 380)
+    w.show()
+    w.set_session(s)
+    s.run_trace()
+    qtbot.waitUntil(lambda: w.result is s.analysis.trace)
+    assert w.result.names == ["a", "side", "b"] and w.output_x == 3
+    ox, oy = w.out_item.getData()
+    assert list(ox) == [3] and oy[0] == pytest.approx(sqnr, abs=1e-3)
+    assert w.out_text.isVisible() and w.out_text.toPlainText() == OUTPUT_LABEL and w.out_text.pos().x() == 3
+    ux, _uy = w.unused_item.getData()
+    assert list(ux) == [1]
+    assert f"{sqnr:.1f} dB" in w.info.text() and "Not feeding that output (hollow): side" in w.info.text()
+    assert OUTPUT_LABEL in w.layer_text(3) and f"{sqnr:.1f} dB" in w.layer_text(3)
+    assert "does not feed" in w.layer_text(1)
+    ticks = w.plot.getPlotItem().getAxis("bottom")._tickLevels[0]
+    assert (3, OUTPUT_LABEL) in ticks
+    w.curve_combo.setCurrentIndex(w.curve_combo.findData("in"))  # input curves: no output point
+    assert w.output_x is None and len(w.out_item.getData()[0]) == 0 and not w.out_text.isVisible()
+    w.grab()

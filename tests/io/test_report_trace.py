@@ -51,3 +51,16 @@ def test_demo_report_has_the_trace(tmp_path):
     assert s.analysis.trace is not None and s.analysis.trace.config == s.config.to_dict()
     for name in s.layer_names:
         assert f"{name}, accumulated (quantized model vs float)" in html
+
+
+def test_report_trace_ends_with_the_model_output_and_names_layers_that_do_not_feed_it():
+    """#22: the report's trace table ends with the output the metrics read (the report's output SQNR),
+    and a layer like a BERT's pooler is named as not feeding it."""
+    from quantviz.io.report import _trace_section
+
+    tr = _trace()
+    tr["layers"][2]["feeds_output"] = False
+    tr["output"] = {"sqnr_db": 21.5123, "signal": 1.0, "noise": 0.007}
+    rows = re.findall(r"<tr>(.*?)</tr>", _trace_section(tr))
+    assert len(rows) == 5 and "model output" in rows[-1] and "21.5" in rows[-1]
+    assert "fc (does not feed the output)" in rows[3] and "does not feed" not in rows[2]

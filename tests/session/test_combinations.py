@@ -60,7 +60,9 @@ def assert_consistent(s: Session, cfg_name: str):
     sqnr = res.metrics["sqnr_db"]
     assert math.isfinite(sqnr)
     tr = s.run_trace()
-    assert tr.layers[-1].accumulated_sqnr_db == pytest.approx(sqnr, abs=1e-3), cfg_name
+    assert tr.output_sqnr_db == pytest.approx(sqnr, abs=1e-3), cfg_name  # the trace's last row
+    assert tr.layers[-1].accumulated_sqnr_db == pytest.approx(sqnr, abs=1e-3), cfg_name  # the demo's fc is its output
+    assert not tr.not_feeding
     assert res.size["quantized_bytes"] == s.size().quantized_bytes
     for name, spec in s.specs.items():
         text = describe_layer(spec, sep=" ")
@@ -176,3 +178,41 @@ def test_an_algorithm_on_a_format_without_an_integer_grid_is_refused_in_one_line
 
     with pytest.raises(QuantvizError, match="fits integer grids"):  # the engine's own guard
         run_algorithm(torch.randn(4, 8), WeightSpec(bits=4, format="nvfp4", algorithm="gptq"), None)
+
+
+def _bert_folder(tmp_path):
+    """A tiny random ``BertModel`` (output ``last_hidden_state``, a pooler that does not feed it) and token data."""
+    transformers = pytest.importorskip("transformers")
+    import numpy as np
+
+    cfg = transformers.BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=32)
+    torch.manual_seed(0)
+    folder = tmp_path / "bert"
+    transformers.BertModel(cfg).eval().save_pretrained(str(folder))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 40, size=(24, 12)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[::3, 8:] = 0  # some padding: real tokens only count
+    np.savez(tmp_path / "tokens.npz", input_ids=ids, attention_mask=mask)
+    return folder, tmp_path / "tokens.npz"
+
+
+@pytest.mark.parametrize("grid", ["int", "nvfp4"])
+def test_trace_model_output_row_is_the_recheck_output_sqnr_on_bert(tmp_path, grid):
+    """#22: on a BertModel the trace's last layer is the pooler, which does not feed the output the
+    metrics read (last_hidden_state): its row read 18.46 dB where the output SQNR read 21.51. The
+    trace's model-output row is the re-check's output SQNR, and the pooler is marked as not feeding it."""
+    folder, data = _bert_folder(tmp_path)
+    s = Session.open(str(folder), data=str(data), batch_size=16)
+    s.set_config(config_of(s, grid, "none"), grid)
+    sqnr = s.check().metrics["sqnr_db"]
+    tr = s.run_trace()
+    assert tr.output_sqnr_db == pytest.approx(sqnr, abs=1e-3)
+    assert tr.layers[-1].name == "pooler.dense" and tr.layers[-1].accumulated_sqnr_db != pytest.approx(sqnr, abs=0.01)
+    assert tr.not_feeding == ["pooler.dense"]
+    assert all(l.feeds_output for l in tr.layers[:-1])
+    back = type(tr).from_dict(json.loads(json.dumps(tr.to_dict())))
+    assert back.output_sqnr_db == pytest.approx(tr.output_sqnr_db) and back.not_feeding == ["pooler.dense"]
+    s.edit_layers([s.layer_names[0]], {"weight": {"format": "int", "bits": 3}})  # incremental trace: same rule
+    assert s.run_trace().output_sqnr_db == pytest.approx(s.check().metrics["sqnr_db"], abs=1e-3)

@@ -83,6 +83,7 @@ class LayerTrace:
     clipped: float = 0.0  # float-input elements outside the input grid
     in_count: float = 0.0  # float-input elements seen
     setting: str = ""  # the layer's settings in words (quantviz.core.numerics.describe)
+    feeds_output: bool | None = None  # whether the output the metrics read depends on this layer (None: unknown)
 
     @property
     def quantized(self) -> bool:
@@ -119,17 +120,18 @@ class LayerTrace:
                 "input_accumulated_sqnr_db": _json_db(self.input_accumulated_sqnr_db),
                 "input_local_sqnr_db": _json_db(self.input_local_sqnr_db),
                 "input_clipped_fraction": self.input_clipped_fraction,
-                "calls": self.calls,
+                "calls": self.calls, "feeds_output": self.feeds_output,
                 "sums": {f.name: getattr(self, f.name) for f in fields(self)
-                         if f.name not in ("name", "type", "weight_bits", "act_bits", "calls", "setting")}}
+                         if f.name not in ("name", "type", "weight_bits", "act_bits", "calls", "setting",
+                                           "feeds_output")}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "LayerTrace":
         s = dict(d.get("sums") or {})
         return cls(str(d["name"]), str(d.get("type", "")), d.get("weight_bits"), d.get("act_bits"),
-                   int(d.get("calls", 0)), setting=str(d.get("setting", "")),
+                   int(d.get("calls", 0)), setting=str(d.get("setting", "")), feeds_output=d.get("feeds_output"),
                    **{k: (None if v is None else float(v)) for k, v in s.items()
-                      if k in {f.name for f in fields(cls)} and k != "setting"})
+                      if k in {f.name for f in fields(cls)} and k not in ("setting", "feeds_output")})
 
 
 @dataclass
@@ -143,6 +145,20 @@ class TraceResult:
     label: str = ""  # the config's name, for legends
     recomputed: dict = field(default_factory=dict)  # {"local": n, "accumulated": n} layers recomputed
     config: dict = field(default_factory=dict)  # the config traced, as the caller describes it (JSON-able)
+    # the model's output that the metrics read, summed exactly as the re-check's output SQNR
+    # (per sample, padding tokens zeroed, float64): the trace's last row
+    output_signal: float | None = None
+    output_noise: float | None = None
+
+    @property
+    def output_sqnr_db(self) -> float | None:
+        """The model output's SQNR, as the re-check's ``sqnr_db`` (capped; ``inf`` when identical)."""
+        return _opt_db(self.output_signal, self.output_noise)
+
+    @property
+    def not_feeding(self) -> list[str]:
+        """Layers the read output does not depend on (a BERT's pooler when the metrics read the hidden states)."""
+        return [l.name for l in self.layers if l.feeds_output is False]
 
     def layer(self, name: str) -> LayerTrace:
         for l in self.layers:
@@ -180,14 +196,20 @@ class TraceResult:
                 "biggest_drop": ({"layer": self.layers[drop[0]].name, "after": self.layers[drop[0] - 1].name,
                                   "drop_db": round(drop[1], 4)} if drop else None),
                 "not_executed": list(self.not_executed), "seconds": self.seconds,
-                "recomputed": dict(self.recomputed), "config": self.config}
+                "recomputed": dict(self.recomputed), "config": self.config,
+                "output": ({"sqnr_db": _json_db(self.output_sqnr_db), "signal": self.output_signal,
+                            "noise": self.output_noise} if self.output_signal is not None else None),
+                "not_feeding_output": self.not_feeding}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TraceResult":
+        out = d.get("output") or {}
         return cls([LayerTrace.from_dict(x) for x in d.get("layers", [])], int(d.get("samples", 0)),
                    d.get("tokens"), list(d.get("not_executed", [])), float(d.get("seconds", 0.0)),
                    str(d.get("data", "")), str(d.get("label", "")), dict(d.get("recomputed") or {}),
-                   dict(d.get("config") or {}))
+                   dict(d.get("config") or {}),
+                   None if out.get("signal") is None else float(out["signal"]),
+                   None if out.get("noise") is None else float(out["noise"]))
 
 
 # ------------------------------------------------------------- helpers
@@ -357,6 +379,10 @@ def trace(sim: QuantSim, specs: dict[str, LayerSpec], data: Dataset, *, batch_si
     seen: set[str] = set()
     hooks = []
     fmodel = sim.float_model if float_model is None else float_model
+    # before the trace's own hooks: this pass is not one of the chunks they count
+    feeds = _feeding(fmodel, list(states), data, device, sim.readout) if len(states) else {}
+    for nm, f in feeds.items():
+        states[nm].rec.feeds_output = f
     for name in states:
         hooks.append(fmodel.get_submodule(name).register_forward_hook(float_hook(name), with_kwargs=True))
         hooks.append(states[name].qmod.register_forward_hook(quant_hook(name), with_kwargs=True))
@@ -365,6 +391,7 @@ def trace(sim: QuantSim, specs: dict[str, LayerSpec], data: Dataset, *, batch_si
     chunk = max(1, min(max_chunk, batch_size // 8))
     start, tokens = 0, 0.0
     has_mask = False
+    out_sums = [0.0, 0.0]  # the read output's sum f^2, sum (f - q)^2
     try:
         while start < n:
             if cancel():
@@ -376,30 +403,35 @@ def trace(sim: QuantSim, specs: dict[str, LayerSpec], data: Dataset, *, batch_si
             if mask_box[0] is not None:
                 has_mask = True
                 tokens += float(mask_box[0].sum())
-            _run(fmodel, xd, data.name, "float")
-            kept = sum(_nbytes(a) + _nbytes(b) for st in states.values() for a, b in st.kept)
-            _run(sim.qmodel, xd, data.name, "quantized")
+            fo = _read(_run(fmodel, xd, data.name, "float"), sim.readout)
+            kept = sum(_nbytes(a) + _nbytes(b) for st in states.values() for a, b in st.kept) + _nbytes(fo)
+            qo = _read(_run(sim.qmodel, xd, data.name, "quantized"), sim.readout)
+            _output_sums(fo, qo, mask_box[0], out_sums)
+            del fo, qo
             _close_chunk(states)
             # the next chunk: as large as the budget for one chunk's kept float values allows
             chunk = max(1, min(max_chunk, int(budget_bytes * (stop - start) / kept))) if kept else max_chunk
             start = stop
             progress(start, n, "tracing")
             if on_partial is not None and start < n:
-                on_partial(_result(states, order, seen, start, tokens if has_mask else None, t0, data, label))
+                on_partial(_result(states, order, seen, start, tokens if has_mask else None, t0, data, label,
+                                   out_sums))
     finally:
         for h in hooks:
             h.remove()
         for st in states.values():
             st.kept, st.sums = [], []
         mask_box[0] = None
-    res = _result(states, order, seen, n, tokens if has_mask else None, t0, data, label)
+    res = _result(states, order, seen, n, tokens if has_mask else None, t0, data, label, out_sums)
+    if not all(math.isfinite(v) for v in out_sums):
+        raise ModelError(f"trace: NaN/Inf in the model's output on {data.name}")
     bad = [l.name for l in res.layers if not all(math.isfinite(v) for v in (l.signal, l.acc_noise, l.local_noise))]
     if bad:
         raise ModelError(f"trace: NaN/Inf in the outputs of layer {bad[0]} on {data.name}")
     return res
 
 
-def _result(states, order, seen, samples, tokens, t0, data, label) -> TraceResult:
+def _result(states, order, seen, samples, tokens, t0, data, label, out_sums) -> TraceResult:
     """The numbers so far (records are copied, so a partial result stays as it was)."""
     from copy import copy
 
@@ -407,12 +439,70 @@ def _result(states, order, seen, samples, tokens, t0, data, label) -> TraceResul
                        int(tokens) if tokens is not None else None, [nm for nm in states if nm not in seen],
                        time.perf_counter() - t0, data.name, label,
                        {"local": sum(1 for nm in order if states[nm].local),
-                        "accumulated": sum(1 for nm in order if states[nm].acc)})
+                        "accumulated": sum(1 for nm in order if states[nm].acc)},
+                       output_signal=out_sums[0], output_noise=out_sums[1])
 
 
-def _run(model, inputs, data_name: str, what: str) -> None:
+def _read(out, readout) -> torch.Tensor:
+    """The output the metrics read (the re-check's ``iterate_outputs``: the readout's pick, as float32)."""
+    return readout.pick(out).detach().float()
+
+
+def _output_sums(fo: torch.Tensor, qo: torch.Tensor, mask: torch.Tensor | None, acc: list) -> None:
+    """Add sum f^2 and sum (f - q)^2 of one chunk's read outputs, as the re-check's
+    :class:`~quantviz.core.sim.evaluate.MetricStream` sums them: padding zeroed where the
+    mask lines up with the output's (batch, tokens) axes, in float64."""
+    if fo.shape != qo.shape:
+        raise ModelError(f"quantized output shape {tuple(qo.shape)} differs from float {tuple(fo.shape)}")
+    if mask is not None and fo.dim() >= 3 and tuple(fo.shape[:2]) == tuple(mask.shape):
+        m = mask.reshape(tuple(mask.shape) + (1,) * (fo.dim() - 2)).to(fo.dtype)
+        fo, qo = fo * m, qo * m
+    f, q = fo.double(), qo.double()
+    d = f - q
+    acc[0] += float((f * f).sum())
+    acc[1] += float((d * d).sum())
+
+
+def _feeding(model, names: list[str], data: Dataset, device, readout) -> dict[str, bool]:
+    """Which layers the read output depends on: one float pass on the first sample with gradients,
+    a zero added to every layer's output; a layer whose zero gets no gradient path (``None``) does
+    not feed the output (a BERT's pooler when the metrics read ``last_hidden_state``). Empty when
+    the model cannot be differentiated (then nothing is marked)."""
+    zeros: dict[str, torch.Tensor] = {}
+
+    def hook_of(name):
+        def hook(mod, args, out):
+            if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+                return None
+            z = zeros.get(name)
+            if z is None or z.dtype != out.dtype or z.device != out.device:
+                z = zeros[name] = torch.zeros((), dtype=out.dtype, device=out.device, requires_grad=True)
+            return out + z
+
+        return hook
+
+    hooks = []
     try:
-        call_model(model, inputs)
+        for nm in names:
+            hooks.append(model.get_submodule(nm).register_forward_hook(hook_of(nm)))
+        with torch.enable_grad():
+            out = readout.pick(call_model(model, to_device(data._take(slice(0, 1)), device)))
+            if not zeros:
+                return {}
+            if not out.requires_grad:
+                return {nm: False for nm in zeros}
+            grads = torch.autograd.grad(out.float().sum(), list(zeros.values()), allow_unused=True)
+    except Exception:  # noqa: BLE001 - a model autograd cannot run through: nothing is marked
+        return {}
+    finally:
+        for h in hooks:
+            h.remove()
+    return {nm: g is not None for nm, g in zip(zeros, grads)}
+
+
+def _run(model, inputs, data_name: str, what: str):
+    try:
+        return call_model(model, inputs)
     except QuantvizError:
         raise
     except Exception as exc:

@@ -19,9 +19,9 @@ class JobsBar(QWidget):
         self._jobs: list = []  # visible running jobs, oldest first
         self.label = QLabel("Ready")
         self.label.setObjectName("muted")
-        self.label.setFixedWidth(230)  # a fixed size: progress never relayouts the status bar
+        self.label.setFixedWidth(200)  # a fixed size: progress never relayouts the status bar (elided, whole in the tooltip)
         self.bar = QProgressBar()
-        self.bar.setFixedWidth(160)
+        self.bar.setFixedWidth(110)  # the status bar leaves the model line room in a window on a 1024 px screen
         self.bar.setRange(0, 1000)
         self.bar.setTextVisible(False)
         self.bar.setToolTip("Progress of the running job.")

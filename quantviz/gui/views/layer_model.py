@@ -85,6 +85,7 @@ class LayerTableModel(QAbstractTableModel):
         self._layers = list(session.layers) if session is not None else []
         self._row_of = {l.name: i for i, l in enumerate(self._layers)}
         self._specs = dict(session.specs) if session is not None else {}
+        self._weights = session.config.options.get("weights") if session is not None else None
         self._stats.clear()
         self._pending.clear()
         self._varies.clear()
@@ -98,6 +99,17 @@ class LayerTableModel(QAbstractTableModel):
         """Take the new specs of the layers an edit changed (a ConfigChange's ``changed``)."""
         if self.session is None:
             return
+        weights = self.session.config.options.get("weights")
+        if weights != getattr(self, "_weights", None):
+            # other weights (QAT's trained ones, or back to the untrained): every statistic is of the
+            # old weights, under unchanged specs (the W SQNR column kept the untrained weights' numbers)
+            self._weights = weights
+            self._stats.clear()
+            self._pending.clear()
+            self._req += 1  # answers computed on the old weights are dropped
+            self._inflight = False
+            if self._layers:
+                self.dataChanged.emit(self.index(0, 0), self.index(len(self._layers) - 1, len(COLUMNS) - 1))
         self._varies.clear()
         rows = []
         for n, spec in changed.items():

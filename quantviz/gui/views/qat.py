@@ -40,7 +40,7 @@ def _plot(title: str, left: str, bottom: str = "step") -> pg.PlotWidget:
     pi.setLabel("left", left)
     pi.setLabel("bottom", bottom)
     pi.showGrid(x=True, y=True, alpha=0.25)
-    w.setMinimumSize(220, 150)
+    w.setMinimumSize(160, 150)  # three columns in a tab beside the summary on a 1024 px screen
     return w
 
 

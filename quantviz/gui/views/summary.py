@@ -129,7 +129,9 @@ class SummaryPanel(SessionFollower, QWidget):
         legend.addItem(self.float_point, "float")
         legend.addItem(self.current_point, "current")
 
-        self._lay = lay = QBoxLayout(QBoxLayout.LeftToRight, self)
+        # stacked until the first resize finds room for the plot beside the table: side by side asked for
+        # 500 px before the window was shown, so the window opened wider than a 1024 px screen
+        self._lay = lay = QBoxLayout(QBoxLayout.TopToBottom, self)
         lay.setContentsMargins(8, 6, 8, 6)
         lay.setSpacing(16)
         lay.addWidget(left_box, 0)

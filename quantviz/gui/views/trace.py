@@ -7,7 +7,10 @@ the float input). Layers still identical to the float model sit on the
 "float" line at the top. The layer where the error enters and the biggest
 drop between consecutive layers are marked; hovering shows every number of a
 layer; clicking selects it everywhere. A previous config's curves (or a
-pinned one) are drawn dashed for comparison.
+pinned one) are drawn dashed for comparison. The last point, **model output**,
+is the output the metrics read, measured as the re-check's output SQNR (so it
+equals the summary's); layers that output does not depend on (a BERT's pooler
+when the metrics read the hidden states) are drawn hollow and named so.
 
 Reads ``session.analysis.trace`` (:func:`quantviz.session.trace.run_trace`).
 It follows the session's events; with a runner (the main window gives it
@@ -42,6 +45,8 @@ PREV_COLOR = (140, 140, 150)
 DROP_COLOR = (200, 40, 40)
 MUTED_RGB = (150, 155, 165)
 LABEL_MAX_PX = 140
+OUTPUT_LABEL = "model output"
+UNUSED_RGB = (175, 180, 190)
 CURVES = {"out": ("layer outputs", "accumulated_sqnr_db", "local_sqnr_db"),
           "in": ("layer inputs (quantized ones)", "input_accumulated_sqnr_db", "input_local_sqnr_db")}
 
@@ -115,6 +120,12 @@ class TraceView(OnScreen, SessionFollower, QWidget):
                                           name="local (own error only)")
         self.prev_acc_item = pg.PlotDataItem(pen=pg.mkPen(PREV_COLOR, width=1.5, style=Qt.DashLine), name="previous")
         self.prev_local_item = pg.PlotDataItem(pen=pg.mkPen(PREV_COLOR, width=1, style=Qt.DotLine))
+        self.out_item = pg.ScatterPlotItem(symbol="d", size=15, pen=pg.mkPen(ACC_COLOR, width=1.5),
+                                           brush=pg.mkBrush(ACC_COLOR))  # the model output's SQNR
+        # named beside the point: the axis drops a tick label that would reach past its end, as this one's does
+        self.out_text = pg.TextItem(OUTPUT_LABEL, color=ACC_COLOR, anchor=(1, 1.1))
+        self.unused_item = pg.ScatterPlotItem(symbol="o", size=9, pen=pg.mkPen(UNUSED_RGB, width=1.5),
+                                              brush=pg.mkBrush(255, 255, 255))  # layers not feeding the output
         self.drop_item = pg.PlotDataItem(pen=pg.mkPen(DROP_COLOR, width=5))
         self.drop_text = pg.TextItem(color=DROP_COLOR, anchor=(0, 0.5))
         self.float_line = pg.InfiniteLine(angle=0, pen=pg.mkPen(MUTED_RGB, width=1, style=Qt.DashLine),
@@ -126,10 +137,11 @@ class TraceView(OnScreen, SessionFollower, QWidget):
         self.sel_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(theme.ACCENT_SOFT, width=10))
         self.hover_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(120, 120, 120, 120, width=1))
         for it in (self.sel_line, self.hover_line, self.float_line, self.entry_line, self.prev_acc_item,
-                   self.prev_local_item, self.drop_item, self.acc_item, self.local_item, self.drop_text):
+                   self.prev_local_item, self.drop_item, self.acc_item, self.local_item, self.unused_item,
+                   self.out_item, self.out_text, self.drop_text):
             pi.addItem(it)
         pi.legend.removeItem(self.prev_acc_item)
-        for it in (self.sel_line, self.hover_line, self.float_line, self.entry_line, self.drop_text):
+        for it in (self.sel_line, self.hover_line, self.float_line, self.entry_line, self.drop_text, self.out_text):
             it.setVisible(False)
         self.plot.scene().sigMouseMoved.connect(self._on_plot_hover)
         self.plot.scene().sigMouseClicked.connect(self._on_plot_clicked)
@@ -221,6 +233,17 @@ class TraceView(OnScreen, SessionFollower, QWidget):
         other = self.pinned if self.pinned is not None else self.previous
         return other if other is not self.result else None
 
+    @property
+    def output_x(self) -> int | None:
+        """The x of the model-output point (after the last layer), or None when it is not drawn."""
+        r = self.result
+        if r is None or not r.layers or r.output_sqnr_db is None or (self.curve_combo.currentData() or "out") != "out":
+            return None
+        return len(self._names)
+
+    def _y(self, v: float) -> float:
+        return self._ceiling if math.isinf(v) else v
+
     def _xy(self, res, key: str):
         """x, y (inf drawn on the float line), per-point brushes (hollow on the float line)."""
         pos = {n: i for i, n in enumerate(self._names)}
@@ -237,9 +260,10 @@ class TraceView(OnScreen, SessionFollower, QWidget):
         key_mode = self.curve_combo.currentData() or "out"
         _text, acc_key, loc_key = CURVES[key_mode]
         if r is None or not r.layers:
-            for it in (self.acc_item, self.local_item, self.prev_acc_item, self.prev_local_item, self.drop_item):
+            for it in (self.acc_item, self.local_item, self.prev_acc_item, self.prev_local_item, self.drop_item,
+                       self.out_item, self.unused_item):
                 it.setData([], [])
-            for it in (self.float_line, self.entry_line, self.drop_text):
+            for it in (self.float_line, self.entry_line, self.drop_text, self.out_text):
                 it.setVisible(False)
             self._names = []
             self.info.setText("No trace yet: Run › Trace error through layers, or the Trace now button "
@@ -249,6 +273,8 @@ class TraceView(OnScreen, SessionFollower, QWidget):
         other = self.comparison
         finite = [v for res in (r, other) if res is not None for k in (acc_key, loc_key)
                   for v in curve_values(res, k) if v is not None and math.isfinite(v)]
+        if key_mode == "out" and r.output_sqnr_db is not None and math.isfinite(r.output_sqnr_db):
+            finite.append(r.output_sqnr_db)
         top = max(finite) if finite else 40.0
         low = min(finite) if finite else 0.0
         self._ceiling = top + max(6.0, 0.12 * (top - low))
@@ -266,10 +292,18 @@ class TraceView(OnScreen, SessionFollower, QWidget):
             self.plot.getPlotItem().legend.removeItem(self.prev_acc_item)
         self.float_line.setPos(self._ceiling)
         self.float_line.setVisible(True)
+        ox = self.output_x
+        self.out_item.setData([ox] if ox is not None else [], [self._y(r.output_sqnr_db)] if ox is not None else [])
+        self.out_text.setVisible(ox is not None)
+        if ox is not None:
+            self.out_text.setPos(ox, self._y(r.output_sqnr_db))
+        unused = [(i, v) for i, (l, v) in enumerate(zip(r.layers, curve_values(r, acc_key)))
+                  if l.feeds_output is False and v is not None]
+        self.unused_item.setData([i for i, _ in unused], [self._y(v) for _, v in unused])
         self._mark_entry_and_drop(r, key_mode, acc_key)
         pi = self.plot.getPlotItem()
         self._update_ticks()
-        pi.setXRange(-0.5, len(self._names) - 0.5, padding=0.02)
+        pi.setXRange(-0.5, len(self._names) + (0.5 if ox is not None else -0.5), padding=0.02)
         self._floor = min(low, 0.0) - 2
         self._fit_y()
         self._default_info()
@@ -288,16 +322,20 @@ class TraceView(OnScreen, SessionFollower, QWidget):
         """Layer names under the axis: every k-th one when they do not all fit (the rest get a bare tick),
         long names elided at the front (the tail is what tells layers apart)."""
         ax = self.plot.getPlotItem().getAxis("bottom")
-        n = len(self._names)
+        names = self._names + ([OUTPUT_LABEL] if self._names and self.output_x is not None else [])
+        n = len(names)
         if not n:
             ax.setTicks([[]])
             return
         fm = self.fontMetrics()
-        labels = [fm.elidedText(name, Qt.ElideLeft, LABEL_MAX_PX) for name in self._names]
+        labels = [fm.elidedText(name, Qt.ElideLeft, LABEL_MAX_PX) for name in names]
         need = max(fm.horizontalAdvance(t) for t in labels) + 14
         per = max(self.plot.getPlotItem().vb.width(), 100.0) / n
         step = max(1, math.ceil(need / per))
-        ax.setTicks([[(i, labels[i]) for i in range(0, n, step)], [(i, "") for i in range(n) if i % step]])
+        shown = set(range(0, n, step)) | ({n - 1} if names[-1] == OUTPUT_LABEL else set())  # the output always
+        if names[-1] == OUTPUT_LABEL and (n - 1) % step:
+            shown.discard(n - 1 - (n - 1) % step)  # closer than a label's width: no two labels on top of each other
+        ax.setTicks([[(i, labels[i]) for i in sorted(shown)], [(i, "") for i in range(n) if i not in shown]])
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
@@ -342,6 +380,11 @@ class TraceView(OnScreen, SessionFollower, QWidget):
             parts.append(f"Error enters at <b>{r.layers[r.entry].name}</b>.")
         if drop is not None:
             parts.append(f"Biggest drop: <b>{self._names[drop[1]]}</b> (−{drop[2]:.1f} dB).")
+        if r.output_sqnr_db is not None:
+            parts.append(f"Model output: <b>{_fmt(r.output_sqnr_db)}</b> (the output the metrics read, "
+                         f"as the re-check's SQNR).")
+        if r.not_feeding:
+            parts.append(f"Not feeding that output (hollow): {', '.join(r.not_feeding)}.")
         if r.not_executed:
             parts.append(f"Not reached: {', '.join(r.not_executed)}.")
         parts.append("Hover for values; click to select a layer.")
@@ -361,10 +404,15 @@ class TraceView(OnScreen, SessionFollower, QWidget):
         if not self._names or not vb.sceneBoundingRect().contains(scene_pos):
             return None
         i = int(round(vb.mapSceneToView(scene_pos).x()))
-        return i if 0 <= i < len(self._names) else None
+        last = len(self._names) if self.output_x is not None else len(self._names) - 1
+        return i if 0 <= i <= last else None
 
     def layer_text(self, i: int) -> str:
-        l = self.result.layers[i]
+        r = self.result
+        if i == len(r.layers):
+            return (f"<b>{OUTPUT_LABEL}</b> (what the metrics read): {_fmt(r.output_sqnr_db)}, "
+                    f"the re-check's output SQNR on these samples")
+        l = r.layers[i]
         bits = l.setting or (f"W{l.weight_bits}" if l.weight_bits is not None else "float weights") + (
             f" A{l.act_bits}" if l.act_bits is not None else "")
         text = (f"<b>{l.name}</b> ({l.type}, {bits}): accumulated {_fmt(l.accumulated_sqnr_db)}, "
@@ -373,6 +421,8 @@ class TraceView(OnScreen, SessionFollower, QWidget):
             clip = l.input_clipped_fraction or 0.0
             text += (f"; input accumulated {_fmt(l.input_accumulated_sqnr_db)}, local {_fmt(l.input_local_sqnr_db)}, "
                      f"clipped {clip * 100:.3g}%")
+        if l.feeds_output is False:
+            text += "; does not feed the model output the metrics read"
         return text
 
     def _on_plot_hover(self, pos) -> None:
@@ -386,7 +436,7 @@ class TraceView(OnScreen, SessionFollower, QWidget):
 
     def _on_plot_clicked(self, ev) -> None:
         i = self._index_at(ev.scenePos())
-        if i is not None:
+        if i is not None and i < len(self._names):  # the model-output point is no layer
             self.show_layer(self._names[i])
             self.layerClicked.emit(self._names[i])
 
