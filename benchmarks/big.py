@@ -13,8 +13,11 @@ its own CLI process (``python -m quantviz ...``):
    three bit-widths (written to the score cache);
 3. ``search --avg-bits 5 --bits 4,6,8 --steps 2 --sensitivity local``: layers
    ranked by the local proxy (step 2's sweep, read from the score cache: the
-   search runs no sweep of its own), then every candidate config measured end
-   to end on the 8 sequences (``candidates`` in the JSON). An e2e-ranked search
+   search runs no sweep of its own); with ``--measure less`` (default) the
+   candidates within the budget are screened on a quarter of the sequences and
+   only those the screen cannot rule out are measured end to end on all of them
+   (``candidates``, ``screened``, ``full_evaluations`` in the JSON); with
+   ``--measure all`` every candidate is measured end to end. An e2e-ranked search
    would first run one evaluation per layer and bit-width: 156 layers x 3 =
    468 evaluations of the whole model.
 
@@ -115,6 +118,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--bits", default="4,6,8", help="bit-widths of the local sweep and the search (default 4,6,8)")
     ap.add_argument("--avg-bits", type=float, default=5.0, help="the search's budget (default 5)")
+    ap.add_argument("--measure", choices=("less", "all"), default="less",
+                    help="the search's --measure: less screens candidates on a subset first, all measures every one "
+                         "end to end (default less)")
     ap.add_argument("--skip-search", action="store_true", help="stop after the local sensitivity")
     add_out_argument(ap)
     ap.add_argument("--steps", help="only these steps, e.g. open,local,search (default: all)")
@@ -150,7 +156,7 @@ def main() -> None:
                  ("local_3_bits", ["sensitivity", *common, "--method", "local", "--bits", args.bits, "--act-bits", "none"])]
         if not args.skip_search:
             steps.append(("search", ["search", *common, "--avg-bits", str(args.avg_bits), "--bits", args.bits,
-                                     "--steps", "2", "--sensitivity", "local"]))
+                                     "--steps", "2", "--sensitivity", "local", "--measure", args.measure]))
         if args.steps:
             steps = [st for st in steps if st[0].split("_")[0] in args.steps.split(",")]
         for name, cmd in steps:
@@ -164,7 +170,10 @@ def main() -> None:
             elif name == "search" and r["exit"] == 0:
                 c = res["chosen"]
                 r.update(sensitivity=res.get("sensitivity"), sensitivity_from_cache=res.get("sensitivity_from_cache"),
-                         candidates=res.get("candidates"), metric=res.get("metric"), chosen_avg_bits=round(c["avg_bits"], 3),
+                         candidates=res.get("candidates"), measure=res.get("measure", "all"),
+                         screened=res.get("screened"), screen_samples=res.get("screen_samples"),
+                         eval_samples=res.get("eval_samples"),
+                         full_evaluations=res.get("full_evaluations", res.get("candidates")), metric=res.get("metric"), chosen_avg_bits=round(c["avg_bits"], 3),
                          chosen_metric=c["metrics"].get(res.get("metric")), float_metric=res["float_metrics"].get(res.get("metric")),
                          pareto=[{"avg_bits": round(q["avg_bits"], 3), res["metric"]: q["metrics"].get(res["metric"])}
                                  for q in res["pareto"]], search_s=round(res.get("seconds", 0.0), 1))
