@@ -390,8 +390,15 @@ def r_big() -> str:
             continue
         wall = secs(s["seconds"])
         if k == "search" and "candidates" in s:
-            wall += (f" ({'local sweep from the score cache; ' if s.get('sensitivity_from_cache') else ''}"
-                     f"{s['candidates']} candidates measured)")
+            full = s.get("full_evaluations", s["candidates"])
+            measured = (f"{s['candidates']} candidates measured" if s.get("measure", "all") == "all" else
+                        f"{s['candidates']} candidates, {s['screened']} screened on {s['screen_samples']} of "
+                        f"{s['eval_samples']} sequences, {full} measured end to end")
+            wall += f" ({'local sweep from the score cache; ' if s.get('sensitivity_from_cache') else ''}{measured})"
+            if "earlier" in d and "search" in d["earlier"].get("steps", {}):
+                e = d["earlier"]["steps"]["search"]
+                wall += (f"; {secs(e['seconds'])} when every one of {e.get('candidates')} candidates was "
+                         f"measured ({d['earlier'].get('date', 'earlier')})")
         rows.append([label, wall, f"~{d['per_billion_params_s'][k]:.0f} s", kb(s["peak_rss_mb"] * 2**20),
                      f"**{s['peak_rss_ratio']:.2f}**"])
     steps = [s for s in d["steps"].values()]
@@ -403,6 +410,31 @@ def r_big() -> str:
             f"baseline process {kb(d['baseline_rss_mb'] * 2**20)}.\n\n"
             + table(["step (CLI process)", "wall time", "per billion parameters", "peak RSS", "peak RSS ratio"], rows)
             + "\n\n" + expect + "\n\n" + source("big"))
+
+
+@renderer("search-less")
+def r_search_less() -> str:
+    d = load("search_less")
+    rows = []
+    for name, m in d["models"].items():
+        for r in m["budgets"]:
+            (k, v), = r["budget"].items()
+            budget = f"`--{k.replace('_', '-')} {v:g}`"
+            a, b = r["all"], r["less"]
+            metric = r["metric"]
+            rows.append([name.replace("_", " "), budget, f"{a['full_evaluations']} of {a['candidates']}",
+                         f"{b['full_evaluations']} (+{b['screened']} screened on {b['screen_samples']} of "
+                         f"{b['eval_samples']})", "yes" if r["same_pick"] else "no",
+                         _metric(metric, b["chosen_metric"]) + ("" if r["same_pick"] else
+                                                               f" (all: {_metric(metric, a['chosen_metric'])})"),
+                         f"{_ratio(r['ratio'])}"])
+    sm = d["summary"]
+    return (table(["model", "budget", "full evaluations, `--measure all`", "full evaluations, `less`",
+                   "same pick", "pick's held-out metric", "search time all / less"], rows,
+                  ["l", "l", "r", "r", "l", "r", "r"])
+            + f"\n\n{sm['same_pick']} of {sm['searches']} searches pick the same config; "
+              f"{sm['full_evaluations_less']} full evaluations instead of {sm['full_evaluations_all']}."
+            + "\n\n" + source("search_less"))
 
 
 @renderer("cpu-upcast")
