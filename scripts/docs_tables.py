@@ -423,11 +423,11 @@ def r_search_less() -> str:
             a, b = r["all"], r["less"]
             metric = r["metric"]
             rows.append([name.replace("_", " "), budget, f"{a['full_evaluations']} of {a['candidates']}",
-                         f"{b['full_evaluations']} (+{b['screened']} screened on {b['screen_samples']} of "
-                         f"{b['eval_samples']})", "yes" if r["same_pick"] else "no",
+                         f"{b['full_evaluations']} of {b['candidates']} ({b['screened']} screened on "
+                         f"{b['screen_samples']} of {b['eval_samples']} samples)", "yes" if r["same_pick"] else "no",
                          _metric(metric, b["chosen_metric"]) + ("" if r["same_pick"] else
                                                                f" (all: {_metric(metric, a['chosen_metric'])})"),
-                         f"{_ratio(r['ratio'])}"])
+                         f"{r['ratio']:.2f}×"])
     sm = d["summary"]
     return (table(["model", "budget", "full evaluations, `--measure all`", "full evaluations, `less`",
                    "same pick", "pick's held-out metric", "search time all / less"], rows,
