@@ -437,6 +437,27 @@ def r_search_less() -> str:
             + "\n\n" + source("search_less"))
 
 
+@renderer("search-less-big")
+def r_search_less_big() -> str:
+    d = load("search_less")["big_scaled"]
+    rows = []
+    for key, label in (("search", "`--measure less`"), ("search_all", "`--measure all`")):
+        st = d["steps"][key]
+        full = st.get("full_evaluations", st["candidates"])
+        rows.append([label, secs(st["seconds"]), f"{st['search_s']:.0f} s", f"{full} of {st['candidates']}",
+                     str(st.get("screened") or 0), f"{st['chosen_avg_bits']:.3f}", f"{st['chosen_metric']:.6g}"])
+    less, full = d["steps"]["search"], d["steps"]["search_all"]
+    same = "the same config" if less["chosen_bits"] == full["chosen_bits"] else "different configs"
+    return (f"{d['params']:,} parameters ({d['shape']}), {kb(d['weight_bytes'])} of bf16 weights, {d['data']}; "
+            f"local sweep from the score cache.\n\n"
+            + table(["search step (CLI process)", "wall time", "of which the search", "full evaluations", "screened",
+                     "pick's bits/weight", f"pick's {less['metric']}"], rows, ["l", "r", "r", "r", "r", "r", "r"])
+            + f"\n\nBoth searches pick {same}; the step takes {full['seconds'] / less['seconds']:.1f}x less time "
+              f"with `--measure less` (float {less['float_metric']:.6g}).\n\n"
+            + f"*Source: `benchmarks/results/search_less.json` (`big_scaled`): {_run(d['meta'])}, "
+              f"{d['meta']['machine']}; `{d['meta']['command']}`.*")
+
+
 @renderer("cpu-upcast")
 def r_cpu_upcast() -> str:
     d = load("cpu_upcast")

@@ -75,6 +75,11 @@ def test_demo_pick_equals_the_exhaustive_one(demo, budget):
     screened_only = [q for q in less["pareto"] if q.get("samples")]
     assert all(q["samples"] == less["screen_samples"] and "bands" in q for q in screened_only)
     metric = less["metric"]
+    full_front = [q for q in less["pareto"] if not q.get("samples")]
+    assert less["chosen"] in full_front or not any(_better(q, less["chosen"], metric) for q in full_front)
+    for front in (full_front, screened_only):  # each front compares like with like: sizes up, metric better
+        for a, b in zip(front, front[1:]):
+            assert a["size_bytes"] < b["size_bytes"] and _better(b, a, metric)
     for q in screened_only:  # a screened point's band holds its screened value
         lo, hi = q["bands"][metric]
         assert lo <= q["metrics"][metric] <= hi

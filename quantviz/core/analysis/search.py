@@ -464,8 +464,11 @@ def _run(p: Parts, sens, bits, avg_bits, size_bytes, max_drop, pareto_steps, sol
             chosen = _refine_drop_less(chosen, measure, objs, wbits, total_w, metric, p.reference.metrics, max_drop,
                                        solver)
         points = list(measure.seen.values())
-        # the front: every measured point, end to end where it was, else on the screening subset
-        front_pts = points + [q for k, q in measure.screened.items() if k not in measure.seen]
+        # the front: the points measured end to end, and beside them (never compared with them: other
+        # samples) the front of the points only screened
+        only = [q for k, q in measure.screened.items() if k not in measure.seen]
+        front = sorted(pareto_filter(points, metric) + pareto_filter(only, metric), key=lambda q: q["size_bytes"])
+        return chosen, points, front, metric, _counts(measure, mode, p)
     else:
         points = list(measure.seen.values())
         chosen = _choose(points, metric, p.reference.metrics, avg_bits, size_bytes, max_drop)
@@ -474,10 +477,13 @@ def _run(p: Parts, sens, bits, avg_bits, size_bytes, max_drop, pareto_steps, sol
                                   max_drop, solver)
             points = list(measure.seen.values())
         front_pts = points
-    counts = {"candidates": len(measure.proposed), "screened": len(measure.screened) if mode == "less" else 0,
-              "full": len(measure.seen), "screen_samples": measure.screen_samples if mode == "less" else None,
-              "eval_samples": len(p.data)}
-    return chosen, points, pareto_filter(front_pts, metric), metric, counts
+    return chosen, points, pareto_filter(front_pts, metric), metric, _counts(measure, mode, p)
+
+
+def _counts(measure: _Measurer, mode: str, p: Parts) -> dict:
+    return {"candidates": len(measure.proposed), "screened": len(measure.screened) if mode == "less" else 0,
+            "full": len(measure.seen), "screen_samples": measure.screen_samples if mode == "less" else None,
+            "eval_samples": len(p.data)}
 
 
 def _band(q: dict, metric: str) -> tuple[float, float] | None:
