@@ -13,8 +13,11 @@ its own CLI process (``python -m quantviz ...``):
    three bit-widths (written to the score cache);
 3. ``search --avg-bits 5 --bits 4,6,8 --steps 2 --sensitivity local``: layers
    ranked by the local proxy (step 2's sweep, read from the score cache: the
-   search runs no sweep of its own), then every candidate config measured end
-   to end on the 8 sequences (``candidates`` in the JSON). An e2e-ranked search
+   search runs no sweep of its own); with ``--measure less`` (default) the
+   candidates within the budget are screened on a quarter of the sequences and
+   only those the screen cannot rule out are measured end to end on all of them
+   (``candidates``, ``screened``, ``full_evaluations`` in the JSON); with
+   ``--measure all`` every candidate is measured end to end. An e2e-ranked search
    would first run one evaluation per layer and bit-width: 156 layers x 3 =
    468 evaluations of the whole model.
 
@@ -115,6 +118,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--bits", default="4,6,8", help="bit-widths of the local sweep and the search (default 4,6,8)")
     ap.add_argument("--avg-bits", type=float, default=5.0, help="the search's budget (default 5)")
+    ap.add_argument("--measure", default="less",
+                    help="the search's --measure: less screens candidates on a subset first, all measures every one "
+                         "end to end; less,all runs both searches (steps search and search_all; default less)")
     ap.add_argument("--skip-search", action="store_true", help="stop after the local sensitivity")
     add_out_argument(ap)
     ap.add_argument("--steps", help="only these steps, e.g. open,local,search (default: all)")
@@ -148,26 +154,35 @@ def main() -> None:
         common = [str(folder), "--data", str(data), "--batch-size", str(args.batch_size), "--json"]
         steps = [("open_calibrate_evaluate", ["evaluate", *common, "--preset", "W8"]),
                  ("local_3_bits", ["sensitivity", *common, "--method", "local", "--bits", args.bits, "--act-bits", "none"])]
-        if not args.skip_search:
-            steps.append(("search", ["search", *common, "--avg-bits", str(args.avg_bits), "--bits", args.bits,
-                                     "--steps", "2", "--sensitivity", "local"]))
+        modes = args.measure.split(",")
+        if not set(modes) <= {"less", "all"}:
+            raise SystemExit(f"--measure: less, all or less,all, got {args.measure!r}")
+        for i, mode in enumerate(modes if not args.skip_search else []):
+            steps.append(("search" if i == 0 else f"search_{mode}",
+                          ["search", *common, "--avg-bits", str(args.avg_bits), "--bits", args.bits,
+                           "--steps", "2", "--sensitivity", "local", "--measure", mode]))
         if args.steps:
             steps = [st for st in steps if st[0].split("_")[0] in args.steps.split(",")]
         for name, cmd in steps:
             r = run([py, "-m", "quantviz", *cmd], env)
             stdout = r.pop("stdout")
-            if name == "search" and r["exit"] == 0:
+            is_search = name.startswith("search")
+            if is_search and r["exit"] == 0:
                 res = _json_of(stdout)
-            if name == "search" and r["exit"] == 0 and res is None:
+            if is_search and r["exit"] == 0 and res is None:
                 r["parse_error"] = "no JSON object in the output: " + stdout[:300]
                 Path(tempfile.gettempdir(), "qv-big-search-stdout.txt").write_text(stdout)
-            elif name == "search" and r["exit"] == 0:
+            elif is_search and r["exit"] == 0:
                 c = res["chosen"]
                 r.update(sensitivity=res.get("sensitivity"), sensitivity_from_cache=res.get("sensitivity_from_cache"),
-                         candidates=res.get("candidates"), metric=res.get("metric"), chosen_avg_bits=round(c["avg_bits"], 3),
+                         candidates=res.get("candidates"), measure=res.get("measure", "all"),
+                         screened=res.get("screened"), screen_samples=res.get("screen_samples"),
+                         eval_samples=res.get("eval_samples"),
+                         full_evaluations=res.get("full_evaluations", res.get("candidates")), metric=res.get("metric"), chosen_avg_bits=round(c["avg_bits"], 3),
                          chosen_metric=c["metrics"].get(res.get("metric")), float_metric=res["float_metrics"].get(res.get("metric")),
                          pareto=[{"avg_bits": round(q["avg_bits"], 3), res["metric"]: q["metrics"].get(res["metric"])}
-                                 for q in res["pareto"]], search_s=round(res.get("seconds", 0.0), 1))
+                                 for q in res["pareto"]], search_s=round(res.get("seconds", 0.0), 1),
+                         chosen_bits=c["bits"])
             r["peak_rss_ratio"] = round((r["peak_rss_mb"] - base["peak_rss_mb"]) * 2**20 / wbytes, 2)
             r["load_avg_after"] = [round(v, 2) for v in os.getloadavg()]  # the machine is shared: how busy it was
             out["steps"][name] = r

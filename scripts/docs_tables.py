@@ -390,8 +390,15 @@ def r_big() -> str:
             continue
         wall = secs(s["seconds"])
         if k == "search" and "candidates" in s:
-            wall += (f" ({'local sweep from the score cache; ' if s.get('sensitivity_from_cache') else ''}"
-                     f"{s['candidates']} candidates measured)")
+            full = s.get("full_evaluations", s["candidates"])
+            measured = (f"{s['candidates']} candidates measured" if s.get("measure", "all") == "all" else
+                        f"{s['candidates']} candidates, {s['screened']} screened on {s['screen_samples']} of "
+                        f"{s['eval_samples']} sequences, {full} measured end to end")
+            wall += f" ({'local sweep from the score cache; ' if s.get('sensitivity_from_cache') else ''}{measured})"
+            if "earlier" in d and "search" in d["earlier"].get("steps", {}):
+                e = d["earlier"]["steps"]["search"]
+                wall += (f"; {secs(e['seconds'])} when every one of {e.get('candidates')} candidates was "
+                         f"measured ({d['earlier'].get('date', 'earlier')})")
         rows.append([label, wall, f"~{d['per_billion_params_s'][k]:.0f} s", kb(s["peak_rss_mb"] * 2**20),
                      f"**{s['peak_rss_ratio']:.2f}**"])
     steps = [s for s in d["steps"].values()]
@@ -475,6 +482,52 @@ def r_llm7b() -> str:
             f"{d.get('shards', '?')} shards, {d['data']}.\n\n"
             + table(["step", "wall time", "peak RSS", "notes"], rows, ["l", "r", "r", "l"])
             + "\n\n" + source("llm7b"))
+
+
+@renderer("search-less")
+def r_search_less() -> str:
+    d = load("search_less")
+    rows = []
+    for name, m in d["models"].items():
+        for r in m["budgets"]:
+            (k, v), = r["budget"].items()
+            budget = f"`--{k.replace('_', '-')} {v:g}`"
+            a, b = r["all"], r["less"]
+            metric = r["metric"]
+            rows.append([name.replace("_", " "), budget, f"{a['full_evaluations']} of {a['candidates']}",
+                         f"{b['full_evaluations']} of {b['candidates']} ({b['screened']} screened on "
+                         f"{b['screen_samples']} of {b['eval_samples']} samples)", "yes" if r["same_pick"] else "no",
+                         _metric(metric, b["chosen_metric"]) + ("" if r["same_pick"] else
+                                                               f" (all: {_metric(metric, a['chosen_metric'])})"),
+                         f"{r['ratio']:.2f}×"])
+    sm = d["summary"]
+    return (table(["model", "budget", "full evaluations, `--measure all`", "full evaluations, `less`",
+                   "same pick", "pick's held-out metric", "search time all / less"], rows,
+                  ["l", "l", "r", "r", "l", "r", "r"])
+            + f"\n\n{sm['same_pick']} of {sm['searches']} searches pick the same config; "
+              f"{sm['full_evaluations_less']} full evaluations instead of {sm['full_evaluations_all']}."
+            + "\n\n" + source("search_less"))
+
+
+@renderer("search-less-big")
+def r_search_less_big() -> str:
+    d = load("search_less")["big_scaled"]
+    rows = []
+    for key, label in (("search", "`--measure less`"), ("search_all", "`--measure all`")):
+        st = d["steps"][key]
+        full = st.get("full_evaluations", st["candidates"])
+        rows.append([label, secs(st["seconds"]), f"{st['search_s']:.0f} s", f"{full} of {st['candidates']}",
+                     str(st.get("screened") or 0), f"{st['chosen_avg_bits']:.3f}", f"{st['chosen_metric']:.6g}"])
+    less, full = d["steps"]["search"], d["steps"]["search_all"]
+    same = "the same config" if less["chosen_bits"] == full["chosen_bits"] else "different configs"
+    return (f"{d['params']:,} parameters ({d['shape']}), {kb(d['weight_bytes'])} of bf16 weights, {d['data']}; "
+            f"local sweep from the score cache.\n\n"
+            + table(["search step (CLI process)", "wall time", "of which the search", "full evaluations", "screened",
+                     "pick's bits/weight", f"pick's {less['metric']}"], rows, ["l", "r", "r", "r", "r", "r", "r"])
+            + f"\n\nBoth searches pick {same}; the step takes {full['seconds'] / less['seconds']:.1f}x less time "
+              f"with `--measure less` (float {less['float_metric']:.6g}).\n\n"
+            + f"*Source: `benchmarks/results/search_less.json` (`big_scaled`): {_run(d['meta'])}, "
+              f"{d['meta']['machine']}; `{d['meta']['command']}`.*")
 
 
 @renderer("cpu-upcast")

@@ -29,6 +29,10 @@ def register(sub) -> None:
                         "and bit-width), local (each layer's own output SQNR, one calibration pass: for large "
                         "models) or hessian (HAWQ); as quantviz sensitivity --method; a cached result is reused "
                         "(default e2e)")
+    p.add_argument("--measure", choices=("less", "all"), default="less",
+                   help="less: screen the candidates within the budget on a quarter of the evaluation samples and "
+                        "measure end to end only those the screen cannot rule out (at most 3); all: measure every "
+                        "candidate end to end, the exhaustive search (default less)")
     p.add_argument("--out", metavar="CFG.json", help="write the chosen config (quantviz config format)")
     add_scale_args(p)
     add_common_args(p)
@@ -59,7 +63,7 @@ def run(args) -> int:
     try:
         res = session.run_search(avg_bits=args.avg_bits, size_bytes=args.size_bytes, max_drop=args.max_drop,
                      bits=bits, pareto_steps=args.steps, progress=bar, metric=args.metric,
-                                 sensitivity=args.sensitivity)
+                                 sensitivity=args.sensitivity, measure=args.measure)
     finally:
         bar.close()
     if args.out:
@@ -74,7 +78,7 @@ def run(args) -> int:
     from ..core.analysis.candidates import as_json
 
     print(f"{session.name}: settings tried: {', '.join(map(str, as_json(res['bits'])))}")
-    print(f"{session.name}: layers ranked by {ranked}; {res['candidates']} candidates measured end to end")
+    print(f"{session.name}: layers ranked by {ranked}; {counts_line(res)}")
     split = session.split
     where = (f"on {split.eval_samples} held-out samples (calibrated on {split.calib_samples} others)" if split.held_out
              else f"on {split.eval_samples} samples, the calibration data" if split.on_calibration_data
@@ -86,10 +90,22 @@ def run(args) -> int:
     print("\nPareto front (measured):")
     fmts = any("formats" in q for q in res["pareto"])
     rows = [[fmt_bytes(q["size_bytes"]), f"{q['avg_bits']:.2f}",
-             fmt_metric(metric, q["metrics"].get(metric)), fmt_metric("sqnr_db", q["metrics"].get("sqnr_db"))]
+             fmt_metric(metric, q["metrics"].get(metric)) + ("*" if q.get("samples") else ""), fmt_metric("sqnr_db", q["metrics"].get("sqnr_db"))]
             + ([q["name"].split(": ", 1)[-1]] if fmts else []) for q in res["pareto"]]
     print(table(rows, ["size", "bits/weight", metric, "SQNR"]
                 + (["settings"] if fmts else []), "rrrr" + ("l" if fmts else "")))
+    if any(q.get("samples") for q in res["pareto"]):
+        print(f"* screened on {res.get('screen_samples')} of the {res.get('eval_samples')} evaluation samples, "
+              "not measured end to end")
     if args.out:
         print(f"wrote {args.out}")
     return 0
+
+
+def counts_line(res: dict) -> str:
+    """How many candidates a search proposed, screened and measured end to end."""
+    n, full = res["candidates"], res.get("full_evaluations", res["candidates"])
+    if res.get("measure", "all") == "all":
+        return f"{n} candidates, all {full} measured end to end"
+    return (f"{n} candidates, {res.get('screened', 0)} screened on {res.get('screen_samples')} of "
+            f"{res.get('eval_samples')} samples, {full} measured end to end")

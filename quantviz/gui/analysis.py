@@ -68,7 +68,7 @@ def ask_and_search(win) -> None:
         if req["start"]:
             s.apply_preset(req["start"])  # one undoable edit, as the dialog says
         s.set_analysis_metric(req["metric"])  # the session keeps it: the next sweep ranks by it too
-        run_search(win, bits=req["bits"], sensitivity=req["sensitivity"], **req["budget"])
+        run_search(win, bits=req["bits"], sensitivity=req["sensitivity"], measure=req["measure"], **req["budget"])
 
     dlg.accepted.connect(accepted)
     dlg.open()
@@ -94,7 +94,9 @@ def run_search(win, **budget) -> None:
         m = chosen.get("metrics", {})
         metric = result.get("metric") or s.analysis_metric
         val = f", {metric_label(metric)} {fmt_metric(metric, m[metric])}" if metric in m else ""
-        win.show_message(f"Search: {chosen.get('avg_bits', 0):.2f} bits/weight{val}; click a Pareto point to use it")
+        n, full = result.get("candidates", 0), result.get("full_evaluations", result.get("candidates", 0))
+        win.show_message(f"Search: {chosen.get('avg_bits', 0):.2f} bits/weight{val} ({full} of {n} candidates "
+                         "measured end to end); click a Pareto point to use it")
 
     def failed(message, details, exc):
         win.show_error(f"Search failed: {message}", details)

@@ -103,6 +103,14 @@ class SearchDialog(QDialog):
                              "(as quantviz search --sensitivity). Local and Hessian need one calibration pass "
                              "instead of one evaluation per layer and bit-width: use them for large models.")
 
+        self.measure = QComboBox()
+        self.measure.addItem("screen first, then end to end what can win", "less")
+        self.measure.addItem("every candidate end to end (exhaustive)", "all")
+        self.measure.setToolTip("Screen first: the candidates within the budget are measured on a quarter of the "
+                                "evaluation samples, and only those that can still be the best (at most 3) end to "
+                                "end (as quantviz search --measure less). Exhaustive: every candidate end to end "
+                                "(--measure all).")
+
         self.start = QComboBox()
         self.start.addItem("the current config", None)
         for name in ("W8", "W8A8", "W4"):
@@ -117,6 +125,7 @@ class SearchDialog(QDialog):
         form.addRow("Candidate weight bits:", _wrap(bits_row))
         form.addRow("", self.extras)
         form.addRow("Rank layers by:", self.rank)
+        form.addRow("Measure:", self.measure)
         form.addRow("Start from:", self.start)
         buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         buttons.button(QDialogButtonBox.Ok).setText("Search")
@@ -180,7 +189,7 @@ class SearchDialog(QDialog):
 
     def request(self) -> dict:
         """``{"budget": {key: value}, "bits": (...), "start": preset name or None, "metric": key,
-        "sensitivity": "e2e" | "local" | "hessian"}``."""
+        "sensitivity": "e2e" | "local" | "hessian", "measure": "less" | "all"}``."""
         key = next(k for k, rb in self.radios.items() if rb.isChecked())
         if key == "avg_bits":
             value = float(self.avg_bits.value())
@@ -189,7 +198,8 @@ class SearchDialog(QDialog):
         else:
             value = float(self.max_drop.value()) / (100.0 if self.metric_key in PERCENT_METRICS else 1.0)
         return {"budget": {key: value}, "bits": self.candidates(), "start": self.start.currentData(),
-                "metric": self.metric_key, "sensitivity": self.rank.currentData()}
+                "metric": self.metric_key, "sensitivity": self.rank.currentData(),
+                "measure": self.measure.currentData()}
 
     def _accept(self) -> None:
         if len(self.bits()) < 2:

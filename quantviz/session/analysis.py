@@ -201,7 +201,8 @@ class AnalysisMixin:
                    max_drop: float | None = None, bits=None, pareto_steps: int = 9,
                    solver: str = "auto", ties=(), progress: Progress = null_progress,
                    cancel: Callable[[], bool] = lambda: False, cache: bool | None = None,
-                   ray: str | None = None, metric: str | None = None, sensitivity: str = "e2e") -> dict:
+                   ray: str | None = None, metric: str | None = None, sensitivity: str = "e2e",
+                   measure: str = "less") -> dict:
         """Search a bit-width per layer for one budget (see :func:`quantviz.core.analysis.search.search`)
         and keep the result; every point carries the full config it stands for.
 
@@ -209,7 +210,9 @@ class AnalysisMixin:
         or a cheap proxy, ``local`` or ``hessian`` (one calibration pass: what a large model
         can afford). A result of that method for the same settings, kept by the session or
         in the score cache (as ``quantviz sensitivity --method local`` leaves it), is reused.
-        The candidates are measured end to end either way. ``bits`` None: :meth:`default_search_candidates`.
+        ``measure``: ``"less"`` screens the candidates on a subset of the evaluation samples and measures
+        end to end only those that can still be the answer; ``"all"`` measures every candidate end to end
+        (the result's ``full_evaluations`` counts them). ``bits`` None: :meth:`default_search_candidates`.
 
         The result's ``data`` says which samples its metrics are on (:attr:`split`): held out from
         calibration when the session holds out."""
@@ -237,7 +240,8 @@ class AnalysisMixin:
                                             metric=metric)
                 res = search_mod.search(self.parts(ties, metric), sens_res, avg_bits=avg_bits, size_bytes=size_bytes,
                                         max_drop=max_drop, bits=bits, pareto_steps=pareto_steps, solver=solver,
-                                        progress=scaled(progress, 0.5, 1.0), cancel=cancel, executor=executor)
+                                        progress=scaled(progress, 0.5, 1.0), cancel=cancel, executor=executor,
+                                        measure=measure)
             finally:
                 if executor is not None:
                     executor.close()

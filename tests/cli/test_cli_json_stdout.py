@@ -52,6 +52,8 @@ RUNS = [
     ("evaluate", ["evaluate", "demo", "--preset", "W4", "--json"]),
     ("sensitivity", ["sensitivity", "demo", "--method", "local", "--bits", "4,8", "--json"]),
     ("search", ["search", "demo", "--avg-bits", "6", "--bits", "4,8", "--steps", "2", "--sensitivity", "local", "--json"]),
+    ("search_all", ["search", "demo", "--avg-bits", "6", "--bits", "4,8", "--steps", "2", "--sensitivity", "local",
+                    "--measure", "all", "--json"]),
     ("search_candidates", ["search", "demo", "--avg-bits", "6", "--candidates", "int8,mxfp4", "--steps", "2",
                            "--json"]),
     ("trace", ["trace", "demo", "--preset", "W4", "--json"]),

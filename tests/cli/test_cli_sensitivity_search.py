@@ -136,3 +136,23 @@ def test_search_sensitivity_bad_value_is_one_line(recipe, capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
     assert err.startswith("quantviz: error: --sensitivity: unknown method 'loo' (choose from e2e, local, hessian)")
+
+
+def test_search_measures_less_and_says_how_many(recipe, capsys):
+    """#25 §4: the default search screens candidates and measures few end to end; --measure all
+    measures every one; both say how many (text and JSON)."""
+    base = ["search", recipe, "--avg-bits", "5", "--bits", "2,4,8", "--steps", "4", "--threads", "1"]
+    assert main(base + ["--json"]) == 0
+    less = _json(capsys)
+    assert main(base + ["--measure", "all", "--json"]) == 0
+    full = _json(capsys)
+    assert less["measure"] == "less" and full["measure"] == "all"
+    assert full["full_evaluations"] == full["candidates"] == less["candidates"]
+    assert 1 <= less["full_evaluations"] < less["candidates"]
+    assert less["chosen"]["bits"] == full["chosen"]["bits"]
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    assert (f"{less['candidates']} candidates, {less['screened']} screened on {less['screen_samples']} of "
+            f"{less['eval_samples']} samples, {less['full_evaluations']} measured end to end") in out
+    assert main(base + ["--measure", "all"]) == 0
+    assert f"{full['candidates']} candidates, all {full['candidates']} measured end to end" in capsys.readouterr().out

@@ -20,12 +20,16 @@ def test_rank_layers_by_local_runs_a_local_ranked_search(window, qtbot, wait_idl
     dlg.extras.setChecked(False)
     req = dlg.request()
     assert req["sensitivity"] == "local" and req["bits"] == (4, 8)
+    assert req["measure"] == "less" and "--measure" in dlg.measure.toolTip()  # as quantviz search by default
     dlg.accept()
     qtbot.waitUntil(lambda: s.analysis.search is not None, timeout=120000)
     wait_idle(window)
     res = s.analysis.search
     assert res["sensitivity"] == "local" and res["chosen"]["avg_bits"] <= 6 + 1e-9
     assert "local" in s.analysis.sensitivity and "e2e" not in s.analysis.sensitivity
+    # searches that measure less (#25 §4): fewer end-to-end evaluations than candidates, and the app says so
+    assert res["measure"] == "less" and 1 <= res["full_evaluations"] < res["candidates"]
+    assert f"{res['full_evaluations']} of {res['candidates']} candidates measured end to end" in window.error_label.text()
 
 
 def test_the_dialog_offers_the_default_searchs_per_group_and_gptq_settings(window, qtbot):
@@ -47,4 +51,6 @@ def test_the_dialog_offers_the_default_searchs_per_group_and_gptq_settings(windo
     assert "int2" not in {str(c) for c in dlg.request()["bits"]}
     dlg.extras.setChecked(False)
     assert dlg.request()["bits"] == (4, 8)
+    dlg.measure.setCurrentIndex(dlg.measure.findData("all"))
+    assert dlg.request()["measure"] == "all"  # the exhaustive search (quantviz search --measure all)
     dlg.reject()

@@ -29,7 +29,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import Cancelled, QuantvizError
-from ..sim.evaluate import evaluate_quantized, higher_is_better
+from ..sim.evaluate import evaluate_quantized, higher_is_better, user_metrics
+from ..sim.forward import iterate_outputs
+from ..model.lmmetrics import slice_aux
 from ..progress import Progress, null_progress
 from .sensitivity import DEFAULT_BITS, Parts, primary_metric, tie_groups, weight_setting
 from .candidates import Candidate, as_json, normalize, setting_label, weight_at
@@ -230,21 +232,45 @@ def _better(a: dict, b: dict | None, metric: str) -> bool:
     return a["metrics"].get("sqnr_db", 0) > b["metrics"].get("sqnr_db", 0)
 
 
-class _Measurer:
-    """Measures a choice (one option index per group) end to end, once."""
+MEASURE_MODES = ("less", "all")
+SCREEN_FRACTION = 0.25  # of the evaluation samples a candidate is screened on (measure="less")
+FULL_LIMIT = 3  # candidates measured end to end at most per decision (measure="less"), the best screened first
 
-    def __init__(self, p: Parts, groups, bits, cancel, executor=None):
+
+class _Measurer:
+    """Measures a choice (one option index per group) end to end, once; in ``less`` mode it also
+    screens choices on the first evaluation samples (:meth:`screen`)."""
+
+    def __init__(self, p: Parts, groups, bits, cancel, executor=None, mode: str = "all"):
         self.p, self.groups, self.bits, self.cancel = p, groups, bits, cancel
         self.executor = executor
-        self.seen: dict[tuple, dict] = {}
+        self.mode = mode
+        self.seen: dict[tuple, dict] = {}  # measured end to end
+        self.screened: dict[tuple, dict] = {}  # measured on the screening subset
+        self.proposed: dict[tuple, None] = {}  # every choice the solver and the uniform paths proposed
+        n = len(p.data)
+        self.screen_samples = max(1, min(n, int(np.ceil(n * SCREEN_FRACTION))))
 
     def _specs(self, choice):
         by_layer = {n: self.bits[k] for g, k in zip(self.groups, choice) for n in g}
         return by_layer, specs_for(self.p.base_specs, by_layer)
 
+    def propose(self, choices) -> None:
+        for c in choices:
+            if c is not None:
+                self.proposed.setdefault(tuple(c), None)
+
     def many(self, choices) -> None:
-        """Measure every new choice in ``choices`` (on the executor's workers when there is one)."""
+        """Propose ``choices``; with ``mode="all"`` measure every new one at once (on the
+        executor's workers when there is one)."""
+        self.propose(choices)
+        if self.mode == "all":
+            self.full(choices)
+
+    def full(self, choices) -> None:
+        """Measure every new choice in ``choices`` end to end (on the executor's workers when there is one)."""
         new = list(dict.fromkeys(tuple(c) for c in choices if c is not None and tuple(c) not in self.seen))
+        self.propose(new)
         if self.executor is None or len(new) < 2:
             for c in new:
                 self(c)
@@ -259,6 +285,7 @@ class _Measurer:
             return self.seen[key]
         if self.cancel():
             raise Cancelled("search cancelled")
+        self.propose([key])
         if self.executor is not None:
             (_, metrics), = list(self.executor.run([("evaluate", (self._specs(key)[1],))], cancel=self.cancel))
             return self._point(key, metrics)
@@ -268,7 +295,48 @@ class _Measurer:
                                      evaluate_fn=self.p.evaluate_fn, cancel=self.cancel)
         return self._point(key, metrics)
 
-    def _point(self, key, metrics) -> dict:
+    def screen(self, choice) -> dict:
+        """``choice`` measured on the first :attr:`screen_samples` evaluation samples, with the
+        metrics' 95 % bands (a finite population correction: the subset is drawn from the full set)."""
+        key = tuple(choice)
+        if key in self.seen:  # measured end to end already: exact
+            return self.seen[key]
+        if key in self.screened:
+            return self.screened[key]
+        if self.cancel():
+            raise Cancelled("search cancelled")
+        self.propose([key])
+        _, specs = self._specs(key)
+        self.p.sim.apply(specs, cancel=self.cancel)
+        ref, k = self.p.reference, self.screen_samples
+        if k >= len(self.p.data):  # the subset is the whole set: a screen is the full measurement
+            return self(key)
+        sub = self.p.data.subset(k)
+        stream = ref.stream()
+        bs = ref.batch_size
+        for i, out, y in iterate_outputs(self.p.sim.qmodel, sub, device=self.p.device, batch_size=bs,
+                                         cancel=self.cancel, readout=ref.readout):
+            a = i * bs
+            b = a + (out.shape[0] if out.dim() else 1)
+            aux = ref.aux_of(i)
+            stream.update(ref.rows(a, b), out, y, slice_aux(aux, 0, b - a) if aux else None)
+            del out
+        snap = stream.snapshot()
+        metrics = snap["metrics"]
+        if self.p.evaluate_fn is not None:
+            metrics.update(user_metrics(self.p.evaluate_fn, self.p.sim.qmodel, sub))
+        pt = self._point(key, metrics, store=False)
+        pt["samples"], pt["bands"] = k, snap["bands"]
+        self.screened[key] = pt
+        return pt
+
+    def size_of(self, choice) -> dict:
+        """Size and bits of ``choice`` (no measurement)."""
+        _, specs = self._specs(choice)
+        size = model_size(self.p.sim.float_model, self.p.sim.layers, specs)
+        return {"size_bytes": size.quantized_bytes, "avg_bits": size.avg_bits}
+
+    def _point(self, key, metrics, store: bool = True) -> dict:
         by_layer, specs = self._specs(key)
         size = model_size(self.p.sim.float_model, self.p.sim.layers, specs)
         pt = {"size_bytes": size.quantized_bytes, "avg_bits": size.avg_bits, "element_bits": size.element_bits,
@@ -280,7 +348,8 @@ class _Measurer:
                 counts[str(b)] = counts.get(str(b), 0) + 1
             pt["formats"] = counts
             pt["name"] = f"{size.avg_bits:.2f} bits: {setting_label(counts)}"
-        self.seen[tuple(key)] = pt
+        if store:
+            self.seen[tuple(key)] = pt
         return pt
 
 
@@ -302,7 +371,7 @@ def pareto_filter(points: list[dict], metric: str) -> list[dict]:
 def search(parts: Parts, sens: dict, *, avg_bits: float | None = None, size_bytes: int | None = None,
            max_drop: float | None = None, bits: Sequence[int] = DEFAULT_BITS, pareto_steps: int = 9,
            solver: str = "auto", progress: Progress = null_progress,
-           cancel: Callable[[], bool] = lambda: False, executor=None) -> dict:
+           cancel: Callable[[], bool] = lambda: False, executor=None, measure: str = "less") -> dict:
     """Choose a bit-width per layer for one budget and trace the Pareto front.
 
     ``sens`` is a sensitivity result of ``parts`` at ``bits`` (``e2e`` or ``loo``:
@@ -314,7 +383,18 @@ def search(parts: Parts, sens: dict, *, avg_bits: float | None = None, size_byte
     "metrics", "bits": {layer: b}, "name"}``. The simulation is left at
     ``parts.base_specs``. With ``executor`` (:class:`.raysweep.RayExecutor`) the
     candidates of each round are measured in parallel on its workers.
+
+    ``measure``: ``"all"`` measures every candidate end to end (the exhaustive
+    search); ``"less"`` (default) screens the candidates that can be the answer
+    (those within the budget; every one under ``max_drop``) on a subset of the
+    evaluation samples and measures end to end only those whose screened band
+    can still beat the best screened one (:data:`FULL_LIMIT` at most, the best
+    screened first). The result counts them: ``candidates`` (configs the
+    solver proposed), ``screened``, ``full_evaluations``; a point measured on
+    the subset only carries ``samples`` (how many it was measured on).
     """
+    if measure not in MEASURE_MODES:
+        raise SearchError(f"search: unknown measure mode {measure!r} (choose from {', '.join(MEASURE_MODES)})")
     given = [v is not None for v in (avg_bits, size_bytes, max_drop)]
     if sum(given) != 1:
         raise SearchError("search: give exactly one budget (avg_bits, size_bytes or max_drop)")
@@ -322,8 +402,8 @@ def search(parts: Parts, sens: dict, *, avg_bits: float | None = None, size_byte
     t0 = time.perf_counter()
     p = parts
     try:
-        chosen, points, front, metric = _run(p, sens, bits, avg_bits, size_bytes, max_drop, pareto_steps, solver,
-                                             progress, cancel, executor)
+        chosen, points, front, metric, counts = _run(p, sens, bits, avg_bits, size_bytes, max_drop, pareto_steps,
+                                                     solver, progress, cancel, executor, measure)
     finally:
         p.sim.apply(p.base_specs)
     progress(1, 1, "done")
@@ -332,7 +412,9 @@ def search(parts: Parts, sens: dict, *, avg_bits: float | None = None, size_byte
     return {"chosen": chosen, "pareto": front, "metric": metric, "float_metrics": dict(p.reference.metrics),
             "sensitivity": sens.get("method", "e2e"), "sensitivity_from_cache": bool(sens.get("from_cache")),
             "budget": {"avg_bits": avg_bits, "size_bytes": size_bytes, "max_drop": max_drop}, "bits": as_json(bits),
-            "candidates": len(points), "seconds": time.perf_counter() - t0}
+            "candidates": counts["candidates"], "measure": measure, "screened": counts["screened"],
+            "full_evaluations": counts["full"], "screen_samples": counts["screen_samples"],
+            "eval_samples": counts["eval_samples"], "seconds": time.perf_counter() - t0}
 
 
 def _check_budget(p: Parts, bits, wbytes, avg_bits, size_bytes) -> float:
@@ -350,11 +432,12 @@ def _check_budget(p: Parts, bits, wbytes, avg_bits, size_bytes) -> float:
     return other
 
 
-def _run(p: Parts, sens, bits, avg_bits, size_bytes, max_drop, pareto_steps, solver, progress, cancel, executor=None):
+def _run(p: Parts, sens, bits, avg_bits, size_bytes, max_drop, pareto_steps, solver, progress, cancel, executor=None,
+         mode: str = "all"):
     groups, wbits, wbytes, noise, drop, metric = _table(p, sens, bits)
     total_w = float(sum(l.weight_numel for l in p.sim.layers))
     other = _check_budget(p, bits, wbytes, avg_bits, size_bytes)
-    measure = _Measurer(p, groups, bits, cancel, executor)
+    measure = _Measurer(p, groups, bits, cancel, executor, mode)
     objs = _objectives(noise, drop)
     sweep_bits = list(np.linspace(wbits.min(axis=1).sum() / total_w, wbits.max(axis=1).sum() / total_w, pareto_steps))
     if avg_bits is not None:
@@ -370,17 +453,151 @@ def _run(p: Parts, sens, bits, avg_bits, size_bytes, max_drop, pareto_steps, sol
             else:
                 chs.append(solve(obj, wbytes, budget - other, solver))
         measure.many(chs)
-        progress(i + 1, len(jobs) + 2, "measuring configs")
+        if mode == "all":
+            progress(i + 1, len(jobs) + 2, "measuring configs")
     if avg_bits is not None or size_bytes is not None:
         sz, cap = (wbits, avg_bits * total_w + 1e-6) if avg_bits is not None else (wbytes, size_bytes - other)
         measure.many(uniform_path(objs[0], sz, cap) + uniform_neighbours(objs[0], sz, cap))
-    points = list(measure.seen.values())
-    chosen = _choose(points, metric, p.reference.metrics, avg_bits, size_bytes, max_drop)
-    if chosen is not None and max_drop is not None:
-        chosen = _refine_drop(chosen, points, measure, objs, wbits, total_w, metric, p.reference.metrics,
-                              max_drop, solver)
+    if mode == "less":
+        chosen = _less(measure, metric, p.reference.metrics, avg_bits, size_bytes, max_drop, progress)
+        if chosen is not None and max_drop is not None:
+            chosen = _refine_drop_less(chosen, measure, objs, wbits, total_w, metric, p.reference.metrics, max_drop,
+                                       solver)
         points = list(measure.seen.values())
-    return chosen, points, pareto_filter(points, metric), metric
+        # the front: the points measured end to end, and beside them (never compared with them: other
+        # samples) the front of the points only screened
+        only = [q for k, q in measure.screened.items() if k not in measure.seen]
+        front = sorted(pareto_filter(points, metric) + pareto_filter(only, metric), key=lambda q: q["size_bytes"])
+        return chosen, points, front, metric, _counts(measure, mode, p)
+    else:
+        points = list(measure.seen.values())
+        chosen = _choose(points, metric, p.reference.metrics, avg_bits, size_bytes, max_drop)
+        if chosen is not None and max_drop is not None:
+            chosen = _refine_drop(chosen, points, measure, objs, wbits, total_w, metric, p.reference.metrics,
+                                  max_drop, solver)
+            points = list(measure.seen.values())
+        front_pts = points
+    return chosen, points, pareto_filter(front_pts, metric), metric, _counts(measure, mode, p)
+
+
+def _counts(measure: _Measurer, mode: str, p: Parts) -> dict:
+    return {"candidates": len(measure.proposed), "screened": len(measure.screened) if mode == "less" else 0,
+            "full": len(measure.seen), "screen_samples": measure.screen_samples if mode == "less" else None,
+            "eval_samples": len(p.data)}
+
+
+def _band(q: dict, metric: str) -> tuple[float, float] | None:
+    """The 95 % band of a point's metric (None: measured end to end, or no band for this metric)."""
+    b = (q.get("bands") or {}).get(metric)
+    v = q["metrics"].get(metric)
+    if v is None:
+        return None
+    return (float(b[0]), float(b[1])) if b else (float(v), float(v))
+
+
+def _rank_key(q: dict, metric: str):
+    """Sort key: best point first (primary metric, then SQNR)."""
+    v = q["metrics"].get(metric)
+    s = q["metrics"].get("sqnr_db", 0.0)
+    if v is None:
+        return (1, 0.0, -s)
+    return (0, -v if higher_is_better(metric) else v, -s)
+
+
+def _fits(q: dict, avg_bits, size_bytes) -> bool:
+    if avg_bits is not None:
+        return _bits(q) <= avg_bits + 1e-9
+    if size_bytes is not None:
+        return q["size_bytes"] <= size_bytes
+    return True
+
+
+def _less(measure: _Measurer, metric, ref, avg_bits, size_bytes, max_drop, progress):
+    """Screen the candidates that can be the answer, measure end to end those the screen cannot rule out."""
+    eligible = [c for c in measure.proposed if _fits(measure.size_of(c), avg_bits, size_bytes)]
+    screened = []
+    for i, c in enumerate(eligible):
+        screened.append((c, measure.screen(c)))
+        progress(i + 1, len(eligible) + FULL_LIMIT + 1, "screening configs")
+    if not screened:
+        return None
+    if max_drop is None:
+        best = min((q for _, q in screened), key=lambda q: _rank_key(q, metric))
+        hb = higher_is_better(metric)
+        bb = _band(best, metric)
+        alive = []
+        for c, q in screened:
+            qb = _band(q, metric)
+            if bb is None or qb is None or (qb[1] >= bb[0] if hb else qb[0] <= bb[1]):
+                alive.append((c, q))
+        for j, c in enumerate(_finalists(alive, metric)):
+            measure(c)
+            progress(len(eligible) + j + 1, len(eligible) + FULL_LIMIT + 1, "measuring configs")
+        return _choose(list(measure.seen.values()), metric, ref, avg_bits, size_bytes, None)
+    # the largest drop: the smallest config that meets it; the screen rules out what cannot meet it
+    by_size = sorted(screened, key=lambda cq: (cq[1]["size_bytes"], _rank_key(cq[1], metric)))
+    for c, q in by_size:
+        if not _may_meet(q, metric, ref, max_drop):
+            continue
+        full = measure(c)
+        if (_drop(metric, ref, full["metrics"]) or 0.0) <= max_drop + 1e-12:
+            break
+    return _choose(list(measure.seen.values()), metric, ref, None, None, max_drop)
+
+
+def _finalists(alive: list, metric: str) -> list:
+    """Up to :data:`FULL_LIMIT` screened choices to measure end to end: the best by the screened
+    metric and the best by the screened fidelity (KL divergence where the outputs are logits, else
+    SQNR), taken in turn. On a few samples a task metric such as accuracy moves in coarse steps;
+    the fidelity to the float outputs is a finer, steadier ranking of the same configs."""
+    by_metric = [c for c, _ in sorted(alive, key=lambda cq: _rank_key(cq[1], metric))]
+    fid = "kl_div" if all("kl_div" in q["metrics"] for _, q in alive) else "sqnr_db"
+    by_fid = [c for c, _ in sorted(alive, key=lambda cq: _rank_key(cq[1], fid))]
+    out: list = []
+    for pair in zip(by_metric, by_fid):
+        for c in pair:
+            if c not in out and len(out) < FULL_LIMIT:
+                out.append(c)
+    return out
+
+
+def _may_meet(q: dict, metric, ref, max_drop) -> bool:
+    """Can point ``q`` (screened, with a band) meet the largest drop?"""
+    b = _band(q, metric)
+    if b is None:
+        return True
+    best_case = b[1] if higher_is_better(metric) else b[0]
+    return (_drop(metric, ref, {metric: best_case}) or 0.0) <= max_drop + 1e-12
+
+
+def _refine_drop_less(chosen, measure, objs, wbits, total_w, metric, ref, max_drop, solver, steps=3):
+    """:func:`_refine_drop` with screening: a config is measured end to end only when its
+    screen can meet the drop and it is smaller than the chosen one."""
+    def misses_drop(q):
+        if "bands" in q:
+            return not _may_meet(q, metric, ref, max_drop)
+        return (_drop(metric, ref, q["metrics"]) or 0.0) > max_drop
+
+    known = list(measure.seen.values()) + list(measure.screened.values())
+    misses = [_bits(q) for q in known if _bits(q) < _bits(chosen) and misses_drop(q)]
+    lo, hi = (max(misses) if misses else _bits(chosen)), _bits(chosen)
+    for _ in range(steps):
+        if hi - lo < 1e-3:
+            break
+        mid = (lo + hi) / 2
+        ok = False
+        for ch in [solve(obj, wbits, mid * total_w + 1e-6, solver) for obj in objs]:
+            if ch is None:
+                continue
+            q = measure.screen(ch)
+            if "bands" in q and (not _may_meet(q, metric, ref, max_drop) or q["size_bytes"] >= chosen["size_bytes"]):
+                continue
+            full = measure(ch)
+            if (_drop(metric, ref, full["metrics"]) or 0.0) <= max_drop + 1e-12:
+                ok = True
+                chosen = _choose(list(measure.seen.values()), metric, ref, None, None, max_drop)
+        lo, hi = (lo, mid) if ok else (mid, hi)
+    return _choose(list(measure.seen.values()), metric, ref, None, None, max_drop)
 
 
 def _bits(q: dict) -> float:
@@ -433,4 +650,4 @@ def _refine_drop(chosen, points, measure, objs, wbits, total_w, metric, ref, max
     return _choose(list(measure.seen.values()), metric, ref, None, None, max_drop)
 
 
-__all__ = ["solve", "solve_dp", "solve_milp", "search", "specs_for", "pareto_filter", "SearchError"]
+__all__ = ["MEASURE_MODES", "solve", "solve_dp", "solve_milp", "search", "specs_for", "pareto_filter", "SearchError"]
