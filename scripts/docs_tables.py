@@ -530,6 +530,18 @@ def r_search_less_big() -> str:
               f"{d['meta']['machine']}; `{d['meta']['command']}`.*")
 
 
+@renderer("under-load")
+def r_under_load() -> str:
+    d = load("under_load")
+    rows = [[r["name"], secs(r["quiet_s"]), secs(r["loaded_s"]), f"**{r['ratio']:.2f}**" if r["ratio"] > d["target"]
+             else f"{r['ratio']:.2f}"] for r in d["rows"]]
+    met = "met" if d["met"] else "**not met**"
+    return (table(["command (its own process)", "quiet", f"beside {d['busy_processes']} busy processes",
+                   "loaded / quiet"], rows, ["l", "r", "r", "r"])
+            + f"\n\nWorst ratio {d['worst_ratio']:.2f} (target ≤ {d['target']:g} on {d['cores']} cores: {met}).\n\n"
+            + source("under_load"))
+
+
 @renderer("cpu-upcast")
 def r_cpu_upcast() -> str:
     d = load("cpu_upcast")
